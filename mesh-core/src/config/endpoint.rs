@@ -1,0 +1,162 @@
+//! Endpoint sets: Envoy's `ClusterLoadAssignment`, with localities, priorities and health.
+
+use crate::error::{Errors, FieldPath};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+/// Envoy's `ClusterLoadAssignment`: the endpoints of one cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterLoadAssignment {
+    /// The cluster (or EDS service name) these endpoints belong to.
+    pub cluster_name: String,
+    /// Endpoints grouped by locality and priority.
+    #[serde(default)]
+    pub endpoints: Vec<LocalityLbEndpoints>,
+}
+
+/// Envoy's `LocalityLbEndpoints`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityLbEndpoints {
+    /// Where these endpoints run.
+    #[serde(default, skip_serializing_if = "Locality::is_empty")]
+    pub locality: Locality,
+    /// The endpoints.
+    #[serde(default)]
+    pub lb_endpoints: Vec<LbEndpoint>,
+    /// Locality weight, for locality-weighted balancing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing_weight: Option<u32>,
+    /// Priority: 0 is highest; levels must be contiguous from 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
+}
+
+/// Envoy's `Locality`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    /// Region.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    /// Zone.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub zone: String,
+    /// Sub-zone.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sub_zone: String,
+}
+
+impl Locality {
+    /// True when no part is set.
+    pub fn is_empty(&self) -> bool {
+        self.region.is_empty() && self.zone.is_empty() && self.sub_zone.is_empty()
+    }
+}
+
+/// Envoy's `LbEndpoint`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbEndpoint {
+    /// Socket address, `ip:port`.
+    pub address: SocketAddr,
+    /// Health as reported by discovery.
+    #[serde(default, skip_serializing_if = "HealthStatus::is_unknown")]
+    pub health_status: HealthStatus,
+    /// Endpoint weight (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing_weight: Option<u32>,
+}
+
+impl LbEndpoint {
+    /// An endpoint with unknown health and no weight.
+    pub fn new(address: SocketAddr) -> Self {
+        Self {
+            address,
+            health_status: HealthStatus::Unknown,
+            load_balancing_weight: None,
+        }
+    }
+}
+
+/// Envoy's `HealthStatus`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HealthStatus {
+    /// Not known; treated as usable.
+    #[default]
+    Unknown,
+    /// Healthy.
+    Healthy,
+    /// Unhealthy: not used.
+    Unhealthy,
+    /// Draining: not used for new requests.
+    Draining,
+    /// Health check timed out: not used.
+    Timeout,
+    /// Degraded: used only when nothing better is available (treated as usable for now).
+    Degraded,
+}
+
+impl HealthStatus {
+    /// Whether new requests may go to an endpoint in this state (HEALTHY, UNKNOWN, DEGRADED).
+    pub fn is_usable(self) -> bool {
+        matches!(self, Self::Unknown | Self::Healthy | Self::Degraded)
+    }
+
+    fn is_unknown(&self) -> bool {
+        *self == Self::Unknown
+    }
+}
+
+impl ClusterLoadAssignment {
+    /// Checks this assignment; `path` locates it.
+    pub fn validate(&self, path: &FieldPath, errors: &mut Errors) {
+        errors.check(
+            !self.cluster_name.is_empty(),
+            &path.field("cluster_name"),
+            "must not be empty",
+        );
+        let mut priorities = BTreeSet::new();
+        for (i, loc) in self.endpoints.iter().enumerate() {
+            let lp = path.field("endpoints").index(i);
+            priorities.insert(loc.priority);
+            if loc.load_balancing_weight == Some(0) {
+                errors.push(&lp.field("load_balancing_weight"), "must be at least 1");
+            }
+            for (j, ep) in loc.lb_endpoints.iter().enumerate() {
+                let ep_path = lp.field("lb_endpoints").index(j);
+                if ep.load_balancing_weight == Some(0) {
+                    errors.push(
+                        &ep_path.field("load_balancing_weight"),
+                        "must be at least 1",
+                    );
+                }
+                if ep.address.port() == 0 {
+                    errors.push(&ep_path.field("address"), "port must not be 0");
+                }
+            }
+        }
+        if let Some(max) = priorities.last()
+            && *max as usize + 1 != priorities.len()
+        {
+            errors.push(
+                &path.field("endpoints"),
+                format!("priorities must be contiguous from 0, found {priorities:?}"),
+            );
+        }
+    }
+
+    /// Every endpoint, in order, with its locality's priority.
+    pub fn iter_endpoints(&self) -> impl Iterator<Item = (u32, &LocalityLbEndpoints, &LbEndpoint)> {
+        self.endpoints
+            .iter()
+            .flat_map(|l| l.lb_endpoints.iter().map(move |e| (l.priority, l, e)))
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}

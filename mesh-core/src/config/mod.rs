@@ -1,0 +1,194 @@
+//! The validated mesh configuration: what a file holds and what the store serves.
+//!
+//! [`MeshConfig`] is the whole document: listeners, route configs, clusters and endpoint sets, as
+//! lists of named resources (Envoy's shapes). The same document is the embedded default (a YAML
+//! file), the format of the config dump, and what the xDS client assembles resource by resource.
+
+pub mod cluster;
+pub mod endpoint;
+pub mod listener;
+pub mod route;
+
+use crate::error::{ConfigError, Errors, FieldPath};
+use cluster::Cluster;
+use endpoint::ClusterLoadAssignment;
+use listener::{Listener, RouteSource};
+use route::{ClusterSpecifier, RouteConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+
+/// A whole mesh config document.
+///
+/// ```
+/// let yaml = r#"
+/// listeners:
+///   - name: greeter
+///     route_config:
+///       virtual_hosts:
+///         - name: all
+///           domains: ["*"]
+///           routes:
+///             - match: { prefix: "/" }
+///               route: { cluster: greeter }
+/// clusters:
+///   - name: greeter
+///     type: STATIC
+///     protocol: HTTP2
+///     load_assignment:
+///       cluster_name: greeter
+///       endpoints:
+///         - lb_endpoints:
+///             - address: "127.0.0.1:50051"
+/// "#;
+/// let config = mesh_core::MeshConfig::from_yaml(yaml).unwrap();
+/// assert_eq!(config.clusters[0].name, "greeter");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// API listeners, one per target.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Route configs referenced by listeners through `rds`.
+    #[serde(default)]
+    pub route_configs: Vec<RouteConfig>,
+    /// Clusters.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    /// Endpoint sets of `EDS` clusters, by cluster (or EDS service) name.
+    #[serde(default)]
+    pub endpoints: Vec<ClusterLoadAssignment>,
+}
+
+impl MeshConfig {
+    /// Parses YAML and validates the result; an invalid document is rejected whole.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: MeshConfig =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Renders as YAML (the config-dump format; [`MeshConfig::from_yaml`] reads it back).
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Checks every resource and every reference between them. All problems are reported, each
+    /// with its field path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Errors::new();
+        let root = FieldPath::root();
+
+        unique_names(
+            &self.listeners,
+            |l| &l.name,
+            &root.field("listeners"),
+            &mut errors,
+        );
+        let route_names = unique_names(
+            &self.route_configs,
+            |r| &r.name,
+            &root.field("route_configs"),
+            &mut errors,
+        );
+        let cluster_names = unique_names(
+            &self.clusters,
+            |c| &c.name,
+            &root.field("clusters"),
+            &mut errors,
+        );
+        unique_names(
+            &self.endpoints,
+            |e| &e.cluster_name,
+            &root.field("endpoints"),
+            &mut errors,
+        );
+
+        for (i, l) in self.listeners.iter().enumerate() {
+            let p = root.field("listeners").index(i);
+            l.validate(&p, &mut errors);
+            match l.route_source() {
+                Some(RouteSource::Rds(name)) if !name.is_empty() && !route_names.contains(name) => {
+                    errors.push(&p.field("rds"), format!("unknown route config {name:?}"))
+                }
+                Some(RouteSource::Inline(rc)) => {
+                    check_cluster_refs(rc, &p.field("route_config"), &cluster_names, &mut errors)
+                }
+                _ => {}
+            }
+        }
+        for (i, rc) in self.route_configs.iter().enumerate() {
+            let p = root.field("route_configs").index(i);
+            errors.check(!rc.name.is_empty(), &p.field("name"), "must not be empty");
+            rc.validate(&p, &mut errors);
+            check_cluster_refs(rc, &p, &cluster_names, &mut errors);
+        }
+        // An EDS cluster with no `endpoints` entry is allowed: it has no endpoints, and requests
+        // to it fail with a "no endpoint" error naming the cluster.
+        for (i, c) in self.clusters.iter().enumerate() {
+            c.validate(&root.field("clusters").index(i), &mut errors);
+        }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            e.validate(&root.field("endpoints").index(i), &mut errors);
+        }
+        errors.into_result()
+    }
+}
+
+fn unique_names<'a, T>(
+    items: &'a [T],
+    name: impl Fn(&'a T) -> &'a String,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> HashSet<&'a str> {
+    let mut seen = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let n = name(item).as_str();
+        if let Some(first) = seen.insert(n, i) {
+            errors.push(
+                &path.index(i),
+                format!("duplicate name {n:?} (first at {path}[{first}])"),
+            );
+        }
+    }
+    seen.into_keys().collect()
+}
+
+fn check_cluster_refs(
+    rc: &RouteConfig,
+    path: &FieldPath,
+    clusters: &HashSet<&str>,
+    errors: &mut Errors,
+) {
+    for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+        for (j, route) in vh.routes.iter().enumerate() {
+            let Some(action) = &route.route else { continue };
+            let rp = path
+                .field("virtual_hosts")
+                .index(i)
+                .field("routes")
+                .index(j)
+                .field("route");
+            match action.cluster_specifier() {
+                Some(ClusterSpecifier::Cluster(c)) if !c.is_empty() && !clusters.contains(c) => {
+                    errors.push(&rp.field("cluster"), format!("unknown cluster {c:?}"))
+                }
+                Some(ClusterSpecifier::Weighted(w)) => {
+                    for (k, cw) in w.clusters.iter().enumerate() {
+                        if !cw.name.is_empty() && !clusters.contains(cw.name.as_str()) {
+                            errors.push(
+                                &rp.field("weighted_clusters")
+                                    .field("clusters")
+                                    .index(k)
+                                    .field("name"),
+                                format!("unknown cluster {:?}", cw.name),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}

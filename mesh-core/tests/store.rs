@@ -1,0 +1,120 @@
+//! The live store: atomic edits, identity of unchanged resources, per-name watches, interest.
+
+use mesh_core::config::route::RouteConfig;
+use mesh_core::{Cluster, MeshConfig, ResourceKind, Store};
+use std::sync::Arc;
+
+fn config(timeout_ms: u64) -> MeshConfig {
+    MeshConfig::from_yaml(&format!(
+        r#"
+clusters:
+  - {{ name: a, connect_timeout: {timeout_ms}ms }}
+  - {{ name: b }}
+route_configs:
+  - name: r
+    virtual_hosts: [{{ name: v, domains: ["*"], routes: [{{ match: {{ prefix: / }}, route: {{ cluster: a }} }}] }}]
+"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn replace_keeps_unchanged_resources_and_notifies_only_changed_names() {
+    let store = Store::new();
+    store.replace(config(100)).unwrap();
+    let before = store.load();
+    let b_before = Arc::clone(before.cluster("b").unwrap());
+    let watch_a = store.watch(ResourceKind::Cluster, "a");
+    let watch_b = store.watch(ResourceKind::Cluster, "b");
+    let mut any = store.changed();
+
+    let v = store.replace(config(200)).unwrap();
+    assert_eq!(v, 2);
+    let after = store.load();
+    assert!(
+        Arc::ptr_eq(&b_before, after.cluster("b").unwrap()),
+        "b is equal, so kept"
+    );
+    assert_eq!(after.cluster("a").unwrap().connect_timeout.as_millis(), 200);
+    assert!(watch_a.has_changed().unwrap());
+    assert!(!watch_b.has_changed().unwrap());
+    assert!(any.has_changed().unwrap());
+    assert_eq!(*any.borrow_and_update(), 2);
+    // Old readers still hold the old snapshot intact.
+    assert_eq!(
+        before.cluster("a").unwrap().connect_timeout.as_millis(),
+        100
+    );
+}
+
+#[test]
+fn an_edit_that_changes_nothing_keeps_the_version() {
+    let store = Store::new();
+    store.replace(config(100)).unwrap();
+    assert_eq!(store.replace(config(100)).unwrap(), 1);
+    assert_eq!(store.apply(|e| e.upsert_cluster(Cluster::new("b"))), 1);
+}
+
+#[test]
+fn invalid_replace_changes_nothing() {
+    let store = Store::new();
+    store.replace(config(100)).unwrap();
+    let mut bad = config(100);
+    bad.clusters.clear();
+    assert!(store.replace(bad).is_err());
+    assert_eq!(store.version(), 1);
+    assert!(store.load().cluster("a").is_some());
+}
+
+#[test]
+fn removal_is_a_change_and_rds_is_resolved() {
+    let store = Store::new();
+    store.replace(config(100)).unwrap();
+    let watch = store.watch(ResourceKind::RouteConfig, "r");
+    store.apply(|e| {
+        assert!(e.remove(ResourceKind::RouteConfig, "r"));
+        assert!(!e.remove(ResourceKind::RouteConfig, "r"));
+    });
+    assert!(watch.has_changed().unwrap());
+    assert!(store.load().route_config("r").is_none());
+    store.apply(|e| {
+        e.upsert_route_config(RouteConfig {
+            name: "r".into(),
+            virtual_hosts: vec![],
+        })
+    });
+    assert!(
+        store
+            .load()
+            .route_config("r")
+            .unwrap()
+            .virtual_hosts
+            .is_empty()
+    );
+}
+
+#[test]
+fn interest_is_reference_counted() {
+    let store = Store::new();
+    let mut interest = store.interest();
+    let g1 = store.register_interest(ResourceKind::Listener, "web");
+    assert!(interest.has_changed().unwrap());
+    assert!(
+        interest
+            .borrow_and_update()
+            .contains(ResourceKind::Listener, "web")
+    );
+    let g2 = store.register_interest(ResourceKind::Listener, "web");
+    assert!(!interest.has_changed().unwrap(), "second user is not news");
+    drop(g1);
+    assert!(!interest.has_changed().unwrap());
+    drop(g2);
+    assert!(interest.has_changed().unwrap());
+    assert_eq!(
+        interest
+            .borrow_and_update()
+            .names(ResourceKind::Listener)
+            .count(),
+        0
+    );
+}
