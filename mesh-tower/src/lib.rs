@@ -1,1 +1,46 @@
-//! placeholder
+//! # mesh-tower
+//!
+//! The in-process service mesh as tower services. A [`Mesh`] holds the live config (from a
+//! YAML file, or from a control plane through `mesh-xds-client`) and hands out services that
+//! route, balance and connect:
+//!
+//! ```text
+//! MeshService ─▶ route (virtual host, route, cluster) ─▶ timeout ─▶ dispatch (cluster state,
+//!             balancer pick) ─▶ endpoint connection (HTTP/1.1 pool | HTTP/2 shared) ─▶ connector
+//! ```
+//!
+//! | module | what |
+//! |---|---|
+//! | [`route`] | matching and the [`RouteDecision`](route::RouteDecision) later layers read |
+//! | [`timeout`] | the route timeout |
+//! | [`cluster`] | cluster state, endpoint pick, [`ServedBy`](cluster::ServedBy) |
+//! | [`balance`] | the balancer seam and its algorithms |
+//! | [`connect`] | connectors and per-endpoint connections |
+//!
+//! A tonic client takes a mesh channel unchanged:
+//!
+//! ```ignore
+//! let mesh = Mesh::from_file("mesh.yaml").await?;
+//! let mut greeter = GreeterClient::new(mesh.channel("xds:///greeter"));
+//! let reply = greeter.say_hello(HelloRequest { name: "mesh".into() }).await?;
+//! ```
+//!
+//! Requests the mesh cannot complete fail with a [`MeshError`] naming target, route, cluster and
+//! reason; gRPC callers receive it as a status (UNAVAILABLE, DEADLINE_EXCEEDED, …).
+
+pub mod balance;
+mod body;
+pub mod cluster;
+pub mod connect;
+mod error;
+mod grpc;
+mod mesh;
+pub mod route;
+mod source;
+pub mod timeout;
+
+pub use body::MeshBody;
+pub use cluster::ServedBy;
+pub use error::{ErrorKind, MeshError};
+pub use mesh::{LocalReply, Mesh, MeshBuilder, MeshService, ResponseFuture};
+pub use source::file::{FileError, Reload};

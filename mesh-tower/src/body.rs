@@ -1,0 +1,77 @@
+//! The response body the mesh hands back: the upstream's body, or a local reply's.
+//!
+//! An enum rather than a boxed body, so the common case (streaming the upstream's bytes) costs
+//! no allocation and no dynamic dispatch.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use mesh_core::BoxError;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Body of responses returned by mesh services.
+#[derive(Debug, Default)]
+pub struct MeshBody {
+    kind: Kind,
+}
+
+#[derive(Debug, Default)]
+enum Kind {
+    Upstream(Incoming),
+    Local(Option<Bytes>),
+    #[default]
+    Empty,
+}
+
+impl MeshBody {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// A body with fixed content (local replies).
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        Self {
+            kind: Kind::Local(Some(data.into())),
+        }
+    }
+
+    pub(crate) fn upstream(body: Incoming) -> Self {
+        Self {
+            kind: Kind::Upstream(body),
+        }
+    }
+}
+
+impl Body for MeshBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.kind {
+            Kind::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Kind::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Local(data) => data.is_none(),
+            Kind::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(b) => b.size_hint(),
+            Kind::Local(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            _ => SizeHint::with_exact(0),
+        }
+    }
+}

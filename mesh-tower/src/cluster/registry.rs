@@ -1,0 +1,275 @@
+//! Live cluster state, per cluster name, shared by every channel with the same body type.
+
+use crate::balance::{self, Balance, EndpointInfo, EndpointStats, PickContext};
+use crate::connect::{ConnectTarget, Connection, Connector};
+use crate::error::{ErrorKind, MeshError};
+use arc_swap::ArcSwap;
+use mesh_core::{BoxError, Cluster, ClusterLoadAssignment, DiscoveryType, Locality, Store};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Every cluster in use, by name.
+pub(crate) struct Registry<B> {
+    store: Store,
+    connector: Connector,
+    clusters: ArcSwap<HashMap<Arc<str>, Arc<ClusterHandle<B>>>>,
+    insert: Mutex<()>,
+}
+
+impl<B> Registry<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn new(store: Store, connector: Connector) -> Self {
+        Self {
+            store,
+            connector,
+            clusters: ArcSwap::from_pointee(HashMap::new()),
+            insert: Mutex::new(()),
+        }
+    }
+
+    /// The handle for `name`, created on first use. Lock-free when it exists.
+    pub(crate) fn get(&self, name: &Arc<str>) -> Arc<ClusterHandle<B>> {
+        if let Some(h) = self.clusters.load().get(name) {
+            return h.clone();
+        }
+        let _guard = self.insert.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = self.clusters.load().get(name) {
+            return h.clone();
+        }
+        let handle = Arc::new(ClusterHandle::new(
+            name.clone(),
+            self.store.clone(),
+            self.connector.clone(),
+        ));
+        let mut next = HashMap::clone(&self.clusters.load());
+        next.insert(name.clone(), handle.clone());
+        self.clusters.store(Arc::new(next));
+        handle
+    }
+
+    /// Brings every cluster up to date and forgets clusters that left the config (closing
+    /// their idle connections). Run after each config change, so idle clusters let go of
+    /// endpoints that were removed.
+    pub(crate) fn refresh_all(&self) {
+        let _guard = self.insert.lock().unwrap_or_else(|e| e.into_inner());
+        let snap = self.store.load();
+        let current = self.clusters.load();
+        let kept: HashMap<_, _> = current
+            .iter()
+            .filter(|(name, _)| snap.cluster(name).is_some())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for handle in kept.values() {
+            handle.refresh();
+        }
+        if kept.len() != current.len() {
+            self.clusters.store(Arc::new(kept));
+        }
+    }
+}
+
+/// One cluster's live state.
+pub(crate) struct ClusterHandle<B> {
+    pub(crate) name: Arc<str>,
+    store: Store,
+    connector: Connector,
+    seen: AtomicU64,
+    state: ArcSwap<ClusterState<B>>,
+    rebuild: Mutex<()>,
+}
+
+/// An immutable view of a cluster: config, usable endpoints, their connections, the picker.
+pub(crate) struct ClusterState<B> {
+    cluster: Option<Arc<Cluster>>,
+    eds: Option<Arc<ClusterLoadAssignment>>,
+    endpoints: Vec<EndpointInfo>,
+    conns: Vec<Arc<Connection<B>>>,
+    balancer: Box<dyn Balance>,
+    /// Endpoints in the assignment, usable or not (for error messages).
+    total: usize,
+}
+
+impl<B> ClusterHandle<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn new(name: Arc<str>, store: Store, connector: Connector) -> Self {
+        let handle = Self {
+            name,
+            store,
+            connector,
+            seen: AtomicU64::new(u64::MAX),
+            state: ArcSwap::from_pointee(ClusterState {
+                cluster: None,
+                eds: None,
+                endpoints: Vec::new(),
+                conns: Vec::new(),
+                balancer: Box::new(balance::RoundRobin::new(0)),
+                total: 0,
+            }),
+            rebuild: Mutex::new(()),
+        };
+        handle.refresh();
+        handle
+    }
+
+    /// The current state, rebuilt first if the config changed.
+    pub(crate) fn current(&self) -> impl Deref<Target = Arc<ClusterState<B>>> + use<B> {
+        if self.seen.load(Ordering::Acquire) != self.store.version() {
+            self.refresh();
+        }
+        self.state.load()
+    }
+
+    fn refresh(&self) {
+        let _guard = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let snap = self.store.load();
+        if self.seen.load(Ordering::Acquire) == snap.version() {
+            return;
+        }
+        let cluster = snap.cluster(&self.name).cloned();
+        let eds = cluster
+            .as_ref()
+            .filter(|c| c.discovery == DiscoveryType::Eds)
+            .and_then(|c| snap.endpoints(c.endpoints_name()))
+            .cloned();
+        let old = self.state.load();
+        if !(same(&old.cluster, &cluster) && same(&old.eds, &eds)) {
+            self.state.store(Arc::new(self.build(cluster, eds, &old)));
+        }
+        self.seen.store(snap.version(), Ordering::Release);
+    }
+
+    fn build(
+        &self,
+        cluster: Option<Arc<Cluster>>,
+        eds: Option<Arc<ClusterLoadAssignment>>,
+        old: &ClusterState<B>,
+    ) -> ClusterState<B> {
+        let mut reuse: HashMap<SocketAddr, (&Arc<EndpointStats>, &Arc<Connection<B>>)> = old
+            .endpoints
+            .iter()
+            .zip(&old.conns)
+            .map(|(e, c)| (e.address, (&e.stats, c)))
+            .collect();
+        let (mut endpoints, mut conns, mut total) = (Vec::new(), Vec::new(), 0);
+        if let Some(c) = &cluster {
+            let assignment = match c.discovery {
+                DiscoveryType::Static => c.load_assignment.as_ref(),
+                DiscoveryType::Eds => eds.as_deref(),
+            };
+            let all: Vec<_> = assignment
+                .into_iter()
+                .flat_map(|a| a.iter_endpoints())
+                .collect();
+            total = all.len();
+            // Highest priority (lowest number) that has a usable endpoint. Overprovisioning and
+            // spill-over between priorities come with the load-balancing work.
+            let best = all
+                .iter()
+                .filter(|(_, _, e)| e.health_status.is_usable())
+                .map(|(p, _, _)| *p)
+                .min();
+            let mut localities: HashMap<&Locality, Arc<Locality>> = HashMap::new();
+            for (priority, loc, ep) in all {
+                if Some(priority) != best || !ep.health_status.is_usable() {
+                    continue;
+                }
+                let target = ConnectTarget {
+                    address: ep.address,
+                    cluster: self.name.clone(),
+                    connect_timeout: c.connect_timeout,
+                    protocol: c.protocol,
+                };
+                let (stats, conn) = match reuse.remove(&ep.address) {
+                    Some((stats, conn)) if conn.target() == &target => {
+                        (stats.clone(), conn.clone())
+                    }
+                    _ => (
+                        Arc::new(EndpointStats::default()),
+                        Arc::new(Connection::new(target, self.connector.clone())),
+                    ),
+                };
+                let locality = localities
+                    .entry(&loc.locality)
+                    .or_insert_with(|| Arc::new(loc.locality.clone()));
+                endpoints.push(EndpointInfo {
+                    address: ep.address,
+                    weight: ep.load_balancing_weight.unwrap_or(1),
+                    health: ep.health_status,
+                    locality: locality.clone(),
+                    priority,
+                    stats,
+                });
+                conns.push(conn);
+            }
+        }
+        let balancer = match &cluster {
+            Some(c) => balance::for_policy(c.lb_policy, &endpoints),
+            None => Box::new(balance::RoundRobin::new(0)) as Box<dyn Balance>,
+        };
+        ClusterState {
+            cluster,
+            eds,
+            endpoints,
+            conns,
+            balancer,
+            total,
+        }
+    }
+}
+
+impl<B> ClusterState<B> {
+    /// Picks an endpoint and its connection.
+    pub(crate) fn pick(
+        &self,
+        ctx: &PickContext<'_>,
+    ) -> Result<(&EndpointInfo, Arc<Connection<B>>), MeshError> {
+        let Some(cluster) = &self.cluster else {
+            return Err(MeshError::new(
+                ErrorKind::UnknownCluster,
+                "cluster is not in the config",
+            ));
+        };
+        match self.balancer.pick(&self.endpoints, ctx) {
+            Some(i) if i < self.endpoints.len() => Ok((&self.endpoints[i], self.conns[i].clone())),
+            _ if self.total == 0
+                && cluster.discovery == DiscoveryType::Eds
+                && self.eds.is_none() =>
+            {
+                Err(MeshError::new(
+                    ErrorKind::NoEndpoint,
+                    format!(
+                        "no endpoints: no endpoint set named {:?} in the config",
+                        cluster.endpoints_name()
+                    ),
+                ))
+            }
+            _ => Err(MeshError::new(
+                ErrorKind::NoEndpoint,
+                format!(
+                    "no usable endpoint ({} of {} usable)",
+                    self.endpoints.len(),
+                    self.total
+                ),
+            )),
+        }
+    }
+}
+
+fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,95 @@
+//! A pool of HTTP/1.1 connections to one endpoint.
+
+use super::{ConnectTarget, Connector, connect_error, handshake_error, upstream_error};
+use crate::error::MeshError;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use mesh_core::BoxError;
+use std::sync::Mutex;
+
+/// Connections kept for reuse; more than this many are closed when handed back.
+const MAX_POOLED: usize = 256;
+
+pub(crate) struct Pool<B> {
+    target: ConnectTarget,
+    connector: Connector,
+    pooled: Mutex<Vec<SendRequest<B>>>,
+}
+
+impl<B> Pool<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn new(target: ConnectTarget, connector: Connector) -> Self {
+        Self {
+            target,
+            connector,
+            pooled: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn target(&self) -> &ConnectTarget {
+        &self.target
+    }
+
+    pub(crate) async fn send(&self, mut req: Request<B>) -> Result<Response<Incoming>, MeshError> {
+        // Reuse idle connections; one that died before taking the request hands it back.
+        while let Some(mut tx) = self.checkout() {
+            match tx.try_send_request(req).await {
+                Ok(res) => {
+                    self.checkin(tx);
+                    return Ok(res);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) => req = r,
+                    None => return Err(upstream_error(&self.target, e.into_error())),
+                },
+            }
+        }
+        let mut tx = self.open().await?;
+        let res = tx
+            .send_request(req)
+            .await
+            .map_err(|e| upstream_error(&self.target, e))?;
+        self.checkin(tx);
+        Ok(res)
+    }
+
+    /// An idle connection, dropping dead ones and keeping busy ones (body still streaming).
+    fn checkout(&self) -> Option<SendRequest<B>> {
+        let mut pooled = self.pooled.lock().unwrap_or_else(|e| e.into_inner());
+        pooled.retain(|tx| !tx.is_closed());
+        let idx = pooled.iter().rposition(SendRequest::is_ready)?;
+        Some(pooled.swap_remove(idx))
+    }
+
+    fn checkin(&self, tx: SendRequest<B>) {
+        let mut pooled = self.pooled.lock().unwrap_or_else(|e| e.into_inner());
+        if pooled.len() < MAX_POOLED {
+            pooled.push(tx);
+        }
+    }
+
+    async fn open(&self) -> Result<SendRequest<B>, MeshError> {
+        let target = &self.target;
+        let io = self
+            .connector
+            .connect(target)
+            .await
+            .map_err(|e| connect_error(target, e))?;
+        let (tx, conn) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| handshake_error(target, e))?;
+        let address = target.address;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%address, error = %e, "HTTP/1.1 connection ended");
+            }
+        });
+        Ok(tx)
+    }
+}

@@ -1,0 +1,146 @@
+//! One shared, multiplexed HTTP/2 connection per endpoint, reopened on demand.
+
+use super::{ConnectTarget, Connector, connect_error, handshake_error, upstream_error};
+use crate::error::MeshError;
+use arc_swap::ArcSwapOption;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared as SharedFuture};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_core::BoxError;
+use std::sync::{Arc, Mutex};
+
+type Connecting<B> = SharedFuture<BoxFuture<'static, Result<SendRequest<B>, Arc<MeshError>>>>;
+
+pub(crate) struct Shared<B> {
+    inner: Arc<Inner<B>>,
+}
+
+struct Inner<B> {
+    target: ConnectTarget,
+    connector: Connector,
+    current: ArcSwapOption<SendRequest<B>>,
+    connecting: Mutex<Option<Connecting<B>>>,
+}
+
+impl<B> Shared<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn new(target: ConnectTarget, connector: Connector) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                target,
+                connector,
+                current: ArcSwapOption::empty(),
+                connecting: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub(crate) fn target(&self) -> &ConnectTarget {
+        &self.inner.target
+    }
+
+    pub(crate) async fn send(&self, req: Request<B>) -> Result<Response<Incoming>, MeshError> {
+        let mut tx = self.sender().await?;
+        match tx.try_send_request(req).await {
+            Ok(res) => Ok(res),
+            Err(mut e) => match e.take_message() {
+                // The connection died before our request went out: reconnect once.
+                Some(req) => {
+                    self.inner.current.rcu(|cur| match cur {
+                        Some(c) if c.is_closed() => None,
+                        other => other.clone(),
+                    });
+                    let mut tx = self.sender().await?;
+                    tx.send_request(req)
+                        .await
+                        .map_err(|e| upstream_error(&self.inner.target, e))
+                }
+                None => Err(upstream_error(&self.inner.target, e.into_error())),
+            },
+        }
+    }
+
+    /// A sender on a live connection: the current one, or a fresh one (single flight).
+    async fn sender(&self) -> Result<SendRequest<B>, MeshError> {
+        if let Some(tx) = &*self.inner.current.load()
+            && !tx.is_closed()
+        {
+            return Ok(SendRequest::clone(tx));
+        }
+        let attempt = {
+            let mut connecting = self
+                .inner
+                .connecting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = &*self.inner.current.load()
+                && !tx.is_closed()
+            {
+                return Ok(SendRequest::clone(tx));
+            }
+            match &*connecting {
+                Some(attempt) => attempt.clone(),
+                None => {
+                    let attempt = Inner::connect(self.inner.clone()).boxed().shared();
+                    *connecting = Some(attempt.clone());
+                    attempt
+                }
+            }
+        };
+        attempt.await.map_err(|e| clone_error(&e))
+    }
+}
+
+impl<B> Inner<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    async fn connect(self: Arc<Self>) -> Result<SendRequest<B>, Arc<MeshError>> {
+        let result = self.handshake().await;
+        if let Ok(tx) = &result {
+            self.current.store(Some(Arc::new(tx.clone())));
+        }
+        *self.connecting.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        result.map_err(Arc::new)
+    }
+
+    async fn handshake(&self) -> Result<SendRequest<B>, MeshError> {
+        let target = &self.target;
+        let io = self
+            .connector
+            .connect(target)
+            .await
+            .map_err(|e| connect_error(target, e))?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| handshake_error(target, e))?;
+        let address = target.address;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%address, error = %e, "HTTP/2 connection ended");
+            }
+        });
+        tracing::debug!(%address, cluster = %target.cluster, "HTTP/2 connection opened");
+        Ok(tx)
+    }
+}
+
+/// A shared connect failure, re-stated for each waiting request.
+fn clone_error(e: &MeshError) -> MeshError {
+    // The message already names cluster and endpoint; keep the fields for programs too.
+    let mut out = MeshError::new(e.kind(), e.to_string());
+    if let Some(ep) = e.endpoint() {
+        out = out.with_endpoint(ep);
+    }
+    out
+}

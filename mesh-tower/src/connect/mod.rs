@@ -1,0 +1,209 @@
+//! Connections to endpoints: the pluggable connector and the per-endpoint HTTP connection.
+//!
+//! The connector is a trait object because it runs once per *connection*, not per request, and
+//! because it is where TLS slots in later (a TLS connector wraps the TCP one and sees the cluster
+//! and address it connects for) without changing any type in the request path.
+//!
+//! Per endpoint the mesh keeps one [`Connection`]:
+//! - HTTP/2: one multiplexed connection, opened on first use; when it dies, the next request
+//!   reopens it. Concurrent first requests share one connect attempt (single flight).
+//! - HTTP/1.1: a pool of connections; a request takes an idle one or opens a new one, and hands
+//!   it back once the response head arrived (it becomes reusable when its body is consumed).
+//!
+//! A request that hits a pooled connection which turned out to be dead *before the request was
+//! written* (hyper hands the request back) is re-sent once on a fresh connection; anything else
+//! is an error for retries to decide on.
+
+mod http1;
+mod http2;
+
+use crate::error::{ErrorKind, MeshError};
+use http::{Request, Response, Uri, header, uri};
+use hyper::body::Incoming;
+use mesh_core::{BoxError, Protocol};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// A byte stream to an endpoint (TCP, or TLS over TCP).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A boxed [`Io`].
+pub type BoxIo = Box<dyn Io>;
+
+/// A boxed connect future.
+pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send>>;
+
+/// What a connector is asked to connect to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectTarget {
+    /// The endpoint address.
+    pub address: SocketAddr,
+    /// The cluster the endpoint belongs to.
+    pub cluster: Arc<str>,
+    /// The cluster's connect timeout.
+    pub connect_timeout: Duration,
+    /// The HTTP version that will be spoken.
+    pub protocol: Protocol,
+}
+
+/// Opens byte streams to endpoints. Implement it to add TLS, proxies or test doubles.
+///
+/// ```
+/// use mesh_tower::connect::{Connect, ConnectFuture, ConnectTarget, TcpConnector};
+/// /// Counts connects, then delegates to TCP.
+/// struct Counting(std::sync::atomic::AtomicUsize, TcpConnector);
+/// impl Connect for Counting {
+///     fn connect(&self, target: &ConnectTarget) -> ConnectFuture {
+///         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///         self.1.connect(target)
+///     }
+/// }
+/// ```
+pub trait Connect: Send + Sync + 'static {
+    /// Opens a stream to `target.address` within `target.connect_timeout`.
+    fn connect(&self, target: &ConnectTarget) -> ConnectFuture;
+}
+
+/// A shared connector.
+#[derive(Clone)]
+pub struct Connector(Arc<dyn Connect>);
+
+impl Connector {
+    /// Wraps a connector.
+    pub fn new(connect: impl Connect) -> Self {
+        Self(Arc::new(connect))
+    }
+
+    pub(crate) fn connect(&self, target: &ConnectTarget) -> ConnectFuture {
+        self.0.connect(target)
+    }
+}
+
+impl Default for Connector {
+    fn default() -> Self {
+        Self::new(TcpConnector::default())
+    }
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Connector")
+    }
+}
+
+/// Plain TCP with `TCP_NODELAY`, bounded by the cluster's connect timeout.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpConnector {
+    _private: (),
+}
+
+impl Connect for TcpConnector {
+    fn connect(&self, target: &ConnectTarget) -> ConnectFuture {
+        let (addr, limit) = (target.address, target.connect_timeout);
+        Box::pin(async move {
+            let stream = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+                Ok(res) => res?,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connect timeout of {limit:?} elapsed"),
+                    ));
+                }
+            };
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as BoxIo)
+        })
+    }
+}
+
+/// The HTTP connection(s) to one endpoint.
+pub(crate) enum Connection<B> {
+    Http1(http1::Pool<B>),
+    Http2(http2::Shared<B>),
+}
+
+impl<B> Connection<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn new(target: ConnectTarget, connector: Connector) -> Self {
+        match target.protocol {
+            Protocol::Http1 => Connection::Http1(http1::Pool::new(target, connector)),
+            Protocol::Http2 => Connection::Http2(http2::Shared::new(target, connector)),
+        }
+    }
+
+    /// What this connection connects to.
+    pub(crate) fn target(&self) -> &ConnectTarget {
+        match self {
+            Connection::Http1(pool) => pool.target(),
+            Connection::Http2(shared) => shared.target(),
+        }
+    }
+
+    /// Sends `req`, whose URI is absolute (scheme and authority set by the route layer).
+    pub(crate) async fn send(&self, mut req: Request<B>) -> Result<Response<Incoming>, MeshError> {
+        match self {
+            Connection::Http1(pool) => {
+                to_origin_form(&mut req);
+                pool.send(req).await
+            }
+            Connection::Http2(shared) => shared.send(req).await,
+        }
+    }
+}
+
+/// HTTP/1.1 sends the path in the request line and the authority in `Host`.
+fn to_origin_form<B>(req: &mut Request<B>) {
+    if let Some(authority) = req.uri().authority()
+        && !req.headers().contains_key(header::HOST)
+        && let Ok(v) = http::HeaderValue::from_str(authority.as_str())
+    {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    if req.uri().scheme().is_some() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+    }
+}
+
+pub(crate) fn connect_error(target: &ConnectTarget, err: io::Error) -> MeshError {
+    MeshError::new(
+        ErrorKind::Connect,
+        format!("connect to {} failed", target.address),
+    )
+    .with_source(err)
+    .with_cluster(target.cluster.clone())
+    .with_endpoint(target.address)
+}
+
+pub(crate) fn upstream_error(target: &ConnectTarget, err: hyper::Error) -> MeshError {
+    MeshError::new(ErrorKind::Upstream, "request to endpoint failed")
+        .with_source(err)
+        .with_cluster(target.cluster.clone())
+        .with_endpoint(target.address)
+}
+
+pub(crate) fn handshake_error(target: &ConnectTarget, err: hyper::Error) -> MeshError {
+    MeshError::new(
+        ErrorKind::Connect,
+        format!("HTTP handshake with {} failed", target.address),
+    )
+    .with_source(err)
+    .with_cluster(target.cluster.clone())
+    .with_endpoint(target.address)
+}

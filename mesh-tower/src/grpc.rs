@@ -1,0 +1,77 @@
+//! Local replies for gRPC callers.
+//!
+//! When the mesh itself fails a gRPC request (no route, no endpoint, timeout), the caller should
+//! see a gRPC status, not a transport error: Envoy answers such requests with a *trailers-only*
+//! response (HTTP 200, `grpc-status` and `grpc-message` in the headers), and so do we. A tonic
+//! client then reports e.g. `Status { code: Unavailable, message: "target \"greeter\": no route …" }`.
+//! Plain HTTP callers get the [`MeshError`] itself.
+
+use crate::body::MeshBody;
+use crate::error::MeshError;
+use http::{HeaderMap, HeaderValue, Response, header};
+
+/// True for `content-type: application/grpc` and its `+proto`/`+json` variants.
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A trailers-only gRPC response carrying `err` as its status.
+pub(crate) fn local_reply(err: &MeshError) -> Response<MeshBody> {
+    let mut res = Response::new(MeshBody::empty());
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(err.kind().grpc_code()));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(&err.to_string())) {
+        h.insert("grpc-message", v);
+    }
+    res
+}
+
+/// gRPC's `grpc-message` encoding: printable ASCII except `%` as is, everything else `%XX`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn local_reply_is_trailers_only_with_status() {
+        let err = MeshError::new(ErrorKind::Timeout, "100% late\n");
+        let res = local_reply(&err);
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["grpc-status"], "4");
+        assert_eq!(res.headers()["grpc-message"], "100%25 late%0A");
+    }
+
+    #[test]
+    fn detects_grpc_content_types() {
+        let mut h = HeaderMap::new();
+        assert!(!is_grpc(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        assert!(is_grpc(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!is_grpc(&h));
+    }
+}

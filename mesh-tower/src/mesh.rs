@@ -1,0 +1,404 @@
+//! [`Mesh`]: the user's handle, and [`MeshService`], what it hands out.
+
+use crate::body::MeshBody;
+use crate::cluster::Dispatch;
+use crate::cluster::registry::Registry;
+use crate::connect::{Connect, Connector};
+use crate::error::MeshError;
+use crate::grpc;
+use crate::route::target::ByAuthority;
+use crate::route::{Route, RouteLayer};
+use crate::source::file::{FileError, FileSource, Reload};
+use crate::timeout::{Timeout, TimeoutLayer};
+use http::{Request, Response};
+use mesh_core::{BoxError, ConfigError, MeshConfig, SourceStatus, Store};
+use pin_project_lite::pin_project;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::watch;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The mesh: one config store, the connections to every cluster, and the services that route
+/// through them. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use http_body_util::Empty;
+/// use bytes::Bytes;
+/// use tower_service::Service;
+/// let mesh = mesh_tower::Mesh::from_file("mesh.yaml").await?;
+/// // Route plain HTTP by authority…
+/// let mut http = mesh.http_client::<Empty<Bytes>>();
+/// let res = http.call(http::Request::get("http://web/").body(Empty::new())?).await?;
+/// // …or give a tonic client a channel: `GreeterClient::new(mesh.channel("xds:///greeter"))`.
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Mesh {
+    inner: Arc<Inner>,
+}
+
+/// A registry as `Any` (to downcast to its body type) and as something to refresh.
+type AnyRegistry = (Arc<dyn Any + Send + Sync>, Arc<dyn Refresh>);
+
+struct Inner {
+    store: Store,
+    connector: Connector,
+    registries: Mutex<HashMap<TypeId, AnyRegistry>>,
+    by_authority: Arc<ByAuthority>,
+    file: Option<Arc<FileSource>>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+trait Refresh: Send + Sync {
+    fn refresh_all(&self);
+}
+
+impl<B> Refresh for Registry<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn refresh_all(&self) {
+        Registry::refresh_all(self)
+    }
+}
+
+impl fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mesh")
+            .field("store", &self.inner.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mesh {
+    /// A builder for a mesh over an existing store, a custom connector, or a file.
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder::default()
+    }
+
+    /// A mesh configured from a YAML file, re-read every second. An invalid file is an error
+    /// here; later, an invalid edit is rejected and the last good config stays.
+    pub async fn from_file(path: impl AsRef<Path>) -> Result<Mesh, FileError> {
+        Self::builder().file(path).build().await
+    }
+
+    /// A mesh with a fixed config.
+    pub async fn from_config(config: MeshConfig) -> Result<Mesh, ConfigError> {
+        let store = Store::new();
+        store.replace(config)?;
+        Ok(Self::builder()
+            .store(store)
+            .build()
+            .await
+            .expect("no file to read"))
+    }
+
+    /// The config store (config sources write to it).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// A service that sends every request to `target` (`xds:///name` or a listener name), for
+    /// tonic clients and tower stacks. Virtual hosts match the target name.
+    pub fn channel<B>(&self, target: &str) -> MeshService<B>
+    where
+        B: http_body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.service(RouteLayer::for_target(self.inner.store.clone(), target))
+    }
+
+    /// A service that routes each request by its authority (URI or `Host`): the listener named
+    /// `host:port` (or `host`) and its virtual hosts.
+    pub fn http_client<B>(&self) -> MeshService<B>
+    where
+        B: http_body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.service(RouteLayer::shared_by_authority(
+            self.inner.by_authority.clone(),
+        ))
+    }
+
+    fn service<B>(&self, route: RouteLayer) -> MeshService<B>
+    where
+        B: http_body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let dispatch = Dispatch::new(self.registry::<B>());
+        MeshService {
+            inner: route.layer(TimeoutLayer::new(None).layer(dispatch)),
+        }
+    }
+
+    fn registry<B>(&self) -> Arc<Registry<B>>
+    where
+        B: http_body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let mut map = self
+            .inner
+            .registries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (any, _) = map.entry(TypeId::of::<B>()).or_insert_with(|| {
+            let reg = Arc::new(Registry::<B>::new(
+                self.inner.store.clone(),
+                self.inner.connector.clone(),
+            ));
+            (
+                reg.clone() as Arc<dyn Any + Send + Sync>,
+                reg as Arc<dyn Refresh>,
+            )
+        });
+        any.clone()
+            .downcast::<Registry<B>>()
+            .expect("registry keyed by its body type")
+    }
+
+    /// The effective config (the config-dump format; `to_yaml()` renders it).
+    pub fn config_dump(&self) -> MeshConfig {
+        self.inner.store.load().to_config()
+    }
+
+    /// The config source's status: applied and rejected updates, the last error.
+    pub fn source_status(&self) -> watch::Receiver<SourceStatus> {
+        self.inner.store.source_status()
+    }
+
+    /// Re-reads the config file now (a no-op without one). Invalid content is rejected and
+    /// returned as the error; the last good config stays in force.
+    pub async fn reload(&self) -> Result<Reload, FileError> {
+        match &self.inner.file {
+            Some(f) => f.reload().await,
+            None => Ok(Reload::Unchanged),
+        }
+    }
+
+    fn refresh_all(&self) {
+        let regs: Vec<_> = {
+            let map = self
+                .inner
+                .registries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            map.values().map(|(_, r)| r.clone()).collect()
+        };
+        for r in regs {
+            r.refresh_all();
+        }
+    }
+}
+
+/// Builds a [`Mesh`].
+#[derive(Debug)]
+pub struct MeshBuilder {
+    store: Option<Store>,
+    connector: Connector,
+    file: Option<PathBuf>,
+    poll: Duration,
+}
+
+impl Default for MeshBuilder {
+    fn default() -> Self {
+        Self {
+            store: None,
+            connector: Connector::default(),
+            file: None,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+impl MeshBuilder {
+    /// Use this store (e.g. one an xDS client writes to).
+    pub fn store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Open connections with this connector (TLS, proxies, test doubles).
+    pub fn connector(mut self, connect: impl Connect) -> Self {
+        self.connector = Connector::new(connect);
+        self
+    }
+
+    /// Load config from this YAML file and keep it hot-reloaded.
+    pub fn file(mut self, path: impl AsRef<Path>) -> Self {
+        self.file = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// How often the file is re-read (default 1 s).
+    pub fn file_poll_interval(mut self, every: Duration) -> Self {
+        self.poll = every;
+        self
+    }
+
+    /// Builds the mesh. Loads the file first, if any: an unreadable or invalid file is an error.
+    /// Must run inside a tokio runtime (background tasks: file polling, cleanup of idle
+    /// connections to removed endpoints).
+    pub async fn build(self) -> Result<Mesh, FileError> {
+        let store = self.store.unwrap_or_default();
+        let mut tasks = Vec::new();
+        let file = match &self.file {
+            Some(path) => {
+                let source = Arc::new(FileSource::new(path, store.clone()));
+                source.reload().await?;
+                tasks.push(source.spawn_poller(self.poll));
+                Some(source)
+            }
+            None => None,
+        };
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            tasks.push(spawn_refresher(weak.clone(), store.changed()));
+            Inner {
+                by_authority: Arc::new(ByAuthority::new(store.clone())),
+                store,
+                connector: self.connector,
+                registries: Mutex::new(HashMap::new()),
+                file,
+                tasks,
+            }
+        });
+        Ok(Mesh { inner })
+    }
+}
+
+fn spawn_refresher(
+    mesh: Weak<Inner>,
+    mut changed: watch::Receiver<u64>,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        while changed.changed().await.is_ok() {
+            let Some(inner) = mesh.upgrade() else { break };
+            Mesh { inner }.refresh_all();
+        }
+    })
+    .abort_handle()
+}
+
+/// A service routing through the mesh: what [`Mesh::channel`] and [`Mesh::http_client`]
+/// return. It is `Clone`, always ready, and answers gRPC requests that the mesh itself fails
+/// with a gRPC status (see `grpc.rs`); other callers get the [`MeshError`].
+pub struct MeshService<B> {
+    inner: Route<Timeout<Dispatch<B>>>,
+}
+
+impl<B> Clone for MeshService<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for MeshService<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshService").finish_non_exhaustive()
+    }
+}
+
+impl<B> Service<Request<B>> for MeshService<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<MeshBody>;
+    type Error = MeshError;
+    type Future = ResponseFuture<B>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let grpc = grpc::is_grpc(req.headers());
+        ResponseFuture {
+            inner: self.inner.call(req),
+            grpc,
+        }
+    }
+}
+
+type InnerFuture<B> = crate::route::future::ResponseFuture<
+    crate::timeout::future::ResponseFuture<<Dispatch<B> as Service<Request<B>>>::Future>,
+>;
+
+pin_project! {
+    /// Response future of [`MeshService`].
+    pub struct ResponseFuture<B>
+    where
+        B: http_body::Body,
+        B: Send,
+        B: Unpin,
+        B: 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        #[pin]
+        inner: InnerFuture<B>,
+        grpc: bool,
+    }
+}
+
+impl<B> fmt::Debug for ResponseFuture<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<B> Future for ResponseFuture<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<MeshBody>, MeshError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Ready(Err(e)) if *this.grpc => {
+                tracing::debug!(error = %e, "gRPC request failed in the mesh; answering with a status");
+                let mut res = grpc::local_reply(&e);
+                res.extensions_mut().insert(LocalReply(e.kind()));
+                Poll::Ready(Ok(res))
+            }
+            other => other,
+        }
+    }
+}
+
+/// In the extensions of a response the mesh produced itself (a gRPC status for a mesh error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalReply(pub crate::ErrorKind);

@@ -1,0 +1,314 @@
+use super::table::Table;
+use crate::ErrorKind;
+use http::{HeaderMap, HeaderValue};
+use mesh_core::RouteConfig;
+
+fn table(yaml: &str) -> Table {
+    let rc: RouteConfig = serde_saphyr_from(yaml);
+    let mut errors = mesh_core::error::Errors::new();
+    rc.validate(&mesh_core::FieldPath::root(), &mut errors);
+    errors.into_result().expect("valid route config");
+    Table::compile(&rc).unwrap()
+}
+
+fn serde_saphyr_from(yaml: &str) -> RouteConfig {
+    // Parse through the public document type so tests use the real loader.
+    let doc = format!("route_configs:\n  - name: t\n{}", indent(yaml));
+    let mut cfg = mesh_core::MeshConfig::from_yaml(&format!(
+        "{doc}\nclusters: [{{name: a}}, {{name: b}}, {{name: c}}, {{name: d}}]"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    cfg.route_configs.remove(0)
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(*k, HeaderValue::from_static(v));
+    }
+    h
+}
+
+fn vhost_of(t: &Table, host: &str) -> Option<String> {
+    t.route(host, "/", &HeaderMap::new())
+        .ok()
+        .map(|r| r.virtual_host.to_string())
+}
+
+const DOMAINS: &str = r#"
+virtual_hosts:
+  - { name: exact, domains: ["api.example.com", "API2.example.com"], routes: [{ match: { prefix: / }, route: { cluster: a } }] }
+  - { name: suffix-short, domains: ["*.com"], routes: [{ match: { prefix: / }, route: { cluster: a } }] }
+  - { name: suffix-long, domains: ["*.example.com"], routes: [{ match: { prefix: / }, route: { cluster: a } }] }
+  - { name: prefix, domains: ["api.*"], routes: [{ match: { prefix: / }, route: { cluster: a } }] }
+  - { name: ported, domains: ["svc:8080"], routes: [{ match: { prefix: / }, route: { cluster: a } }] }
+  - { name: any, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: a } }] }
+"#;
+
+#[test]
+fn domain_precedence_follows_envoy() {
+    let t = table(DOMAINS);
+    assert_eq!(vhost_of(&t, "api.example.com").as_deref(), Some("exact"));
+    assert_eq!(
+        vhost_of(&t, "api2.example.com").as_deref(),
+        Some("exact"),
+        "domains are case-insensitive"
+    );
+    assert_eq!(vhost_of(&t, "API.EXAMPLE.COM").as_deref(), Some("exact"));
+    assert_eq!(
+        vhost_of(&t, "www.example.com").as_deref(),
+        Some("suffix-long"),
+        "longest suffix wins"
+    );
+    assert_eq!(
+        vhost_of(&t, "www.other.com").as_deref(),
+        Some("suffix-short")
+    );
+    assert_eq!(
+        vhost_of(&t, "api.internal").as_deref(),
+        Some("prefix"),
+        "suffix beats prefix, prefix beats *"
+    );
+    assert_eq!(
+        vhost_of(&t, ".example.com").as_deref(),
+        Some("suffix-short"),
+        "a wildcard never matches empty"
+    );
+    assert_eq!(vhost_of(&t, "svc:8080").as_deref(), Some("ported"));
+    // Envoy matches the full `host:port` first, against every kind of domain.
+    assert_eq!(
+        vhost_of(&t, "api.example.com:443").as_deref(),
+        Some("prefix")
+    );
+    assert_eq!(vhost_of(&t, "svc:9090").as_deref(), Some("any"));
+    assert_eq!(vhost_of(&t, "elsewhere").as_deref(), Some("any"));
+}
+
+#[test]
+fn port_is_dropped_only_when_nothing_matches_with_it() {
+    let t = table(
+        r#"
+virtual_hosts:
+  - { name: bare, domains: ["greeter"], routes: [{ match: { prefix: / }, route: { cluster: a } }] }
+  - { name: ported, domains: ["greeter:50051"], routes: [{ match: { prefix: / }, route: { cluster: a } }] }
+"#,
+    );
+    assert_eq!(vhost_of(&t, "greeter:50051").as_deref(), Some("ported"));
+    assert_eq!(vhost_of(&t, "greeter:8080").as_deref(), Some("bare"));
+    assert_eq!(vhost_of(&t, "greeter").as_deref(), Some("bare"));
+    assert_eq!(vhost_of(&t, "other:50051"), None);
+}
+
+#[test]
+fn no_matching_virtual_host_is_no_route() {
+    let t = table(
+        "virtual_hosts: [{ name: v, domains: [a.b], routes: [{ match: { prefix: / }, route: { cluster: a } }] }]",
+    );
+    let err = t.route("c.d", "/", &HeaderMap::new()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoRoute);
+    assert!(
+        err.to_string()
+            .contains("no virtual host matches authority \"c.d\""),
+        "{err}"
+    );
+}
+
+const PATHS: &str = r#"
+virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+      - { name: exact, match: { path: /exact }, route: { cluster: a } }
+      - { name: ci, match: { prefix: /CI, case_sensitive: false }, route: { cluster: a } }
+      - { name: regex, match: { safe_regex: { regex: "/v[0-9]+/items" } }, route: { cluster: a } }
+      - { name: sep, match: { path_separated_prefix: /sep }, route: { cluster: a } }
+      - { name: grpc, match: { prefix: /helloworld.Greeter/ }, route: { cluster: a } }
+      - { name: fallback, match: { prefix: /api }, route: { cluster: a } }
+"#;
+
+fn route_of(t: &Table, path: &str) -> Option<String> {
+    t.route("x", path, &HeaderMap::new())
+        .ok()
+        .map(|r| r.name.to_string())
+}
+
+#[test]
+fn path_matchers_and_first_match_wins() {
+    let t = table(PATHS);
+    assert_eq!(route_of(&t, "/exact").as_deref(), Some("exact"));
+    assert_eq!(route_of(&t, "/exact/more"), None);
+    assert_eq!(
+        route_of(&t, "/EXACT"),
+        None,
+        "exact is case sensitive by default"
+    );
+    assert_eq!(route_of(&t, "/ci/anything").as_deref(), Some("ci"));
+    assert_eq!(route_of(&t, "/Ci").as_deref(), Some("ci"));
+    assert_eq!(route_of(&t, "/v12/items").as_deref(), Some("regex"));
+    assert_eq!(
+        route_of(&t, "/v12/items/x"),
+        None,
+        "regex must match the whole path"
+    );
+    assert_eq!(route_of(&t, "/sep").as_deref(), Some("sep"));
+    assert_eq!(route_of(&t, "/sep/x").as_deref(), Some("sep"));
+    assert_eq!(route_of(&t, "/separate"), None);
+    assert_eq!(
+        route_of(&t, "/helloworld.Greeter/SayHello").as_deref(),
+        Some("grpc")
+    );
+    assert_eq!(route_of(&t, "/api/v1").as_deref(), Some("fallback"));
+}
+
+const HEADERS: &str = r#"
+virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+      - { name: both, match: { prefix: /, headers: [{ name: x-a, exact_match: "1" }, { name: x-b, prefix_match: pre }] }, route: { cluster: a } }
+      - { name: range, match: { prefix: /, headers: [{ name: x-n, range_match: { start: 10, end: 20 } }] }, route: { cluster: a } }
+      - { name: regex, match: { prefix: /, headers: [{ name: x-id, safe_regex_match: { regex: "u-[0-9]+" } }] }, route: { cluster: a } }
+      - { name: not-exact, match: { prefix: /, headers: [{ name: x-env, exact_match: prod, invert_match: true }] }, route: { cluster: a } }
+      - { name: absent, match: { prefix: /, headers: [{ name: x-debug, present_match: false }] }, route: { cluster: a } }
+      - { name: rest, match: { prefix: / }, route: { cluster: a } }
+"#;
+
+fn header_route(t: &Table, h: &[(&'static str, &'static str)]) -> String {
+    t.route("x", "/", &headers(h)).unwrap().name.to_string()
+}
+
+#[test]
+fn header_matchers_follow_envoy_semantics() {
+    let t = table(HEADERS);
+    // x-debug present so the "absent" route does not take everything below.
+    let d = ("x-debug", "1");
+    assert_eq!(
+        header_route(&t, &[("x-a", "1"), ("x-b", "prefix"), d]),
+        "both"
+    );
+    assert_eq!(
+        header_route(&t, &[("x-a", "1"), d, ("x-env", "prod")]),
+        "rest",
+        "all matchers must hold"
+    );
+    assert_eq!(
+        header_route(&t, &[("x-n", "15"), d, ("x-env", "prod")]),
+        "range"
+    );
+    assert_eq!(
+        header_route(&t, &[("x-n", "20"), d, ("x-env", "prod")]),
+        "rest",
+        "range end is exclusive"
+    );
+    assert_eq!(
+        header_route(&t, &[("x-n", "abc"), d, ("x-env", "prod")]),
+        "rest"
+    );
+    assert_eq!(
+        header_route(&t, &[("x-id", "u-42"), d, ("x-env", "prod")]),
+        "regex"
+    );
+    assert_eq!(
+        header_route(&t, &[("x-id", "u-42x"), d, ("x-env", "prod")]),
+        "rest"
+    );
+    assert_eq!(header_route(&t, &[("x-env", "dev"), d]), "not-exact");
+    // Envoy: a missing header never matches an inverted value matcher.
+    assert_eq!(header_route(&t, &[d]), "rest");
+    assert_eq!(header_route(&t, &[("x-env", "prod")]), "absent");
+}
+
+#[test]
+fn repeated_headers_are_joined_with_commas() {
+    let t = table(
+        r#"
+virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+      - { name: joined, match: { prefix: /, headers: [{ name: x-t, exact_match: "a,b" }] }, route: { cluster: a } }
+      - { name: rest, match: { prefix: / }, route: { cluster: a } }
+"#,
+    );
+    assert_eq!(header_route(&t, &[("x-t", "a"), ("x-t", "b")]), "joined");
+    assert_eq!(header_route(&t, &[("x-t", "a")]), "rest");
+}
+
+#[test]
+fn weighted_clusters_split_by_weight() {
+    let t = table(
+        r#"
+virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+      - match: { prefix: / }
+        route: { weighted_clusters: { clusters: [{ name: a, weight: 90 }, { name: b, weight: 0 }, { name: c, weight: 10 }] } }
+"#,
+    );
+    let route = t.route("x", "/", &HeaderMap::new()).unwrap();
+    let h = HeaderMap::new();
+    // Every point of [0, 100) maps to exactly the right cluster.
+    let mut counts = std::collections::HashMap::new();
+    for r in 0..100u64 {
+        *counts
+            .entry(route.pick_cluster(&h, r).unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(counts.get("a"), Some(&90));
+    assert_eq!(counts.get("c"), Some(&10));
+    assert_eq!(counts.get("b"), None, "zero weight never picked");
+    // And with a seeded RNG the proportions hold within a statistical bound.
+    let mut rng = fastrand::Rng::with_seed(7);
+    let n = 20_000;
+    let c = (0..n)
+        .filter(|_| &*route.pick_cluster(&h, rng.u64(..)).unwrap() == "c")
+        .count();
+    let share = c as f64 / n as f64;
+    assert!((share - 0.10).abs() < 0.01, "canary share {share}");
+}
+
+#[test]
+fn cluster_header_reads_the_request() {
+    let t = table(
+        "virtual_hosts: [{ name: v, domains: ['*'], routes: [{ match: { prefix: / }, route: { cluster_header: x-cluster } }] }]",
+    );
+    let route = t.route("x", "/", &HeaderMap::new()).unwrap();
+    assert_eq!(
+        &*route
+            .pick_cluster(&headers(&[("x-cluster", "d")]), 0)
+            .unwrap(),
+        "d"
+    );
+    let err = route.pick_cluster(&HeaderMap::new(), 0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownCluster);
+}
+
+#[test]
+fn default_timeout_is_envoys_and_zero_disables() {
+    let t = table(
+        r#"
+virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+      - { name: off, match: { prefix: /off }, route: { cluster: a, timeout: 0s } }
+      - { name: short, match: { prefix: /short }, route: { cluster: a, timeout: 0.5s } }
+      - { name: default, match: { prefix: / }, route: { cluster: a } }
+"#,
+    );
+    let h = HeaderMap::new();
+    assert_eq!(t.route("x", "/off", &h).unwrap().timeout, None);
+    assert_eq!(
+        t.route("x", "/short", &h).unwrap().timeout,
+        Some(std::time::Duration::from_millis(500))
+    );
+    assert_eq!(
+        t.route("x", "/", &h).unwrap().timeout,
+        Some(std::time::Duration::from_secs(15))
+    );
+}

@@ -1,0 +1,51 @@
+//! The timeout's response future.
+
+use crate::error::MeshError;
+use mesh_core::BoxError;
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Sleep;
+
+pin_project! {
+    /// Response future of [`Timeout`](super::Timeout).
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Option<Sleep>,
+        limit: Duration,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, limit: Option<Duration>) -> Self {
+        Self {
+            inner,
+            sleep: limit.map(tokio::time::sleep),
+            limit: limit.unwrap_or_default(),
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, MeshError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(res) = this.inner.poll(cx) {
+            return Poll::Ready(res.map_err(MeshError::from_inner));
+        }
+        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(MeshError::timeout(*this.limit))),
+            _ => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Route timeout: fail a request whose response has not started within the route's limit.
+//!
+//! Envoy's route `timeout` (default 15 s, `0s` disables it) bounds the whole exchange, retries
+//! included; it is the outermost per-request policy. This layer reads the limit from the
+//! [`RouteDecision`](crate::route::RouteDecision) the route layer left in the request, falling
+//! back to its own default, so it works both inside the mesh stack and on its own.
+//!
+//! The limit covers the wait for the response head. Streaming bodies (gRPC server streams,
+//! downloads) are not cut off once the head has arrived: that keeps long gRPC streams working
+//! under Envoy's 15 s default, where Envoy users must otherwise remember to set `timeout: 0s`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use mesh_tower::timeout::TimeoutLayer;
+//! use tower_layer::Layer;
+//! # #[derive(Clone)] struct Svc;
+//! let layer = TimeoutLayer::new(Some(Duration::from_secs(2)));
+//! let _svc = layer.layer(Svc);
+//! ```
+
+pub mod future;
+mod layer;
+
+pub use self::layer::TimeoutLayer;
+
+use self::future::ResponseFuture;
+use crate::error::MeshError;
+use crate::route::RouteDecision;
+use http::Request;
+use mesh_core::BoxError;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower_service::Service;
+
+/// Applies the route timeout to each request.
+#[derive(Clone, Debug)]
+pub struct Timeout<S> {
+    inner: S,
+    default: Option<Duration>,
+}
+
+// ===== impl Timeout =====
+
+impl<S> Timeout<S> {
+    /// Wraps `inner`; `default` applies to requests without a route decision.
+    pub const fn new(inner: S, default: Option<Duration>) -> Self {
+        Self { inner, default }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the layer, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for Timeout<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = MeshError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(MeshError::from_inner)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let limit = match req.extensions().get::<RouteDecision>() {
+            Some(decision) => decision.route.timeout,
+            None => self.default,
+        };
+        ResponseFuture::new(self.inner.call(req), limit)
+    }
+}
+
+#[cfg(test)]
+mod tests;
