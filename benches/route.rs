@@ -1,1 +1,90 @@
-fn main() {}
+//! Micro benches: the route layer, the timeout layer and the store read, each over an
+//! in-memory inner service so only the layer's own work is measured.
+//!
+//! `cargo bench -p mesh-benches --bench route`
+
+#![allow(missing_docs)]
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use mesh_benches::{Instant, routes_yaml};
+use mesh_core::{MeshConfig, Store};
+use mesh_tower::route::RouteLayer;
+use mesh_tower::timeout::TimeoutLayer;
+use std::hint::black_box;
+use std::time::Duration;
+use tower_layer::Layer;
+use tower_service::Service;
+
+fn request() -> http::Request<()> {
+    http::Request::get("/some/path")
+        .header("x-route", "none")
+        .body(())
+        .unwrap()
+}
+
+/// What every other bench also pays: building the request and calling the inner service.
+fn baseline(c: &mut Criterion) {
+    let mut svc = Instant;
+    c.bench_function("baseline/request+inner", |b| {
+        b.iter(|| {
+            black_box(
+                svc.call(black_box(request()))
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap(),
+            )
+        })
+    });
+}
+
+fn route_matching(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route");
+    for n in [10, 100, 1000] {
+        let store = Store::new();
+        store
+            .replace(MeshConfig::from_yaml(&routes_yaml(n)).unwrap())
+            .unwrap();
+        let mut svc = RouteLayer::for_target(store, "xds:///web").layer(Instant);
+        group.bench_with_input(BenchmarkId::new("last_of", n), &n, |b, _| {
+            b.iter(|| {
+                let res = svc.call(black_box(request())).now_or_never().unwrap();
+                black_box(res.unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
+fn timeout_layer(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut svc = TimeoutLayer::new(Some(Duration::from_secs(15))).layer(Instant);
+    c.bench_function("timeout/armed", |b| {
+        b.iter(|| {
+            black_box(
+                svc.call(black_box(request()))
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap(),
+            )
+        })
+    });
+}
+
+fn store_read(c: &mut Criterion) {
+    let store = Store::new();
+    store
+        .replace(MeshConfig::from_yaml(&routes_yaml(100)).unwrap())
+        .unwrap();
+    c.bench_function("store/version", |b| b.iter(|| black_box(store.version())));
+    c.bench_function("store/load", |b| {
+        b.iter(|| black_box(store.load().version()))
+    });
+}
+
+criterion_group!(benches, baseline, route_matching, timeout_layer, store_read);
+criterion_main!(benches);

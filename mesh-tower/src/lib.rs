@@ -40,6 +40,21 @@ mod source;
 pub mod timeout;
 
 pub use body::MeshBody;
+
+/// The request bodies the mesh can send: any `http_body::Body` that hyper's client connections
+/// accept. Implemented for every such type; it only names the bounds once.
+pub trait RequestBody:
+    http_body::Body<Data: Send, Error: Into<mesh_core::BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<mesh_core::BoxError>,
+{
+}
 pub use cluster::ServedBy;
 pub use error::{ErrorKind, MeshError};
 pub use mesh::{LocalReply, Mesh, MeshBuilder, MeshService, ResponseFuture};

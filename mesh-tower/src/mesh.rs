@@ -1,5 +1,6 @@
 //! [`Mesh`]: the user's handle, and [`MeshService`], what it hands out.
 
+use crate::RequestBody;
 use crate::body::MeshBody;
 use crate::cluster::Dispatch;
 use crate::cluster::registry::Registry;
@@ -11,7 +12,7 @@ use crate::route::{Route, RouteLayer};
 use crate::source::file::{FileError, FileSource, Reload};
 use crate::timeout::{Timeout, TimeoutLayer};
 use http::{Request, Response};
-use mesh_core::{BoxError, ConfigError, MeshConfig, SourceStatus, Store};
+use mesh_core::{ConfigError, MeshConfig, SourceStatus, Store};
 use pin_project_lite::pin_project;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -72,9 +73,7 @@ trait Refresh: Send + Sync {
 
 impl<B> Refresh for Registry<B>
 where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: RequestBody,
 {
     fn refresh_all(&self) {
         Registry::refresh_all(self)
@@ -121,9 +120,7 @@ impl Mesh {
     /// tonic clients and tower stacks. Virtual hosts match the target name.
     pub fn channel<B>(&self, target: &str) -> MeshService<B>
     where
-        B: http_body::Body + Send + Unpin + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        B: RequestBody,
     {
         self.service(RouteLayer::for_target(self.inner.store.clone(), target))
     }
@@ -132,9 +129,7 @@ impl Mesh {
     /// `host:port` (or `host`) and its virtual hosts.
     pub fn http_client<B>(&self) -> MeshService<B>
     where
-        B: http_body::Body + Send + Unpin + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        B: RequestBody,
     {
         self.service(RouteLayer::shared_by_authority(
             self.inner.by_authority.clone(),
@@ -143,9 +138,7 @@ impl Mesh {
 
     fn service<B>(&self, route: RouteLayer) -> MeshService<B>
     where
-        B: http_body::Body + Send + Unpin + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        B: RequestBody,
     {
         let dispatch = Dispatch::new(self.registry::<B>());
         MeshService {
@@ -155,9 +148,7 @@ impl Mesh {
 
     fn registry<B>(&self) -> Arc<Registry<B>>
     where
-        B: http_body::Body + Send + Unpin + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        B: RequestBody,
     {
         let mut map = self
             .inner
@@ -324,9 +315,7 @@ impl<B> fmt::Debug for MeshService<B> {
 
 impl<B> Service<Request<B>> for MeshService<B>
 where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: RequestBody,
 {
     type Response = Response<MeshBody>;
     type Error = MeshError;
@@ -353,12 +342,7 @@ pin_project! {
     /// Response future of [`MeshService`].
     pub struct ResponseFuture<B>
     where
-        B: http_body::Body,
-        B: Send,
-        B: Unpin,
-        B: 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        B: RequestBody,
     {
         #[pin]
         inner: InnerFuture<B>,
@@ -368,9 +352,7 @@ pin_project! {
 
 impl<B> fmt::Debug for ResponseFuture<B>
 where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: RequestBody,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
@@ -379,9 +361,7 @@ where
 
 impl<B> Future for ResponseFuture<B>
 where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: RequestBody,
 {
     type Output = Result<Response<MeshBody>, MeshError>;
 

@@ -14,12 +14,12 @@ pub(crate) mod registry;
 
 pub use self::future::ResponseFuture;
 
+use crate::RequestBody;
 use crate::balance::PickContext;
 use crate::body::MeshBody;
 use crate::error::{ErrorKind, MeshError};
 use crate::route::RouteDecision;
 use http::{Request, Response};
-use mesh_core::BoxError;
 use registry::Registry;
 use std::fmt;
 use std::net::SocketAddr;
@@ -63,9 +63,7 @@ impl<B> Dispatch<B> {
 
 impl<B> Service<Request<B>> for Dispatch<B>
 where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: RequestBody,
 {
     type Response = Response<MeshBody>;
     type Error = MeshError;

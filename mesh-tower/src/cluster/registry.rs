@@ -1,10 +1,11 @@
 //! Live cluster state, per cluster name, shared by every channel with the same body type.
 
+use crate::RequestBody;
 use crate::balance::{self, Balance, EndpointInfo, EndpointStats, PickContext};
 use crate::connect::{ConnectTarget, Connection, Connector};
 use crate::error::{ErrorKind, MeshError};
 use arc_swap::ArcSwap;
-use mesh_core::{BoxError, Cluster, ClusterLoadAssignment, DiscoveryType, Locality, Store};
+use mesh_core::{Cluster, ClusterLoadAssignment, DiscoveryType, Locality, Store};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -21,9 +22,7 @@ pub(crate) struct Registry<B> {
 
 impl<B> Registry<B>
 where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: RequestBody,
 {
     pub(crate) fn new(store: Store, connector: Connector) -> Self {
         Self {
@@ -98,9 +97,7 @@ pub(crate) struct ClusterState<B> {
 
 impl<B> ClusterHandle<B>
 where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: RequestBody,
 {
     fn new(name: Arc<str>, store: Store, connector: Connector) -> Self {
         let handle = Self {

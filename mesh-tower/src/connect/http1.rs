@@ -1,12 +1,11 @@
 //! A pool of HTTP/1.1 connections to one endpoint.
 
-use super::{ConnectTarget, Connector, connect_error, handshake_error, upstream_error};
+use super::{ConnectTarget, Connector, dial, handshake_error, spawn_connection, upstream_error};
+use crate::RequestBody;
 use crate::error::MeshError;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use mesh_core::BoxError;
 use std::sync::Mutex;
 
 /// Connections kept for reuse; more than this many are closed when handed back.
@@ -20,9 +19,7 @@ pub(crate) struct Pool<B> {
 
 impl<B> Pool<B>
 where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: RequestBody,
 {
     pub(crate) fn new(target: ConnectTarget, connector: Connector) -> Self {
         Self {
@@ -76,20 +73,11 @@ where
 
     async fn open(&self) -> Result<SendRequest<B>, MeshError> {
         let target = &self.target;
-        let io = self
-            .connector
-            .connect(target)
-            .await
-            .map_err(|e| connect_error(target, e))?;
-        let (tx, conn) = http1::handshake(TokioIo::new(io))
+        let io = dial(target, &self.connector).await?;
+        let (tx, conn) = http1::handshake(io)
             .await
             .map_err(|e| handshake_error(target, e))?;
-        let address = target.address;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%address, error = %e, "HTTP/1.1 connection ended");
-            }
-        });
+        spawn_connection(target, conn);
         Ok(tx)
     }
 }

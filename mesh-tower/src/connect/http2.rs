@@ -1,6 +1,7 @@
 //! One shared, multiplexed HTTP/2 connection per endpoint, reopened on demand.
 
-use super::{ConnectTarget, Connector, connect_error, handshake_error, upstream_error};
+use super::{ConnectTarget, Connector, dial, handshake_error, spawn_connection, upstream_error};
+use crate::RequestBody;
 use crate::error::MeshError;
 use arc_swap::ArcSwapOption;
 use futures_util::FutureExt;
@@ -8,8 +9,7 @@ use futures_util::future::{BoxFuture, Shared as SharedFuture};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_core::BoxError;
+use hyper_util::rt::TokioExecutor;
 use std::sync::{Arc, Mutex};
 
 type Connecting<B> = SharedFuture<BoxFuture<'static, Result<SendRequest<B>, Arc<MeshError>>>>;
@@ -27,9 +27,7 @@ struct Inner<B> {
 
 impl<B> Shared<B>
 where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: RequestBody,
 {
     pub(crate) fn new(target: ConnectTarget, connector: Connector) -> Self {
         Self {
@@ -100,9 +98,7 @@ where
 
 impl<B> Inner<B>
 where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: RequestBody,
 {
     async fn connect(self: Arc<Self>) -> Result<SendRequest<B>, Arc<MeshError>> {
         let result = self.handshake().await;
@@ -115,22 +111,13 @@ where
 
     async fn handshake(&self) -> Result<SendRequest<B>, MeshError> {
         let target = &self.target;
-        let io = self
-            .connector
-            .connect(target)
-            .await
-            .map_err(|e| connect_error(target, e))?;
+        let io = dial(target, &self.connector).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(io))
+            .handshake(io)
             .await
             .map_err(|e| handshake_error(target, e))?;
-        let address = target.address;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%address, error = %e, "HTTP/2 connection ended");
-            }
-        });
-        tracing::debug!(%address, cluster = %target.cluster, "HTTP/2 connection opened");
+        spawn_connection(target, conn);
+        tracing::debug!(address = %target.address, cluster = %target.cluster, "HTTP/2 connection opened");
         Ok(tx)
     }
 }

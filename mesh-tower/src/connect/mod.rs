@@ -17,10 +17,12 @@
 mod http1;
 mod http2;
 
+use crate::RequestBody;
 use crate::error::{ErrorKind, MeshError};
 use http::{Request, Response, Uri, header, uri};
 use hyper::body::Incoming;
-use mesh_core::{BoxError, Protocol};
+use hyper_util::rt::TokioIo;
+use mesh_core::Protocol;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -132,9 +134,7 @@ pub(crate) enum Connection<B> {
 
 impl<B> Connection<B>
 where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: RequestBody,
 {
     pub(crate) fn new(target: ConnectTarget, connector: Connector) -> Self {
         match target.protocol {
@@ -179,6 +179,30 @@ fn to_origin_form<B>(req: &mut Request<B>) {
             .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(path);
     }
+}
+
+/// Opens the byte stream for `target`, ready for an HTTP handshake.
+async fn dial(target: &ConnectTarget, connector: &Connector) -> Result<TokioIo<BoxIo>, MeshError> {
+    let io = connector
+        .connect(target)
+        .await
+        .map_err(|e| connect_error(target, e))?;
+    Ok(TokioIo::new(io))
+}
+
+/// Drives a client connection until it ends; its end is only worth a debug line (requests on
+/// it have already seen the error).
+fn spawn_connection<F, E>(target: &ConnectTarget, conn: F)
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: fmt::Display,
+{
+    let (address, protocol) = (target.address, target.protocol);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%address, ?protocol, error = %e, "connection ended");
+        }
+    });
 }
 
 pub(crate) fn connect_error(target: &ConnectTarget, err: io::Error) -> MeshError {

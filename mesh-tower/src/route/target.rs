@@ -86,7 +86,8 @@ impl TargetState {
             .cloned();
         let old = self.compiled.load();
         let same = ptr_eq(&old.listener, &listener) && ptr_eq(&old.rds, &rds);
-        if !same || old.table.is_err() && listener.is_some() {
+        // An error state is recompiled on every change so its message stays current.
+        if !same || old.table.is_err() {
             let table = self.compile(listener.as_deref(), rds.as_deref());
             self.compiled.store(Arc::new(Compiled {
                 listener,

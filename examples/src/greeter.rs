@@ -1,0 +1,63 @@
+//! The classic greeter, as tonic-build generates it (see `build.rs`), and a server for it.
+
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// `helloworld.HelloRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HelloRequest {
+    /// Who to greet.
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+/// `helloworld.HelloReply`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HelloReply {
+    /// The greeting.
+    #[prost(string, tag = "1")]
+    pub message: String,
+}
+
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/helloworld.Greeter.rs"));
+}
+
+pub use generated::greeter_client::GreeterClient;
+pub use generated::greeter_server::{Greeter, GreeterServer};
+
+/// Greets with the server's own address, so callers can tell which endpoint answered.
+#[derive(Clone, Debug)]
+pub struct AddressGreeter {
+    addr: SocketAddr,
+}
+
+#[tonic::async_trait]
+impl Greeter for AddressGreeter {
+    async fn say_hello(
+        &self,
+        request: tonic::Request<HelloRequest>,
+    ) -> Result<tonic::Response<HelloReply>, tonic::Status> {
+        let name = request.into_inner().name;
+        Ok(tonic::Response::new(HelloReply {
+            message: format!("hello {name} from {}", self.addr),
+        }))
+    }
+}
+
+/// Starts a greeter server on `127.0.0.1:0`; aborting the handle stops it.
+pub async fn spawn_server() -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let task = tokio::spawn(async move {
+        let svc = GreeterServer::new(AddressGreeter { addr });
+        let _ = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    Ok((addr, task))
+}

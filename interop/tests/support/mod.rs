@@ -1,0 +1,130 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use mesh_tower::connect::{Connect, ConnectFuture, ConnectTarget, TcpConnector};
+use mesh_tower::{Mesh, MeshError, MeshService, ServedBy};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// Generous bound for awaiting events in tests; never a synchronisation sleep.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A config with one listener `web` routing everything to cluster `web`, whose endpoints are
+/// `addrs` with the given protocol.
+pub fn web_config(addrs: &[SocketAddr], protocol: &str) -> String {
+    let eps: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{{ address: \"{a}\" }}"))
+        .collect();
+    format!(
+        r#"
+listeners:
+  - name: web
+    route_config:
+      virtual_hosts:
+        - name: web
+          domains: ["*"]
+          routes:
+            - match: {{ prefix: / }}
+              route: {{ cluster: web }}
+clusters:
+  - name: web
+    type: EDS
+    protocol: {protocol}
+endpoints:
+  - cluster_name: web
+    endpoints:
+      - lb_endpoints: [{}]
+"#,
+        eps.join(", ")
+    )
+}
+
+/// Sends a GET and returns who served it.
+pub async fn get(
+    svc: &MeshService<Empty<Bytes>>,
+    uri: &str,
+) -> Result<(u16, ServedBy, Bytes), MeshError> {
+    let req = http::Request::get(uri).body(Empty::new()).unwrap();
+    let res = svc.clone().oneshot(req).await?;
+    let status = res.status().as_u16();
+    let served = res
+        .extensions()
+        .get::<ServedBy>()
+        .cloned()
+        .expect("ServedBy on every upstream response");
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    Ok((status, served, body))
+}
+
+/// Counts connections opened per endpoint.
+#[derive(Clone, Default)]
+pub struct CountingConnector {
+    pub counts: Arc<Mutex<HashMap<SocketAddr, usize>>>,
+}
+
+impl CountingConnector {
+    pub fn count(&self, addr: SocketAddr) -> usize {
+        self.counts.lock().unwrap().get(&addr).copied().unwrap_or(0)
+    }
+}
+
+impl Connect for CountingConnector {
+    fn connect(&self, target: &ConnectTarget) -> ConnectFuture {
+        *self
+            .counts
+            .lock()
+            .unwrap()
+            .entry(target.address)
+            .or_insert(0) += 1;
+        TcpConnector::default().connect(target)
+    }
+}
+
+/// Writes `yaml` to a fresh temp file and returns it (kept alive by the handle).
+pub fn config_file(yaml: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(f.path(), yaml).unwrap();
+    f
+}
+
+/// Replaces a config file's content atomically (write + rename), as editors and ConfigMaps do.
+pub fn rewrite(file: &tempfile::NamedTempFile, yaml: &str) {
+    let tmp = file.path().with_extension("tmp");
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(&tmp, file.path()).unwrap();
+}
+
+pub async fn mesh_from(yaml: &str) -> Mesh {
+    Mesh::from_config(mesh_core::MeshConfig::from_yaml(yaml).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A mesh over a store holding `yaml`, connecting through a [`CountingConnector`].
+pub async fn counting_mesh(yaml: &str) -> (Mesh, mesh_core::Store, CountingConnector) {
+    let counter = CountingConnector::default();
+    let store = mesh_core::Store::new();
+    store
+        .replace(mesh_core::MeshConfig::from_yaml(yaml).unwrap())
+        .unwrap();
+    let mesh = Mesh::builder()
+        .store(store.clone())
+        .connector(counter.clone())
+        .build()
+        .await
+        .unwrap();
+    (mesh, store, counter)
+}
+
+/// Replaces the store's whole config, as a control plane push would.
+pub fn push(store: &mesh_core::Store, yaml: &str) -> u64 {
+    store
+        .replace(mesh_core::MeshConfig::from_yaml(yaml).unwrap())
+        .unwrap()
+}
