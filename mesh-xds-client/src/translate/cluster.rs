@@ -1,0 +1,154 @@
+//! `Cluster` → [`Cluster`].
+
+use super::{duration, endpoint, finish};
+use envoy_types::pb::envoy::config::cluster::v3 as pb;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
+use mesh_core::error::{Errors, FieldPath};
+use mesh_core::{Cluster, ConfigError, DiscoveryType, LbPolicy, Protocol};
+use prost::Message;
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const ROUND_ROBIN_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin";
+
+/// Translates and validates a cluster.
+pub fn translate(c: &pb::Cluster) -> Result<Cluster, ConfigError> {
+    let mut errors = Errors::new();
+    let root = FieldPath::root();
+    let mut out = Cluster::new(c.name.clone());
+
+    use pb::cluster::{ClusterDiscoveryType as T, DiscoveryType as D};
+    match &c.cluster_discovery_type {
+        None => out.discovery = DiscoveryType::Static,
+        Some(T::Type(t)) => match D::try_from(*t) {
+            Ok(D::Static) => out.discovery = DiscoveryType::Static,
+            Ok(D::Eds) => out.discovery = DiscoveryType::Eds,
+            Ok(other) => errors.push(
+                &root.field("type"),
+                format!("{other:?} clusters are not supported yet"),
+            ),
+            Err(_) => errors.push(&root.field("type"), format!("unknown discovery type {t}")),
+        },
+        Some(T::ClusterType(ct)) => errors.push(
+            &root.field("cluster_type"),
+            format!("custom cluster type {:?} is not supported", ct.name),
+        ),
+    }
+    if out.discovery == DiscoveryType::Eds
+        && let Some(eds) = &c.eds_cluster_config
+        && !eds.service_name.is_empty()
+    {
+        out.eds_service_name = Some(eds.service_name.clone());
+    }
+    if out.discovery == DiscoveryType::Static {
+        match &c.load_assignment {
+            Some(cla) => {
+                out.load_assignment = Some(endpoint::assignment(
+                    cla,
+                    &root.field("load_assignment"),
+                    &mut errors,
+                ))
+            }
+            None => errors.push(
+                &root.field("load_assignment"),
+                "field not present (required for STATIC)",
+            ),
+        }
+    }
+    out.lb_policy = lb_policy(c, &root, &mut errors);
+    if let Some(t) = &c.connect_timeout
+        && let Some(d) = duration(t, &root.field("connect_timeout"), &mut errors)
+    {
+        out.connect_timeout = d;
+    }
+    out.protocol = protocol(c, &root, &mut errors);
+    if c.transport_socket.is_some() || !c.transport_socket_matches.is_empty() {
+        // Sending plaintext where the control plane asked for TLS would be a security bug.
+        errors.push(
+            &root.field("transport_socket"),
+            "TLS to upstreams is not supported yet",
+        );
+    }
+    // circuit_breakers and outlier_detection: accepted, not applied yet (see the module doc).
+    if errors.is_empty() {
+        out.validate(&root, &mut errors);
+    }
+    finish(out, errors)
+}
+
+fn lb_policy(c: &pb::Cluster, root: &FieldPath, errors: &mut Errors) -> LbPolicy {
+    if let Some(policy) = &c.load_balancing_policy {
+        // The first policy in the list that we support wins (Envoy and gRPC semantics).
+        let supported = policy.policies.iter().find_map(|p| {
+            let t = p.typed_extension_config.as_ref()?.typed_config.as_ref()?;
+            (t.type_url == ROUND_ROBIN_TYPE).then_some(LbPolicy::RoundRobin)
+        });
+        return supported.unwrap_or_else(|| {
+            errors.push(
+                &root.field("load_balancing_policy"),
+                "no supported policy in the list",
+            );
+            LbPolicy::RoundRobin
+        });
+    }
+    match pb::cluster::LbPolicy::try_from(c.lb_policy) {
+        Ok(pb::cluster::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
+        Ok(other) => {
+            errors.push(
+                &root.field("lb_policy"),
+                format!("{other:?} is not supported yet"),
+            );
+            LbPolicy::RoundRobin
+        }
+        Err(_) => {
+            errors.push(
+                &root.field("lb_policy"),
+                format!("unknown lb_policy {}", c.lb_policy),
+            );
+            LbPolicy::RoundRobin
+        }
+    }
+}
+
+/// HTTP/2 when the cluster says so (the deprecated `http2_protocol_options`, or explicit HTTP/2
+/// in `HttpProtocolOptions`), HTTP/1.1 otherwise, as in Envoy.
+fn protocol(c: &pb::Cluster, root: &FieldPath, errors: &mut Errors) -> Protocol {
+    #[allow(deprecated)]
+    if c.http2_protocol_options.is_some() {
+        return Protocol::Http2;
+    }
+    let Some(any) = c
+        .typed_extension_protocol_options
+        .get(HTTP_PROTOCOL_OPTIONS)
+    else {
+        return Protocol::Http1;
+    };
+    let path = root
+        .field("typed_extension_protocol_options")
+        .field(HTTP_PROTOCOL_OPTIONS);
+    let options = match upstream_http::HttpProtocolOptions::decode(&*any.value) {
+        Ok(o) => o,
+        Err(e) => {
+            errors.push(&path, format!("cannot decode: {e}"));
+            return Protocol::Http1;
+        }
+    };
+    use upstream_http::http_protocol_options::UpstreamProtocolOptions as U;
+    use upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig as P;
+    match options.upstream_protocol_options {
+        Some(U::ExplicitHttpConfig(e)) => match e.protocol_config {
+            Some(P::Http2ProtocolOptions(_)) => Protocol::Http2,
+            Some(P::HttpProtocolOptions(_)) | None => Protocol::Http1,
+            Some(P::Http3ProtocolOptions(_)) => {
+                errors.push(&path, "HTTP/3 upstreams are not supported");
+                Protocol::Http1
+            }
+        },
+        // Downstream/auto protocol selection: a client has no downstream; HTTP/2 if offered.
+        Some(U::UseDownstreamProtocolConfig(d)) if d.http2_protocol_options.is_some() => {
+            Protocol::Http2
+        }
+        Some(U::AutoConfig(a)) if a.http2_protocol_options.is_some() => Protocol::Http2,
+        _ => Protocol::Http1,
+    }
+}

@@ -1,0 +1,119 @@
+//! `Listener` (an API listener with an HttpConnectionManager) → [`Listener`].
+
+use super::{finish, route};
+use envoy_types::pb::envoy::config::listener::v3 as pb;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use mesh_core::error::{Errors, FieldPath};
+use mesh_core::{ConfigError, Listener};
+use prost::Message;
+
+const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const FAULT_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+
+/// Translates and validates a client listener.
+pub fn translate(l: &pb::Listener) -> Result<Listener, ConfigError> {
+    let mut errors = Errors::new();
+    let root = FieldPath::root();
+    let mut out = Listener {
+        name: l.name.clone(),
+        rds: None,
+        route_config: None,
+    };
+    let ap = root.field("api_listener");
+    let Some(api) = l
+        .api_listener
+        .as_ref()
+        .and_then(|a| a.api_listener.as_ref())
+    else {
+        errors.push(&ap, "field not present (clients use API listeners)");
+        return finish(out, errors);
+    };
+    let ap = ap.field("api_listener");
+    if api.type_url != HCM_TYPE {
+        errors.push(
+            &ap,
+            format!("expected an HttpConnectionManager, got {:?}", api.type_url),
+        );
+        return finish(out, errors);
+    }
+    let manager = match hcm::HttpConnectionManager::decode(&*api.value) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(&ap, format!("cannot decode HttpConnectionManager: {e}"));
+            return finish(out, errors);
+        }
+    };
+    match &manager.route_specifier {
+        Some(hcm::http_connection_manager::RouteSpecifier::Rds(rds)) => {
+            let rp = ap.field("rds");
+            match &rds.config_source {
+                Some(cs) if is_ads_or_self(cs) => {}
+                Some(_) => errors.push(
+                    &rp.field("config_source"),
+                    "only ads and self config sources are supported",
+                ),
+                None => errors.push(&rp.field("config_source"), "field not present"),
+            }
+            out.rds = Some(rds.route_config_name.clone());
+        }
+        Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(rc)) => {
+            out.route_config = Some(route::config(rc, &ap.field("route_config"), &mut errors));
+        }
+        Some(_) => errors.push(&ap, "scoped routes are not supported"),
+        None => errors.push(&ap, "a route specifier (rds or route_config) is required"),
+    }
+    filters(
+        &manager.http_filters,
+        &ap.field("http_filters"),
+        &mut errors,
+    );
+    if errors.is_empty() {
+        out.validate(&root, &mut errors);
+    }
+    finish(out, errors)
+}
+
+fn is_ads_or_self(cs: &envoy_types::pb::envoy::config::core::v3::ConfigSource) -> bool {
+    use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier as S;
+    matches!(
+        cs.config_source_specifier,
+        Some(S::Ads(_)) | Some(S::Self_(_))
+    )
+}
+
+/// The filter chain must end in the router (gRFC A39); filters we do not implement are refused
+/// unless marked optional; the fault filter is accepted only while it configures nothing.
+fn filters(list: &[hcm::HttpFilter], path: &FieldPath, errors: &mut Errors) {
+    if list.is_empty() {
+        errors.push(path, "must not be empty (the router filter is required)");
+        return;
+    }
+    let last = list.len() - 1;
+    for (i, f) in list.iter().enumerate() {
+        let fp = path.index(i);
+        let typed = match &f.config_type {
+            Some(hcm::http_filter::ConfigType::TypedConfig(any)) => Some(any),
+            _ => None,
+        };
+        let type_url = typed.map(|a| a.type_url.as_str()).unwrap_or("");
+        let is_router =
+            type_url == ROUTER_TYPE || (typed.is_none() && f.name == "envoy.filters.http.router");
+        match (is_router, i == last) {
+            (true, true) => {}
+            (true, false) => errors.push(&fp, "the router filter must be last"),
+            (false, true) => errors.push(&fp, "the last filter must be the router"),
+            (false, false) if type_url == FAULT_TYPE => {
+                let configured = typed.is_some_and(|a| !a.value.is_empty());
+                if configured {
+                    errors.push(&fp, "fault injection is not supported yet");
+                }
+            }
+            (false, false) if f.is_optional || f.disabled => {}
+            (false, false) => errors.push(
+                &fp,
+                format!("unsupported HTTP filter {:?} ({type_url})", f.name),
+            ),
+        }
+    }
+}

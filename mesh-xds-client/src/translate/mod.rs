@@ -1,0 +1,191 @@
+//! Translation: Envoy's v3 protos → validated mesh-core config. The only place protos are seen.
+//!
+//! Rules, following gRPC's (gRFC A27/A28/A46):
+//! - a resource that cannot be decoded, or whose name cannot be read, is a *top-level* error and
+//!   the whole response is NACKed;
+//! - a resource that decodes but breaks a rule is rejected *alone*, with its field path; the
+//!   other resources of the response apply (A46), and the last good version of the rejected one
+//!   stays in force;
+//! - unknown or unused optional fields are ignored; a field whose value we cannot honour and
+//!   that would change behaviour (a TLS transport socket, a DNS cluster, an unsupported LB
+//!   policy, a filter with real config we do not implement) is rejected, never silently dropped.
+//!
+//! Two exceptions are deliberate and documented: route `retry_policy` and cluster
+//! `circuit_breakers`/`outlier_detection` are accepted and not applied yet, as gRPC did before
+//! it implemented them (A44, A32, A50); control planes such as istiod set them on every
+//! resource, and refusing them would make those meshes unusable.
+
+pub mod cluster;
+pub mod endpoint;
+pub mod listener;
+pub mod route;
+
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use mesh_core::error::{Errors, FieldPath};
+use mesh_core::{Cluster, ClusterLoadAssignment, Listener, ResourceKind, RouteConfig};
+use prost::Message;
+use std::time::Duration;
+
+/// The four resource types of the cascade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    /// LDS
+    Listener,
+    /// RDS
+    RouteConfiguration,
+    /// CDS
+    Cluster,
+    /// EDS
+    ClusterLoadAssignment,
+}
+
+impl ResourceType {
+    /// All four, in subscription order.
+    pub const ALL: [ResourceType; 4] = [
+        ResourceType::Listener,
+        ResourceType::RouteConfiguration,
+        ResourceType::Cluster,
+        ResourceType::ClusterLoadAssignment,
+    ];
+
+    /// The type URL on the wire.
+    pub fn type_url(self) -> &'static str {
+        match self {
+            ResourceType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            ResourceType::RouteConfiguration => {
+                "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+            }
+            ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            ResourceType::ClusterLoadAssignment => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+        }
+    }
+
+    /// The type for a type URL.
+    pub fn from_type_url(url: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// The store's kind for this type.
+    pub fn kind(self) -> ResourceKind {
+        match self {
+            ResourceType::Listener => ResourceKind::Listener,
+            ResourceType::RouteConfiguration => ResourceKind::RouteConfig,
+            ResourceType::Cluster => ResourceKind::Cluster,
+            ResourceType::ClusterLoadAssignment => ResourceKind::Endpoints,
+        }
+    }
+
+    /// Index into per-type arrays.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Short name (`LDS`, …) for logs.
+    pub fn short(self) -> &'static str {
+        ["LDS", "RDS", "CDS", "EDS"][self.index()]
+    }
+}
+
+/// A translated resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Translated {
+    /// From LDS.
+    Listener(Listener),
+    /// From RDS.
+    RouteConfig(RouteConfig),
+    /// From CDS (boxed: much larger than the others).
+    Cluster(Box<Cluster>),
+    /// From EDS.
+    Endpoints(ClusterLoadAssignment),
+}
+
+/// A resource could not be decoded at all (top-level error: NACK the response).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+/// One decoded resource: its name and either its translation or why it was rejected.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Resource name.
+    pub name: String,
+    /// The translation, or the rule it breaks (with field paths).
+    pub result: Result<Translated, String>,
+}
+
+/// Decodes and translates one resource of type `ty`.
+pub fn decode(ty: ResourceType, any: &Any) -> Result<Decoded, DecodeError> {
+    if any.type_url != ty.type_url() {
+        return Err(DecodeError(format!(
+            "resource of type {:?} in a {} response",
+            any.type_url,
+            ty.short()
+        )));
+    }
+    let bad = |e: prost::DecodeError| DecodeError(format!("cannot decode {}: {e}", ty.short()));
+    let (name, result) = match ty {
+        ResourceType::Listener => {
+            let m = envoy_types::pb::envoy::config::listener::v3::Listener::decode(&*any.value)
+                .map_err(bad)?;
+            (
+                m.name.clone(),
+                listener::translate(&m).map(Translated::Listener),
+            )
+        }
+        ResourceType::RouteConfiguration => {
+            let m =
+                envoy_types::pb::envoy::config::route::v3::RouteConfiguration::decode(&*any.value)
+                    .map_err(bad)?;
+            (
+                m.name.clone(),
+                route::translate_config(&m).map(Translated::RouteConfig),
+            )
+        }
+        ResourceType::Cluster => {
+            let m = envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(&*any.value)
+                .map_err(bad)?;
+            (
+                m.name.clone(),
+                cluster::translate(&m).map(|c| Translated::Cluster(Box::new(c))),
+            )
+        }
+        ResourceType::ClusterLoadAssignment => {
+            let m = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+                &*any.value,
+            )
+            .map_err(bad)?;
+            (
+                m.cluster_name.clone(),
+                endpoint::translate(&m).map(Translated::Endpoints),
+            )
+        }
+    };
+    if name.is_empty() {
+        return Err(DecodeError(format!(
+            "{} resource without a name",
+            ty.short()
+        )));
+    }
+    Ok(Decoded {
+        name,
+        result: result.map_err(|e| e.to_string()),
+    })
+}
+
+/// Errors of one resource, as text: `path: message; path: message`.
+pub(crate) fn finish<T>(value: T, errors: Errors) -> Result<T, mesh_core::ConfigError> {
+    errors.into_result().map(|()| value)
+}
+
+pub(crate) fn duration(d: &PbDuration, path: &FieldPath, errors: &mut Errors) -> Option<Duration> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        errors.push(path, "must be a non-negative duration");
+        return None;
+    }
+    Some(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,388 @@
+//! Translation of hand-built protos: accepted shapes and rejected ones with their field paths.
+
+use super::*;
+use envoy_types::pb::envoy::config::cluster::v3 as cds;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as eds;
+use envoy_types::pb::envoy::config::listener::v3 as lds;
+use envoy_types::pb::envoy::config::route::v3 as rds;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::google::protobuf::UInt32Value;
+use mesh_core::Protocol;
+
+fn any<M: prost::Message + prost::Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn router() -> hcm::HttpFilter {
+    let r = envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default();
+    hcm::HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(&r))),
+        ..Default::default()
+    }
+}
+
+fn route_to(cluster: &str, prefix: &str) -> rds::Route {
+    rds::Route {
+        r#match: Some(rds::RouteMatch {
+            path_specifier: Some(rds::route_match::PathSpecifier::Prefix(prefix.into())),
+            ..Default::default()
+        }),
+        action: Some(rds::route::Action::Route(rds::RouteAction {
+            cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(cluster.into())),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn route_config(name: &str, routes: Vec<rds::Route>) -> rds::RouteConfiguration {
+    rds::RouteConfiguration {
+        name: name.into(),
+        virtual_hosts: vec![rds::VirtualHost {
+            name: "vh".into(),
+            domains: vec!["*".into()],
+            routes,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn listener(
+    name: &str,
+    spec: hcm::http_connection_manager::RouteSpecifier,
+    filters: Vec<hcm::HttpFilter>,
+) -> lds::Listener {
+    let manager = hcm::HttpConnectionManager {
+        route_specifier: Some(spec),
+        http_filters: filters,
+        ..Default::default()
+    };
+    lds::Listener {
+        name: name.into(),
+        api_listener: Some(lds::ApiListener {
+            api_listener: Some(any(&manager)),
+        }),
+        ..Default::default()
+    }
+}
+
+fn rds_spec(name: &str) -> hcm::http_connection_manager::RouteSpecifier {
+    hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+        config_source: Some(core::ConfigSource {
+            config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+                Default::default(),
+            )),
+            ..Default::default()
+        }),
+        route_config_name: name.into(),
+    })
+}
+
+fn rejected(ty: ResourceType, a: &Any) -> String {
+    match decode(ty, a).unwrap().result {
+        Ok(t) => panic!("expected a rejection, got {t:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn api_listener_with_rds_and_inline_routes() {
+    let l = listener("greeter", rds_spec("greeter-routes"), vec![router()]);
+    let d = decode(ResourceType::Listener, &any(&l)).unwrap();
+    assert_eq!(d.name, "greeter");
+    let Ok(Translated::Listener(out)) = d.result else {
+        panic!("{:?}", d.result)
+    };
+    assert_eq!(out.rds.as_deref(), Some("greeter-routes"));
+
+    let inline = hcm::http_connection_manager::RouteSpecifier::RouteConfig(route_config(
+        "",
+        vec![route_to("c", "/")],
+    ));
+    let l = listener("inline", inline, vec![router()]);
+    let Ok(Translated::Listener(out)) = decode(ResourceType::Listener, &any(&l)).unwrap().result
+    else {
+        panic!()
+    };
+    assert_eq!(
+        out.route_config.unwrap().virtual_hosts[0].routes[0]
+            .route
+            .as_ref()
+            .unwrap()
+            .cluster
+            .as_deref(),
+        Some("c")
+    );
+}
+
+#[test]
+fn listener_rules_name_the_field() {
+    let no_api = lds::Listener {
+        name: "x".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        rejected(ResourceType::Listener, &any(&no_api)),
+        "api_listener: field not present (clients use API listeners)"
+    );
+
+    let no_router = listener("x", rds_spec("r"), vec![]);
+    assert_eq!(
+        rejected(ResourceType::Listener, &any(&no_router)),
+        "api_listener.api_listener.http_filters: must not be empty (the router filter is required)"
+    );
+    let unknown = hcm::HttpFilter {
+        name: "envoy.filters.http.lua".into(),
+        ..Default::default()
+    };
+    let l = listener("x", rds_spec("r"), vec![unknown.clone(), router()]);
+    assert!(
+        rejected(ResourceType::Listener, &any(&l))
+            .starts_with("api_listener.api_listener.http_filters[0]: unsupported HTTP filter")
+    );
+    let optional = hcm::HttpFilter {
+        is_optional: true,
+        ..unknown
+    };
+    let l = listener("x", rds_spec("r"), vec![optional, router()]);
+    assert!(
+        decode(ResourceType::Listener, &any(&l))
+            .unwrap()
+            .result
+            .is_ok(),
+        "optional filters are skipped"
+    );
+    let l = listener("x", rds_spec("r"), vec![router(), router()]);
+    assert_eq!(
+        rejected(ResourceType::Listener, &any(&l)),
+        "api_listener.api_listener.http_filters[0]: the router filter must be last"
+    );
+}
+
+#[test]
+fn route_errors_carry_paths_relative_to_the_resource() {
+    let mut bad = route_to("c", "/");
+    bad.r#match = Some(rds::RouteMatch {
+        path_specifier: Some(rds::route_match::PathSpecifier::SafeRegex(
+            envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                regex: "(".into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    });
+    let rc = route_config("r", vec![route_to("c", "/ok"), bad]);
+    let err = rejected(ResourceType::RouteConfiguration, &any(&rc));
+    assert!(
+        err.starts_with("virtual_hosts[0].routes[1].match.safe_regex.regex: invalid regex \"(\""),
+        "{err}"
+    );
+
+    let mut redirect = route_to("c", "/");
+    redirect.action = Some(rds::route::Action::Redirect(Default::default()));
+    let err = rejected(
+        ResourceType::RouteConfiguration,
+        &any(&route_config("r", vec![redirect])),
+    );
+    assert_eq!(
+        err,
+        "virtual_hosts[0].routes[0].redirect: redirect actions are not supported yet"
+    );
+}
+
+#[test]
+#[allow(deprecated)]
+fn weighted_clusters_and_header_matchers_translate() {
+    let mut r = route_to("c", "/");
+    r.r#match.as_mut().unwrap().headers = vec![rds::HeaderMatcher {
+        name: "X-Canary".into(),
+        header_match_specifier: Some(rds::header_matcher::HeaderMatchSpecifier::ExactMatch(
+            "1".into(),
+        )),
+        ..Default::default()
+    }];
+    r.action = Some(rds::route::Action::Route(rds::RouteAction {
+        cluster_specifier: Some(rds::route_action::ClusterSpecifier::WeightedClusters(
+            rds::WeightedCluster {
+                clusters: vec![
+                    rds::weighted_cluster::ClusterWeight {
+                        name: "a".into(),
+                        weight: Some(UInt32Value { value: 9 }),
+                        ..Default::default()
+                    },
+                    rds::weighted_cluster::ClusterWeight {
+                        name: "b".into(),
+                        weight: Some(UInt32Value { value: 1 }),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+        )),
+        timeout: Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: 1,
+            nanos: 500_000_000,
+        }),
+        ..Default::default()
+    }));
+    let Ok(Translated::RouteConfig(rc)) = decode(
+        ResourceType::RouteConfiguration,
+        &any(&route_config("r", vec![r])),
+    )
+    .unwrap()
+    .result
+    else {
+        panic!()
+    };
+    let route = &rc.virtual_hosts[0].routes[0];
+    assert_eq!(route.matcher.headers[0].name, "x-canary");
+    assert_eq!(route.matcher.headers[0].exact_match.as_deref(), Some("1"));
+    let action = route.route.as_ref().unwrap();
+    assert_eq!(action.weighted_clusters.as_ref().unwrap().clusters.len(), 2);
+    assert_eq!(action.timeout, Some(std::time::Duration::from_millis(1500)));
+}
+
+fn eds_cluster(name: &str) -> cds::Cluster {
+    cds::Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(
+            cds::cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cds::cluster::EdsClusterConfig {
+            service_name: format!("{name}-eds"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+#[allow(deprecated)]
+fn clusters_translate_and_unsupported_values_are_refused() {
+    let mut c = eds_cluster("web");
+    c.http2_protocol_options = Some(Default::default());
+    c.connect_timeout = Some(envoy_types::pb::google::protobuf::Duration {
+        seconds: 0,
+        nanos: 250_000_000,
+    });
+    let Ok(Translated::Cluster(out)) = decode(ResourceType::Cluster, &any(&c)).unwrap().result
+    else {
+        panic!()
+    };
+    assert_eq!(out.eds_service_name.as_deref(), Some("web-eds"));
+    assert_eq!(out.protocol, Protocol::Http2);
+    assert_eq!(out.connect_timeout.as_millis(), 250);
+
+    let mut ring = eds_cluster("ring");
+    ring.lb_policy = cds::cluster::LbPolicy::RingHash as i32;
+    assert_eq!(
+        rejected(ResourceType::Cluster, &any(&ring)),
+        "lb_policy: RingHash is not supported yet"
+    );
+
+    let mut dns = eds_cluster("dns");
+    dns.cluster_discovery_type = Some(cds::cluster::ClusterDiscoveryType::Type(
+        cds::cluster::DiscoveryType::StrictDns as i32,
+    ));
+    assert_eq!(
+        rejected(ResourceType::Cluster, &any(&dns)),
+        "type: StrictDns clusters are not supported yet"
+    );
+
+    let mut tls = eds_cluster("tls");
+    tls.transport_socket = Some(Default::default());
+    assert_eq!(
+        rejected(ResourceType::Cluster, &any(&tls)),
+        "transport_socket: TLS to upstreams is not supported yet"
+    );
+}
+
+fn endpoint(addr: &str, port: u32) -> eds::LbEndpoint {
+    eds::LbEndpoint {
+        host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(eds::Endpoint {
+            address: Some(core::Address {
+                address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                    address: addr.into(),
+                    port_specifier: Some(core::socket_address::PortSpecifier::PortValue(port)),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        health_status: core::HealthStatus::Healthy as i32,
+        load_balancing_weight: Some(UInt32Value { value: 3 }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn endpoints_translate_with_health_weights_and_localities() {
+    let cla = eds::ClusterLoadAssignment {
+        cluster_name: "web".into(),
+        endpoints: vec![eds::LocalityLbEndpoints {
+            locality: Some(core::Locality {
+                region: "r".into(),
+                zone: "z".into(),
+                ..Default::default()
+            }),
+            lb_endpoints: vec![endpoint("127.0.0.1", 8080), endpoint("::1", 9090)],
+            load_balancing_weight: Some(UInt32Value { value: 5 }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let Ok(Translated::Endpoints(out)) = decode(ResourceType::ClusterLoadAssignment, &any(&cla))
+        .unwrap()
+        .result
+    else {
+        panic!()
+    };
+    let loc = &out.endpoints[0];
+    assert_eq!(
+        (loc.locality.zone.as_str(), loc.load_balancing_weight),
+        ("z", Some(5))
+    );
+    assert_eq!(loc.lb_endpoints[1].address, "[::1]:9090".parse().unwrap());
+    assert_eq!(
+        loc.lb_endpoints[0].health_status,
+        mesh_core::HealthStatus::Healthy
+    );
+    assert_eq!(loc.lb_endpoints[0].load_balancing_weight, Some(3));
+
+    let bad = eds::ClusterLoadAssignment {
+        cluster_name: "web".into(),
+        endpoints: vec![eds::LocalityLbEndpoints {
+            lb_endpoints: vec![endpoint("web.internal", 80)],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert_eq!(
+        rejected(ResourceType::ClusterLoadAssignment, &any(&bad)),
+        "endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address: \"web.internal\" is not an IP address (DNS names are not supported yet)"
+    );
+}
+
+#[test]
+fn undecodable_or_mistyped_resources_are_top_level_errors() {
+    let garbage = Any {
+        type_url: ResourceType::Cluster.type_url().into(),
+        value: vec![0xff, 0xff, 0xff],
+    };
+    assert!(decode(ResourceType::Cluster, &garbage).is_err());
+    let mistyped = any(&eds_cluster("c"));
+    assert!(
+        decode(ResourceType::Listener, &mistyped)
+            .unwrap_err()
+            .0
+            .contains("in a LDS response")
+    );
+    let unnamed = cds::Cluster::default();
+    assert!(decode(ResourceType::Cluster, &any(&unnamed)).is_err());
+}
