@@ -6,4 +6,7 @@
 //! store's interest, and translation of Envoy's protos into mesh-core config (the only place
 //! in the project where protobuf types appear).
 
+pub mod ads;
+pub mod bootstrap;
+pub mod build;
 pub mod translate;

@@ -1,0 +1,540 @@
+//! The ADS protocol as a state machine: responses in, requests and config changes out.
+//!
+//! No IO happens here, so every rule is unit-tested without a network (`tests.rs`):
+//! - per type: the accepted `version_info` (SotW), the last `nonce`, the subscribed names;
+//! - ACK with the response's version; NACK with the *previous* version and an `error_detail`
+//!   naming each rejected resource and field. Valid resources of a NACKed response still apply
+//!   (gRFC A46);
+//! - SotW deletion: a listener or cluster missing from a SotW response no longer exists; an
+//!   absent route config or endpoint set means nothing (they are not required in every
+//!   response). Delta: `removed_resources`. Either can be ignored (gRFC A53);
+//! - a subscribed resource that has not arrived within the timeout (15 s by default, counted
+//!   from the request) is reported as not existing, so callers fail clearly instead of waiting;
+//! - consecutive NACKs of one type are spaced by an exponential backoff, so a server that
+//!   re-sends the same bad config at once cannot make us spin.
+
+use crate::translate::{self, ResourceType, Translated};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Which ADS variant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// State of the World (`StreamAggregatedResources`).
+    #[default]
+    Sotw,
+    /// Incremental (`DeltaAggregatedResources`).
+    Delta,
+}
+
+/// Settings of the state machine.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// SotW or Delta.
+    pub protocol: Protocol,
+    /// Sent on the first request of each stream.
+    pub node: Node,
+    /// How long a subscribed resource may take to arrive before it "does not exist".
+    pub resource_timeout: Duration,
+    /// gRFC A53: keep resources the server deletes.
+    pub ignore_resource_deletion: bool,
+}
+
+/// A request to send on the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// SotW.
+    Sotw(DiscoveryRequest),
+    /// Delta.
+    Delta(DeltaDiscoveryRequest),
+}
+
+impl Request {
+    /// The type it is for.
+    pub fn type_url(&self) -> &str {
+        match self {
+            Request::Sotw(r) => &r.type_url,
+            Request::Delta(r) => &r.type_url,
+        }
+    }
+
+    /// Whether it NACKs a response.
+    pub fn is_nack(&self) -> bool {
+        match self {
+            Request::Sotw(r) => r.error_detail.is_some(),
+            Request::Delta(r) => r.error_detail.is_some(),
+        }
+    }
+}
+
+/// A change to apply to the config store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A resource arrived or changed.
+    Upsert(Translated),
+    /// No longer subscribed: forget it.
+    Remove(ResourceType, String),
+    /// The server says (or the timeout implies) it does not exist.
+    Missing(ResourceType, String, String),
+}
+
+/// What handling an event produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Requests to send, in order.
+    pub requests: Vec<Request>,
+    /// Config changes to apply, atomically.
+    pub changes: Vec<Change>,
+    /// Wait this long before sending (set when the requests include a repeated NACK).
+    pub delay: Option<Duration>,
+}
+
+/// What we know of one resource, for status dumps (CSDS-like).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ResourceStatus {
+    /// Version of the last accepted copy (Delta: the resource's; SotW: the response's).
+    pub version: String,
+    /// When the last accepted copy arrived.
+    pub last_updated: Option<SystemTime>,
+    /// State: `requested`, `acked`, `nacked` (never accepted), `does_not_exist`.
+    pub state: &'static str,
+    /// Why the last copy was rejected, if it was.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Meta {
+    status: ResourceStatus,
+    has_value: bool,
+    missing: bool,
+    requested_at: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    wanted: BTreeSet<String>,
+    /// Delta: what the server was told on this stream. SotW: whether we sent a request.
+    told: BTreeSet<String>,
+    sent_any: bool,
+    version: String,
+    nonce: String,
+    resources: BTreeMap<String, Meta>,
+    nacks_in_a_row: u32,
+}
+
+/// The ADS state machine.
+#[derive(Debug)]
+pub struct Ads {
+    config: Config,
+    types: [TypeState; 4],
+    node_sent: bool,
+    streaming: bool,
+}
+
+const NACK_BACKOFF_BASE: Duration = Duration::from_millis(100);
+const NACK_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl Ads {
+    /// A state machine with nothing subscribed.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            types: Default::default(),
+            node_sent: false,
+            streaming: false,
+        }
+    }
+
+    /// The protocol in use.
+    pub fn protocol(&self) -> Protocol {
+        self.config.protocol
+    }
+
+    /// A new stream is up: (re)subscribe everything wanted; cached resources stay in force.
+    pub fn start_stream(&mut self, now: Instant) -> Output {
+        self.node_sent = false;
+        self.streaming = true;
+        let mut out = Output::default();
+        for ty in ResourceType::ALL {
+            let st = &mut self.types[ty.index()];
+            st.nonce.clear();
+            st.told.clear();
+            st.sent_any = false;
+            st.nacks_in_a_row = 0;
+            for meta in st.resources.values_mut() {
+                if !meta.has_value && !meta.missing {
+                    meta.requested_at = Some(now);
+                }
+            }
+            if !st.wanted.is_empty() {
+                let req = self.subscription_request(ty);
+                out.requests.push(req);
+            }
+        }
+        out
+    }
+
+    /// The stream broke: timers stop until the next stream (the cache stays).
+    pub fn stream_ended(&mut self) {
+        self.streaming = false;
+        for st in &mut self.types {
+            for meta in st.resources.values_mut() {
+                meta.requested_at = None;
+            }
+        }
+    }
+
+    /// Sets the names wanted for a type; unsubscribed names are forgotten.
+    pub fn set_wanted(
+        &mut self,
+        ty: ResourceType,
+        names: BTreeSet<String>,
+        now: Instant,
+    ) -> Output {
+        let mut out = Output::default();
+        let streaming = self.streaming;
+        let st = &mut self.types[ty.index()];
+        if st.wanted == names {
+            return out;
+        }
+        for gone in st.wanted.difference(&names) {
+            st.resources.remove(gone);
+            out.changes.push(Change::Remove(ty, gone.clone()));
+        }
+        for new in names.difference(&st.wanted) {
+            let meta = st.resources.entry(new.clone()).or_default();
+            meta.status.state = "requested";
+            meta.requested_at = streaming.then_some(now);
+        }
+        st.wanted = names;
+        if streaming && (st.sent_any || !st.wanted.is_empty()) {
+            let req = self.subscription_request(ty);
+            out.requests.push(req);
+        }
+        out
+    }
+
+    fn node(&mut self) -> Option<Node> {
+        if self.node_sent {
+            None
+        } else {
+            self.node_sent = true;
+            Some(self.config.node.clone())
+        }
+    }
+
+    /// A request telling the server the current subscription of `ty` (not an ACK).
+    fn subscription_request(&mut self, ty: ResourceType) -> Request {
+        let node = self.node();
+        let st = &mut self.types[ty.index()];
+        st.sent_any = true;
+        match self.config.protocol {
+            Protocol::Sotw => Request::Sotw(DiscoveryRequest {
+                version_info: st.version.clone(),
+                node,
+                resource_names: st.wanted.iter().cloned().collect(),
+                type_url: ty.type_url().into(),
+                response_nonce: st.nonce.clone(),
+                ..Default::default()
+            }),
+            Protocol::Delta => {
+                let subscribe: Vec<String> = st.wanted.difference(&st.told).cloned().collect();
+                let unsubscribe: Vec<String> = st.told.difference(&st.wanted).cloned().collect();
+                let initial = if st.told.is_empty() {
+                    st.resources
+                        .iter()
+                        .filter(|(n, m)| m.has_value && st.wanted.contains(*n))
+                        .map(|(n, m)| (n.clone(), m.status.version.clone()))
+                        .collect()
+                } else {
+                    Default::default()
+                };
+                st.told = st.wanted.clone();
+                Request::Delta(DeltaDiscoveryRequest {
+                    node,
+                    type_url: ty.type_url().into(),
+                    resource_names_subscribe: subscribe,
+                    resource_names_unsubscribe: unsubscribe,
+                    initial_resource_versions: initial,
+                    ..Default::default()
+                })
+            }
+        }
+    }
+
+    /// Handles a SotW response.
+    pub fn on_sotw(&mut self, resp: DiscoveryResponse, now: Instant) -> Output {
+        let Some(ty) = ResourceType::from_type_url(&resp.type_url) else {
+            tracing::debug!(type_url = %resp.type_url, "ignoring response of an unknown type");
+            return Output::default();
+        };
+        let mut out = Output::default();
+        let mut errors = Vec::new();
+        let mut decoded = Vec::with_capacity(resp.resources.len());
+        for (i, any) in resp.resources.iter().enumerate() {
+            match translate::decode(ty, any) {
+                Ok(d) => decoded.push(d),
+                Err(e) => errors.push(format!("resources[{i}]: {e}")),
+            }
+        }
+        self.types[ty.index()].nonce = resp.nonce.clone();
+        if !errors.is_empty() {
+            // A top-level error: nothing from this response applies.
+            return self.nack(ty, errors, out);
+        }
+        let mut seen = BTreeSet::new();
+        for d in decoded {
+            seen.insert(d.name.clone());
+            self.accept(
+                ty,
+                d.name,
+                d.result,
+                &resp.version_info,
+                now,
+                &mut errors,
+                &mut out,
+            );
+        }
+        // SotW: listeners and clusters absent from the response do not exist (any more).
+        if matches!(ty, ResourceType::Listener | ResourceType::Cluster) {
+            let absent: Vec<String> = self.types[ty.index()]
+                .wanted
+                .difference(&seen)
+                .cloned()
+                .collect();
+            for name in absent {
+                self.missing(ty, &name, "not in the control plane's response", &mut out);
+            }
+        }
+        if errors.is_empty() {
+            self.ack(ty, Some(resp.version_info), out)
+        } else {
+            self.nack(ty, errors, out)
+        }
+    }
+
+    /// Handles a Delta response.
+    pub fn on_delta(&mut self, resp: DeltaDiscoveryResponse, now: Instant) -> Output {
+        let Some(ty) = ResourceType::from_type_url(&resp.type_url) else {
+            tracing::debug!(type_url = %resp.type_url, "ignoring response of an unknown type");
+            return Output::default();
+        };
+        let mut out = Output::default();
+        let mut errors = Vec::new();
+        let mut decoded = Vec::with_capacity(resp.resources.len());
+        for (i, r) in resp.resources.iter().enumerate() {
+            let Some(any) = &r.resource else {
+                errors.push(format!("resources[{i}] ({:?}): no resource body", r.name));
+                continue;
+            };
+            match translate::decode(ty, any) {
+                Ok(d) if !r.name.is_empty() && d.name != r.name => errors.push(format!(
+                    "resources[{i}]: named {:?} but contains {:?}",
+                    r.name, d.name
+                )),
+                Ok(d) => decoded.push((d, r.version.clone())),
+                Err(e) => errors.push(format!("resources[{i}]: {e}")),
+            }
+        }
+        self.types[ty.index()].nonce = resp.nonce.clone();
+        if !errors.is_empty() {
+            return self.nack(ty, errors, out);
+        }
+        for (d, version) in decoded {
+            self.accept(ty, d.name, d.result, &version, now, &mut errors, &mut out);
+        }
+        for name in &resp.removed_resources {
+            if self.types[ty.index()].wanted.contains(name) {
+                self.missing(ty, name, "removed by the control plane", &mut out);
+            }
+        }
+        if errors.is_empty() {
+            self.ack(ty, None, out)
+        } else {
+            self.nack(ty, errors, out)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &mut self,
+        ty: ResourceType,
+        name: String,
+        result: Result<Translated, String>,
+        version: &str,
+        now: Instant,
+        errors: &mut Vec<String>,
+        out: &mut Output,
+    ) {
+        let _ = now;
+        let st = &mut self.types[ty.index()];
+        if !st.wanted.contains(&name) {
+            tracing::debug!(%name, kind = ty.short(), "ignoring a resource we did not subscribe to");
+            return;
+        }
+        let meta = st.resources.entry(name.clone()).or_default();
+        match result {
+            Ok(t) => {
+                meta.has_value = true;
+                meta.missing = false;
+                meta.requested_at = None;
+                meta.status = ResourceStatus {
+                    version: version.to_owned(),
+                    last_updated: Some(SystemTime::now()),
+                    state: "acked",
+                    last_error: None,
+                };
+                out.changes.push(Change::Upsert(t));
+            }
+            Err(e) => {
+                tracing::warn!(%name, kind = ty.short(), error = %e, "rejected resource; keeping the last good one");
+                if !meta.has_value {
+                    meta.status.state = "nacked";
+                }
+                meta.status.last_error = Some(e.clone());
+                errors.push(format!("{} {name:?}: {e}", ty.short()));
+            }
+        }
+    }
+
+    fn missing(&mut self, ty: ResourceType, name: &str, why: &str, out: &mut Output) {
+        let ignore = self.config.ignore_resource_deletion;
+        let st = &mut self.types[ty.index()];
+        let Some(meta) = st.resources.get_mut(name) else {
+            return;
+        };
+        if meta.has_value && ignore {
+            tracing::warn!(%name, kind = ty.short(), "control plane deleted the resource; keeping it (ignore_resource_deletion)");
+            return;
+        }
+        if meta.missing {
+            return;
+        }
+        meta.has_value = false;
+        meta.missing = true;
+        meta.requested_at = None;
+        meta.status.state = "does_not_exist";
+        out.changes
+            .push(Change::Missing(ty, name.to_owned(), why.to_owned()));
+    }
+
+    fn ack(&mut self, ty: ResourceType, version: Option<String>, mut out: Output) -> Output {
+        let st = &mut self.types[ty.index()];
+        st.nacks_in_a_row = 0;
+        if let Some(v) = version {
+            st.version = v;
+        }
+        let req = self.response_request(ty, None);
+        out.requests.push(req);
+        out
+    }
+
+    fn nack(&mut self, ty: ResourceType, errors: Vec<String>, mut out: Output) -> Output {
+        let message = errors.join("; ");
+        tracing::warn!(kind = ty.short(), error = %message, "NACK");
+        let st = &mut self.types[ty.index()];
+        st.nacks_in_a_row += 1;
+        if st.nacks_in_a_row > 1 {
+            let exp = NACK_BACKOFF_BASE.saturating_mul(1 << (st.nacks_in_a_row - 2).min(16));
+            let capped = exp.min(NACK_BACKOFF_MAX);
+            // Full jitter in [capped/2, capped].
+            let jitter = capped.mul_f64(0.5 + fastrand::f64() / 2.0);
+            out.delay = Some(jitter);
+        }
+        let status = RpcStatus {
+            code: 3, // INVALID_ARGUMENT
+            message,
+            details: Vec::new(),
+        };
+        let req = self.response_request(ty, Some(status));
+        out.requests.push(req);
+        out
+    }
+
+    /// An ACK (no error) or NACK for the last response of `ty`.
+    fn response_request(&mut self, ty: ResourceType, error: Option<RpcStatus>) -> Request {
+        let node = self.node();
+        let st = &mut self.types[ty.index()];
+        st.sent_any = true;
+        match self.config.protocol {
+            Protocol::Sotw => Request::Sotw(DiscoveryRequest {
+                version_info: st.version.clone(),
+                node,
+                resource_names: st.wanted.iter().cloned().collect(),
+                type_url: ty.type_url().into(),
+                response_nonce: st.nonce.clone(),
+                error_detail: error,
+                ..Default::default()
+            }),
+            Protocol::Delta => Request::Delta(DeltaDiscoveryRequest {
+                node,
+                type_url: ty.type_url().into(),
+                response_nonce: st.nonce.clone(),
+                error_detail: error,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Reports subscribed resources that did not arrive in time.
+    pub fn on_tick(&mut self, now: Instant) -> Output {
+        let mut out = Output::default();
+        let timeout = self.config.resource_timeout;
+        for ty in ResourceType::ALL {
+            let expired: Vec<String> = self.types[ty.index()]
+                .resources
+                .iter()
+                .filter(|(_, m)| {
+                    !m.has_value && !m.missing && m.requested_at.is_some_and(|t| now >= t + timeout)
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in expired {
+                let why = format!("no response from the control plane within {timeout:?}");
+                self.missing(ty, &name, &why, &mut out);
+            }
+        }
+        out
+    }
+
+    /// When [`Ads::on_tick`] next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let timeout = self.config.resource_timeout;
+        self.types
+            .iter()
+            .flat_map(|st| st.resources.values())
+            .filter(|m| !m.has_value && !m.missing)
+            .filter_map(|m| m.requested_at.map(|t| t + timeout))
+            .min()
+    }
+
+    /// Status of every subscribed resource, by type and name.
+    pub fn status(&self) -> BTreeMap<ResourceType, BTreeMap<String, ResourceStatus>> {
+        ResourceType::ALL
+            .into_iter()
+            .map(|ty| {
+                let st = &self.types[ty.index()];
+                (
+                    ty,
+                    st.resources
+                        .iter()
+                        .map(|(n, m)| (n.clone(), m.status.clone()))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// The names wanted for a type.
+    pub fn wanted(&self, ty: ResourceType) -> &BTreeSet<String> {
+        &self.types[ty.index()].wanted
+    }
+}
+
+#[cfg(test)]
+mod tests;

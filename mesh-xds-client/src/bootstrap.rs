@@ -1,0 +1,339 @@
+//! The gRPC xDS bootstrap: where the control plane is and who we are.
+//!
+//! This is the file gRPC's proxyless xDS reads (`GRPC_XDS_BOOTSTRAP` names a file,
+//! `GRPC_XDS_BOOTSTRAP_CONFIG` holds the JSON inline) and the one Istio's proxyless injection
+//! writes, so a service using this crate drops into such a mesh unchanged:
+//!
+//! ```json
+//! {"xds_servers":[{"server_uri":"127.0.0.1:18000","channel_creds":[{"type":"insecure"}],
+//!   "server_features":["xds_v3"]}],
+//!  "node":{"id":"app-1","cluster":"app","locality":{"zone":"a"}},
+//!  "client_default_listener_resource_name_template":"%s"}
+//! ```
+//!
+//! `certificate_providers` are parsed and kept for the mTLS work. One server feature of our
+//! own: `"delta_ads"` selects the Delta protocol (istiod's preferred) for that server;
+//! `"ignore_resource_deletion"` is gRFC A53's.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Env var naming the bootstrap file.
+pub const BOOTSTRAP_ENV: &str = "GRPC_XDS_BOOTSTRAP";
+/// Env var holding the bootstrap JSON inline.
+pub const BOOTSTRAP_CONFIG_ENV: &str = "GRPC_XDS_BOOTSTRAP_CONFIG";
+/// Our server feature selecting Delta ADS.
+pub const FEATURE_DELTA: &str = "delta_ads";
+/// gRFC A53: keep resources the server deletes.
+pub const FEATURE_IGNORE_RESOURCE_DELETION: &str = "ignore_resource_deletion";
+
+/// A parsed, checked bootstrap.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Bootstrap {
+    /// Control planes; the first is used.
+    pub xds_servers: Vec<XdsServer>,
+    /// Who we are.
+    #[serde(default)]
+    pub node: Node,
+    /// Listener name for a target: `%s` is replaced by the target's name.
+    #[serde(default)]
+    pub client_default_listener_resource_name_template: Option<String>,
+    /// Listener name template for xDS-enabled servers (kept; not used by clients).
+    #[serde(default)]
+    pub server_listener_resource_name_template: Option<String>,
+    /// Federation authorities (gRFC A47; parsed, not used yet).
+    #[serde(default)]
+    pub authorities: BTreeMap<String, Authority>,
+    /// Certificate provider plugin instances (kept for mTLS).
+    #[serde(default)]
+    pub certificate_providers: BTreeMap<String, CertificateProvider>,
+}
+
+/// One control plane.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct XdsServer {
+    /// `host:port`, `dns:///host:port`, `unix:///path`, or an `http(s)://` URI.
+    pub server_uri: String,
+    /// Credentials, in order of preference; the first one we support is used.
+    #[serde(default)]
+    pub channel_creds: Vec<ChannelCreds>,
+    /// Server features (`xds_v3`, `ignore_resource_deletion`, `delta_ads`, …).
+    #[serde(default)]
+    pub server_features: Vec<String>,
+}
+
+/// Channel credentials: `insecure`, or `tls` with an optional CA file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct ChannelCreds {
+    /// `insecure`, `tls`, `google_default`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Type-specific config (`tls`: `ca_certificate_file`).
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// Envoy's `Node`, as the bootstrap spells it.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Node {
+    /// Node id (control planes key snapshots by it).
+    #[serde(default)]
+    pub id: String,
+    /// Service cluster.
+    #[serde(default)]
+    pub cluster: String,
+    /// Where this node runs (zone-aware routing uses it).
+    #[serde(default)]
+    pub locality: Option<Locality>,
+    /// Opaque metadata (Istio puts its labels here).
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A node's locality.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Locality {
+    /// Region.
+    #[serde(default)]
+    pub region: String,
+    /// Zone.
+    #[serde(default)]
+    pub zone: String,
+    /// Sub-zone.
+    #[serde(default)]
+    pub sub_zone: String,
+}
+
+/// A federation authority.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Authority {
+    /// Its servers (empty: the top-level ones).
+    #[serde(default)]
+    pub xds_servers: Vec<XdsServer>,
+    /// Listener name template for targets of this authority.
+    #[serde(default)]
+    pub client_listener_resource_name_template: Option<String>,
+}
+
+/// A certificate provider instance.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct CertificateProvider {
+    /// Plugin (`file_watcher`).
+    pub plugin_name: String,
+    /// Plugin config.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// Why a bootstrap cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// Neither env var is set.
+    #[error(
+        "no xDS bootstrap: set {BOOTSTRAP_ENV} (a file) or {BOOTSTRAP_CONFIG_ENV} (inline JSON)"
+    )]
+    NotConfigured,
+    /// The file could not be read.
+    #[error("xDS bootstrap {path:?}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The JSON is malformed or breaks a rule.
+    #[error("xDS bootstrap: {0}")]
+    Invalid(String),
+}
+
+/// The credentials we will use for a server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// Plaintext.
+    Insecure,
+    /// TLS, trusting this CA file (or the system roots).
+    Tls {
+        /// PEM CA bundle.
+        ca_file: Option<PathBuf>,
+    },
+}
+
+impl Bootstrap {
+    /// Reads `GRPC_XDS_BOOTSTRAP` (a file) or else `GRPC_XDS_BOOTSTRAP_CONFIG` (inline JSON).
+    pub fn from_env() -> Result<Self, BootstrapError> {
+        if let Some(path) = std::env::var_os(BOOTSTRAP_ENV).filter(|p| !p.is_empty()) {
+            return Self::from_file(path);
+        }
+        match std::env::var(BOOTSTRAP_CONFIG_ENV) {
+            Ok(json) if !json.is_empty() => Self::from_json(&json),
+            _ => Err(BootstrapError::NotConfigured),
+        }
+    }
+
+    /// Reads a bootstrap file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, BootstrapError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| BootstrapError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_json(&text)
+    }
+
+    /// Parses and checks bootstrap JSON.
+    pub fn from_json(json: &str) -> Result<Self, BootstrapError> {
+        let b: Bootstrap =
+            serde_json::from_str(json).map_err(|e| BootstrapError::Invalid(e.to_string()))?;
+        let server = b
+            .xds_servers
+            .first()
+            .ok_or_else(|| BootstrapError::Invalid("xds_servers: must not be empty".into()))?;
+        if server.server_uri.is_empty() {
+            return Err(BootstrapError::Invalid(
+                "xds_servers[0].server_uri: must not be empty".into(),
+            ));
+        }
+        server.credentials()?;
+        Ok(b)
+    }
+
+    /// The listener name for a target name, by the listener template (`%s` by default).
+    pub fn listener_name(&self, target: &str) -> String {
+        let template = self
+            .client_default_listener_resource_name_template
+            .as_deref()
+            .unwrap_or("%s");
+        if template.starts_with("xdstp:") {
+            template.replace("%s", &percent_encode_path(target))
+        } else {
+            template.replace("%s", target)
+        }
+    }
+}
+
+impl XdsServer {
+    /// The first supported credentials (gRPC semantics), or an error naming what was offered.
+    pub fn credentials(&self) -> Result<Credentials, BootstrapError> {
+        for c in &self.channel_creds {
+            match c.kind.as_str() {
+                "insecure" => return Ok(Credentials::Insecure),
+                "tls" => {
+                    let ca_file = c
+                        .config
+                        .as_ref()
+                        .and_then(|v| v.get("ca_certificate_file"))
+                        .and_then(|v| v.as_str())
+                        .map(PathBuf::from);
+                    return Ok(Credentials::Tls { ca_file });
+                }
+                _ => continue,
+            }
+        }
+        let offered: Vec<&str> = self.channel_creds.iter().map(|c| c.kind.as_str()).collect();
+        Err(BootstrapError::Invalid(format!(
+            "xds_servers[0].channel_creds: none supported (offered {offered:?}; supported: insecure, tls)"
+        )))
+    }
+
+    /// Whether a server feature is listed.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.server_features.iter().any(|f| f == feature)
+    }
+}
+
+/// gRFC A47: the target is percent-encoded when substituted into an `xdstp:` template
+/// (`/` kept, as in a path).
+fn percent_encode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/:@!$&'()*+,;=".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISTIO_LIKE: &str = r#"{
+      "xds_servers": [{"server_uri": "unix:///etc/istio/proxy/XDS",
+                       "channel_creds": [{"type": "google_default"}, {"type": "insecure"}],
+                       "server_features": ["xds_v3", "delta_ads"]}],
+      "node": {"id": "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local",
+               "cluster": "app", "locality": {"region": "r", "zone": "z"},
+               "metadata": {"ISTIO_VERSION": "1.24", "GENERATOR": "grpc"}},
+      "certificate_providers": {"default": {"plugin_name": "file_watcher",
+         "config": {"certificate_file": "/var/run/secrets/cert-chain.pem", "refresh_interval": "900s"}}},
+      "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s"
+    }"#;
+
+    #[test]
+    fn parses_an_istio_style_bootstrap() {
+        let b = Bootstrap::from_json(ISTIO_LIKE).unwrap();
+        let s = &b.xds_servers[0];
+        assert_eq!(
+            s.credentials().unwrap(),
+            Credentials::Insecure,
+            "first supported creds win"
+        );
+        assert!(s.has_feature(FEATURE_DELTA));
+        assert_eq!(b.node.locality.as_ref().unwrap().zone, "z");
+        assert_eq!(
+            b.certificate_providers["default"].plugin_name,
+            "file_watcher"
+        );
+        assert_eq!(b.listener_name("greeter:50051"), "greeter:50051");
+    }
+
+    #[test]
+    fn listener_templates() {
+        let mut b = Bootstrap::from_json(ISTIO_LIKE).unwrap();
+        b.client_default_listener_resource_name_template =
+            Some("xdstp://auth/envoy.config.listener.v3.Listener/%s".into());
+        assert_eq!(
+            b.listener_name("a b/c"),
+            "xdstp://auth/envoy.config.listener.v3.Listener/a%20b/c"
+        );
+        b.client_default_listener_resource_name_template = Some("prefix-%s".into());
+        assert_eq!(b.listener_name("x"), "prefix-x");
+    }
+
+    #[test]
+    fn rejects_unusable_bootstraps_with_the_field() {
+        for (json, want) in [
+            (r#"{"xds_servers": []}"#, "xds_servers: must not be empty"),
+            (
+                r#"{"xds_servers": [{"server_uri": ""}]}"#,
+                "xds_servers[0].server_uri: must not be empty",
+            ),
+            (
+                r#"{"xds_servers": [{"server_uri": "x:1", "channel_creds": [{"type": "google_default"}]}]}"#,
+                "channel_creds: none supported",
+            ),
+            (r#"{"xds_servers": 3}"#, "invalid type"),
+        ] {
+            let err = Bootstrap::from_json(json).unwrap_err().to_string();
+            assert!(err.contains(want), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn tls_creds_take_a_ca_file() {
+        let b = Bootstrap::from_json(
+            r#"{"xds_servers": [{"server_uri": "istiod:15012",
+                "channel_creds": [{"type": "tls", "config": {"ca_certificate_file": "/ca.pem"}}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            b.xds_servers[0].credentials().unwrap(),
+            Credentials::Tls {
+                ca_file: Some("/ca.pem".into())
+            }
+        );
+    }
+}

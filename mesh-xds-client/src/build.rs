@@ -1,0 +1,169 @@
+//! Builders for the xDS resources a client needs: handy for tests, fake control planes and
+//! examples. Each returns the proto; [`any`] wraps one for a response.
+//!
+//! ```
+//! use mesh_xds_client::build;
+//! let listener = build::api_listener_rds("greeter", "greeter-routes");
+//! let wire = build::any(&listener);
+//! assert!(wire.type_url.ends_with("envoy.config.listener.v3.Listener"));
+//! ```
+
+use envoy_types::pb::envoy::config::cluster::v3 as cds;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as eds;
+use envoy_types::pb::envoy::config::listener::v3 as lds;
+use envoy_types::pb::envoy::config::route::v3 as rds;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+use std::net::SocketAddr;
+
+/// Wraps a message for a discovery response.
+pub fn any<M: prost::Message + prost::Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+/// The router filter, last in every client filter chain.
+pub fn router_filter() -> hcm::HttpFilter {
+    hcm::HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+            &Router::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+fn api_listener(name: &str, spec: hcm::http_connection_manager::RouteSpecifier) -> lds::Listener {
+    let manager = hcm::HttpConnectionManager {
+        route_specifier: Some(spec),
+        http_filters: vec![router_filter()],
+        ..Default::default()
+    };
+    lds::Listener {
+        name: name.into(),
+        api_listener: Some(lds::ApiListener {
+            api_listener: Some(any(&manager)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// An API listener whose routes come from RDS over ADS.
+pub fn api_listener_rds(name: &str, route_config: &str) -> lds::Listener {
+    api_listener(
+        name,
+        hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+            config_source: Some(core::ConfigSource {
+                config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+                    Default::default(),
+                )),
+                ..Default::default()
+            }),
+            route_config_name: route_config.into(),
+        }),
+    )
+}
+
+/// An API listener with its route config inline.
+pub fn api_listener_inline(name: &str, rc: rds::RouteConfiguration) -> lds::Listener {
+    api_listener(
+        name,
+        hcm::http_connection_manager::RouteSpecifier::RouteConfig(rc),
+    )
+}
+
+/// A route matching a path prefix, to one cluster.
+pub fn route(prefix: &str, cluster: &str) -> rds::Route {
+    rds::Route {
+        r#match: Some(rds::RouteMatch {
+            path_specifier: Some(rds::route_match::PathSpecifier::Prefix(prefix.into())),
+            ..Default::default()
+        }),
+        action: Some(rds::route::Action::Route(rds::RouteAction {
+            cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(cluster.into())),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// A route config with one virtual host for `domains`.
+pub fn route_config(
+    name: &str,
+    domains: &[&str],
+    routes: Vec<rds::Route>,
+) -> rds::RouteConfiguration {
+    rds::RouteConfiguration {
+        name: name.into(),
+        virtual_hosts: vec![rds::VirtualHost {
+            name: format!("{name}-vh"),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            routes,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// An EDS cluster speaking HTTP/2, round robin.
+#[allow(deprecated)]
+pub fn eds_cluster(name: &str) -> cds::Cluster {
+    cds::Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(
+            cds::cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cds::cluster::EdsClusterConfig {
+            eds_config: Some(core::ConfigSource {
+                config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+                    Default::default(),
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        http2_protocol_options: Some(Default::default()),
+        ..Default::default()
+    }
+}
+
+/// An endpoint assignment: every address in one locality, healthy, priority 0.
+pub fn assignment(cluster: &str, addrs: &[SocketAddr]) -> eds::ClusterLoadAssignment {
+    eds::ClusterLoadAssignment {
+        cluster_name: cluster.into(),
+        endpoints: vec![eds::LocalityLbEndpoints {
+            locality: Some(core::Locality {
+                region: "local".into(),
+                zone: "a".into(),
+                ..Default::default()
+            }),
+            lb_endpoints: addrs.iter().map(|a| lb_endpoint(*a)).collect(),
+            load_balancing_weight: Some(UInt32Value { value: 1 }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn lb_endpoint(addr: SocketAddr) -> eds::LbEndpoint {
+    eds::LbEndpoint {
+        host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(eds::Endpoint {
+            address: Some(core::Address {
+                address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                    address: addr.ip().to_string(),
+                    port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
+                        addr.port().into(),
+                    )),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        health_status: core::HealthStatus::Healthy as i32,
+        ..Default::default()
+    }
+}
