@@ -42,7 +42,7 @@ pub use config::endpoint::{
 pub use config::listener::Listener;
 pub use config::route::{Route, RouteAction, RouteConfig, RouteMatch, VirtualHost};
 pub use error::{ConfigError, FieldPath, ValidationError};
-pub use store::{Interest, InterestGuard, ResourceKind, Snapshot, SourceStatus, Store};
+pub use store::{Absence, Interest, InterestGuard, ResourceKind, Snapshot, SourceStatus, Store};
 
 /// The error type of services and sources throughout the mesh crates.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -43,6 +43,16 @@ pub enum ResourceKind {
 
 type Table<T> = HashMap<String, Arc<T>>;
 
+/// Why a resource that was asked for is not in the snapshot (set by config sources that fetch
+/// resources, such as the xDS client).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Absence {
+    /// Requested; the source is waiting for it.
+    Pending,
+    /// The source knows it does not exist, and why.
+    Missing(String),
+}
+
 /// One immutable version of the whole config.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -51,9 +61,15 @@ pub struct Snapshot {
     route_configs: Table<RouteConfig>,
     clusters: Table<Cluster>,
     endpoints: Table<ClusterLoadAssignment>,
+    absent: HashMap<(ResourceKind, String), Absence>,
 }
 
 impl Snapshot {
+    /// Why a resource is not here, when its source knows.
+    pub fn absence(&self, kind: ResourceKind, name: &str) -> Option<&Absence> {
+        self.absent.get(&(kind, name.to_owned()))
+    }
+
     /// Increases by one with every applied change.
     pub fn version(&self) -> u64 {
         self.version
@@ -140,19 +156,35 @@ fn upsert<T: Eq>(table: &mut Table<T>, name: String, value: T) {
 impl Edit {
     /// Adds or replaces a listener.
     pub fn upsert_listener(&mut self, l: Listener) {
+        self.set_absence(ResourceKind::Listener, &l.name, None);
         upsert(&mut self.next.listeners, l.name.clone(), l);
     }
     /// Adds or replaces a route config.
     pub fn upsert_route_config(&mut self, rc: RouteConfig) {
+        self.set_absence(ResourceKind::RouteConfig, &rc.name, None);
         upsert(&mut self.next.route_configs, rc.name.clone(), rc);
     }
     /// Adds or replaces a cluster.
     pub fn upsert_cluster(&mut self, c: Cluster) {
+        self.set_absence(ResourceKind::Cluster, &c.name, None);
         upsert(&mut self.next.clusters, c.name.clone(), c);
     }
     /// Adds or replaces an endpoint set.
     pub fn upsert_endpoints(&mut self, e: ClusterLoadAssignment) {
+        self.set_absence(ResourceKind::Endpoints, &e.cluster_name, None);
         upsert(&mut self.next.endpoints, e.cluster_name.clone(), e);
+    }
+    /// Records why a resource is not here (`None` clears it). Does not remove the resource.
+    pub fn set_absence(&mut self, kind: ResourceKind, name: &str, absence: Option<Absence>) {
+        let key = (kind, name.to_owned());
+        match absence {
+            Some(a) => {
+                self.next.absent.insert(key, a);
+            }
+            None => {
+                self.next.absent.remove(&key);
+            }
+        }
     }
     /// Removes a resource; true if it was there.
     pub fn remove(&mut self, kind: ResourceKind, name: &str) -> bool {
@@ -382,6 +414,16 @@ impl Store {
             ResourceKind::Endpoints,
             &mut changed,
         );
+        for (key, a) in &edit.next.absent {
+            if old.absent.get(key) != Some(a) {
+                changed.push(key.clone());
+            }
+        }
+        for key in old.absent.keys() {
+            if !edit.next.absent.contains_key(key) {
+                changed.push(key.clone());
+            }
+        }
         if changed.is_empty() {
             return old.version;
         }

@@ -118,3 +118,35 @@ fn interest_is_reference_counted() {
         0
     );
 }
+
+#[test]
+fn absence_marks_are_changes_and_upserts_clear_them() {
+    use mesh_core::Absence;
+    let store = Store::new();
+    let watch = store.watch(ResourceKind::Cluster, "c");
+    let v = store.apply(|e| e.set_absence(ResourceKind::Cluster, "c", Some(Absence::Pending)));
+    assert_eq!(v, 1, "an absence-only edit is a change");
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(
+        store.load().absence(ResourceKind::Cluster, "c"),
+        Some(&Absence::Pending)
+    );
+    store.apply(|e| {
+        e.set_absence(
+            ResourceKind::Cluster,
+            "c",
+            Some(Absence::Missing("gone".into())),
+        )
+    });
+    assert_eq!(
+        store.load().absence(ResourceKind::Cluster, "c"),
+        Some(&Absence::Missing("gone".into()))
+    );
+    store.apply(|e| e.upsert_cluster(Cluster::new("c")));
+    assert_eq!(
+        store.load().absence(ResourceKind::Cluster, "c"),
+        None,
+        "arrival clears the mark"
+    );
+    assert_eq!(store.version(), 3);
+}

@@ -57,6 +57,7 @@ struct Inner {
     by_authority: Arc<ByAuthority>,
     file: Option<Arc<FileSource>>,
     tasks: Vec<tokio::task::AbortHandle>,
+    extensions: Vec<Box<dyn Any + Send + Sync>>,
 }
 
 impl Drop for Inner {
@@ -170,9 +171,65 @@ impl Mesh {
             .expect("registry keyed by its body type")
     }
 
+    /// Waits until `target`'s config is complete (listener, route config, every cluster its
+    /// routes use and their endpoints), so the first request does not race the control plane.
+    /// Fails at once with [`ErrorKind::NoConfig`](crate::ErrorKind) when the source says a
+    /// resource does not exist, and with `Timeout` after `limit`.
+    pub async fn wait_ready(&self, target: &str, limit: Duration) -> Result<(), MeshError> {
+        use crate::error::ErrorKind;
+        let name = crate::route::target::listener_name(target)?.to_owned();
+        // Being interested is what makes an on-demand source (xDS) fetch the target.
+        let _interest = self
+            .inner
+            .store
+            .register_interest(mesh_core::ResourceKind::Listener, &name);
+        let mut changed = self.inner.store.changed();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            changed.borrow_and_update();
+            let on_demand = self
+                .inner
+                .store
+                .source_status()
+                .borrow()
+                .source
+                .starts_with("xds:");
+            let snap = self.inner.store.load();
+            match readiness(&snap, &name, on_demand) {
+                Ready::Yes => return Ok(()),
+                Ready::No(why) => {
+                    return Err(
+                        MeshError::new(ErrorKind::NoConfig, why).with_target(name.as_str().into())
+                    );
+                }
+                Ready::Pending(what) => {
+                    if tokio::time::timeout_at(deadline, changed.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(MeshError::new(
+                            ErrorKind::Timeout,
+                            format!("config not complete after {limit:?}: {what}"),
+                        )
+                        .with_target(name.as_str().into()));
+                    }
+                }
+            }
+        }
+    }
+
     /// The effective config (the config-dump format; `to_yaml()` renders it).
     pub fn config_dump(&self) -> MeshConfig {
         self.inner.store.load().to_config()
+    }
+
+    /// An object attached with [`MeshBuilder::extension`] (e.g. the xDS client feeding this
+    /// mesh), by type.
+    pub fn extension<T: Any>(&self) -> Option<&T> {
+        self.inner
+            .extensions
+            .iter()
+            .find_map(|e| e.downcast_ref::<T>())
     }
 
     /// The config source's status: applied and rejected updates, the last error.
@@ -211,6 +268,7 @@ pub struct MeshBuilder {
     connector: Connector,
     file: Option<PathBuf>,
     poll: Duration,
+    extensions: Vec<Box<dyn Any + Send + Sync>>,
 }
 
 impl Default for MeshBuilder {
@@ -220,6 +278,7 @@ impl Default for MeshBuilder {
             connector: Connector::default(),
             file: None,
             poll: Duration::from_secs(1),
+            extensions: Vec::new(),
         }
     }
 }
@@ -240,6 +299,13 @@ impl MeshBuilder {
     /// Load config from this YAML file and keep it hot-reloaded.
     pub fn file(mut self, path: impl AsRef<Path>) -> Self {
         self.file = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// Keeps `value` alive as long as the mesh, retrievable with [`Mesh::extension`] (config
+    /// sources attach themselves this way).
+    pub fn extension<T: Any + Send + Sync>(mut self, value: T) -> Self {
+        self.extensions.push(Box::new(value));
         self
     }
 
@@ -273,6 +339,7 @@ impl MeshBuilder {
                 registries: Mutex::new(HashMap::new()),
                 file,
                 tasks,
+                extensions: self.extensions,
             }
         });
         Ok(Mesh { inner })
@@ -382,3 +449,48 @@ where
 /// In the extensions of a response the mesh produced itself (a gRPC status for a mesh error).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalReply(pub crate::ErrorKind);
+
+enum Ready {
+    Yes,
+    Pending(String),
+    No(String),
+}
+
+/// Whether everything `listener` needs is in the snapshot.
+fn readiness(snap: &mesh_core::Snapshot, listener: &str, on_demand: bool) -> Ready {
+    use mesh_core::config::listener::RouteSource;
+    use mesh_core::{Absence, DiscoveryType, ResourceKind as K};
+    let absent = |kind: K, name: &str, what: &str| match snap.absence(kind, name) {
+        Some(Absence::Missing(why)) => Ready::No(format!("{what} {name:?} does not exist: {why}")),
+        Some(Absence::Pending) => Ready::Pending(format!("waiting for {what} {name:?}")),
+        None if on_demand => Ready::Pending(format!("waiting for {what} {name:?}")),
+        None => Ready::No(format!("no {what} named {name:?} in the config")),
+    };
+    let Some(l) = snap.listener(listener) else {
+        return absent(K::Listener, listener, "listener");
+    };
+    let rc = match l.route_source() {
+        Some(RouteSource::Inline(rc)) => rc,
+        Some(RouteSource::Rds(name)) => match snap.route_config(name) {
+            Some(rc) => rc,
+            None => return absent(K::RouteConfig, name, "route config"),
+        },
+        None => return Ready::No("listener has no route config".into()),
+    };
+    for action in rc
+        .virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.routes)
+        .filter_map(|r| r.route.as_ref())
+    {
+        for cluster in action.cluster_names() {
+            let Some(c) = snap.cluster(cluster) else {
+                return absent(K::Cluster, cluster, "cluster");
+            };
+            if c.discovery == DiscoveryType::Eds && snap.endpoints(c.endpoints_name()).is_none() {
+                return absent(K::Endpoints, c.endpoints_name(), "endpoints");
+            }
+        }
+    }
+    Ready::Yes
+}

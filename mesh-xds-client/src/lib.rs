@@ -9,4 +9,9 @@
 pub mod ads;
 pub mod bootstrap;
 pub mod build;
+pub mod client;
+mod mesh;
 pub mod translate;
+
+pub use client::{ClientError, XdsClient, XdsClientBuilder};
+pub use mesh::XdsMesh;

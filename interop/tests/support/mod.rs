@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod ads;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh_tower::connect::{Connect, ConnectFuture, ConnectTarget, TcpConnector};

@@ -5,7 +5,9 @@ use crate::balance::{self, Balance, EndpointInfo, EndpointStats, PickContext};
 use crate::connect::{ConnectTarget, Connection, Connector};
 use crate::error::{ErrorKind, MeshError};
 use arc_swap::ArcSwap;
-use mesh_core::{Cluster, ClusterLoadAssignment, DiscoveryType, Locality, Store};
+use mesh_core::{
+    Absence, Cluster, ClusterLoadAssignment, DiscoveryType, Locality, ResourceKind, Store,
+};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -93,6 +95,8 @@ pub(crate) struct ClusterState<B> {
     balancer: Box<dyn Balance>,
     /// Endpoints in the assignment, usable or not (for error messages).
     total: usize,
+    /// Why the cluster, or its endpoint set, is absent (from the config source).
+    absence: (Option<Absence>, Option<Absence>),
 }
 
 impl<B> ClusterHandle<B>
@@ -112,6 +116,7 @@ where
                 conns: Vec::new(),
                 balancer: Box::new(balance::RoundRobin::new(0)),
                 total: 0,
+                absence: (None, None),
             }),
             rebuild: Mutex::new(()),
         };
@@ -134,14 +139,24 @@ where
             return;
         }
         let cluster = snap.cluster(&self.name).cloned();
+        let absence = snap.absence(ResourceKind::Cluster, &self.name).cloned();
         let eds = cluster
             .as_ref()
             .filter(|c| c.discovery == DiscoveryType::Eds)
             .and_then(|c| snap.endpoints(c.endpoints_name()))
             .cloned();
         let old = self.state.load();
-        if !(same(&old.cluster, &cluster) && same(&old.eds, &eds)) {
-            self.state.store(Arc::new(self.build(cluster, eds, &old)));
+        let eds_absence = cluster
+            .as_ref()
+            .and_then(|c| snap.absence(ResourceKind::Endpoints, c.endpoints_name()))
+            .cloned();
+        if !(same(&old.cluster, &cluster)
+            && same(&old.eds, &eds)
+            && old.absence == (absence.clone(), eds_absence.clone()))
+        {
+            let mut state = self.build(cluster, eds, &old);
+            state.absence = (absence, eds_absence);
+            self.state.store(Arc::new(state));
         }
         self.seen.store(snap.version(), Ordering::Release);
     }
@@ -221,6 +236,7 @@ where
             conns,
             balancer,
             total,
+            absence: (None, None),
         }
     }
 }

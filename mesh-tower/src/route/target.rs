@@ -10,7 +10,7 @@ use super::table::Table;
 use crate::error::{ErrorKind, MeshError};
 use arc_swap::ArcSwap;
 use http::uri::Authority;
-use mesh_core::{InterestGuard, Listener, ResourceKind, RouteConfig, Store};
+use mesh_core::{Absence, InterestGuard, Listener, ResourceKind, RouteConfig, Snapshot, Store};
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,7 +88,7 @@ impl TargetState {
         let same = ptr_eq(&old.listener, &listener) && ptr_eq(&old.rds, &rds);
         // An error state is recompiled on every change so its message stays current.
         if !same || old.table.is_err() {
-            let table = self.compile(listener.as_deref(), rds.as_deref());
+            let table = self.compile(listener.as_deref(), rds.as_deref(), &snap);
             self.compiled.store(Arc::new(Compiled {
                 listener,
                 rds,
@@ -102,21 +102,34 @@ impl TargetState {
         &self,
         listener: Option<&Listener>,
         rds: Option<&RouteConfig>,
+        snap: &Snapshot,
     ) -> Result<Table, String> {
         let Some(listener) = listener else {
-            return Err(format!(
-                "no listener named {:?} in the config",
-                self.candidates[0]
-            ));
+            let name = &self.candidates[0];
+            return Err(match snap.absence(ResourceKind::Listener, name) {
+                Some(Absence::Pending) => {
+                    format!("waiting for listener {name:?} from the control plane")
+                }
+                Some(Absence::Missing(why)) => format!("listener {name:?} does not exist: {why}"),
+                None => format!("no listener named {name:?} in the config"),
+            });
         };
         let rc = match (&listener.route_config, &listener.rds) {
             (Some(rc), _) => rc,
-            (None, Some(name)) => rds.ok_or_else(|| {
-                format!(
-                    "route config {name:?} named by listener {:?} is not in the config",
-                    listener.name
-                )
-            })?,
+            (None, Some(name)) => {
+                rds.ok_or_else(|| match snap.absence(ResourceKind::RouteConfig, name) {
+                    Some(Absence::Pending) => {
+                        format!("waiting for route config {name:?} from the control plane")
+                    }
+                    Some(Absence::Missing(why)) => {
+                        format!("route config {name:?} does not exist: {why}")
+                    }
+                    None => format!(
+                        "route config {name:?} named by listener {:?} is not in the config",
+                        listener.name
+                    ),
+                })?
+            }
             (None, None) => return Err("listener has no route config".into()),
         };
         Table::compile(rc).map_err(|e| format!("route config {:?} cannot be used: {e}", rc.name))

@@ -1,0 +1,373 @@
+//! The xDS client end to end against an in-process ADS server (exact scripts), in SotW and
+//! Delta: cascade to traffic, updates, NACKs with field paths, restarts, silence, NACK storms.
+
+mod support;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+use http_body_util::Empty;
+use mesh_examples::backend::Backend;
+use mesh_tower::{ErrorKind, Mesh, MeshService};
+use mesh_xds_client::translate::ResourceType;
+use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use support::ads::{FakeAds, Resources};
+use support::*;
+
+fn snapshot(endpoints: &[SocketAddr]) -> Resources {
+    snapshot_with(endpoints, build::eds_cluster("web"))
+}
+
+fn snapshot_with(
+    endpoints: &[SocketAddr],
+    cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster,
+) -> Resources {
+    let mut r = Resources::new();
+    let mut put = |ty: ResourceType, name: &str, any| {
+        r.entry(ty.type_url().to_owned())
+            .or_default()
+            .insert(name.to_owned(), any);
+    };
+    put(
+        ResourceType::Listener,
+        "web",
+        build::any(&build::api_listener_rds("web", "web-routes")),
+    );
+    put(
+        ResourceType::RouteConfiguration,
+        "web-routes",
+        build::any(&build::route_config(
+            "web-routes",
+            &["*"],
+            vec![build::route("/", "web")],
+        )),
+    );
+    put(ResourceType::Cluster, "web", build::any(&cluster));
+    put(
+        ResourceType::ClusterLoadAssignment,
+        "web",
+        build::any(&build::assignment("web", endpoints)),
+    );
+    r
+}
+
+async fn xds_mesh(ads: &FakeAds, delta: bool, timeout: Duration) -> Mesh {
+    let builder = XdsClientBuilder::new(ads.addr.to_string(), "node-1")
+        .delta(delta)
+        .resource_timeout(timeout)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+    Mesh::from_xds(builder).await.unwrap()
+}
+
+async fn served_by(svc: &MeshService<Empty<Bytes>>) -> Result<SocketAddr, mesh_tower::MeshError> {
+    get(svc, "/").await.map(|(_, s, _)| s.endpoint)
+}
+
+/// Sends requests until one is served by `want` (an event), failing on any error.
+async fn until_served_by(svc: &MeshService<Empty<Bytes>>, want: SocketAddr) {
+    tokio::time::timeout(PATIENCE, async {
+        while served_by(svc).await.unwrap() != want {}
+    })
+    .await
+    .expect("traffic moved to the new endpoint");
+}
+
+async fn cascade_and_updates(delta: bool) {
+    let (b1, b2, b3) = (
+        Backend::start().await.unwrap(),
+        Backend::start().await.unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let ads = FakeAds::start().await;
+    ads.set(snapshot(&[b1.addr(), b2.addr()]));
+    let mesh = xds_mesh(&ads, delta, Duration::from_secs(15)).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(served_by(&web).await.unwrap());
+    }
+    assert_eq!(
+        seen,
+        [b1.addr(), b2.addr()].into_iter().collect(),
+        "round robin over the EDS endpoints"
+    );
+
+    // The cascade asked for exactly what is in use, with our node id first.
+    let reqs = ads.requests();
+    assert_eq!(reqs[0].node_id.as_deref(), Some("node-1"));
+    for (ty, name) in [
+        (ResourceType::Listener, "web"),
+        (ResourceType::RouteConfiguration, "web-routes"),
+        (ResourceType::Cluster, "web"),
+        (ResourceType::ClusterLoadAssignment, "web"),
+    ] {
+        assert!(
+            reqs.iter()
+                .any(|r| r.type_url == ty.type_url() && r.names == [name]),
+            "{ty:?} {name}: {reqs:?}"
+        );
+    }
+    assert!(reqs.iter().all(|r| r.nack.is_none()), "everything ACKed");
+
+    // An endpoint change: traffic follows.
+    ads.set(snapshot(&[b3.addr()]));
+    until_served_by(&web, b3.addr()).await;
+    for _ in 0..5 {
+        assert_eq!(served_by(&web).await.unwrap(), b3.addr());
+    }
+
+    // The route moves to another cluster.
+    let mut moved = snapshot(&[b3.addr()]);
+    moved
+        .get_mut(ResourceType::RouteConfiguration.type_url())
+        .unwrap()
+        .insert(
+            "web-routes".into(),
+            build::any(&build::route_config(
+                "web-routes",
+                &["*"],
+                vec![build::route("/", "web-v2")],
+            )),
+        );
+    moved
+        .get_mut(ResourceType::Cluster.type_url())
+        .unwrap()
+        .insert("web-v2".into(), build::any(&build::eds_cluster("web-v2")));
+    moved
+        .get_mut(ResourceType::ClusterLoadAssignment.type_url())
+        .unwrap()
+        .insert(
+            "web-v2".into(),
+            build::any(&build::assignment("web-v2", &[b1.addr()])),
+        );
+    ads.set(moved);
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok((_, s, _)) = get(&web, "/").await
+                && &*s.cluster == "web-v2"
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("route switched cluster");
+    assert_eq!(served_by(&web).await.unwrap(), b1.addr());
+    // The unused cluster is unsubscribed and dropped.
+    tokio::time::timeout(PATIENCE, async {
+        while mesh.config_dump().clusters.iter().any(|c| c.name == "web") {
+            mesh.store().changed().changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("unreferenced cluster dropped");
+
+    let dump = mesh.xds_config_dump();
+    assert_eq!(dump["xds"]["CDS"]["web-v2"]["state"], "acked", "{dump}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_cascade_and_updates() {
+    cascade_and_updates(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_cascade_and_updates() {
+    cascade_and_updates(true).await;
+}
+
+async fn invalid_resource_is_nacked(delta: bool) {
+    let (b1, b2) = (
+        Backend::start().await.unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let ads = FakeAds::start().await;
+    ads.set(snapshot(&[b1.addr()]));
+    let mesh = xds_mesh(&ads, delta, Duration::from_secs(15)).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+
+    let mut bad = build::eds_cluster("web");
+    bad.lb_policy = LbPolicy::Maglev as i32;
+    ads.set(snapshot_with(&[b2.addr()], bad));
+    let nack = ads.wait_for(|r| r.nack.is_some()).await;
+    assert_eq!(nack.type_url, ResourceType::Cluster.type_url());
+    assert_eq!(
+        nack.nack.as_deref(),
+        Some("CDS \"web\": lb_policy: Maglev is not supported yet")
+    );
+    // The valid EDS update of the same push applies; the cluster keeps its last good config.
+    until_served_by(&web, b2.addr()).await;
+    let dump = mesh.xds_config_dump();
+    assert_eq!(dump["xds"]["CDS"]["web"]["state"], "acked");
+    assert!(
+        dump["xds"]["CDS"]["web"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Maglev"),
+        "{dump}"
+    );
+    assert_eq!(dump["source"]["rejected"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_invalid_resource_is_nacked_and_last_good_serves() {
+    invalid_resource_is_nacked(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_invalid_resource_is_nacked_and_last_good_serves() {
+    invalid_resource_is_nacked(true).await;
+}
+
+async fn control_plane_restart(delta: bool) {
+    let (b1, b2) = (
+        Backend::start().await.unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let ads = FakeAds::start().await;
+    ads.set(snapshot(&[b1.addr()]));
+    let mesh = xds_mesh(&ads, delta, Duration::from_secs(15)).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+
+    // Traffic runs throughout; any failure is recorded.
+    let (stop, failures, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let traffic = {
+        let (web, stop, failures, sent) =
+            (web.clone(), stop.clone(), failures.clone(), sent.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if served_by(&web).await.is_err() {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let addr = ads.addr;
+    ads.kill();
+    let before = sent.load(Ordering::Relaxed);
+    tokio::time::timeout(PATIENCE, async {
+        while sent.load(Ordering::Relaxed) < before + 50 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("traffic flows with the control plane down");
+
+    let again = FakeAds::start_on(addr).await;
+    again.set(snapshot(&[b2.addr()]));
+    again
+        .wait_for(|r| r.type_url == ResourceType::Listener.type_url())
+        .await;
+    until_served_by(&web, b2.addr()).await;
+    stop.store(true, Ordering::Relaxed);
+    traffic.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no request failed across the restart"
+    );
+    assert!(again.streams() >= 1);
+    // Resubscribed everything in use.
+    for ty in ResourceType::ALL {
+        assert!(
+            again.requests().iter().any(|r| r.type_url == ty.type_url()),
+            "{ty:?} resubscribed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_control_plane_restart_under_traffic() {
+    control_plane_restart(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_control_plane_restart_under_traffic() {
+    control_plane_restart(true).await;
+}
+
+#[tokio::test]
+async fn a_silent_control_plane_ends_in_a_clear_error() {
+    let ads = FakeAds::start().await;
+    ads.set_silent(true);
+    let mesh = xds_mesh(&ads, false, Duration::from_millis(300)).await;
+    let err = mesh.wait_ready("xds:///web", PATIENCE).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoConfig);
+    assert!(
+        err.to_string().contains(
+            "listener \"web\" does not exist: no response from the control plane within 300ms"
+        ),
+        "{err}"
+    );
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    let err = served_by(&web).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoConfig);
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn a_nack_storm_is_met_with_backoff() {
+    let ads = FakeAds::start().await;
+    let mut r = snapshot(&[]);
+    let bad = envoy_types::pb::envoy::config::listener::v3::Listener {
+        name: "web".into(),
+        ..Default::default()
+    };
+    r.get_mut(ResourceType::Listener.type_url())
+        .unwrap()
+        .insert("web".into(), build::any(&bad));
+    ads.set(r);
+    ads.set_storm(true);
+    let mesh = xds_mesh(&ads, false, Duration::from_secs(15)).await;
+    let _web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    let start = std::time::Instant::now();
+    ads.wait_for(|r| r.nack.is_some()).await;
+    tokio::time::timeout(PATIENCE, async {
+        while ads.requests().iter().filter(|r| r.nack.is_some()).count() < 5 {
+            ads.wait_for(|_| true).await;
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("NACKs keep coming, slowly");
+    // NACKs 2..5 wait at least 50 + 100 + 200 + 400 ms: a client without backoff would have
+    // sent thousands by now.
+    assert!(
+        start.elapsed() >= Duration::from_millis(750),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn bootstrap_file_selects_the_server_and_delta() {
+    let b1 = Backend::start().await.unwrap();
+    let ads = FakeAds::start().await;
+    ads.set(snapshot(&[b1.addr()]));
+    let json = serde_json::json!({
+        "xds_servers": [{"server_uri": ads.addr.to_string(), "channel_creds": [{"type": "insecure"}],
+                         "server_features": ["xds_v3", "delta_ads"]}],
+        "node": {"id": "from-bootstrap", "cluster": "c", "locality": {"zone": "z"}}
+    });
+    let file = config_file(&json.to_string());
+    let mesh = Mesh::from_bootstrap(file.path()).await.unwrap();
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    assert_eq!(
+        served_by(&mesh.channel("xds:///web")).await.unwrap(),
+        b1.addr()
+    );
+    assert_eq!(ads.requests()[0].node_id.as_deref(), Some("from-bootstrap"));
+    assert!(mesh.source_status().borrow().source.contains("Delta"));
+}

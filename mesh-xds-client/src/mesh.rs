@@ -1,0 +1,95 @@
+//! Building a [`Mesh`] fed by an xDS client.
+
+use crate::bootstrap::Bootstrap;
+use crate::client::{ClientError, XdsClient, XdsClientBuilder};
+use mesh_tower::Mesh;
+use std::future::Future;
+use std::path::Path;
+
+/// xDS constructors and accessors for [`Mesh`]. With the trait in scope:
+///
+/// ```no_run
+/// use mesh_tower::Mesh;
+/// use mesh_xds_client::XdsMesh;
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let mesh = Mesh::from_bootstrap_env().await?;      // GRPC_XDS_BOOTSTRAP(_CONFIG)
+/// let channel = mesh.channel::<tonic::body::Body>("xds:///greeter:50051");
+/// # Ok(()) }
+/// ```
+pub trait XdsMesh: Sized {
+    /// A mesh configured by the control plane named in `GRPC_XDS_BOOTSTRAP` (a file) or
+    /// `GRPC_XDS_BOOTSTRAP_CONFIG` (inline JSON).
+    fn from_bootstrap_env() -> impl Future<Output = Result<Self, ClientError>> + Send;
+
+    /// A mesh configured by the control plane named in a bootstrap file.
+    fn from_bootstrap(
+        path: impl AsRef<Path> + Send,
+    ) -> impl Future<Output = Result<Self, ClientError>> + Send;
+
+    /// A mesh fed by a client built in code.
+    fn from_xds(
+        builder: XdsClientBuilder,
+    ) -> impl Future<Output = Result<Self, ClientError>> + Send;
+
+    /// The xDS client feeding this mesh, if any.
+    fn xds_client(&self) -> Option<&XdsClient>;
+
+    /// The effective config plus, per xDS resource, its version, last update, state and last
+    /// NACK error (the data CSDS serves), as JSON.
+    fn xds_config_dump(&self) -> serde_json::Value;
+}
+
+impl XdsMesh for Mesh {
+    async fn from_bootstrap_env() -> Result<Self, ClientError> {
+        Self::from_xds(XdsClientBuilder::from_bootstrap(Bootstrap::from_env()?)).await
+    }
+
+    async fn from_bootstrap(path: impl AsRef<Path> + Send) -> Result<Self, ClientError> {
+        Self::from_xds(XdsClientBuilder::from_bootstrap(Bootstrap::from_file(
+            path,
+        )?))
+        .await
+    }
+
+    async fn from_xds(builder: XdsClientBuilder) -> Result<Self, ClientError> {
+        let client = builder.start()?;
+        let store = client.store().clone();
+        Mesh::builder()
+            .store(store)
+            .extension(client)
+            .build()
+            .await
+            .map_err(|e| ClientError::Config(e.to_string()))
+    }
+
+    fn xds_client(&self) -> Option<&XdsClient> {
+        self.extension::<XdsClient>()
+    }
+
+    fn xds_config_dump(&self) -> serde_json::Value {
+        let config = serde_json::to_value(self.config_dump()).unwrap_or_default();
+        let resources: serde_json::Map<String, serde_json::Value> = self
+            .xds_client()
+            .map(|c| c.resource_status())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(ty, by_name)| {
+                (
+                    ty.short().to_owned(),
+                    serde_json::to_value(by_name).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let status = self.source_status().borrow().clone();
+        serde_json::json!({
+            "config": config,
+            "xds": resources,
+            "source": {
+                "source": status.source,
+                "applied": status.applied,
+                "rejected": status.rejected,
+                "last_error": status.last_error,
+            },
+        })
+    }
+}
