@@ -14,8 +14,6 @@ use tower::ServiceExt;
 /// What to send.
 #[derive(Clone, Debug, Default)]
 pub struct Args {
-    /// Config file (for the command line; [`run`] takes a mesh).
-    pub config: String,
     /// `xds:///<listener>` for a channel, or `host[:port]` for the HTTP client.
     pub target: String,
     /// How many requests.

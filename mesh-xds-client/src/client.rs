@@ -287,7 +287,6 @@ async fn stream_once(shared: &Arc<Shared>, settings: &Settings) -> Result<bool, 
         Some(path) => Some(tokio::fs::read_to_string(path).await?.trim().to_owned()),
         None => None,
     };
-    let mut got_response = false;
     match protocol {
         ads::Protocol::Sotw => {
             let (otx, orx) = mpsc::unbounded_channel();
@@ -295,25 +294,11 @@ async fn stream_once(shared: &Arc<Shared>, settings: &Settings) -> Result<bool, 
                 Request::Sotw(r) => Some(r),
                 Request::Delta(_) => None,
             }));
-            let mut inbound = client
-                .stream_aggregated_resources(with_token(UnboundedReceiverStream::new(orx), &token)?)
-                .await?
-                .into_inner();
-            loop {
-                tokio::select! {
-                    msg = inbound.message() => match msg? {
-                        Some(resp) => {
-                            got_response = true;
-                            let out = shared.lock().ads.on_sotw(resp, Instant::now().into_std());
-                            deliver(shared, out, &tx);
-                            cascade(shared, &tx);
-                        }
-                        None => return Ok(got_response),
-                    },
-                    _ = interest.changed() => cascade(shared, &tx),
-                    _ = deadline(shared) => tick(shared, &tx),
-                }
-            }
+            let call = client.stream_aggregated_resources(with_token(
+                UnboundedReceiverStream::new(orx),
+                &token,
+            )?);
+            pump(shared, &tx, &mut interest, call, Ads::on_sotw).await
         }
         ads::Protocol::Delta => {
             let (otx, orx) = mpsc::unbounded_channel();
@@ -321,25 +306,48 @@ async fn stream_once(shared: &Arc<Shared>, settings: &Settings) -> Result<bool, 
                 Request::Delta(r) => Some(r),
                 Request::Sotw(_) => None,
             }));
-            let mut inbound = client
-                .delta_aggregated_resources(with_token(UnboundedReceiverStream::new(orx), &token)?)
-                .await?
-                .into_inner();
-            loop {
-                tokio::select! {
-                    msg = inbound.message() => match msg? {
-                        Some(resp) => {
-                            got_response = true;
-                            let out = shared.lock().ads.on_delta(resp, Instant::now().into_std());
-                            deliver(shared, out, &tx);
-                            cascade(shared, &tx);
-                        }
-                        None => return Ok(got_response),
-                    },
-                    _ = interest.changed() => cascade(shared, &tx),
-                    _ = deadline(shared) => tick(shared, &tx),
+            let call = client
+                .delta_aggregated_resources(with_token(UnboundedReceiverStream::new(orx), &token)?);
+            pump(shared, &tx, &mut interest, call, Ads::on_delta).await
+        }
+    }
+}
+
+/// Runs one stream: waits for the call to be answered and then for responses, while serving
+/// interest changes and timers all along. (Servers such as grpc-go send response headers only
+/// with their first response, so subscriptions must keep flowing before the call completes.)
+async fn pump<M, C>(
+    shared: &Arc<Shared>,
+    tx: &Tx,
+    interest: &mut tokio::sync::watch::Receiver<Arc<mesh_core::Interest>>,
+    call: C,
+    on_message: fn(&mut Ads, M, std::time::Instant) -> Output,
+) -> Result<bool, BoxError>
+where
+    C: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>>,
+{
+    tokio::pin!(call);
+    let mut inbound = loop {
+        tokio::select! {
+            res = &mut call => break res?.into_inner(),
+            _ = interest.changed() => cascade(shared, tx),
+            _ = deadline(shared) => tick(shared, tx),
+        }
+    };
+    let mut got_response = false;
+    loop {
+        tokio::select! {
+            msg = inbound.message() => match msg? {
+                Some(resp) => {
+                    got_response = true;
+                    let out = on_message(&mut shared.lock().ads, resp, Instant::now().into_std());
+                    deliver(shared, out, tx);
+                    cascade(shared, tx);
                 }
-            }
+                None => return Ok(got_response),
+            },
+            _ = interest.changed() => cascade(shared, tx),
+            _ = deadline(shared) => tick(shared, tx),
         }
     }
 }

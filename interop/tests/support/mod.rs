@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod ads;
+pub mod gocp;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};

@@ -248,10 +248,14 @@ impl<B> ClusterState<B> {
         ctx: &PickContext<'_>,
     ) -> Result<(&EndpointInfo, Arc<Connection<B>>), MeshError> {
         let Some(cluster) = &self.cluster else {
-            return Err(MeshError::new(
-                ErrorKind::UnknownCluster,
-                "cluster is not in the config",
-            ));
+            let why = match &self.absence.0 {
+                Some(Absence::Pending) => {
+                    "waiting for the cluster from the control plane".to_owned()
+                }
+                Some(Absence::Missing(why)) => format!("cluster does not exist: {why}"),
+                None => "cluster is not in the config".to_owned(),
+            };
+            return Err(MeshError::new(ErrorKind::UnknownCluster, why));
         };
         match self.balancer.pick(&self.endpoints, ctx) {
             Some(i) if i < self.endpoints.len() => Ok((&self.endpoints[i], self.conns[i].clone())),
@@ -259,13 +263,17 @@ impl<B> ClusterState<B> {
                 && cluster.discovery == DiscoveryType::Eds
                 && self.eds.is_none() =>
             {
-                Err(MeshError::new(
-                    ErrorKind::NoEndpoint,
-                    format!(
-                        "no endpoints: no endpoint set named {:?} in the config",
-                        cluster.endpoints_name()
-                    ),
-                ))
+                let name = cluster.endpoints_name();
+                let why = match &self.absence.1 {
+                    Some(Absence::Pending) => {
+                        format!("waiting for endpoints {name:?} from the control plane")
+                    }
+                    Some(Absence::Missing(why)) => {
+                        format!("endpoints {name:?} do not exist: {why}")
+                    }
+                    None => format!("no endpoints: no endpoint set named {name:?} in the config"),
+                };
+                Err(MeshError::new(ErrorKind::NoEndpoint, why))
             }
             _ => Err(MeshError::new(
                 ErrorKind::NoEndpoint,

@@ -5,9 +5,9 @@
 //! - ACK with the response's version; NACK with the *previous* version and an `error_detail`
 //!   naming each rejected resource and field. Valid resources of a NACKed response still apply
 //!   (gRFC A46);
-//! - SotW deletion: a listener or cluster missing from a SotW response no longer exists; an
-//!   absent route config or endpoint set means nothing (they are not required in every
-//!   response). Delta: `removed_resources`. Either can be ignored (gRFC A53);
+//! - SotW deletion: a listener or cluster we hold that is missing from a SotW response no
+//!   longer exists; an absent route config or endpoint set means nothing (they are not required
+//!   in every response). Delta: `removed_resources`. Either can be ignored (gRFC A53);
 //! - a subscribed resource that has not arrived within the timeout (15 s by default, counted
 //!   from the request) is reported as not existing, so callers fail clearly instead of waiting;
 //! - consecutive NACKs of one type are spaced by an exponential backoff, so a server that
@@ -300,11 +300,15 @@ impl Ads {
                 &mut out,
             );
         }
-        // SotW: listeners and clusters absent from the response do not exist (any more).
+        // SotW: a listener or cluster we hold that is absent from the response was deleted.
+        // One we never received is left to the timer: the response may answer an older
+        // subscription that did not name it yet (gRPC does the same).
         if matches!(ty, ResourceType::Listener | ResourceType::Cluster) {
-            let absent: Vec<String> = self.types[ty.index()]
+            let st = &self.types[ty.index()];
+            let absent: Vec<String> = st
                 .wanted
                 .difference(&seen)
+                .filter(|n| st.resources.get(*n).is_some_and(|m| m.has_value))
                 .cloned()
                 .collect();
             for name in absent {

@@ -252,6 +252,26 @@ fn sotw_deletion_rules() {
         "c2".into(),
         "not in the control plane's response".into()
     )));
+    // A newly wanted cluster absent from a response (which may answer the older subscription)
+    // is not deleted: the timer decides.
+    a.set_wanted(ResourceType::Cluster, names(&["c1", "c3"]), t0);
+    let out = a.on_sotw(
+        response(
+            ResourceType::Cluster,
+            "3",
+            "e",
+            vec![build::any(&build::eds_cluster("c1"))],
+        ),
+        t0,
+    );
+    assert!(
+        !out.changes
+            .iter()
+            .any(|c| matches!(c, Change::Missing(_, n, _) if n == "c3")),
+        "{:?}",
+        out.changes
+    );
+    assert_eq!(a.status()[&ResourceType::Cluster]["c3"].state, "requested");
     // An EDS response without c1 deletes nothing.
     let out = a.on_sotw(
         response(ResourceType::ClusterLoadAssignment, "2", "d", vec![]),

@@ -1,0 +1,365 @@
+//! Interop with go-control-plane, the reference Go xDS server (snapshot cache; SotW and Delta
+//! ADS), through our own small program `interop/gocp`. Each scenario runs in both protocols:
+//! initial config reaches the right endpoints; endpoints added and removed; a route changes
+//! cluster; a cluster removed; an invalid resource NACKed with its field path while the last
+//! good config serves; the control plane killed and restarted under traffic.
+
+mod support;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+use envoy_types::pb::google::protobuf::Any;
+use http_body_util::Empty;
+use mesh_examples::backend::Backend;
+use mesh_tower::{ErrorKind, Mesh, MeshService};
+use mesh_xds_client::translate::ResourceType;
+use mesh_xds_client::{XdsClientBuilder, build};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use support::gocp::GoControlPlane;
+use support::*;
+
+const NODE: &str = "mesh-client";
+
+/// Listener `web` → route config `web-routes` → `/` to `cluster` → EDS endpoints, plus any
+/// extra clusters (with endpoints) given.
+fn resources(
+    route_cluster: &str,
+    clusters: &[(
+        envoy_types::pb::envoy::config::cluster::v3::Cluster,
+        &[SocketAddr],
+    )],
+) -> Vec<Any> {
+    let mut out = vec![
+        build::any(&build::api_listener_rds("web", "web-routes")),
+        build::any(&build::route_config(
+            "web-routes",
+            &["*"],
+            vec![build::route("/", route_cluster)],
+        )),
+    ];
+    for (cluster, endpoints) in clusters {
+        out.push(build::any(cluster));
+        out.push(build::any(&build::assignment(&cluster.name, endpoints)));
+    }
+    out
+}
+
+async fn mesh(cp: &GoControlPlane, delta: bool) -> Mesh {
+    use mesh_xds_client::XdsMesh;
+    let builder = XdsClientBuilder::new(cp.ads.to_string(), NODE)
+        .delta(delta)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+    Mesh::from_xds(builder).await.unwrap()
+}
+
+async fn endpoint(
+    svc: &MeshService<Empty<Bytes>>,
+) -> Result<(String, SocketAddr), mesh_tower::MeshError> {
+    get(svc, "/")
+        .await
+        .map(|(_, s, _)| (s.cluster.to_string(), s.endpoint))
+}
+
+async fn until(svc: &MeshService<Empty<Bytes>>, want: (&str, SocketAddr)) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok((c, e)) = endpoint(svc).await
+                && c == want.0
+                && e == want.1
+            {
+                return;
+            }
+            // Failed requests complete without waiting; let the timeout and the client run.
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("traffic never reached {want:?}"));
+}
+
+/// Waits until the store's config satisfies `f` (an event per config change, no polling).
+async fn until_config(mesh: &Mesh, f: impl Fn(&mesh_core::Snapshot) -> bool) {
+    let mut changed = mesh.store().changed();
+    tokio::time::timeout(PATIENCE, async {
+        while !f(&mesh.store().load()) {
+            changed.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("config reached the expected state");
+}
+
+fn endpoints_of(snap: &mesh_core::Snapshot, cluster: &str) -> Vec<SocketAddr> {
+    snap.endpoints(cluster)
+        .map(|e| e.iter_endpoints().map(|(_, _, ep)| ep.address).collect())
+        .unwrap_or_default()
+}
+
+async fn lifecycle(delta: bool) {
+    let (b1, b2, b3) = (
+        Backend::start().await.unwrap(),
+        Backend::start().await.unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let cp = GoControlPlane::start();
+    cp.set(
+        NODE,
+        "1",
+        &resources("web", &[(build::eds_cluster("web"), &[b1.addr()])]),
+    )
+    .await;
+    let mesh = mesh(&cp, delta).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    assert_eq!(
+        endpoint(&web).await.unwrap(),
+        ("web".into(), b1.addr()),
+        "initial config"
+    );
+    let first = cp
+        .wait_for(|e| e.type_url == ResourceType::Listener.type_url())
+        .await;
+    assert_eq!((first.node.as_str(), first.delta), (NODE, delta));
+
+    // Endpoint added: both serve.
+    cp.set(
+        NODE,
+        "2",
+        &resources(
+            "web",
+            &[(build::eds_cluster("web"), &[b1.addr(), b2.addr()])],
+        ),
+    )
+    .await;
+    until(&web, ("web", b2.addr())).await;
+    // Endpoint removed: only b2.
+    cp.set(
+        NODE,
+        "3",
+        &resources("web", &[(build::eds_cluster("web"), &[b2.addr()])]),
+    )
+    .await;
+    until_config(&mesh, |s| endpoints_of(s, "web") == [b2.addr()]).await;
+    for _ in 0..6 {
+        assert_eq!(
+            endpoint(&web).await.unwrap().1,
+            b2.addr(),
+            "removed endpoint gets no traffic"
+        );
+    }
+
+    // The route changes cluster.
+    let both = [
+        (build::eds_cluster("web"), &[b2.addr()][..]),
+        (build::eds_cluster("web-v2"), &[b3.addr()][..]),
+    ];
+    cp.set(NODE, "4", &resources("web-v2", &both)).await;
+    until(&web, ("web-v2", b3.addr())).await;
+
+    // The cluster is removed while the route still points at it: a clear error.
+    cp.set(
+        NODE,
+        "5",
+        &resources("web-v2", &[(build::eds_cluster("web"), &[b2.addr()])]),
+    )
+    .await;
+    let err = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Err(e) = endpoint(&web).await {
+                return e;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("requests fail once the cluster is gone");
+    assert_eq!(err.kind(), ErrorKind::UnknownCluster, "{err}");
+    assert!(err.to_string().contains("cluster \"web-v2\""), "{err}");
+    if !delta {
+        // SotW: absent from the CDS response means deleted.
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+    assert!(
+        cp.events().await.iter().all(|e| e.nack.is_none()),
+        "nothing NACKed so far"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_lifecycle() {
+    lifecycle(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_lifecycle() {
+    lifecycle(true).await;
+}
+
+async fn nack(delta: bool) {
+    let (b1, b2) = (
+        Backend::start().await.unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let cp = GoControlPlane::start();
+    cp.set(
+        NODE,
+        "1",
+        &resources("web", &[(build::eds_cluster("web"), &[b1.addr()])]),
+    )
+    .await;
+    let mesh = mesh(&cp, delta).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+
+    let mut bad = build::eds_cluster("web");
+    bad.lb_policy = LbPolicy::Maglev as i32;
+    cp.set(NODE, "2", &resources("web", &[(bad, &[b2.addr()])]))
+        .await;
+    let nack = cp.wait_for(|e| e.nack.is_some()).await;
+    assert_eq!(nack.type_url, ResourceType::Cluster.type_url());
+    assert_eq!(
+        nack.nack.as_deref(),
+        Some("CDS \"web\": lb_policy: Maglev is not supported yet")
+    );
+    if !delta {
+        assert_eq!(
+            nack.version, "1",
+            "the NACK carries the last accepted version"
+        );
+    }
+    // The endpoint update in the same snapshot applies; the cluster keeps its last good config.
+    until(&web, ("web", b2.addr())).await;
+    assert_eq!(
+        mesh.config_dump().clusters[0].lb_policy,
+        mesh_core::LbPolicy::RoundRobin
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_invalid_resource_is_nacked_with_its_field_path() {
+    nack(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_invalid_resource_is_nacked_with_its_field_path() {
+    nack(true).await;
+}
+
+async fn restart(delta: bool) {
+    let (b1, b2) = (
+        Backend::start().await.unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let cp = GoControlPlane::start();
+    cp.set(
+        NODE,
+        "1",
+        &resources("web", &[(build::eds_cluster("web"), &[b1.addr()])]),
+    )
+    .await;
+    let mesh = mesh(&cp, delta).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+
+    let (stop, failures, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let traffic = {
+        let (web, stop, failures, sent) =
+            (web.clone(), stop.clone(), failures.clone(), sent.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if endpoint(&web).await.is_err() {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let port = cp.kill();
+    let before = sent.load(Ordering::Relaxed);
+    tokio::time::timeout(PATIENCE, async {
+        while sent.load(Ordering::Relaxed) < before + 100 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("traffic flows while the control plane is down");
+
+    // A new control plane on the same port, with new endpoints: resubscription applies them.
+    let cp = GoControlPlane::start_on(port);
+    cp.set(
+        NODE,
+        "1",
+        &resources("web", &[(build::eds_cluster("web"), &[b2.addr()])]),
+    )
+    .await;
+    until(&web, ("web", b2.addr())).await;
+    stop.store(true, Ordering::Relaxed);
+    traffic.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no failed request across the restart"
+    );
+    let events = cp.events().await;
+    for ty in ResourceType::ALL {
+        assert!(
+            events.iter().any(|e| e.type_url == ty.type_url()),
+            "{ty:?} resubscribed: {events:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_control_plane_restart_under_traffic() {
+    restart(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_control_plane_restart_under_traffic() {
+    restart(true).await;
+}
+
+/// go-control-plane's ADS consistency mode, with snapshots holding exactly what is referenced
+/// (how Envoy-oriented control planes run it): initial config and an endpoint change.
+async fn consistent_mode(delta: bool) {
+    let (b1, b2) = (
+        Backend::start().await.unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let cp = GoControlPlane::start_consistent();
+    cp.set(
+        NODE,
+        "1",
+        &resources("web", &[(build::eds_cluster("web"), &[b1.addr()])]),
+    )
+    .await;
+    let mesh = mesh(&cp, delta).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    assert_eq!(endpoint(&web).await.unwrap(), ("web".into(), b1.addr()));
+    cp.set(
+        NODE,
+        "2",
+        &resources("web", &[(build::eds_cluster("web"), &[b2.addr()])]),
+    )
+    .await;
+    until_config(&mesh, |s| endpoints_of(s, "web") == [b2.addr()]).await;
+    assert_eq!(endpoint(&web).await.unwrap(), ("web".into(), b2.addr()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_ads_consistency_mode() {
+    consistent_mode(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_ads_consistency_mode() {
+    consistent_mode(true).await;
+}

@@ -1,0 +1,198 @@
+//! Drives `interop/gocp` (our go-control-plane program) from Rust tests.
+//!
+//! The binary is built with `go build` on first use (Go's build cache makes later builds
+//! instant). A missing Go toolchain fails the test loudly: this peer is never skipped.
+
+use bytes::Bytes;
+use envoy_types::pb::google::protobuf::Any;
+use http_body_util::{BodyExt, Full};
+use prost::Message;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gocp");
+        let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/interop-bin");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let out = out_dir.join("gocp");
+        let tmp = out_dir.join(format!("gocp.{}", std::process::id()));
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&tmp)
+            .arg(".")
+            .current_dir(&src)
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("the go-control-plane peer needs the Go toolchain (`go`): {e}")
+            });
+        assert!(status.success(), "go build of interop/gocp failed");
+        std::fs::rename(&tmp, &out).unwrap();
+        out
+    })
+    .clone()
+}
+
+/// A running go-control-plane server.
+pub struct GoControlPlane {
+    child: Child,
+    pub ads: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Drop for GoControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request the server saw.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Event {
+    pub node: String,
+    pub delta: bool,
+    pub type_url: String,
+    pub version: String,
+    pub names: Option<Vec<String>>,
+    pub nack: Option<String>,
+}
+
+impl GoControlPlane {
+    /// Starts on a free port.
+    pub fn start() -> Self {
+        Self::start_on(0)
+    }
+
+    /// Starts with ADS on `port` (0: any), e.g. to restart where a killed one was.
+    pub fn start_on(port: u16) -> Self {
+        Self::spawn(port, false)
+    }
+
+    /// Starts with the snapshot cache's ADS consistency mode on (see `interop/gocp/main.go`).
+    pub fn start_consistent() -> Self {
+        Self::spawn(0, true)
+    }
+
+    fn spawn(port: u16, consistent: bool) -> Self {
+        let mut child = Command::new(binary())
+            .env("GOCP_ADS_PORT", port.to_string())
+            .env("GOCP_ADS_CONSISTENT", if consistent { "1" } else { "0" })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start gocp");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port_of = |key: &str| -> u16 {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("gocp did not start: {line:?}"))
+        };
+        let ads = SocketAddr::from(([127, 0, 0, 1], port_of("ads=")));
+        let http = SocketAddr::from(([127, 0, 0, 1], port_of("http=")));
+        GoControlPlane { child, ads, http }
+    }
+
+    /// Kills the process (streams break, nothing is said).
+    pub fn kill(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.ads.port()
+    }
+
+    /// Sets the snapshot served to `node`.
+    pub async fn set(&self, node: &str, version: &str, resources: &[Any]) {
+        let encoded: Vec<String> = resources
+            .iter()
+            .map(|a| base64(&a.encode_to_vec()))
+            .collect();
+        let body = serde_json::json!({"version": version, "resources": encoded}).to_string();
+        let (status, text) = self.http("POST", &format!("/snapshot/{node}"), body).await;
+        assert_eq!(status, 204, "gocp rejected the snapshot: {text}");
+    }
+
+    /// Every request seen so far.
+    pub async fn events(&self) -> Vec<Event> {
+        let (status, text) = self.http("GET", "/events", String::new()).await;
+        assert_eq!(status, 200);
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Waits until an event satisfying `f` was seen (polling the server, which has no push).
+    pub async fn wait_for(&self, f: impl Fn(&Event) -> bool) -> Event {
+        tokio::time::timeout(super::PATIENCE, async {
+            loop {
+                if let Some(e) = self.events().await.into_iter().find(|e| f(e)) {
+                    return e;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("event seen in time")
+    }
+
+    async fn http(&self, method: &str, path: &str, body: String) -> (u16, String) {
+        let stream = tokio::net::TcpStream::connect(self.http).await.unwrap();
+        let (mut tx, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "gocp")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let res = tx.send_request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let text = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec())
+            .unwrap();
+        (status, text)
+    }
+}
+
+/// Standard base64 with padding (what Go's `base64.StdEncoding` reads).
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+#[test]
+fn base64_matches_the_standard_alphabet() {
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+}
