@@ -5,6 +5,23 @@
 //! State-of-the-World and the Delta protocol, the LDS → RDS → CDS → EDS cascade driven by the
 //! store's interest, and translation of Envoy's protos into mesh-core config (the only place
 //! in the project where protobuf types appear).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`bootstrap`] | the gRPC xDS bootstrap (`GRPC_XDS_BOOTSTRAP`) |
+//! | [`ads`] | the ADS protocol as a sans-IO state machine (SotW and Delta) |
+//! | [`client`] | the stream, reconnects, the cascade, writes to the store |
+//! | [`translate`] | Envoy protos → mesh-core config, with field paths |
+//! | [`build`] | proto builders for tests and fake control planes |
+//!
+//! ```no_run
+//! use mesh_tower::Mesh;
+//! use mesh_xds_client::XdsMesh;
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mesh = Mesh::from_bootstrap_env().await?;
+//! println!("{}", mesh.xds_config_dump());
+//! # Ok(()) }
+//! ```
 
 pub mod ads;
 pub mod bootstrap;

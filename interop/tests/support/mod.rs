@@ -1,7 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-pub mod ads;
+#[allow(unused_imports)]
+pub use mesh_interop::ads;
 pub mod envoy;
 pub mod gocp;
 

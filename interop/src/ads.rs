@@ -1,6 +1,12 @@
 //! An in-process ADS server for exact scripts: serves a snapshot (SotW or Delta) like a real
-//! control plane, records every request, and can misbehave on demand (NACK storms, silence,
-//! dropped streams).
+//! control plane, records every request, counts the bytes it sends, and can misbehave on
+//! demand (NACK storms, silence, being killed).
+//!
+//! Pushes on [`FakeAds::set`] go only where something changed: SotW resends the full state of
+//! each *changed type* (per-type versions, as Envoy's own management servers do); Delta sends
+//! only the changed and removed resources.
+
+#![allow(missing_docs, missing_debug_implementations)]
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -9,6 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
 };
 use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -31,6 +38,7 @@ struct State {
     /// Every request received, in order: (type_url, names or subscribe list, nack message).
     requests: Vec<Seen>,
     streams: u64,
+    bytes_sent: u64,
     silent: bool,
     storm: bool,
     /// Live streams: a sender to push to and their subscriptions.
@@ -130,27 +138,55 @@ impl FakeAds {
         self.runtime.shutdown();
     }
 
-    /// Replaces the snapshot and pushes it to every open stream.
+    /// Replaces the snapshot and pushes what changed to every open stream.
     pub fn set(&self, resources: Resources) {
         let mut st = self.state.lock().unwrap();
         st.version += 1;
-        st.resources = resources;
+        let old = std::mem::replace(&mut st.resources, resources);
         let version = st.version;
         let all = st.resources.clone();
+        let changed = |type_url: &str, name: &str| {
+            let get = |r: &Resources| {
+                r.get(type_url)
+                    .and_then(|m| m.get(name))
+                    .map(|a| a.value.clone())
+            };
+            get(&old) != get(&all)
+        };
+        let mut sent = 0;
         for live in &st.live {
             match live {
                 Live::Sotw(tx, subs) => {
                     for (type_url, names) in subs.lock().unwrap().iter() {
-                        let _ = tx.send(Ok(sotw_response(&all, type_url, names, version)));
+                        if names.iter().any(|n| changed(type_url, n)) {
+                            let resp = sotw_response(&all, type_url, names, version);
+                            sent += resp.encoded_len() as u64;
+                            let _ = tx.send(Ok(resp));
+                        }
                     }
                 }
                 Live::Delta(tx, subs) => {
                     for (type_url, names) in subs.lock().unwrap().iter() {
-                        let _ = tx.send(Ok(delta_response(&all, type_url, names, version, true)));
+                        let diff: BTreeSet<String> = names
+                            .iter()
+                            .filter(|n| changed(type_url, n))
+                            .cloned()
+                            .collect();
+                        if !diff.is_empty() {
+                            let resp = delta_response(&all, type_url, &diff, version, true);
+                            sent += resp.encoded_len() as u64;
+                            let _ = tx.send(Ok(resp));
+                        }
                     }
                 }
             }
         }
+        st.bytes_sent += sent;
+    }
+
+    /// Bytes of every response sent so far (protobuf-encoded payloads).
+    pub fn bytes_sent(&self) -> u64 {
+        self.state.lock().unwrap().bytes_sent
     }
 
     /// Never answer (a silent control plane).
@@ -178,7 +214,7 @@ impl FakeAds {
             if let Some(s) = self.requests().into_iter().find(|s| f(s)) {
                 return s;
             }
-            tokio::time::timeout(super::PATIENCE, notified)
+            tokio::time::timeout(std::time::Duration::from_secs(10), notified)
                 .await
                 .expect("request seen in time");
         }
@@ -342,13 +378,9 @@ impl AggregatedDiscoveryService for Svc {
                         .collect()
                 };
                 if !new.is_empty() {
-                    let _ = tx.send(Ok(delta_response(
-                        &st.resources,
-                        &r.type_url,
-                        &new,
-                        st.version,
-                        false,
-                    )));
+                    let resp = delta_response(&st.resources, &r.type_url, &new, st.version, false);
+                    st.bytes_sent += resp.encoded_len() as u64;
+                    let _ = tx.send(Ok(resp));
                 }
             }
         });
