@@ -15,8 +15,6 @@ use mesh_tower::{ErrorKind, Mesh, MeshService};
 use mesh_xds_client::translate::ResourceType;
 use mesh_xds_client::{XdsClientBuilder, build};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use support::gocp::GoControlPlane;
 use support::*;
@@ -255,32 +253,9 @@ async fn restart(delta: bool) {
     let web = mesh.channel::<Empty<Bytes>>("xds:///web");
     mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
 
-    let (stop, failures, sent) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let traffic = {
-        let (web, stop, failures, sent) =
-            (web.clone(), stop.clone(), failures.clone(), sent.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                if endpoint(&web).await.is_err() {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let traffic = Traffic::start(web.clone());
     let port = cp.kill();
-    let before = sent.load(Ordering::Relaxed);
-    tokio::time::timeout(PATIENCE, async {
-        while sent.load(Ordering::Relaxed) < before + 100 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("traffic flows while the control plane is down");
+    traffic.wait_more(100).await;
 
     // A new control plane on the same port, with new endpoints: resubscription applies them.
     let cp = GoControlPlane::start_on(port);
@@ -291,10 +266,8 @@ async fn restart(delta: bool) {
     )
     .await;
     until(&web, ("web", b2.addr())).await;
-    stop.store(true, Ordering::Relaxed);
-    traffic.await.unwrap();
     assert_eq!(
-        failures.load(Ordering::Relaxed),
+        traffic.stop().await,
         0,
         "no failed request across the restart"
     );

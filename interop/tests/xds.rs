@@ -11,8 +11,6 @@ use mesh_tower::{ErrorKind, Mesh, MeshService};
 use mesh_xds_client::translate::ResourceType;
 use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use support::ads::{FakeAds, Resources};
 use support::*;
@@ -237,33 +235,10 @@ async fn control_plane_restart(delta: bool) {
     mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
 
     // Traffic runs throughout; any failure is recorded.
-    let (stop, failures, sent) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let traffic = {
-        let (web, stop, failures, sent) =
-            (web.clone(), stop.clone(), failures.clone(), sent.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                if served_by(&web).await.is_err() {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let traffic = Traffic::start(web.clone());
     let addr = ads.addr;
     ads.kill();
-    let before = sent.load(Ordering::Relaxed);
-    tokio::time::timeout(PATIENCE, async {
-        while sent.load(Ordering::Relaxed) < before + 50 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("traffic flows with the control plane down");
+    traffic.wait_more(50).await;
 
     let again = FakeAds::start_on(addr).await;
     again.set(snapshot(&[b2.addr()]));
@@ -271,10 +246,8 @@ async fn control_plane_restart(delta: bool) {
         .wait_for(|r| r.type_url == ResourceType::Listener.type_url())
         .await;
     until_served_by(&web, b2.addr()).await;
-    stop.store(true, Ordering::Relaxed);
-    traffic.await.unwrap();
     assert_eq!(
-        failures.load(Ordering::Relaxed),
+        traffic.stop().await,
         0,
         "no request failed across the restart"
     );

@@ -133,3 +133,60 @@ pub fn push(store: &mesh_core::Store, yaml: &str) -> u64 {
         .replace(mesh_core::MeshConfig::from_yaml(yaml).unwrap())
         .unwrap()
 }
+
+/// Requests sent in a loop through a mesh service until stopped, counting failures.
+pub struct Traffic {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    failures: Arc<std::sync::atomic::AtomicUsize>,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    /// Starts sending `GET /` through `svc`.
+    pub fn start(svc: MeshService<Empty<Bytes>>) -> Traffic {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let (stop, failures, sent) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let task = {
+            let (stop, failures, sent) = (stop.clone(), failures.clone(), sent.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if get(&svc, "/").await.is_err() {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        Traffic {
+            stop,
+            failures,
+            sent,
+            task,
+        }
+    }
+
+    /// Waits until `n` more requests have completed (fails the test if traffic stalls).
+    pub async fn wait_more(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let target = self.sent.load(Ordering::Relaxed) + n;
+        tokio::time::timeout(PATIENCE, async {
+            while self.sent.load(Ordering::Relaxed) < target {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("traffic kept flowing");
+    }
+
+    /// Stops and returns how many requests failed.
+    pub async fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap();
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

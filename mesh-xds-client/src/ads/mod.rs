@@ -230,18 +230,16 @@ impl Ads {
 
     /// A request telling the server the current subscription of `ty` (not an ACK).
     fn subscription_request(&mut self, ty: ResourceType) -> Request {
+        if self.config.protocol == Protocol::Sotw {
+            // In SotW every request states the whole subscription; a change is an ACK-shaped
+            // request with the current version and nonce.
+            return self.response_request(ty, None);
+        }
         let node = self.node();
         let st = &mut self.types[ty.index()];
         st.sent_any = true;
         match self.config.protocol {
-            Protocol::Sotw => Request::Sotw(DiscoveryRequest {
-                version_info: st.version.clone(),
-                node,
-                resource_names: st.wanted.iter().cloned().collect(),
-                type_url: ty.type_url().into(),
-                response_nonce: st.nonce.clone(),
-                ..Default::default()
-            }),
+            Protocol::Sotw => unreachable!("handled above"),
             Protocol::Delta => {
                 let subscribe: Vec<String> = st.wanted.difference(&st.told).cloned().collect();
                 let unsubscribe: Vec<String> = st.told.difference(&st.wanted).cloned().collect();

@@ -1,6 +1,7 @@
 //! Translation of hand-built protos: accepted shapes and rejected ones with their field paths.
 
 use super::*;
+use crate::build::{self, any};
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as eds;
@@ -9,49 +10,6 @@ use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use mesh_core::Protocol;
-
-fn any<M: prost::Message + prost::Name>(m: &M) -> Any {
-    Any {
-        type_url: M::type_url(),
-        value: m.encode_to_vec(),
-    }
-}
-
-fn router() -> hcm::HttpFilter {
-    let r = envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default();
-    hcm::HttpFilter {
-        name: "envoy.filters.http.router".into(),
-        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(&r))),
-        ..Default::default()
-    }
-}
-
-fn route_to(cluster: &str, prefix: &str) -> rds::Route {
-    rds::Route {
-        r#match: Some(rds::RouteMatch {
-            path_specifier: Some(rds::route_match::PathSpecifier::Prefix(prefix.into())),
-            ..Default::default()
-        }),
-        action: Some(rds::route::Action::Route(rds::RouteAction {
-            cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(cluster.into())),
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-}
-
-fn route_config(name: &str, routes: Vec<rds::Route>) -> rds::RouteConfiguration {
-    rds::RouteConfiguration {
-        name: name.into(),
-        virtual_hosts: vec![rds::VirtualHost {
-            name: "vh".into(),
-            domains: vec!["*".into()],
-            routes,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
 
 fn listener(
     name: &str,
@@ -93,7 +51,11 @@ fn rejected(ty: ResourceType, a: &Any) -> String {
 
 #[test]
 fn api_listener_with_rds_and_inline_routes() {
-    let l = listener("greeter", rds_spec("greeter-routes"), vec![router()]);
+    let l = listener(
+        "greeter",
+        rds_spec("greeter-routes"),
+        vec![build::router_filter()],
+    );
     let d = decode(ResourceType::Listener, &any(&l)).unwrap();
     assert_eq!(d.name, "greeter");
     let Ok(Translated::Listener(out)) = d.result else {
@@ -101,11 +63,12 @@ fn api_listener_with_rds_and_inline_routes() {
     };
     assert_eq!(out.rds.as_deref(), Some("greeter-routes"));
 
-    let inline = hcm::http_connection_manager::RouteSpecifier::RouteConfig(route_config(
+    let inline = hcm::http_connection_manager::RouteSpecifier::RouteConfig(build::route_config(
         "",
-        vec![route_to("c", "/")],
+        &["*"],
+        vec![build::route("/", "c")],
     ));
-    let l = listener("inline", inline, vec![router()]);
+    let l = listener("inline", inline, vec![build::router_filter()]);
     let Ok(Translated::Listener(out)) = decode(ResourceType::Listener, &any(&l)).unwrap().result
     else {
         panic!()
@@ -141,7 +104,11 @@ fn listener_rules_name_the_field() {
         name: "envoy.filters.http.lua".into(),
         ..Default::default()
     };
-    let l = listener("x", rds_spec("r"), vec![unknown.clone(), router()]);
+    let l = listener(
+        "x",
+        rds_spec("r"),
+        vec![unknown.clone(), build::router_filter()],
+    );
     assert!(
         rejected(ResourceType::Listener, &any(&l))
             .starts_with("api_listener.api_listener.http_filters[0]: unsupported HTTP filter")
@@ -150,7 +117,7 @@ fn listener_rules_name_the_field() {
         is_optional: true,
         ..unknown
     };
-    let l = listener("x", rds_spec("r"), vec![optional, router()]);
+    let l = listener("x", rds_spec("r"), vec![optional, build::router_filter()]);
     assert!(
         decode(ResourceType::Listener, &any(&l))
             .unwrap()
@@ -158,7 +125,11 @@ fn listener_rules_name_the_field() {
             .is_ok(),
         "optional filters are skipped"
     );
-    let l = listener("x", rds_spec("r"), vec![router(), router()]);
+    let l = listener(
+        "x",
+        rds_spec("r"),
+        vec![build::router_filter(), build::router_filter()],
+    );
     assert_eq!(
         rejected(ResourceType::Listener, &any(&l)),
         "api_listener.api_listener.http_filters[0]: the router filter must be last"
@@ -167,7 +138,7 @@ fn listener_rules_name_the_field() {
 
 #[test]
 fn route_errors_carry_paths_relative_to_the_resource() {
-    let mut bad = route_to("c", "/");
+    let mut bad = build::route("/", "c");
     bad.r#match = Some(rds::RouteMatch {
         path_specifier: Some(rds::route_match::PathSpecifier::SafeRegex(
             envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
@@ -177,18 +148,18 @@ fn route_errors_carry_paths_relative_to_the_resource() {
         )),
         ..Default::default()
     });
-    let rc = route_config("r", vec![route_to("c", "/ok"), bad]);
+    let rc = build::route_config("r", &["*"], vec![build::route("/ok", "c"), bad]);
     let err = rejected(ResourceType::RouteConfiguration, &any(&rc));
     assert!(
         err.starts_with("virtual_hosts[0].routes[1].match.safe_regex.regex: invalid regex \"(\""),
         "{err}"
     );
 
-    let mut redirect = route_to("c", "/");
+    let mut redirect = build::route("/", "c");
     redirect.action = Some(rds::route::Action::Redirect(Default::default()));
     let err = rejected(
         ResourceType::RouteConfiguration,
-        &any(&route_config("r", vec![redirect])),
+        &any(&build::route_config("r", &["*"], vec![redirect])),
     );
     assert_eq!(
         err,
@@ -199,7 +170,7 @@ fn route_errors_carry_paths_relative_to_the_resource() {
 #[test]
 #[allow(deprecated)]
 fn weighted_clusters_and_header_matchers_translate() {
-    let mut r = route_to("c", "/");
+    let mut r = build::route("/", "c");
     r.r#match.as_mut().unwrap().headers = vec![rds::HeaderMatcher {
         name: "X-Canary".into(),
         header_match_specifier: Some(rds::header_matcher::HeaderMatchSpecifier::ExactMatch(
@@ -233,7 +204,7 @@ fn weighted_clusters_and_header_matchers_translate() {
     }));
     let Ok(Translated::RouteConfig(rc)) = decode(
         ResourceType::RouteConfiguration,
-        &any(&route_config("r", vec![r])),
+        &any(&build::route_config("r", &["*"], vec![r])),
     )
     .unwrap()
     .result
