@@ -344,3 +344,45 @@ async fn bootstrap_file_selects_the_server_and_delta() {
     assert_eq!(ads.requests()[0].node_id.as_deref(), Some("from-bootstrap"));
     assert!(mesh.source_status().borrow().source.contains("Delta"));
 }
+
+#[tokio::test]
+async fn a_malformed_payload_is_nacked_whole_and_the_last_good_config_serves() {
+    let (b1, b2) = (
+        Backend::start().await.unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let ads = FakeAds::start().await;
+    ads.set(snapshot(&[b1.addr()]));
+    let mesh = xds_mesh(&ads, false, Duration::from_secs(15)).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+
+    // Endpoints move to b2, but the cluster's payload is garbage: the CDS response is
+    // rejected whole (its resources cannot even be named), EDS applies.
+    let mut bad = snapshot(&[b2.addr()]);
+    bad.get_mut(ResourceType::Cluster.type_url())
+        .unwrap()
+        .insert(
+            "web".into(),
+            envoy_types::pb::google::protobuf::Any {
+                type_url: ResourceType::Cluster.type_url().into(),
+                value: vec![0x0a, 0xff, 0xff, 0xff, 0xff],
+            },
+        );
+    ads.set(bad);
+    let nack = ads.wait_for(|r| r.nack.is_some()).await;
+    assert_eq!(nack.type_url, ResourceType::Cluster.type_url());
+    assert!(
+        nack.nack
+            .as_deref()
+            .unwrap()
+            .starts_with("resources[0]: cannot decode CDS"),
+        "{nack:?}"
+    );
+    until_served_by(&web, b2.addr()).await;
+    assert_eq!(
+        mesh.config_dump().clusters.len(),
+        1,
+        "the last good cluster stays"
+    );
+}
