@@ -100,6 +100,15 @@ impl FakeAds {
     }
 
     pub async fn start_on(addr: SocketAddr) -> FakeAds {
+        Self::start_with(addr, None).await
+    }
+
+    /// Starts serving over TLS with this PEM certificate chain and key.
+    pub async fn start_tls(cert_pem: String, key_pem: String) -> FakeAds {
+        Self::start_with("127.0.0.1:0".parse().unwrap(), Some((cert_pem, key_pem))).await
+    }
+
+    async fn start_with(addr: SocketAddr, tls: Option<(String, String)>) -> FakeAds {
         let (runtime, listener) = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -119,7 +128,14 @@ impl FakeAds {
             seen: seen.clone(),
         };
         runtime.spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some((cert, key)) = tls {
+                let identity = tonic::transport::Identity::from_pem(cert, key);
+                builder = builder
+                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    .expect("valid TLS identity");
+            }
+            let _ = builder
                 .add_service(AggregatedDiscoveryServiceServer::new(svc))
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
                 .await;

@@ -386,3 +386,49 @@ async fn a_malformed_payload_is_nacked_whole_and_the_last_good_config_serves() {
         "the last good cluster stays"
     );
 }
+
+#[tokio::test]
+async fn tls_channel_credentials_from_the_bootstrap() {
+    let b1 = Backend::start().await.unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ads = FakeAds::start_tls(cert.cert.pem(), cert.signing_key.serialize_pem()).await;
+    ads.set(snapshot(&[b1.addr()]));
+    let ca = config_file(&cert.cert.pem());
+    let bootstrap = |ca_path: &std::path::Path, node: &str| {
+        serde_json::json!({
+            "xds_servers": [{"server_uri": format!("localhost:{}", ads.addr.port()),
+                             "channel_creds": [{"type": "tls", "config": {"ca_certificate_file": ca_path}}]}],
+            "node": {"id": node}
+        })
+        .to_string()
+    };
+    let file = config_file(&bootstrap(ca.path(), "tls-node"));
+    let mesh = Mesh::from_bootstrap(file.path()).await.unwrap();
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    assert_eq!(
+        served_by(&mesh.channel("xds:///web")).await.unwrap(),
+        b1.addr()
+    );
+    assert_eq!(ads.requests()[0].node_id.as_deref(), Some("tls-node"));
+
+    // A CA that did not sign the server's certificate: no config, ever (the handshake fails).
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let wrong_ca = config_file(&other.cert.pem());
+    let file = config_file(&bootstrap(wrong_ca.path(), "untrusting"));
+    let builder = XdsClientBuilder::from_bootstrap(
+        mesh_xds_client::bootstrap::Bootstrap::from_file(file.path()).unwrap(),
+    )
+    .resource_timeout(Duration::from_millis(300));
+    let mesh = Mesh::from_xds(builder).await.unwrap();
+    let err = mesh
+        .wait_ready("xds:///web", Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(
+        ads.requests()
+            .iter()
+            .all(|r| r.node_id.as_deref() != Some("untrusting")),
+        "a client that does not trust the server never gets a stream"
+    );
+}

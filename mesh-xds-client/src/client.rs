@@ -121,12 +121,22 @@ impl XdsClientBuilder {
     /// Starts the client's task (needs a tokio runtime).
     pub fn start(self) -> Result<XdsClient, ClientError> {
         let server = self.bootstrap.xds_servers[0].clone();
-        let credentials = server.credentials()?;
-        if let Credentials::Tls { .. } = credentials {
-            return Err(ClientError::Config(
-                "TLS channel credentials to the control plane are not supported yet".into(),
-            ));
-        }
+        let tls = match server.credentials()? {
+            Credentials::Insecure => None,
+            Credentials::Tls { ca_file: None } => {
+                return Err(ClientError::Config(
+                    "tls channel_creds need config.ca_certificate_file (system roots are not used)"
+                        .into(),
+                ));
+            }
+            Credentials::Tls {
+                ca_file: Some(path),
+            } => Some(Tls {
+                ca_pem: std::fs::read(&path)
+                    .map_err(|e| ClientError::Config(format!("CA file {}: {e}", path.display())))?,
+                domain: server_host(&server.server_uri),
+            }),
+        };
         let protocol = self
             .protocol
             .unwrap_or(if server.has_feature(FEATURE_DELTA) {
@@ -151,7 +161,8 @@ impl XdsClientBuilder {
             bootstrap: self.bootstrap,
         });
         let settings = Settings {
-            uri: endpoint_uri(&server.server_uri),
+            uri: endpoint_uri(&server.server_uri, tls.is_some()),
+            tls,
             backoff: self.backoff,
             token: self.access_token_file,
         };
@@ -213,6 +224,7 @@ impl Shared {
 #[derive(Debug)]
 struct Settings {
     uri: String,
+    tls: Option<Tls>,
     backoff: (Duration, Duration),
     token: Option<PathBuf>,
 }
@@ -235,12 +247,34 @@ fn node_proto(n: &crate::bootstrap::Node) -> core::Node {
     }
 }
 
-fn endpoint_uri(server_uri: &str) -> String {
+/// TLS to the control plane: the CA to trust and the name to verify (and send as SNI).
+#[derive(Debug)]
+struct Tls {
+    ca_pem: Vec<u8>,
+    domain: String,
+}
+
+fn endpoint_uri(server_uri: &str, tls: bool) -> String {
     let s = server_uri.strip_prefix("dns:///").unwrap_or(server_uri);
     if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("unix:") {
         s.to_owned()
+    } else if tls {
+        format!("https://{s}")
     } else {
         format!("http://{s}")
+    }
+}
+
+/// The host part of a server URI (`dns:///istiod.istio-system.svc:15012` → `istiod.istio-system.svc`).
+fn server_host(server_uri: &str) -> String {
+    let s = server_uri.strip_prefix("dns:///").unwrap_or(server_uri);
+    let s = s.split("://").nth(1).unwrap_or(s);
+    let authority = s.split('/').next().unwrap_or(s);
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+            host.trim_matches(['[', ']']).to_owned()
+        }
+        _ => authority.to_owned(),
     }
 }
 
@@ -268,7 +302,7 @@ type Tx = mpsc::UnboundedSender<Request>;
 
 /// One stream: returns whether any response arrived (to reset the backoff).
 async fn stream_once(shared: &Arc<Shared>, settings: &Settings) -> Result<bool, BoxError> {
-    let channel = connect(&settings.uri).await?;
+    let channel = connect(&settings.uri, settings.tls.as_ref()).await?;
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let (tx, rx) = mpsc::unbounded_channel::<Request>();
@@ -379,7 +413,7 @@ async fn forward<T>(
     }
 }
 
-async fn connect(uri: &str) -> Result<tonic::transport::Channel, BoxError> {
+async fn connect(uri: &str, tls: Option<&Tls>) -> Result<tonic::transport::Channel, BoxError> {
     if let Some(path) = uri
         .strip_prefix("unix://")
         .or_else(|| uri.strip_prefix("unix:"))
@@ -396,7 +430,14 @@ async fn connect(uri: &str) -> Result<tonic::transport::Channel, BoxError> {
             .connect_with_connector(connector)
             .await?);
     }
-    Ok(tonic::transport::Endpoint::from_shared(uri.to_owned())?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(uri.to_owned())?;
+    if let Some(tls) = tls {
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem))
+            .domain_name(tls.domain.clone());
+        endpoint = endpoint.tls_config(config)?;
+    }
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect()
@@ -588,4 +629,31 @@ fn wanted(snap: &Snapshot, targets: &BTreeMap<String, String>) -> [BTreeSet<Stri
     }
     out[ResourceType::Cluster.index()] = clusters;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_uris_become_endpoints_and_tls_names() {
+        assert_eq!(
+            endpoint_uri("127.0.0.1:18000", false),
+            "http://127.0.0.1:18000"
+        );
+        assert_eq!(
+            endpoint_uri("dns:///istiod.istio-system.svc:15012", true),
+            "https://istiod.istio-system.svc:15012"
+        );
+        assert_eq!(
+            endpoint_uri("unix:///etc/istio/proxy/XDS", false),
+            "unix:///etc/istio/proxy/XDS"
+        );
+        assert_eq!(
+            server_host("dns:///istiod.istio-system.svc:15012"),
+            "istiod.istio-system.svc"
+        );
+        assert_eq!(server_host("https://cp.example:443/x"), "cp.example");
+        assert_eq!(server_host("[::1]:18000"), "::1");
+    }
 }
