@@ -53,6 +53,24 @@ async fn mesh(cp: &GoControlPlane, delta: bool) -> Mesh {
     Mesh::from_xds(builder).await.unwrap()
 }
 
+/// Snapshot "1" (route `/` → cluster `web` → `first`), a mesh on it, and a ready channel.
+async fn ready_mesh(
+    cp: &GoControlPlane,
+    delta: bool,
+    first: SocketAddr,
+) -> (Mesh, MeshService<Empty<Bytes>>) {
+    cp.set(
+        NODE,
+        "1",
+        &resources("web", &[(build::eds_cluster("web"), &[first])]),
+    )
+    .await;
+    let mesh = mesh(cp, delta).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    (mesh, web)
+}
+
 async fn endpoint(
     svc: &MeshService<Empty<Bytes>>,
 ) -> Result<(String, SocketAddr), mesh_tower::MeshError> {
@@ -103,15 +121,7 @@ async fn lifecycle(delta: bool) {
         Backend::start().await.unwrap(),
     );
     let cp = GoControlPlane::start();
-    cp.set(
-        NODE,
-        "1",
-        &resources("web", &[(build::eds_cluster("web"), &[b1.addr()])]),
-    )
-    .await;
-    let mesh = mesh(&cp, delta).await;
-    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    let (mesh, web) = ready_mesh(&cp, delta, b1.addr()).await;
     assert_eq!(
         endpoint(&web).await.unwrap(),
         ("web".into(), b1.addr()),
@@ -193,15 +203,7 @@ async fn nack(delta: bool) {
         Backend::start().await.unwrap(),
     );
     let cp = GoControlPlane::start();
-    cp.set(
-        NODE,
-        "1",
-        &resources("web", &[(build::eds_cluster("web"), &[b1.addr()])]),
-    )
-    .await;
-    let mesh = mesh(&cp, delta).await;
-    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    let (mesh, web) = ready_mesh(&cp, delta, b1.addr()).await;
 
     let mut bad = build::eds_cluster("web");
     bad.lb_policy = LbPolicy::Maglev as i32;
@@ -243,15 +245,7 @@ async fn restart(delta: bool) {
         Backend::start().await.unwrap(),
     );
     let cp = GoControlPlane::start();
-    cp.set(
-        NODE,
-        "1",
-        &resources("web", &[(build::eds_cluster("web"), &[b1.addr()])]),
-    )
-    .await;
-    let mesh = mesh(&cp, delta).await;
-    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    let (_mesh, web) = ready_mesh(&cp, delta, b1.addr()).await;
 
     let traffic = Traffic::start(web.clone());
     let port = cp.kill();
@@ -298,15 +292,7 @@ async fn consistent_mode(delta: bool) {
         Backend::start().await.unwrap(),
     );
     let cp = GoControlPlane::start_consistent();
-    cp.set(
-        NODE,
-        "1",
-        &resources("web", &[(build::eds_cluster("web"), &[b1.addr()])]),
-    )
-    .await;
-    let mesh = mesh(&cp, delta).await;
-    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    let (mesh, web) = ready_mesh(&cp, delta, b1.addr()).await;
     assert_eq!(endpoint(&web).await.unwrap(), ("web".into(), b1.addr()));
     cp.set(
         NODE,

@@ -60,6 +60,19 @@ async fn xds_mesh(ads: &FakeAds, delta: bool, timeout: Duration) -> Mesh {
     Mesh::from_xds(builder).await.unwrap()
 }
 
+/// The snapshot for `first`, a mesh on it, and a ready channel.
+async fn ready_mesh(
+    ads: &FakeAds,
+    delta: bool,
+    first: SocketAddr,
+) -> (Mesh, MeshService<Empty<Bytes>>) {
+    ads.set(snapshot(&[first]));
+    let mesh = xds_mesh(ads, delta, Duration::from_secs(15)).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    (mesh, web)
+}
+
 async fn served_by(svc: &MeshService<Empty<Bytes>>) -> Result<SocketAddr, mesh_tower::MeshError> {
     get(svc, "/").await.map(|(_, s, _)| s.endpoint)
 }
@@ -185,10 +198,7 @@ async fn invalid_resource_is_nacked(delta: bool) {
         Backend::start().await.unwrap(),
     );
     let ads = FakeAds::start().await;
-    ads.set(snapshot(&[b1.addr()]));
-    let mesh = xds_mesh(&ads, delta, Duration::from_secs(15)).await;
-    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    let (mesh, web) = ready_mesh(&ads, delta, b1.addr()).await;
 
     let mut bad = build::eds_cluster("web");
     bad.lb_policy = LbPolicy::Maglev as i32;
@@ -229,10 +239,7 @@ async fn control_plane_restart(delta: bool) {
         Backend::start().await.unwrap(),
     );
     let ads = FakeAds::start().await;
-    ads.set(snapshot(&[b1.addr()]));
-    let mesh = xds_mesh(&ads, delta, Duration::from_secs(15)).await;
-    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    let (_mesh, web) = ready_mesh(&ads, delta, b1.addr()).await;
 
     // Traffic runs throughout; any failure is recorded.
     let traffic = Traffic::start(web.clone());
@@ -352,10 +359,7 @@ async fn a_malformed_payload_is_nacked_whole_and_the_last_good_config_serves() {
         Backend::start().await.unwrap(),
     );
     let ads = FakeAds::start().await;
-    ads.set(snapshot(&[b1.addr()]));
-    let mesh = xds_mesh(&ads, false, Duration::from_secs(15)).await;
-    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    let (mesh, web) = ready_mesh(&ads, false, b1.addr()).await;
 
     // Endpoints move to b2, but the cluster's payload is garbage: the CDS response is
     // rejected whole (its resources cannot even be named), EDS applies.
