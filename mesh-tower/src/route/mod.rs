@@ -130,11 +130,11 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let decided = match &self.targets {
-            Targets::One(state) => decide(state, &state.name, &mut req),
+            Targets::One(state) => decide(state, Some(&state.name), &mut req),
             Targets::ByAuthority(map) => match request_authority(&req) {
                 Some(authority) => {
-                    let state = map.get(&authority);
-                    decide(&state, &authority, &mut req)
+                    let state = map.get(authority);
+                    decide(&state, None, &mut req)
                 }
                 None => Err(MeshError::new(
                     ErrorKind::NoRoute,
@@ -157,9 +157,11 @@ where
     }
 }
 
+/// Routes `req` for `state`. Virtual hosts match `host`, or the request's own authority when
+/// `None` (borrowed, not copied: routing only reads the request until `complete_uri`).
 fn decide<B>(
     state: &TargetState,
-    host: &str,
+    host: Option<&str>,
     req: &mut Request<B>,
 ) -> Result<RouteDecision, MeshError> {
     let compiled = state.current();
@@ -168,29 +170,31 @@ fn decide<B>(
         Ok(t) => t,
         Err(why) => return Err(fail(MeshError::new(ErrorKind::NoConfig, why.clone()))),
     };
+    let host = host.or_else(|| request_authority(req)).unwrap_or_default();
     let route = table
         .route(host, req.uri().path(), req.headers())
         .map_err(fail)?;
     let cluster = route
         .pick_cluster(req.headers(), fastrand::u64(..))
         .map_err(|e| fail(e.with_route(route.name.clone())))?;
+    let route = route.clone();
     complete_uri(req, state.authority.as_ref());
     Ok(RouteDecision {
         target: state.name.clone(),
-        route: route.clone(),
+        route,
         cluster,
     })
 }
 
-/// The request's authority: from its URI, else from `Host`.
-fn request_authority<B>(req: &Request<B>) -> Option<String> {
-    if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_owned());
+/// The request's authority, borrowed: from its URI, else from `Host`.
+fn request_authority<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
     }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// Gives a path-only URI (as tonic sends) a scheme and the target's authority.
