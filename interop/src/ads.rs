@@ -225,10 +225,16 @@ impl FakeAds {
 
     /// Waits until a request satisfying `f` has been seen.
     pub async fn wait_for(&self, f: impl Fn(&Seen) -> bool) -> Seen {
+        self.wait_until(|all| all.iter().any(&f)).await;
+        self.requests().into_iter().find(|s| f(s)).expect("seen")
+    }
+
+    /// Waits until the requests seen so far satisfy `f` (woken by each new request).
+    pub async fn wait_until(&self, f: impl Fn(&[Seen]) -> bool) {
         loop {
             let notified = self.seen.notified();
-            if let Some(s) = self.requests().into_iter().find(|s| f(s)) {
-                return s;
+            if f(&self.requests()) {
+                return;
             }
             tokio::time::timeout(std::time::Duration::from_secs(10), notified)
                 .await

@@ -315,10 +315,8 @@ async fn a_nack_storm_is_met_with_backoff() {
     let start = std::time::Instant::now();
     ads.wait_for(|r| r.nack.is_some()).await;
     tokio::time::timeout(PATIENCE, async {
-        while ads.requests().iter().filter(|r| r.nack.is_some()).count() < 5 {
-            ads.wait_for(|_| true).await;
-            tokio::task::yield_now().await;
-        }
+        ads.wait_until(|all| all.iter().filter(|r| r.nack.is_some()).count() >= 5)
+            .await;
     })
     .await
     .expect("NACKs keep coming, slowly");
