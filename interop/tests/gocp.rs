@@ -252,10 +252,17 @@ async fn restart(delta: bool) {
     traffic.wait_more(100).await;
 
     // A new control plane on the same port, with new endpoints: resubscription applies them.
+    // The version must differ from the one the client last ACKed: a SotW client resends it on
+    // the new stream (as Envoy and gRPC do), and go-control-plane answers an open watch only
+    // when the snapshot version differs from the request's.
+    // Waiting for the resubscription first makes the order deterministic: the watch is open
+    // before the snapshot exists.
     let cp = GoControlPlane::start_on(port);
+    cp.wait_for(|e| e.type_url == ResourceType::Listener.type_url())
+        .await;
     cp.set(
         NODE,
-        "1",
+        "2",
         &resources("web", &[(build::eds_cluster("web"), &[b2.addr()])]),
     )
     .await;

@@ -123,7 +123,10 @@ impl GoControlPlane {
     pub async fn events(&self) -> Vec<Event> {
         let (status, text) = self.http("GET", "/events", String::new()).await;
         assert_eq!(status, 200);
-        serde_json::from_str(&text).unwrap()
+        // Go encodes an empty (nil) slice as `null`.
+        serde_json::from_str::<Option<Vec<Event>>>(&text)
+            .unwrap()
+            .unwrap_or_default()
     }
 
     /// Waits until an event satisfying `f` was seen (polling the server, which has no push).
