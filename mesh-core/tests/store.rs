@@ -80,7 +80,7 @@ fn removal_is_a_change_and_rds_is_resolved() {
     store.apply(|e| {
         e.upsert_route_config(RouteConfig {
             name: "r".into(),
-            virtual_hosts: vec![],
+            ..RouteConfig::default()
         })
     });
     assert!(

@@ -1,6 +1,7 @@
 //! Config validation: good documents pass, bad ones fail with the exact field path.
 
 use mesh_core::{ConfigError, MeshConfig};
+use std::time::Duration;
 
 const GOOD: &str = r#"
 listeners:
@@ -147,7 +148,7 @@ endpoints:
         "route_configs[0].virtual_hosts[0].routes[1].match.path: must start with '/'",
         "route_configs[0].virtual_hosts[0].routes[1].match.headers[0].name: must be a valid, non-empty header name",
         "route_configs[0].virtual_hosts[0].routes[1].match.headers[0]: at most one match specifier may be set",
-        "route_configs[0].virtual_hosts[0].routes[2].route: a route action is required",
+        "route_configs[0].virtual_hosts[0].routes[2]: exactly one of route, redirect and direct_response must be set",
         "route_configs[0].virtual_hosts[0].routes[3].match.headers[0].range_match: start must be less than end",
         "route_configs[0].virtual_hosts[0].routes[3].route.weighted_clusters.total_weight: is 7 but the weights add up to 1",
         "route_configs[0].virtual_hosts[1].name: duplicate virtual host \"v\"",
@@ -185,27 +186,145 @@ fn unknown_fields_and_bad_types_are_parse_errors() {
 }
 
 #[test]
-fn unenforced_policies_are_refused_not_ignored() {
+fn upstream_tls_is_refused_until_enforced() {
+    let errs = errors("clusters: [{ name: a, tls: { sni: a } }]");
+    assert_eq!(
+        errs,
+        [
+            "clusters[0].tls: is not supported yet by this version of the mesh (it would not be enforced)"
+        ]
+    );
+}
+
+#[test]
+fn traffic_policy_parses_in_envoy_shapes() {
     let yaml = r#"
 clusters:
   - name: a
-    circuit_breakers: { max_requests: 10 }
+    circuit_breakers:
+      thresholds:
+        - { max_requests: 10, retry_budget: { budget_percent: { value: 25.0 }, min_retry_concurrency: 2 } }
+    outlier_detection: { consecutive_5xx: 3, interval: 1s, base_ejection_time: 2s }
+  - name: shadow
 listeners:
   - name: l
+    http_filters:
+      - name: envoy.filters.http.fault
+        fault:
+          abort: { http_status: 503, percentage: { numerator: 50 } }
+          delay: { fixed_delay: 0.1s, percentage: { numerator: 10, denominator: TEN_THOUSAND } }
+      - name: rl
+        local_ratelimit:
+          token_bucket: { max_tokens: 10, fill_interval: 1s }
+          filter_enabled: { numerator: 100 }
+          filter_enforced: { numerator: 100 }
+    route_config:
+      request_headers_to_add: [{ header: { key: x-rc, value: "1" } }]
+      virtual_hosts:
+        - name: v
+          domains: ["*"]
+          retry_policy: { retry_on: "5xx,unavailable", num_retries: 2 }
+          routes:
+            - match: { prefix: /old, query_parameters: [{ name: q, string_match: { exact: "1" } }] }
+              redirect: { path_redirect: /new, response_code: FOUND }
+            - match: { path: /health, grpc: {} }
+              direct_response: { status: 200, body: { inline_string: ok } }
+            - match: { prefix: /api, runtime_fraction: { default_value: { numerator: 50 } } }
+              typed_per_filter_config:
+                envoy.filters.http.fault: { disabled: true }
+              route:
+                cluster: a
+                prefix_rewrite: /v2
+                retry_policy:
+                  retry_on: "5xx,retriable-status-codes"
+                  retriable_status_codes: [409]
+                  per_try_timeout: 0.5s
+                  retry_back_off: { base_interval: 0.01s }
+                  retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts }]
+                hedge_policy: { hedge_on_per_try_timeout: true }
+                request_mirror_policies: [{ cluster: shadow }]
+                max_stream_duration: { grpc_timeout_header_max: 0s }
+"#;
+    let config = MeshConfig::from_yaml(yaml).unwrap();
+    let cb = config.clusters[0].circuit_breakers.as_ref().unwrap();
+    assert_eq!(cb.default_priority().unwrap().max_requests, Some(10));
+    let vh = &config.listeners[0]
+        .route_config
+        .as_ref()
+        .unwrap()
+        .virtual_hosts[0];
+    let retry = vh.routes[2]
+        .route
+        .as_ref()
+        .unwrap()
+        .retry_policy
+        .as_ref()
+        .unwrap();
+    assert!(retry.avoids_previous_hosts());
+    assert_eq!(
+        retry.backoff(),
+        (Duration::from_millis(10), Duration::from_millis(100))
+    );
+    assert_eq!(vh.retry_policy.as_ref().unwrap().max_retries(), 2);
+    // The document round-trips through its own dump format.
+    assert_eq!(MeshConfig::from_yaml(&config.to_yaml()).unwrap(), config);
+}
+
+#[test]
+fn traffic_policy_problems_name_their_fields() {
+    let yaml = r#"
+clusters:
+  - name: a
+    circuit_breakers:
+      thresholds: [{ retry_budget: { budget_percent: { value: 120.0 } } }, {}]
+    outlier_detection: { max_ejection_percent: 101, interval: 0s }
+listeners:
+  - name: l
+    http_filters:
+      - name: f
+        fault: { abort: { http_status: 99, grpc_status: 14 }, delay: {} }
+      - name: f
+        local_ratelimit: { token_bucket: { max_tokens: 0, fill_interval: 0.01s } }
     route_config:
       virtual_hosts:
         - name: v
           domains: ["*"]
           routes:
             - match: { prefix: / }
-              route: { cluster: a, retry_policy: { retry_on: 5xx } }
+              route:
+                cluster: a
+                prefix_rewrite: /x
+                regex_rewrite: { pattern: { regex: "(" }, substitution: y }
+                retry_policy: { retry_on: "5xx,bogus", retriable_status_codes: [99], per_try_timeout: 0s }
+            - match: { prefix: / }
+              redirect: { path_redirect: /a, prefix_rewrite: /b }
+            - match: { prefix: / }
+              direct_response: { status: 99 }
+              request_headers_to_add: [{ header: { key: ":path", value: x } }]
 "#;
-    let errs = errors(yaml);
-    assert_eq!(errs.len(), 2, "{errs:?}");
-    assert!(
-        errs.iter()
-            .any(|e| e.starts_with("clusters[0].circuit_breakers: is not supported yet"))
-    );
-    assert!(errs.iter().any(|e| e
-        .starts_with("listeners[0].route_config.virtual_hosts[0].routes[0].route.retry_policy: is not supported yet")));
+    let mut errs = errors(yaml);
+    errs.sort();
+    let r = "listeners[0].route_config.virtual_hosts[0].routes";
+    let mut want = vec![
+        "clusters[0].circuit_breakers.thresholds[0].retry_budget.budget_percent.value: must be between 0 and 100".to_owned(),
+        "clusters[0].circuit_breakers.thresholds[1].priority: more than one entry for Default".into(),
+        "clusters[0].outlier_detection.max_ejection_percent: must be at most 100".into(),
+        "clusters[0].outlier_detection.interval: must be greater than 0".into(),
+        "listeners[0].http_filters[0].fault.delay: exactly one of fixed_delay and header_delay must be set".into(),
+        "listeners[0].http_filters[0].fault.abort: exactly one of http_status, grpc_status and header_abort must be set".into(),
+        "listeners[0].http_filters[0].fault.abort.http_status: must be in [200, 600)".into(),
+        "listeners[0].http_filters[1].name: duplicate filter \"f\"".into(),
+        "listeners[0].http_filters[1].local_ratelimit.token_bucket.max_tokens: must be greater than 0".into(),
+        "listeners[0].http_filters[1].local_ratelimit.token_bucket.fill_interval: must be at least 50ms (Envoy's minimum)".into(),
+        format!("{r}[0].route: at most one of prefix_rewrite and regex_rewrite may be set"),
+        format!("{r}[0].route.regex_rewrite.pattern.regex: invalid regex \"(\": error: unclosed group"),
+        format!("{r}[0].route.retry_policy.retry_on: unknown retry condition \"bogus\""),
+        format!("{r}[0].route.retry_policy.retriable_status_codes[0]: 99 is not an HTTP status"),
+        format!("{r}[0].route.retry_policy.per_try_timeout: must be greater than 0 (leave it unset for none)"),
+        format!("{r}[1].redirect: at most one of path_redirect, prefix_rewrite and regex_rewrite may be set"),
+        format!("{r}[2].direct_response.status: must be in [200, 600)"),
+        format!("{r}[2].request_headers_to_add[0].header.key: \":path\" cannot be mutated"),
+    ];
+    want.sort();
+    assert_eq!(errs, want);
 }

@@ -31,10 +31,10 @@ pub struct Cluster {
     /// TCP connect timeout (Envoy default 5 s).
     #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
-    /// Reserved: circuit breaker thresholds.
+    /// Circuit breaker thresholds (Envoy's defaults apply without them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breakers: Option<CircuitBreakers>,
-    /// Reserved: passive health checking.
+    /// Passive health checking: eject endpoints that fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
     /// Reserved: TLS to the endpoints.
@@ -100,16 +100,12 @@ impl Cluster {
         if self.discovery == DiscoveryType::Static && self.eds_service_name.is_some() {
             errors.push(&path.field("eds_service_name"), "is only for EDS clusters");
         }
-        reject_unenforced(
-            &self.circuit_breakers,
-            &path.field("circuit_breakers"),
-            errors,
-        );
-        reject_unenforced(
-            &self.outlier_detection,
-            &path.field("outlier_detection"),
-            errors,
-        );
+        if let Some(cb) = &self.circuit_breakers {
+            cb.validate(&path.field("circuit_breakers"), errors);
+        }
+        if let Some(od) = &self.outlier_detection {
+            od.validate(&path.field("outlier_detection"), errors);
+        }
         reject_unenforced(&self.tls, &path.field("tls"), errors);
     }
 }

@@ -6,7 +6,9 @@
 
 use super::route::RouteConfig;
 use crate::error::{Errors, FieldPath};
+use crate::policy::{HttpFault, LocalRateLimit};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 
 /// An API listener: the routes for one target.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +22,59 @@ pub struct Listener {
     /// The route config, inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_config: Option<RouteConfig>,
+    /// The HTTP filters before the router (Envoy's HttpConnectionManager `http_filters`, the
+    /// router itself implied). Their order in the mesh is fixed: local rate limit, then fault.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_filters: Vec<HttpFilter>,
+}
+
+/// One HTTP filter: a name (the key of route-level overrides) and exactly one config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFilter {
+    /// The filter's name, e.g. `envoy.filters.http.fault`.
+    pub name: String,
+    /// Fault injection (`envoy.filters.http.fault`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<HttpFault>,
+    /// Local rate limiting (`envoy.filters.http.local_ratelimit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ratelimit: Option<LocalRateLimit>,
+}
+
+/// A route- or virtual-host-level override of one filter (Envoy's `typed_per_filter_config`
+/// value): a config of the filter's kind that replaces the listener's, or `disabled`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Fault injection for these routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<HttpFault>,
+    /// Local rate limiting for these routes (their own bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ratelimit: Option<LocalRateLimit>,
+    /// Turn the filter off for these routes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+}
+
+impl FilterConfig {
+    pub(crate) fn validate(&self, path: &FieldPath, errors: &mut Errors) {
+        let n = usize::from(self.fault.is_some())
+            + usize::from(self.local_ratelimit.is_some())
+            + usize::from(self.disabled);
+        errors.check(
+            n == 1,
+            path,
+            "exactly one of fault, local_ratelimit and disabled must be set",
+        );
+        if let Some(f) = &self.fault {
+            f.validate(&path.field("fault"), errors);
+        }
+        if let Some(r) = &self.local_ratelimit {
+            r.validate(&path.field("local_ratelimit"), errors);
+        }
+    }
 }
 
 /// Where a listener's routes come from.
@@ -54,6 +109,19 @@ impl Listener {
                 errors.check(!name.is_empty(), &path.field("rds"), "must not be empty")
             }
             Some(RouteSource::Inline(rc)) => rc.validate(&path.field("route_config"), errors),
+        }
+        let mut names = HashSet::new();
+        for (i, f) in self.http_filters.iter().enumerate() {
+            let fp = path.field("http_filters").index(i);
+            errors.check(!f.name.is_empty(), &fp.field("name"), "must not be empty");
+            if !names.insert(f.name.as_str()) {
+                errors.push(&fp.field("name"), format!("duplicate filter {:?}", f.name));
+            }
+            match (&f.fault, &f.local_ratelimit) {
+                (Some(fault), None) => fault.validate(&fp.field("fault"), errors),
+                (None, Some(rl)) => rl.validate(&fp.field("local_ratelimit"), errors),
+                _ => errors.push(&fp, "exactly one of fault and local_ratelimit must be set"),
+            }
         }
     }
 }

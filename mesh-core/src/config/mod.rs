@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod endpoint;
+pub mod headers;
 pub mod listener;
 pub mod route;
 

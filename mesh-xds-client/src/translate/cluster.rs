@@ -69,7 +69,16 @@ pub fn translate(c: &pb::Cluster) -> Result<Cluster, ConfigError> {
             "TLS to upstreams is not supported yet",
         );
     }
-    // circuit_breakers and outlier_detection: accepted, not applied yet (see the module doc).
+    if let Some(cb) = &c.circuit_breakers {
+        out.circuit_breakers = Some(super::policy::circuit_breakers(cb));
+    }
+    if let Some(od) = &c.outlier_detection {
+        out.outlier_detection = Some(super::policy::outlier_detection(
+            od,
+            &root.field("outlier_detection"),
+            &mut errors,
+        ));
+    }
     if errors.is_empty() {
         out.validate(&root, &mut errors);
     }

@@ -1,15 +1,16 @@
 //! `Listener` (an API listener with an HttpConnectionManager) → [`Listener`].
 
+use super::policy::{FAULT_TYPE, LOCAL_RATELIMIT_TYPE, fault, local_ratelimit};
 use super::{finish, route};
 use envoy_types::pb::envoy::config::listener::v3 as pb;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use mesh_core::config::listener::HttpFilter;
 use mesh_core::error::{Errors, FieldPath};
 use mesh_core::{ConfigError, Listener};
 use prost::Message;
 
 const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
-const FAULT_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
 
 /// Translates and validates a client listener.
 pub fn translate(l: &pb::Listener) -> Result<Listener, ConfigError> {
@@ -19,6 +20,7 @@ pub fn translate(l: &pb::Listener) -> Result<Listener, ConfigError> {
         name: l.name.clone(),
         rds: None,
         route_config: None,
+        http_filters: Vec::new(),
     };
     let ap = root.field("api_listener");
     let Some(api) = l
@@ -63,7 +65,7 @@ pub fn translate(l: &pb::Listener) -> Result<Listener, ConfigError> {
         Some(_) => errors.push(&ap, "scoped routes are not supported"),
         None => errors.push(&ap, "a route specifier (rds or route_config) is required"),
     }
-    filters(
+    out.http_filters = filters(
         &manager.http_filters,
         &ap.field("http_filters"),
         &mut errors,
@@ -82,12 +84,13 @@ fn is_ads_or_self(cs: &envoy_types::pb::envoy::config::core::v3::ConfigSource) -
     )
 }
 
-/// The filter chain must end in the router (gRFC A39); filters we do not implement are refused
-/// unless marked optional; the fault filter is accepted only while it configures nothing.
-fn filters(list: &[hcm::HttpFilter], path: &FieldPath, errors: &mut Errors) {
+/// The filter chain must end in the router (gRFC A39); the fault and local rate limit filters
+/// are translated; others are refused unless marked optional or disabled.
+fn filters(list: &[hcm::HttpFilter], path: &FieldPath, errors: &mut Errors) -> Vec<HttpFilter> {
+    let mut out = Vec::new();
     if list.is_empty() {
         errors.push(path, "must not be empty (the router filter is required)");
-        return;
+        return out;
     }
     let last = list.len() - 1;
     for (i, f) in list.iter().enumerate() {
@@ -103,17 +106,33 @@ fn filters(list: &[hcm::HttpFilter], path: &FieldPath, errors: &mut Errors) {
             (true, true) => {}
             (true, false) => errors.push(&fp, "the router filter must be last"),
             (false, true) => errors.push(&fp, "the last filter must be the router"),
+            (false, false) if f.disabled => {}
             (false, false) if type_url == FAULT_TYPE => {
-                let configured = typed.is_some_and(|a| !a.value.is_empty());
-                if configured {
-                    errors.push(&fp, "fault injection is not supported yet");
+                if let Some(cfg) = typed.and_then(|a| fault(a, &fp.field("typed_config"), errors)) {
+                    out.push(HttpFilter {
+                        name: f.name.clone(),
+                        fault: Some(cfg),
+                        local_ratelimit: None,
+                    });
                 }
             }
-            (false, false) if f.is_optional || f.disabled => {}
+            (false, false) if type_url == LOCAL_RATELIMIT_TYPE => {
+                if let Some(cfg) =
+                    typed.and_then(|a| local_ratelimit(a, &fp.field("typed_config"), errors))
+                {
+                    out.push(HttpFilter {
+                        name: f.name.clone(),
+                        fault: None,
+                        local_ratelimit: Some(cfg),
+                    });
+                }
+            }
+            (false, false) if f.is_optional => {}
             (false, false) => errors.push(
                 &fp,
                 format!("unsupported HTTP filter {:?} ({type_url})", f.name),
             ),
         }
     }
+    out
 }

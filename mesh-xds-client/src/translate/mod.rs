@@ -18,6 +18,7 @@
 pub mod cluster;
 pub mod endpoint;
 pub mod listener;
+mod policy;
 pub mod route;
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};

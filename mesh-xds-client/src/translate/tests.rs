@@ -156,14 +156,17 @@ fn route_errors_carry_paths_relative_to_the_resource() {
     );
 
     let mut redirect = build::route("/", "c");
-    redirect.action = Some(rds::route::Action::Redirect(Default::default()));
+    redirect.action = Some(rds::route::Action::Redirect(rds::RedirectAction {
+        port_redirect: 70000,
+        ..Default::default()
+    }));
     let err = rejected(
         ResourceType::RouteConfiguration,
         &any(&build::route_config("r", &["*"], vec![redirect])),
     );
     assert_eq!(
         err,
-        "virtual_hosts[0].routes[0].redirect: redirect actions are not supported yet"
+        "virtual_hosts[0].routes[0].redirect.port_redirect: must be a port"
     );
 }
 
