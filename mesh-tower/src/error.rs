@@ -34,6 +34,10 @@ pub enum ErrorKind {
     Timeout,
     /// The connection failed after the request was sent (reset, protocol error, closed).
     Upstream,
+    /// A circuit breaker refused the request (a cluster's concurrency limit was reached).
+    Overflow,
+    /// A retry attempt's `per_try_timeout` elapsed (and no attempt was left).
+    PerTryTimeout,
 }
 
 impl ErrorKind {
@@ -48,6 +52,8 @@ impl ErrorKind {
             ErrorKind::Connect => "connect",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Upstream => "upstream",
+            ErrorKind::Overflow => "overflow",
+            ErrorKind::PerTryTimeout => "per_try_timeout",
         }
     }
 
@@ -57,7 +63,7 @@ impl ErrorKind {
     pub fn grpc_code(self) -> u16 {
         match self {
             ErrorKind::InvalidTarget => 3,
-            ErrorKind::Timeout => 4,
+            ErrorKind::Timeout | ErrorKind::PerTryTimeout => 4,
             _ => 14,
         }
     }

@@ -30,11 +30,13 @@
 
 pub mod balance;
 mod body;
+pub mod breaker;
 pub mod cluster;
 pub mod connect;
 mod error;
 mod grpc;
 mod mesh;
+pub mod outlier;
 pub mod route;
 mod source;
 pub mod timeout;

@@ -28,6 +28,8 @@ pub use round_robin::RoundRobin;
 #[derive(Debug, Default)]
 pub struct EndpointStats {
     in_flight: AtomicU64,
+    /// Outlier detection state (ejection, failure counters).
+    pub health: crate::outlier::EndpointHealth,
 }
 
 impl EndpointStats {

@@ -18,6 +18,7 @@ use crate::RequestBody;
 use crate::balance::PickContext;
 use crate::body::MeshBody;
 use crate::error::{ErrorKind, MeshError};
+use crate::outlier::Outcome;
 use crate::route::RouteDecision;
 use http::{Request, Response};
 use registry::Registry;
@@ -34,6 +35,35 @@ pub struct ServedBy {
     pub cluster: Arc<str>,
     /// The endpoint's address.
     pub endpoint: SocketAddr,
+}
+
+/// Hosts earlier attempts of this request went to, for the retry host predicate
+/// (`envoy.retry_host_predicates.previous_hosts`); the retry layer puts it in the request.
+#[derive(Clone, Debug, Default)]
+pub struct PreviousHosts {
+    /// The addresses to avoid.
+    pub hosts: Vec<SocketAddr>,
+    /// Extra picks allowed to find another host (`host_selection_retry_max_attempts`).
+    pub attempts: u32,
+}
+
+/// The status outlier detection sees: the HTTP status, or for a trailers-only gRPC response
+/// its `grpc-status` mapped as Envoy maps it (UNAVAILABLE is a 503, INTERNAL a 500, …).
+fn grpc_aware_status<T>(res: &Response<T>) -> u16 {
+    let status = res.status().as_u16();
+    match res
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(code) if status == 200 => match code {
+            "4" => 504,
+            "8" | "14" => 503,
+            "2" | "12" | "13" | "15" => 500,
+            _ => 200,
+        },
+        _ => status,
+    }
 }
 
 /// Sends each routed request to an endpoint of its cluster.
@@ -82,15 +112,29 @@ where
             ));
         };
         let cluster = self.registry.get(&decision.cluster);
+        let admitted = match cluster.limits.try_request() {
+            Ok(guard) => guard,
+            Err(e) => return ResponseFuture::failed(e),
+        };
         let state = cluster.current();
-        let picked = state.pick(&PickContext {
-            headers: req.headers(),
-        });
+        let (avoid, attempts) = match req.extensions().get::<PreviousHosts>() {
+            Some(p) => (p.hosts.as_slice(), p.attempts),
+            None => (&[][..], 0),
+        };
+        let picked = state.pick_avoiding(
+            &PickContext {
+                headers: req.headers(),
+            },
+            avoid,
+            attempts,
+        );
         let (info, conn) = match picked {
             Ok(p) => p,
             Err(e) => return ResponseFuture::failed(e.with_cluster(cluster.name.clone())),
         };
         let in_flight = info.stats.start();
+        let stats = info.stats.clone();
+        let detector = state.detector.clone();
         let served = ServedBy {
             cluster: cluster.name.clone(),
             endpoint: info.address,
@@ -98,6 +142,14 @@ where
         ResponseFuture::sending(Box::pin(async move {
             let res = conn.send(req).await;
             drop(in_flight);
+            drop(admitted);
+            if let Some(d) = &detector {
+                let outcome = match &res {
+                    Ok(r) => Outcome::Status(grpc_aware_status(r)),
+                    Err(_) => Outcome::LocalFailure,
+                };
+                d.report(&stats, outcome);
+            }
             let mut res = res?.map(MeshBody::upstream);
             res.extensions_mut().insert(served);
             Ok(res)

@@ -2,8 +2,10 @@
 
 use crate::RequestBody;
 use crate::balance::{self, Balance, EndpointInfo, EndpointStats, PickContext};
+use crate::breaker::Limits;
 use crate::connect::{ConnectTarget, Connection, Connector};
 use crate::error::{ErrorKind, MeshError};
+use crate::outlier::Detector;
 use arc_swap::ArcSwap;
 use mesh_core::{
     Absence, Cluster, ClusterLoadAssignment, DiscoveryType, Locality, ResourceKind, Store,
@@ -84,6 +86,8 @@ pub(crate) struct ClusterHandle<B> {
     seen: AtomicU64,
     state: ArcSwap<ClusterState<B>>,
     rebuild: Mutex<()>,
+    /// Circuit-breaker counters; they outlive config updates.
+    pub(crate) limits: Arc<Limits>,
 }
 
 /// An immutable view of a cluster: config, usable endpoints, their connections, the picker.
@@ -97,6 +101,7 @@ pub(crate) struct ClusterState<B> {
     total: usize,
     /// Why the cluster, or its endpoint set, is absent (from the config source).
     absence: (Option<Absence>, Option<Absence>),
+    pub(crate) detector: Option<Arc<Detector>>,
 }
 
 impl<B> ClusterHandle<B>
@@ -105,6 +110,7 @@ where
 {
     fn new(name: Arc<str>, store: Store, connector: Connector) -> Self {
         let handle = Self {
+            limits: Arc::new(Limits::new(name.clone())),
             name,
             store,
             connector,
@@ -117,6 +123,7 @@ where
                 balancer: Box::new(balance::RoundRobin::new(0)),
                 total: 0,
                 absence: (None, None),
+                detector: None,
             }),
             rebuild: Mutex::new(()),
         };
@@ -154,6 +161,8 @@ where
             && same(&old.eds, &eds)
             && old.absence == (absence.clone(), eds_absence.clone()))
         {
+            self.limits
+                .configure(cluster.as_ref().and_then(|c| c.circuit_breakers.as_ref()));
             let mut state = self.build(cluster, eds, &old);
             state.absence = (absence, eds_absence);
             self.state.store(Arc::new(state));
@@ -229,6 +238,15 @@ where
             Some(c) => balance::for_policy(c.lb_policy, &endpoints),
             None => Box::new(balance::RoundRobin::new(0)) as Box<dyn Balance>,
         };
+        let detector = cluster
+            .as_ref()
+            .and_then(|c| c.outlier_detection.clone())
+            .map(|od| {
+                let stats = endpoints.iter().map(|e| e.stats.clone()).collect();
+                let d = Arc::new(Detector::new(od, stats, fastrand::u64(..)));
+                d.spawn_sweeps();
+                d
+            });
         ClusterState {
             cluster,
             eds,
@@ -237,12 +255,41 @@ where
             balancer,
             total,
             absence: (None, None),
+            detector,
         }
     }
 }
 
 impl<B> ClusterState<B> {
     /// Picks an endpoint and its connection.
+    /// Picks an endpoint that is not ejected and not in `avoid` (previous attempts' hosts),
+    /// trying up to `attempts` extra picks for `avoid` (Envoy's
+    /// `host_selection_retry_max_attempts`) and skipping ejected endpoints while any other is
+    /// left (when all are ejected the pick stands: an ejected endpoint beats none, as in
+    /// Envoy's panic mode).
+    pub(crate) fn pick_avoiding(
+        &self,
+        ctx: &PickContext<'_>,
+        avoid: &[SocketAddr],
+        attempts: u32,
+    ) -> Result<(&EndpointInfo, Arc<Connection<B>>), MeshError> {
+        let (mut first, mut tries) = (None, 0u32);
+        let limit = self.endpoints.len().max(1) + attempts as usize;
+        for _ in 0..limit {
+            let picked = self.pick(ctx)?;
+            let ejected = picked.0.stats.health.is_ejected();
+            let avoided = avoid.contains(&picked.0.address);
+            if !ejected && (!avoided || tries >= attempts) {
+                return Ok(picked);
+            }
+            if avoided && !ejected {
+                tries += 1;
+            }
+            first.get_or_insert(picked);
+        }
+        Ok(first.expect("at least one pick"))
+    }
+
     pub(crate) fn pick(
         &self,
         ctx: &PickContext<'_>,
