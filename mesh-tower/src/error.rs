@@ -156,6 +156,21 @@ impl MeshError {
         self
     }
 
+    /// Whether the upstream refused the HTTP/2 stream (REFUSED_STREAM: never processed, safe
+    /// to retry), judged from the error chain hyper and h2 report.
+    pub fn is_refused_stream(&self) -> bool {
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            if e.to_string().contains("refused stream")
+                || format!("{e:?}").contains("REFUSED_STREAM")
+            {
+                return true;
+            }
+            source = e.source();
+        }
+        false
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.0.kind

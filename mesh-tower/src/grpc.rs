@@ -32,6 +32,58 @@ pub(crate) fn local_reply(err: &MeshError) -> Response<MeshBody> {
     res
 }
 
+/// A local answer with `status` and `body`: for a gRPC caller a trailers-only response whose
+/// status is `grpc` (or `status` mapped as Envoy maps HTTP statuses), for others the HTTP
+/// response itself.
+pub(crate) fn local_answer(
+    is_grpc: bool,
+    status: u16,
+    grpc: Option<u16>,
+    body: &str,
+) -> Response<MeshBody> {
+    if is_grpc {
+        let mut res = Response::new(MeshBody::empty());
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(grpc.unwrap_or_else(|| http_to_grpc(status))),
+        );
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(body)) {
+            h.insert("grpc-message", v);
+        }
+        return res;
+    }
+    let mut res = Response::new(if body.is_empty() {
+        MeshBody::empty()
+    } else {
+        MeshBody::full(body.to_owned())
+    });
+    *res.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    if !body.is_empty() {
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    res
+}
+
+/// The gRPC code for an HTTP status (gRPC's HTTP-to-gRPC mapping, as Envoy applies it to
+/// local replies).
+pub(crate) fn http_to_grpc(status: u16) -> u16 {
+    match status {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
 /// gRPC's `grpc-message` encoding: printable ASCII except `%` as is, everything else `%XX`.
 fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

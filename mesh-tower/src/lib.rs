@@ -33,12 +33,20 @@ mod body;
 pub mod breaker;
 pub mod cluster;
 pub mod connect;
+pub mod direct;
 mod error;
+pub mod fault;
 mod grpc;
 mod mesh;
+pub mod mirror;
 pub mod outlier;
+pub mod ratelimit;
+pub mod retry;
+pub mod rewrite;
 pub mod route;
 mod source;
+#[cfg(test)]
+mod test_util;
 pub mod timeout;
 
 pub use body::MeshBody;

@@ -5,8 +5,14 @@ use crate::body::MeshBody;
 use crate::cluster::Dispatch;
 use crate::cluster::registry::Registry;
 use crate::connect::{Connect, Connector};
+use crate::direct::{Direct, DirectLayer};
 use crate::error::MeshError;
+use crate::fault::{Fault, FaultLayer};
 use crate::grpc;
+use crate::mirror::{Mirror, MirrorLayer};
+use crate::ratelimit::{RateLimit, RateLimitLayer};
+use crate::retry::{ReplayBody, Retry, RetryLayer, RetryLimits};
+use crate::rewrite::{RewriteLayer, RewriteService};
 use crate::route::target::ByAuthority;
 use crate::route::{Route, RouteLayer};
 use crate::source::file::{FileError, FileSource, Reload};
@@ -141,9 +147,18 @@ impl Mesh {
     where
         B: RequestBody,
     {
-        let dispatch = Dispatch::new(self.registry::<B>());
+        let registry = self.registry::<ReplayBody<B>>();
+        let limits: Arc<dyn RetryLimits> = registry.clone();
+        let dispatch = Dispatch::new(registry);
+        let stack = MirrorLayer::new().layer(dispatch);
+        let stack = RetryLayer::with_limits(limits).layer(stack);
+        let stack = TimeoutLayer::new(None).layer(stack);
+        let stack = RewriteLayer.layer(stack);
+        let stack = FaultLayer::new().layer(stack);
+        let stack = RateLimitLayer::new().layer(stack);
+        let stack = DirectLayer.layer(stack);
         MeshService {
-            inner: route.layer(TimeoutLayer::new(None).layer(dispatch)),
+            inner: route.layer(stack),
         }
     }
 
@@ -363,8 +378,13 @@ fn spawn_refresher(
 /// return. It is `Clone`, always ready, and answers gRPC requests that the mesh itself fails
 /// with a gRPC status (see `grpc.rs`); other callers get the [`MeshError`].
 pub struct MeshService<B> {
-    inner: Route<Timeout<Dispatch<B>>>,
+    inner: Route<Stack<B>>,
 }
+
+/// Everything behind the route layer, outermost first: local answers, rate limit, faults,
+/// rewrites, the route timeout, retries, mirrors, and the cluster dispatch.
+type Stack<B> =
+    Direct<RateLimit<Fault<RewriteService<Timeout<Retry<Mirror<Dispatch<ReplayBody<B>>>>>>>>>;
 
 impl<B> Clone for MeshService<B> {
     fn clone(&self) -> Self {
@@ -401,9 +421,8 @@ where
     }
 }
 
-type InnerFuture<B> = crate::route::future::ResponseFuture<
-    crate::timeout::future::ResponseFuture<<Dispatch<B> as Service<Request<B>>>::Future>,
->;
+type InnerFuture<B> =
+    crate::route::future::ResponseFuture<<Stack<B> as Service<Request<B>>>::Future>;
 
 pin_project! {
     /// Response future of [`MeshService`].

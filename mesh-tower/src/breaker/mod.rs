@@ -186,7 +186,7 @@ impl Limits {
     }
 }
 
-fn acquire(counter: &Arc<AtomicU32>, max: u32) -> Option<Guard> {
+pub(crate) fn acquire(counter: &Arc<AtomicU32>, max: u32) -> Option<Guard> {
     let mut cur = counter.load(Ordering::Relaxed);
     loop {
         if cur >= max {

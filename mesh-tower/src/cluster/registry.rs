@@ -79,6 +79,15 @@ where
 }
 
 /// One cluster's live state.
+impl<B> crate::retry::RetryLimits for Registry<B>
+where
+    B: RequestBody,
+{
+    fn try_retry(&self, cluster: &str) -> Result<crate::breaker::Guard, MeshError> {
+        self.get(&Arc::from(cluster)).limits.try_retry()
+    }
+}
+
 pub(crate) struct ClusterHandle<B> {
     pub(crate) name: Arc<str>,
     store: Store,

@@ -73,8 +73,10 @@ pub struct RouteDecision {
     pub target: Arc<str>,
     /// The route that matched.
     pub route: Arc<RouteInfo>,
-    /// The cluster chosen.
+    /// The cluster chosen (empty for a local answer).
     pub cluster: Arc<str>,
+    /// The chosen weighted cluster's header mutations.
+    pub cluster_headers: Option<Arc<crate::rewrite::Mutations>>,
 }
 
 /// Which targets a [`Route`] serves.
@@ -172,9 +174,9 @@ fn decide<B>(
     };
     let host = host.or_else(|| request_authority(req)).unwrap_or_default();
     let route = table
-        .route(host, req.uri().path(), req.headers())
+        .route(host, req.uri().path(), req.uri().query(), req.headers())
         .map_err(fail)?;
-    let cluster = route
+    let (cluster, cluster_headers) = route
         .pick_cluster(req.headers(), fastrand::u64(..))
         .map_err(|e| fail(e.with_route(route.name.clone())))?;
     let route = route.clone();
@@ -183,6 +185,7 @@ fn decide<B>(
         target: state.name.clone(),
         route,
         cluster,
+        cluster_headers,
     })
 }
 

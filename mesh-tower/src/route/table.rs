@@ -1,12 +1,21 @@
 //! A route config compiled for matching: domains indexed by kind, regexes built once, cluster
 //! weights turned into cumulative sums.
 
+use crate::direct::LocalAnswer;
 use crate::error::{ErrorKind, MeshError};
+use crate::fault::FaultPolicy;
+use crate::mirror::MirrorPolicy;
+use crate::ratelimit::RateLimiter;
+use crate::retry::RetryPolicy;
+use crate::rewrite::{Mutations, PathRewrite, Rewrite};
 use http::{HeaderMap, HeaderName};
+use mesh_core::config::listener::HttpFilter;
 use mesh_core::config::route::{
-    ClusterSpecifier, HeaderMatch, HeaderMatcher, PathMatch, REGEX_SIZE_LIMIT,
+    ClusterSpecifier, DEFAULT_BUFFER_LIMIT, HeaderMatch, HeaderMatcher, PathMatch,
+    QueryParameterMatcher, REGEX_SIZE_LIMIT, RouteKind,
 };
-use mesh_core::{RouteConfig, VirtualHost};
+use mesh_core::policy::FractionalPercent;
+use mesh_core::{Route, RouteConfig, VirtualHost};
 use regex::Regex;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -22,33 +31,78 @@ pub struct RouteInfo {
     pub virtual_host: Arc<str>,
     /// Route timeout in force (`None`: disabled).
     pub timeout: Option<Duration>,
+    /// Honour the caller's `grpc-timeout` (gRFC A31): cap (`None`: uncapped) and offset.
+    pub grpc_timeout: Option<(Option<Duration>, Duration)>,
+    /// Retry policy (route's, else the virtual host's).
+    pub retry: Option<Arc<RetryPolicy>>,
+    /// Request body bytes kept for replay.
+    pub buffer_limit: usize,
+    /// Fault injection in force.
+    pub fault: Option<Arc<FaultPolicy>>,
+    /// Local rate limit in force.
+    pub rate_limit: Option<Arc<RateLimiter>>,
+    /// Path/host rewrite and header mutations.
+    pub rewrite: Option<Arc<Rewrite>>,
+    /// Shadow clusters.
+    pub mirrors: Vec<MirrorPolicy>,
+    /// A redirect or direct response answered locally.
+    pub local: Option<Arc<LocalAnswer>>,
     pub(crate) clusters: ClusterPick,
+}
+
+impl RouteInfo {
+    /// A forwarding route to `cluster` with no policy (for tests and standalone layers).
+    pub fn to_cluster(name: &str, cluster: &str, timeout: Option<Duration>) -> Self {
+        Self {
+            name: name.into(),
+            virtual_host: "".into(),
+            timeout,
+            grpc_timeout: None,
+            retry: None,
+            buffer_limit: DEFAULT_BUFFER_LIMIT as usize,
+            fault: None,
+            rate_limit: None,
+            rewrite: None,
+            mirrors: Vec::new(),
+            local: None,
+            clusters: ClusterPick::One(cluster.into()),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub(crate) enum ClusterPick {
     One(Arc<str>),
-    /// Cumulative weights: pick `r` in `[0, total)`, first entry whose bound exceeds `r`.
-    Weighted(Vec<(u64, Arc<str>)>),
+    /// Cumulative weights: pick `r` in `[0, total)`, first entry whose bound exceeds `r`; each
+    /// with its weighted-cluster header mutations.
+    Weighted(Vec<(u64, Arc<str>, Option<Arc<Mutations>>)>),
     Header(HeaderName),
+    /// Local answers have no cluster.
+    None,
 }
 
 impl RouteInfo {
     /// The cluster for one request; `r` is a uniform random number (seedable in tests).
-    pub(crate) fn pick_cluster(&self, headers: &HeaderMap, r: u64) -> Result<Arc<str>, MeshError> {
+    pub(crate) fn pick_cluster(
+        &self,
+        headers: &HeaderMap,
+        r: u64,
+    ) -> Result<(Arc<str>, Option<Arc<Mutations>>), MeshError> {
         match &self.clusters {
-            ClusterPick::One(c) => Ok(c.clone()),
+            ClusterPick::One(c) => Ok((c.clone(), None)),
+            ClusterPick::None => Ok((Arc::from(""), None)),
             ClusterPick::Weighted(cum) => {
                 let total = cum.last().map_or(0, |x| x.0);
                 let point = r % total.max(1);
-                let i = cum.partition_point(|(bound, _)| *bound <= point);
-                Ok(cum[i.min(cum.len() - 1)].1.clone())
+                let i = cum.partition_point(|(bound, _, _)| *bound <= point);
+                let (_, c, m) = &cum[i.min(cum.len() - 1)];
+                Ok((c.clone(), m.clone()))
             }
             ClusterPick::Header(name) => headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty())
-                .map(Arc::from)
+                .map(|v| (Arc::from(v), None))
                 .ok_or_else(|| {
                     MeshError::new(
                         ErrorKind::UnknownCluster,
@@ -85,6 +139,17 @@ struct CompiledRoute {
     info: Arc<RouteInfo>,
     path: PathMatcher,
     headers: Vec<HeaderRule>,
+    query: Vec<QueryRule>,
+    fraction: Option<FractionalPercent>,
+    grpc: bool,
+}
+
+#[derive(Debug)]
+struct QueryRule {
+    name: String,
+    /// `None`: presence only.
+    kind: Option<HeaderKind>,
+    present: bool,
 }
 
 #[derive(Debug)]
@@ -96,7 +161,7 @@ enum PathMatcher {
 }
 
 #[derive(Debug)]
-struct HeaderRule {
+pub(crate) struct HeaderRule {
     name: HeaderName,
     kind: HeaderKind,
     invert: bool,
@@ -113,6 +178,10 @@ enum HeaderKind {
     Present(bool),
 }
 
+mod compile;
+
+use compile::compile_vhost;
+
 fn full_regex(re: &str) -> Result<Regex, String> {
     regex::RegexBuilder::new(&format!("^(?:{re})$"))
         .size_limit(REGEX_SIZE_LIMIT)
@@ -122,7 +191,7 @@ fn full_regex(re: &str) -> Result<Regex, String> {
 
 impl Table {
     /// Compiles a (validated) route config.
-    pub(crate) fn compile(rc: &RouteConfig) -> Result<Self, String> {
+    pub(crate) fn compile(rc: &RouteConfig, filters: &[HttpFilter]) -> Result<Self, String> {
         let mut table = Table {
             vhosts: Vec::with_capacity(rc.virtual_hosts.len()),
             exact: HashMap::new(),
@@ -143,7 +212,7 @@ impl Table {
                     table.exact.entry(d).or_insert(i);
                 }
             }
-            table.vhosts.push(compile_vhost(vh)?);
+            table.vhosts.push(compile_vhost(rc, vh, filters)?);
         }
         // Longest wildcard first; stable sort keeps config order among equals.
         table
@@ -195,6 +264,7 @@ impl Table {
         &self,
         host: &str,
         path: &str,
+        query: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<&Arc<RouteInfo>, MeshError> {
         let Some(vh) = self.vhost(host) else {
@@ -205,7 +275,7 @@ impl Table {
         };
         vh.routes
             .iter()
-            .find(|r| r.path.matches(path) && r.headers.iter().all(|h| h.matches(headers)))
+            .find(|r| r.matches(path, query, headers))
             .map(|r| &r.info)
             .ok_or_else(|| {
                 MeshError::new(
@@ -224,80 +294,7 @@ fn strip_port(host: &str) -> Option<&str> {
     (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':')).then_some(h)
 }
 
-fn compile_vhost(vh: &VirtualHost) -> Result<VHost, String> {
-    let vname: Arc<str> = Arc::from(vh.name.as_str());
-    let mut routes = Vec::with_capacity(vh.routes.len());
-    for (i, r) in vh.routes.iter().enumerate() {
-        let name: Arc<str> = if r.name.is_empty() {
-            format!("{}/{i}", vh.name).into()
-        } else {
-            r.name.as_str().into()
-        };
-        let m = &r.matcher;
-        let cs = m.case_sensitive;
-        let fold = |s: &str| {
-            if cs {
-                s.to_owned()
-            } else {
-                s.to_ascii_lowercase()
-            }
-        };
-        let path = match m.path_match().ok_or("invalid path match")? {
-            PathMatch::Prefix(p) => PathMatcher::Prefix(fold(p), cs),
-            PathMatch::Exact(p) => PathMatcher::Exact(fold(p), cs),
-            PathMatch::SeparatedPrefix(p) => PathMatcher::Separated(fold(p), cs),
-            PathMatch::Regex(re) => PathMatcher::Regex(full_regex(re)?),
-        };
-        let headers = m
-            .headers
-            .iter()
-            .map(compile_header)
-            .collect::<Result<_, _>>()?;
-        let action = r.route.as_ref().ok_or("route has no action")?;
-        let clusters = match action
-            .cluster_specifier()
-            .ok_or("invalid cluster specifier")?
-        {
-            ClusterSpecifier::Cluster(c) => ClusterPick::One(c.into()),
-            ClusterSpecifier::Header(h) => {
-                ClusterPick::Header(HeaderName::try_from(h).map_err(|e| e.to_string())?)
-            }
-            ClusterSpecifier::Weighted(w) => {
-                let mut sum = 0u64;
-                let cum = w
-                    .clusters
-                    .iter()
-                    .filter(|c| c.weight > 0)
-                    .map(|c| {
-                        sum += u64::from(c.weight);
-                        (sum, Arc::from(c.name.as_str()))
-                    })
-                    .collect::<Vec<_>>();
-                if cum.is_empty() {
-                    return Err("weighted_clusters has no positive weight".into());
-                }
-                ClusterPick::Weighted(cum)
-            }
-        };
-        let info = Arc::new(RouteInfo {
-            name,
-            virtual_host: vname.clone(),
-            timeout: action.effective_timeout(),
-            clusters,
-        });
-        routes.push(CompiledRoute {
-            info,
-            path,
-            headers,
-        });
-    }
-    Ok(VHost {
-        name: vname,
-        routes,
-    })
-}
-
-fn compile_header(h: &HeaderMatcher) -> Result<HeaderRule, String> {
+pub(crate) fn compile_header(h: &HeaderMatcher) -> Result<HeaderRule, String> {
     let name = HeaderName::try_from(h.name.as_str()).map_err(|e| e.to_string())?;
     let fold = |s: &str, ic: bool| {
         if ic {
@@ -354,7 +351,7 @@ impl PathMatcher {
 impl HeaderRule {
     /// Envoy's semantics: several values are joined with `,`; a missing header matches only
     /// `present_match: false` (or, inverted, `present_match: true`).
-    fn matches(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
         let mut values = headers.get_all(&self.name).iter();
         let Some(first) = values.next() else {
             return match self.kind {
@@ -376,6 +373,12 @@ impl HeaderRule {
             }
         };
         let value = String::from_utf8_lossy(value);
+        self.kind.matches(&value) != self.invert
+    }
+}
+
+impl HeaderKind {
+    fn matches(&self, value: &str) -> bool {
         let eq = |a: &str, b: &str, ic: bool| {
             if ic {
                 a.eq_ignore_ascii_case(b)
@@ -390,17 +393,45 @@ impl HeaderRule {
                 Cow::Borrowed(v)
             }
         }
-        let matched = match &self.kind {
-            HeaderKind::Exact(x, ic) => eq(&value, x, *ic),
-            HeaderKind::Prefix(x, ic) => lower(&value, *ic).starts_with(x.as_str()),
-            HeaderKind::Suffix(x, ic) => lower(&value, *ic).ends_with(x.as_str()),
-            HeaderKind::Contains(x, ic) => lower(&value, *ic).contains(x.as_str()),
-            HeaderKind::Regex(re) => re.is_match(&value),
+        match self {
+            HeaderKind::Exact(x, ic) => eq(value, x, *ic),
+            HeaderKind::Prefix(x, ic) => lower(value, *ic).starts_with(x.as_str()),
+            HeaderKind::Suffix(x, ic) => lower(value, *ic).ends_with(x.as_str()),
+            HeaderKind::Contains(x, ic) => lower(value, *ic).contains(x.as_str()),
+            HeaderKind::Regex(re) => re.is_match(value),
             HeaderKind::Range(start, end) => {
                 value.parse::<i64>().is_ok_and(|n| *start <= n && n < *end)
             }
             HeaderKind::Present(p) => *p,
-        };
-        matched != self.invert
+        }
+    }
+}
+
+impl CompiledRoute {
+    /// Path, headers, query parameters, gRPC, then the runtime fraction (drawn last, only for
+    /// requests that match everything else).
+    fn matches(&self, path: &str, query: Option<&str>, headers: &HeaderMap) -> bool {
+        self.path.matches(path)
+            && self.headers.iter().all(|h| h.matches(headers))
+            && self.query.iter().all(|q| q.matches(query))
+            && (!self.grpc || crate::grpc::is_grpc(headers))
+            && self.fraction.is_none_or(|f| f.hits(fastrand::u64(..)))
+    }
+}
+
+impl QueryRule {
+    /// The first parameter named `name` (raw, not percent-decoded, as Envoy compares).
+    fn matches(&self, query: Option<&str>) -> bool {
+        let value = query.and_then(|q| {
+            q.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k == self.name).then_some(v)
+            })
+        });
+        match (&self.kind, value) {
+            (None, v) => v.is_some() == self.present,
+            (Some(kind), Some(v)) => kind.matches(v),
+            (Some(_), None) => false,
+        }
     }
 }

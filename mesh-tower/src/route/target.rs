@@ -132,7 +132,8 @@ impl TargetState {
             }
             (None, None) => return Err("listener has no route config".into()),
         };
-        Table::compile(rc).map_err(|e| format!("route config {:?} cannot be used: {e}", rc.name))
+        Table::compile(rc, &listener.http_filters)
+            .map_err(|e| format!("route config {:?} cannot be used: {e}", rc.name))
     }
 }
 

@@ -8,7 +8,7 @@ fn table(yaml: &str) -> Table {
     let mut errors = mesh_core::error::Errors::new();
     rc.validate(&mesh_core::FieldPath::root(), &mut errors);
     errors.into_result().expect("valid route config");
-    Table::compile(&rc).unwrap()
+    Table::compile(&rc, &[]).unwrap()
 }
 
 fn serde_saphyr_from(yaml: &str) -> RouteConfig {
@@ -34,7 +34,7 @@ fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
 }
 
 fn vhost_of(t: &Table, host: &str) -> Option<String> {
-    t.route(host, "/", &HeaderMap::new())
+    t.route(host, "/", None, &HeaderMap::new())
         .ok()
         .map(|r| r.virtual_host.to_string())
 }
@@ -108,7 +108,7 @@ fn no_matching_virtual_host_is_no_route() {
     let t = table(
         "virtual_hosts: [{ name: v, domains: [a.b], routes: [{ match: { prefix: / }, route: { cluster: a } }] }]",
     );
-    let err = t.route("c.d", "/", &HeaderMap::new()).unwrap_err();
+    let err = t.route("c.d", "/", None, &HeaderMap::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NoRoute);
     assert!(
         err.to_string()
@@ -131,7 +131,7 @@ virtual_hosts:
 "#;
 
 fn route_of(t: &Table, path: &str) -> Option<String> {
-    t.route("x", path, &HeaderMap::new())
+    t.route("x", path, None, &HeaderMap::new())
         .ok()
         .map(|r| r.name.to_string())
 }
@@ -178,7 +178,10 @@ virtual_hosts:
 "#;
 
 fn header_route(t: &Table, h: &[(&'static str, &'static str)]) -> String {
-    t.route("x", "/", &headers(h)).unwrap().name.to_string()
+    t.route("x", "/", None, &headers(h))
+        .unwrap()
+        .name
+        .to_string()
 }
 
 #[test]
@@ -250,13 +253,13 @@ virtual_hosts:
         route: { weighted_clusters: { clusters: [{ name: a, weight: 90 }, { name: b, weight: 0 }, { name: c, weight: 10 }] } }
 "#,
     );
-    let route = t.route("x", "/", &HeaderMap::new()).unwrap();
+    let route = t.route("x", "/", None, &HeaderMap::new()).unwrap();
     let h = HeaderMap::new();
     // Every point of [0, 100) maps to exactly the right cluster.
     let mut counts = std::collections::HashMap::new();
     for r in 0..100u64 {
         *counts
-            .entry(route.pick_cluster(&h, r).unwrap().to_string())
+            .entry(route.pick_cluster(&h, r).unwrap().0.to_string())
             .or_insert(0) += 1;
     }
     assert_eq!(counts.get("a"), Some(&90));
@@ -266,7 +269,7 @@ virtual_hosts:
     let mut rng = fastrand::Rng::with_seed(7);
     let n = 20_000;
     let c = (0..n)
-        .filter(|_| &*route.pick_cluster(&h, rng.u64(..)).unwrap() == "c")
+        .filter(|_| &*route.pick_cluster(&h, rng.u64(..)).unwrap().0 == "c")
         .count();
     let share = c as f64 / n as f64;
     assert!((share - 0.10).abs() < 0.01, "canary share {share}");
@@ -277,11 +280,12 @@ fn cluster_header_reads_the_request() {
     let t = table(
         "virtual_hosts: [{ name: v, domains: ['*'], routes: [{ match: { prefix: / }, route: { cluster_header: x-cluster } }] }]",
     );
-    let route = t.route("x", "/", &HeaderMap::new()).unwrap();
+    let route = t.route("x", "/", None, &HeaderMap::new()).unwrap();
     assert_eq!(
         &*route
             .pick_cluster(&headers(&[("x-cluster", "d")]), 0)
-            .unwrap(),
+            .unwrap()
+            .0,
         "d"
     );
     let err = route.pick_cluster(&HeaderMap::new(), 0).unwrap_err();
@@ -302,13 +306,13 @@ virtual_hosts:
 "#,
     );
     let h = HeaderMap::new();
-    assert_eq!(t.route("x", "/off", &h).unwrap().timeout, None);
+    assert_eq!(t.route("x", "/off", None, &h).unwrap().timeout, None);
     assert_eq!(
-        t.route("x", "/short", &h).unwrap().timeout,
+        t.route("x", "/short", None, &h).unwrap().timeout,
         Some(std::time::Duration::from_millis(500))
     );
     assert_eq!(
-        t.route("x", "/", &h).unwrap().timeout,
+        t.route("x", "/", None, &h).unwrap().timeout,
         Some(std::time::Duration::from_secs(15))
     );
 }

@@ -78,11 +78,40 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let limit = match req.extensions().get::<RouteDecision>() {
-            Some(decision) => decision.route.timeout,
+            Some(decision) => match decision.route.grpc_timeout {
+                Some((cap, offset)) => match grpc_timeout(req.headers()) {
+                    // gRFC A31: the caller's deadline, less the offset, capped by the max.
+                    Some(t) => {
+                        let t = t.saturating_sub(offset);
+                        Some(cap.map_or(t, |c| t.min(c)))
+                    }
+                    None => decision.route.timeout,
+                },
+                None => decision.route.timeout,
+            },
             None => self.default,
         };
         ResponseFuture::new(self.inner.call(req), limit)
     }
+}
+
+/// Parses gRPC's `grpc-timeout` header: up to 8 digits and a unit (`H M S m u n`).
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -61,22 +61,17 @@ async fn inner_errors_pass_through_with_their_kind() {
 
 #[tokio::test(start_paused = true)]
 async fn the_route_decision_overrides_the_default() {
-    use crate::route::table::ClusterPick;
     use crate::route::{RouteDecision, RouteInfo};
     use std::sync::Arc;
     let (mut svc, mut handle) = svc(Some(Duration::from_secs(60)));
     ready(&mut svc).await;
     let mut req = Request::new(());
-    let route = RouteInfo {
-        name: "r".into(),
-        virtual_host: "v".into(),
-        timeout: Some(Duration::from_millis(100)),
-        clusters: ClusterPick::One("c".into()),
-    };
+    let route = RouteInfo::to_cluster("r", "c", Some(Duration::from_millis(100)));
     req.extensions_mut().insert(RouteDecision {
         target: "t".into(),
         route: Arc::new(route),
         cluster: "c".into(),
+        cluster_headers: None,
     });
     let mut fut = tokio_test::task::spawn(svc.call(req));
     let _req = handle.next_request().await.unwrap();

@@ -1,0 +1,339 @@
+//! Retries, hedging and retry budgets (Envoy's route `retry_policy` and `hedge_policy`).
+//!
+//! [`Retry`] reads the route's compiled [`RetryPolicy`] from the
+//! [`RouteDecision`](crate::route::RouteDecision) and sends the request again when an attempt
+//! ends in a retriable way (`retry_on`: 5xx, gateway-error, reset, connect-failure,
+//! refused-stream, retriable-4xx, retriable-status-codes, retriable-headers, and the gRPC
+//! statuses cancelled, deadline-exceeded, internal, resource-exhausted, unavailable), up to
+//! `num_retries`, waiting a fully jittered exponential backoff between attempts. Each attempt may
+//! have its own `per_try_timeout`; the route timeout, applied above this layer, bounds them all.
+//! With `hedge_on_per_try_timeout` a slow attempt is not cancelled: a new one starts next to
+//! it and the first good response wins.
+//!
+//! **Why budgets.** Retries multiply load exactly when an upstream is failing: with 3 retries, a
+//! dead upstream sees 4× its normal traffic from every client, which keeps it dead. Each retry
+//! must therefore be admitted by the cluster's circuit breaker — `max_retries` in flight, or a
+//! retry budget (a share of the requests in flight) — and a retry that is not admitted is not
+//! sent: the caller gets the failed attempt's result. A client can then never push more than
+//! `1 + budget` times its normal load onto a failing upstream.
+//!
+//! The request body is kept for replay in a [`ReplayBody`] up to the route's buffer limit
+//! (64 KiB by default); a larger body is streamed once and not retried. Every attempt carries
+//! `x-envoy-attempt-count`, and with the previous-hosts predicate each retry avoids the
+//! endpoints already tried. Requests whose route has no retry policy (and no mirror) pass
+//! through with no buffering and no allocation.
+
+mod body;
+pub mod future;
+mod layer;
+mod policy;
+#[cfg(test)]
+mod tests;
+
+pub use self::body::ReplayBody;
+pub use self::layer::RetryLayer;
+pub use self::policy::RetryPolicy;
+
+use self::future::ResponseFuture;
+use crate::body::MeshBody;
+use crate::breaker::Guard;
+use crate::cluster::{PreviousHosts, ServedBy};
+use crate::error::{ErrorKind, MeshError};
+use crate::route::RouteDecision;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http::{HeaderValue, Request, Response};
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+/// Admission of retries per cluster (the mesh's circuit breakers implement it).
+pub trait RetryLimits: Send + Sync + 'static {
+    /// Admits one retry to `cluster`, holding it until the guard drops.
+    fn try_retry(&self, cluster: &str) -> Result<Guard, MeshError>;
+}
+
+/// Retries requests by their route's policy.
+pub struct Retry<S> {
+    inner: S,
+    limits: Option<Arc<dyn RetryLimits>>,
+}
+
+impl<S: Clone> Clone for Retry<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Retry<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Retry<S> {
+    /// Wraps `inner`; `limits` admits retries (none: only `num_retries` bounds them).
+    pub fn new(inner: S, limits: Option<Arc<dyn RetryLimits>>) -> Self {
+        Self { inner, limits }
+    }
+}
+
+impl<S, B> Service<Request<B>> for Retry<S>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<MeshBody>, Error = MeshError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
+{
+    type Response = Response<MeshBody>;
+    type Error = MeshError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MeshError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (policy, mirrored, cluster) = match req.extensions().get::<RouteDecision>() {
+            Some(d) => (
+                d.route.retry.clone(),
+                !d.route.mirrors.is_empty(),
+                d.cluster.clone(),
+            ),
+            None => (None, false, Arc::from("")),
+        };
+        let Some(policy) = policy.filter(|p| p.max_retries > 0 || p.per_try_timeout.is_some())
+        else {
+            let req = if mirrored {
+                let limit = req.extensions().get::<RouteDecision>().map_or(
+                    mesh_core::config::route::DEFAULT_BUFFER_LIMIT as usize,
+                    |d| d.route.buffer_limit,
+                );
+                req.map(|b| ReplayBody::replayable(b, limit))
+            } else {
+                req.map(ReplayBody::direct)
+            };
+            return ResponseFuture::direct(self.inner.call(req));
+        };
+        let (head, body) = req.into_parts();
+        let body = ReplayBody::replayable(body, policy.buffer_limit);
+        let svc = self.inner.clone();
+        let limits = self.limits.clone();
+        ResponseFuture::retrying(Box::pin(run(svc, head, body, policy, limits, cluster)))
+    }
+}
+
+type Attempt = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, MeshError>> + Send>>;
+
+fn attempt_request<B>(
+    head: &http::request::Parts,
+    body: ReplayBody<B>,
+    n: u32,
+    previous: &[SocketAddr],
+    policy: &RetryPolicy,
+) -> Request<ReplayBody<B>> {
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    *req.extensions_mut() = head.extensions.clone();
+    req.headers_mut()
+        .insert("x-envoy-attempt-count", HeaderValue::from(n));
+    if policy.previous_hosts && !previous.is_empty() {
+        req.extensions_mut().insert(PreviousHosts {
+            hosts: previous.to_vec(),
+            attempts: policy.host_attempts,
+        });
+    }
+    req
+}
+
+fn endpoint_of(res: &Result<Response<MeshBody>, MeshError>) -> Option<SocketAddr> {
+    match res {
+        Ok(r) => r.extensions().get::<ServedBy>().map(|s| s.endpoint),
+        Err(e) => e.endpoint(),
+    }
+}
+
+enum Event {
+    Done(Result<Response<MeshBody>, MeshError>),
+    PerTryTimeout,
+}
+
+/// The state of one request's attempts.
+struct Attempts<S, B> {
+    svc: S,
+    head: http::request::Parts,
+    template: Option<ReplayBody<B>>,
+    first: Option<ReplayBody<B>>,
+    policy: Arc<RetryPolicy>,
+    limits: Option<Arc<dyn RetryLimits>>,
+    cluster: Arc<str>,
+    pending: FuturesUnordered<Attempt>,
+    previous: Vec<SocketAddr>,
+    started: u32,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S, B> Attempts<S, B>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<MeshBody>, Error = MeshError>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
+{
+    /// Starts the next attempt: `Ok(false)` when the body cannot be replayed, `Err` when the
+    /// cluster refuses the retry.
+    async fn start(&mut self) -> Result<bool, MeshError> {
+        let body = match self.first.take() {
+            Some(b) => b,
+            None => match self.template.as_ref().and_then(ReplayBody::try_clone) {
+                Some(b) => b,
+                None => return Ok(false),
+            },
+        };
+        // A retry holds its slot in the cluster's retry limit while it is in flight.
+        let guard = match &self.limits {
+            Some(l) if self.started > 0 => Some(l.try_retry(&self.cluster)?),
+            _ => None,
+        };
+        poll_fn(|cx| self.svc.poll_ready(cx)).await?;
+        self.started += 1;
+        let req = attempt_request(&self.head, body, self.started, &self.previous, &self.policy);
+        let fut = self.svc.call(req);
+        self.pending.push(Box::pin(async move {
+            let res = fut.await;
+            drop(guard);
+            res
+        }));
+        self.deadline = self
+            .policy
+            .per_try_timeout
+            .map(|t| Box::pin(tokio::time::sleep_until(Instant::now() + t)));
+        Ok(true)
+    }
+
+    async fn next_event(&mut self) -> Event {
+        poll_fn(|cx| {
+            if let Poll::Ready(Some(res)) = self.pending.poll_next_unpin(cx) {
+                return Poll::Ready(Event::Done(res));
+            }
+            if let Some(d) = self.deadline.as_mut()
+                && d.as_mut().poll(cx).is_ready()
+            {
+                self.deadline = None;
+                return Poll::Ready(Event::PerTryTimeout);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// The retry loop of one request.
+async fn run<S, B>(
+    svc: S,
+    head: http::request::Parts,
+    body: ReplayBody<B>,
+    policy: Arc<RetryPolicy>,
+    limits: Option<Arc<dyn RetryLimits>>,
+    cluster: Arc<str>,
+) -> Result<Response<MeshBody>, MeshError>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<MeshBody>, Error = MeshError>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
+{
+    let mut a = Attempts {
+        svc,
+        head,
+        template: body.try_clone(),
+        first: Some(body),
+        policy: policy.clone(),
+        limits,
+        cluster,
+        pending: FuturesUnordered::new(),
+        previous: Vec::new(),
+        started: 0,
+        deadline: None,
+    };
+    let mut last: Option<Result<Response<MeshBody>, MeshError>> = None;
+    a.start().await?;
+    loop {
+        let outcome = match a.next_event().await {
+            Event::Done(res) => {
+                if let Some(ep) = endpoint_of(&res) {
+                    a.previous.push(ep);
+                }
+                let retriable = match &res {
+                    Ok(r) => policy.retriable_response(r),
+                    Err(e) => policy.retriable_error(e),
+                };
+                if !retriable {
+                    return res;
+                }
+                if !a.pending.is_empty() {
+                    // A hedged sibling is still running: its answer may yet be good.
+                    last = Some(res);
+                    continue;
+                }
+                res
+            }
+            Event::PerTryTimeout => {
+                let timed_out = Err(MeshError::new(
+                    ErrorKind::PerTryTimeout,
+                    format!(
+                        "attempt {} got no response within per_try_timeout {:?}",
+                        a.started,
+                        policy.per_try_timeout.unwrap_or_default()
+                    ),
+                )
+                .with_cluster(a.cluster.clone()));
+                if policy.hedge_on_per_try_timeout {
+                    if a.started <= policy.max_retries && a.start().await.unwrap_or(false) {
+                        continue;
+                    }
+                    if !a.pending.is_empty() {
+                        continue; // no more hedges: wait for the ones in flight
+                    }
+                } else {
+                    a.pending = FuturesUnordered::new(); // cancel the slow attempt
+                }
+                if let Err(e) = &timed_out
+                    && !policy.retriable_error(e)
+                {
+                    return timed_out;
+                }
+                timed_out
+            }
+        };
+        let last_outcome = last.take().unwrap_or(outcome);
+        if a.started > policy.max_retries {
+            return last_outcome;
+        }
+        tokio::time::sleep(policy.backoff(a.started, fastrand::u64(..))).await;
+        match a.start().await {
+            Ok(true) => {}
+            Ok(false) => return last_outcome,
+            Err(refused) => {
+                tracing::debug!(error = %refused, "retry not admitted");
+                return last_outcome;
+            }
+        }
+    }
+}
