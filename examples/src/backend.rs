@@ -1,8 +1,11 @@
 //! HTTP backends on loopback that answer with their own address.
 //!
 //! Each response has status 200, header `x-backend: <ip:port>`, header `x-path: <path as
-//! received>` and the address as body. A path `/delay/<ms>` answers after that many
-//! milliseconds. The server speaks HTTP/1.1 and HTTP/2 (prior knowledge)
+//! received>`, header `x-authority: <authority or Host>`, every request header named `x-…`
+//! echoed as `x-echo-…`, and the address as body. A path `/delay/<ms>` answers after that many
+//! milliseconds, `/status/<code>` with that status. A backend started with a [`Mode`] can fail
+//! or slow down every request, or a share of them. The server speaks HTTP/1.1 and HTTP/2
+//! (prior knowledge)
 //! on the same port. Stopping a backend closes its listener *and* its open connections, as a
 //! crashed process would.
 
@@ -15,6 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -23,15 +29,67 @@ use tokio::task::{JoinHandle, JoinSet};
 pub struct Backend {
     addr: SocketAddr,
     task: JoinHandle<()>,
+    served: Arc<AtomicU64>,
+}
+
+/// How a backend misbehaves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mode {
+    /// Answer this share of requests (percent, spread evenly over the sequence) with
+    /// `fail_status`.
+    pub fail_percent: u8,
+    /// The failing status (503 when 0).
+    pub fail_status: u16,
+    /// Wait this long before every answer.
+    pub delay: Option<Duration>,
+}
+
+impl Mode {
+    /// Every request fails with `status`.
+    pub fn failing(status: u16) -> Self {
+        Self {
+            fail_percent: 100,
+            fail_status: status,
+            delay: None,
+        }
+    }
+
+    /// `percent` of requests fail with 503.
+    pub fn flaky(percent: u8) -> Self {
+        Self {
+            fail_percent: percent,
+            fail_status: 503,
+            delay: None,
+        }
+    }
+
+    /// Every request waits `delay`.
+    pub fn slow(delay: Duration) -> Self {
+        Self {
+            delay: Some(delay),
+            ..Self::default()
+        }
+    }
 }
 
 impl Backend {
     /// Starts a backend on `127.0.0.1:0`.
     pub async fn start() -> std::io::Result<Backend> {
+        Self::start_with(Mode::default()).await
+    }
+
+    /// Starts a backend that behaves as `mode` says.
+    pub async fn start_with(mode: Mode) -> std::io::Result<Backend> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(serve(listener, addr));
-        Ok(Backend { addr, task })
+        let served = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(serve(listener, addr, mode, served.clone()));
+        Ok(Backend { addr, task, served })
+    }
+
+    /// Requests answered so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     /// Its address.
@@ -52,7 +110,7 @@ impl Drop for Backend {
     }
 }
 
-async fn serve(listener: TcpListener, addr: SocketAddr) {
+async fn serve(listener: TcpListener, addr: SocketAddr, mode: Mode, served: Arc<AtomicU64>) {
     // Connections live in this set: aborting the accept task drops the set and closes them all.
     let mut conns = JoinSet::new();
     loop {
@@ -64,8 +122,9 @@ async fn serve(listener: TcpListener, addr: SocketAddr) {
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
         let _ = stream.set_nodelay(true);
+        let served = served.clone();
         conns.spawn(async move {
-            let svc = service_fn(move |req| answer(req, addr));
+            let svc = service_fn(move |req| answer(req, addr, mode, served.clone()));
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
@@ -76,7 +135,13 @@ async fn serve(listener: TcpListener, addr: SocketAddr) {
 async fn answer(
     req: Request<Incoming>,
     addr: SocketAddr,
+    mode: Mode,
+    served: Arc<AtomicU64>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let n = served.fetch_add(1, Ordering::Relaxed);
+    if let Some(d) = mode.delay {
+        tokio::time::sleep(d).await;
+    }
     let path = req
         .uri()
         .path_and_query()
@@ -91,9 +156,43 @@ async fn answer(
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let me = addr.to_string();
-    Ok(Response::builder()
+    // An even spread: request n fails when (n × 37) mod 100 falls under the share.
+    let failing = mode.fail_percent > 0 && (n * 37) % 100 < u64::from(mode.fail_percent);
+    let status = if failing {
+        if mode.fail_status == 0 {
+            503
+        } else {
+            mode.fail_status
+        }
+    } else {
+        req.uri()
+            .path()
+            .strip_prefix("/status/")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(200)
+    };
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let mut res = Response::builder()
+        .status(status)
         .header("x-backend", &me)
         .header("x-path", path)
+        .header("x-authority", authority);
+    for (name, value) in req.headers() {
+        if name.as_str().starts_with("x-") {
+            res = res.header(format!("x-echo-{name}"), value);
+        }
+    }
+    Ok(res
         .body(Full::new(Bytes::from(me)))
         .expect("valid response"))
 }

@@ -1,0 +1,325 @@
+//! Traffic policy end to end: a mesh configured from YAML sends real requests to loopback
+//! backends that fail, stall or echo, and each policy shows at the backend or in the answer.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use mesh_examples::backend::{Backend, Mode};
+use mesh_tower::{ErrorKind, Mesh, MeshService, ServedBy};
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::*;
+use tower::ServiceExt;
+
+/// One listener `web` with the given routes; clusters `(name, addrs, extra yaml)`.
+fn config(routes: &str, clusters: &[(&str, &[SocketAddr], &str)]) -> String {
+    let mut out = format!(
+        "listeners:\n  - name: web\n    route_config:\n      virtual_hosts:\n        - name: web\n          domains: [\"*\"]\n          routes:\n{routes}\nclusters:\n"
+    );
+    for (name, _, extra) in clusters {
+        out.push_str(&format!("  - name: {name}\n    {extra}\n"));
+    }
+    out.push_str("endpoints:\n");
+    for (name, addrs, _) in clusters {
+        let eps: Vec<String> = addrs
+            .iter()
+            .map(|a| format!("{{ address: \"{a}\" }}"))
+            .collect();
+        out.push_str(&format!(
+            "  - cluster_name: {name}\n    endpoints: [{{ lb_endpoints: [{}] }}]\n",
+            eps.join(", ")
+        ));
+    }
+    out
+}
+
+async fn send(
+    svc: &MeshService<Empty<Bytes>>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<http::Response<Bytes>, mesh_tower::MeshError> {
+    let mut req = http::Request::get(format!("http://web{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = svc.clone().oneshot(req.body(Empty::new()).unwrap()).await?;
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Ok(http::Response::from_parts(parts, body))
+}
+
+fn served_by<T>(res: &http::Response<T>) -> SocketAddr {
+    res.extensions().get::<ServedBy>().unwrap().endpoint
+}
+
+async fn web(yaml: &str) -> (Mesh, MeshService<Empty<Bytes>>) {
+    let mesh = mesh_from(yaml).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    (mesh, web)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_with_a_budget_hide_a_flaky_backend() {
+    let flaky = Backend::start_with(Mode::flaky(20)).await.unwrap();
+    let routes = r#"            - match: { prefix: / }
+              route:
+                cluster: flaky
+                retry_policy: { retry_on: 5xx, num_retries: 5, retry_back_off: { base_interval: 0.001s } }"#;
+    // 8 callers: a 20% budget alone would allow 1.6 retries in flight; the floor of 5 covers
+    // the bursts, and the budget still caps a storm when the backend fails entirely.
+    let cluster = "circuit_breakers: { thresholds: [{ retry_budget: { budget_percent: { value: 20.0 }, min_retry_concurrency: 5 } }] }";
+    let (mesh, web) = web(&config(routes, &[("flaky", &[flaky.addr()], cluster)])).await;
+    let requests = 2000;
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let web = web.clone();
+        tasks.spawn(async move {
+            let mut ok = 0;
+            for _ in (worker..requests).step_by(8) {
+                ok += usize::from(send(&web, "/", &[]).await.is_ok_and(|r| r.status() == 200));
+            }
+            ok
+        });
+    }
+    let ok: usize = tasks.join_all().await.into_iter().sum();
+    let success = ok as f64 / requests as f64;
+    let extra = flaky.served() as f64 / requests as f64 - 1.0;
+    assert!(success >= 0.999, "success rate {success}");
+    // 20% failures retried until success: 0.2 + 0.04 + 0.008 + … ≈ 25% extra attempts; five
+    // retries leave 0.2^6 ≈ 0.006% of requests failing.
+    assert!(extra <= 0.30, "extra load {extra}");
+    drop(mesh);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_retry_policy_means_no_retry() {
+    let failing = Backend::start_with(Mode::failing(503)).await.unwrap();
+    let routes = "            - match: { prefix: / }\n              route: { cluster: c }";
+    let (_mesh, web) = web(&config(routes, &[("c", &[failing.addr()], "")])).await;
+    for _ in 0..10 {
+        assert_eq!(send(&web, "/", &[]).await.unwrap().status(), 503);
+    }
+    assert_eq!(failing.served(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_and_header_mutations_reach_the_backend() {
+    let b = Backend::start().await.unwrap();
+    let routes = r#"            - match: { prefix: /api/ }
+              request_headers_to_add: [{ header: { key: x-route, value: r } }]
+              response_headers_to_remove: [x-backend]
+              route:
+                cluster: c
+                prefix_rewrite: /internal/
+                host_rewrite_literal: backend.local
+            - match: { safe_regex: { regex: "/users/([0-9]+)/profile" } }
+              route:
+                cluster: c
+                regex_rewrite: { pattern: { regex: "^/users/([0-9]+)/profile$" }, substitution: "/profiles/\\1" }"#;
+    let yaml = config(routes, &[("c", &[b.addr()], "")]);
+    let (_mesh, web) = web(&yaml).await;
+    let res = send(&web, "/api/items?x=1", &[("x-caller", "me")])
+        .await
+        .unwrap();
+    let h = res.headers();
+    assert_eq!(h["x-path"], "/internal/items?x=1");
+    assert_eq!(h["x-authority"], "backend.local");
+    assert_eq!(h["x-echo-x-route"], "r");
+    assert_eq!(h["x-echo-x-caller"], "me");
+    assert!(!h.contains_key("x-backend"), "response header removed");
+    let res = send(&web, "/users/42/profile", &[]).await.unwrap();
+    assert_eq!(res.headers()["x-path"], "/profiles/42");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_and_direct_responses_never_reach_a_backend() {
+    let b = Backend::start().await.unwrap();
+    let routes = r#"            - match: { prefix: /old }
+              redirect: { prefix_rewrite: /new, response_code: FOUND }
+            - match: { path: /health }
+              direct_response: { status: 200, body: { inline_string: ok } }
+            - match: { prefix: / }
+              route: { cluster: c }"#;
+    let (_mesh, web) = web(&config(routes, &[("c", &[b.addr()], "")])).await;
+    let res = send(&web, "/old/page?q=1", &[]).await.unwrap();
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["location"], "http://web/new/page?q=1");
+    let res = send(&web, "/health", &[]).await.unwrap();
+    assert_eq!(
+        (res.status().as_u16(), res.body().as_ref()),
+        (200, b"ok".as_ref())
+    );
+    assert_eq!(b.served(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_overflow_fails_fast_and_names_the_threshold() {
+    let slow = Backend::start_with(Mode::slow(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let routes = "            - match: { prefix: / }\n              route: { cluster: limited }";
+    let cluster = "circuit_breakers: { thresholds: [{ max_requests: 1 }] }";
+    let (_mesh, web) = web(&config(routes, &[("limited", &[slow.addr()], cluster)])).await;
+    let first = tokio::spawn({
+        let web = web.clone();
+        async move { send(&web, "/", &[]).await }
+    });
+    // The first request is in flight once the backend has accepted it.
+    tokio::time::timeout(PATIENCE, async {
+        while slow.served() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    let err = send(&web, "/", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overflow);
+    let text = err.to_string();
+    assert!(
+        text.contains("cluster \"limited\"") && text.contains("max_requests (1)"),
+        "{text}"
+    );
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    assert_eq!(
+        send(&web, "/", &[]).await.unwrap().status(),
+        200,
+        "the slot is free again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_a_failing_endpoint_and_brings_it_back() {
+    let (bad, good) = (
+        Backend::start_with(Mode::failing(503)).await.unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let routes = "            - match: { prefix: / }\n              route: { cluster: c }";
+    let cluster = "outlier_detection: { consecutive_5xx: 2, interval: 0.1s, base_ejection_time: 0.3s, max_ejection_percent: 50 }";
+    let (_mesh, web) = web(&config(
+        routes,
+        &[("c", &[bad.addr(), good.addr()], cluster)],
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(send(&web, "/", &[]).await.unwrap().status().as_u16());
+    }
+    assert_eq!(
+        bad.served(),
+        2,
+        "ejected after two consecutive 5xx: {statuses:?}"
+    );
+    assert!(statuses[4..].iter().all(|s| *s == 200), "{statuses:?}");
+    // After the ejection time, a sweep returns it to the pick.
+    tokio::time::timeout(PATIENCE, async {
+        while bad.served() == 2 {
+            let _ = send(&web, "/", &[]).await;
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the endpoint came back after base_ejection_time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_try_timeout_moves_a_slow_attempt_to_another_host() {
+    let (slow, fast) = (
+        Backend::start_with(Mode::slow(Duration::from_secs(30)))
+            .await
+            .unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let routes = r#"            - match: { prefix: / }
+              route:
+                cluster: c
+                timeout: 5s
+                retry_policy:
+                  retry_on: 5xx
+                  num_retries: 2
+                  per_try_timeout: 0.2s
+                  retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts }]
+                  host_selection_retry_max_attempts: 3"#;
+    let (_mesh, web) = web(&config(routes, &[("c", &[slow.addr(), fast.addr()], "")])).await;
+    for _ in 0..6 {
+        let res = send(&web, "/", &[]).await.unwrap();
+        assert_eq!(served_by(&res), fast.addr());
+    }
+    assert!(slow.served() >= 1, "round robin tried the slow endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_rate_limits_and_mirrors() {
+    let (b, shadow) = (
+        Backend::start().await.unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let routes = r#"            - match: { prefix: /chaos }
+              route: { cluster: c }
+            - match: { prefix: /limited }
+              typed_per_filter_config:
+                envoy.filters.http.fault: { disabled: true }
+                rl:
+                  local_ratelimit:
+                    token_bucket: { max_tokens: 3, fill_interval: 60s }
+                    filter_enabled: { numerator: 100 }
+                    filter_enforced: { numerator: 100 }
+              route: { cluster: c }
+            - match: { prefix: /mirrored }
+              typed_per_filter_config:
+                envoy.filters.http.fault: { disabled: true }
+              route: { cluster: c, request_mirror_policies: [{ cluster: shadow }] }"#;
+    let mut yaml = config(
+        routes,
+        &[("c", &[b.addr()], ""), ("shadow", &[shadow.addr()], "")],
+    );
+    yaml = yaml.replacen(
+        "    route_config:",
+        r#"    http_filters:
+      - name: envoy.filters.http.fault
+        fault:
+          abort: { http_status: 418, percentage: { numerator: 100 } }
+          headers: [{ name: x-chaos }]
+      - name: rl
+        local_ratelimit: { token_bucket: { max_tokens: 1000, fill_interval: 60s } }
+    route_config:"#,
+        1,
+    );
+    let (_mesh, web) = web(&yaml).await;
+    assert_eq!(send(&web, "/chaos", &[]).await.unwrap().status(), 200);
+    assert_eq!(
+        send(&web, "/chaos", &[("x-chaos", "1")])
+            .await
+            .unwrap()
+            .status(),
+        418
+    );
+    assert_eq!(b.served(), 1, "the abort never reached the backend");
+
+    let statuses: Vec<u16> = futures_util::future::join_all((0..5).map(|_| async {
+        send(&web, "/limited", &[("x-chaos", "1")])
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }))
+    .await;
+    let mut sorted = statuses.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [200, 200, 200, 429, 429],
+        "fault disabled on the route, bucket of 3"
+    );
+
+    for _ in 0..5 {
+        assert_eq!(send(&web, "/mirrored", &[]).await.unwrap().status(), 200);
+    }
+    tokio::time::timeout(PATIENCE, async {
+        while shadow.served() < 5 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("every mirrored request reached the shadow");
+}
