@@ -34,6 +34,7 @@ pub mod breaker;
 pub mod cluster;
 pub mod connect;
 pub mod direct;
+mod draw;
 mod error;
 pub mod fault;
 mod grpc;

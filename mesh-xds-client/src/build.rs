@@ -228,3 +228,42 @@ fn lb_endpoint(addr: SocketAddr) -> eds::LbEndpoint {
         ..Default::default()
     }
 }
+
+/// The fault filter with `config` (an empty `HTTPFault` injects nothing until a route overrides
+/// it through `typed_per_filter_config`).
+pub fn fault_filter(
+    config: &envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault,
+) -> hcm::HttpFilter {
+    hcm::HttpFilter {
+        name: "envoy.filters.http.fault".into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(config))),
+        ..Default::default()
+    }
+}
+
+/// Replaces the HTTP filters of a listener built here (API or socket listener); the router
+/// stays last.
+pub fn set_http_filters(listener: &mut lds::Listener, mut filters: Vec<hcm::HttpFilter>) {
+    use prost::Message;
+    filters.push(router_filter());
+    let edit = |a: &mut Any| {
+        if let Ok(mut m) = hcm::HttpConnectionManager::decode(&*a.value) {
+            m.http_filters = filters.clone();
+            *a = any(&m);
+        }
+    };
+    if let Some(a) = listener
+        .api_listener
+        .as_mut()
+        .and_then(|l| l.api_listener.as_mut())
+    {
+        edit(a);
+    }
+    for chain in &mut listener.filter_chains {
+        for f in &mut chain.filters {
+            if let Some(lds::filter::ConfigType::TypedConfig(a)) = &mut f.config_type {
+                edit(a);
+            }
+        }
+    }
+}

@@ -29,6 +29,6 @@ impl<S> Layer<S> for FaultLayer {
     type Service = Fault<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Fault::new(inner, self.seed.unwrap_or_else(|| fastrand::u64(..)))
+        Fault::new(inner, self.seed)
     }
 }

@@ -98,7 +98,7 @@ impl FaultPolicy {
     }
 
     /// Decides the faults for one request.
-    fn decide(&self, headers: &HeaderMap, rng: &mut fastrand::Rng) -> Decision {
+    fn decide(&self, headers: &HeaderMap, rng: &mut crate::draw::Draw) -> Decision {
         let mut d = Decision::default();
         if !self.headers.iter().all(|h| h.matches(headers)) {
             return d;
@@ -112,7 +112,7 @@ impl FaultPolicy {
                 }
             };
             if let Some(t) = delay
-                && pct.hits(rng.u64(..))
+                && pct.hits(rng.u64())
             {
                 d.delay = Some(t);
             }
@@ -132,7 +132,7 @@ impl FaultPolicy {
                     }),
             };
             if let Some(a) = abort
-                && pct.hits(rng.u64(..))
+                && pct.hits(rng.u64())
             {
                 d.abort = Some(a);
             }
@@ -197,15 +197,16 @@ pub struct FaultInjected;
 #[derive(Clone, Debug)]
 pub struct Fault<S> {
     inner: S,
-    rng: fastrand::Rng,
+    rng: crate::draw::Draw,
 }
 
 impl<S> Fault<S> {
-    /// Wraps `inner`; `seed` drives the fault draws (tests pin it).
-    pub fn new(inner: S, seed: u64) -> Self {
+    /// Wraps `inner`; `seed` pins the fault draws of this instance (tests), `None` draws from
+    /// the thread's generator.
+    pub fn new(inner: S, seed: Option<u64>) -> Self {
         Self {
             inner,
-            rng: fastrand::Rng::with_seed(seed),
+            rng: crate::draw::Draw::new(seed),
         }
     }
 }

@@ -33,7 +33,7 @@ fn abort(pct: FractionalPercent) -> HttpFault {
 #[tokio::test]
 async fn abort_percentage_is_respected_within_statistical_bounds() {
     let info = info(abort(FractionalPercent::percent(50)));
-    let mut svc = Fault::new(ok_service(), 42);
+    let mut svc = Fault::new(ok_service(), Some(42));
     let mut aborted = 0;
     for _ in 0..4000 {
         let res = svc.call(request(&info, "/", ())).await.unwrap();
@@ -80,7 +80,7 @@ async fn a_delay_holds_the_request_then_forwards_it() {
         ..Default::default()
     });
     let policy = info.fault.clone().unwrap();
-    let mut svc = Fault::new(ok_service(), 1);
+    let mut svc = Fault::new(ok_service(), Some(1));
     let start = Instant::now();
     let first = tokio::spawn(svc.call(request(&info, "/", ())));
     tokio::task::yield_now().await;
@@ -108,7 +108,7 @@ async fn header_controlled_faults() {
         }),
         ..Default::default()
     });
-    let mut svc = Fault::new(ok_service(), 1);
+    let mut svc = Fault::new(ok_service(), Some(1));
     // No headers: no fault.
     assert_eq!(
         svc.call(request(&info, "/", ())).await.unwrap().status(),
@@ -169,7 +169,7 @@ async fn grpc_callers_get_grpc_statuses() {
         }],
         ..Default::default()
     });
-    let mut svc = Fault::new(ok_service(), 1);
+    let mut svc = Fault::new(ok_service(), Some(1));
     assert_eq!(
         svc.call(request(&info, "/", ())).await.unwrap().status(),
         200,

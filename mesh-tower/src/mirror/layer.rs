@@ -28,10 +28,6 @@ impl<S> Layer<S> for MirrorLayer {
     type Service = Mirror<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Mirror::new(
-            inner,
-            self.seed.unwrap_or_else(|| fastrand::u64(..)),
-            self.stats.clone(),
-        )
+        Mirror::new(inner, self.seed, self.stats.clone())
     }
 }

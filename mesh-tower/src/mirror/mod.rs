@@ -48,16 +48,17 @@ pub struct MirrorStats {
 #[derive(Clone, Debug)]
 pub struct Mirror<S> {
     inner: S,
-    rng: fastrand::Rng,
+    rng: crate::draw::Draw,
     stats: Arc<MirrorStats>,
 }
 
 impl<S> Mirror<S> {
-    /// Wraps `inner` (which also sends the copies); `seed` drives the fractions.
-    pub fn new(inner: S, seed: u64, stats: Arc<MirrorStats>) -> Self {
+    /// Wraps `inner` (which also sends the copies); `seed` pins the fraction draws of this
+    /// instance (tests), `None` draws from the thread's generator.
+    pub fn new(inner: S, seed: Option<u64>, stats: Arc<MirrorStats>) -> Self {
         Self {
             inner,
-            rng: fastrand::Rng::with_seed(seed),
+            rng: crate::draw::Draw::new(seed),
             stats,
         }
     }
@@ -108,7 +109,7 @@ where
             && first_attempt
         {
             for m in decision.route.mirrors.iter() {
-                if !m.fraction.is_none_or(|f| f.hits(self.rng.u64(..))) {
+                if !m.fraction.is_none_or(|f| f.hits(self.rng.u64())) {
                     continue;
                 }
                 let Some(body) = req.body().try_clone() else {

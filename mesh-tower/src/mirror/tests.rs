@@ -38,7 +38,7 @@ async fn the_copy_reaches_the_shadow_cluster_with_the_body() {
             }
         })
     });
-    let mut mirror = Mirror::new(svc, 1, Arc::default());
+    let mut mirror = Mirror::new(svc, Some(1), Arc::default());
     let req = request(&info, "/x", Full::new(Bytes::from_static(b"payload")))
         .map(|b| ReplayBody::replayable(b, 1024));
     let res = mirror.call(req).await.unwrap();
@@ -70,7 +70,7 @@ async fn fractions_retries_and_unreplayable_bodies() {
     let svc = service(|_: Request<ReplayBody<Full<Bytes>>>| -> BoxFut {
         Box::pin(async { Ok(response(200, 1)) })
     });
-    let mut mirror = Mirror::new(svc, 7, Arc::default());
+    let mut mirror = Mirror::new(svc, Some(7), Arc::default());
     for _ in 0..4000 {
         let req =
             request(&info, "/", Full::new(Bytes::new())).map(|b| ReplayBody::replayable(b, 16));

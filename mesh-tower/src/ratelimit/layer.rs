@@ -23,6 +23,6 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, self.seed.unwrap_or_else(|| fastrand::u64(..)))
+        RateLimit::new(inner, self.seed)
     }
 }

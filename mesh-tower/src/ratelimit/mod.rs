@@ -121,15 +121,16 @@ pub struct RateLimited;
 #[derive(Clone, Debug)]
 pub struct RateLimit<S> {
     inner: S,
-    rng: fastrand::Rng,
+    rng: crate::draw::Draw,
 }
 
 impl<S> RateLimit<S> {
-    /// Wraps `inner`; `seed` drives the rollout fractions.
-    pub fn new(inner: S, seed: u64) -> Self {
+    /// Wraps `inner`; `seed` pins the rollout draws of this instance (tests), `None` draws
+    /// from the thread's generator.
+    pub fn new(inner: S, seed: Option<u64>) -> Self {
         Self {
             inner,
-            rng: fastrand::Rng::with_seed(seed),
+            rng: crate::draw::Draw::new(seed),
         }
     }
 }
@@ -151,7 +152,7 @@ where
             .extensions()
             .get::<RouteDecision>()
             .and_then(|d| d.route.rate_limit.as_ref())
-            && limiter.refuses(Instant::now(), self.rng.u64(..), self.rng.u64(..))
+            && limiter.refuses(Instant::now(), self.rng.u64(), self.rng.u64())
         {
             return Either::Left(ready(Ok(limiter.refusal(grpc::is_grpc(req.headers())))));
         }

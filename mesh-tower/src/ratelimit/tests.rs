@@ -54,7 +54,7 @@ async fn refusals_carry_the_status_headers_and_grpc_code() {
     let info = Arc::new(info);
     let mut svc = RateLimit::new(
         service(|_: Request<()>| -> BoxFut { Box::pin(async { Ok(response(200, 1)) }) }),
-        1,
+        Some(1),
     );
     assert_eq!(
         svc.call(request(&info, "/", ())).await.unwrap().status(),

@@ -2,6 +2,7 @@ use super::table::Table;
 use crate::ErrorKind;
 use http::{HeaderMap, HeaderValue};
 use mesh_core::RouteConfig;
+use std::sync::Arc;
 
 fn table(yaml: &str) -> Table {
     let rc: RouteConfig = serde_saphyr_from(yaml);
@@ -315,4 +316,101 @@ virtual_hosts:
         t.route("x", "/", None, &h).unwrap().timeout,
         Some(std::time::Duration::from_secs(15))
     );
+}
+
+#[test]
+fn filter_overrides_resolve_route_over_virtual_host_over_listener() {
+    use mesh_core::config::listener::HttpFilter;
+    let rc = serde_saphyr_from(
+        r#"virtual_hosts:
+  - name: v
+    domains: ["*"]
+    typed_per_filter_config:
+      rl: { local_ratelimit: { token_bucket: { max_tokens: 1, fill_interval: 1s } } }
+    routes:
+      - match: { prefix: /own }
+        typed_per_filter_config:
+          f: { fault: { abort: { http_status: 503 } } }
+          rl: { disabled: true }
+        route: { cluster: a }
+      - match: { prefix: /off }
+        typed_per_filter_config:
+          f: { disabled: true }
+        route: { cluster: a }
+      - match: { prefix: / }
+        route: { cluster: a }"#,
+    );
+    let listener_fault = mesh_core::policy::HttpFault {
+        delay: Some(mesh_core::policy::FaultDelay {
+            fixed_delay: Some(std::time::Duration::from_secs(1)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let filters = [
+        HttpFilter {
+            name: "f".into(),
+            fault: Some(listener_fault),
+            local_ratelimit: None,
+        },
+        HttpFilter {
+            name: "rl".into(),
+            fault: None,
+            local_ratelimit: Some(Default::default()),
+        },
+    ];
+    let t = Table::compile(&rc, &filters).unwrap();
+    let at = |p: &str| t.route("x", p, None, &HeaderMap::new()).unwrap().clone();
+    let own = at("/own");
+    assert!(
+        format!("{:?}", own.fault).contains("Http(503)"),
+        "{:?}",
+        own.fault
+    );
+    assert!(own.rate_limit.is_none(), "disabled on the route");
+    assert!(at("/off").fault.is_none());
+    let rest = at("/");
+    assert!(
+        format!("{:?}", rest.fault).contains("Fixed(1s)"),
+        "listener's"
+    );
+    assert!(rest.rate_limit.is_some(), "the virtual host's bucket");
+    assert!(Arc::ptr_eq(
+        rest.rate_limit.as_ref().unwrap(),
+        at("/off").rate_limit.as_ref().unwrap()
+    ));
+}
+
+#[test]
+fn query_grpc_and_runtime_fraction_matchers() {
+    let t = table(
+        r#"virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+      - match: { prefix: /, query_parameters: [{ name: debug, string_match: { exact: "1" } }] }
+        route: { cluster: a }
+      - match: { prefix: /, query_parameters: [{ name: trace }] }
+        route: { cluster: b }
+      - match: { prefix: /, grpc: {} }
+        route: { cluster: c }
+      - match: { prefix: /, runtime_fraction: { default_value: { numerator: 30 } } }
+        route: { cluster: d }
+      - match: { prefix: / }
+        route: { cluster: a }"#,
+    );
+    let cluster = |q: Option<&str>, h: &HeaderMap| {
+        let r = t.route("x", "/p", q, h).unwrap();
+        r.pick_cluster(h, 0).unwrap().0.to_string()
+    };
+    let none = HeaderMap::new();
+    fastrand::seed(3);
+    assert_eq!(cluster(Some("x=2&debug=1"), &none), "a");
+    assert_eq!(cluster(Some("trace"), &none), "b");
+    assert_eq!(cluster(Some("debug=2&trace=0"), &none), "b");
+    let grpc = headers(&[("content-type", "application/grpc")]);
+    assert_eq!(cluster(None, &grpc), "c");
+    let d = (0..2000).filter(|_| cluster(None, &none) == "d").count();
+    // 30% of 2000: sd ≈ 20.5; ±4 sd.
+    assert!((518..=682).contains(&d), "{d}");
 }

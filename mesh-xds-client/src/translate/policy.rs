@@ -24,6 +24,8 @@ pub(crate) const FAULT_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
 pub(crate) const LOCAL_RATELIMIT_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+const PREVIOUS_HOSTS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
 
 pub(crate) fn fractional(p: &type_pb::FractionalPercent) -> FractionalPercent {
@@ -134,8 +136,16 @@ pub(crate) fn retry(p: &pb::RetryPolicy, path: &FieldPath, errors: &mut Errors) 
     out.retry_host_predicate = p
         .retry_host_predicate
         .iter()
-        .map(|h| RetryHostPredicate {
-            name: h.name.clone(),
+        .map(|h| {
+            use pb::retry_policy::retry_host_predicate::ConfigType;
+            // Envoy identifies the extension by its config's type; the name is a label.
+            let name = match &h.config_type {
+                Some(ConfigType::TypedConfig(a)) if a.type_url == PREVIOUS_HOSTS_TYPE => {
+                    mesh_core::policy::retry::PREVIOUS_HOSTS.to_owned()
+                }
+                _ => h.name.clone(),
+            };
+            RetryHostPredicate { name }
         })
         .collect();
     if p.host_selection_retry_max_attempts > 0 {
