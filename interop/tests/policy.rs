@@ -323,3 +323,113 @@ async fn faults_rate_limits_and_mirrors() {
     .await
     .expect("every mirrored request reached the shadow");
 }
+
+/// Connects only once released, so requests stay pending on the connection.
+#[derive(Clone)]
+struct GatedConnector {
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+    dialing: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl mesh_tower::connect::Connect for GatedConnector {
+    fn connect(
+        &self,
+        target: &mesh_tower::connect::ConnectTarget,
+    ) -> mesh_tower::connect::ConnectFuture {
+        let (gate, target) = (self.gate.clone(), target.clone());
+        self.dialing
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            let _permit = gate.acquire().await.expect("gate open");
+            mesh_tower::connect::Connect::connect(
+                &mesh_tower::connect::TcpConnector::default(),
+                &target,
+            )
+            .await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_and_connection_limits_fail_fast() {
+    let b = Backend::start_with(Mode::slow(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    let routes = r#"            - match: { prefix: /h2 }
+              route: { cluster: h2 }
+            - match: { prefix: /h1 }
+              route: { cluster: h1 }"#;
+    let yaml = config(
+        routes,
+        &[
+            (
+                "h2",
+                &[b.addr()],
+                "protocol: HTTP2\n    circuit_breakers: { thresholds: [{ max_pending_requests: 1 }] }",
+            ),
+            (
+                "h1",
+                &[b.addr()],
+                "circuit_breakers: { thresholds: [{ max_connections: 1 }] }",
+            ),
+        ],
+    );
+    let gated = GatedConnector {
+        gate: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+        dialing: Default::default(),
+    };
+    let store = mesh_core::Store::new();
+    store
+        .replace(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
+        .unwrap();
+    let mesh = Mesh::builder()
+        .store(store)
+        .connector(gated.clone())
+        .build()
+        .await
+        .unwrap();
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+
+    // HTTP/2: the first request waits for the connection; a second one would be the second
+    // pending request.
+    let first = tokio::spawn({
+        let web = web.clone();
+        async move { send(&web, "/h2", &[]).await }
+    });
+    tokio::time::timeout(PATIENCE, async {
+        while gated.dialing.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the first request is dialing");
+    let err = send(&web, "/h2", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overflow);
+    assert!(
+        err.to_string().contains("max_pending_requests (1)"),
+        "{err}"
+    );
+    gated.gate.add_permits(100);
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+
+    // HTTP/1: one connection at most; while it is busy, a request needing another fails.
+    let busy = tokio::spawn({
+        let web = web.clone();
+        async move { send(&web, "/h1", &[]).await }
+    });
+    tokio::time::timeout(PATIENCE, async {
+        while b.served() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    let err = send(&web, "/h1", &[]).await.unwrap_err();
+    assert!(err.to_string().contains("max_connections (1)"), "{err}");
+    assert_eq!(busy.await.unwrap().unwrap().status(), 200);
+    assert_eq!(
+        send(&web, "/h1", &[]).await.unwrap().status(),
+        200,
+        "the connection is reused"
+    );
+}

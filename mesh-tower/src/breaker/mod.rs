@@ -38,12 +38,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[derive(Debug)]
 pub struct Limits {
     cluster: Arc<str>,
+    max_connections: AtomicU32,
     max_requests: AtomicU32,
     max_pending: AtomicU32,
     max_retries: AtomicU32,
     /// Budget percent × 1000 (0: no budget), and its floor.
     budget_milli: AtomicU32,
     min_retry_concurrency: AtomicU32,
+    connections: Arc<AtomicU32>,
     requests: Arc<AtomicU32>,
     pending: Arc<AtomicU32>,
     retries: Arc<AtomicU32>,
@@ -53,6 +55,8 @@ pub struct Limits {
 /// How many requests each threshold refused.
 #[derive(Debug, Default)]
 pub struct Overflows {
+    /// `max_connections`.
+    pub connections: AtomicU64,
     /// `max_requests`.
     pub requests: AtomicU64,
     /// `max_pending_requests`.
@@ -76,11 +80,13 @@ impl Limits {
     pub fn new(cluster: Arc<str>) -> Self {
         Self {
             cluster,
+            max_connections: AtomicU32::new(defaults::MAX),
             max_requests: AtomicU32::new(defaults::MAX),
             max_pending: AtomicU32::new(defaults::MAX),
             max_retries: AtomicU32::new(defaults::MAX_RETRIES),
             budget_milli: AtomicU32::new(0),
             min_retry_concurrency: AtomicU32::new(defaults::MIN_RETRY_CONCURRENCY),
+            connections: Arc::default(),
             requests: Arc::default(),
             pending: Arc::default(),
             retries: Arc::default(),
@@ -92,6 +98,10 @@ impl Limits {
     pub fn configure(&self, cb: Option<&CircuitBreakers>) {
         let t = cb.and_then(|c| c.default_priority());
         let get = |v: Option<u32>, d: u32| v.unwrap_or(d);
+        self.max_connections.store(
+            get(t.and_then(|t| t.max_connections), defaults::MAX),
+            Ordering::Relaxed,
+        );
         self.max_requests.store(
             get(t.and_then(|t| t.max_requests), defaults::MAX),
             Ordering::Relaxed,
@@ -131,6 +141,21 @@ impl Limits {
             self.overflows.requests.fetch_add(1, Ordering::Relaxed);
             self.overflow("max_requests", max)
         })
+    }
+
+    /// Admits one new connection under `max_connections`; the guard lives as long as the
+    /// connection.
+    pub fn try_connection(&self) -> Result<Guard, MeshError> {
+        let max = self.max_connections.load(Ordering::Relaxed);
+        acquire(&self.connections, max).ok_or_else(|| {
+            self.overflows.connections.fetch_add(1, Ordering::Relaxed);
+            self.overflow("max_connections", max)
+        })
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> u32 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Admits one request waiting for a connection under `max_pending_requests`.

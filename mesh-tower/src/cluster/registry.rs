@@ -226,7 +226,11 @@ where
                     }
                     _ => (
                         Arc::new(EndpointStats::default()),
-                        Arc::new(Connection::new(target, self.connector.clone())),
+                        Arc::new(Connection::new(
+                            target,
+                            self.connector.clone(),
+                            self.limits.clone(),
+                        )),
                     ),
                 };
                 let locality = localities

@@ -2,11 +2,12 @@
 
 use super::{ConnectTarget, Connector, dial, handshake_error, spawn_connection, upstream_error};
 use crate::RequestBody;
+use crate::breaker::{Guard, Limits};
 use crate::error::MeshError;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Connections kept for reuse; more than this many are closed when handed back.
 const MAX_POOLED: usize = 256;
@@ -14,6 +15,7 @@ const MAX_POOLED: usize = 256;
 pub(crate) struct Pool<B> {
     target: ConnectTarget,
     connector: Connector,
+    limits: Arc<Limits>,
     pooled: Mutex<Vec<SendRequest<B>>>,
 }
 
@@ -21,10 +23,11 @@ impl<B> Pool<B>
 where
     B: RequestBody,
 {
-    pub(crate) fn new(target: ConnectTarget, connector: Connector) -> Self {
+    pub(crate) fn new(target: ConnectTarget, connector: Connector, limits: Arc<Limits>) -> Self {
         Self {
             target,
             connector,
+            limits,
             pooled: Mutex::new(Vec::new()),
         }
     }
@@ -47,7 +50,12 @@ where
                 },
             }
         }
-        let mut tx = self.open().await?;
+        // No idle connection: this request waits for a new one (max_pending_requests), which
+        // must fit under max_connections. Over either limit it fails fast (Envoy would queue
+        // up to max_pending for a busy connection; an HTTP/1 pool here never shares one).
+        let _pending = self.limits.try_pending()?;
+        let slot = self.limits.try_connection()?;
+        let mut tx = self.open(slot).await?;
         let res = tx
             .send_request(req)
             .await
@@ -71,13 +79,13 @@ where
         }
     }
 
-    async fn open(&self) -> Result<SendRequest<B>, MeshError> {
+    async fn open(&self, slot: Guard) -> Result<SendRequest<B>, MeshError> {
         let target = &self.target;
         let io = dial(target, &self.connector).await?;
         let (tx, conn) = http1::handshake(io)
             .await
             .map_err(|e| handshake_error(target, e))?;
-        spawn_connection(target, conn);
+        spawn_connection(target, conn, slot);
         Ok(tx)
     }
 }

@@ -2,6 +2,7 @@
 
 use super::{ConnectTarget, Connector, dial, handshake_error, spawn_connection, upstream_error};
 use crate::RequestBody;
+use crate::breaker::Limits;
 use crate::error::MeshError;
 use arc_swap::ArcSwapOption;
 use futures_util::FutureExt;
@@ -21,6 +22,7 @@ pub(crate) struct Shared<B> {
 struct Inner<B> {
     target: ConnectTarget,
     connector: Connector,
+    limits: Arc<Limits>,
     current: ArcSwapOption<SendRequest<B>>,
     connecting: Mutex<Option<Connecting<B>>>,
 }
@@ -29,11 +31,12 @@ impl<B> Shared<B>
 where
     B: RequestBody,
 {
-    pub(crate) fn new(target: ConnectTarget, connector: Connector) -> Self {
+    pub(crate) fn new(target: ConnectTarget, connector: Connector, limits: Arc<Limits>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 target,
                 connector,
+                limits,
                 current: ArcSwapOption::empty(),
                 connecting: Mutex::new(None),
             }),
@@ -72,6 +75,8 @@ where
         {
             return Ok(SendRequest::clone(tx));
         }
+        // No live connection: this request is pending until one is up.
+        let _pending = self.inner.limits.try_pending()?;
         let attempt = {
             let mut connecting = self
                 .inner
@@ -111,12 +116,13 @@ where
 
     async fn handshake(&self) -> Result<SendRequest<B>, MeshError> {
         let target = &self.target;
+        let slot = self.limits.try_connection()?;
         let io = dial(target, &self.connector).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(io)
             .await
             .map_err(|e| handshake_error(target, e))?;
-        spawn_connection(target, conn);
+        spawn_connection(target, conn, slot);
         tracing::debug!(address = %target.address, cluster = %target.cluster, "HTTP/2 connection opened");
         Ok(tx)
     }

@@ -18,6 +18,7 @@ mod http1;
 mod http2;
 
 use crate::RequestBody;
+use crate::breaker::{Guard, Limits};
 use crate::error::{ErrorKind, MeshError};
 use http::{Request, Response, Uri, header, uri};
 use hyper::body::Incoming;
@@ -136,10 +137,12 @@ impl<B> Connection<B>
 where
     B: RequestBody,
 {
-    pub(crate) fn new(target: ConnectTarget, connector: Connector) -> Self {
+    /// The connection(s) to `target`, within the cluster's `limits` (connections, and
+    /// requests waiting for one).
+    pub(crate) fn new(target: ConnectTarget, connector: Connector, limits: Arc<Limits>) -> Self {
         match target.protocol {
-            Protocol::Http1 => Connection::Http1(http1::Pool::new(target, connector)),
-            Protocol::Http2 => Connection::Http2(http2::Shared::new(target, connector)),
+            Protocol::Http1 => Connection::Http1(http1::Pool::new(target, connector, limits)),
+            Protocol::Http2 => Connection::Http2(http2::Shared::new(target, connector, limits)),
         }
     }
 
@@ -192,7 +195,7 @@ async fn dial(target: &ConnectTarget, connector: &Connector) -> Result<TokioIo<B
 
 /// Drives a client connection until it ends; its end is only worth a debug line (requests on
 /// it have already seen the error).
-fn spawn_connection<F, E>(target: &ConnectTarget, conn: F)
+fn spawn_connection<F, E>(target: &ConnectTarget, conn: F, slot: Guard)
 where
     F: Future<Output = Result<(), E>> + Send + 'static,
     E: fmt::Display,
@@ -202,6 +205,8 @@ where
         if let Err(e) = conn.await {
             tracing::debug!(%address, ?protocol, error = %e, "connection ended");
         }
+        // The connection's slot under max_connections ends with it.
+        drop(slot);
     });
 }
 
