@@ -10,10 +10,12 @@
 //!   that would change behaviour (a TLS transport socket, a DNS cluster, an unsupported LB
 //!   policy, a filter with real config we do not implement) is rejected, never silently dropped.
 //!
-//! Two exceptions are deliberate and documented: route `retry_policy` and cluster
-//! `circuit_breakers`/`outlier_detection` are accepted and not applied yet, as gRPC did before
-//! it implemented them (A44, A32, A50); control planes such as istiod set them on every
-//! resource, and refusing them would make those meshes unusable.
+//! Traffic policy translates in full (retries and hedging, the fault and local rate limit
+//! filters with their per-route overrides, circuit breakers, outlier detection, rewrites,
+//! redirects, direct responses, mirrors, header mutations). Two fields are accepted and not
+//! applied, deliberately: route `hash_policy` (until the ring-hash balancer lands) and the
+//! virtual host's `include_request_attempt_count` (the header is always sent on retried
+//! routes).
 
 pub mod cluster;
 pub mod endpoint;

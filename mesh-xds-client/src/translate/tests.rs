@@ -360,3 +360,173 @@ fn undecodable_or_mistyped_resources_are_top_level_errors() {
     let unnamed = cds::Cluster::default();
     assert!(decode(ResourceType::Cluster, &any(&unnamed)).is_err());
 }
+
+#[test]
+fn traffic_policy_translates_from_rds_lds_and_cds() {
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
+    use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
+    use envoy_types::pb::google::protobuf::Duration as PbDuration;
+    let mut r = build::route("/", "c");
+    let Some(rds::route::Action::Route(a)) = &mut r.action else {
+        panic!()
+    };
+    a.retry_policy = Some(rds::RetryPolicy {
+        retry_on: "5xx,unavailable".into(),
+        num_retries: Some(UInt32Value { value: 4 }),
+        per_try_timeout: Some(PbDuration {
+            seconds: 0,
+            nanos: 250_000_000,
+        }),
+        retriable_status_codes: vec![409],
+        ..Default::default()
+    });
+    a.hedge_policy = Some(rds::HedgePolicy {
+        hedge_on_per_try_timeout: true,
+        ..Default::default()
+    });
+    a.prefix_rewrite = "/v2".into();
+    a.request_mirror_policies = vec![rds::route_action::RequestMirrorPolicy {
+        cluster: "shadow".into(),
+        ..Default::default()
+    }];
+    let abort = fault::HttpFault {
+        abort: Some(fault::FaultAbort {
+            percentage: Some(FractionalPercent {
+                numerator: 5,
+                denominator: 1,
+            }),
+            error_type: Some(fault::fault_abort::ErrorType::GrpcStatus(14)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    r.typed_per_filter_config = [
+        ("envoy.filters.http.fault".to_owned(), any(&abort)),
+        (
+            "disabled".to_owned(),
+            any(&rds::FilterConfig {
+                disabled: true,
+                ..Default::default()
+            }),
+        ),
+        (
+            "unknown-optional".to_owned(),
+            any(&rds::FilterConfig {
+                config: Some(any(&cds::Cluster::default())),
+                is_optional: true,
+                ..Default::default()
+            }),
+        ),
+    ]
+    .into();
+    let rc = build::route_config("r", &["*"], vec![r]);
+    let Ok(Translated::RouteConfig(out)) = decode(ResourceType::RouteConfiguration, &any(&rc))
+        .unwrap()
+        .result
+    else {
+        panic!()
+    };
+    let route = &out.virtual_hosts[0].routes[0];
+    let action = route.route.as_ref().unwrap();
+    let retry = action.retry_policy.as_ref().unwrap();
+    assert_eq!(
+        (
+            retry.retry_on.as_str(),
+            retry.max_retries(),
+            retry.per_try_timeout
+        ),
+        (
+            "5xx,unavailable",
+            4,
+            Some(std::time::Duration::from_millis(250))
+        )
+    );
+    assert!(
+        action
+            .hedge_policy
+            .as_ref()
+            .unwrap()
+            .hedge_on_per_try_timeout
+    );
+    assert_eq!(action.prefix_rewrite.as_deref(), Some("/v2"));
+    assert_eq!(action.request_mirror_policies[0].cluster, "shadow");
+    let f = route.typed_per_filter_config["envoy.filters.http.fault"]
+        .fault
+        .as_ref()
+        .unwrap();
+    let a = f.abort.as_ref().unwrap();
+    assert_eq!(
+        (a.grpc_status, a.percentage.unwrap().numerator),
+        (Some(14), 5)
+    );
+    assert_eq!(
+        a.percentage.unwrap().denominator,
+        mesh_core::policy::DenominatorType::TenThousand
+    );
+    assert!(route.typed_per_filter_config["disabled"].disabled);
+    assert!(
+        !route
+            .typed_per_filter_config
+            .contains_key("unknown-optional")
+    );
+
+    // Cluster: circuit breakers and outlier detection.
+    let mut c = build::eds_cluster("c");
+    c.circuit_breakers = Some(cds::CircuitBreakers {
+        thresholds: vec![cds::circuit_breakers::Thresholds {
+            max_requests: Some(UInt32Value { value: 7 }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    c.outlier_detection = Some(cds::OutlierDetection {
+        consecutive_5xx: Some(UInt32Value { value: 3 }),
+        ..Default::default()
+    });
+    let Ok(Translated::Cluster(out)) = decode(ResourceType::Cluster, &any(&c)).unwrap().result
+    else {
+        panic!()
+    };
+    let cb = out.circuit_breakers.unwrap();
+    assert_eq!(cb.default_priority().unwrap().max_requests, Some(7));
+    assert_eq!(out.outlier_detection.unwrap().consecutive_5xx(), 3);
+}
+
+#[test]
+fn unsupported_policy_shapes_are_refused_with_paths() {
+    let mut r = build::route("/", "c");
+    r.typed_per_filter_config = [("mystery".to_owned(), any(&cds::Cluster::default()))].into();
+    let Some(rds::route::Action::Route(a)) = &mut r.action else {
+        panic!()
+    };
+    a.retry_policy = Some(rds::RetryPolicy {
+        retry_on: "5xx,sometimes".into(),
+        ..Default::default()
+    });
+    let err = rejected(
+        ResourceType::RouteConfiguration,
+        &any(&build::route_config("r", &["*"], vec![r])),
+    );
+    assert!(
+        err.contains("virtual_hosts[0].routes[0].typed_per_filter_config.mystery: unsupported filter config type.googleapis.com/envoy.config.cluster.v3.Cluster"),
+        "{err}"
+    );
+
+    // A fault filter in the listener is translated; an unknown required filter is refused.
+    let mut l = build::api_listener_rds("l", "r");
+    build::set_http_filters(
+        &mut l,
+        vec![
+            build::fault_filter(&Default::default()),
+            hcm::HttpFilter {
+                name: "envoy.filters.http.lua".into(),
+                ..Default::default()
+            },
+        ],
+    );
+    let err = rejected(ResourceType::Listener, &any(&l));
+    assert!(
+        err.starts_with("api_listener.api_listener.http_filters[1]: unsupported HTTP filter \"envoy.filters.http.lua\""),
+        "{err}"
+    );
+}
