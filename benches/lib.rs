@@ -44,3 +44,63 @@ pub fn routes_yaml(n: usize) -> String {
         routes.replace("        - {", "            - {")
     )
 }
+
+/// An in-memory inner service answering with the mesh's response type, for the policy layers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InstantMesh;
+
+impl<B> tower_service::Service<http::Request<B>> for InstantMesh {
+    type Response = http::Response<mesh_tower::MeshBody>;
+    type Error = mesh_tower::MeshError;
+    type Future = Ready<Result<Self::Response, mesh_tower::MeshError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), mesh_tower::MeshError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<B>) -> Self::Future {
+        ready(Ok(http::Response::new(mesh_tower::MeshBody::empty())))
+    }
+}
+
+/// One route with every policy layer configured but not firing (no fault drawn, bucket never
+/// empty, no retry needed): the cost a production route pays on every request.
+pub const POLICY_YAML: &str = r#"
+clusters: [{ name: c }]
+listeners:
+  - name: web
+    http_filters:
+      - name: envoy.filters.http.fault
+        fault: { abort: { http_status: 503, percentage: { numerator: 0 } } }
+      - name: rl
+        local_ratelimit:
+          token_bucket: { max_tokens: 1000000000, fill_interval: 1s }
+          filter_enabled: { numerator: 100 }
+          filter_enforced: { numerator: 100 }
+    route_config:
+      request_headers_to_add: [{ header: { key: x-mesh, value: "1" } }]
+      virtual_hosts:
+        - name: web
+          domains: ["*"]
+          routes:
+            - match: { prefix: / }
+              response_headers_to_add: [{ header: { key: x-served, value: mesh } }]
+              route:
+                cluster: c
+                prefix_rewrite: /v2
+                retry_policy: { retry_on: "5xx,reset,connect-failure", num_retries: 2 }
+"#;
+
+/// The same route with no policy at all: the bare route → cluster stack.
+pub const BARE_YAML: &str = r#"
+clusters: [{ name: c }]
+listeners:
+  - name: web
+    route_config:
+      virtual_hosts:
+        - name: web
+          domains: ["*"]
+          routes:
+            - match: { prefix: / }
+              route: { cluster: c }
+"#;
