@@ -3,7 +3,8 @@
 //! Each response has status 200, header `x-backend: <ip:port>`, header `x-path: <path as
 //! received>`, header `x-authority: <authority or Host>`, every request header named `x-…`
 //! echoed as `x-echo-…`, and the address as body. A path `/delay/<ms>` answers after that many
-//! milliseconds, `/status/<code>` with that status. A backend started with a [`Mode`] can fail
+//! milliseconds, `/status/<code>` with that status, `/drip/<ms>` sends its body in two halves
+//! that many milliseconds apart. A backend started with a [`Mode`] can fail
 //! or slow down every request, or a share of them. The server speaks HTTP/1.1 and HTTP/2
 //! (prior knowledge)
 //! on the same port. Stopping a backend closes its listener *and* its open connections, as a
@@ -132,12 +133,42 @@ async fn serve(listener: TcpListener, addr: SocketAddr, mode: Mode, served: Arc<
     }
 }
 
+/// A body sent in two halves, the second after a pause.
+#[derive(Debug)]
+pub struct Drip {
+    first: Option<Bytes>,
+    second: Option<Bytes>,
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for Drip {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        use std::future::Future;
+        if let Some(first) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(first))));
+        }
+        if self.second.is_none() {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.pause.as_mut().poll(cx));
+        std::task::Poll::Ready(self.second.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+type AnswerBody = http_body_util::Either<Full<Bytes>, Drip>;
+
 async fn answer(
     req: Request<Incoming>,
     addr: SocketAddr,
     mode: Mode,
     served: Arc<AtomicU64>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<AnswerBody>, Infallible> {
     let n = served.fetch_add(1, Ordering::Relaxed);
     if let Some(d) = mode.delay {
         tokio::time::sleep(d).await;
@@ -192,7 +223,18 @@ async fn answer(
             res = res.header(format!("x-echo-{name}"), value);
         }
     }
-    Ok(res
-        .body(Full::new(Bytes::from(me)))
-        .expect("valid response"))
+    let drip = req
+        .uri()
+        .path()
+        .strip_prefix("/drip/")
+        .and_then(|ms| ms.parse().ok());
+    let body = match drip {
+        Some(ms) => http_body_util::Either::Right(Drip {
+            first: Some(Bytes::from(me.clone())),
+            second: Some(Bytes::from_static(b" (second half)")),
+            pause: Box::pin(tokio::time::sleep(Duration::from_millis(ms))),
+        }),
+        None => http_body_util::Either::Left(Full::new(Bytes::from(me))),
+    };
+    Ok(res.body(body).expect("valid response"))
 }

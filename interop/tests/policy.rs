@@ -433,3 +433,30 @@ async fn pending_and_connection_limits_fail_fast() {
         "the connection is reused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_ends_a_stalled_wait_or_body() {
+    let b = Backend::start().await.unwrap();
+    let routes = r#"            - match: { prefix: / }
+              route: { cluster: c, timeout: 30s, idle_timeout: 0.2s }"#;
+    let (_mesh, web) = web(&config(routes, &[("c", &[b.addr()], "")])).await;
+    // No response head within the idle timeout.
+    let start = std::time::Instant::now();
+    let err = send(&web, "/delay/5000", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // A body pausing longer than the idle timeout fails mid-stream...
+    let req = http::Request::get("http://web/drip/2000")
+        .body(Empty::new())
+        .unwrap();
+    let res = web.clone().oneshot(req).await.unwrap();
+    let err = res.into_body().collect().await.unwrap_err();
+    assert!(err.to_string().contains("stream idle timeout"), "{err}");
+    // ...and one pausing less completes.
+    let res = send(&web, "/drip/50", &[]).await.unwrap();
+    assert!(res.body().ends_with(b" (second half)"));
+}

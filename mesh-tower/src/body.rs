@@ -7,8 +7,18 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use mesh_core::BoxError;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// State of an upstream body under an idle timeout.
+#[derive(Debug)]
+struct IdleBody {
+    body: Incoming,
+    idle: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
 
 /// Body of responses returned by mesh services.
 #[derive(Debug, Default)]
@@ -19,6 +29,8 @@ pub struct MeshBody {
 #[derive(Debug, Default)]
 enum Kind {
     Upstream(Incoming),
+    /// An upstream body that fails when no frame arrives within the idle timeout.
+    Idle(Box<IdleBody>),
     Local(Option<Bytes>),
     #[default]
     Empty,
@@ -42,6 +54,17 @@ impl MeshBody {
             kind: Kind::Upstream(body),
         }
     }
+
+    /// An upstream body under the route's idle timeout.
+    pub(crate) fn upstream_idle(body: Incoming, idle: Duration) -> Self {
+        Self {
+            kind: Kind::Idle(Box::new(IdleBody {
+                body,
+                idle,
+                sleep: Box::pin(tokio::time::sleep(idle)),
+            })),
+        }
+    }
 }
 
 impl Body for MeshBody {
@@ -54,6 +77,21 @@ impl Body for MeshBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Kind::Idle(i) => {
+                if let Poll::Ready(frame) = Pin::new(&mut i.body).poll_frame(cx) {
+                    let deadline = tokio::time::Instant::now() + i.idle;
+                    i.sleep.as_mut().reset(deadline);
+                    return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+                }
+                match i.sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                        "stream idle timeout: no response data for {:?}",
+                        i.idle
+                    )
+                    .into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
             Kind::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Kind::Empty => Poll::Ready(None),
         }
@@ -62,6 +100,7 @@ impl Body for MeshBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Idle(i) => i.body.is_end_stream(),
             Kind::Local(data) => data.is_none(),
             Kind::Empty => true,
         }
@@ -70,6 +109,7 @@ impl Body for MeshBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Upstream(b) => b.size_hint(),
+            Kind::Idle(i) => i.body.size_hint(),
             Kind::Local(Some(d)) => SizeHint::with_exact(d.len() as u64),
             _ => SizeHint::with_exact(0),
         }

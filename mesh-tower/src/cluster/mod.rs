@@ -135,6 +135,7 @@ where
         let in_flight = info.stats.start();
         let stats = info.stats.clone();
         let detector = state.detector.clone();
+        let idle = decision.route.idle_timeout;
         let served = ServedBy {
             cluster: cluster.name.clone(),
             endpoint: info.address,
@@ -150,7 +151,10 @@ where
                 };
                 d.report(&stats, outcome);
             }
-            let mut res = res?.map(MeshBody::upstream);
+            let mut res = match idle {
+                Some(d) => res?.map(|b| MeshBody::upstream_idle(b, d)),
+                None => res?.map(MeshBody::upstream),
+            };
             res.extensions_mut().insert(served);
             Ok(res)
         }))

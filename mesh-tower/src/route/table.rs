@@ -31,6 +31,8 @@ pub struct RouteInfo {
     pub virtual_host: Arc<str>,
     /// Route timeout in force (`None`: disabled).
     pub timeout: Option<Duration>,
+    /// Stream idle timeout (no response, or no response body frame, for this long).
+    pub idle_timeout: Option<Duration>,
     /// Honour the caller's `grpc-timeout` (gRFC A31): cap (`None`: uncapped) and offset.
     pub grpc_timeout: Option<(Option<Duration>, Duration)>,
     /// Retry policy (route's, else the virtual host's).
@@ -57,6 +59,7 @@ impl RouteInfo {
             name: name.into(),
             virtual_host: "".into(),
             timeout,
+            idle_timeout: None,
             grpc_timeout: None,
             retry: None,
             buffer_limit: DEFAULT_BUFFER_LIMIT as usize,

@@ -91,6 +91,15 @@ where
             },
             None => self.default,
         };
+        // Before the response head, an idle timeout is a timeout too.
+        let idle = req
+            .extensions()
+            .get::<RouteDecision>()
+            .and_then(|d| d.route.idle_timeout);
+        let limit = match (limit, idle) {
+            (Some(l), Some(i)) => Some(l.min(i)),
+            (l, i) => l.or(i),
+        };
         ResponseFuture::new(self.inner.call(req), limit)
     }
 }

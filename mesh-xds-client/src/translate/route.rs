@@ -448,6 +448,9 @@ fn action(a: &pb::RouteAction, path: &FieldPath, errors: &mut Errors) -> RouteAc
     if let Some(t) = &a.timeout {
         out.timeout = duration(t, &path.field("timeout"), errors);
     }
+    if let Some(t) = &a.idle_timeout {
+        out.idle_timeout = duration(t, &path.field("idle_timeout"), errors);
+    }
     if !a.prefix_rewrite.is_empty() {
         out.prefix_rewrite = Some(a.prefix_rewrite.clone());
     }

@@ -33,6 +33,14 @@ pub struct RouteAction {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// Longest time the stream may see no activity (no response yet, or no response body
+    /// frame); `None` or `0s`: no idle timeout.
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_timeout: Option<Duration>,
     /// Retries; overrides the virtual host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<RetryPolicy>,

@@ -153,6 +153,7 @@ fn compile_route(
         }
         RouteKind::Forward(action) => {
             info.timeout = action.effective_timeout();
+            info.idle_timeout = action.idle_timeout.filter(|d| !d.is_zero());
             info.grpc_timeout = action.max_stream_duration.as_ref().and_then(|msd| {
                 msd.grpc_timeout_header_max.map(|max| {
                     (
