@@ -16,6 +16,28 @@ use mesh_core::policy::Empty;
 use mesh_core::{ConfigError, Route, RouteConfig, RouteMatch, VirtualHost};
 use std::collections::HashMap;
 
+/// `T` with its four header mutation lists translated from `src` (and defaults elsewhere), as
+/// the base of a struct literal.
+macro_rules! header_lists {
+    ($t:ident, $src:expr, $path:expr, $errors:expr) => {
+        $t {
+            request_headers_to_add: header_options(
+                &$src.request_headers_to_add,
+                &$path.field("request_headers_to_add"),
+                $errors,
+            ),
+            request_headers_to_remove: lower(&$src.request_headers_to_remove),
+            response_headers_to_add: header_options(
+                &$src.response_headers_to_add,
+                &$path.field("response_headers_to_add"),
+                $errors,
+            ),
+            response_headers_to_remove: lower(&$src.response_headers_to_remove),
+            ..$t::default()
+        }
+    };
+}
+
 /// Translates and validates a route configuration (RDS, or inline in a listener).
 pub fn translate_config(rc: &pb::RouteConfiguration) -> Result<RouteConfig, ConfigError> {
     let mut errors = Errors::new();
@@ -38,18 +60,7 @@ pub(crate) fn config(
     let out = RouteConfig {
         name: rc.name.clone(),
         virtual_hosts,
-        request_headers_to_add: header_options(
-            &rc.request_headers_to_add,
-            &path.field("request_headers_to_add"),
-            errors,
-        ),
-        request_headers_to_remove: lower(&rc.request_headers_to_remove),
-        response_headers_to_add: header_options(
-            &rc.response_headers_to_add,
-            &path.field("response_headers_to_add"),
-            errors,
-        ),
-        response_headers_to_remove: lower(&rc.response_headers_to_remove),
+        ..header_lists!(RouteConfig, rc, path, errors)
     };
     if errors.is_empty() {
         out.validate(path, errors);
@@ -114,18 +125,7 @@ fn virtual_host(vh: &pb::VirtualHost, path: &FieldPath, errors: &mut Errors) -> 
             },
         ),
         typed_per_filter_config: per_filter(&vh.typed_per_filter_config, path, errors),
-        request_headers_to_add: header_options(
-            &vh.request_headers_to_add,
-            &path.field("request_headers_to_add"),
-            errors,
-        ),
-        request_headers_to_remove: lower(&vh.request_headers_to_remove),
-        response_headers_to_add: header_options(
-            &vh.response_headers_to_add,
-            &path.field("response_headers_to_add"),
-            errors,
-        ),
-        response_headers_to_remove: lower(&vh.response_headers_to_remove),
+        ..header_lists!(VirtualHost, vh, path, errors)
     }
 }
 
@@ -149,19 +149,7 @@ fn route(r: &pb::Route, path: &FieldPath, errors: &mut Errors) -> Route {
             },
         ),
         typed_per_filter_config: per_filter(&r.typed_per_filter_config, path, errors),
-        request_headers_to_add: header_options(
-            &r.request_headers_to_add,
-            &path.field("request_headers_to_add"),
-            errors,
-        ),
-        request_headers_to_remove: lower(&r.request_headers_to_remove),
-        response_headers_to_add: header_options(
-            &r.response_headers_to_add,
-            &path.field("response_headers_to_add"),
-            errors,
-        ),
-        response_headers_to_remove: lower(&r.response_headers_to_remove),
-        ..Route::default()
+        ..header_lists!(Route, r, path, errors)
     };
     match &r.action {
         Some(pb::route::Action::Route(a)) => {
@@ -418,18 +406,7 @@ fn action(a: &pb::RouteAction, path: &FieldPath, errors: &mut Errors) -> RouteAc
                         ClusterWeight {
                             name: c.name.clone(),
                             weight: c.weight.as_ref().map_or(0, |w| w.value),
-                            request_headers_to_add: header_options(
-                                &c.request_headers_to_add,
-                                &cp.field("request_headers_to_add"),
-                                errors,
-                            ),
-                            request_headers_to_remove: lower(&c.request_headers_to_remove),
-                            response_headers_to_add: header_options(
-                                &c.response_headers_to_add,
-                                &cp.field("response_headers_to_add"),
-                                errors,
-                            ),
-                            response_headers_to_remove: lower(&c.response_headers_to_remove),
+                            ..header_lists!(ClusterWeight, c, cp, errors)
                         }
                     })
                     .collect(),
