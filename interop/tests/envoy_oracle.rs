@@ -11,9 +11,9 @@ use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use http_body_util::{BodyExt, Empty};
 use mesh_examples::backend::Backend;
-use mesh_tower::{Mesh, MeshService};
+use mesh_tower::MeshService;
+use mesh_xds_client::build;
 use mesh_xds_client::translate::ResourceType;
-use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -214,12 +214,7 @@ async fn oracle(delta: bool) {
     .await;
 
     let envoy = Envoy::start("envoy", cp.ads, envoy_listener, delta);
-    let mesh =
-        Mesh::from_xds(XdsClientBuilder::new(cp.ads.to_string(), "mesh-client").delta(delta))
-            .await
-            .unwrap();
-    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    let (_mesh, web) = xds_web(cp.ads, delta).await;
 
     // Envoy is another process with no readiness signal we can await: poll its listener until
     // it routes (bounded).

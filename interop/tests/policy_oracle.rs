@@ -15,8 +15,8 @@ use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
 use http_body_util::{BodyExt, Empty};
 use mesh_examples::backend::{Backend, Mode};
-use mesh_tower::{ErrorKind, Mesh, MeshService};
-use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
+use mesh_tower::{ErrorKind, MeshService};
+use mesh_xds_client::build;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -252,12 +252,7 @@ async fn policy_oracle(delta: bool) {
         cp.set(node, "1", &resources).await;
     }
     let envoy = Envoy::start("envoy", cp.ads, envoy_addr, delta);
-    let mesh =
-        Mesh::from_xds(XdsClientBuilder::new(cp.ads.to_string(), "mesh-client").delta(delta))
-            .await
-            .unwrap();
-    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    let (_mesh, web) = xds_web(cp.ads, delta).await;
     // Envoy is another process with no readiness signal: poll its listener (bounded).
     let ready = tokio::time::timeout(Duration::from_secs(30), async {
         while via_envoy(envoy.listener, "/")

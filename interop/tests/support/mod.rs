@@ -190,3 +190,15 @@ impl Traffic {
         self.failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+/// A mesh fed by go-control-plane at `ads` as node `mesh-client`, and its ready channel to
+/// `xds:///web`.
+pub async fn xds_web(ads: SocketAddr, delta: bool) -> (Mesh, MeshService<Empty<Bytes>>) {
+    use mesh_xds_client::{XdsClientBuilder, XdsMesh};
+    let mesh = Mesh::from_xds(XdsClientBuilder::new(ads.to_string(), "mesh-client").delta(delta))
+        .await
+        .unwrap();
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    (mesh, web)
+}
