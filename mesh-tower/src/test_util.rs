@@ -76,6 +76,7 @@ pub(crate) fn request<B>(info: &Arc<RouteInfo>, path: &str, body: B) -> Request<
         route: info.clone(),
         cluster: "c".into(),
         cluster_headers: None,
+        hash: None,
     });
     req
 }

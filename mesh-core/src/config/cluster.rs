@@ -25,6 +25,21 @@ pub struct Cluster {
     /// How an endpoint is picked for a request.
     #[serde(default)]
     pub lb_policy: LbPolicy,
+    /// `LEAST_REQUEST` settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub least_request_lb_config: Option<LeastRequestConfig>,
+    /// `RING_HASH` settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_hash_lb_config: Option<RingHashConfig>,
+    /// `MAGLEV` settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maglev_lb_config: Option<MaglevConfig>,
+    /// `PEAK_EWMA` settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_ewma_lb_config: Option<PeakEwmaConfig>,
+    /// Panic threshold and locality weighting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_lb_config: Option<CommonLbConfig>,
     /// HTTP version spoken to the endpoints.
     #[serde(default)]
     pub protocol: Protocol,
@@ -58,6 +73,11 @@ impl Cluster {
             eds_service_name: None,
             load_assignment: None,
             lb_policy: LbPolicy::default(),
+            least_request_lb_config: None,
+            ring_hash_lb_config: None,
+            maglev_lb_config: None,
+            peak_ewma_lb_config: None,
+            common_lb_config: None,
             protocol: Protocol::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             circuit_breakers: None,
@@ -107,6 +127,36 @@ impl Cluster {
             od.validate(&path.field("outlier_detection"), errors);
         }
         reject_unenforced(&self.tls, &path.field("tls"), errors);
+        if let Some(r) = &self.ring_hash_lb_config {
+            let (min, max) = (
+                r.minimum_ring_size.unwrap_or(1024),
+                r.maximum_ring_size.unwrap_or(8 << 20),
+            );
+            errors.check(
+                min >= 1 && min <= max && max <= 8 << 20,
+                &path.field("ring_hash_lb_config"),
+                "need 1 <= minimum_ring_size <= maximum_ring_size <= 8388608",
+            );
+        }
+        if let Some(m) = &self.maglev_lb_config
+            && let Some(size) = m.table_size
+        {
+            errors.check(
+                is_prime(size) && size < 5_000_011,
+                &path.field("maglev_lb_config").field("table_size"),
+                format!("{size} must be a prime below 5000011"),
+            );
+        }
+        if let Some(c) = &self.common_lb_config
+            && let Some(p) = &c.healthy_panic_threshold
+        {
+            p.validate(
+                &path
+                    .field("common_lb_config")
+                    .field("healthy_panic_threshold"),
+                errors,
+            );
+        }
     }
 }
 
@@ -121,13 +171,81 @@ pub enum DiscoveryType {
     Eds,
 }
 
-/// Envoy's `Cluster.LbPolicy`. The balancer seam takes more policies later.
+/// Envoy's `Cluster.LbPolicy`, plus `PEAK_EWMA` (latency-aware P2C, not in Envoy).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LbPolicy {
-    /// Round robin over healthy endpoints.
+    /// Round robin, weighted by `load_balancing_weight`.
     #[default]
     RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Fewest requests in flight among `choice_count` random endpoints.
+    LeastRequest,
+    /// Consistent hashing on a ring (route `hash_policy` supplies the key).
+    RingHash,
+    /// Consistent hashing with a Maglev table.
+    Maglev,
+    /// Peak-EWMA power of two choices (Finagle/Linkerd): latency × in-flight.
+    PeakEwma,
+}
+
+/// Envoy's `Cluster.LeastRequestLbConfig`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeastRequestConfig {
+    /// Endpoints sampled per pick (default 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choice_count: Option<u32>,
+    /// Exponent on `in_flight + 1` when weights differ (default 1.0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_request_bias: Option<crate::policy::Percent>,
+}
+
+/// Envoy's `Cluster.RingHashLbConfig` (xxHash only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RingHashConfig {
+    /// Default 1024.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum_ring_size: Option<u64>,
+    /// Default 8 Mi.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum_ring_size: Option<u64>,
+}
+
+/// Envoy's `Cluster.MaglevLbConfig`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaglevConfig {
+    /// Prime table size (default 65537).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_size: Option<u64>,
+}
+
+/// Settings of the `PEAK_EWMA` policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeakEwmaConfig {
+    /// How fast the average forgets a slow response (default 10 s).
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub decay: Option<Duration>,
+    /// Latency assumed for endpoints not measured yet (default 30 ms).
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub default_rtt: Option<Duration>,
+}
+
+/// Envoy's `Cluster.CommonLbConfig`, the parts that apply in-process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommonLbConfig {
+    /// Below this share of healthy endpoints in a priority, balance over all of them (default
+    /// 50%; 0 disables panic mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_panic_threshold: Option<crate::policy::Percent>,
+    /// Pick a locality by its weight first, then an endpoint inside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality_weighted_lb_config: Option<crate::policy::Empty>,
 }
 
 /// HTTP version spoken to a cluster's endpoints.
@@ -140,4 +258,8 @@ pub enum Protocol {
     /// HTTP/2 (cleartext prior knowledge), multiplexed on one connection; needed for gRPC.
     #[serde(rename = "HTTP2")]
     Http2,
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }

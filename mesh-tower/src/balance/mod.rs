@@ -13,15 +13,25 @@
 //! Algorithms live in sub-folders (`round_robin/` now; least-request, peak-EWMA P2C, ring hash
 //! and maglev plug in the same way).
 
+pub mod least_request;
+pub mod maglev;
+pub mod peak_ewma;
+pub mod random;
+pub mod ring_hash;
 pub mod round_robin;
 
 use http::HeaderMap;
-use mesh_core::{HealthStatus, LbPolicy, Locality};
+use mesh_core::{Cluster, HealthStatus, LbPolicy, Locality};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use least_request::LeastRequest;
+pub use maglev::Maglev;
+pub use peak_ewma::PeakEwma;
+pub use random::Random;
+pub use ring_hash::RingHash;
 pub use round_robin::RoundRobin;
 
 /// Counters for one endpoint that survive config updates.
@@ -30,6 +40,8 @@ pub struct EndpointStats {
     in_flight: AtomicU64,
     /// Outlier detection state (ejection, failure counters).
     pub health: crate::outlier::EndpointHealth,
+    /// Peak-EWMA response latency.
+    pub ewma: peak_ewma::Ewma,
 }
 
 impl EndpointStats {
@@ -75,8 +87,71 @@ pub struct EndpointInfo {
 /// Per-request input to a pick.
 #[derive(Clone, Copy, Debug)]
 pub struct PickContext<'a> {
-    /// The request headers (for hash policies).
+    /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The request's hash from the route's `hash_policy` (consistent-hashing policies; `None`:
+    /// a random point).
+    pub hash: Option<u64>,
+    /// 0 for the first pick of a request; higher when a pick is redone to avoid a host (the
+    /// hashing policies then move to another point, as Envoy's do).
+    pub attempt: u32,
+}
+
+impl<'a> PickContext<'a> {
+    /// A context for a request with these headers and no hash.
+    pub fn new(headers: &'a HeaderMap) -> Self {
+        Self {
+            headers,
+            hash: None,
+            attempt: 0,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test() -> PickContext<'static> {
+        static EMPTY: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+        PickContext::new(EMPTY.get_or_init(HeaderMap::new))
+    }
+}
+
+/// Cumulative weights for weighted draws (`O(log n)` per draw).
+#[derive(Debug)]
+pub(crate) struct Weights {
+    /// `None` when all weights are equal (a draw is then `r % n`).
+    cumulative: Option<Vec<u64>>,
+    n: usize,
+}
+
+impl Weights {
+    pub(crate) fn new(weights: &[u32]) -> Self {
+        let equal = weights.windows(2).all(|w| w[0] == w[1]);
+        let cumulative = (!equal).then(|| {
+            let mut sum = 0u64;
+            weights
+                .iter()
+                .map(|w| {
+                    sum += u64::from((*w).max(1));
+                    sum
+                })
+                .collect()
+        });
+        Self {
+            cumulative,
+            n: weights.len(),
+        }
+    }
+
+    /// The index for a uniform draw `r` (0 when empty).
+    pub(crate) fn index_for(&self, r: u64) -> usize {
+        match &self.cumulative {
+            None => (r % self.n.max(1) as u64) as usize,
+            Some(cum) => {
+                let total = *cum.last().unwrap_or(&1);
+                let point = r % total;
+                cum.partition_point(|c| *c <= point).min(cum.len() - 1)
+            }
+        }
+    }
 }
 
 /// A load-balancing algorithm over one endpoint list.
@@ -100,8 +175,65 @@ pub trait Balance: Send + Sync + fmt::Debug + 'static {
 }
 
 /// Builds the balancer for a cluster's policy over a new endpoint list.
-pub(crate) fn for_policy(policy: LbPolicy, endpoints: &[EndpointInfo]) -> Box<dyn Balance> {
-    match policy {
-        LbPolicy::RoundRobin => Box::new(RoundRobin::new(endpoints.len())),
+pub(crate) fn for_cluster(cluster: &Cluster, endpoints: &[EndpointInfo]) -> Box<dyn Balance> {
+    let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+    let keyed = || -> Vec<(std::net::SocketAddr, u32)> {
+        endpoints.iter().map(|e| (e.address, e.weight)).collect()
+    };
+    match cluster.lb_policy {
+        LbPolicy::RoundRobin => Box::new(RoundRobin::weighted(&weights)),
+        LbPolicy::Random => Box::new(Random::new(&weights)),
+        LbPolicy::LeastRequest => {
+            let c = cluster.least_request_lb_config.clone().unwrap_or_default();
+            Box::new(LeastRequest::new(
+                &weights,
+                c.choice_count.unwrap_or(2),
+                c.active_request_bias.map_or(1.0, |p| p.value),
+            ))
+        }
+        LbPolicy::RingHash => {
+            let c = cluster.ring_hash_lb_config.clone().unwrap_or_default();
+            Box::new(RingHash::new(
+                &keyed(),
+                c.minimum_ring_size
+                    .unwrap_or(ring_hash::DEFAULT_MIN_RING_SIZE),
+                c.maximum_ring_size
+                    .unwrap_or(ring_hash::DEFAULT_MAX_RING_SIZE),
+            ))
+        }
+        LbPolicy::Maglev => {
+            let size = cluster
+                .maglev_lb_config
+                .as_ref()
+                .and_then(|m| m.table_size)
+                .unwrap_or(maglev::DEFAULT_TABLE_SIZE);
+            Box::new(Maglev::new(&keyed(), size))
+        }
+        LbPolicy::PeakEwma => Box::new(PeakEwma::new(
+            cluster
+                .peak_ewma_lb_config
+                .as_ref()
+                .and_then(|c| c.default_rtt)
+                .unwrap_or(peak_ewma::DEFAULT_RTT),
+        )),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `n` endpoints on 10.0.0.1:8000.. with weight 1.
+    pub(crate) fn endpoints(n: u16) -> Vec<EndpointInfo> {
+        (0..n)
+            .map(|i| EndpointInfo {
+                address: ([10, 0, 0, 1], 8000 + i).into(),
+                weight: 1,
+                health: HealthStatus::Healthy,
+                locality: Arc::default(),
+                priority: 0,
+                stats: Arc::default(),
+            })
+            .collect()
     }
 }

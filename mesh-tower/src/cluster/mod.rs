@@ -124,6 +124,8 @@ where
         let picked = state.pick_avoiding(
             &PickContext {
                 headers: req.headers(),
+                hash: decision.hash,
+                attempt: 0,
             },
             avoid,
             attempts,
@@ -136,12 +138,18 @@ where
         let stats = info.stats.clone();
         let detector = state.detector.clone();
         let idle = decision.route.idle_timeout;
+        let ewma = state.ewma_decay.map(|d| (d, std::time::Instant::now()));
         let served = ServedBy {
             cluster: cluster.name.clone(),
             endpoint: info.address,
         };
         ResponseFuture::sending(Box::pin(async move {
             let res = conn.send(req).await;
+            if let Some((decay, sent)) = ewma {
+                // Failures count too: a fast error is not a fast endpoint, so they record the
+                // time they took like any answer.
+                stats.ewma.observe(sent.elapsed(), decay);
+            }
             drop(in_flight);
             drop(admitted);
             if let Some(d) = &detector {

@@ -111,6 +111,8 @@ pub(crate) struct ClusterState<B> {
     /// Why the cluster, or its endpoint set, is absent (from the config source).
     absence: (Option<Absence>, Option<Absence>),
     pub(crate) detector: Option<Arc<Detector>>,
+    /// For `PEAK_EWMA` clusters: the decay of the latency average responses feed.
+    pub(crate) ewma_decay: Option<std::time::Duration>,
 }
 
 impl<B> ClusterHandle<B>
@@ -133,6 +135,7 @@ where
                 total: 0,
                 absence: (None, None),
                 detector: None,
+                ewma_decay: None,
             }),
             rebuild: Mutex::new(()),
         };
@@ -248,7 +251,7 @@ where
             }
         }
         let balancer = match &cluster {
-            Some(c) => balance::for_policy(c.lb_policy, &endpoints),
+            Some(c) => balance::for_cluster(c, &endpoints),
             None => Box::new(balance::RoundRobin::new(0)) as Box<dyn Balance>,
         };
         let detector = cluster
@@ -260,6 +263,15 @@ where
                 d.spawn_sweeps();
                 d
             });
+        let ewma_decay = cluster
+            .as_ref()
+            .filter(|c| c.lb_policy == mesh_core::LbPolicy::PeakEwma)
+            .map(|c| {
+                c.peak_ewma_lb_config
+                    .as_ref()
+                    .and_then(|p| p.decay)
+                    .unwrap_or(balance::peak_ewma::DEFAULT_DECAY)
+            });
         ClusterState {
             cluster,
             eds,
@@ -268,6 +280,7 @@ where
             balancer,
             total,
             absence: (None, None),
+            ewma_decay,
             detector,
         }
     }
@@ -288,8 +301,10 @@ impl<B> ClusterState<B> {
     ) -> Result<(&EndpointInfo, Arc<Connection<B>>), MeshError> {
         let (mut first, mut tries) = (None, 0u32);
         let limit = self.endpoints.len().max(1) + attempts as usize;
+        let mut ctx = *ctx;
         for _ in 0..limit {
-            let picked = self.pick(ctx)?;
+            let picked = self.pick(&ctx)?;
+            ctx.attempt += 1;
             let ejected = picked.0.stats.health.is_ejected();
             let avoided = avoid.contains(&picked.0.address);
             if !ejected && (!avoided || tries >= attempts) {

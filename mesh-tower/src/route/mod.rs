@@ -47,6 +47,7 @@
 //! ```
 
 pub mod future;
+pub mod hash;
 mod layer;
 pub(crate) mod table;
 pub(crate) mod target;
@@ -77,6 +78,8 @@ pub struct RouteDecision {
     pub cluster: Arc<str>,
     /// The chosen weighted cluster's header mutations.
     pub cluster_headers: Option<Arc<crate::rewrite::Mutations>>,
+    /// The request's hash from the route's `hash_policy` (for ring hash and Maglev).
+    pub hash: Option<u64>,
 }
 
 /// Which targets a [`Route`] serves.
@@ -180,12 +183,14 @@ fn decide<B>(
         .pick_cluster(req.headers(), fastrand::u64(..))
         .map_err(|e| fail(e.with_route(route.name.clone())))?;
     let route = route.clone();
+    let hash = route.hash_policy.hash(req.headers(), req.uri().query());
     complete_uri(req, state.authority.as_ref());
     Ok(RouteDecision {
         target: state.name.clone(),
         route,
         cluster,
         cluster_headers,
+        hash,
     })
 }
 

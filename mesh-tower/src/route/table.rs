@@ -49,6 +49,8 @@ pub struct RouteInfo {
     pub mirrors: Vec<MirrorPolicy>,
     /// A redirect or direct response answered locally.
     pub local: Option<Arc<LocalAnswer>>,
+    /// The request hash for consistent-hashing clusters.
+    pub hash_policy: super::hash::HashPolicy,
     pub(crate) clusters: ClusterPick,
 }
 
@@ -68,6 +70,7 @@ impl RouteInfo {
             rewrite: None,
             mirrors: Vec::new(),
             local: None,
+            hash_policy: super::hash::HashPolicy::default(),
             clusters: ClusterPick::One(cluster.into()),
         }
     }

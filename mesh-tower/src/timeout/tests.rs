@@ -72,6 +72,7 @@ async fn the_route_decision_overrides_the_default() {
         route: Arc::new(route),
         cluster: "c".into(),
         cluster_headers: None,
+        hash: None,
     });
     let mut fut = tokio_test::task::spawn(svc.call(req));
     let _req = handle.next_request().await.unwrap();

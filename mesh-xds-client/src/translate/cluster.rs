@@ -8,8 +8,11 @@ use mesh_core::{Cluster, ConfigError, DiscoveryType, LbPolicy, Protocol};
 use prost::Message;
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-const ROUND_ROBIN_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin";
+const LB_TYPE_PREFIX: &str = "type.googleapis.com/envoy.extensions.load_balancing_policies.";
+/// Our peak-EWMA policy, as a control plane names it in `load_balancing_policy`: a typed config
+/// with this type (`type.googleapis.com/mesh.lb.v1.PeakEwma`; its value is ignored, settings keep
+/// their defaults).
+pub const PEAK_EWMA_TYPE: &str = "mesh.lb.v1.PeakEwma";
 
 /// Translates and validates a cluster.
 pub fn translate(c: &pb::Cluster) -> Result<Cluster, ConfigError> {
@@ -55,7 +58,7 @@ pub fn translate(c: &pb::Cluster) -> Result<Cluster, ConfigError> {
             ),
         }
     }
-    out.lb_policy = lb_policy(c, &root, &mut errors);
+    out.lb_policy = lb_policy(c, &mut out, &root, &mut errors);
     if let Some(t) = &c.connect_timeout
         && let Some(d) = duration(t, &root.field("connect_timeout"), &mut errors)
     {
@@ -85,23 +88,81 @@ pub fn translate(c: &pb::Cluster) -> Result<Cluster, ConfigError> {
     finish(out, errors)
 }
 
-fn lb_policy(c: &pb::Cluster, root: &FieldPath, errors: &mut Errors) -> LbPolicy {
+fn lb_policy(
+    c: &pb::Cluster,
+    out: &mut Cluster,
+    root: &FieldPath,
+    errors: &mut Errors,
+) -> LbPolicy {
     if let Some(policy) = &c.load_balancing_policy {
         // The first policy in the list that we support wins (Envoy and gRPC semantics).
+        let lp = root.field("load_balancing_policy");
         let supported = policy.policies.iter().find_map(|p| {
             let t = p.typed_extension_config.as_ref()?.typed_config.as_ref()?;
-            (t.type_url == ROUND_ROBIN_TYPE).then_some(LbPolicy::RoundRobin)
+            typed_policy(t, out, &lp, errors)
         });
         return supported.unwrap_or_else(|| {
-            errors.push(
-                &root.field("load_balancing_policy"),
-                "no supported policy in the list",
-            );
+            errors.push(&lp, "no supported policy in the list");
             LbPolicy::RoundRobin
         });
     }
+    if let Some(common) = &c.common_lb_config {
+        use pb::cluster::common_lb_config::LocalityConfigSpecifier as L;
+        let cp = root.field("common_lb_config");
+        let mut cfg = mesh_core::config::cluster::CommonLbConfig {
+            healthy_panic_threshold: common
+                .healthy_panic_threshold
+                .as_ref()
+                .map(|p| mesh_core::policy::Percent::new(p.value)),
+            ..Default::default()
+        };
+        match &common.locality_config_specifier {
+            Some(L::LocalityWeightedLbConfig(_)) => {
+                cfg.locality_weighted_lb_config = Some(mesh_core::policy::Empty {})
+            }
+            Some(L::ZoneAwareLbConfig(_)) => {
+                errors.push(&cp.field("zone_aware_lb_config"), "is not supported yet")
+            }
+            None => {}
+        }
+        out.common_lb_config = Some(cfg);
+    }
+    use pb::cluster::LbConfig as C;
+    match &c.lb_config {
+        Some(C::RingHashLbConfig(r)) => {
+            if r.hash_function != 0 {
+                errors.push(
+                    &root.field("ring_hash_lb_config").field("hash_function"),
+                    "only XX_HASH is supported",
+                );
+            }
+            out.ring_hash_lb_config = Some(mesh_core::config::cluster::RingHashConfig {
+                minimum_ring_size: r.minimum_ring_size.as_ref().map(|v| v.value),
+                maximum_ring_size: r.maximum_ring_size.as_ref().map(|v| v.value),
+            });
+        }
+        Some(C::MaglevLbConfig(m)) => {
+            out.maglev_lb_config = Some(mesh_core::config::cluster::MaglevConfig {
+                table_size: m.table_size.as_ref().map(|v| v.value),
+            })
+        }
+        Some(C::LeastRequestLbConfig(l)) => {
+            out.least_request_lb_config = Some(mesh_core::config::cluster::LeastRequestConfig {
+                choice_count: l.choice_count.as_ref().map(|v| v.value),
+                active_request_bias: l
+                    .active_request_bias
+                    .as_ref()
+                    .map(|b| mesh_core::policy::Percent::new(b.default_value)),
+            })
+        }
+        _ => {}
+    }
     match pb::cluster::LbPolicy::try_from(c.lb_policy) {
         Ok(pb::cluster::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
+        Ok(pb::cluster::LbPolicy::Random) => LbPolicy::Random,
+        Ok(pb::cluster::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
+        Ok(pb::cluster::LbPolicy::RingHash) => LbPolicy::RingHash,
+        Ok(pb::cluster::LbPolicy::Maglev) => LbPolicy::Maglev,
         Ok(other) => {
             errors.push(
                 &root.field("lb_policy"),
@@ -159,5 +220,70 @@ fn protocol(c: &pb::Cluster, root: &FieldPath, errors: &mut Errors) -> Protocol 
         }
         Some(U::AutoConfig(a)) if a.http2_protocol_options.is_some() => Protocol::Http2,
         _ => Protocol::Http1,
+    }
+}
+
+/// One typed `load_balancing_policy` entry, if supported (its settings go into `out`).
+fn typed_policy(
+    t: &envoy_types::pb::google::protobuf::Any,
+    out: &mut Cluster,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Option<LbPolicy> {
+    use envoy_types::pb::envoy::extensions::load_balancing_policies as lbp;
+    let name = t.type_url.strip_prefix(LB_TYPE_PREFIX);
+    let bad = |errors: &mut Errors, e: prost::DecodeError| {
+        errors.push(path, format!("cannot decode {}: {e}", t.type_url));
+    };
+    match name {
+        Some("round_robin.v3.RoundRobin") => Some(LbPolicy::RoundRobin),
+        Some("random.v3.Random") => Some(LbPolicy::Random),
+        Some("least_request.v3.LeastRequest") => {
+            match lbp::least_request::v3::LeastRequest::decode(&*t.value) {
+                Ok(l) => {
+                    out.least_request_lb_config =
+                        Some(mesh_core::config::cluster::LeastRequestConfig {
+                            choice_count: l.choice_count.as_ref().map(|v| v.value),
+                            active_request_bias: l
+                                .active_request_bias
+                                .as_ref()
+                                .map(|b| mesh_core::policy::Percent::new(b.default_value)),
+                        });
+                    Some(LbPolicy::LeastRequest)
+                }
+                Err(e) => {
+                    bad(errors, e);
+                    None
+                }
+            }
+        }
+        Some("ring_hash.v3.RingHash") => match lbp::ring_hash::v3::RingHash::decode(&*t.value) {
+            Ok(r) if r.hash_function <= 1 => {
+                out.ring_hash_lb_config = Some(mesh_core::config::cluster::RingHashConfig {
+                    minimum_ring_size: r.minimum_ring_size.as_ref().map(|v| v.value),
+                    maximum_ring_size: r.maximum_ring_size.as_ref().map(|v| v.value),
+                });
+                Some(LbPolicy::RingHash)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                bad(errors, e);
+                None
+            }
+        },
+        Some("maglev.v3.Maglev") => match lbp::maglev::v3::Maglev::decode(&*t.value) {
+            Ok(m) => {
+                out.maglev_lb_config = Some(mesh_core::config::cluster::MaglevConfig {
+                    table_size: m.table_size.as_ref().map(|v| v.value),
+                });
+                Some(LbPolicy::Maglev)
+            }
+            Err(e) => {
+                bad(errors, e);
+                None
+            }
+        },
+        _ if t.type_url.rsplit('/').next() == Some(PEAK_EWMA_TYPE) => Some(LbPolicy::PeakEwma),
+        _ => None,
     }
 }

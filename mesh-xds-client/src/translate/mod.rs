@@ -12,10 +12,9 @@
 //!
 //! Traffic policy translates in full (retries and hedging, the fault and local rate limit
 //! filters with their per-route overrides, circuit breakers, outlier detection, rewrites,
-//! redirects, direct responses, mirrors, header mutations). Two fields are accepted and not
-//! applied, deliberately: route `hash_policy` (until the ring-hash balancer lands) and the
-//! virtual host's `include_request_attempt_count` (the header is always sent on retried
-//! routes).
+//! redirects, direct responses, mirrors, header mutations), and so do load-balancing policies and
+//! route hash policies. The virtual host's `include_request_attempt_count` is accepted and not
+//! applied: the header is always sent on retried routes.
 
 pub mod cluster;
 pub mod endpoint;

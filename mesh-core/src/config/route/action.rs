@@ -62,6 +62,39 @@ pub struct RouteAction {
     /// Fire-and-forget copies to shadow clusters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub request_mirror_policies: Vec<RequestMirrorPolicy>,
+    /// How the request's hash is computed for `RING_HASH` and `MAGLEV` clusters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hash_policy: Vec<HashPolicy>,
+}
+
+/// Envoy's `RouteAction.HashPolicy`: exactly one of `header`, `cookie`, `query_parameter`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HashPolicy {
+    /// Hash this request header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<HashOn>,
+    /// Hash this cookie's value (a missing cookie is not generated, unlike Envoy with `ttl`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<HashOn>,
+    /// Hash this query parameter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_parameter: Option<HashOn>,
+    /// Stop at this policy when it produced a hash.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub terminal: bool,
+}
+
+/// The name a [`HashPolicy`] reads (`header_name` for headers, `name` otherwise, as in Envoy).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashOn {
+    /// Header name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub header_name: String,
+    /// Cookie or query parameter name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
 }
 
 /// Envoy's route timeout default.
@@ -318,6 +351,37 @@ impl RouteAction {
                 &path.field("host_rewrite_literal"),
                 format!("{h:?} is not a valid authority"),
             );
+        }
+        for (i, h) in self.hash_policy.iter().enumerate() {
+            let hp = path.field("hash_policy").index(i);
+            let set = [&h.header, &h.cookie, &h.query_parameter]
+                .iter()
+                .filter(|x| x.is_some())
+                .count();
+            errors.check(
+                set == 1,
+                &hp,
+                "exactly one of header, cookie, query_parameter must be set",
+            );
+            if let Some(on) = &h.header {
+                errors.check(
+                    http_token(&on.header_name) && !on.header_name.is_empty(),
+                    &hp.field("header").field("header_name"),
+                    "must be a valid header name",
+                );
+            }
+            for (f, on) in [
+                ("cookie", &h.cookie),
+                ("query_parameter", &h.query_parameter),
+            ] {
+                if let Some(on) = on {
+                    errors.check(
+                        !on.name.is_empty(),
+                        &hp.field(f).field("name"),
+                        "must not be empty",
+                    );
+                }
+            }
         }
         for (i, m) in self.request_mirror_policies.iter().enumerate() {
             errors.check(

@@ -20,7 +20,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug)]
 pub struct RoundRobin {
     next: AtomicUsize,
+    /// With unequal weights: the order of one weighted round, as an earliest-deadline-first
+    /// scheduler (Envoy's) would produce it; picks walk it with the same atomic counter.
+    schedule: Option<Vec<u32>>,
 }
+
+/// Longest weighted round kept; heavier weight sets are scaled down to fit (proportions kept
+/// to within 1/4096 of the total).
+const MAX_SCHEDULE: u64 = 4096;
 
 impl RoundRobin {
     /// A picker over `n` endpoints starting at a random position.
@@ -32,6 +39,46 @@ impl RoundRobin {
     pub fn starting_at(start: usize) -> Self {
         Self {
             next: AtomicUsize::new(start),
+            schedule: None,
+        }
+    }
+
+    /// A picker honouring `load_balancing_weight`: each endpoint appears in a round in
+    /// proportion to its weight, spread out (earliest deadline first) rather than bunched.
+    pub fn weighted(weights: &[u32]) -> Self {
+        let n = weights.len();
+        if weights.windows(2).all(|w| w[0] == w[1]) {
+            return Self::new(n);
+        }
+        let total: u64 = weights.iter().map(|w| u64::from((*w).max(1))).sum();
+        let scale = if total > MAX_SCHEDULE {
+            MAX_SCHEDULE as f64 / total as f64
+        } else {
+            1.0
+        };
+        let slots: Vec<u64> = weights
+            .iter()
+            .map(|w| ((f64::from((*w).max(1)) * scale).round() as u64).max(1))
+            .collect();
+        let len: u64 = slots.iter().sum();
+        // EDF: endpoint i's k-th turn is due at k / w_i; ties go to the lower index.
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u32)>> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, w)| std::cmp::Reverse((len / w, i as u32)))
+            .collect();
+        let mut turns = vec![1u64; n];
+        let mut schedule = Vec::with_capacity(len as usize);
+        while (schedule.len() as u64) < len {
+            let std::cmp::Reverse((_, i)) = heap.pop().expect("non-empty");
+            schedule.push(i);
+            let i = i as usize;
+            turns[i] += 1;
+            heap.push(std::cmp::Reverse((turns[i] * len / slots[i], i as u32)));
+        }
+        Self {
+            next: AtomicUsize::new(fastrand::usize(..schedule.len().max(1))),
+            schedule: Some(schedule),
         }
     }
 
@@ -46,7 +93,13 @@ impl RoundRobin {
 
 impl Balance for RoundRobin {
     fn pick(&self, endpoints: &[EndpointInfo], _: &PickContext<'_>) -> Option<usize> {
-        self.next_index(endpoints.len())
+        match &self.schedule {
+            None => self.next_index(endpoints.len()),
+            Some(s) => self
+                .next_index(s.len())
+                .map(|i| s[i] as usize)
+                .filter(|i| *i < endpoints.len()),
+        }
     }
 }
 
@@ -64,6 +117,24 @@ mod tests {
         }
         assert_eq!(counts.len(), 7);
         assert!(counts.values().all(|&c| c == 100), "{counts:?}");
+    }
+
+    #[test]
+    fn weights_are_honoured_and_spread() {
+        let rr = RoundRobin::weighted(&[1, 3, 6]);
+        let s = rr.schedule.as_ref().unwrap();
+        assert_eq!(s.len(), 10);
+        let count = |i: u32| s.iter().filter(|&&x| x == i).count();
+        assert_eq!((count(0), count(1), count(2)), (1, 3, 6));
+        // Spread: the heaviest never takes more than two turns in a row.
+        assert!(
+            s.windows(3).all(|w| !(w[0] == 2 && w[1] == 2 && w[2] == 2)),
+            "{s:?}"
+        );
+        let big = RoundRobin::weighted(&[1000, 9000]);
+        let s = big.schedule.as_ref().unwrap();
+        let share = s.iter().filter(|&&x| x == 1).count() as f64 / s.len() as f64;
+        assert!((share - 0.9).abs() < 0.01, "scaled to fit: {share}");
     }
 
     #[test]

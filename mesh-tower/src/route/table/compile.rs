@@ -163,6 +163,7 @@ fn compile_route(
                 })
             });
             info.clusters = cluster_pick(action)?;
+            info.hash_policy = crate::route::hash::HashPolicy::new(&action.hash_policy)?;
             let retry = action.retry_policy.as_ref().or(vh.retry_policy.as_ref());
             let hedge = action.hedge_policy.as_ref().or(vh.hedge_policy.as_ref());
             info.retry = retry
