@@ -132,7 +132,10 @@ mod tests {
         // Ideal 1/11 ≈ 909. Envoy's ring also shrinks each host's share of points when one is
         // added (103 → 94 each here), which moves some keys between old hosts too.
         assert!((600..=1600).contains(&moved), "{moved}");
-        assert!(to_new * 2 >= moved, "most moved keys go to the new endpoint: {to_new}/{moved}");
+        assert!(
+            to_new * 2 >= moved,
+            "most moved keys go to the new endpoint: {to_new}/{moved}"
+        );
     }
 
     #[test]

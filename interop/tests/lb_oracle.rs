@@ -1,0 +1,138 @@
+//! Envoy as the oracle for consistent hashing: the same go-control-plane snapshot gives Envoy
+//! 1.40 and our client a RING_HASH and a MAGLEV cluster of five endpoints, and a route hashing
+//! the `x-key` header. For 1000 keys, each must land on the same endpoint through both.
+
+mod support;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3 as cds;
+use envoy_types::pb::envoy::config::route::v3 as rds;
+use http_body_util::{BodyExt, Empty};
+use mesh_examples::backend::Backend;
+use mesh_tower::MeshService;
+use mesh_xds_client::build;
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::envoy::{Envoy, free_port};
+use support::gocp::GoControlPlane;
+use support::*;
+
+fn hashed_route(prefix: &str, cluster: &str) -> rds::Route {
+    let mut r = build::route(prefix, cluster);
+    let Some(rds::route::Action::Route(a)) = &mut r.action else {
+        unreachable!()
+    };
+    a.hash_policy = vec![rds::route_action::HashPolicy {
+        policy_specifier: Some(rds::route_action::hash_policy::PolicySpecifier::Header(
+            rds::route_action::hash_policy::Header {
+                header_name: "x-key".into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }];
+    r
+}
+
+async fn via_envoy(envoy: SocketAddr, path: &str, key: &str) -> Option<String> {
+    let stream = tokio::net::TcpStream::connect(envoy).await.ok()?;
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "oracle")
+        .header("x-key", key)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = tx.send_request(req).await.ok()?;
+    let backend = res.headers().get("x-backend")?.to_str().ok()?.to_owned();
+    let _ = res.into_body().collect().await;
+    Some(backend)
+}
+
+async fn via_mesh(web: &MeshService<Empty<Bytes>>, path: &str, key: &str) -> String {
+    let req = http::Request::get(format!("http://oracle{path}"))
+        .header("x-key", key)
+        .body(Empty::new())
+        .unwrap();
+    let res = tower::ServiceExt::oneshot(web.clone(), req).await.unwrap();
+    res.headers()["x-backend"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hashing_agrees_with_envoy_key_by_key() {
+    let mut backends = Vec::new();
+    for _ in 0..5 {
+        backends.push(Backend::start().await.unwrap());
+    }
+    let addrs: Vec<SocketAddr> = backends.iter().map(Backend::addr).collect();
+    let mut ring = build::eds_cluster("ring");
+    ring.lb_policy = cds::cluster::LbPolicy::RingHash as i32;
+    let mut maglev = build::eds_cluster("maglev");
+    maglev.lb_policy = cds::cluster::LbPolicy::Maglev as i32;
+    let rc = build::route_config(
+        "lb-routes",
+        &["*"],
+        vec![
+            hashed_route("/ring", "ring"),
+            hashed_route("/maglev", "maglev"),
+        ],
+    );
+    let cp = GoControlPlane::start();
+    let envoy_addr = free_port();
+    let listeners = [
+        (
+            "envoy",
+            build::any(&build::socket_listener("ingress", envoy_addr, "lb-routes")),
+        ),
+        (
+            "mesh-client",
+            build::any(&build::api_listener_rds("web", "lb-routes")),
+        ),
+    ];
+    for (node, listener) in listeners {
+        let resources = vec![
+            listener,
+            build::any(&rc),
+            build::any(&ring),
+            build::any(&maglev),
+            build::any(&build::assignment("ring", &addrs)),
+            build::any(&build::assignment("maglev", &addrs)),
+        ];
+        cp.set(node, "1", &resources).await;
+    }
+    let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
+    let (_mesh, web) = xds_web(cp.ads, false).await;
+    // Envoy is another process with no readiness signal: poll its listener (bounded).
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while via_envoy(envoy.listener, "/ring", "k").await.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("Envoy took its config from go-control-plane");
+
+    for path in ["/ring", "/maglev"] {
+        let (mut agree, mut spread) = (0, std::collections::HashMap::new());
+        let keys = 1000;
+        for k in 0..keys {
+            let key = format!("user-{k}");
+            let theirs = via_envoy(envoy.listener, path, &key).await.unwrap();
+            let ours = via_mesh(&web, path, &key).await;
+            agree += usize::from(theirs == ours);
+            *spread.entry(ours).or_insert(0) += 1;
+        }
+        eprintln!("{path}: {agree}/{keys} keys agree with Envoy");
+        assert!(
+            agree * 100 >= keys * 99,
+            "{path}: {agree}/{keys} keys agree"
+        );
+        assert_eq!(
+            spread.len(),
+            5,
+            "{path}: every endpoint owns keys: {spread:?}"
+        );
+    }
+}
