@@ -206,14 +206,14 @@ async fn nack(delta: bool) {
     let (mesh, web) = ready_mesh(&cp, delta, b1.addr()).await;
 
     let mut bad = build::eds_cluster("web");
-    bad.lb_policy = LbPolicy::Maglev as i32;
+    bad.lb_policy = LbPolicy::ClusterProvided as i32;
     cp.set(NODE, "2", &resources("web", &[(bad, &[b2.addr()])]))
         .await;
     let nack = cp.wait_for(|e| e.nack.is_some()).await;
     assert_eq!(nack.type_url, ResourceType::Cluster.type_url());
     assert_eq!(
         nack.nack.as_deref(),
-        Some("CDS \"web\": lb_policy: Maglev is not supported yet")
+        Some("CDS \"web\": lb_policy: ClusterProvided is not supported yet")
     );
     if !delta {
         assert_eq!(

@@ -201,13 +201,13 @@ async fn invalid_resource_is_nacked(delta: bool) {
     let (mesh, web) = ready_mesh(&ads, delta, b1.addr()).await;
 
     let mut bad = build::eds_cluster("web");
-    bad.lb_policy = LbPolicy::Maglev as i32;
+    bad.lb_policy = LbPolicy::ClusterProvided as i32;
     ads.set(snapshot_with(&[b2.addr()], bad));
     let nack = ads.wait_for(|r| r.nack.is_some()).await;
     assert_eq!(nack.type_url, ResourceType::Cluster.type_url());
     assert_eq!(
         nack.nack.as_deref(),
-        Some("CDS \"web\": lb_policy: Maglev is not supported yet")
+        Some("CDS \"web\": lb_policy: ClusterProvided is not supported yet")
     );
     // The valid EDS update of the same push applies; the cluster keeps its last good config.
     until_served_by(&web, b2.addr()).await;
@@ -217,7 +217,7 @@ async fn invalid_resource_is_nacked(delta: bool) {
         dump["xds"]["CDS"]["web"]["last_error"]
             .as_str()
             .unwrap()
-            .contains("Maglev"),
+            .contains("ClusterProvided"),
         "{dump}"
     );
     assert_eq!(dump["source"]["rejected"], 1);

@@ -14,6 +14,32 @@ pub struct ClusterLoadAssignment {
     /// Endpoints grouped by locality and priority.
     #[serde(default)]
     pub endpoints: Vec<LocalityLbEndpoints>,
+    /// Load-balancing policy of the assignment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<AssignmentPolicy>,
+}
+
+/// Envoy's `ClusterLoadAssignment.Policy`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssignmentPolicy {
+    /// Percent by which a priority's (or locality's) healthy share is scaled before it is
+    /// considered degraded (default 140: a level at 72% healthy still takes all its traffic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overprovisioning_factor: Option<u32>,
+}
+
+/// Envoy's default overprovisioning factor.
+pub const DEFAULT_OVERPROVISIONING_FACTOR: u32 = 140;
+
+impl ClusterLoadAssignment {
+    /// The overprovisioning factor in force.
+    pub fn overprovisioning_factor(&self) -> u32 {
+        self.policy
+            .as_ref()
+            .and_then(|p| p.overprovisioning_factor)
+            .unwrap_or(DEFAULT_OVERPROVISIONING_FACTOR)
+    }
 }
 
 /// Envoy's `LocalityLbEndpoints`.

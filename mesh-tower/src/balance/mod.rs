@@ -78,6 +78,8 @@ pub struct EndpointInfo {
     pub health: HealthStatus,
     /// Locality.
     pub locality: Arc<Locality>,
+    /// The locality's `load_balancing_weight` (for locality-weighted balancing; 1 when unset).
+    pub locality_weight: u32,
     /// Priority level.
     pub priority: u32,
     /// Live counters.
@@ -231,6 +233,7 @@ pub(crate) mod tests {
                 weight: 1,
                 health: HealthStatus::Healthy,
                 locality: Arc::default(),
+                locality_weight: 1,
                 priority: 0,
                 stats: Arc::default(),
             })

@@ -10,6 +10,7 @@
 //! picker at once, and their connections close when the last in-flight request on them ends.
 
 mod future;
+mod plan;
 pub(crate) mod registry;
 
 pub use self::future::ResponseFuture;

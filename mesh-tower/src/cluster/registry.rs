@@ -1,7 +1,7 @@
 //! Live cluster state, per cluster name, shared by every channel with the same body type.
 
 use crate::RequestBody;
-use crate::balance::{self, Balance, EndpointInfo, EndpointStats, PickContext};
+use crate::balance::{self, EndpointInfo, EndpointStats, PickContext};
 use crate::breaker::Limits;
 use crate::connect::{ConnectTarget, Connection, Connector};
 use crate::error::{ErrorKind, MeshError};
@@ -105,7 +105,7 @@ pub(crate) struct ClusterState<B> {
     eds: Option<Arc<ClusterLoadAssignment>>,
     endpoints: Vec<EndpointInfo>,
     conns: Vec<Arc<Connection<B>>>,
-    balancer: Box<dyn Balance>,
+    plan: super::plan::Plan,
     /// Endpoints in the assignment, usable or not (for error messages).
     total: usize,
     /// Why the cluster, or its endpoint set, is absent (from the config source).
@@ -131,7 +131,7 @@ where
                 eds: None,
                 endpoints: Vec::new(),
                 conns: Vec::new(),
-                balancer: Box::new(balance::RoundRobin::new(0)),
+                plan: super::plan::Plan::empty(),
                 total: 0,
                 absence: (None, None),
                 detector: None,
@@ -205,18 +205,9 @@ where
                 .flat_map(|a| a.iter_endpoints())
                 .collect();
             total = all.len();
-            // Highest priority (lowest number) that has a usable endpoint. Overprovisioning and
-            // spill-over between priorities come with the load-balancing work.
-            let best = all
-                .iter()
-                .filter(|(_, _, e)| e.health_status.is_usable())
-                .map(|(p, _, _)| *p)
-                .min();
+            // Every endpoint, any priority and health: the plan decides who is eligible.
             let mut localities: HashMap<&Locality, Arc<Locality>> = HashMap::new();
             for (priority, loc, ep) in all {
-                if Some(priority) != best || !ep.health_status.is_usable() {
-                    continue;
-                }
                 let target = ConnectTarget {
                     address: ep.address,
                     cluster: self.name.clone(),
@@ -244,15 +235,24 @@ where
                     weight: ep.load_balancing_weight.unwrap_or(1),
                     health: ep.health_status,
                     locality: locality.clone(),
+                    locality_weight: loc.load_balancing_weight.unwrap_or(1),
                     priority,
                     stats,
                 });
                 conns.push(conn);
             }
         }
-        let balancer = match &cluster {
-            Some(c) => balance::for_cluster(c, &endpoints),
-            None => Box::new(balance::RoundRobin::new(0)) as Box<dyn Balance>,
+        let factor = match &cluster {
+            Some(c) if c.discovery == DiscoveryType::Static => c.load_assignment.as_ref(),
+            _ => eds.as_deref(),
+        }
+        .map_or(
+            mesh_core::config::endpoint::DEFAULT_OVERPROVISIONING_FACTOR,
+            ClusterLoadAssignment::overprovisioning_factor,
+        );
+        let plan = match &cluster {
+            Some(c) => super::plan::Plan::new(c, &endpoints, factor),
+            None => super::plan::Plan::empty(),
         };
         let detector = cluster
             .as_ref()
@@ -277,7 +277,7 @@ where
             eds,
             endpoints,
             conns,
-            balancer,
+            plan,
             total,
             absence: (None, None),
             ewma_decay,
@@ -332,7 +332,7 @@ impl<B> ClusterState<B> {
             };
             return Err(MeshError::new(ErrorKind::UnknownCluster, why));
         };
-        match self.balancer.pick(&self.endpoints, ctx) {
+        match self.plan.pick(ctx) {
             Some(i) if i < self.endpoints.len() => Ok((&self.endpoints[i], self.conns[i].clone())),
             _ if self.total == 0
                 && cluster.discovery == DiscoveryType::Eds
@@ -354,7 +354,10 @@ impl<B> ClusterState<B> {
                 ErrorKind::NoEndpoint,
                 format!(
                     "no usable endpoint ({} of {} usable)",
-                    self.endpoints.len(),
+                    self.endpoints
+                        .iter()
+                        .filter(|e| e.health.is_usable())
+                        .count(),
                     self.total
                 ),
             )),

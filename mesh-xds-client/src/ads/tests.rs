@@ -159,7 +159,8 @@ fn a_bad_resource_is_rejected_alone() {
     a.set_wanted(ResourceType::Cluster, names(&["good", "bad"]), t0);
     a.start_stream(t0);
     let mut bad = build::eds_cluster("bad");
-    bad.lb_policy = envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy::Maglev as i32;
+    bad.lb_policy =
+        envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy::ClusterProvided as i32;
     let out = a.on_sotw(
         response(
             ResourceType::Cluster,
@@ -178,7 +179,7 @@ fn a_bad_resource_is_rejected_alone() {
     assert_eq!(nack.version_info, "");
     assert_eq!(
         nack.error_detail.as_ref().unwrap().message,
-        "CDS \"bad\": lb_policy: Maglev is not supported yet"
+        "CDS \"bad\": lb_policy: ClusterProvided is not supported yet"
     );
     assert_eq!(a.status()[&ResourceType::Cluster]["bad"].state, "nacked");
 }

@@ -30,6 +30,13 @@ pub(crate) fn assignment(
     let out = ClusterLoadAssignment {
         cluster_name: cla.cluster_name.clone(),
         endpoints,
+        policy: cla.policy.as_ref().and_then(|p| {
+            p.overprovisioning_factor.as_ref().map(|f| {
+                mesh_core::config::endpoint::AssignmentPolicy {
+                    overprovisioning_factor: Some(f.value),
+                }
+            })
+        }),
     };
     if errors.is_empty() {
         out.validate(path, errors);

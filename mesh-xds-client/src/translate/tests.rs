@@ -254,10 +254,10 @@ fn clusters_translate_and_unsupported_values_are_refused() {
     assert_eq!(out.connect_timeout.as_millis(), 250);
 
     let mut ring = eds_cluster("ring");
-    ring.lb_policy = cds::cluster::LbPolicy::RingHash as i32;
+    ring.lb_policy = cds::cluster::LbPolicy::ClusterProvided as i32;
     assert_eq!(
         rejected(ResourceType::Cluster, &any(&ring)),
-        "lb_policy: RingHash is not supported yet"
+        "lb_policy: ClusterProvided is not supported yet"
     );
 
     let mut dns = eds_cluster("dns");

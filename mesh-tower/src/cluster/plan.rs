@@ -1,0 +1,381 @@
+//! How a cluster's endpoints are split for picking: priority levels with Envoy's load
+//! computation (overprovisioning factor, spill-over to the next level as health drops), panic
+//! mode, and optional locality weighting inside a level.
+//!
+//! Envoy's rules, in brief: a level's *health* is `min(100, factor × healthy / total)` percent
+//! (factor 1.4 by default, so a level at 72% healthy keeps all its traffic); levels take load
+//! in order, each at most its health, normalised so the loads add up to 100 whenever any
+//! endpoint is healthy. When the normalised total health falls below the panic threshold (50%
+//! by default), health no longer filters: every endpoint of a level (except DRAINING ones) is
+//! eligible, since sending some requests to doubtful endpoints beats overloading the few left.
+//! With `locality_weighted_lb_config`, a level first draws a locality by `weight × its
+//! availability` and then balances inside it.
+
+use crate::balance::{self, Balance, EndpointInfo, PickContext};
+use mesh_core::{Cluster, HealthStatus};
+
+/// One balancer over a subset of the cluster's endpoints.
+#[derive(Debug)]
+pub(crate) struct Group {
+    /// Indices into the cluster's endpoint list.
+    index: Vec<usize>,
+    endpoints: Vec<EndpointInfo>,
+    balancer: Box<dyn Balance>,
+}
+
+impl Group {
+    fn new(cluster: &Cluster, all: &[EndpointInfo], index: Vec<usize>) -> Self {
+        let endpoints: Vec<EndpointInfo> = index.iter().map(|&i| all[i].clone()).collect();
+        let balancer = balance::for_cluster(cluster, &endpoints);
+        Self {
+            index,
+            endpoints,
+            balancer,
+        }
+    }
+
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {
+        let i = self.balancer.pick(&self.endpoints, ctx)?;
+        self.index.get(i).copied()
+    }
+}
+
+/// One priority level.
+#[derive(Debug)]
+struct Level {
+    healthy: Group,
+    /// Everything but DRAINING endpoints, for panic mode.
+    all: Group,
+    /// With locality weighting: (cumulative effective weight, group of the locality's healthy
+    /// endpoints).
+    localities: Vec<(f64, Group)>,
+}
+
+/// The pick plan of a cluster.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    levels: Vec<Level>,
+    /// Cumulative load per level, out of 100.
+    loads: Vec<u32>,
+    pub(crate) panic: bool,
+}
+
+/// Envoy's priority loads: health per level from `(healthy, total)`, the overprovisioning
+/// factor (percent), and whether the cluster is in panic under `panic_threshold` (percent).
+pub(crate) fn priority_loads(
+    levels: &[(usize, usize)],
+    factor: u32,
+    panic_threshold: f64,
+) -> (Vec<u32>, bool) {
+    let health: Vec<u32> = levels
+        .iter()
+        .map(|&(healthy, total)| {
+            if total == 0 {
+                0
+            } else {
+                ((u64::from(factor) * healthy as u64 / total as u64).min(100)) as u32
+            }
+        })
+        .collect();
+    let total_health = health.iter().sum::<u32>().min(100);
+    let panic = f64::from(total_health) < panic_threshold;
+    if panic || total_health == 0 {
+        // Panic: spread by endpoint count, as Envoy does when every level is in panic.
+        let hosts: usize = levels.iter().map(|l| l.1).sum();
+        let mut loads: Vec<u32> = levels
+            .iter()
+            .map(|l| (l.1 * 100).checked_div(hosts).unwrap_or(0) as u32)
+            .collect();
+        fix_rounding(&mut loads, levels);
+        return (loads, true);
+    }
+    let mut remaining = 100u32;
+    let mut loads: Vec<u32> = health
+        .iter()
+        .map(|h| {
+            let load = (h * 100 / total_health).min(remaining);
+            remaining -= load;
+            load
+        })
+        .collect();
+    // Rounding leftovers go to the first level with health.
+    if remaining > 0
+        && let Some(i) = health.iter().position(|h| *h > 0)
+    {
+        loads[i] += remaining;
+    }
+    (loads, false)
+}
+
+/// Makes panic-mode loads add up to 100 (rounding leftovers to the largest level).
+fn fix_rounding(loads: &mut [u32], levels: &[(usize, usize)]) {
+    let sum: u32 = loads.iter().sum();
+    if sum == 100 || sum == 0 {
+        return;
+    }
+    if let Some((i, _)) = levels.iter().enumerate().max_by_key(|(_, l)| l.1) {
+        loads[i] = loads[i] + 100 - sum.min(100);
+    }
+}
+
+impl Plan {
+    /// A plan over `endpoints` (all of a cluster's, any health) for `cluster`.
+    pub(crate) fn new(cluster: &Cluster, endpoints: &[EndpointInfo], factor: u32) -> Self {
+        let mut priorities: Vec<u32> = endpoints.iter().map(|e| e.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let common = cluster.common_lb_config.as_ref();
+        let panic_threshold = common
+            .and_then(|c| c.healthy_panic_threshold)
+            .map_or(50.0, |p| p.value);
+        let by_locality = common.is_some_and(|c| c.locality_weighted_lb_config.is_some());
+        let mut counts = Vec::new();
+        let mut levels = Vec::new();
+        for p in &priorities {
+            let in_level: Vec<usize> = (0..endpoints.len())
+                .filter(|&i| endpoints[i].priority == *p)
+                .collect();
+            let healthy: Vec<usize> = in_level
+                .iter()
+                .copied()
+                .filter(|&i| endpoints[i].health.is_usable())
+                .collect();
+            let all: Vec<usize> = in_level
+                .iter()
+                .copied()
+                .filter(|&i| endpoints[i].health != HealthStatus::Draining)
+                .collect();
+            counts.push((healthy.len(), in_level.len()));
+            let localities = if by_locality {
+                locality_groups(cluster, endpoints, &in_level, factor)
+            } else {
+                Vec::new()
+            };
+            levels.push(Level {
+                healthy: Group::new(cluster, endpoints, healthy),
+                all: Group::new(cluster, endpoints, all),
+                localities,
+            });
+        }
+        let (loads, panic) = priority_loads(&counts, factor, panic_threshold);
+        let mut sum = 0;
+        let loads = loads
+            .into_iter()
+            .map(|l| {
+                sum += l;
+                sum
+            })
+            .collect();
+        Self {
+            levels,
+            loads,
+            panic,
+        }
+    }
+
+    /// An empty plan (no cluster).
+    pub(crate) fn empty() -> Self {
+        Self {
+            levels: Vec::new(),
+            loads: Vec::new(),
+            panic: false,
+        }
+    }
+
+    /// The index (into the cluster's endpoints) of the pick.
+    pub(crate) fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {
+        if self.levels.is_empty() {
+            return None;
+        }
+        // Hash policies pick a level from the hash too, so a key stays put (Envoy does this).
+        let r = ctx.hash.unwrap_or_else(|| fastrand::u64(..));
+        let point = (r % 100) as u32;
+        let level = self
+            .loads
+            .partition_point(|c| *c <= point)
+            .min(self.levels.len() - 1);
+        let l = &self.levels[level];
+        if self.panic {
+            return l.all.pick(ctx);
+        }
+        if !l.localities.is_empty() {
+            let total = l.localities.last().map_or(0.0, |x| x.0);
+            if total > 0.0 {
+                let at = fastrand::f64() * total;
+                let i = l
+                    .localities
+                    .partition_point(|(c, _)| *c <= at)
+                    .min(l.localities.len() - 1);
+                if let Some(p) = l.localities[i].1.pick(ctx) {
+                    return Some(p);
+                }
+            }
+        }
+        l.healthy.pick(ctx)
+    }
+}
+
+/// Locality groups of a level with their cumulative effective weights
+/// (`weight × min(1, factor × healthy / total)`).
+fn locality_groups(
+    cluster: &Cluster,
+    endpoints: &[EndpointInfo],
+    in_level: &[usize],
+    factor: u32,
+) -> Vec<(f64, Group)> {
+    let mut order: Vec<&std::sync::Arc<mesh_core::Locality>> = Vec::new();
+    for &i in in_level {
+        if !order.iter().any(|l| ***l == *endpoints[i].locality) {
+            order.push(&endpoints[i].locality);
+        }
+    }
+    let mut sum = 0.0;
+    let mut out = Vec::new();
+    for loc in order {
+        let members: Vec<usize> = in_level
+            .iter()
+            .copied()
+            .filter(|&i| *endpoints[i].locality == **loc)
+            .collect();
+        let healthy: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|&i| endpoints[i].health.is_usable())
+            .collect();
+        let weight = members.first().map_or(0, |&i| endpoints[i].locality_weight) as f64;
+        let avail = (f64::from(factor) / 100.0 * healthy.len() as f64
+            / members.len().max(1) as f64)
+            .min(1.0);
+        sum += weight * avail;
+        out.push((sum, Group::new(cluster, endpoints, healthy)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// `(priority, healthy, locality zone, locality weight)` per endpoint.
+    fn endpoints(spec: &[(u32, bool, &str, u32)]) -> Vec<EndpointInfo> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, &(priority, healthy, zone, lw))| EndpointInfo {
+                address: ([10, 0, 0, 1], 8000 + i as u16).into(),
+                weight: 1,
+                health: if healthy {
+                    HealthStatus::Healthy
+                } else {
+                    HealthStatus::Unhealthy
+                },
+                locality: Arc::new(mesh_core::Locality {
+                    zone: zone.into(),
+                    ..Default::default()
+                }),
+                locality_weight: lw,
+                priority,
+                stats: Arc::default(),
+            })
+            .collect()
+    }
+
+    fn shares(plan: &Plan, eps: &[EndpointInfo], f: impl Fn(&EndpointInfo) -> bool) -> f64 {
+        let ctx = PickContext::for_test();
+        let n = 20_000;
+        let hits = (0..n).filter(|_| f(&eps[plan.pick(&ctx).unwrap()])).count();
+        hits as f64 / n as f64
+    }
+
+    #[test]
+    fn a_degraded_priority_spills_to_the_next_and_recovers() {
+        fastrand::seed(1);
+        let cluster = Cluster::new("c");
+        let mut spec: Vec<_> = (0..10).map(|i| (0, i < 5, "a", 1)).collect();
+        spec.extend((0..10).map(|_| (1, true, "a", 1)));
+        let eps = endpoints(&spec);
+        let plan = Plan::new(&cluster, &eps, 140);
+        let p1 = shares(&plan, &eps, |e| e.priority == 1);
+        assert!((p1 - 0.30).abs() < 0.02, "P1 takes 30%: {p1}");
+        assert!(shares(&plan, &eps, |e| !e.health.is_usable()) == 0.0);
+        // All of P0 healthy again: P1 gets nothing.
+        let spec: Vec<_> = spec.iter().map(|s| (s.0, true, s.2, s.3)).collect();
+        let eps = endpoints(&spec);
+        let plan = Plan::new(&cluster, &eps, 140);
+        assert_eq!(shares(&plan, &eps, |e| e.priority == 1), 0.0);
+    }
+
+    #[test]
+    fn panic_mode_uses_unhealthy_endpoints_too() {
+        fastrand::seed(2);
+        let cluster = Cluster::new("c");
+        let eps = endpoints(&(0..10).map(|i| (0, i < 2, "a", 1)).collect::<Vec<_>>());
+        let plan = Plan::new(&cluster, &eps, 140);
+        assert!(plan.panic, "28% < 50%");
+        let unhealthy = shares(&plan, &eps, |e| !e.health.is_usable());
+        assert!((unhealthy - 0.8).abs() < 0.02, "{unhealthy}");
+        // A 0% threshold turns panic mode off.
+        let mut no_panic = Cluster::new("c");
+        no_panic.common_lb_config = Some(mesh_core::config::cluster::CommonLbConfig {
+            healthy_panic_threshold: Some(mesh_core::policy::Percent::new(0.0)),
+            ..Default::default()
+        });
+        let plan = Plan::new(&no_panic, &eps, 140);
+        assert_eq!(shares(&plan, &eps, |e| !e.health.is_usable()), 0.0);
+    }
+
+    #[test]
+    fn locality_weights_split_a_level() {
+        fastrand::seed(3);
+        let mut cluster = Cluster::new("c");
+        cluster.common_lb_config = Some(mesh_core::config::cluster::CommonLbConfig {
+            locality_weighted_lb_config: Some(mesh_core::policy::Empty {}),
+            ..Default::default()
+        });
+        // Zone a weight 1 with 4 endpoints, zone b weight 3 with 1 endpoint.
+        let mut spec: Vec<_> = (0..4).map(|_| (0, true, "a", 1)).collect();
+        spec.push((0, true, "b", 3));
+        let eps = endpoints(&spec);
+        let plan = Plan::new(&cluster, &eps, 140);
+        let b = shares(&plan, &eps, |e| e.locality.zone == "b");
+        assert!((b - 0.75).abs() < 0.02, "{b}");
+        // Without locality weighting, endpoints share evenly (b is 1 of 5).
+        let plan = Plan::new(&Cluster::new("c"), &eps, 140);
+        let b = shares(&plan, &eps, |e| e.locality.zone == "b");
+        assert!((b - 0.2).abs() < 0.02, "{b}");
+    }
+
+    #[test]
+    fn priority_loads_follow_envoys_examples() {
+        // All healthy: P0 takes everything.
+        assert_eq!(
+            priority_loads(&[(10, 10), (10, 10)], 140, 50.0),
+            (vec![100, 0], false)
+        );
+        // P0 at 80% healthy: 1.4 × 80 = 112 → still 100%.
+        assert_eq!(
+            priority_loads(&[(8, 10), (10, 10)], 140, 50.0),
+            (vec![100, 0], false)
+        );
+        // P0 at 50%: health 70 → P0 70%, P1 30%.
+        assert_eq!(
+            priority_loads(&[(5, 10), (10, 10)], 140, 50.0),
+            (vec![70, 30], false)
+        );
+        // P0 at 20%, P1 at 20%: health 28 + 28 = 56, normalised to 50/50.
+        assert_eq!(
+            priority_loads(&[(2, 10), (2, 10)], 140, 50.0),
+            (vec![50, 50], false)
+        );
+        // Total health 28 < 50: panic, spread by endpoint count.
+        assert_eq!(
+            priority_loads(&[(2, 10), (0, 10)], 140, 50.0),
+            (vec![50, 50], true)
+        );
+        // Panic disabled with a 0% threshold: the healthy remainder takes all.
+        assert_eq!(
+            priority_loads(&[(2, 10), (0, 10)], 140, 0.0),
+            (vec![100, 0], false)
+        );
+    }
+}
