@@ -328,3 +328,54 @@ listeners:
     want.sort();
     assert_eq!(errs, want);
 }
+
+#[test]
+fn load_balancing_settings_are_checked() {
+    let ok = r#"
+clusters:
+  - name: a
+    lb_policy: MAGLEV
+    maglev_lb_config: { table_size: 65537 }
+    common_lb_config: { healthy_panic_threshold: { value: 25.0 }, locality_weighted_lb_config: {} }
+  - { name: b, lb_policy: PEAK_EWMA, peak_ewma_lb_config: { decay: 5s, default_rtt: 0.01s } }
+  - { name: c, lb_policy: LEAST_REQUEST, least_request_lb_config: { choice_count: 3 } }
+listeners:
+  - name: l
+    route_config:
+      virtual_hosts:
+        - name: v
+          domains: ["*"]
+          routes:
+            - match: { prefix: / }
+              route:
+                cluster: a
+                hash_policy:
+                  - { header: { header_name: x-user }, terminal: true }
+                  - { cookie: { name: session } }
+"#;
+    MeshConfig::from_yaml(ok).unwrap();
+    let bad = r#"
+clusters:
+  - { name: a, lb_policy: MAGLEV, maglev_lb_config: { table_size: 65536 } }
+  - { name: b, lb_policy: RING_HASH, ring_hash_lb_config: { minimum_ring_size: 10, maximum_ring_size: 5 } }
+listeners:
+  - name: l
+    route_config:
+      virtual_hosts:
+        - name: v
+          domains: ["*"]
+          routes:
+            - match: { prefix: / }
+              route: { cluster: a, hash_policy: [{ header: { header_name: x }, cookie: { name: y } }] }
+"#;
+    let mut errs = errors(bad);
+    errs.sort();
+    assert_eq!(
+        errs,
+        [
+            "clusters[0].maglev_lb_config.table_size: 65536 must be a prime below 5000011",
+            "clusters[1].ring_hash_lb_config: need 1 <= minimum_ring_size <= maximum_ring_size <= 8388608",
+            "listeners[0].route_config.virtual_hosts[0].routes[0].route.hash_policy[0]: exactly one of header, cookie, query_parameter must be set",
+        ]
+    );
+}

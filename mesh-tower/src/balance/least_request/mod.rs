@@ -28,7 +28,13 @@ impl LeastRequest {
 
     /// Effective weight: `weight / (in_flight + 1)^bias`; the highest wins.
     fn score(&self, e: &EndpointInfo) -> f64 {
-        let load = (e.stats.in_flight() as f64 + 1.0).powf(self.bias);
+        let load = e.stats.in_flight() as f64 + 1.0;
+        // The common bias of 1.0 needs no `powf` (a tenth of the pick's cost).
+        let load = if self.bias == 1.0 {
+            load
+        } else {
+            load.powf(self.bias)
+        };
         f64::from(e.weight.max(1)) / load
     }
 }
