@@ -210,6 +210,38 @@ pub fn assignment(cluster: &str, addrs: &[SocketAddr]) -> eds::ClusterLoadAssign
     }
 }
 
+/// One locality's endpoints at `priority`, with the locality's weight; `healthy[i]` says whether
+/// endpoint `i` is HEALTHY (else UNHEALTHY).
+pub fn locality(
+    zone: &str,
+    priority: u32,
+    weight: u32,
+    addrs: &[SocketAddr],
+    healthy: &[bool],
+) -> eds::LocalityLbEndpoints {
+    eds::LocalityLbEndpoints {
+        locality: Some(core::Locality {
+            region: "local".into(),
+            zone: zone.into(),
+            ..Default::default()
+        }),
+        lb_endpoints: addrs
+            .iter()
+            .zip(healthy)
+            .map(|(a, h)| {
+                let mut e = lb_endpoint(*a);
+                if !h {
+                    e.health_status = core::HealthStatus::Unhealthy as i32;
+                }
+                e
+            })
+            .collect(),
+        load_balancing_weight: Some(UInt32Value { value: weight }),
+        priority,
+        ..Default::default()
+    }
+}
+
 fn lb_endpoint(addr: SocketAddr) -> eds::LbEndpoint {
     eds::LbEndpoint {
         host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(eds::Endpoint {
