@@ -25,6 +25,9 @@ pub struct Cluster {
     /// How an endpoint is picked for a request.
     #[serde(default)]
     pub lb_policy: LbPolicy,
+    /// `ROUND_ROBIN` settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_robin_lb_config: Option<RoundRobinConfig>,
     /// `LEAST_REQUEST` settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub least_request_lb_config: Option<LeastRequestConfig>,
@@ -73,6 +76,7 @@ impl Cluster {
             eds_service_name: None,
             load_assignment: None,
             lb_policy: LbPolicy::default(),
+            round_robin_lb_config: None,
             least_request_lb_config: None,
             ring_hash_lb_config: None,
             maglev_lb_config: None,
@@ -200,6 +204,34 @@ pub struct LeastRequestConfig {
     /// Exponent on `in_flight + 1` when weights differ (default 1.0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active_request_bias: Option<crate::policy::Percent>,
+    /// Ramp new endpoints up gradually.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_start_config: Option<SlowStartConfig>,
+}
+
+/// Envoy's `Cluster.RoundRobinLbConfig`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoundRobinConfig {
+    /// Ramp new endpoints up gradually.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_start_config: Option<SlowStartConfig>,
+}
+
+/// Envoy's `SlowStartConfig`: an endpoint younger than the window gets
+/// `weight × max(min_weight_percent, (age / window)^(1 / aggression))`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlowStartConfig {
+    /// How long a new endpoint ramps up.
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub slow_start_window: Option<Duration>,
+    /// Ramp curve (default 1.0: linear; higher ramps faster early).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggression: Option<crate::policy::RuntimeDouble>,
+    /// The floor of the ramp (default 10%).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_weight_percent: Option<crate::policy::Percent>,
 }
 
 /// Envoy's `Cluster.RingHashLbConfig` (xxHash only).

@@ -107,3 +107,19 @@ pub struct RuntimeFractionalPercent {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub runtime_key: String,
 }
+
+/// Envoy's `RuntimeDouble`: a double whose runtime key is informational in-process.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeDouble {
+    /// The value in force.
+    pub default_value: f64,
+}
+
+impl PartialEq for RuntimeDouble {
+    fn eq(&self, other: &Self) -> bool {
+        self.default_value.to_bits() == other.default_value.to_bits()
+    }
+}
+
+impl Eq for RuntimeDouble {}

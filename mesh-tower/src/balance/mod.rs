@@ -19,6 +19,7 @@ pub mod peak_ewma;
 pub mod random;
 pub mod ring_hash;
 pub mod round_robin;
+pub mod slow_start;
 
 use http::HeaderMap;
 use mesh_core::{Cluster, HealthStatus, LbPolicy, Locality};
@@ -35,8 +36,10 @@ pub use ring_hash::RingHash;
 pub use round_robin::RoundRobin;
 
 /// Counters for one endpoint that survive config updates.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EndpointStats {
+    /// When the endpoint joined its cluster (slow start ramps from here).
+    created: std::time::Instant,
     in_flight: AtomicU64,
     /// Outlier detection state (ejection, failure counters).
     pub health: crate::outlier::EndpointHealth,
@@ -44,7 +47,31 @@ pub struct EndpointStats {
     pub ewma: peak_ewma::Ewma,
 }
 
+impl Default for EndpointStats {
+    fn default() -> Self {
+        Self {
+            created: std::time::Instant::now(),
+            in_flight: AtomicU64::new(0),
+            health: Default::default(),
+            ewma: Default::default(),
+        }
+    }
+}
+
 impl EndpointStats {
+    #[cfg(test)]
+    pub(crate) fn created_at(created: std::time::Instant) -> Self {
+        Self {
+            created,
+            ..Self::default()
+        }
+    }
+
+    /// When the endpoint joined its cluster.
+    pub fn created(&self) -> std::time::Instant {
+        self.created
+    }
+
     /// Requests currently outstanding (sent, response head not yet received).
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
@@ -178,6 +205,31 @@ pub trait Balance: Send + Sync + fmt::Debug + 'static {
 
 /// Builds the balancer for a cluster's policy over a new endpoint list.
 pub(crate) fn for_cluster(cluster: &Cluster, endpoints: &[EndpointInfo]) -> Box<dyn Balance> {
+    let inner = policy_balancer(cluster, endpoints);
+    let slow = match cluster.lb_policy {
+        LbPolicy::RoundRobin => cluster
+            .round_robin_lb_config
+            .as_ref()
+            .and_then(|c| c.slow_start_config.as_ref()),
+        LbPolicy::LeastRequest => cluster
+            .least_request_lb_config
+            .as_ref()
+            .and_then(|c| c.slow_start_config.as_ref()),
+        _ => None,
+    };
+    match slow.and_then(|s| s.slow_start_window.map(|w| (s, w))) {
+        Some((s, window)) => Box::new(slow_start::SlowStart::new(
+            inner,
+            endpoints,
+            window,
+            s.aggression.map_or(1.0, |a| a.default_value),
+            s.min_weight_percent.map_or(10.0, |p| p.value),
+        )),
+        None => inner,
+    }
+}
+
+fn policy_balancer(cluster: &Cluster, endpoints: &[EndpointInfo]) -> Box<dyn Balance> {
     let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
     let keyed = || -> Vec<(std::net::SocketAddr, u32)> {
         endpoints.iter().map(|e| (e.address, e.weight)).collect()

@@ -153,6 +153,24 @@ fn lb_policy(
                     .active_request_bias
                     .as_ref()
                     .map(|b| mesh_core::policy::Percent::new(b.default_value)),
+                slow_start_config: l.slow_start_config.as_ref().map(|s| {
+                    slow_start(
+                        &s.slow_start_window,
+                        s.aggression.as_ref(),
+                        &s.min_weight_percent,
+                    )
+                }),
+            })
+        }
+        Some(C::RoundRobinLbConfig(r)) => {
+            out.round_robin_lb_config = Some(mesh_core::config::cluster::RoundRobinConfig {
+                slow_start_config: r.slow_start_config.as_ref().map(|s| {
+                    slow_start(
+                        &s.slow_start_window,
+                        s.aggression.as_ref(),
+                        &s.min_weight_percent,
+                    )
+                }),
             })
         }
         _ => {}
@@ -236,7 +254,27 @@ fn typed_policy(
         errors.push(path, format!("cannot decode {}: {e}", t.type_url));
     };
     match name {
-        Some("round_robin.v3.RoundRobin") => Some(LbPolicy::RoundRobin),
+        Some("round_robin.v3.RoundRobin") => {
+            match lbp::round_robin::v3::RoundRobin::decode(&*t.value) {
+                Ok(r) => {
+                    out.round_robin_lb_config =
+                        Some(mesh_core::config::cluster::RoundRobinConfig {
+                            slow_start_config: r.slow_start_config.as_ref().map(|s| {
+                                slow_start(
+                                    &s.slow_start_window,
+                                    s.aggression.as_ref(),
+                                    &s.min_weight_percent,
+                                )
+                            }),
+                        });
+                    Some(LbPolicy::RoundRobin)
+                }
+                Err(e) => {
+                    bad(errors, e);
+                    None
+                }
+            }
+        }
         Some("random.v3.Random") => Some(LbPolicy::Random),
         Some("least_request.v3.LeastRequest") => {
             match lbp::least_request::v3::LeastRequest::decode(&*t.value) {
@@ -248,6 +286,13 @@ fn typed_policy(
                                 .active_request_bias
                                 .as_ref()
                                 .map(|b| mesh_core::policy::Percent::new(b.default_value)),
+                            slow_start_config: l.slow_start_config.as_ref().map(|s| {
+                                slow_start(
+                                    &s.slow_start_window,
+                                    s.aggression.as_ref(),
+                                    &s.min_weight_percent,
+                                )
+                            }),
                         });
                     Some(LbPolicy::LeastRequest)
                 }
@@ -285,5 +330,25 @@ fn typed_policy(
         },
         _ if t.type_url.rsplit('/').next() == Some(PEAK_EWMA_TYPE) => Some(LbPolicy::PeakEwma),
         _ => None,
+    }
+}
+
+/// A slow-start config from either proto (the cluster's or the typed policies').
+fn slow_start(
+    window: &Option<envoy_types::pb::google::protobuf::Duration>,
+    aggression: Option<&envoy_types::pb::envoy::config::core::v3::RuntimeDouble>,
+    min: &Option<envoy_types::pb::envoy::r#type::v3::Percent>,
+) -> mesh_core::config::cluster::SlowStartConfig {
+    mesh_core::config::cluster::SlowStartConfig {
+        slow_start_window: window.as_ref().and_then(|d| {
+            (d.seconds >= 0 && d.nanos >= 0)
+                .then(|| std::time::Duration::new(d.seconds as u64, d.nanos as u32))
+        }),
+        aggression: aggression.map(|a| mesh_core::policy::RuntimeDouble {
+            default_value: a.default_value,
+        }),
+        min_weight_percent: min
+            .as_ref()
+            .map(|p| mesh_core::policy::Percent::new(p.value)),
     }
 }
