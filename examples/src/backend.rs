@@ -81,7 +81,12 @@ impl Backend {
 
     /// Starts a backend that behaves as `mode` says.
     pub async fn start_with(mode: Mode) -> std::io::Result<Backend> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().expect("address"), mode).await
+    }
+
+    /// Starts a backend on `addr` (e.g. `127.0.0.2:<port>`, for several addresses one port).
+    pub async fn start_on(addr: SocketAddr, mode: Mode) -> std::io::Result<Backend> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let served = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(serve(listener, addr, mode, served.clone()));

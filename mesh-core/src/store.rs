@@ -103,11 +103,13 @@ impl Snapshot {
         }
     }
 
-    /// The endpoints a cluster uses: inline for `STATIC`, the EDS set for `EDS`.
+    /// The endpoints a cluster uses: inline for `STATIC`, the EDS set for `EDS` (DNS clusters
+    /// resolve theirs in the data plane: `None`).
     pub fn endpoints_for<'a>(&'a self, cluster: &'a Cluster) -> Option<&'a ClusterLoadAssignment> {
         match cluster.discovery {
             DiscoveryType::Static => cluster.load_assignment.as_ref(),
             DiscoveryType::Eds => self.endpoints(cluster.endpoints_name()).map(|e| &**e),
+            DiscoveryType::StrictDns | DiscoveryType::LogicalDns => None,
         }
     }
 

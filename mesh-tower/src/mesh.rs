@@ -59,6 +59,7 @@ type AnyRegistry = (Arc<dyn Any + Send + Sync>, Arc<dyn Refresh>);
 struct Inner {
     store: Store,
     connector: Connector,
+    dns: crate::cluster::DnsResolver,
     registries: Mutex<HashMap<TypeId, AnyRegistry>>,
     by_authority: Arc<ByAuthority>,
     file: Option<Arc<FileSource>>,
@@ -175,6 +176,7 @@ impl Mesh {
             let reg = Arc::new(Registry::<B>::new(
                 self.inner.store.clone(),
                 self.inner.connector.clone(),
+                self.inner.dns.clone(),
             ));
             (
                 reg.clone() as Arc<dyn Any + Send + Sync>,
@@ -284,12 +286,14 @@ pub struct MeshBuilder {
     file: Option<PathBuf>,
     poll: Duration,
     extensions: Vec<Box<dyn Any + Send + Sync>>,
+    dns: crate::cluster::DnsResolver,
 }
 
 impl Default for MeshBuilder {
     fn default() -> Self {
         Self {
             store: None,
+            dns: crate::cluster::DnsResolver::system(),
             connector: Connector::default(),
             file: None,
             poll: Duration::from_secs(1),
@@ -308,6 +312,12 @@ impl MeshBuilder {
     /// Open connections with this connector (TLS, proxies, test doubles).
     pub fn connector(mut self, connect: impl Connect) -> Self {
         self.connector = Connector::new(connect);
+        self
+    }
+
+    /// Where DNS clusters resolve names (default: the system's resolver configuration).
+    pub fn dns_resolver(mut self, dns: crate::cluster::DnsResolver) -> Self {
+        self.dns = dns;
         self
     }
 
@@ -351,6 +361,7 @@ impl MeshBuilder {
                 by_authority: Arc::new(ByAuthority::new(store.clone())),
                 store,
                 connector: self.connector,
+                dns: self.dns,
                 registries: Mutex::new(HashMap::new()),
                 file,
                 tasks,

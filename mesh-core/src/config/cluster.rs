@@ -22,6 +22,22 @@ pub struct Cluster {
     /// For `STATIC`: the endpoints, inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_assignment: Option<ClusterLoadAssignment>,
+    /// For `STRICT_DNS` / `LOGICAL_DNS`: the names to resolve.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_endpoints: Vec<DnsEndpoint>,
+    /// Which address families DNS lookups return.
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub dns_lookup_family: DnsLookupFamily,
+    /// How often names are re-resolved (default 5 s).
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dns_refresh_rate: Option<Duration>,
+    /// Re-resolve when the records' TTL expires instead of at the refresh rate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub respect_dns_ttl: bool,
     /// How an endpoint is picked for a request.
     #[serde(default)]
     pub lb_policy: LbPolicy,
@@ -75,6 +91,10 @@ impl Cluster {
             discovery: DiscoveryType::Eds,
             eds_service_name: None,
             load_assignment: None,
+            dns_endpoints: Vec::new(),
+            dns_lookup_family: DnsLookupFamily::default(),
+            dns_refresh_rate: None,
+            respect_dns_ttl: false,
             lb_policy: LbPolicy::default(),
             round_robin_lb_config: None,
             least_request_lb_config: None,
@@ -107,6 +127,38 @@ impl Cluster {
             &path.field("connect_timeout"),
             "must be greater than 0",
         );
+        if self.discovery.is_dns() {
+            errors.check(
+                !self.dns_endpoints.is_empty(),
+                &path.field("dns_endpoints"),
+                "is required for a DNS cluster",
+            );
+            if self.discovery == DiscoveryType::LogicalDns {
+                errors.check(
+                    self.dns_endpoints.len() <= 1,
+                    &path.field("dns_endpoints"),
+                    "a LOGICAL_DNS cluster has exactly one name",
+                );
+            }
+            for (i, d) in self.dns_endpoints.iter().enumerate() {
+                let dp = path.field("dns_endpoints").index(i);
+                errors.check(
+                    !d.hostname.is_empty(),
+                    &dp.field("hostname"),
+                    "must not be empty",
+                );
+                errors.check(d.port != 0, &dp.field("port"), "must not be 0");
+            }
+            if let Some(r) = self.dns_refresh_rate {
+                errors.check(
+                    r >= Duration::from_millis(1),
+                    &path.field("dns_refresh_rate"),
+                    "must be at least 1ms",
+                );
+            }
+        } else if !self.dns_endpoints.is_empty() {
+            errors.push(&path.field("dns_endpoints"), "is only for DNS clusters");
+        }
         match (self.discovery, &self.load_assignment) {
             (DiscoveryType::Static, None) => errors.push(
                 &path.field("load_assignment"),
@@ -120,6 +172,11 @@ impl Cluster {
                 "is only for STATIC clusters; EDS clusters take endpoints from `endpoints`",
             ),
             (DiscoveryType::Eds, None) => {}
+            (DiscoveryType::StrictDns | DiscoveryType::LogicalDns, Some(_)) => errors.push(
+                &path.field("load_assignment"),
+                "DNS clusters list their names in `dns_endpoints`",
+            ),
+            (DiscoveryType::StrictDns | DiscoveryType::LogicalDns, None) => {}
         }
         if self.discovery == DiscoveryType::Static && self.eds_service_name.is_some() {
             errors.push(&path.field("eds_service_name"), "is only for EDS clusters");
@@ -173,7 +230,52 @@ pub enum DiscoveryType {
     /// Endpoints from EDS (or the file's `endpoints` list).
     #[default]
     Eds,
+    /// Every address each of `dns_endpoints` resolves to, re-resolved continuously.
+    StrictDns,
+    /// The first address `dns_endpoints[0]` resolves to (one logical host).
+    LogicalDns,
 }
+
+impl DiscoveryType {
+    /// `STRICT_DNS` or `LOGICAL_DNS`.
+    pub fn is_dns(self) -> bool {
+        matches!(self, Self::StrictDns | Self::LogicalDns)
+    }
+}
+
+/// A hostname endpoint of a DNS cluster (Envoy's `load_assignment` endpoint whose socket
+/// address is a name; written apart because `LbEndpoint.address` is an IP address).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsEndpoint {
+    /// The name to resolve.
+    pub hostname: String,
+    /// The port of every resolved address.
+    pub port: u16,
+    /// Weight of each resolved address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing_weight: Option<u32>,
+}
+
+/// Envoy's `Cluster.DnsLookupFamily`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DnsLookupFamily {
+    /// IPv6 if any, else IPv4 (Envoy's default).
+    #[default]
+    Auto,
+    /// IPv4 only.
+    V4Only,
+    /// IPv6 only.
+    V6Only,
+    /// IPv4 if any, else IPv6.
+    V4Preferred,
+    /// Both.
+    All,
+}
+
+/// Envoy's default DNS refresh rate.
+pub const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
 
 /// Envoy's `Cluster.LbPolicy`, plus `PEAK_EWMA` (latency-aware P2C, not in Envoy).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -297,4 +399,8 @@ fn is_prime(n: u64) -> bool {
         && (2..)
             .take_while(|d| d * d <= n)
             .all(|d| !n.is_multiple_of(d))
+}
+
+fn is_auto(f: &DnsLookupFamily) -> bool {
+    *f == DnsLookupFamily::Auto
 }

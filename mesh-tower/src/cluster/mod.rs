@@ -9,10 +9,12 @@
 //! that stay keep their connections and counters; endpoints that leave are dropped from the
 //! picker at once, and their connections close when the last in-flight request on them ends.
 
+pub(crate) mod dns;
 mod future;
 mod plan;
 pub(crate) mod registry;
 
+pub use self::dns::DnsResolver;
 pub use self::future::ResponseFuture;
 
 use crate::RequestBody;

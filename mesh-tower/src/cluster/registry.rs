@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct Registry<B> {
     store: Store,
     connector: Connector,
+    dns: super::dns::DnsResolver,
     clusters: ArcSwap<HashMap<Arc<str>, Arc<ClusterHandle<B>>>>,
     insert: Mutex<()>,
 }
@@ -28,10 +29,11 @@ impl<B> Registry<B>
 where
     B: RequestBody,
 {
-    pub(crate) fn new(store: Store, connector: Connector) -> Self {
+    pub(crate) fn new(store: Store, connector: Connector, dns: super::dns::DnsResolver) -> Self {
         Self {
             store,
             connector,
+            dns,
             clusters: ArcSwap::from_pointee(HashMap::new()),
             insert: Mutex::new(()),
         }
@@ -50,6 +52,7 @@ where
             name.clone(),
             self.store.clone(),
             self.connector.clone(),
+            self.dns.clone(),
         ));
         let mut next = HashMap::clone(&self.clusters.load());
         next.insert(name.clone(), handle.clone());
@@ -97,6 +100,8 @@ pub(crate) struct ClusterHandle<B> {
     rebuild: Mutex<()>,
     /// Circuit-breaker counters; they outlive config updates.
     pub(crate) limits: Arc<Limits>,
+    /// Name resolution of DNS clusters.
+    dns: super::dns::DnsState,
 }
 
 /// An immutable view of a cluster: config, usable endpoints, their connections, the picker.
@@ -113,14 +118,22 @@ pub(crate) struct ClusterState<B> {
     pub(crate) detector: Option<Arc<Detector>>,
     /// For `PEAK_EWMA` clusters: the decay of the latency average responses feed.
     pub(crate) ewma_decay: Option<std::time::Duration>,
+    /// For DNS clusters: the resolution this state was built from.
+    resolved: Option<Arc<super::dns::Resolved>>,
 }
 
 impl<B> ClusterHandle<B>
 where
     B: RequestBody,
 {
-    fn new(name: Arc<str>, store: Store, connector: Connector) -> Self {
+    fn new(
+        name: Arc<str>,
+        store: Store,
+        connector: Connector,
+        dns: super::dns::DnsResolver,
+    ) -> Self {
         let handle = Self {
+            dns: super::dns::DnsState::new(dns),
             limits: Arc::new(Limits::new(name.clone())),
             name,
             store,
@@ -136,6 +149,7 @@ where
                 absence: (None, None),
                 detector: None,
                 ewma_decay: None,
+                resolved: None,
             }),
             rebuild: Mutex::new(()),
         };
@@ -145,7 +159,7 @@ where
 
     /// The current state, rebuilt first if the config changed.
     pub(crate) fn current(&self) -> impl Deref<Target = Arc<ClusterState<B>>> + use<B> {
-        if self.seen.load(Ordering::Acquire) != self.store.version() {
+        if self.seen.load(Ordering::Acquire) != self.store.version() || self.dns.is_dirty() {
             self.refresh();
         }
         self.state.load()
@@ -154,10 +168,13 @@ where
     fn refresh(&self) {
         let _guard = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
         let snap = self.store.load();
-        if self.seen.load(Ordering::Acquire) == snap.version() {
+        let dns_changed = self.dns.take_dirty();
+        if self.seen.load(Ordering::Acquire) == snap.version() && !dns_changed {
             return;
         }
         let cluster = snap.cluster(&self.name).cloned();
+        self.dns.ensure(cluster.as_deref());
+        let resolved = self.dns.resolved();
         let absence = snap.absence(ResourceKind::Cluster, &self.name).cloned();
         let eds = cluster
             .as_ref()
@@ -171,11 +188,12 @@ where
             .cloned();
         if !(same(&old.cluster, &cluster)
             && same(&old.eds, &eds)
+            && same(&old.resolved, &resolved)
             && old.absence == (absence.clone(), eds_absence.clone()))
         {
             self.limits
                 .configure(cluster.as_ref().and_then(|c| c.circuit_breakers.as_ref()));
-            let mut state = self.build(cluster, eds, &old);
+            let mut state = self.build(cluster, eds, resolved, &old);
             state.absence = (absence, eds_absence);
             self.state.store(Arc::new(state));
         }
@@ -186,6 +204,7 @@ where
         &self,
         cluster: Option<Arc<Cluster>>,
         eds: Option<Arc<ClusterLoadAssignment>>,
+        resolved: Option<Arc<super::dns::Resolved>>,
         old: &ClusterState<B>,
     ) -> ClusterState<B> {
         let mut reuse: HashMap<SocketAddr, (&Arc<EndpointStats>, &Arc<Connection<B>>)> = old
@@ -196,9 +215,14 @@ where
             .collect();
         let (mut endpoints, mut conns, mut total) = (Vec::new(), Vec::new(), 0);
         if let Some(c) = &cluster {
+            let dns_assignment;
             let assignment = match c.discovery {
                 DiscoveryType::Static => c.load_assignment.as_ref(),
                 DiscoveryType::Eds => eds.as_deref(),
+                DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
+                    dns_assignment = dns_endpoints(c, resolved.as_deref());
+                    Some(&dns_assignment)
+                }
             };
             let all: Vec<_> = assignment
                 .into_iter()
@@ -282,6 +306,7 @@ where
             absence: (None, None),
             ewma_decay,
             detector,
+            resolved,
         }
     }
 }
@@ -334,6 +359,18 @@ impl<B> ClusterState<B> {
         };
         match self.plan.pick(ctx) {
             Some(i) if i < self.endpoints.len() => Ok((&self.endpoints[i], self.conns[i].clone())),
+            _ if self.total == 0 && cluster.discovery.is_dns() => {
+                let names: Vec<&str> = cluster
+                    .dns_endpoints
+                    .iter()
+                    .map(|d| d.hostname.as_str())
+                    .collect();
+                let why = match self.resolved.as_ref().and_then(|r| r.error.as_deref()) {
+                    Some(e) => format!("no address for {names:?}: {e}"),
+                    None => format!("no address for {names:?} resolved yet"),
+                };
+                Err(MeshError::new(ErrorKind::NoEndpoint, why))
+            }
             _ if self.total == 0
                 && cluster.discovery == DiscoveryType::Eds
                 && self.eds.is_none() =>
@@ -370,5 +407,32 @@ fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
         (None, None) => true,
         _ => false,
+    }
+}
+
+/// A DNS cluster's resolution as an assignment: one locality, priority 0, all healthy.
+fn dns_endpoints(
+    cluster: &Cluster,
+    resolved: Option<&super::dns::Resolved>,
+) -> ClusterLoadAssignment {
+    let lb_endpoints = resolved
+        .map(|r| {
+            r.addrs
+                .iter()
+                .map(|(addr, w)| mesh_core::LbEndpoint {
+                    address: *addr,
+                    health_status: mesh_core::HealthStatus::Healthy,
+                    load_balancing_weight: Some(*w),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ClusterLoadAssignment {
+        cluster_name: cluster.name.clone(),
+        endpoints: vec![mesh_core::LocalityLbEndpoints {
+            lb_endpoints,
+            ..Default::default()
+        }],
+        policy: None,
     }
 }

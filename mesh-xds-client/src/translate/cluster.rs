@@ -26,6 +26,8 @@ pub fn translate(c: &pb::Cluster) -> Result<Cluster, ConfigError> {
         Some(T::Type(t)) => match D::try_from(*t) {
             Ok(D::Static) => out.discovery = DiscoveryType::Static,
             Ok(D::Eds) => out.discovery = DiscoveryType::Eds,
+            Ok(D::StrictDns) => out.discovery = DiscoveryType::StrictDns,
+            Ok(D::LogicalDns) => out.discovery = DiscoveryType::LogicalDns,
             Ok(other) => errors.push(
                 &root.field("type"),
                 format!("{other:?} clusters are not supported yet"),
@@ -42,6 +44,9 @@ pub fn translate(c: &pb::Cluster) -> Result<Cluster, ConfigError> {
         && !eds.service_name.is_empty()
     {
         out.eds_service_name = Some(eds.service_name.clone());
+    }
+    if out.discovery.is_dns() {
+        dns(c, &mut out, &root, &mut errors);
     }
     if out.discovery == DiscoveryType::Static {
         match &c.load_assignment {
@@ -350,5 +355,70 @@ fn slow_start(
         min_weight_percent: min
             .as_ref()
             .map(|p| mesh_core::policy::Percent::new(p.value)),
+    }
+}
+
+/// A DNS cluster: its load assignment's socket addresses are names (hostname and port).
+fn dns(c: &pb::Cluster, out: &mut Cluster, root: &FieldPath, errors: &mut Errors) {
+    use envoy_types::pb::envoy::config::core::v3::{
+        address::Address as A, socket_address::PortSpecifier,
+    };
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as H;
+    use mesh_core::config::cluster::{DnsEndpoint, DnsLookupFamily};
+    let lp = root.field("load_assignment");
+    let Some(cla) = &c.load_assignment else {
+        errors.push(&lp, "field not present (required for DNS clusters)");
+        return;
+    };
+    for (i, l) in cla.endpoints.iter().enumerate() {
+        for (j, e) in l.lb_endpoints.iter().enumerate() {
+            let ep = lp
+                .field("endpoints")
+                .index(i)
+                .field("lb_endpoints")
+                .index(j);
+            let sa = match &e.host_identifier {
+                Some(H::Endpoint(end)) => {
+                    match end.address.as_ref().and_then(|a| a.address.as_ref()) {
+                        Some(A::SocketAddress(sa)) => sa,
+                        _ => {
+                            errors.push(&ep, "a socket address is required");
+                            continue;
+                        }
+                    }
+                }
+                _ => {
+                    errors.push(&ep, "an endpoint is required");
+                    continue;
+                }
+            };
+            let port = match sa.port_specifier {
+                Some(PortSpecifier::PortValue(p)) => u16::try_from(p).unwrap_or(0),
+                _ => 0,
+            };
+            out.dns_endpoints.push(DnsEndpoint {
+                hostname: sa.address.clone(),
+                port,
+                load_balancing_weight: e.load_balancing_weight.as_ref().map(|w| w.value),
+            });
+        }
+    }
+    use pb::cluster::DnsLookupFamily as F;
+    #[allow(deprecated)]
+    let family = c.dns_lookup_family;
+    out.dns_lookup_family = match F::try_from(family) {
+        Ok(F::V4Only) => DnsLookupFamily::V4Only,
+        Ok(F::V6Only) => DnsLookupFamily::V6Only,
+        Ok(F::V4Preferred) => DnsLookupFamily::V4Preferred,
+        Ok(F::All) => DnsLookupFamily::All,
+        _ => DnsLookupFamily::Auto,
+    };
+    #[allow(deprecated)]
+    if let Some(r) = &c.dns_refresh_rate {
+        out.dns_refresh_rate = duration(r, &root.field("dns_refresh_rate"), errors);
+    }
+    #[allow(deprecated)]
+    {
+        out.respect_dns_ttl = c.respect_dns_ttl;
     }
 }

@@ -266,7 +266,31 @@ fn clusters_translate_and_unsupported_values_are_refused() {
     ));
     assert_eq!(
         rejected(ResourceType::Cluster, &any(&dns)),
-        "type: StrictDns clusters are not supported yet"
+        "load_assignment: field not present (required for DNS clusters)"
+    );
+    let mut named = build::assignment("dns", &["127.0.0.1:8443".parse().unwrap()]);
+    if let Some(eds::lb_endpoint::HostIdentifier::Endpoint(e)) =
+        &mut named.endpoints[0].lb_endpoints[0].host_identifier
+        && let Some(core::address::Address::SocketAddress(sa)) =
+            e.address.as_mut().and_then(|a| a.address.as_mut())
+    {
+        sa.address = "api.example.com".into();
+    }
+    dns.load_assignment = Some(named);
+    dns.cluster_discovery_type = Some(cds::cluster::ClusterDiscoveryType::Type(
+        cds::cluster::DiscoveryType::LogicalDns as i32,
+    ));
+    let Ok(Translated::Cluster(out)) = decode(ResourceType::Cluster, &any(&dns)).unwrap().result
+    else {
+        panic!()
+    };
+    assert_eq!(out.discovery, mesh_core::DiscoveryType::LogicalDns);
+    assert_eq!(
+        (
+            out.dns_endpoints[0].hostname.as_str(),
+            out.dns_endpoints[0].port
+        ),
+        ("api.example.com", 8443)
     );
 
     let mut tls = eds_cluster("tls");
