@@ -60,6 +60,7 @@ struct Inner {
     store: Store,
     connector: Connector,
     dns: crate::cluster::DnsResolver,
+    local: Option<crate::cluster::plan::LocalZone>,
     registries: Mutex<HashMap<TypeId, AnyRegistry>>,
     by_authority: Arc<ByAuthority>,
     file: Option<Arc<FileSource>>,
@@ -177,6 +178,7 @@ impl Mesh {
                 self.inner.store.clone(),
                 self.inner.connector.clone(),
                 self.inner.dns.clone(),
+                self.inner.local.clone(),
             ));
             (
                 reg.clone() as Arc<dyn Any + Send + Sync>,
@@ -287,6 +289,7 @@ pub struct MeshBuilder {
     poll: Duration,
     extensions: Vec<Box<dyn Any + Send + Sync>>,
     dns: crate::cluster::DnsResolver,
+    local: Option<crate::cluster::plan::LocalZone>,
 }
 
 impl Default for MeshBuilder {
@@ -294,6 +297,7 @@ impl Default for MeshBuilder {
         Self {
             store: None,
             dns: crate::cluster::DnsResolver::system(),
+            local: None,
             connector: Connector::default(),
             file: None,
             poll: Duration::from_secs(1),
@@ -312,6 +316,17 @@ impl MeshBuilder {
     /// Open connections with this connector (TLS, proxies, test doubles).
     pub fn connector(mut self, connect: impl Connect) -> Self {
         self.connector = Connector::new(connect);
+        self
+    }
+
+    /// The zone this process runs in, and the cluster it belongs to (if the config has one),
+    /// for clusters with `zone_aware_lb_config`. Without the cluster, the caller counts as 100%
+    /// of callers in its zone, which (as in Envoy) leaves routing unchanged.
+    pub fn local_zone(mut self, zone: impl Into<String>, cluster: Option<&str>) -> Self {
+        self.local = Some(crate::cluster::plan::LocalZone {
+            zone: zone.into(),
+            cluster: cluster.map(str::to_owned),
+        });
         self
     }
 
@@ -362,6 +377,7 @@ impl MeshBuilder {
                 store,
                 connector: self.connector,
                 dns: self.dns,
+                local: self.local,
                 registries: Mutex::new(HashMap::new()),
                 file,
                 tasks,

@@ -51,6 +51,11 @@ pub struct XdsClientBuilder {
 }
 
 impl XdsClientBuilder {
+    /// The node this client identifies as (its locality feeds zone-aware routing).
+    pub fn node(&self) -> &crate::bootstrap::Node {
+        &self.bootstrap.node
+    }
+
     /// Settings from a bootstrap.
     pub fn from_bootstrap(bootstrap: Bootstrap) -> Self {
         Self {

@@ -52,12 +52,21 @@ impl XdsMesh for Mesh {
     }
 
     async fn from_xds(builder: XdsClientBuilder) -> Result<Self, ClientError> {
+        // The node's zone (and its cluster, as Envoy's local cluster) drive zone-aware routing.
+        let node = builder.node().clone();
         let client = builder.start()?;
         let store = client.store().clone();
-        Mesh::builder()
-            .store(store)
-            .extension(client)
-            .build()
+        let mut mesh = Mesh::builder().store(store).extension(client);
+        if let Some(zone) = node
+            .locality
+            .as_ref()
+            .map(|l| l.zone.clone())
+            .filter(|z| !z.is_empty())
+        {
+            let cluster = (!node.cluster.is_empty()).then_some(node.cluster.as_str());
+            mesh = mesh.local_zone(zone, cluster);
+        }
+        mesh.build()
             .await
             .map_err(|e| ClientError::Config(e.to_string()))
     }

@@ -380,6 +380,22 @@ pub struct CommonLbConfig {
     /// Pick a locality by its weight first, then an endpoint inside it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locality_weighted_lb_config: Option<crate::policy::Empty>,
+    /// Prefer endpoints in the caller's zone, as far as their capacity allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone_aware_lb_config: Option<ZoneAwareConfig>,
+}
+
+/// Envoy's `ZoneAwareLbConfig`. Needs the caller's zone and its own cluster (see
+/// `MeshBuilder::local_zone`); without them it changes nothing, as in Envoy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZoneAwareConfig {
+    /// Share of requests zone-aware routing applies to (default 100%).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing_enabled: Option<crate::policy::Percent>,
+    /// Fewer upstream endpoints than this disable it (default 6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_cluster_size: Option<u64>,
 }
 
 /// HTTP version spoken to a cluster's endpoints.

@@ -11,7 +11,7 @@
 
 pub(crate) mod dns;
 mod future;
-mod plan;
+pub(crate) mod plan;
 pub(crate) mod registry;
 
 pub use self::dns::DnsResolver;

@@ -49,6 +49,27 @@ struct Level {
     /// With locality weighting: (cumulative effective weight, group of the locality's healthy
     /// endpoints).
     localities: Vec<(f64, Group)>,
+    /// Zone-aware routing, when configured and applicable to this level.
+    zone: Option<ZonePlan>,
+}
+
+/// Zone-aware routing of one level: how much stays in the caller's zone, and where the rest
+/// spills.
+#[derive(Debug)]
+struct ZonePlan {
+    enabled: f64,
+    local_share: f64,
+    local: Group,
+    /// (cumulative residual capacity, group of that zone's healthy endpoints).
+    residual: Vec<(f64, Group)>,
+}
+
+/// The caller's side of zone-aware routing: its zone, and how its own cluster's endpoints are
+/// spread over zones (a lone client counts as 100% in its zone).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LocalView {
+    pub(crate) zone: String,
+    pub(crate) shares: Vec<(String, f64)>,
 }
 
 /// The pick plan of a cluster.
@@ -118,9 +139,52 @@ fn fix_rounding(loads: &mut [u32], levels: &[(usize, usize)]) {
     }
 }
 
+/// Where the caller runs, for zone-aware routing: its zone and, optionally, the cluster it
+/// belongs to (whose endpoints tell how callers are spread over zones).
+#[derive(Clone, Debug)]
+pub(crate) struct LocalZone {
+    pub(crate) zone: String,
+    pub(crate) cluster: Option<String>,
+}
+
+impl LocalZone {
+    /// The caller-side shares from the current config.
+    pub(crate) fn view(&self, snap: &mesh_core::Snapshot) -> LocalView {
+        let mut counts: Vec<(String, f64)> = Vec::new();
+        if let Some(c) = self.cluster.as_deref().and_then(|n| snap.cluster(n))
+            && let Some(cla) = snap.endpoints_for(c)
+        {
+            for (_, loc, ep) in cla.iter_endpoints() {
+                if !ep.health_status.is_usable() {
+                    continue;
+                }
+                match counts.iter_mut().find(|(z, _)| *z == loc.locality.zone) {
+                    Some((_, n)) => *n += 1.0,
+                    None => counts.push((loc.locality.zone.clone(), 1.0)),
+                }
+            }
+        }
+        let total: f64 = counts.iter().map(|c| c.1).sum();
+        let shares = if total > 0.0 {
+            counts.into_iter().map(|(z, n)| (z, n / total)).collect()
+        } else {
+            vec![(self.zone.clone(), 1.0)]
+        };
+        LocalView {
+            zone: self.zone.clone(),
+            shares,
+        }
+    }
+}
+
 impl Plan {
     /// A plan over `endpoints` (all of a cluster's, any health) for `cluster`.
-    pub(crate) fn new(cluster: &Cluster, endpoints: &[EndpointInfo], factor: u32) -> Self {
+    pub(crate) fn new(
+        cluster: &Cluster,
+        endpoints: &[EndpointInfo],
+        factor: u32,
+        local: Option<&LocalView>,
+    ) -> Self {
         let mut priorities: Vec<u32> = endpoints.iter().map(|e| e.priority).collect();
         priorities.sort_unstable();
         priorities.dedup();
@@ -151,7 +215,15 @@ impl Plan {
             } else {
                 Vec::new()
             };
+            // Envoy applies zone-aware routing to the first level only.
+            let zone = match (common.and_then(|c| c.zone_aware_lb_config.as_ref()), local) {
+                (Some(z), Some(view)) if levels.is_empty() => {
+                    zone_plan(cluster, endpoints, &healthy, z, view)
+                }
+                _ => None,
+            };
             levels.push(Level {
+                zone,
                 healthy: Group::new(cluster, endpoints, healthy),
                 all: Group::new(cluster, endpoints, all),
                 localities,
@@ -198,6 +270,26 @@ impl Plan {
         if self.panic {
             return l.all.pick(ctx);
         }
+        if let Some(z) = &l.zone
+            && fastrand::f64() < z.enabled
+        {
+            if fastrand::f64() < z.local_share {
+                if let Some(p) = z.local.pick(ctx) {
+                    return Some(p);
+                }
+            } else if let Some(total) = z.residual.last().map(|x| x.0)
+                && total > 0.0
+            {
+                let at = fastrand::f64() * total;
+                let i = z
+                    .residual
+                    .partition_point(|(c, _)| *c <= at)
+                    .min(z.residual.len() - 1);
+                if let Some(p) = z.residual[i].1.pick(ctx) {
+                    return Some(p);
+                }
+            }
+        }
         if !l.localities.is_empty() {
             let total = l.localities.last().map_or(0.0, |x| x.0);
             if total > 0.0 {
@@ -213,6 +305,76 @@ impl Plan {
         }
         l.healthy.pick(ctx)
     }
+}
+
+/// Envoy's zone-aware split for the healthy endpoints of a level: all traffic stays in the
+/// caller's zone when that zone holds at least the caller's share of upstream endpoints;
+/// otherwise the local zone takes what its share allows (`upstream% / local%`) and the rest
+/// spills to zones with spare capacity (`upstream% − local%`), in proportion to it.
+fn zone_plan(
+    cluster: &Cluster,
+    endpoints: &[EndpointInfo],
+    healthy: &[usize],
+    config: &mesh_core::config::cluster::ZoneAwareConfig,
+    view: &LocalView,
+) -> Option<ZonePlan> {
+    let min = config.min_cluster_size.unwrap_or(6) as usize;
+    if healthy.len() < min || healthy.is_empty() {
+        return None;
+    }
+    let mut zones: Vec<&str> = Vec::new();
+    for &i in healthy {
+        let z = endpoints[i].locality.zone.as_str();
+        if !zones.contains(&z) {
+            zones.push(z);
+        }
+    }
+    let upstream = |z: &str| {
+        healthy
+            .iter()
+            .filter(|&&i| endpoints[i].locality.zone == z)
+            .count() as f64
+            / healthy.len() as f64
+    };
+    let local_of = |z: &str| {
+        view.shares
+            .iter()
+            .find(|(name, _)| name == z)
+            .map_or(0.0, |(_, s)| *s)
+    };
+    let here = view.zone.as_str();
+    let (u_here, l_here) = (upstream(here), local_of(here));
+    let members = |z: &str| -> Vec<usize> {
+        healthy
+            .iter()
+            .copied()
+            .filter(|&i| endpoints[i].locality.zone == z)
+            .collect()
+    };
+    let local = Group::new(cluster, endpoints, members(here));
+    let local_share = if l_here <= 0.0 || u_here >= l_here {
+        if u_here > 0.0 { 1.0 } else { 0.0 }
+    } else {
+        u_here / l_here
+    };
+    let mut sum = 0.0;
+    let residual = zones
+        .iter()
+        .filter(|z| **z != here)
+        .filter_map(|z| {
+            let spare = upstream(z) - local_of(z);
+            (spare > 0.0).then(|| {
+                sum += spare;
+                (sum, Group::new(cluster, endpoints, members(z)))
+            })
+        })
+        .collect();
+    Some(ZonePlan {
+        enabled: config.routing_enabled.map_or(1.0, |p| p.value / 100.0),
+        local_share,
+        local,
+        residual,
+    })
 }
 
 /// Locality groups of a level with their cumulative effective weights
@@ -294,14 +456,14 @@ mod tests {
         let mut spec: Vec<_> = (0..10).map(|i| (0, i < 5, "a", 1)).collect();
         spec.extend((0..10).map(|_| (1, true, "a", 1)));
         let eps = endpoints(&spec);
-        let plan = Plan::new(&cluster, &eps, 140);
+        let plan = Plan::new(&cluster, &eps, 140, None);
         let p1 = shares(&plan, &eps, |e| e.priority == 1);
         assert!((p1 - 0.30).abs() < 0.02, "P1 takes 30%: {p1}");
         assert!(shares(&plan, &eps, |e| !e.health.is_usable()) == 0.0);
         // All of P0 healthy again: P1 gets nothing.
         let spec: Vec<_> = spec.iter().map(|s| (s.0, true, s.2, s.3)).collect();
         let eps = endpoints(&spec);
-        let plan = Plan::new(&cluster, &eps, 140);
+        let plan = Plan::new(&cluster, &eps, 140, None);
         assert_eq!(shares(&plan, &eps, |e| e.priority == 1), 0.0);
     }
 
@@ -310,7 +472,7 @@ mod tests {
         fastrand::seed(2);
         let cluster = Cluster::new("c");
         let eps = endpoints(&(0..10).map(|i| (0, i < 2, "a", 1)).collect::<Vec<_>>());
-        let plan = Plan::new(&cluster, &eps, 140);
+        let plan = Plan::new(&cluster, &eps, 140, None);
         assert!(plan.panic, "28% < 50%");
         let unhealthy = shares(&plan, &eps, |e| !e.health.is_usable());
         assert!((unhealthy - 0.8).abs() < 0.02, "{unhealthy}");
@@ -320,7 +482,7 @@ mod tests {
             healthy_panic_threshold: Some(mesh_core::policy::Percent::new(0.0)),
             ..Default::default()
         });
-        let plan = Plan::new(&no_panic, &eps, 140);
+        let plan = Plan::new(&no_panic, &eps, 140, None);
         assert_eq!(shares(&plan, &eps, |e| !e.health.is_usable()), 0.0);
     }
 
@@ -336,11 +498,11 @@ mod tests {
         let mut spec: Vec<_> = (0..4).map(|_| (0, true, "a", 1)).collect();
         spec.push((0, true, "b", 3));
         let eps = endpoints(&spec);
-        let plan = Plan::new(&cluster, &eps, 140);
+        let plan = Plan::new(&cluster, &eps, 140, None);
         let b = shares(&plan, &eps, |e| e.locality.zone == "b");
         assert!((b - 0.75).abs() < 0.02, "{b}");
         // Without locality weighting, endpoints share evenly (b is 1 of 5).
-        let plan = Plan::new(&Cluster::new("c"), &eps, 140);
+        let plan = Plan::new(&Cluster::new("c"), &eps, 140, None);
         let b = shares(&plan, &eps, |e| e.locality.zone == "b");
         assert!((b - 0.2).abs() < 0.02, "{b}");
     }
@@ -377,5 +539,71 @@ mod tests {
             priority_loads(&[(2, 10), (0, 10)], 140, 0.0),
             (vec![100, 0], false)
         );
+    }
+
+    fn zone_cluster(min: u64) -> Cluster {
+        let mut c = Cluster::new("c");
+        c.common_lb_config = Some(mesh_core::config::cluster::CommonLbConfig {
+            zone_aware_lb_config: Some(mesh_core::config::cluster::ZoneAwareConfig {
+                min_cluster_size: Some(min),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c
+    }
+
+    fn view(zone: &str, shares: &[(&str, f64)]) -> LocalView {
+        LocalView {
+            zone: zone.into(),
+            shares: shares.iter().map(|(z, s)| (z.to_string(), *s)).collect(),
+        }
+    }
+
+    #[test]
+    fn zone_aware_keeps_traffic_local_while_capacity_allows_and_spills_the_rest() {
+        fastrand::seed(5);
+        let even: Vec<_> = (0..6)
+            .map(|i| (0, true, if i < 3 { "a" } else { "b" }, 1))
+            .collect();
+        let eps = endpoints(&even);
+        // Callers split 50/50 like the upstream: everything stays local.
+        let plan = Plan::new(
+            &zone_cluster(6),
+            &eps,
+            140,
+            Some(&view("a", &[("a", 0.5), ("b", 0.5)])),
+        );
+        assert_eq!(shares(&plan, &eps, |e| e.locality.zone == "a"), 1.0);
+
+        // 75% of callers in a, 25% of upstream in a: a keeps 1/3 of its traffic, b takes 2/3.
+        let skewed: Vec<_> = (0..8)
+            .map(|i| (0, true, if i < 2 { "a" } else { "b" }, 1))
+            .collect();
+        let eps = endpoints(&skewed);
+        let plan = Plan::new(
+            &zone_cluster(6),
+            &eps,
+            140,
+            Some(&view("a", &[("a", 0.75), ("b", 0.25)])),
+        );
+        let a = shares(&plan, &eps, |e| e.locality.zone == "a");
+        assert!((a - 1.0 / 3.0).abs() < 0.02, "{a}");
+
+        // A lone caller (100% in its zone) changes nothing, as in Envoy: 2 of 8 endpoints.
+        let plan = Plan::new(&zone_cluster(6), &eps, 140, Some(&view("a", &[("a", 1.0)])));
+        let a = shares(&plan, &eps, |e| e.locality.zone == "a");
+        assert!((a - 0.25).abs() < 0.02, "{a}");
+
+        // Below min_cluster_size the preference is off.
+        let eps = endpoints(&even);
+        let plan = Plan::new(
+            &zone_cluster(100),
+            &eps,
+            140,
+            Some(&view("a", &[("a", 0.5), ("b", 0.5)])),
+        );
+        let a = shares(&plan, &eps, |e| e.locality.zone == "a");
+        assert!((a - 0.5).abs() < 0.02, "{a}");
     }
 }

@@ -21,6 +21,7 @@ pub(crate) struct Registry<B> {
     store: Store,
     connector: Connector,
     dns: super::dns::DnsResolver,
+    local: Option<super::plan::LocalZone>,
     clusters: ArcSwap<HashMap<Arc<str>, Arc<ClusterHandle<B>>>>,
     insert: Mutex<()>,
 }
@@ -29,11 +30,17 @@ impl<B> Registry<B>
 where
     B: RequestBody,
 {
-    pub(crate) fn new(store: Store, connector: Connector, dns: super::dns::DnsResolver) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        connector: Connector,
+        dns: super::dns::DnsResolver,
+        local: Option<super::plan::LocalZone>,
+    ) -> Self {
         Self {
             store,
             connector,
             dns,
+            local,
             clusters: ArcSwap::from_pointee(HashMap::new()),
             insert: Mutex::new(()),
         }
@@ -53,6 +60,7 @@ where
             self.store.clone(),
             self.connector.clone(),
             self.dns.clone(),
+            self.local.clone(),
         ));
         let mut next = HashMap::clone(&self.clusters.load());
         next.insert(name.clone(), handle.clone());
@@ -102,6 +110,8 @@ pub(crate) struct ClusterHandle<B> {
     pub(crate) limits: Arc<Limits>,
     /// Name resolution of DNS clusters.
     dns: super::dns::DnsState,
+    /// The caller's zone, for zone-aware routing.
+    local: Option<super::plan::LocalZone>,
 }
 
 /// An immutable view of a cluster: config, usable endpoints, their connections, the picker.
@@ -131,8 +141,10 @@ where
         store: Store,
         connector: Connector,
         dns: super::dns::DnsResolver,
+        local: Option<super::plan::LocalZone>,
     ) -> Self {
         let handle = Self {
+            local,
             dns: super::dns::DnsState::new(dns),
             limits: Arc::new(Limits::new(name.clone())),
             name,
@@ -193,7 +205,8 @@ where
         {
             self.limits
                 .configure(cluster.as_ref().and_then(|c| c.circuit_breakers.as_ref()));
-            let mut state = self.build(cluster, eds, resolved, &old);
+            let view = self.local.as_ref().map(|l| l.view(&snap));
+            let mut state = self.build(cluster, eds, resolved, view.as_ref(), &old);
             state.absence = (absence, eds_absence);
             self.state.store(Arc::new(state));
         }
@@ -205,6 +218,7 @@ where
         cluster: Option<Arc<Cluster>>,
         eds: Option<Arc<ClusterLoadAssignment>>,
         resolved: Option<Arc<super::dns::Resolved>>,
+        view: Option<&super::plan::LocalView>,
         old: &ClusterState<B>,
     ) -> ClusterState<B> {
         let mut reuse: HashMap<SocketAddr, (&Arc<EndpointStats>, &Arc<Connection<B>>)> = old
@@ -275,7 +289,7 @@ where
             ClusterLoadAssignment::overprovisioning_factor,
         );
         let plan = match &cluster {
-            Some(c) => super::plan::Plan::new(c, &endpoints, factor),
+            Some(c) => super::plan::Plan::new(c, &endpoints, factor, view),
             None => super::plan::Plan::empty(),
         };
         let detector = cluster

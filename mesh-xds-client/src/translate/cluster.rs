@@ -113,7 +113,6 @@ fn lb_policy(
     }
     if let Some(common) = &c.common_lb_config {
         use pb::cluster::common_lb_config::LocalityConfigSpecifier as L;
-        let cp = root.field("common_lb_config");
         let mut cfg = mesh_core::config::cluster::CommonLbConfig {
             healthy_panic_threshold: common
                 .healthy_panic_threshold
@@ -125,8 +124,14 @@ fn lb_policy(
             Some(L::LocalityWeightedLbConfig(_)) => {
                 cfg.locality_weighted_lb_config = Some(mesh_core::policy::Empty {})
             }
-            Some(L::ZoneAwareLbConfig(_)) => {
-                errors.push(&cp.field("zone_aware_lb_config"), "is not supported yet")
+            Some(L::ZoneAwareLbConfig(z)) => {
+                cfg.zone_aware_lb_config = Some(mesh_core::config::cluster::ZoneAwareConfig {
+                    routing_enabled: z
+                        .routing_enabled
+                        .as_ref()
+                        .map(|p| mesh_core::policy::Percent::new(p.value)),
+                    min_cluster_size: z.min_cluster_size.as_ref().map(|v| v.value),
+                })
             }
             None => {}
         }
