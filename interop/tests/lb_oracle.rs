@@ -1,6 +1,6 @@
 //! Envoy as the oracle for load balancing, on one go-control-plane snapshot:
 //! - consistent hashing: a RING_HASH and a MAGLEV cluster of five endpoints and a route hashing
-//!   the `x-key` header; for 1000 keys, each must land on the same endpoint through both;
+//!   the `x-key` header; for 10k keys, each must land on the same endpoint through both;
 //! - priorities and localities: a half-unhealthy P0 spills 30% to P1 and locality weights 1:3
 //!   split 25/75, through both within statistical tolerance.
 
@@ -118,7 +118,7 @@ async fn consistent_hashing_agrees_with_envoy_key_by_key() {
 
     for path in ["/ring", "/maglev"] {
         let (mut agree, mut spread) = (0, std::collections::HashMap::new());
-        let keys = 1000;
+        let keys = 10_000;
         for k in 0..keys {
             let key = format!("user-{k}");
             let theirs = via_envoy(envoy.listener, path, &key).await.unwrap();
