@@ -5,3 +5,5 @@
 #![forbid(unsafe_code)]
 
 pub mod ads;
+pub mod envoy;
+pub mod gocp;

@@ -2,9 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 #[allow(unused_imports)]
-pub use mesh_interop::ads;
-pub mod envoy;
-pub mod gocp;
+pub use mesh_interop::{ads, envoy, gocp};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};

@@ -1,4 +1,4 @@
-//! Drives `interop/gocp` (our go-control-plane program) from Rust tests.
+//! Drives `interop/gocp` (our go-control-plane program) from Rust tests and benches.
 //!
 //! The binary is built with `go build` on first use (Go's build cache makes later builds
 //! instant). A missing Go toolchain fails the test loudly: this peer is never skipped.
@@ -38,8 +38,10 @@ fn binary() -> PathBuf {
 }
 
 /// A running go-control-plane server.
+#[derive(Debug)]
 pub struct GoControlPlane {
     child: Child,
+    /// Its ADS (gRPC) address.
     pub ads: SocketAddr,
     http: SocketAddr,
 }
@@ -54,11 +56,17 @@ impl Drop for GoControlPlane {
 /// One request the server saw.
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct Event {
+    /// The requesting node's id.
     pub node: String,
+    /// Whether it came on a Delta stream.
     pub delta: bool,
+    /// The resource type.
     pub type_url: String,
+    /// The version the request ACKs (or NACKs).
     pub version: String,
+    /// Subscribed names (SotW) or names to subscribe (Delta).
     pub names: Option<Vec<String>>,
+    /// The NACK's error message, if it is one.
     pub nack: Option<String>,
 }
 
@@ -131,7 +139,7 @@ impl GoControlPlane {
 
     /// Waits until an event satisfying `f` was seen (polling the server, which has no push).
     pub async fn wait_for(&self, f: impl Fn(&Event) -> bool) -> Event {
-        tokio::time::timeout(super::PATIENCE, async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
             loop {
                 if let Some(e) = self.events().await.into_iter().find(|e| f(e)) {
                     return e;

@@ -27,10 +27,19 @@ fn binary() -> PathBuf {
 }
 
 /// A running Envoy with one HTTP listener.
+#[derive(Debug)]
 pub struct Envoy {
     child: Child,
+    /// The address of its HTTP listener.
     pub listener: SocketAddr,
     _dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    /// The Envoy process id (for measuring its CPU).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Envoy {
