@@ -1,0 +1,403 @@
+//! Side-by-side load harness: the same closed-loop load through bare hyper, our mesh (static
+//! config, and config from go-control-plane over ADS), and an Envoy 1.40 sidecar, against one
+//! echo server — each contender in its own process, alternated, repeated, medians reported.
+//!
+//! `cargo bench -p mesh-benches --bench side_by_side` runs concurrency 1, 32 and 256 with
+//! 64 B and 4 KiB bodies, 3 rounds of 3 s each, prints a markdown table and writes it to
+//! `target/side_by_side.md`. Client CPU per request comes from the client process's
+//! `/proc/self/stat` (user + system), and for the Envoy path Envoy's own CPU is added (a sidecar's
+//! cost is the user's cost). Without `--bench` (as `cargo test --all-targets` runs it) it is a
+//! seconds-long smoke run that checks every contender ran and produced numbers.
+//!
+//! Not yet here: the gRPC contenders (a grpc-go xDS client and tonic through the mesh).
+
+#![allow(missing_docs)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use mesh_interop::envoy::{Envoy, free_port};
+use mesh_interop::gocp::GoControlPlane;
+use mesh_tower::Mesh;
+use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CONTENDERS: [&str; 4] = ["bare-hyper", "mesh-static", "mesh-ads", "envoy-sidecar"];
+/// Linux's clock ticks per second for `/proc/*/stat` CPU times.
+const TICK_US: u64 = 10_000;
+
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+// ===== the echo server (its own process) =====
+
+async fn serve() {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("ADDR {}", listener.local_addr().unwrap());
+    loop {
+        let (stream, _) = listener.accept().await.unwrap();
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+// ===== one contender's client (its own process) =====
+
+#[derive(Clone)]
+enum Client {
+    Hyper(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+    Mesh(mesh_tower::MeshService<Full<Bytes>>),
+}
+
+impl Client {
+    async fn send(&self, body: Bytes) -> Result<usize, String> {
+        let req = http::Request::post("http://web/echo")
+            .body(Full::new(body))
+            .unwrap();
+        match self {
+            Client::Hyper(tx) => {
+                let mut tx = tx.clone();
+                let res = tx.send_request(req).await.map_err(|e| e.to_string())?;
+                let b = res.into_body().collect().await.map_err(|e| e.to_string())?;
+                Ok(b.to_bytes().len())
+            }
+            Client::Mesh(svc) => {
+                let res = tower::ServiceExt::oneshot(svc.clone(), req)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let b = res.into_body().collect().await.map_err(|e| e.to_string())?;
+                Ok(b.to_bytes().len())
+            }
+        }
+    }
+}
+
+async fn h2(addr: SocketAddr) -> Client {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.set_nodelay(true);
+    let (tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    Client::Hyper(tx)
+}
+
+async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f64, size: usize) {
+    let (client, _mesh) = match contender {
+        "bare-hyper" | "envoy-sidecar" => (h2(target).await, None),
+        "mesh-static" => {
+            let yaml = format!(
+                "listeners: [{{ name: web, route_config: {{ virtual_hosts: [{{ name: web, domains: ['*'], routes: [{{ match: {{ prefix: / }}, route: {{ cluster: echo }} }}] }}] }} }}]\nclusters: [{{ name: echo, protocol: HTTP2 }}]\nendpoints: [{{ cluster_name: echo, endpoints: [{{ lb_endpoints: [{{ address: \"{target}\" }}] }}] }}]"
+            );
+            let mesh = Mesh::from_config(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
+                .await
+                .unwrap();
+            (Client::Mesh(mesh.channel("xds:///web")), Some(mesh))
+        }
+        "mesh-ads" => {
+            let mesh = Mesh::from_xds(XdsClientBuilder::new(target.to_string(), "bench-mesh"))
+                .await
+                .unwrap();
+            mesh.wait_ready("xds:///web", Duration::from_secs(10))
+                .await
+                .unwrap();
+            (Client::Mesh(mesh.channel("xds:///web")), Some(mesh))
+        }
+        other => panic!("unknown contender {other}"),
+    };
+    let body = Bytes::from(vec![b'x'; size]);
+    // Warm up: connections open, config compiled.
+    for _ in 0..20 {
+        client.send(body.clone()).await.unwrap();
+    }
+    let cpu0 = cpu_ticks("self");
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, body) = (client.clone(), body.clone());
+        tasks.spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match client.send(body.clone()).await {
+                    Ok(n) if n == body.len() => lat.push(t.elapsed().as_micros() as u64),
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        });
+    }
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for (l, e) in tasks.join_all().await {
+        lat.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu_us = (cpu_ticks("self") - cpu0) * TICK_US;
+    lat.sort_unstable();
+    let q = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "RESULT requests={} errors={errors} secs={elapsed:.3} p50={} p90={} p99={} max={} cpu_us={cpu_us} rss_kb={}",
+        lat.len(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        lat.last().copied().unwrap_or(0),
+        rss_kb()
+    );
+}
+
+// ===== the orchestrator =====
+
+type Row = HashMap<String, f64>;
+
+fn run_client(
+    contender: &str,
+    target: SocketAddr,
+    c: usize,
+    secs: f64,
+    size: usize,
+    envoy_pid: Option<u32>,
+) -> Row {
+    let envoy0 = envoy_pid.map(|p| cpu_ticks(&p.to_string()));
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("SIDE_BY_SIDE_ROLE", "client")
+        .env("SBS_CONTENDER", contender)
+        .env("SBS_TARGET", target.to_string())
+        .env("SBS_CONCURRENCY", c.to_string())
+        .env("SBS_SECS", secs.to_string())
+        .env("SBS_SIZE", size.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("client process");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("{contender} produced no result: {text}"));
+    let mut row: Row = line[7..]
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.parse().unwrap_or(0.0)))
+        .collect();
+    if let (Some(p), Some(t0)) = (envoy_pid, envoy0) {
+        row.insert(
+            "sidecar_cpu_us".into(),
+            ((cpu_ticks(&p.to_string()) - t0) * TICK_US) as f64,
+        );
+    }
+    row
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    match std::env::var("SIDE_BY_SIDE_ROLE").as_deref() {
+        Ok("server") => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            return rt.block_on(serve());
+        }
+        Ok("client") => {
+            let v = |k: &str| std::env::var(k).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            return rt.block_on(client(
+                &v("SBS_CONTENDER"),
+                v("SBS_TARGET").parse().unwrap(),
+                v("SBS_CONCURRENCY").parse().unwrap(),
+                v("SBS_SECS").parse().unwrap(),
+                v("SBS_SIZE").parse().unwrap(),
+            ));
+        }
+        _ => {}
+    }
+    let full = std::env::args().any(|a| a == "--bench");
+    let (rounds, secs, concurrencies, sizes): (usize, f64, &[usize], &[usize]) = if full {
+        (3, 3.0, &[1, 32, 256], &[64, 4096])
+    } else {
+        (1, 0.3, &[4], &[64])
+    };
+
+    // The echo server, in its own process.
+    let mut server = Command::new(std::env::current_exe().unwrap())
+        .env("SIDE_BY_SIDE_ROLE", "server")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server process");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let echo: SocketAddr = line.trim().strip_prefix("ADDR ").unwrap().parse().unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (cp, envoy) = rt.block_on(async {
+        let cp = GoControlPlane::start();
+        let envoy_addr = free_port();
+        let rc = build::route_config("routes", &["*"], vec![build::route("/", "echo")]);
+        let common = vec![
+            build::any(&rc),
+            build::any(&build::eds_cluster("echo")),
+            build::any(&build::assignment("echo", &[echo])),
+        ];
+        let mut mesh = vec![build::any(&build::api_listener_rds("web", "routes"))];
+        mesh.extend(common.clone());
+        cp.set("bench-mesh", "1", &mesh).await;
+        let mut sidecar = vec![build::any(&build::socket_listener(
+            "ingress", envoy_addr, "routes",
+        ))];
+        sidecar.extend(common);
+        cp.set("envoy", "1", &sidecar).await;
+        let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
+        // Envoy has no readiness signal: wait (bounded) until it proxies.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Ok(s) = tokio::net::TcpStream::connect(envoy_addr).await {
+                    drop(s);
+                    let c = h2(envoy_addr).await;
+                    if c.send(Bytes::from_static(b"x")).await.is_ok() {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("Envoy proxies to the echo server");
+        (cp, envoy)
+    });
+
+    let mut results: HashMap<(String, usize, usize), Vec<Row>> = HashMap::new();
+    for round in 0..rounds {
+        for &c in concurrencies {
+            for &size in sizes {
+                // Alternate the order every round so no contender always runs first.
+                let mut order: Vec<&str> = CONTENDERS.to_vec();
+                order.rotate_left(round % CONTENDERS.len());
+                for contender in order {
+                    let (target, pid) = match contender {
+                        "mesh-ads" => (cp.ads, None),
+                        "envoy-sidecar" => (envoy.listener, Some(envoy.pid())),
+                        _ => (echo, None),
+                    };
+                    let row = run_client(contender, target, c, secs, size, pid);
+                    results
+                        .entry((contender.to_owned(), c, size))
+                        .or_default()
+                        .push(row);
+                }
+            }
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let mut table = String::from(
+        "| contender | c | body | req/s | vs bare | p50 µs | p90 µs | p99 µs | max µs | CPU µs/req | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for &c in concurrencies {
+        for &size in sizes {
+            let med = |contender: &str, key: &str| -> f64 {
+                let rows = &results[&(contender.to_owned(), c, size)];
+                let mut xs: Vec<f64> = rows
+                    .iter()
+                    .map(|r| match key {
+                        "rps" => r["requests"] / r["secs"],
+                        "cpu" => {
+                            (r["cpu_us"] + r.get("sidecar_cpu_us").copied().unwrap_or(0.0))
+                                / r["requests"].max(1.0)
+                        }
+                        k => r[k],
+                    })
+                    .collect();
+                median(&mut xs)
+            };
+            let bare = med("bare-hyper", "rps");
+            for contender in CONTENDERS {
+                let rows = &results[&(contender.to_owned(), c, size)];
+                assert!(
+                    rows.iter().all(|r| r["requests"] > 0.0),
+                    "{contender} served no request"
+                );
+                assert!(
+                    rows.iter().all(|r| r["errors"] == 0.0),
+                    "{contender} had errors: {rows:?}"
+                );
+                let rps = med(contender, "rps");
+                table.push_str(&format!(
+                    "| {contender} | {c} | {size} B | {rps:.0} | {:.2}× | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
+                    rps / bare,
+                    med(contender, "p50"),
+                    med(contender, "p90"),
+                    med(contender, "p99"),
+                    med(contender, "max"),
+                    med(contender, "cpu"),
+                    med(contender, "rss_kb") / 1024.0,
+                ));
+            }
+        }
+    }
+    println!("{table}");
+    if full {
+        let out =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/side_by_side.md");
+        let _ = std::fs::write(&out, &table);
+        println!("written to {}", out.display());
+    }
+    drop(envoy);
+    drop(cp);
+}
