@@ -14,6 +14,27 @@ const LB_TYPE_PREFIX: &str = "type.googleapis.com/envoy.extensions.load_balancin
 /// their defaults).
 pub const PEAK_EWMA_TYPE: &str = "mesh.lb.v1.PeakEwma";
 
+/// Least-request settings from either Envoy proto that carries them (the cluster's
+/// `LeastRequestLbConfig` and the typed `LeastRequest` policy share the field names).
+macro_rules! least_request_config {
+    ($l:expr) => {
+        mesh_core::config::cluster::LeastRequestConfig {
+            choice_count: $l.choice_count.as_ref().map(|v| v.value),
+            active_request_bias: $l
+                .active_request_bias
+                .as_ref()
+                .map(|b| mesh_core::policy::Percent::new(b.default_value)),
+            slow_start_config: $l.slow_start_config.as_ref().map(|s| {
+                slow_start(
+                    &s.slow_start_window,
+                    s.aggression.as_ref(),
+                    &s.min_weight_percent,
+                )
+            }),
+        }
+    };
+}
+
 /// Translates and validates a cluster.
 pub fn translate(c: &pb::Cluster) -> Result<Cluster, ConfigError> {
     let mut errors = Errors::new();
@@ -157,20 +178,7 @@ fn lb_policy(
             })
         }
         Some(C::LeastRequestLbConfig(l)) => {
-            out.least_request_lb_config = Some(mesh_core::config::cluster::LeastRequestConfig {
-                choice_count: l.choice_count.as_ref().map(|v| v.value),
-                active_request_bias: l
-                    .active_request_bias
-                    .as_ref()
-                    .map(|b| mesh_core::policy::Percent::new(b.default_value)),
-                slow_start_config: l.slow_start_config.as_ref().map(|s| {
-                    slow_start(
-                        &s.slow_start_window,
-                        s.aggression.as_ref(),
-                        &s.min_weight_percent,
-                    )
-                }),
-            })
+            out.least_request_lb_config = Some(least_request_config!(l))
         }
         Some(C::RoundRobinLbConfig(r)) => {
             out.round_robin_lb_config = Some(mesh_core::config::cluster::RoundRobinConfig {
@@ -289,21 +297,7 @@ fn typed_policy(
         Some("least_request.v3.LeastRequest") => {
             match lbp::least_request::v3::LeastRequest::decode(&*t.value) {
                 Ok(l) => {
-                    out.least_request_lb_config =
-                        Some(mesh_core::config::cluster::LeastRequestConfig {
-                            choice_count: l.choice_count.as_ref().map(|v| v.value),
-                            active_request_bias: l
-                                .active_request_bias
-                                .as_ref()
-                                .map(|b| mesh_core::policy::Percent::new(b.default_value)),
-                            slow_start_config: l.slow_start_config.as_ref().map(|s| {
-                                slow_start(
-                                    &s.slow_start_window,
-                                    s.aggression.as_ref(),
-                                    &s.min_weight_percent,
-                                )
-                            }),
-                        });
+                    out.least_request_lb_config = Some(least_request_config!(l));
                     Some(LbPolicy::LeastRequest)
                 }
                 Err(e) => {
