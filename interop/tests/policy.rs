@@ -460,3 +460,79 @@ async fn idle_timeout_ends_a_stalled_wait_or_body() {
     let res = send(&web, "/drip/50", &[]).await.unwrap();
     assert!(res.body().ends_with(b" (second half)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_aware_routing_follows_where_the_callers_are() {
+    let mut zone_a = Vec::new();
+    let mut zone_b = Vec::new();
+    for i in 0..8 {
+        let b = Backend::start().await.unwrap();
+        if i < 2 {
+            zone_a.push(b)
+        } else {
+            zone_b.push(b)
+        }
+    }
+    let eps = |bs: &[Backend]| {
+        bs.iter()
+            .map(|b| format!("{{ address: \"{}\" }}", b.addr()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Callers ("self"): `a_callers` of 4 in zone a.
+    let yaml = |a_callers: usize| {
+        let callers: Vec<String> = (0..4)
+            .map(|i| {
+                let zone = if i < a_callers { "a" } else { "b" };
+                format!("{{ locality: {{ zone: {zone} }}, lb_endpoints: [{{ address: \"10.9.0.{i}:80\" }}] }}")
+            })
+            .collect();
+        format!(
+            r#"
+listeners:
+  - name: web
+    route_config:
+      virtual_hosts: [{{ name: web, domains: ["*"], routes: [{{ match: {{ prefix: / }}, route: {{ cluster: api }} }}] }}]
+clusters:
+  - name: api
+    common_lb_config: {{ zone_aware_lb_config: {{ min_cluster_size: 6 }} }}
+  - name: self
+endpoints:
+  - cluster_name: api
+    endpoints:
+      - {{ locality: {{ zone: a }}, lb_endpoints: [{}] }}
+      - {{ locality: {{ zone: b }}, lb_endpoints: [{}] }}
+  - cluster_name: self
+    endpoints: [{}]
+"#,
+            eps(&zone_a),
+            eps(&zone_b),
+            callers.join(", ")
+        )
+    };
+    let store = mesh_core::Store::new();
+    store
+        .replace(mesh_core::MeshConfig::from_yaml(&yaml(1)).unwrap())
+        .unwrap();
+    let mesh = Mesh::builder()
+        .store(store.clone())
+        .local_zone("a", Some("self"))
+        .build()
+        .await
+        .unwrap();
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    let in_a = |addr: SocketAddr| zone_a.iter().any(|b| b.addr() == addr);
+    // 25% of callers in zone a, 25% of endpoints there: everything stays local.
+    for _ in 0..40 {
+        let res = send(&web, "/", &[]).await.unwrap();
+        assert!(in_a(served_by(&res)), "local while zone a has the capacity");
+    }
+    // 75% of callers now in zone a: it keeps 1/3 of its traffic and spills the rest.
+    push(&store, &yaml(3));
+    let mut local = 0;
+    for _ in 0..600 {
+        local += usize::from(in_a(served_by(&send(&web, "/", &[]).await.unwrap())));
+    }
+    let share = local as f64 / 600.0;
+    assert!((share - 1.0 / 3.0).abs() < 0.08, "{share}");
+}

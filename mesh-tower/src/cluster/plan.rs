@@ -66,7 +66,7 @@ struct ZonePlan {
 
 /// The caller's side of zone-aware routing: its zone, and how its own cluster's endpoints are
 /// spread over zones (a lone client counts as 100% in its zone).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct LocalView {
     pub(crate) zone: String,
     pub(crate) shares: Vec<(String, f64)>,

@@ -130,6 +130,8 @@ pub(crate) struct ClusterState<B> {
     pub(crate) ewma_decay: Option<std::time::Duration>,
     /// For DNS clusters: the resolution this state was built from.
     resolved: Option<Arc<super::dns::Resolved>>,
+    /// For zone-aware clusters: the callers' zones this state was built for.
+    view: Option<super::plan::LocalView>,
 }
 
 impl<B> ClusterHandle<B>
@@ -162,6 +164,7 @@ where
                 detector: None,
                 ewma_decay: None,
                 resolved: None,
+                view: None,
             }),
             rebuild: Mutex::new(()),
         };
@@ -198,16 +201,28 @@ where
             .as_ref()
             .and_then(|c| snap.absence(ResourceKind::Endpoints, c.endpoints_name()))
             .cloned();
+        // Zone-aware clusters also depend on where the callers are (the local cluster).
+        let zone_aware = cluster.as_ref().is_some_and(|c| {
+            c.common_lb_config
+                .as_ref()
+                .is_some_and(|cc| cc.zone_aware_lb_config.is_some())
+        });
+        let view = self
+            .local
+            .as_ref()
+            .filter(|_| zone_aware)
+            .map(|l| l.view(&snap));
         if !(same(&old.cluster, &cluster)
             && same(&old.eds, &eds)
             && same(&old.resolved, &resolved)
+            && old.view == view
             && old.absence == (absence.clone(), eds_absence.clone()))
         {
             self.limits
                 .configure(cluster.as_ref().and_then(|c| c.circuit_breakers.as_ref()));
-            let view = self.local.as_ref().map(|l| l.view(&snap));
             let mut state = self.build(cluster, eds, resolved, view.as_ref(), &old);
             state.absence = (absence, eds_absence);
+            state.view = view;
             self.state.store(Arc::new(state));
         }
         self.seen.store(snap.version(), Ordering::Release);
@@ -321,6 +336,7 @@ where
             ewma_decay,
             detector,
             resolved,
+            view: None,
         }
     }
 }
