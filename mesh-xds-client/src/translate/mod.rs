@@ -7,8 +7,9 @@
 //!   other resources of the response apply (A46), and the last good version of the rejected one
 //!   stays in force;
 //! - unknown or unused optional fields are ignored; a field whose value we cannot honour and
-//!   that would change behaviour (a TLS transport socket, a DNS cluster, an unsupported LB
-//!   policy, a filter with real config we do not implement) is rejected, never silently dropped.
+//!   that would change behaviour (a TLS transport socket, a custom cluster type, an unsupported
+//!   LB policy, a filter with real config we do not implement) is rejected, never silently
+//!   dropped.
 //!
 //! Traffic policy translates in full (retries and hedging, the fault and local rate limit
 //! filters with their per-route overrides, circuit breakers, outlier detection, rewrites,
