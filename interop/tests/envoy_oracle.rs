@@ -9,14 +9,13 @@ use bytes::Bytes;
 use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use mesh_examples::backend::Backend;
 use mesh_tower::MeshService;
 use mesh_xds_client::build;
 use mesh_xds_client::translate::ResourceType;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 use support::envoy::{Envoy, free_port};
 use support::gocp::GoControlPlane;
 use support::*;
@@ -142,26 +141,9 @@ async fn via_envoy(
     headers: &[(&str, &str)],
     by_addr: &HashMap<String, &str>,
 ) -> Option<String> {
-    let stream = tokio::net::TcpStream::connect(envoy).await.ok()?;
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .ok()?;
-    tokio::spawn(conn);
-    let mut req = http::Request::get(path).header("host", "oracle");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = tx
-        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .ok()?;
-    let backend = res
-        .headers()
-        .get("x-backend")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let _ = res.into_body().collect().await;
-    backend.map(|b| by_addr[&b].to_owned())
+    let res = envoy_get(envoy, path, headers).await?;
+    let backend = res.headers().get("x-backend")?.to_str().ok()?;
+    Some(by_addr[backend].to_owned())
 }
 
 async fn via_mesh(web: &MeshService<Empty<Bytes>>, path: &str, headers: &[(&str, &str)]) -> String {
@@ -216,18 +198,10 @@ async fn oracle(delta: bool) {
     let envoy = Envoy::start("envoy", cp.ads, envoy_listener, delta);
     let (_mesh, web) = xds_web(cp.ads, delta).await;
 
-    // Envoy is another process with no readiness signal we can await: poll its listener until
-    // it routes (bounded).
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while via_envoy(envoy.listener, "/", &[], &by_addr)
-            .await
-            .is_none()
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("Envoy took its config from go-control-plane");
+    assert!(
+        envoy_routes(envoy.listener, "/").await,
+        "Envoy took its config from go-control-plane"
+    );
     // Envoy really used ADS from our control plane.
     let envoy_requests: Vec<_> = cp
         .events()

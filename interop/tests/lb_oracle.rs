@@ -9,12 +9,11 @@ mod support;
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::route::v3 as rds;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use mesh_examples::backend::Backend;
 use mesh_tower::MeshService;
 use mesh_xds_client::build;
 use std::net::SocketAddr;
-use std::time::Duration;
 use support::envoy::{Envoy, free_port};
 use support::gocp::GoControlPlane;
 use support::*;
@@ -37,21 +36,8 @@ fn hashed_route(prefix: &str, cluster: &str) -> rds::Route {
 }
 
 async fn via_envoy(envoy: SocketAddr, path: &str, key: &str) -> Option<String> {
-    let stream = tokio::net::TcpStream::connect(envoy).await.ok()?;
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .ok()?;
-    tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", "oracle")
-        .header("x-key", key)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = tx.send_request(req).await.ok()?;
-    let backend = res.headers().get("x-backend")?.to_str().ok()?.to_owned();
-    let _ = res.into_body().collect().await;
-    Some(backend)
+    let res = envoy_get(envoy, path, &[("x-key", key)]).await?;
+    Some(res.headers().get("x-backend")?.to_str().ok()?.to_owned())
 }
 
 async fn via_mesh(web: &MeshService<Empty<Bytes>>, path: &str, key: &str) -> String {
@@ -107,14 +93,10 @@ async fn consistent_hashing_agrees_with_envoy_key_by_key() {
     }
     let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
     let (_mesh, web) = xds_web(cp.ads, false).await;
-    // Envoy is another process with no readiness signal: poll its listener (bounded).
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while via_envoy(envoy.listener, "/ring", "k").await.is_none() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("Envoy took its config from go-control-plane");
+    assert!(
+        envoy_routes(envoy.listener, "/ring").await,
+        "Envoy took its config from go-control-plane"
+    );
 
     for path in ["/ring", "/maglev"] {
         let (mut agree, mut spread) = (0, std::collections::HashMap::new());
@@ -217,13 +199,10 @@ async fn priority_spill_and_locality_weights_agree_with_envoy() {
     }
     let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
     let (_mesh, web) = xds_web(cp.ads, false).await;
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while via_envoy(envoy.listener, "/zones", "k").await.is_none() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("Envoy took its config from go-control-plane");
+    assert!(
+        envoy_routes(envoy.listener, "/zones").await,
+        "Envoy took its config from go-control-plane"
+    );
 
     let n = 600;
     let p1: Vec<String> = a[4..6].iter().map(ToString::to_string).collect();

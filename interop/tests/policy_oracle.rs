@@ -181,20 +181,8 @@ struct Seen {
 const KEPT: [&str; 3] = ["x-path", "location", "x-backend"];
 
 async fn via_envoy(envoy: SocketAddr, path: &str) -> Option<Seen> {
-    let stream = tokio::net::TcpStream::connect(envoy).await.ok()?;
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .ok()?;
-    tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", "oracle")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = tx.send_request(req).await.ok()?;
-    let seen = seen(res.status().as_u16(), res.headers());
-    let _ = res.into_body().collect().await;
-    Some(seen)
+    let res = envoy_get(envoy, path, &[]).await?;
+    Some(seen(res.status().as_u16(), res.headers()))
 }
 
 fn seen(status: u16, h: &http::HeaderMap) -> Seen {
@@ -253,23 +241,14 @@ async fn policy_oracle(delta: bool) {
     }
     let envoy = Envoy::start("envoy", cp.ads, envoy_addr, delta);
     let (_mesh, web) = xds_web(cp.ads, delta).await;
-    // Envoy is another process with no readiness signal: poll its listener (bounded).
-    let ready = tokio::time::timeout(Duration::from_secs(30), async {
-        while via_envoy(envoy.listener, "/")
-            .await
-            .is_none_or(|s| s.status != 200)
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let ready = envoy_routes(envoy.listener, "/").await;
     let nack = cp
         .events()
         .await
         .into_iter()
         .find_map(|e| e.nack.map(|n| (e.node, n)));
     assert_eq!(nack, None, "nobody NACKed");
-    ready.expect("Envoy took its config from go-control-plane");
+    assert!(ready, "Envoy took its config from go-control-plane");
 
     // Rewrite and redirect: the same path at the backend, the same location.
     for path in ["/rewrite/x?q=1", "/redirect/y?q=2"] {

@@ -200,3 +200,44 @@ pub async fn xds_web(ads: SocketAddr, delta: bool) -> (Mesh, MeshService<Empty<B
     mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
     (mesh, web)
 }
+
+/// One HTTP/1.1 GET through Envoy's listener at `envoy` with `Host: oracle` and `headers`; the
+/// response with its body read. `None` when Envoy is not (yet) answering.
+pub async fn envoy_get(
+    envoy: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<http::Response<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(envoy).await.ok()?;
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(conn);
+    let mut req = http::Request::get(path).header("host", "oracle");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = tx
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .ok()?;
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.ok()?.to_bytes();
+    Some(http::Response::from_parts(parts, body))
+}
+
+/// Whether Envoy answers `path` with a success within 30 s. Envoy is another process with no
+/// readiness signal to await, so its listener is polled every 50 ms (bounded).
+pub async fn envoy_routes(envoy: SocketAddr, path: &str) -> bool {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while envoy_get(envoy, path, &[])
+            .await
+            .is_none_or(|r| !r.status().is_success())
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
