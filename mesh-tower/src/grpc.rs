@@ -19,17 +19,7 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// A trailers-only gRPC response carrying `err` as its status.
 pub(crate) fn local_reply(err: &MeshError) -> Response<MeshBody> {
-    let mut res = Response::new(MeshBody::empty());
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    h.insert("grpc-status", HeaderValue::from(err.kind().grpc_code()));
-    if let Ok(v) = HeaderValue::from_str(&percent_encode(&err.to_string())) {
-        h.insert("grpc-message", v);
-    }
-    res
+    local_answer(true, 200, Some(err.kind().grpc_code()), &err.to_string())
 }
 
 /// A local answer with `status` and `body`: for a gRPC caller a trailers-only response whose

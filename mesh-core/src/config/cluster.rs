@@ -410,7 +410,8 @@ pub enum Protocol {
     Http2,
 }
 
-fn is_prime(n: u64) -> bool {
+/// Whether `n` is prime (Maglev table sizes must be).
+pub fn is_prime(n: u64) -> bool {
     n >= 2
         && (2..)
             .take_while(|d| d * d <= n)

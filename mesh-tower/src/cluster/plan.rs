@@ -259,13 +259,17 @@ impl Plan {
         if self.levels.is_empty() {
             return None;
         }
-        // Hash policies pick a level from the hash too, so a key stays put (Envoy does this).
-        let r = ctx.hash.unwrap_or_else(|| fastrand::u64(..));
-        let point = (r % 100) as u32;
-        let level = self
-            .loads
-            .partition_point(|c| *c <= point)
-            .min(self.levels.len() - 1);
+        // One level (the common case) needs no draw. Otherwise hash policies pick the level from
+        // the hash too, so a key stays put (Envoy does this).
+        let level = if self.levels.len() == 1 {
+            0
+        } else {
+            let r = ctx.hash.unwrap_or_else(|| fastrand::u64(..));
+            let point = (r % 100) as u32;
+            self.loads
+                .partition_point(|c| *c <= point)
+                .min(self.levels.len() - 1)
+        };
         let l = &self.levels[level];
         if self.panic {
             return l.all.pick(ctx);

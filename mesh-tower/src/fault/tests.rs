@@ -4,7 +4,6 @@ use super::*;
 use crate::route::RouteInfo;
 use crate::test_util::{BoxFut, request, response, service};
 use mesh_core::policy::{Empty, FaultAbort, FaultDelay};
-use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 fn info(f: HttpFault) -> Arc<RouteInfo> {
@@ -179,5 +178,4 @@ async fn grpc_callers_get_grpc_statuses() {
     req.headers_mut().insert("x-chaos", "1".parse().unwrap());
     let res = svc.call(req).await.unwrap();
     assert_eq!(res.headers()["grpc-status"], "8");
-    let _ = Ordering::Relaxed;
 }

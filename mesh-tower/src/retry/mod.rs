@@ -105,24 +105,27 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (policy, mirrored, cluster) = match req.extensions().get::<RouteDecision>() {
-            Some(d) => (
-                d.route.retry.clone(),
-                !d.route.mirrors.is_empty(),
-                d.cluster.clone(),
-            ),
-            None => (None, false, Arc::from("")),
+        // One extension lookup; routes without a policy clone nothing.
+        let (retry, mirror_limit) = match req.extensions().get::<RouteDecision>() {
+            Some(d) => match d
+                .route
+                .retry
+                .as_ref()
+                .filter(|p| p.max_retries > 0 || p.per_try_timeout.is_some())
+            {
+                Some(p) => (Some((p.clone(), d.cluster.clone())), None),
+                None => (
+                    None,
+                    (!d.route.mirrors.is_empty()).then_some(d.route.buffer_limit),
+                ),
+            },
+            None => (None, None),
         };
-        let Some(policy) = policy.filter(|p| p.max_retries > 0 || p.per_try_timeout.is_some())
-        else {
-            let req = if mirrored {
-                let limit = req.extensions().get::<RouteDecision>().map_or(
-                    mesh_core::config::route::DEFAULT_BUFFER_LIMIT as usize,
-                    |d| d.route.buffer_limit,
-                );
-                req.map(|b| ReplayBody::replayable(b, limit))
-            } else {
-                req.map(ReplayBody::direct)
+        let Some((policy, cluster)) = retry else {
+            let req = match mirror_limit {
+                // Mirrors read the body from the replay record.
+                Some(limit) => req.map(|b| ReplayBody::replayable(b, limit)),
+                None => req.map(ReplayBody::direct),
             };
             return ResponseFuture::direct(self.inner.call(req));
         };

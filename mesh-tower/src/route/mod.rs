@@ -194,6 +194,15 @@ fn decide<B>(
     })
 }
 
+/// The raw (not percent-decoded, as Envoy compares) value of the first query parameter named
+/// `name`; a parameter without `=` has the empty value.
+pub(crate) fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
 /// The request's authority, borrowed: from its URI, else from `Host`.
 fn request_authority<B>(req: &Request<B>) -> Option<&str> {
     match req.uri().authority() {

@@ -426,15 +426,8 @@ impl CompiledRoute {
 }
 
 impl QueryRule {
-    /// The first parameter named `name` (raw, not percent-decoded, as Envoy compares).
     fn matches(&self, query: Option<&str>) -> bool {
-        let value = query.and_then(|q| {
-            q.split('&').find_map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k == self.name).then_some(v)
-            })
-        });
-        match (&self.kind, value) {
+        match (&self.kind, super::query_param(query, &self.name)) {
             (None, v) => v.is_some() == self.present,
             (Some(kind), Some(v)) => kind.matches(v),
             (Some(_), None) => false,

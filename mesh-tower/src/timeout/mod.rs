@@ -77,25 +77,24 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let limit = match req.extensions().get::<RouteDecision>() {
-            Some(decision) => match decision.route.grpc_timeout {
-                Some((cap, offset)) => match grpc_timeout(req.headers()) {
-                    // gRFC A31: the caller's deadline, less the offset, capped by the max.
-                    Some(t) => {
-                        let t = t.saturating_sub(offset);
-                        Some(cap.map_or(t, |c| t.min(c)))
-                    }
+        let (limit, idle) = match req.extensions().get::<RouteDecision>() {
+            Some(decision) => {
+                let limit = match decision.route.grpc_timeout {
+                    Some((cap, offset)) => match grpc_timeout(req.headers()) {
+                        // gRFC A31: the caller's deadline, less the offset, capped by the max.
+                        Some(t) => {
+                            let t = t.saturating_sub(offset);
+                            Some(cap.map_or(t, |c| t.min(c)))
+                        }
+                        None => decision.route.timeout,
+                    },
                     None => decision.route.timeout,
-                },
-                None => decision.route.timeout,
-            },
-            None => self.default,
+                };
+                // Before the response head, an idle timeout is a timeout too.
+                (limit, decision.route.idle_timeout)
+            }
+            None => (self.default, None),
         };
-        // Before the response head, an idle timeout is a timeout too.
-        let idle = req
-            .extensions()
-            .get::<RouteDecision>()
-            .and_then(|d| d.route.idle_timeout);
         let limit = match (limit, idle) {
             (Some(l), Some(i)) => Some(l.min(i)),
             (l, i) => l.or(i),

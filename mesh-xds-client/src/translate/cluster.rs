@@ -14,23 +14,44 @@ const LB_TYPE_PREFIX: &str = "type.googleapis.com/envoy.extensions.load_balancin
 /// their defaults).
 pub const PEAK_EWMA_TYPE: &str = "mesh.lb.v1.PeakEwma";
 
+/// A slow-start config from either proto that carries one (the cluster's and the typed
+/// policies' share the field names); `$path` locates the enclosing config for errors.
+macro_rules! slow_start {
+    ($s:expr, $path:expr, $errors:expr) => {
+        $s.as_ref()
+            .map(|s| mesh_core::config::cluster::SlowStartConfig {
+                slow_start_window: s.slow_start_window.as_ref().and_then(|d| {
+                    duration(
+                        d,
+                        &$path.field("slow_start_config").field("slow_start_window"),
+                        $errors,
+                    )
+                }),
+                aggression: s
+                    .aggression
+                    .as_ref()
+                    .map(|a| mesh_core::policy::RuntimeDouble {
+                        default_value: a.default_value,
+                    }),
+                min_weight_percent: s
+                    .min_weight_percent
+                    .as_ref()
+                    .map(|p| mesh_core::policy::Percent::new(p.value)),
+            })
+    };
+}
+
 /// Least-request settings from either Envoy proto that carries them (the cluster's
 /// `LeastRequestLbConfig` and the typed `LeastRequest` policy share the field names).
 macro_rules! least_request_config {
-    ($l:expr) => {
+    ($l:expr, $path:expr, $errors:expr) => {
         mesh_core::config::cluster::LeastRequestConfig {
             choice_count: $l.choice_count.as_ref().map(|v| v.value),
             active_request_bias: $l
                 .active_request_bias
                 .as_ref()
                 .map(|b| mesh_core::policy::Percent::new(b.default_value)),
-            slow_start_config: $l.slow_start_config.as_ref().map(|s| {
-                slow_start(
-                    &s.slow_start_window,
-                    s.aggression.as_ref(),
-                    &s.min_weight_percent,
-                )
-            }),
+            slow_start_config: slow_start!($l.slow_start_config, $path, $errors),
         }
     };
 }
@@ -178,17 +199,19 @@ fn lb_policy(
             })
         }
         Some(C::LeastRequestLbConfig(l)) => {
-            out.least_request_lb_config = Some(least_request_config!(l))
+            out.least_request_lb_config = Some(least_request_config!(
+                l,
+                root.field("least_request_lb_config"),
+                errors
+            ))
         }
         Some(C::RoundRobinLbConfig(r)) => {
             out.round_robin_lb_config = Some(mesh_core::config::cluster::RoundRobinConfig {
-                slow_start_config: r.slow_start_config.as_ref().map(|s| {
-                    slow_start(
-                        &s.slow_start_window,
-                        s.aggression.as_ref(),
-                        &s.min_weight_percent,
-                    )
-                }),
+                slow_start_config: slow_start!(
+                    r.slow_start_config,
+                    root.field("round_robin_lb_config"),
+                    errors
+                ),
             })
         }
         _ => {}
@@ -277,13 +300,11 @@ fn typed_policy(
                 Ok(r) => {
                     out.round_robin_lb_config =
                         Some(mesh_core::config::cluster::RoundRobinConfig {
-                            slow_start_config: r.slow_start_config.as_ref().map(|s| {
-                                slow_start(
-                                    &s.slow_start_window,
-                                    s.aggression.as_ref(),
-                                    &s.min_weight_percent,
-                                )
-                            }),
+                            slow_start_config: slow_start!(
+                                r.slow_start_config,
+                                path.clone(),
+                                errors
+                            ),
                         });
                     Some(LbPolicy::RoundRobin)
                 }
@@ -297,7 +318,8 @@ fn typed_policy(
         Some("least_request.v3.LeastRequest") => {
             match lbp::least_request::v3::LeastRequest::decode(&*t.value) {
                 Ok(l) => {
-                    out.least_request_lb_config = Some(least_request_config!(l));
+                    out.least_request_lb_config =
+                        Some(least_request_config!(l, path.clone(), errors));
                     Some(LbPolicy::LeastRequest)
                 }
                 Err(e) => {
@@ -334,26 +356,6 @@ fn typed_policy(
         },
         _ if t.type_url.rsplit('/').next() == Some(PEAK_EWMA_TYPE) => Some(LbPolicy::PeakEwma),
         _ => None,
-    }
-}
-
-/// A slow-start config from either proto (the cluster's or the typed policies').
-fn slow_start(
-    window: &Option<envoy_types::pb::google::protobuf::Duration>,
-    aggression: Option<&envoy_types::pb::envoy::config::core::v3::RuntimeDouble>,
-    min: &Option<envoy_types::pb::envoy::r#type::v3::Percent>,
-) -> mesh_core::config::cluster::SlowStartConfig {
-    mesh_core::config::cluster::SlowStartConfig {
-        slow_start_window: window.as_ref().and_then(|d| {
-            (d.seconds >= 0 && d.nanos >= 0)
-                .then(|| std::time::Duration::new(d.seconds as u64, d.nanos as u32))
-        }),
-        aggression: aggression.map(|a| mesh_core::policy::RuntimeDouble {
-            default_value: a.default_value,
-        }),
-        min_weight_percent: min
-            .as_ref()
-            .map(|p| mesh_core::policy::Percent::new(p.value)),
     }
 }
 

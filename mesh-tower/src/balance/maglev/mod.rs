@@ -20,23 +20,9 @@ pub struct Maglev {
     table: Vec<u32>,
 }
 
-/// Whether `n` is prime (table sizes must be).
-pub fn is_prime(n: u64) -> bool {
-    if n < 2 {
-        return false;
-    }
-    let mut d = 2;
-    while d * d <= n {
-        if n.is_multiple_of(d) {
-            return false;
-        }
-        d += 1;
-    }
-    true
-}
-
 impl Maglev {
-    /// Builds the table for endpoints `(address, weight)`; `size` must be prime.
+    /// Builds the table for endpoints `(address, weight)`; `size` must be prime (validation
+    /// checks it with [`mesh_core::config::cluster::is_prime`]).
     pub fn new(endpoints: &[(SocketAddr, u32)], size: u64) -> Self {
         if endpoints.is_empty() || size < 2 {
             return Self { table: Vec::new() };
@@ -163,6 +149,7 @@ mod tests {
             let (i, j) = (a.index_for(h, 0).unwrap(), b.index_for(h, 0).unwrap());
             assert_eq!(eps[i].0, rev[j].0);
         }
+        let is_prime = mesh_core::config::cluster::is_prime;
         assert!(is_prime(65537) && !is_prime(65536));
     }
 }

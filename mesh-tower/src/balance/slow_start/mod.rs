@@ -146,9 +146,8 @@ mod tests {
             .count();
         // 0.25 / 1.25 = 20% of 10000: sd 40; ±4 sd.
         assert!((1840..=2160).contains(&to_new), "{to_new}");
-        let created = now;
         // Past the window the inner policy decides (round robin alternates).
-        let late = created + Duration::from_secs(61);
+        let late = now + Duration::from_secs(61);
         let a = ss.pick_at(&eps, &ctx, late, 0.0);
         let b = ss.pick_at(&eps, &ctx, late, 0.0);
         assert_ne!(a, b, "round robin again");
