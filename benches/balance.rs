@@ -8,8 +8,8 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
 use mesh_tower::balance::{
-    Balance, EndpointInfo, EndpointStats, LeastRequest, Maglev, PeakEwma, PickContext, Random,
-    RingHash, RoundRobin, peak_ewma,
+    Balance, ClientSideWrr, EndpointInfo, EndpointStats, LeastRequest, Maglev, PeakEwma,
+    PickContext, Random, RingHash, RoundRobin, peak_ewma,
 };
 use std::hint::black_box;
 use std::sync::Arc;
@@ -35,7 +35,11 @@ fn picks(c: &mut Criterion) {
         let eps = endpoints(n);
         let weights: Vec<u32> = eps.iter().map(|e| e.weight).collect();
         let keyed: Vec<_> = eps.iter().map(|e| (e.address, e.weight)).collect();
-        for e in &eps {
+        for (i, e) in eps.iter().enumerate() {
+            // Reported weights spread over 1..=10 (CPU 0.1..1.0 at 100 qps).
+            e.stats
+                .reported
+                .update_at(100.0 / ((i % 10 + 1) as f64 / 10.0), 0);
             e.stats.ewma.observe(
                 std::time::Duration::from_millis(5),
                 peak_ewma::DEFAULT_DECAY,
@@ -58,6 +62,15 @@ fn picks(c: &mut Criterion) {
             ),
             ("ring_hash", Box::new(RingHash::new(&keyed, 1024, 8 << 20))),
             ("maglev", Box::new(Maglev::new(&keyed, 65537))),
+            (
+                "client_side_wrr",
+                Box::new(ClientSideWrr::new(
+                    &mesh_core::config::cluster::ClientSideWeightedRoundRobinConfig {
+                        blackout_period: Some(std::time::Duration::ZERO),
+                        ..Default::default()
+                    },
+                )),
+            ),
         ];
         for (name, b) in &balancers {
             let mut key = 0u64;

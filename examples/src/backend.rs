@@ -5,7 +5,8 @@
 //! echoed as `x-echo-…`, and the address as body. A path `/delay/<ms>` answers after that many
 //! milliseconds, `/status/<code>` with that status, `/drip/<ms>` sends its body in two halves
 //! that many milliseconds apart. A backend started with a [`Mode`] can fail
-//! or slow down every request, or a share of them. The server speaks HTTP/1.1 and HTTP/2
+//! or slow down every request, or a share of them, and can attach an ORCA load report to its
+//! answers (in a header, or in the trailers as gRPC servers do). The server speaks HTTP/1.1 and HTTP/2
 //! (prior knowledge)
 //! on the same port. Stopping a backend closes its listener *and* its open connections, as a
 //! crashed process would.
@@ -43,6 +44,40 @@ pub struct Mode {
     pub fail_status: u16,
     /// Wait this long before every answer.
     pub delay: Option<Duration>,
+    /// Attach this load report to every answer.
+    pub report: Option<LoadReport>,
+}
+
+/// An ORCA load report a backend attaches to its answers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadReport {
+    /// `cpu_utilization`.
+    pub cpu_utilization: f64,
+    /// `rps_fractional`.
+    pub rps_fractional: f64,
+    /// Send it base64-encoded in the trailers (`endpoint-load-metrics-bin`, as gRPC servers
+    /// do) instead of as a `TEXT` header.
+    pub in_trailers: bool,
+}
+
+impl LoadReport {
+    /// The `TEXT` header value.
+    pub fn text(&self) -> String {
+        format!(
+            "TEXT cpu_utilization={}, rps_fractional={}",
+            self.cpu_utilization, self.rps_fractional
+        )
+    }
+
+    /// The `-bin` value: a base64 `xds.data.orca.v3.OrcaLoadReport` with fields 1 and 6.
+    pub fn binary(&self) -> String {
+        use base64::Engine;
+        let mut proto = vec![(1 << 3) | 1];
+        proto.extend_from_slice(&self.cpu_utilization.to_le_bytes());
+        proto.push((6 << 3) | 1);
+        proto.extend_from_slice(&self.rps_fractional.to_le_bytes());
+        base64::engine::general_purpose::STANDARD.encode(proto)
+    }
 }
 
 impl Mode {
@@ -51,7 +86,7 @@ impl Mode {
         Self {
             fail_percent: 100,
             fail_status: status,
-            delay: None,
+            ..Self::default()
         }
     }
 
@@ -60,7 +95,7 @@ impl Mode {
         Self {
             fail_percent: percent,
             fail_status: 503,
-            delay: None,
+            ..Self::default()
         }
     }
 
@@ -166,7 +201,30 @@ impl http_body::Body for Drip {
     }
 }
 
-type AnswerBody = http_body_util::Either<Full<Bytes>, Drip>;
+/// A body of one data frame followed by trailers.
+#[derive(Debug)]
+pub struct Trailed {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl http_body::Body for Trailed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let frame = match self.data.take() {
+            Some(d) => Some(http_body::Frame::data(d)),
+            None => self.trailers.take().map(http_body::Frame::trailers),
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
+}
+
+type AnswerBody = http_body_util::Either<Full<Bytes>, http_body_util::Either<Drip, Trailed>>;
 
 async fn answer(
     req: Request<Incoming>,
@@ -233,13 +291,29 @@ async fn answer(
         .path()
         .strip_prefix("/drip/")
         .and_then(|ms| ms.parse().ok());
-    let body = match drip {
-        Some(ms) => http_body_util::Either::Right(Drip {
+    use http_body_util::Either::{Left, Right};
+    let body = match (drip, mode.report) {
+        (Some(ms), _) => Right(Left(Drip {
             first: Some(Bytes::from(me.clone())),
             second: Some(Bytes::from_static(b" (second half)")),
             pause: Box::pin(tokio::time::sleep(Duration::from_millis(ms))),
-        }),
-        None => http_body_util::Either::Left(Full::new(Bytes::from(me))),
+        })),
+        (None, Some(r)) if r.in_trailers => {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert(
+                "endpoint-load-metrics-bin",
+                r.binary().parse().expect("base64 is a valid header value"),
+            );
+            Right(Right(Trailed {
+                data: Some(Bytes::from(me)),
+                trailers: Some(trailers),
+            }))
+        }
+        (None, Some(r)) => {
+            res = res.header("endpoint-load-metrics", r.text());
+            Left(Full::new(Bytes::from(me)))
+        }
+        (None, None) => Left(Full::new(Bytes::from(me))),
     };
     Ok(res.body(body).expect("valid response"))
 }

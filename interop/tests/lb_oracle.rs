@@ -2,7 +2,9 @@
 //! - consistent hashing: a RING_HASH and a MAGLEV cluster of five endpoints and a route hashing
 //!   the `x-key` header; for 10k keys, each must land on the same endpoint through both;
 //! - priorities and localities: a half-unhealthy P0 spills 30% to P1 and locality weights 1:3
-//!   split 25/75, through both within statistical tolerance.
+//!   split 25/75, through both within statistical tolerance;
+//! - client-side weighted round robin: three endpoints reporting CPU 0.2, 0.4 and 0.8 at the
+//!   same QPS (one in gRPC-style binary trailers) get 4/7, 2/7 and 1/7 through both.
 
 mod support;
 
@@ -10,7 +12,7 @@ use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::route::v3 as rds;
 use http_body_util::Empty;
-use mesh_examples::backend::Backend;
+use mesh_examples::backend::{Backend, LoadReport, Mode};
 use mesh_tower::MeshService;
 use mesh_xds_client::build;
 use std::net::SocketAddr;
@@ -220,5 +222,130 @@ async fn priority_spill_and_locality_weights_agree_with_envoy() {
     let (theirs, ours) = shares(envoy.listener, &web, "/zones", &zone_b, n).await;
     for (who, s) in [("Envoy", theirs), ("mesh", ours)] {
         assert!((s - 0.75).abs() <= 0.075, "{who} sent {s} to zone b");
+    }
+}
+
+/// The backend that answered one request through the mesh, with the body (and so its
+/// trailers) read.
+async fn served_through_mesh(web: &MeshService<Empty<Bytes>>, path: &str) -> String {
+    let req = http::Request::get(format!("http://oracle{path}"))
+        .body(Empty::new())
+        .unwrap();
+    let res = tower::ServiceExt::oneshot(web.clone(), req).await.unwrap();
+    let who = res.headers()["x-backend"].to_str().unwrap().to_owned();
+    http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap();
+    who
+}
+
+/// Per-backend shares of `n` requests through Envoy and through the mesh.
+async fn wrr_shares(
+    envoy: SocketAddr,
+    web: &MeshService<Empty<Bytes>>,
+    backends: &[String],
+    n: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut theirs, mut ours) = (vec![0usize; backends.len()], vec![0usize; backends.len()]);
+    let index = |who: &str| backends.iter().position(|b| b == who).unwrap();
+    for _ in 0..n {
+        let res = envoy_get(envoy, "/orca", &[]).await.expect("Envoy answers");
+        theirs[index(res.headers()["x-backend"].to_str().unwrap())] += 1;
+        ours[index(&served_through_mesh(web, "/orca").await)] += 1;
+    }
+    let share = |c: Vec<usize>| c.into_iter().map(|x| x as f64 / n as f64).collect();
+    (share(theirs), share(ours))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_side_weighted_round_robin_agrees_with_envoy() {
+    use envoy_types::pb::envoy::extensions::load_balancing_policies::client_side_weighted_round_robin::v3::ClientSideWeightedRoundRobin;
+    use envoy_types::pb::google::protobuf::Duration as PbDuration;
+    let mut b = Vec::new();
+    for (cpu, in_trailers) in [(0.2, false), (0.4, true), (0.8, false)] {
+        let report = LoadReport {
+            cpu_utilization: cpu,
+            rps_fractional: 100.0,
+            in_trailers,
+        };
+        b.push(
+            Backend::start_with(Mode {
+                report: Some(report),
+                ..Mode::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let a: Vec<SocketAddr> = b.iter().map(Backend::addr).collect();
+    let mut cluster = build::eds_cluster("orca");
+    let policy = ClientSideWeightedRoundRobin {
+        blackout_period: Some(PbDuration::default()),
+        weight_update_period: Some(PbDuration {
+            seconds: 0,
+            nanos: 100_000_000,
+        }),
+        ..Default::default()
+    };
+    cluster.load_balancing_policy = Some(cds::LoadBalancingPolicy {
+        policies: vec![cds::load_balancing_policy::Policy {
+            typed_extension_config: Some(
+                envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig {
+                    name: "envoy.load_balancing_policies.client_side_weighted_round_robin".into(),
+                    typed_config: Some(build::any(&policy)),
+                },
+            ),
+        }],
+    });
+    let rc = build::route_config("lb-routes", &["*"], vec![build::route("/orca", "orca")]);
+    let cp = GoControlPlane::start();
+    let envoy_addr = free_port();
+    for (node, listener) in [
+        (
+            "envoy",
+            build::any(&build::socket_listener("ingress", envoy_addr, "lb-routes")),
+        ),
+        (
+            "mesh-client",
+            build::any(&build::api_listener_rds("web", "lb-routes")),
+        ),
+    ] {
+        let resources = vec![
+            listener,
+            build::any(&rc),
+            build::any(&cluster),
+            build::any(&build::assignment("orca", &a)),
+        ];
+        cp.set(node, "1", &resources).await;
+    }
+    let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
+    let (_mesh, web) = xds_web(cp.ads, false).await;
+    assert!(
+        envoy_routes(envoy.listener, "/orca").await,
+        "Envoy took its config from go-control-plane"
+    );
+    let names: Vec<String> = a.iter().map(ToString::to_string).collect();
+    // Weights start once reports arrive and the next schedule is built (every 100 ms): send
+    // traffic until both favour the lightest endpoint, then measure.
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    loop {
+        let (theirs, ours) = wrr_shares(envoy.listener, &web, &names, 70).await;
+        if theirs[0] > 0.5 && ours[0] > 0.5 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "weights never took effect: Envoy {theirs:?}, mesh {ours:?}"
+        );
+    }
+    let (theirs, ours) = wrr_shares(envoy.listener, &web, &names, 700).await;
+    let expected = [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0];
+    for (who, got) in [("Envoy", &theirs), ("mesh", &ours)] {
+        for (g, e) in got.iter().zip(expected) {
+            assert!(
+                (g - e).abs() <= 0.04,
+                "{who}: {got:?}, expected {expected:?}"
+            );
+        }
     }
 }

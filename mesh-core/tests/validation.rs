@@ -339,6 +339,13 @@ clusters:
     common_lb_config: { healthy_panic_threshold: { value: 25.0 }, locality_weighted_lb_config: {} }
   - { name: b, lb_policy: PEAK_EWMA, peak_ewma_lb_config: { decay: 5s, default_rtt: 0.01s } }
   - { name: c, lb_policy: LEAST_REQUEST, least_request_lb_config: { choice_count: 3 } }
+  - name: d
+    lb_policy: CLIENT_SIDE_WEIGHTED_ROUND_ROBIN
+    client_side_weighted_round_robin_lb_config:
+      blackout_period: 0s
+      weight_update_period: 0.01s
+      error_utilization_penalty: 2.5
+      metric_names_for_computing_utilization: [named_metrics.gpu]
 listeners:
   - name: l
     route_config:
@@ -353,11 +360,31 @@ listeners:
                   - { header: { header_name: x-user }, terminal: true }
                   - { cookie: { name: session } }
 "#;
-    MeshConfig::from_yaml(ok).unwrap();
+    let config = MeshConfig::from_yaml(ok).unwrap();
+    let wrr = config.clusters[3]
+        .client_side_weighted_round_robin_lb_config
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        wrr.periods(),
+        (
+            std::time::Duration::ZERO,
+            std::time::Duration::from_secs(180),
+            std::time::Duration::from_millis(100)
+        ),
+        "defaults apply and the update period is raised to 100ms"
+    );
+    assert_eq!(wrr.error_utilization_penalty.map(|p| p.0), Some(2.5));
     let bad = r#"
 clusters:
   - { name: a, lb_policy: MAGLEV, maglev_lb_config: { table_size: 65536 } }
   - { name: b, lb_policy: RING_HASH, ring_hash_lb_config: { minimum_ring_size: 10, maximum_ring_size: 5 } }
+  - name: c
+    lb_policy: CLIENT_SIDE_WEIGHTED_ROUND_ROBIN
+    client_side_weighted_round_robin_lb_config:
+      enable_oob_load_report: true
+      error_utilization_penalty: -1
+      metric_names_for_computing_utilization: [""]
 listeners:
   - name: l
     route_config:
@@ -375,6 +402,9 @@ listeners:
         [
             "clusters[0].maglev_lb_config.table_size: 65536 must be a prime below 5000011",
             "clusters[1].ring_hash_lb_config: need 1 <= minimum_ring_size <= maximum_ring_size <= 8388608",
+            "clusters[2].client_side_weighted_round_robin_lb_config.enable_oob_load_report: out-of-band load reports are not supported; endpoints report per response (endpoint-load-metrics)",
+            "clusters[2].client_side_weighted_round_robin_lb_config.error_utilization_penalty: -1 must be a finite number >= 0",
+            "clusters[2].client_side_weighted_round_robin_lb_config.metric_names_for_computing_utilization[0]: must not be empty",
             "listeners[0].route_config.virtual_hosts[0].routes[0].route.hash_policy[0]: exactly one of header, cookie, query_parameter must be set",
         ]
     );

@@ -9,8 +9,12 @@ use hyper::body::Incoming;
 use mesh_core::BoxError;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use crate::balance::EndpointStats;
+use crate::balance::weighted_round_robin::ReportSettings;
 
 /// State of an upstream body under an idle timeout.
 #[derive(Debug)]
@@ -18,6 +22,14 @@ struct IdleBody {
     body: Incoming,
     idle: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// An upstream body watched for a load report in its trailers.
+#[derive(Debug)]
+struct Reported {
+    body: MeshBody,
+    settings: Arc<ReportSettings>,
+    stats: Arc<EndpointStats>,
 }
 
 /// Body of responses returned by mesh services.
@@ -32,6 +44,8 @@ enum Kind {
     /// An upstream body that fails when no frame arrives within the idle timeout.
     Idle(Box<IdleBody>),
     Local(Option<Bytes>),
+    /// A body whose trailers may carry the endpoint's load report (gRPC sends it there).
+    Reported(Box<Reported>),
     #[default]
     Empty,
 }
@@ -52,6 +66,22 @@ impl MeshBody {
     pub(crate) fn upstream(body: Incoming) -> Self {
         Self {
             kind: Kind::Upstream(body),
+        }
+    }
+
+    /// Feeds a load report found in this body's trailers into `stats` (client-side weighted
+    /// round robin).
+    pub(crate) fn reporting_to(
+        self,
+        settings: Arc<ReportSettings>,
+        stats: Arc<EndpointStats>,
+    ) -> Self {
+        Self {
+            kind: Kind::Reported(Box::new(Reported {
+                body: self,
+                settings,
+                stats,
+            })),
         }
     }
 
@@ -93,6 +123,16 @@ impl Body for MeshBody {
                 }
             }
             Kind::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Reported(r) => {
+                let frame = std::task::ready!(Pin::new(&mut r.body).poll_frame(cx));
+                if let Some(Ok(f)) = &frame
+                    && let Some(trailers) = f.trailers_ref()
+                    && let Err(e) = r.settings.record(trailers, &r.stats.reported)
+                {
+                    tracing::debug!(error = %e, "ignoring a malformed load report in trailers");
+                }
+                Poll::Ready(frame)
+            }
             Kind::Empty => Poll::Ready(None),
         }
     }
@@ -102,6 +142,7 @@ impl Body for MeshBody {
             Kind::Upstream(b) => b.is_end_stream(),
             Kind::Idle(i) => i.body.is_end_stream(),
             Kind::Local(data) => data.is_none(),
+            Kind::Reported(r) => r.body.is_end_stream(),
             Kind::Empty => true,
         }
     }
@@ -111,6 +152,7 @@ impl Body for MeshBody {
             Kind::Upstream(b) => b.size_hint(),
             Kind::Idle(i) => i.body.size_hint(),
             Kind::Local(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            Kind::Reported(r) => r.body.size_hint(),
             _ => SizeHint::with_exact(0),
         }
     }

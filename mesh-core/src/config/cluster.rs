@@ -7,6 +7,9 @@ use crate::policy::{CircuitBreakers, OutlierDetection, UpstreamTls, reject_unenf
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+mod lb;
+pub use lb::*;
+
 /// Envoy's `Cluster`, reduced to what an in-process client acts on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +59,9 @@ pub struct Cluster {
     /// `PEAK_EWMA` settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_ewma_lb_config: Option<PeakEwmaConfig>,
+    /// `CLIENT_SIDE_WEIGHTED_ROUND_ROBIN` settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_side_weighted_round_robin_lb_config: Option<ClientSideWeightedRoundRobinConfig>,
     /// Panic threshold and locality weighting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub common_lb_config: Option<CommonLbConfig>,
@@ -101,6 +107,7 @@ impl Cluster {
             ring_hash_lb_config: None,
             maglev_lb_config: None,
             peak_ewma_lb_config: None,
+            client_side_weighted_round_robin_lb_config: None,
             common_lb_config: None,
             protocol: Protocol::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -188,36 +195,7 @@ impl Cluster {
             od.validate(&path.field("outlier_detection"), errors);
         }
         reject_unenforced(&self.tls, &path.field("tls"), errors);
-        if let Some(r) = &self.ring_hash_lb_config {
-            let (min, max) = (
-                r.minimum_ring_size.unwrap_or(1024),
-                r.maximum_ring_size.unwrap_or(8 << 20),
-            );
-            errors.check(
-                min >= 1 && min <= max && max <= 8 << 20,
-                &path.field("ring_hash_lb_config"),
-                "need 1 <= minimum_ring_size <= maximum_ring_size <= 8388608",
-            );
-        }
-        if let Some(m) = &self.maglev_lb_config
-            && let Some(size) = m.table_size
-        {
-            errors.check(
-                is_prime(size) && size < 5_000_011,
-                &path.field("maglev_lb_config").field("table_size"),
-                format!("{size} must be a prime below 5000011"),
-            );
-        }
-        if let Some(c) = &self.common_lb_config
-            && let Some(p) = &c.healthy_panic_threshold
-        {
-            p.validate(
-                &path
-                    .field("common_lb_config")
-                    .field("healthy_panic_threshold"),
-                errors,
-            );
-        }
+        self.validate_lb(path, errors);
     }
 }
 
@@ -277,127 +255,6 @@ pub enum DnsLookupFamily {
 /// Envoy's default DNS refresh rate.
 pub const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
 
-/// Envoy's `Cluster.LbPolicy`, plus `PEAK_EWMA` (latency-aware P2C, not in Envoy).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum LbPolicy {
-    /// Round robin, weighted by `load_balancing_weight`.
-    #[default]
-    RoundRobin,
-    /// Weighted random.
-    Random,
-    /// Fewest requests in flight among `choice_count` random endpoints.
-    LeastRequest,
-    /// Consistent hashing on a ring (route `hash_policy` supplies the key).
-    RingHash,
-    /// Consistent hashing with a Maglev table.
-    Maglev,
-    /// Peak-EWMA power of two choices (Finagle/Linkerd): latency × in-flight.
-    PeakEwma,
-}
-
-/// Envoy's `Cluster.LeastRequestLbConfig`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LeastRequestConfig {
-    /// Endpoints sampled per pick (default 2).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub choice_count: Option<u32>,
-    /// Exponent on `in_flight + 1` when weights differ (default 1.0).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub active_request_bias: Option<crate::policy::Percent>,
-    /// Ramp new endpoints up gradually.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slow_start_config: Option<SlowStartConfig>,
-}
-
-/// Envoy's `Cluster.RoundRobinLbConfig`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RoundRobinConfig {
-    /// Ramp new endpoints up gradually.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slow_start_config: Option<SlowStartConfig>,
-}
-
-/// Envoy's `SlowStartConfig`: an endpoint younger than the window gets
-/// `weight × max(min_weight_percent, (age / window)^(1 / aggression))`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SlowStartConfig {
-    /// How long a new endpoint ramps up.
-    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
-    pub slow_start_window: Option<Duration>,
-    /// Ramp curve (default 1.0: linear; higher ramps faster early).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub aggression: Option<crate::policy::RuntimeDouble>,
-    /// The floor of the ramp (default 10%).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_weight_percent: Option<crate::policy::Percent>,
-}
-
-/// Envoy's `Cluster.RingHashLbConfig` (xxHash only).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RingHashConfig {
-    /// Default 1024.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub minimum_ring_size: Option<u64>,
-    /// Default 8 Mi.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub maximum_ring_size: Option<u64>,
-}
-
-/// Envoy's `Cluster.MaglevLbConfig`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MaglevConfig {
-    /// Prime table size (default 65537).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub table_size: Option<u64>,
-}
-
-/// Settings of the `PEAK_EWMA` policy.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PeakEwmaConfig {
-    /// How fast the average forgets a slow response (default 10 s).
-    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
-    pub decay: Option<Duration>,
-    /// Latency assumed for endpoints not measured yet (default 30 ms).
-    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
-    pub default_rtt: Option<Duration>,
-}
-
-/// Envoy's `Cluster.CommonLbConfig`, the parts that apply in-process.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CommonLbConfig {
-    /// Below this share of healthy endpoints in a priority, balance over all of them (default
-    /// 50%; 0 disables panic mode).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub healthy_panic_threshold: Option<crate::policy::Percent>,
-    /// Pick a locality by its weight first, then an endpoint inside it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub locality_weighted_lb_config: Option<crate::policy::Empty>,
-    /// Prefer endpoints in the caller's zone, as far as their capacity allows.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zone_aware_lb_config: Option<ZoneAwareConfig>,
-}
-
-/// Envoy's `ZoneAwareLbConfig`. Needs the caller's zone and its own cluster (see
-/// `MeshBuilder::local_zone`); without them it changes nothing, as in Envoy.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ZoneAwareConfig {
-    /// Share of requests zone-aware routing applies to (default 100%).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub routing_enabled: Option<crate::policy::Percent>,
-    /// Fewer upstream endpoints than this disable it (default 6).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_cluster_size: Option<u64>,
-}
-
 /// HTTP version spoken to a cluster's endpoints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Protocol {
@@ -408,14 +265,6 @@ pub enum Protocol {
     /// HTTP/2 (cleartext prior knowledge), multiplexed on one connection; needed for gRPC.
     #[serde(rename = "HTTP2")]
     Http2,
-}
-
-/// Whether `n` is prime (Maglev table sizes must be).
-pub fn is_prime(n: u64) -> bool {
-    n >= 2
-        && (2..)
-            .take_while(|d| d * d <= n)
-            .all(|d| !n.is_multiple_of(d))
 }
 
 fn is_auto(f: &DnsLookupFamily) -> bool {

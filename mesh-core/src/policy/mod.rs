@@ -18,7 +18,7 @@ pub use breaker::{CircuitBreakers, RetryBudget, RoutingPriority, Thresholds};
 pub use fault::{Empty, FaultAbort, FaultDelay, HttpFault};
 pub use outlier::OutlierDetection;
 pub use percent::{
-    DenominatorType, FractionalPercent, Percent, RuntimeDouble, RuntimeFractionalPercent,
+    DenominatorType, Double, FractionalPercent, Percent, RuntimeDouble, RuntimeFractionalPercent,
 };
 pub use ratelimit::{LocalRateLimit, TokenBucket};
 pub use retry::{HedgePolicy, RetryBackOff, RetryCondition, RetryHostPredicate, RetryPolicy};

@@ -108,6 +108,20 @@ pub struct RuntimeFractionalPercent {
     pub runtime_key: String,
 }
 
+/// A plain double in config (Envoy's `DoubleValue`/`FloatValue` wrappers), compared by bits so
+/// config types stay `Eq`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Double(pub f64);
+
+impl PartialEq for Double {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Double {}
+
 /// Envoy's `RuntimeDouble`: a double whose runtime key is informational in-process.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,12 +6,13 @@
 //! list plus whatever atomics the algorithm keeps, and an update swaps in a new list and picker
 //! without disturbing requests already in flight.
 //!
-//! Per-endpoint state that must outlive updates (in-flight counts now; latency EWMA and
-//! outlier state later) lives in [`EndpointStats`], shared by address across rebuilds, so an
+//! Per-endpoint state that must outlive updates (in-flight count, latency EWMA, outlier state,
+//! reported weight) lives in [`EndpointStats`], shared by address across rebuilds, so an
 //! endpoint that stays keeps its history.
 //!
-//! Algorithms live in sub-folders (`round_robin/` now; least-request, peak-EWMA P2C, ring hash
-//! and maglev plug in the same way).
+//! Algorithms live in sub-folders: `round_robin/`, `random/`, `least_request/`, `peak_ewma/`,
+//! `ring_hash/`, `maglev/` and `weighted_round_robin/` (weights from the endpoints' own load
+//! reports), with `slow_start/` wrapping the first and third.
 
 pub mod least_request;
 pub mod maglev;
@@ -20,6 +21,7 @@ pub mod random;
 pub mod ring_hash;
 pub mod round_robin;
 pub mod slow_start;
+pub mod weighted_round_robin;
 
 use http::HeaderMap;
 use mesh_core::{Cluster, HealthStatus, LbPolicy, Locality};
@@ -34,6 +36,7 @@ pub use peak_ewma::PeakEwma;
 pub use random::Random;
 pub use ring_hash::RingHash;
 pub use round_robin::RoundRobin;
+pub use weighted_round_robin::ClientSideWrr;
 
 /// Counters for one endpoint that survive config updates.
 #[derive(Debug)]
@@ -45,6 +48,8 @@ pub struct EndpointStats {
     pub health: crate::outlier::EndpointHealth,
     /// Peak-EWMA response latency.
     pub ewma: peak_ewma::Ewma,
+    /// The weight from the endpoint's own load reports (client-side weighted round robin).
+    pub reported: weighted_round_robin::ReportedWeight,
 }
 
 impl Default for EndpointStats {
@@ -54,6 +59,7 @@ impl Default for EndpointStats {
             in_flight: AtomicU64::new(0),
             health: Default::default(),
             ewma: Default::default(),
+            reported: Default::default(),
         }
     }
 }
@@ -269,6 +275,12 @@ fn policy_balancer(cluster: &Cluster, endpoints: &[EndpointInfo]) -> Box<dyn Bal
                 .as_ref()
                 .and_then(|c| c.default_rtt)
                 .unwrap_or(peak_ewma::DEFAULT_RTT),
+        )),
+        LbPolicy::ClientSideWeightedRoundRobin => Box::new(ClientSideWrr::new(
+            &cluster
+                .client_side_weighted_round_robin_lb_config
+                .clone()
+                .unwrap_or_default(),
         )),
     }
 }

@@ -142,6 +142,7 @@ where
         let detector = state.detector.clone();
         let idle = decision.route.idle_timeout;
         let ewma = state.ewma_decay.map(|d| (d, std::time::Instant::now()));
+        let reports = state.reports.clone();
         let served = ServedBy {
             cluster: cluster.name.clone(),
             endpoint: info.address,
@@ -166,6 +167,17 @@ where
                 Some(d) => res?.map(|b| MeshBody::upstream_idle(b, d)),
                 None => res?.map(MeshBody::upstream),
             };
+            if let Some(settings) = reports {
+                match settings.record(res.headers(), &stats.reported) {
+                    Ok(true) => {}
+                    Ok(false) => res = res.map(|b| b.reporting_to(settings, stats)),
+                    Err(e) => tracing::debug!(
+                        endpoint = %served.endpoint,
+                        error = %e,
+                        "ignoring a malformed load report"
+                    ),
+                }
+            }
             res.extensions_mut().insert(served);
             Ok(res)
         }))

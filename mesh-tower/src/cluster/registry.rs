@@ -128,6 +128,8 @@ pub(crate) struct ClusterState<B> {
     pub(crate) detector: Option<Arc<Detector>>,
     /// For `PEAK_EWMA` clusters: the decay of the latency average responses feed.
     pub(crate) ewma_decay: Option<std::time::Duration>,
+    /// For client-side weighted round robin: how responses' load reports become weights.
+    pub(crate) reports: Option<Arc<balance::weighted_round_robin::ReportSettings>>,
     /// For DNS clusters: the resolution this state was built from.
     resolved: Option<Arc<super::dns::Resolved>>,
     /// For zone-aware clusters: the callers' zones this state was built for.
@@ -163,6 +165,7 @@ where
                 absence: (None, None),
                 detector: None,
                 ewma_decay: None,
+                reports: None,
                 resolved: None,
                 view: None,
             }),
@@ -325,6 +328,16 @@ where
                     .and_then(|p| p.decay)
                     .unwrap_or(balance::peak_ewma::DEFAULT_DECAY)
             });
+        let reports = cluster
+            .as_ref()
+            .filter(|c| c.lb_policy == mesh_core::LbPolicy::ClientSideWeightedRoundRobin)
+            .map(|c| {
+                Arc::new(balance::weighted_round_robin::ReportSettings::new(
+                    &c.client_side_weighted_round_robin_lb_config
+                        .clone()
+                        .unwrap_or_default(),
+                ))
+            });
         ClusterState {
             cluster,
             eds,
@@ -334,6 +347,7 @@ where
             total,
             absence: (None, None),
             ewma_decay,
+            reports,
             detector,
             resolved,
             view: None,

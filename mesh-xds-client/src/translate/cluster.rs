@@ -354,6 +354,56 @@ fn typed_policy(
                 None
             }
         },
+        Some("client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin") => {
+            match lbp::client_side_weighted_round_robin::v3::ClientSideWeightedRoundRobin::decode(
+                &*t.value,
+            ) {
+                // Out-of-band reports need an ORCA stream per endpoint, which we do not open:
+                // not supported, so the next policy in the list gets its turn.
+                Ok(w) if w.enable_oob_load_report.as_ref().is_some_and(|b| b.value) => None,
+                Ok(w) => {
+                    let d = |v: &Option<envoy_types::pb::google::protobuf::Duration>,
+                             name: &str,
+                             errors: &mut Errors| {
+                        v.as_ref()
+                            .and_then(|v| duration(v, &path.field(name), errors))
+                    };
+                    out.client_side_weighted_round_robin_lb_config = Some(
+                        mesh_core::config::cluster::ClientSideWeightedRoundRobinConfig {
+                            enable_oob_load_report: false,
+                            blackout_period: d(&w.blackout_period, "blackout_period", errors),
+                            weight_expiration_period: d(
+                                &w.weight_expiration_period,
+                                "weight_expiration_period",
+                                errors,
+                            ),
+                            weight_update_period: d(
+                                &w.weight_update_period,
+                                "weight_update_period",
+                                errors,
+                            ),
+                            error_utilization_penalty: w
+                                .error_utilization_penalty
+                                .as_ref()
+                                .map(|p| mesh_core::policy::Double(f64::from(p.value))),
+                            metric_names_for_computing_utilization: w
+                                .metric_names_for_computing_utilization
+                                .clone(),
+                            slow_start_config: slow_start!(
+                                w.slow_start_config,
+                                path.clone(),
+                                errors
+                            ),
+                        },
+                    );
+                    Some(LbPolicy::ClientSideWeightedRoundRobin)
+                }
+                Err(e) => {
+                    bad(errors, e);
+                    None
+                }
+            }
+        }
         _ if t.type_url.rsplit('/').next() == Some(PEAK_EWMA_TYPE) => Some(LbPolicy::PeakEwma),
         _ => None,
     }

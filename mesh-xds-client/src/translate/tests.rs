@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::listener::v3 as lds;
 use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::google::protobuf::UInt32Value;
-use mesh_core::Protocol;
+use mesh_core::{LbPolicy, Protocol};
 
 fn listener(
     name: &str,
@@ -552,5 +552,98 @@ fn unsupported_policy_shapes_are_refused_with_paths() {
     assert!(
         err.starts_with("api_listener.api_listener.http_filters[1]: unsupported HTTP filter \"envoy.filters.http.lua\""),
         "{err}"
+    );
+}
+
+/// A `load_balancing_policy` list of typed configs.
+fn typed_policies(policies: Vec<Any>) -> Option<cds::LoadBalancingPolicy> {
+    Some(cds::LoadBalancingPolicy {
+        policies: policies
+            .into_iter()
+            .map(|typed| cds::load_balancing_policy::Policy {
+                typed_extension_config: Some(core::TypedExtensionConfig {
+                    name: "policy".into(),
+                    typed_config: Some(typed),
+                }),
+            })
+            .collect(),
+    })
+}
+
+#[test]
+fn typed_lb_policies_take_the_first_supported_entry() {
+    use envoy_types::pb::envoy::extensions::load_balancing_policies as lbp;
+    use envoy_types::pb::google::protobuf::{BoolValue, Duration as PbDuration, FloatValue};
+    use lbp::client_side_weighted_round_robin::v3::ClientSideWeightedRoundRobin;
+    let translated = |c: &cds::Cluster| match decode(ResourceType::Cluster, &any(c)).unwrap().result
+    {
+        Ok(Translated::Cluster(out)) => out,
+        other => panic!("{other:?}"),
+    };
+    // Out-of-band reporting is not supported: the entry is skipped for the next one.
+    let mut c = eds_cluster("wrr");
+    c.load_balancing_policy = typed_policies(vec![
+        any(&ClientSideWeightedRoundRobin {
+            enable_oob_load_report: Some(BoolValue { value: true }),
+            ..Default::default()
+        }),
+        any(&ClientSideWeightedRoundRobin {
+            blackout_period: Some(PbDuration {
+                seconds: 0,
+                nanos: 0,
+            }),
+            weight_update_period: Some(PbDuration {
+                seconds: 0,
+                nanos: 500_000_000,
+            }),
+            error_utilization_penalty: Some(FloatValue { value: 2.0 }),
+            metric_names_for_computing_utilization: vec!["named_metrics.gpu".into()],
+            ..Default::default()
+        }),
+    ]);
+    let out = translated(&c);
+    assert_eq!(out.lb_policy, LbPolicy::ClientSideWeightedRoundRobin);
+    let w = out.client_side_weighted_round_robin_lb_config.unwrap();
+    assert_eq!(
+        w.periods(),
+        (
+            std::time::Duration::ZERO,
+            std::time::Duration::from_secs(180),
+            std::time::Duration::from_millis(500)
+        )
+    );
+    assert_eq!(w.error_utilization_penalty.map(|p| p.0), Some(2.0));
+    assert_eq!(
+        w.metric_names_for_computing_utilization,
+        ["named_metrics.gpu"]
+    );
+
+    // Unknown types are skipped; our own peak-EWMA type is recognised.
+    c.load_balancing_policy = typed_policies(vec![
+        any(&cds::Cluster::default()),
+        Any {
+            type_url: format!("type.googleapis.com/{}", cluster::PEAK_EWMA_TYPE),
+            value: Vec::new(),
+        },
+    ]);
+    assert_eq!(translated(&c).lb_policy, LbPolicy::PeakEwma);
+
+    // Nothing supported: the cluster is refused, with the reason.
+    c.load_balancing_policy = typed_policies(vec![any(&ClientSideWeightedRoundRobin {
+        enable_oob_load_report: Some(BoolValue { value: true }),
+        ..Default::default()
+    })]);
+    assert_eq!(
+        rejected(ResourceType::Cluster, &any(&c)),
+        "load_balancing_policy: no supported policy in the list"
+    );
+    // A negative penalty is refused with its path.
+    c.load_balancing_policy = typed_policies(vec![any(&ClientSideWeightedRoundRobin {
+        error_utilization_penalty: Some(FloatValue { value: -1.0 }),
+        ..Default::default()
+    })]);
+    assert_eq!(
+        rejected(ResourceType::Cluster, &any(&c)),
+        "client_side_weighted_round_robin_lb_config.error_utilization_penalty: -1 must be a finite number >= 0"
     );
 }

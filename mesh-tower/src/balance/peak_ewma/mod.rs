@@ -32,6 +32,11 @@ pub fn now_nanos() -> u64 {
     base().elapsed().as_nanos() as u64
 }
 
+/// The instant `nanos` after the process's clock base.
+pub fn instant_of(nanos: u64) -> Instant {
+    base() + Duration::from_nanos(nanos)
+}
+
 impl Ewma {
     /// The current estimate (`None` before the first observation).
     pub fn get(&self) -> Option<Duration> {

@@ -47,11 +47,7 @@ impl SlowStart {
 
     /// The ramp factor of an endpoint of age `age`.
     pub fn factor(&self, age: Duration) -> f64 {
-        if age >= self.window {
-            return 1.0;
-        }
-        let ratio = age.as_secs_f64() / self.window.as_secs_f64();
-        ratio.powf(1.0 / self.aggression).max(self.min_factor)
+        ramp(age, self.window, self.aggression, self.min_factor)
     }
 
     /// A pick at `now` (public for deterministic tests).
@@ -82,6 +78,17 @@ impl SlowStart {
         }
         Some(endpoints.len() - 1)
     }
+}
+
+/// The slow-start factor of an endpoint of age `age`: `max(min_factor, (age / window)^(1 /
+/// aggression))`, 1 past the window.
+pub fn ramp(age: Duration, window: Duration, aggression: f64, min_factor: f64) -> f64 {
+    if age >= window {
+        return 1.0;
+    }
+    let aggression = if aggression > 0.0 { aggression } else { 1.0 };
+    let ratio = age.as_secs_f64() / window.as_secs_f64();
+    ratio.powf(1.0 / aggression).max(min_factor)
 }
 
 impl Balance for SlowStart {
