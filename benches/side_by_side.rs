@@ -1,6 +1,8 @@
 //! Side-by-side load harness: the same closed-loop load through bare hyper, our mesh (static
 //! config, and config from go-control-plane over ADS), and an Envoy 1.40 sidecar, against one
 //! echo server — each contender in its own process, alternated, repeated, medians reported.
+//! The gRPC contenders (unary calls to the same server) are tonic straight to the server, tonic
+//! through the mesh over ADS, and grpc-go's proxyless xDS client on the same control plane.
 //!
 //! `cargo bench -p mesh-benches --bench side_by_side` runs concurrency 1, 32 and 256 with
 //! 64 B and 4 KiB bodies, 3 rounds of 3 s each, prints a markdown table and writes it to
@@ -9,7 +11,9 @@
 //! cost is the user's cost). Without `--bench` (as `cargo test --all-targets` runs it) it is a
 //! seconds-long smoke run that checks every contender ran and produced numbers.
 //!
-//! Not yet here: the gRPC contenders (a grpc-go xDS client and tonic through the mesh).
+//! Every Rust client process runs a one-thread tokio runtime and grpc-go runs with
+//! `GOMAXPROCS=1`, so each client gets one core's worth of scheduler; the server and Envoy
+//! (`--concurrency 1`) share the machine's other core.
 
 #![allow(missing_docs)]
 
@@ -24,7 +28,27 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CONTENDERS: [&str; 4] = ["bare-hyper", "mesh-static", "mesh-ads", "envoy-sidecar"];
+mod sbs_grpc;
+
+const CONTENDERS: [&str; 7] = [
+    "bare-hyper",
+    "mesh-static",
+    "mesh-ads",
+    "envoy-sidecar",
+    "tonic-bare",
+    "tonic-mesh-ads",
+    "grpc-go-xds",
+];
+
+/// The contender each one's throughput is compared with: bare hyper for HTTP, tonic straight
+/// to the server for gRPC.
+fn baseline(contender: &str) -> &'static str {
+    if contender.starts_with("tonic") || contender.starts_with("grpc") {
+        "tonic-bare"
+    } else {
+        "bare-hyper"
+    }
+}
 /// Linux's clock ticks per second for `/proc/*/stat` CPU times.
 const TICK_US: u64 = 10_000;
 
@@ -58,13 +82,25 @@ async fn serve() {
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let grpc = req
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .filter(|v| v.as_bytes().starts_with(b"application/grpc"))
+                    .cloned();
                 let body = req
                     .into_body()
                     .collect()
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
+                // gRPC: the framed message back with its status in trailers.
+                let res = match grpc {
+                    Some(ct) => {
+                        sbs_grpc::echo_response(Some(ct), body).map(http_body_util::Either::Right)
+                    }
+                    None => http::Response::new(http_body_util::Either::Left(Full::new(body))),
+                };
+                Ok::<_, std::convert::Infallible>(res)
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
@@ -79,6 +115,7 @@ async fn serve() {
 enum Client {
     Hyper(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
     Mesh(mesh_tower::MeshService<Full<Bytes>>),
+    Grpc(sbs_grpc::Tonic),
 }
 
 impl Client {
@@ -99,6 +136,10 @@ impl Client {
                     .map_err(|e| e.to_string())?;
                 let b = res.into_body().collect().await.map_err(|e| e.to_string())?;
                 Ok(b.to_bytes().len())
+            }
+            Client::Grpc(g) => {
+                g.call(req.into_body().collect().await.unwrap().to_bytes())
+                    .await
             }
         }
     }
@@ -129,15 +170,20 @@ async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f
                 .unwrap();
             (Client::Mesh(mesh.channel("xds:///web")), Some(mesh))
         }
-        "mesh-ads" => {
+        "mesh-ads" | "tonic-mesh-ads" => {
             let mesh = Mesh::from_xds(XdsClientBuilder::new(target.to_string(), "bench-mesh"))
                 .await
                 .unwrap();
             mesh.wait_ready("xds:///web", Duration::from_secs(10))
                 .await
                 .unwrap();
-            (Client::Mesh(mesh.channel("xds:///web")), Some(mesh))
+            let client = match contender {
+                "mesh-ads" => Client::Mesh(mesh.channel("xds:///web")),
+                _ => Client::Grpc(sbs_grpc::Tonic::mesh(&mesh)),
+            };
+            (client, Some(mesh))
         }
+        "tonic-bare" => (Client::Grpc(sbs_grpc::Tonic::bare(target).await), None),
         other => panic!("unknown contender {other}"),
     };
     let body = Bytes::from(vec![b'x'; size]);
@@ -198,15 +244,22 @@ fn run_client(
     secs: f64,
     size: usize,
     envoy_pid: Option<u32>,
+    bootstrap: &std::path::Path,
 ) -> Row {
     let envoy0 = envoy_pid.map(|p| cpu_ticks(&p.to_string()));
-    let out = Command::new(std::env::current_exe().unwrap())
-        .env("SIDE_BY_SIDE_ROLE", "client")
-        .env("SBS_CONTENDER", contender)
-        .env("SBS_TARGET", target.to_string())
-        .env("SBS_CONCURRENCY", c.to_string())
-        .env("SBS_SECS", secs.to_string())
-        .env("SBS_SIZE", size.to_string())
+    let mut cmd = if contender == "grpc-go-xds" {
+        sbs_grpc::grpc_go_command(bootstrap, c, secs, size)
+    } else {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env("SIDE_BY_SIDE_ROLE", "client")
+            .env("SBS_CONTENDER", contender)
+            .env("SBS_TARGET", target.to_string())
+            .env("SBS_CONCURRENCY", c.to_string())
+            .env("SBS_SECS", secs.to_string())
+            .env("SBS_SIZE", size.to_string());
+        cmd
+    };
+    let out = cmd
         .stderr(Stdio::inherit())
         .output()
         .expect("client process");
@@ -321,6 +374,10 @@ fn main() {
         (cp, envoy)
     });
 
+    // grpc-go reads the same snapshot as the mesh (node `bench-mesh`); built before timing.
+    let bootstrap = sbs_grpc::bootstrap(cp.ads, "bench-mesh");
+    mesh_interop::gocp::grpc_go_load_binary();
+
     let mut results: HashMap<(String, usize, usize), Vec<Row>> = HashMap::new();
     for round in 0..rounds {
         for &c in concurrencies {
@@ -330,11 +387,11 @@ fn main() {
                 order.rotate_left(round % CONTENDERS.len());
                 for contender in order {
                     let (target, pid) = match contender {
-                        "mesh-ads" => (cp.ads, None),
+                        "mesh-ads" | "tonic-mesh-ads" | "grpc-go-xds" => (cp.ads, None),
                         "envoy-sidecar" => (envoy.listener, Some(envoy.pid())),
                         _ => (echo, None),
                     };
-                    let row = run_client(contender, target, c, secs, size, pid);
+                    let row = run_client(contender, target, c, secs, size, pid, &bootstrap);
                     results
                         .entry((contender.to_owned(), c, size))
                         .or_default()
@@ -366,8 +423,8 @@ fn main() {
                     .collect();
                 median(&mut xs)
             };
-            let bare = med("bare-hyper", "rps");
             for contender in CONTENDERS {
+                let bare = med(baseline(contender), "rps");
                 let rows = &results[&(contender.to_owned(), c, size)];
                 assert!(
                     rows.iter().all(|r| r["requests"] > 0.0),
@@ -398,6 +455,7 @@ fn main() {
         let _ = std::fs::write(&out, &table);
         println!("written to {}", out.display());
     }
+    let _ = std::fs::remove_file(&bootstrap);
     drop(envoy);
     drop(cp);
 }

@@ -13,28 +13,36 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
+/// Builds the Go package `pkg` of `interop/gocp` into `target/interop-bin/<name>`.
+fn go_build(pkg: &str, name: &str) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gocp");
+    let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/interop-bin");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(name);
+    let tmp = out_dir.join(format!("{name}.{}", std::process::id()));
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&tmp)
+        .arg(pkg)
+        .current_dir(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("the Go peers need the Go toolchain (`go`): {e}"));
+    assert!(status.success(), "go build of interop/gocp/{pkg} failed");
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
 fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gocp");
-        let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/interop-bin");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        let out = out_dir.join("gocp");
-        let tmp = out_dir.join(format!("gocp.{}", std::process::id()));
-        let status = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&tmp)
-            .arg(".")
-            .current_dir(&src)
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("the go-control-plane peer needs the Go toolchain (`go`): {e}")
-            });
-        assert!(status.success(), "go build of interop/gocp failed");
-        std::fs::rename(&tmp, &out).unwrap();
-        out
-    })
-    .clone()
+    BIN.get_or_init(|| go_build(".", "gocp")).clone()
+}
+
+/// The grpc-go load generator (`interop/gocp/grpcload`: gRPC's own proxyless xDS client
+/// calling a raw-bytes unary method in a closed loop), built on first use.
+pub fn grpc_go_load_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| go_build("./grpcload", "grpcload"))
+        .clone()
 }
 
 /// A running go-control-plane server.
