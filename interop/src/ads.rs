@@ -53,6 +53,8 @@ pub struct Seen {
     pub version: String,
     pub nack: Option<String>,
     pub node_id: Option<String>,
+    /// The response nonce the request answers.
+    pub nonce: String,
 }
 
 enum Live {
@@ -205,6 +207,34 @@ impl FakeAds {
         self.state.lock().unwrap().bytes_sent
     }
 
+    /// Sends `resp` exactly as given on every open SotW stream (scripts that need their own
+    /// versions, nonces or sizes; pair with [`set_silent`](Self::set_silent) so requests are
+    /// not answered from the snapshot too).
+    pub fn push_sotw(&self, resp: DiscoveryResponse) {
+        let mut st = self.state.lock().unwrap();
+        let mut sent = 0;
+        for live in &st.live {
+            if let Live::Sotw(tx, _) = live {
+                sent += resp.encoded_len() as u64;
+                let _ = tx.send(Ok(resp.clone()));
+            }
+        }
+        st.bytes_sent += sent;
+    }
+
+    /// Sends `resp` exactly as given on every open Delta stream.
+    pub fn push_delta(&self, resp: DeltaDiscoveryResponse) {
+        let mut st = self.state.lock().unwrap();
+        let mut sent = 0;
+        for live in &st.live {
+            if let Live::Delta(tx, _) = live {
+                sent += resp.encoded_len() as u64;
+                let _ = tx.send(Ok(resp.clone()));
+            }
+        }
+        st.bytes_sent += sent;
+    }
+
     /// Never answer (a silent control plane).
     pub fn set_silent(&self, silent: bool) {
         self.state.lock().unwrap().silent = silent;
@@ -328,6 +358,7 @@ impl AggregatedDiscoveryService for Svc {
                     version: r.version_info.clone(),
                     nack: r.error_detail.as_ref().map(|e| e.message.clone()),
                     node_id: r.node.as_ref().map(|n| n.id.clone()),
+                    nonce: r.response_nonce.clone(),
                 });
                 seen.notify_waiters();
                 if st.silent {
@@ -382,6 +413,7 @@ impl AggregatedDiscoveryService for Svc {
                     version: String::new(),
                     nack: r.error_detail.as_ref().map(|e| e.message.clone()),
                     node_id: r.node.as_ref().map(|n| n.id.clone()),
+                    nonce: r.response_nonce.clone(),
                 });
                 seen.notify_waiters();
                 if st.silent || r.error_detail.is_some() {

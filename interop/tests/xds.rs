@@ -7,84 +7,13 @@ use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
 use http_body_util::Empty;
 use mesh_examples::backend::Backend;
-use mesh_tower::{ErrorKind, Mesh, MeshService};
+use mesh_tower::{ErrorKind, Mesh};
 use mesh_xds_client::translate::ResourceType;
 use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
-use std::net::SocketAddr;
 use std::time::Duration;
-use support::ads::{FakeAds, Resources};
+use support::ads::FakeAds;
+use support::fake::*;
 use support::*;
-
-fn snapshot(endpoints: &[SocketAddr]) -> Resources {
-    snapshot_with(endpoints, build::eds_cluster("web"))
-}
-
-fn snapshot_with(
-    endpoints: &[SocketAddr],
-    cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster,
-) -> Resources {
-    let mut r = Resources::new();
-    let mut put = |ty: ResourceType, name: &str, any| {
-        r.entry(ty.type_url().to_owned())
-            .or_default()
-            .insert(name.to_owned(), any);
-    };
-    put(
-        ResourceType::Listener,
-        "web",
-        build::any(&build::api_listener_rds("web", "web-routes")),
-    );
-    put(
-        ResourceType::RouteConfiguration,
-        "web-routes",
-        build::any(&build::route_config(
-            "web-routes",
-            &["*"],
-            vec![build::route("/", "web")],
-        )),
-    );
-    put(ResourceType::Cluster, "web", build::any(&cluster));
-    put(
-        ResourceType::ClusterLoadAssignment,
-        "web",
-        build::any(&build::assignment("web", endpoints)),
-    );
-    r
-}
-
-async fn xds_mesh(ads: &FakeAds, delta: bool, timeout: Duration) -> Mesh {
-    let builder = XdsClientBuilder::new(ads.addr.to_string(), "node-1")
-        .delta(delta)
-        .resource_timeout(timeout)
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
-    Mesh::from_xds(builder).await.unwrap()
-}
-
-/// The snapshot for `first`, a mesh on it, and a ready channel.
-async fn ready_mesh(
-    ads: &FakeAds,
-    delta: bool,
-    first: SocketAddr,
-) -> (Mesh, MeshService<Empty<Bytes>>) {
-    ads.set(snapshot(&[first]));
-    let mesh = xds_mesh(ads, delta, Duration::from_secs(15)).await;
-    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
-    (mesh, web)
-}
-
-async fn served_by(svc: &MeshService<Empty<Bytes>>) -> Result<SocketAddr, mesh_tower::MeshError> {
-    get(svc, "/").await.map(|(_, s, _)| s.endpoint)
-}
-
-/// Sends requests until one is served by `want` (an event), failing on any error.
-async fn until_served_by(svc: &MeshService<Empty<Bytes>>, want: SocketAddr) {
-    tokio::time::timeout(PATIENCE, async {
-        while served_by(svc).await.unwrap() != want {}
-    })
-    .await
-    .expect("traffic moved to the new endpoint");
-}
 
 async fn cascade_and_updates(delta: bool) {
     let (b1, b2, b3) = (

@@ -4,6 +4,8 @@
 #[allow(unused_imports)]
 pub use mesh_interop::{ads, envoy, gocp};
 
+pub mod fake;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh_tower::connect::{Connect, ConnectFuture, ConnectTarget, TcpConnector};
