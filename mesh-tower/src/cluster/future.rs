@@ -1,33 +1,105 @@
+use super::{ServedBy, grpc_aware_status};
+use crate::balance::weighted_round_robin::ReportSettings;
+use crate::balance::{EndpointStats, InFlight};
 use crate::body::MeshBody;
+use crate::breaker::Guard;
+use crate::connect::Sending;
 use crate::error::{ErrorKind, MeshError};
+use crate::outlier::{Detector, Outcome};
 use http::Response;
-use pin_project_lite::pin_project;
+use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
-type Sending = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, MeshError>> + Send>>;
-
-pin_project! {
-    /// Response future of [`Dispatch`](super::Dispatch).
-    ///
-    /// Sending is one boxed future: hyper's send future cannot be named, and boxing it once at
-    /// the leaf keeps every layer above it allocation-free. Failures before sending (no
-    /// endpoint) allocate nothing.
-    pub struct ResponseFuture {
-        state: State,
-    }
+/// Response future of [`Dispatch`](super::Dispatch).
+///
+/// The connection's send future is boxed (hyper's cannot be named) and kept small: on a live
+/// HTTP/2 connection the request is already queued and the box holds only the wait for the
+/// answer. What happens when the answer arrives (in-flight and breaker accounting, latency,
+/// outlier detection, load reports, [`ServedBy`]) lives here, unboxed. Failures before
+/// sending (no endpoint, overflow) allocate nothing.
+pub struct ResponseFuture {
+    state: State,
 }
 
 enum State {
-    Sending(Sending),
+    Sending(Sending, Option<After>),
     Failed(Option<MeshError>),
 }
 
+/// The bookkeeping of one sent request, done when its answer (or failure) arrives.
+pub(crate) struct After {
+    /// Counts the request in the endpoint's in-flight number until the head arrives.
+    pub(crate) in_flight: InFlight,
+    /// Holds the cluster's request slot (circuit breaker) until then too.
+    pub(crate) admitted: Guard,
+    pub(crate) stats: Arc<EndpointStats>,
+    pub(crate) detector: Option<Arc<Detector>>,
+    /// The route's idle timeout, applied to the response body.
+    pub(crate) idle: Option<Duration>,
+    /// Peak EWMA: the decay and when the request was sent.
+    pub(crate) ewma: Option<(Duration, Instant)>,
+    /// Client-side weighted round robin: how load reports become weights.
+    pub(crate) reports: Option<Arc<ReportSettings>>,
+    pub(crate) served: ServedBy,
+}
+
+impl After {
+    fn finish(
+        self,
+        res: Result<Response<Incoming>, MeshError>,
+    ) -> Result<Response<MeshBody>, MeshError> {
+        let After {
+            in_flight,
+            admitted,
+            stats,
+            detector,
+            idle,
+            ewma,
+            reports,
+            served,
+        } = self;
+        if let Some((decay, sent)) = ewma {
+            // Failures count too: a fast error is not a fast endpoint, so they record the time
+            // they took like any answer.
+            stats.ewma.observe(sent.elapsed(), decay);
+        }
+        drop(in_flight);
+        drop(admitted);
+        if let Some(d) = &detector {
+            let outcome = match &res {
+                Ok(r) => Outcome::Status(grpc_aware_status(r)),
+                Err(_) => Outcome::LocalFailure,
+            };
+            d.report(&stats, outcome);
+        }
+        let mut res = match idle {
+            Some(d) => res?.map(|b| MeshBody::upstream_idle(b, d)),
+            None => res?.map(MeshBody::upstream),
+        };
+        if let Some(settings) = reports {
+            match settings.record(res.headers(), &stats.reported) {
+                Ok(true) => {}
+                Ok(false) => res = res.map(|b| b.reporting_to(settings, stats)),
+                Err(e) => tracing::debug!(
+                    endpoint = %served.endpoint,
+                    error = %e,
+                    "ignoring a malformed load report"
+                ),
+            }
+        }
+        res.extensions_mut().insert(served);
+        Ok(res)
+    }
+}
+
 impl ResponseFuture {
-    pub(crate) fn sending(fut: Sending) -> Self {
+    pub(crate) fn sending(send: Sending, after: After) -> Self {
         Self {
-            state: State::Sending(fut),
+            state: State::Sending(send, Some(after)),
         }
     }
 
@@ -44,15 +116,23 @@ impl std::fmt::Debug for ResponseFuture {
     }
 }
 
+fn polled_after_completion() -> MeshError {
+    MeshError::new(ErrorKind::NoEndpoint, "polled after completion")
+}
+
 impl Future for ResponseFuture {
     type Output = Result<Response<MeshBody>, MeshError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.project().state {
-            State::Sending(fut) => fut.as_mut().poll(cx),
-            State::Failed(e) => Poll::Ready(Err(e.take().unwrap_or_else(|| {
-                MeshError::new(ErrorKind::NoEndpoint, "polled after completion")
-            }))),
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            State::Sending(send, after) => {
+                let res = ready!(send.as_mut().poll(cx));
+                Poll::Ready(match after.take() {
+                    Some(after) => after.finish(res),
+                    None => Err(polled_after_completion()),
+                })
+            }
+            State::Failed(e) => Poll::Ready(Err(e.take().unwrap_or_else(polled_after_completion))),
         }
     }
 }

@@ -21,7 +21,6 @@ use crate::RequestBody;
 use crate::balance::PickContext;
 use crate::body::MeshBody;
 use crate::error::{ErrorKind, MeshError};
-use crate::outlier::Outcome;
 use crate::route::RouteDecision;
 use http::{Request, Response};
 use registry::Registry;
@@ -137,49 +136,19 @@ where
             Ok(p) => p,
             Err(e) => return ResponseFuture::failed(e.with_cluster(cluster.name.clone())),
         };
-        let in_flight = info.stats.start();
-        let stats = info.stats.clone();
-        let detector = state.detector.clone();
-        let idle = decision.route.idle_timeout;
-        let ewma = state.ewma_decay.map(|d| (d, std::time::Instant::now()));
-        let reports = state.reports.clone();
-        let served = ServedBy {
-            cluster: cluster.name.clone(),
-            endpoint: info.address,
+        let after = future::After {
+            in_flight: info.stats.start(),
+            admitted,
+            stats: info.stats.clone(),
+            detector: state.detector.clone(),
+            idle: decision.route.idle_timeout,
+            ewma: state.ewma_decay.map(|d| (d, std::time::Instant::now())),
+            reports: state.reports.clone(),
+            served: ServedBy {
+                cluster: cluster.name.clone(),
+                endpoint: info.address,
+            },
         };
-        ResponseFuture::sending(Box::pin(async move {
-            let res = conn.send(req).await;
-            if let Some((decay, sent)) = ewma {
-                // Failures count too: a fast error is not a fast endpoint, so they record the
-                // time they took like any answer.
-                stats.ewma.observe(sent.elapsed(), decay);
-            }
-            drop(in_flight);
-            drop(admitted);
-            if let Some(d) = &detector {
-                let outcome = match &res {
-                    Ok(r) => Outcome::Status(grpc_aware_status(r)),
-                    Err(_) => Outcome::LocalFailure,
-                };
-                d.report(&stats, outcome);
-            }
-            let mut res = match idle {
-                Some(d) => res?.map(|b| MeshBody::upstream_idle(b, d)),
-                None => res?.map(MeshBody::upstream),
-            };
-            if let Some(settings) = reports {
-                match settings.record(res.headers(), &stats.reported) {
-                    Ok(true) => {}
-                    Ok(false) => res = res.map(|b| b.reporting_to(settings, stats)),
-                    Err(e) => tracing::debug!(
-                        endpoint = %served.endpoint,
-                        error = %e,
-                        "ignoring a malformed load report"
-                    ),
-                }
-            }
-            res.extensions_mut().insert(served);
-            Ok(res)
-        }))
+        ResponseFuture::sending(conn.send(req), after)
     }
 }

@@ -19,6 +19,14 @@ pub(crate) struct Shared<B> {
     inner: Arc<Inner<B>>,
 }
 
+impl<B> Clone for Shared<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
 struct Inner<B> {
     target: ConnectTarget,
     connector: Connector,
@@ -47,7 +55,32 @@ where
         &self.inner.target
     }
 
-    pub(crate) async fn send(&self, req: Request<B>) -> Result<Response<Incoming>, MeshError> {
+    /// Sends `req`. On a live connection (the common case) the request is queued before
+    /// this returns and the future only waits for the answer, so it stays small: the
+    /// reconnect path is boxed apart.
+    pub(crate) fn send(&self, req: Request<B>) -> super::Sending {
+        if let Some(tx) = &*self.inner.current.load()
+            && !tx.is_closed()
+        {
+            let sent = SendRequest::clone(tx).try_send_request(req);
+            let this = self.clone();
+            return Box::pin(async move {
+                match sent.await {
+                    Ok(res) => Ok(res),
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => Box::pin(this.send_connecting(req)).await,
+                        None => Err(upstream_error(&this.inner.target, e.into_error())),
+                    },
+                }
+            });
+        }
+        let this = self.clone();
+        Box::pin(async move { this.send_connecting(req).await })
+    }
+
+    /// Sends `req` once a connection is up (opening one if needed), retrying once on a fresh
+    /// connection if the current one died before the request went out.
+    async fn send_connecting(&self, req: Request<B>) -> Result<Response<Incoming>, MeshError> {
         let mut tx = self.sender().await?;
         match tx.try_send_request(req).await {
             Ok(res) => Ok(res),

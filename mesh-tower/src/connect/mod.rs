@@ -127,6 +127,10 @@ impl Connect for TcpConnector {
     }
 }
 
+/// An answer on its way from a connection.
+pub(crate) type Sending =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response<Incoming>, MeshError>> + Send>>;
+
 /// The HTTP connection(s) to one endpoint.
 pub(crate) enum Connection<B> {
     Http1(http1::Pool<B>),
@@ -155,13 +159,19 @@ where
     }
 
     /// Sends `req`, whose URI is absolute (scheme and authority set by the route layer).
-    pub(crate) async fn send(&self, mut req: Request<B>) -> Result<Response<Incoming>, MeshError> {
-        match self {
-            Connection::Http1(pool) => {
+    pub(crate) fn send(self: &Arc<Self>, mut req: Request<B>) -> Sending {
+        match &**self {
+            Connection::Http1(_) => {
                 to_origin_form(&mut req);
-                pool.send(req).await
+                let this = self.clone();
+                Box::pin(async move {
+                    match &*this {
+                        Connection::Http1(pool) => pool.send(req).await,
+                        Connection::Http2(shared) => shared.send(req).await,
+                    }
+                })
             }
-            Connection::Http2(shared) => shared.send(req).await,
+            Connection::Http2(shared) => shared.send(req),
         }
     }
 }

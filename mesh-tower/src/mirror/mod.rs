@@ -100,13 +100,15 @@ where
     }
 
     fn call(&mut self, req: Request<ReplayBody<B>>) -> Self::Future {
-        let first_attempt = req
-            .headers()
-            .get("x-envoy-attempt-count")
-            .is_none_or(|v| v.as_bytes() == b"1");
+        // Only the first attempt is mirrored (the header lookup is skipped without mirrors).
+        let first_attempt = || {
+            req.headers()
+                .get("x-envoy-attempt-count")
+                .is_none_or(|v| v.as_bytes() == b"1")
+        };
         if let Some(decision) = req.extensions().get::<RouteDecision>()
             && !decision.route.mirrors.is_empty()
-            && first_attempt
+            && first_attempt()
         {
             for m in decision.route.mirrors.iter() {
                 if !m.fraction.is_none_or(|f| f.hits(self.rng.u64())) {
