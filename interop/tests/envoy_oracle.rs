@@ -12,7 +12,7 @@ use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use http_body_util::Empty;
 use mesh_examples::backend::Backend;
 use mesh_tower::MeshService;
-use mesh_xds_client::build;
+use mesh_xds_client::build::{self, header};
 use mesh_xds_client::translate::ResourceType;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,24 +45,6 @@ fn route(
 
 fn to(c: &str) -> rds::route_action::ClusterSpecifier {
     rds::route_action::ClusterSpecifier::Cluster(c.into())
-}
-
-fn header(name: &str, exact: Option<&str>) -> rds::HeaderMatcher {
-    use envoy_types::pb::envoy::r#type::matcher::v3::{
-        StringMatcher, string_matcher::MatchPattern,
-    };
-    use rds::header_matcher::HeaderMatchSpecifier as H;
-    rds::HeaderMatcher {
-        name: name.into(),
-        header_match_specifier: Some(match exact {
-            Some(v) => H::StringMatch(StringMatcher {
-                match_pattern: Some(MatchPattern::Exact(v.into())),
-                ..Default::default()
-            }),
-            None => H::PresentMatch(true),
-        }),
-        ..Default::default()
-    }
 }
 
 fn route_config() -> rds::RouteConfiguration {

@@ -91,6 +91,34 @@ pub fn route(prefix: &str, cluster: &str) -> rds::Route {
     }
 }
 
+/// A header matcher: `exact` value, or present when `None`.
+pub fn header(name: &str, exact: Option<&str>) -> rds::HeaderMatcher {
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        StringMatcher, string_matcher::MatchPattern,
+    };
+    use rds::header_matcher::HeaderMatchSpecifier as H;
+    rds::HeaderMatcher {
+        name: name.into(),
+        header_match_specifier: Some(match exact {
+            Some(v) => H::StringMatch(StringMatcher {
+                match_pattern: Some(MatchPattern::Exact(v.into())),
+                ..Default::default()
+            }),
+            None => H::PresentMatch(true),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A route matching a path prefix and `headers`, to one cluster.
+pub fn header_route(prefix: &str, headers: Vec<rds::HeaderMatcher>, cluster: &str) -> rds::Route {
+    let mut r = route(prefix, cluster);
+    if let Some(m) = r.r#match.as_mut() {
+        m.headers = headers;
+    }
+    r
+}
+
 /// A route config with one virtual host for `domains`.
 pub fn route_config(
     name: &str,
