@@ -4,14 +4,19 @@
 //!   newest nonce, and serves the newest config;
 //! - huge responses: 20 MB applies; 70 MB (over the 64 MB receive limit) breaks the stream,
 //!   the client keeps serving the last good config, reconnects with backoff, and recovers when
-//!   the control plane sends something sane.
+//!   the control plane sends something sane;
+//! - calls made before the config is complete wait for it (a gRPC channel that is still
+//!   connecting), and a target that does not exist fails with the does-not-exist reason.
 
 mod support;
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryResponse, DiscoveryResponse, Resource,
 };
+use http_body_util::Empty;
 use mesh_examples::backend::Backend;
+use mesh_tower::ErrorKind;
 use mesh_xds_client::build;
 use mesh_xds_client::translate::ResourceType;
 use std::net::SocketAddr;
@@ -146,4 +151,46 @@ async fn huge_responses_apply_under_the_limit_and_keep_the_last_good_config_over
 
     ads.set(snapshot(&[b3.addr()]));
     until_served_by(&web, b3.addr()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_before_the_config_is_complete_wait_for_it() {
+    let b1 = Backend::start().await.unwrap();
+    let ads = FakeAds::start().await;
+    // Everything but the endpoints: the call can route but has nowhere to go yet.
+    let mut partial = snapshot(&[b1.addr()]);
+    partial.remove(ResourceType::ClusterLoadAssignment.type_url());
+    ads.set(partial);
+    let mesh = xds_mesh(&ads, false, std::time::Duration::from_secs(15)).await;
+    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
+    let call = tokio::spawn(async move { served_by(&web).await });
+    let eds = ResourceType::ClusterLoadAssignment.type_url();
+    ads.wait_for(|r| r.type_url == eds && !r.names.is_empty())
+        .await;
+    assert!(
+        !call.is_finished(),
+        "the call waits while endpoints are pending"
+    );
+    ads.set(snapshot(&[b1.addr()]));
+    let served = tokio::time::timeout(support::PATIENCE, call)
+        .await
+        .expect("the waiting call completes once the config does")
+        .unwrap();
+    assert_eq!(served.unwrap(), b1.addr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_does_not_exist_fails_after_the_does_not_exist_timeout() {
+    let ads = FakeAds::start().await;
+    ads.set(Resources::new());
+    let mesh = xds_mesh(&ads, false, std::time::Duration::from_millis(300)).await;
+    let nowhere = mesh.channel::<Empty<Bytes>>("xds:///nowhere");
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(support::PATIENCE, served_by(&nowhere))
+        .await
+        .expect("bounded by the does-not-exist timeout")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoConfig, "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
 }

@@ -68,5 +68,5 @@ where
 }
 pub use cluster::ServedBy;
 pub use error::{ErrorKind, MeshError};
-pub use mesh::{LocalReply, Mesh, MeshBuilder, MeshService, ResponseFuture};
+pub use mesh::{LocalReply, Mesh, MeshBuilder, MeshService, ResponseFuture, STARTUP_WAIT};
 pub use source::file::{FileError, Reload};

@@ -1,37 +1,33 @@
 //! [`Mesh`]: the user's handle, and [`MeshService`], what it hands out.
 
+mod service;
+
+pub use service::{LocalReply, MeshService, ResponseFuture, STARTUP_WAIT};
+
 use crate::RequestBody;
-use crate::body::MeshBody;
 use crate::cluster::Dispatch;
 use crate::cluster::registry::Registry;
 use crate::connect::{Connect, Connector};
-use crate::direct::{Direct, DirectLayer};
+use crate::direct::DirectLayer;
 use crate::error::MeshError;
-use crate::fault::{Fault, FaultLayer};
-use crate::grpc;
-use crate::mirror::{Mirror, MirrorLayer};
-use crate::ratelimit::{RateLimit, RateLimitLayer};
-use crate::retry::{ReplayBody, Retry, RetryLayer, RetryLimits};
-use crate::rewrite::{RewriteLayer, RewriteService};
+use crate::fault::FaultLayer;
+use crate::mirror::MirrorLayer;
+use crate::ratelimit::RateLimitLayer;
+use crate::retry::{ReplayBody, RetryLayer, RetryLimits};
+use crate::rewrite::RewriteLayer;
+use crate::route::RouteLayer;
 use crate::route::target::ByAuthority;
-use crate::route::{Route, RouteLayer};
 use crate::source::file::{FileError, FileSource, Reload};
-use crate::timeout::{Timeout, TimeoutLayer};
-use http::{Request, Response};
+use crate::timeout::TimeoutLayer;
 use mesh_core::{ConfigError, MeshConfig, SourceStatus, Store};
-use pin_project_lite::pin_project;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
 use tower_layer::Layer;
-use tower_service::Service;
 
 /// The mesh: one config store, the connections to every cluster, and the services that route
 /// through them. Cheap to clone.
@@ -131,7 +127,19 @@ impl Mesh {
     where
         B: RequestBody,
     {
-        self.service(RouteLayer::for_target(self.inner.store.clone(), target))
+        let startup = crate::route::target::listener_name(target)
+            .ok()
+            .map(|listener| {
+                Arc::new(service::Startup {
+                    mesh: Arc::downgrade(&self.inner),
+                    listener: listener.to_owned(),
+                    ready: Default::default(),
+                })
+            });
+        self.service(
+            RouteLayer::for_target(self.inner.store.clone(), target),
+            startup,
+        )
     }
 
     /// A service that routes each request by its authority (URI or `Host`): the listener named
@@ -140,12 +148,17 @@ impl Mesh {
     where
         B: RequestBody,
     {
-        self.service(RouteLayer::shared_by_authority(
-            self.inner.by_authority.clone(),
-        ))
+        self.service(
+            RouteLayer::shared_by_authority(self.inner.by_authority.clone()),
+            None,
+        )
     }
 
-    fn service<B>(&self, route: RouteLayer) -> MeshService<B>
+    fn service<B>(
+        &self,
+        route: RouteLayer,
+        startup: Option<Arc<service::Startup>>,
+    ) -> MeshService<B>
     where
         B: RequestBody,
     {
@@ -161,6 +174,7 @@ impl Mesh {
         let stack = DirectLayer.layer(stack);
         MeshService {
             inner: route.layer(stack),
+            startup,
         }
     }
 
@@ -401,109 +415,14 @@ fn spawn_refresher(
     .abort_handle()
 }
 
-/// A service routing through the mesh: what [`Mesh::channel`] and [`Mesh::http_client`]
-/// return. It is `Clone`, always ready, and answers gRPC requests that the mesh itself fails
-/// with a gRPC status (see `grpc.rs`); other callers get the [`MeshError`].
-pub struct MeshService<B> {
-    inner: Route<Stack<B>>,
-}
-
-/// Everything behind the route layer, outermost first: local answers, rate limit, faults,
-/// rewrites, the route timeout, retries, mirrors, and the cluster dispatch.
-type Stack<B> =
-    Direct<RateLimit<Fault<RewriteService<Timeout<Retry<Mirror<Dispatch<ReplayBody<B>>>>>>>>>;
-
-impl<B> Clone for MeshService<B> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-impl<B> fmt::Debug for MeshService<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MeshService").finish_non_exhaustive()
-    }
-}
-
-impl<B> Service<Request<B>> for MeshService<B>
-where
-    B: RequestBody,
-{
-    type Response = Response<MeshBody>;
-    type Error = MeshError;
-    type Future = ResponseFuture<B>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let grpc = grpc::is_grpc(req.headers());
-        ResponseFuture {
-            inner: self.inner.call(req),
-            grpc,
-        }
-    }
-}
-
-type InnerFuture<B> =
-    crate::route::future::ResponseFuture<<Stack<B> as Service<Request<B>>>::Future>;
-
-pin_project! {
-    /// Response future of [`MeshService`].
-    pub struct ResponseFuture<B>
-    where
-        B: RequestBody,
-    {
-        #[pin]
-        inner: InnerFuture<B>,
-        grpc: bool,
-    }
-}
-
-impl<B> fmt::Debug for ResponseFuture<B>
-where
-    B: RequestBody,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<B> Future for ResponseFuture<B>
-where
-    B: RequestBody,
-{
-    type Output = Result<Response<MeshBody>, MeshError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.inner.poll(cx) {
-            Poll::Ready(Err(e)) if *this.grpc => {
-                tracing::debug!(error = %e, "gRPC request failed in the mesh; answering with a status");
-                let mut res = grpc::local_reply(&e);
-                res.extensions_mut().insert(LocalReply(e.kind()));
-                Poll::Ready(Ok(res))
-            }
-            other => other,
-        }
-    }
-}
-
-/// In the extensions of a response the mesh produced itself (a gRPC status for a mesh error).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LocalReply(pub crate::ErrorKind);
-
-enum Ready {
+pub(super) enum Ready {
     Yes,
     Pending(String),
     No(String),
 }
 
 /// Whether everything `listener` needs is in the snapshot.
-fn readiness(snap: &mesh_core::Snapshot, listener: &str, on_demand: bool) -> Ready {
+pub(super) fn readiness(snap: &mesh_core::Snapshot, listener: &str, on_demand: bool) -> Ready {
     use mesh_core::config::listener::RouteSource;
     use mesh_core::{Absence, DiscoveryType, ResourceKind as K};
     let absent = |kind: K, name: &str, what: &str| match snap.absence(kind, name) {

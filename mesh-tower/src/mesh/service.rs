@@ -1,0 +1,216 @@
+//! [`MeshService`]: what [`Mesh::channel`](super::Mesh::channel) and
+//! [`Mesh::http_client`](super::Mesh::http_client) hand out.
+//!
+//! A channel made before its config has arrived behaves as a gRPC channel that is still
+//! connecting: calls wait for the config instead of failing. With a control plane the listener,
+//! route config, clusters and endpoints arrive one after the other, and a service that calls
+//! right after start-up would otherwise see `NoConfig` or `NoEndpoint` for the first few
+//! milliseconds. The wait ends when the target's config is complete, when the source says a
+//! resource does not exist (the xDS client's does-not-exist timeout, 15 s by default), or after
+//! [`STARTUP_WAIT`]. Once a target has been complete, calls never wait again: later gaps are
+//! real errors and are reported at once.
+
+use super::{Inner, Mesh, Ready, readiness};
+use crate::RequestBody;
+use crate::body::MeshBody;
+use crate::cluster::Dispatch;
+use crate::direct::Direct;
+use crate::error::MeshError;
+use crate::fault::Fault;
+use crate::grpc;
+use crate::mirror::Mirror;
+use crate::ratelimit::RateLimit;
+use crate::retry::{ReplayBody, Retry};
+use crate::rewrite::RewriteService;
+use crate::route::Route;
+use crate::timeout::Timeout;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower_service::Service;
+
+/// The longest a call waits for its target's first complete config.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+/// A service routing through the mesh: what [`Mesh::channel`] and [`Mesh::http_client`]
+/// return. It is `Clone`, always ready, and answers gRPC requests that the mesh itself fails
+/// with a gRPC status (see `grpc.rs`); other callers get the [`MeshError`]. A channel's calls
+/// made before its config is complete wait for it (see the module docs).
+///
+/// ```no_run
+/// # async fn demo(mesh: mesh_tower::Mesh) {
+/// use tower_service::Service;
+/// let mut web = mesh.channel::<http_body_util::Empty<bytes::Bytes>>("xds:///web");
+/// // Right after start-up: waits for the listener, routes, cluster and endpoints.
+/// let res = web.call(http::Request::get("/").body(Default::default()).unwrap()).await;
+/// # let _ = res;
+/// # }
+/// ```
+pub struct MeshService<B> {
+    pub(super) inner: Route<Stack<B>>,
+    pub(super) startup: Option<Arc<Startup>>,
+}
+
+/// Everything behind the route layer, outermost first: local answers, rate limit, faults,
+/// rewrites, the route timeout, retries, mirrors, and the cluster dispatch.
+pub(super) type Stack<B> =
+    Direct<RateLimit<Fault<RewriteService<Timeout<Retry<Mirror<Dispatch<ReplayBody<B>>>>>>>>>;
+
+/// A channel's start-up state: its listener, and whether its config has been complete yet.
+pub(super) struct Startup {
+    pub(super) mesh: Weak<Inner>,
+    pub(super) listener: String,
+    pub(super) ready: AtomicBool,
+}
+
+impl Startup {
+    /// The mesh while its config is still incomplete for this target (`None`: route now).
+    fn pending(&self) -> Option<Mesh> {
+        if self.ready.load(Ordering::Relaxed) {
+            return None;
+        }
+        let inner = self.mesh.upgrade()?;
+        let on_demand = inner
+            .store
+            .source_status()
+            .borrow()
+            .source
+            .starts_with("xds:");
+        match readiness(&inner.store.load(), &self.listener, on_demand) {
+            Ready::Pending(_) => Some(Mesh { inner }),
+            Ready::Yes => {
+                self.ready.store(true, Ordering::Relaxed);
+                None
+            }
+            // The route layer reports what is missing.
+            Ready::No(_) => None,
+        }
+    }
+}
+
+impl<B> Clone for MeshService<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            startup: self.startup.clone(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for MeshService<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshService").finish_non_exhaustive()
+    }
+}
+
+impl<B> Service<Request<B>> for MeshService<B>
+where
+    B: RequestBody,
+{
+    type Response = Response<MeshBody>;
+    type Error = MeshError;
+    type Future = ResponseFuture<B>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let grpc = grpc::is_grpc(req.headers());
+        if let Some(startup) = &self.startup
+            && let Some(mesh) = startup.pending()
+        {
+            let (startup, mut svc) = (startup.clone(), self.clone());
+            let wait = async move {
+                let target = startup.listener.clone();
+                mesh.wait_ready(&target, STARTUP_WAIT).await?;
+                startup.ready.store(true, Ordering::Relaxed);
+                svc.call(req).await
+            };
+            return ResponseFuture {
+                state: State::Waiting {
+                    wait: Box::pin(wait),
+                },
+                grpc,
+            };
+        }
+        ResponseFuture {
+            state: State::Routed {
+                inner: self.inner.call(req),
+            },
+            grpc,
+        }
+    }
+}
+
+type InnerFuture<B> =
+    crate::route::future::ResponseFuture<<Stack<B> as Service<Request<B>>>::Future>;
+
+type Waiting = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, MeshError>> + Send>>;
+
+pin_project! {
+    /// Response future of [`MeshService`].
+    pub struct ResponseFuture<B>
+    where
+        B: RequestBody,
+    {
+        #[pin]
+        state: State<B>,
+        grpc: bool,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<B>
+    where
+        B: RequestBody,
+    {
+        Routed { #[pin] inner: InnerFuture<B> },
+        // Before the target's first complete config (rare: boxed).
+        Waiting { wait: Waiting },
+    }
+}
+
+impl<B> fmt::Debug for ResponseFuture<B>
+where
+    B: RequestBody,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<B> Future for ResponseFuture<B>
+where
+    B: RequestBody,
+{
+    type Output = Result<Response<MeshBody>, MeshError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = match this.state.project() {
+            StateProj::Routed { inner } => inner.poll(cx),
+            StateProj::Waiting { wait } => wait.as_mut().poll(cx),
+        };
+        match out {
+            Poll::Ready(Err(e)) if *this.grpc => {
+                tracing::debug!(error = %e, "gRPC request failed in the mesh; answering with a status");
+                let mut res = grpc::local_reply(&e);
+                res.extensions_mut().insert(LocalReply(e.kind()));
+                Poll::Ready(Ok(res))
+            }
+            other => other,
+        }
+    }
+}
+
+/// In the extensions of a response the mesh produced itself (a gRPC status for a mesh error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalReply(pub crate::ErrorKind);
