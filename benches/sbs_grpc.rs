@@ -113,8 +113,10 @@ pub(crate) fn grpc_go_command(
     secs: f64,
     size: usize,
 ) -> std::process::Command {
-    let mut cmd = std::process::Command::new(mesh_interop::gocp::grpc_go_load_binary());
-    cmd.env("GRPC_XDS_BOOTSTRAP", bootstrap)
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", super::CLIENT_CPU])
+        .arg(mesh_interop::gocp::grpc_go_load_binary())
+        .env("GRPC_XDS_BOOTSTRAP", bootstrap)
         .env("GOMAXPROCS", "1")
         .args(["-target", "xds:///web", "-method", METHOD])
         .arg(format!("-concurrency={concurrency}"))

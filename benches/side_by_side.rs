@@ -12,8 +12,9 @@
 //! seconds-long smoke run that checks every contender ran and produced numbers.
 //!
 //! Every Rust client process runs a one-thread tokio runtime and grpc-go runs with
-//! `GOMAXPROCS=1`, so each client gets one core's worth of scheduler; the server and Envoy
-//! (`--concurrency 1`) share the machine's other core.
+//! `GOMAXPROCS=1`. Processes are pinned with `taskset`: the echo server to CPU 0, every client
+//! to CPU 1, and the Envoy sidecar (`--concurrency 1`) to CPU 1 too — a sidecar runs next to
+//! its application and takes its CPU from the same node.
 
 #![allow(missing_docs)]
 
@@ -49,6 +50,28 @@ fn baseline(contender: &str) -> &'static str {
         "bare-hyper"
     }
 }
+/// CPU of the echo server.
+const SERVER_CPU: &str = "0";
+/// CPU of every client and of the sidecar.
+const CLIENT_CPU: &str = "1";
+
+/// `program` pinned to `cpu` (util-linux `taskset`, present on any Linux this runs on).
+fn pinned(cpu: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c").arg(cpu).arg(program);
+    cmd
+}
+
+/// Pins every thread of the running process `pid` to `cpu`.
+fn pin_pid(cpu: &str, pid: u32) {
+    let status = Command::new("taskset")
+        .args(["-a", "-c", "-p", cpu, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset (util-linux) pins the contenders");
+    assert!(status.success(), "taskset failed for pid {pid}");
+}
+
 /// Linux's clock ticks per second for `/proc/*/stat` CPU times.
 const TICK_US: u64 = 10_000;
 
@@ -250,7 +273,7 @@ fn run_client(
     let mut cmd = if contender == "grpc-go-xds" {
         sbs_grpc::grpc_go_command(bootstrap, c, secs, size)
     } else {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        let mut cmd = pinned(CLIENT_CPU, std::env::current_exe().unwrap());
         cmd.env("SIDE_BY_SIDE_ROLE", "client")
             .env("SBS_CONTENDER", contender)
             .env("SBS_TARGET", target.to_string())
@@ -320,7 +343,7 @@ fn main() {
     };
 
     // The echo server, in its own process.
-    let mut server = Command::new(std::env::current_exe().unwrap())
+    let mut server = pinned(SERVER_CPU, std::env::current_exe().unwrap())
         .env("SIDE_BY_SIDE_ROLE", "server")
         .stdout(Stdio::piped())
         .spawn()
@@ -356,6 +379,7 @@ fn main() {
         sidecar.extend(common);
         cp.set("envoy", "1", &sidecar).await;
         let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
+        pin_pid(CLIENT_CPU, envoy.pid());
         // Envoy has no readiness signal: wait (bounded) until it proxies.
         tokio::time::timeout(Duration::from_secs(30), async {
             loop {
