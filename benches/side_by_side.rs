@@ -337,7 +337,11 @@ fn main() {
     }
     let full = std::env::args().any(|a| a == "--bench");
     let (rounds, secs, concurrencies, sizes): (usize, f64, &[usize], &[usize]) = if full {
-        (3, 3.0, &[1, 32, 256], &[64, 4096])
+        let rounds = std::env::var("SBS_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(3);
+        (rounds, 3.0, &[1, 32, 256], &[64, 4096])
     } else {
         (1, 0.3, &[4], &[64])
     };
@@ -428,7 +432,7 @@ fn main() {
     let _ = server.wait();
 
     let mut table = String::from(
-        "| contender | c | body | req/s | vs bare | p50 µs | p90 µs | p99 µs | max µs | CPU µs/req | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| contender | c | body | req/s | vs bare | vs bare, range | p50 µs | p90 µs | p99 µs | max µs | CPU µs/req | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for &c in concurrencies {
         for &size in sizes {
@@ -447,8 +451,20 @@ fn main() {
                     .collect();
                 median(&mut xs)
             };
+            // Throughput against the baseline run in the same round (they run back to back, so
+            // the machine's drift cancels), as the median and range over rounds.
+            let paired = |contender: &str| -> Vec<f64> {
+                let rps = |r: &Row| r["requests"] / r["secs"];
+                let base = &results[&(baseline(contender).to_owned(), c, size)];
+                let mut ratios: Vec<f64> = results[&(contender.to_owned(), c, size)]
+                    .iter()
+                    .zip(base)
+                    .map(|(r, b)| rps(r) / rps(b).max(1.0))
+                    .collect();
+                ratios.sort_by(|a, b| a.total_cmp(b));
+                ratios
+            };
             for contender in CONTENDERS {
-                let bare = med(baseline(contender), "rps");
                 let rows = &results[&(contender.to_owned(), c, size)];
                 assert!(
                     rows.iter().all(|r| r["requests"] > 0.0),
@@ -459,9 +475,11 @@ fn main() {
                     "{contender} had errors: {rows:?}"
                 );
                 let rps = med(contender, "rps");
+                let mut ratios = paired(contender);
+                let (lo, hi) = (ratios[0], ratios[ratios.len() - 1]);
                 table.push_str(&format!(
-                    "| {contender} | {c} | {size} B | {rps:.0} | {:.2}× | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
-                    rps / bare,
+                    "| {contender} | {c} | {size} B | {rps:.0} | {:.2}× | {lo:.2}–{hi:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
+                    median(&mut ratios),
                     med(contender, "p50"),
                     med(contender, "p90"),
                     med(contender, "p99"),
