@@ -153,15 +153,16 @@ impl ClusterLoadAssignment {
                 errors.push(&lp.field("load_balancing_weight"), "must be at least 1");
             }
             for (j, ep) in loc.lb_endpoints.iter().enumerate() {
-                let ep_path = lp.field("lb_endpoints").index(j);
+                // Paths are built only for errors: assignments can hold many endpoints.
+                let ep_path = || lp.field("lb_endpoints").index(j);
                 if ep.load_balancing_weight == Some(0) {
                     errors.push(
-                        &ep_path.field("load_balancing_weight"),
+                        &ep_path().field("load_balancing_weight"),
                         "must be at least 1",
                     );
                 }
                 if ep.address.port() == 0 {
-                    errors.push(&ep_path.field("address"), "port must not be 0");
+                    errors.push(&ep_path().field("address"), "port must not be 0");
                 }
             }
         }

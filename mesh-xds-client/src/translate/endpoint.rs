@@ -62,7 +62,7 @@ fn locality_endpoints(
         .lb_endpoints
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| lb_endpoint(e, &path.field("lb_endpoints").index(i), errors))
+        .filter_map(|(i, e)| lb_endpoint(e, &|| path.field("lb_endpoints").index(i), errors))
         .collect();
     LocalityLbEndpoints {
         locality,
@@ -72,16 +72,25 @@ fn locality_endpoints(
     }
 }
 
-fn lb_endpoint(e: &pb::LbEndpoint, path: &FieldPath, errors: &mut Errors) -> Option<LbEndpoint> {
+/// One endpoint; `path` builds its field path, which only errors need (an assignment can hold
+/// thousands of endpoints, and formatting each path would dominate the translation).
+fn lb_endpoint(
+    e: &pb::LbEndpoint,
+    path: &dyn Fn() -> FieldPath,
+    errors: &mut Errors,
+) -> Option<LbEndpoint> {
     let ep = match &e.host_identifier {
         Some(pb::lb_endpoint::HostIdentifier::Endpoint(ep)) => ep,
         _ => {
-            errors.push(&path.field("endpoint"), "field not present");
+            errors.push(&path().field("endpoint"), "field not present");
             return None;
         }
     };
-    let ap = path.field("endpoint").field("address");
-    let address = socket_address(ep.address.as_ref(), &ap, errors)?;
+    let address = socket_address(
+        ep.address.as_ref(),
+        &|| path().field("endpoint").field("address"),
+        errors,
+    )?;
     let health_status = match core::HealthStatus::try_from(e.health_status) {
         Ok(core::HealthStatus::Unknown) => HealthStatus::Unknown,
         Ok(core::HealthStatus::Healthy) => HealthStatus::Healthy,
@@ -91,7 +100,7 @@ fn lb_endpoint(e: &pb::LbEndpoint, path: &FieldPath, errors: &mut Errors) -> Opt
         Ok(core::HealthStatus::Degraded) => HealthStatus::Degraded,
         Err(_) => {
             errors.push(
-                &path.field("health_status"),
+                &path().field("health_status"),
                 format!("unknown health status {}", e.health_status),
             );
             HealthStatus::Unknown
@@ -106,19 +115,19 @@ fn lb_endpoint(e: &pb::LbEndpoint, path: &FieldPath, errors: &mut Errors) -> Opt
 
 fn socket_address(
     a: Option<&core::Address>,
-    path: &FieldPath,
+    path: &dyn Fn() -> FieldPath,
     errors: &mut Errors,
 ) -> Option<SocketAddr> {
     use core::address::Address as A;
     use core::socket_address::PortSpecifier as Port;
     let Some(A::SocketAddress(sa)) = a.and_then(|a| a.address.as_ref()) else {
-        errors.push(path, "a socket address is required");
+        errors.push(&path(), "a socket address is required");
         return None;
     };
-    let sp = path.field("socket_address");
+    let sp = || path().field("socket_address");
     let Ok(ip) = sa.address.parse::<IpAddr>() else {
         errors.push(
-            &sp.field("address"),
+            &sp().field("address"),
             format!(
                 "{:?} is not an IP address (DNS names are not supported yet)",
                 sa.address
@@ -129,11 +138,14 @@ fn socket_address(
     match sa.port_specifier {
         Some(Port::PortValue(p)) if (1..=65535).contains(&p) => Some(SocketAddr::new(ip, p as u16)),
         Some(Port::PortValue(p)) => {
-            errors.push(&sp.field("port_value"), format!("{p} is not a valid port"));
+            errors.push(
+                &sp().field("port_value"),
+                format!("{p} is not a valid port"),
+            );
             None
         }
         _ => {
-            errors.push(&sp.field("port_value"), "field not present");
+            errors.push(&sp().field("port_value"), "field not present");
             None
         }
     }
