@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::route::v3 as rds;
 use http_body_util::Empty;
 use mesh_examples::backend::{Backend, LoadReport, Mode};
-use mesh_tower::MeshService;
+use mesh_tower::{Mesh, MeshService};
 use mesh_xds_client::build;
 use std::net::SocketAddr;
 use support::envoy::{Envoy, free_port};
@@ -35,6 +35,38 @@ fn hashed_route(prefix: &str, cluster: &str) -> rds::Route {
         ..Default::default()
     }];
     r
+}
+
+/// go-control-plane serving `rc` (named `lb-routes`) and `rest` to an Envoy (a socket listener)
+/// and to the mesh (API listener `web`), both ready to route `path`.
+async fn envoy_and_mesh(
+    rc: &rds::RouteConfiguration,
+    rest: Vec<envoy_types::pb::google::protobuf::Any>,
+    path: &str,
+) -> (GoControlPlane, Envoy, Mesh, MeshService<Empty<Bytes>>) {
+    let cp = GoControlPlane::start();
+    let envoy_addr = free_port();
+    for (node, listener) in [
+        (
+            "envoy",
+            build::any(&build::socket_listener("ingress", envoy_addr, "lb-routes")),
+        ),
+        (
+            "mesh-client",
+            build::any(&build::api_listener_rds("web", "lb-routes")),
+        ),
+    ] {
+        let mut resources = vec![listener, build::any(rc)];
+        resources.extend(rest.iter().cloned());
+        cp.set(node, "1", &resources).await;
+    }
+    let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
+    let (mesh, web) = xds_web(cp.ads, false).await;
+    assert!(
+        envoy_routes(envoy.listener, path).await,
+        "Envoy took its config from go-control-plane"
+    );
+    (cp, envoy, mesh, web)
 }
 
 async fn via_envoy(envoy: SocketAddr, path: &str, key: &str) -> Option<String> {
@@ -70,35 +102,17 @@ async fn consistent_hashing_agrees_with_envoy_key_by_key() {
             hashed_route("/maglev", "maglev"),
         ],
     );
-    let cp = GoControlPlane::start();
-    let envoy_addr = free_port();
-    let listeners = [
-        (
-            "envoy",
-            build::any(&build::socket_listener("ingress", envoy_addr, "lb-routes")),
-        ),
-        (
-            "mesh-client",
-            build::any(&build::api_listener_rds("web", "lb-routes")),
-        ),
-    ];
-    for (node, listener) in listeners {
-        let resources = vec![
-            listener,
-            build::any(&rc),
+    let (_cp, envoy, _mesh, web) = envoy_and_mesh(
+        &rc,
+        vec![
             build::any(&ring),
             build::any(&maglev),
             build::any(&build::assignment("ring", &addrs)),
             build::any(&build::assignment("maglev", &addrs)),
-        ];
-        cp.set(node, "1", &resources).await;
-    }
-    let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
-    let (_mesh, web) = xds_web(cp.ads, false).await;
-    assert!(
-        envoy_routes(envoy.listener, "/ring").await,
-        "Envoy took its config from go-control-plane"
-    );
+        ],
+        "/ring",
+    )
+    .await;
 
     for path in ["/ring", "/maglev"] {
         let (mut agree, mut spread) = (0, std::collections::HashMap::new());
@@ -176,35 +190,17 @@ async fn priority_spill_and_locality_weights_agree_with_envoy() {
             build::route("/zones", "zones"),
         ],
     );
-    let cp = GoControlPlane::start();
-    let envoy_addr = free_port();
-    let listeners = [
-        (
-            "envoy",
-            build::any(&build::socket_listener("ingress", envoy_addr, "lb-routes")),
-        ),
-        (
-            "mesh-client",
-            build::any(&build::api_listener_rds("web", "lb-routes")),
-        ),
-    ];
-    for (node, listener) in listeners {
-        let resources = vec![
-            listener,
-            build::any(&rc),
+    let (_cp, envoy, _mesh, web) = envoy_and_mesh(
+        &rc,
+        vec![
             build::any(&build::eds_cluster("tiers")),
             build::any(&zones_cluster),
             build::any(&tiers),
             build::any(&zones),
-        ];
-        cp.set(node, "1", &resources).await;
-    }
-    let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
-    let (_mesh, web) = xds_web(cp.ads, false).await;
-    assert!(
-        envoy_routes(envoy.listener, "/zones").await,
-        "Envoy took its config from go-control-plane"
-    );
+        ],
+        "/zones",
+    )
+    .await;
 
     let n = 600;
     let p1: Vec<String> = a[4..6].iter().map(ToString::to_string).collect();
@@ -298,32 +294,15 @@ async fn client_side_weighted_round_robin_agrees_with_envoy() {
         }],
     });
     let rc = build::route_config("lb-routes", &["*"], vec![build::route("/orca", "orca")]);
-    let cp = GoControlPlane::start();
-    let envoy_addr = free_port();
-    for (node, listener) in [
-        (
-            "envoy",
-            build::any(&build::socket_listener("ingress", envoy_addr, "lb-routes")),
-        ),
-        (
-            "mesh-client",
-            build::any(&build::api_listener_rds("web", "lb-routes")),
-        ),
-    ] {
-        let resources = vec![
-            listener,
-            build::any(&rc),
+    let (_cp, envoy, _mesh, web) = envoy_and_mesh(
+        &rc,
+        vec![
             build::any(&cluster),
             build::any(&build::assignment("orca", &a)),
-        ];
-        cp.set(node, "1", &resources).await;
-    }
-    let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
-    let (_mesh, web) = xds_web(cp.ads, false).await;
-    assert!(
-        envoy_routes(envoy.listener, "/orca").await,
-        "Envoy took its config from go-control-plane"
-    );
+        ],
+        "/orca",
+    )
+    .await;
     let names: Vec<String> = a.iter().map(ToString::to_string).collect();
     // Weights start once reports arrive and the next schedule is built (every 100 ms): send
     // traffic until both favour the lightest endpoint, then measure.
