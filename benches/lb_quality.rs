@@ -17,24 +17,6 @@ use tower::ServiceExt;
 const FAST: Duration = Duration::from_millis(2);
 const SLOW: Duration = Duration::from_millis(20);
 
-fn yaml(policy: &str, addrs: &[String]) -> String {
-    let eps: Vec<String> = addrs
-        .iter()
-        .map(|a| format!("{{ address: \"{a}\" }}"))
-        .collect();
-    format!(
-        r#"
-listeners:
-  - name: web
-    route_config:
-      virtual_hosts: [{{ name: web, domains: ["*"], routes: [{{ match: {{ prefix: / }}, route: {{ cluster: web }} }}] }}]
-clusters: [{{ name: web, protocol: HTTP2, lb_policy: {policy} }}]
-endpoints: [{{ cluster_name: web, endpoints: [{{ lb_endpoints: [{}] }}] }}]
-"#,
-        eps.join(", ")
-    )
-}
-
 /// Runs `requests` through `policy` with `concurrency` callers; returns (p50, p99, share of
 /// requests the slow endpoint served).
 async fn run(
@@ -44,7 +26,11 @@ async fn run(
     requests: usize,
     concurrency: usize,
 ) -> (Duration, Duration, f64) {
-    let config = mesh_core::MeshConfig::from_yaml(&yaml(policy, addrs)).unwrap();
+    let config = mesh_core::MeshConfig::from_yaml(&mesh_examples::yaml::web_config(
+        addrs,
+        &format!("protocol: HTTP2, lb_policy: {policy}"),
+    ))
+    .unwrap();
     let mesh = Mesh::from_config(config).await.unwrap();
     let web = mesh.channel::<Empty<Bytes>>("xds:///web");
     mesh.wait_ready("xds:///web", Duration::from_secs(5))

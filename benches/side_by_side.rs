@@ -185,9 +185,7 @@ async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f
     let (client, _mesh) = match contender {
         "bare-hyper" | "envoy-sidecar" => (h2(target).await, None),
         "mesh-static" => {
-            let yaml = format!(
-                "listeners: [{{ name: web, route_config: {{ virtual_hosts: [{{ name: web, domains: ['*'], routes: [{{ match: {{ prefix: / }}, route: {{ cluster: echo }} }}] }}] }} }}]\nclusters: [{{ name: echo, protocol: HTTP2 }}]\nendpoints: [{{ cluster_name: echo, endpoints: [{{ lb_endpoints: [{{ address: \"{target}\" }}] }}] }}]"
-            );
+            let yaml = mesh_examples::yaml::web_config(&[target], "protocol: HTTP2");
             let mesh = Mesh::from_config(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
                 .await
                 .unwrap();

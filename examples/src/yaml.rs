@@ -1,6 +1,38 @@
-//! Filling `${NAME}` placeholders in a config template with real addresses.
+//! Filling `${NAME}` placeholders in a config template with real addresses, and the one-cluster
+//! config the tests and benches share.
 
 use std::collections::HashMap;
+use std::fmt::Display;
+
+/// A config with one listener `web` routing everything to the EDS cluster `web`, whose
+/// endpoints are `addrs`. `cluster_fields` are more entries of the cluster's flow mapping, such
+/// as `protocol: HTTP2, lb_policy: RANDOM`.
+pub fn web_config(addrs: &[impl Display], cluster_fields: &str) -> String {
+    let eps: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{{ address: \"{a}\" }}"))
+        .collect();
+    format!(
+        r#"
+listeners:
+  - name: web
+    route_config:
+      virtual_hosts:
+        - name: web
+          domains: ["*"]
+          routes:
+            - match: {{ prefix: / }}
+              route: {{ cluster: web }}
+clusters:
+  - {{ name: web, type: EDS, {cluster_fields} }}
+endpoints:
+  - cluster_name: web
+    endpoints:
+      - lb_endpoints: [{}]
+"#,
+        eps.join(", ")
+    )
+}
 
 /// Replaces every `${KEY}` in `template` with its value; unknown keys are an error.
 pub fn render(template: &str, values: &HashMap<&str, String>) -> Result<String, String> {
@@ -24,6 +56,17 @@ pub fn render(template: &str, values: &HashMap<&str, String>) -> Result<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_web_config_parses_with_its_cluster_fields() {
+        let yaml = web_config(
+            &["127.0.0.1:1", "127.0.0.1:2"],
+            "protocol: HTTP2, lb_policy: RANDOM",
+        );
+        let config = mesh_core::MeshConfig::from_yaml(&yaml).unwrap();
+        assert_eq!(config.clusters[0].lb_policy, mesh_core::LbPolicy::Random);
+        assert_eq!(config.endpoints[0].endpoints[0].lb_endpoints.len(), 2);
+    }
 
     #[test]
     fn fills_placeholders_and_rejects_unknown_ones() {

@@ -22,32 +22,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A config with one listener `web` routing everything to cluster `web`, whose endpoints are
 /// `addrs` with the given protocol.
 pub fn web_config(addrs: &[SocketAddr], protocol: &str) -> String {
-    let eps: Vec<String> = addrs
-        .iter()
-        .map(|a| format!("{{ address: \"{a}\" }}"))
-        .collect();
-    format!(
-        r#"
-listeners:
-  - name: web
-    route_config:
-      virtual_hosts:
-        - name: web
-          domains: ["*"]
-          routes:
-            - match: {{ prefix: / }}
-              route: {{ cluster: web }}
-clusters:
-  - name: web
-    type: EDS
-    protocol: {protocol}
-endpoints:
-  - cluster_name: web
-    endpoints:
-      - lb_endpoints: [{}]
-"#,
-        eps.join(", ")
-    )
+    mesh_examples::yaml::web_config(addrs, &format!("protocol: {protocol}"))
 }
 
 /// Sends a GET and returns who served it.
