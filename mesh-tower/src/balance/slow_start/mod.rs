@@ -61,17 +61,17 @@ impl SlowStart {
         if now >= self.warm_at || endpoints.is_empty() {
             return self.inner.pick(endpoints, ctx);
         }
-        let weights: Vec<f64> = endpoints
-            .iter()
-            .map(|e| {
-                let age = now.saturating_duration_since(e.stats.created());
-                f64::from(e.weight.max(1)) * self.factor(age)
-            })
-            .collect();
-        let total: f64 = weights.iter().sum();
+        // Two passes over the effective weights (sum, then walk) instead of collecting them:
+        // no allocation per pick.
+        let weight = |e: &EndpointInfo| {
+            let age = now.saturating_duration_since(e.stats.created());
+            f64::from(e.weight.max(1)) * self.factor(age)
+        };
+        let total: f64 = endpoints.iter().map(weight).sum();
         let mut at = r * total;
-        for (i, w) in weights.iter().enumerate() {
-            if at < *w {
+        for (i, e) in endpoints.iter().enumerate() {
+            let w = weight(e);
+            if at < w {
                 return Some(i);
             }
             at -= w;
