@@ -112,10 +112,12 @@ async fn mesh_failures_reach_tonic_as_grpc_statuses() {
         status.message()
     );
 
-    // An unsupported target form.
-    let mut client = GreeterClient::new(mesh.channel("xds://authority/x"));
-    let status = client.say_hello(HelloRequest::default()).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // Malformed targets (no name).
+    for target in ["xds://authority", "xds:///"] {
+        let mut client = GreeterClient::new(mesh.channel(target));
+        let status = client.say_hello(HelloRequest::default()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{target}");
+    }
 
     // Endpoint down: connect refused names the endpoint.
     let (dead, task) = greeter::spawn_server().await.unwrap();

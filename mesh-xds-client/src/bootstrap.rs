@@ -16,6 +16,7 @@
 //! `"ignore_resource_deletion"` is gRFC A53's.
 
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -42,7 +43,8 @@ pub struct Bootstrap {
     /// Listener name template for xDS-enabled servers (kept; not used by clients).
     #[serde(default)]
     pub server_listener_resource_name_template: Option<String>,
-    /// Federation authorities (gRFC A47; parsed, not used yet).
+    /// Federation authorities (gRFC A47): `xdstp://{authority}/…` names are fetched from the
+    /// authority's servers; targets `xds://{authority}/name` use its listener template.
     #[serde(default)]
     pub authorities: BTreeMap<String, Authority>,
     /// Certificate provider plugin instances (kept for mTLS).
@@ -185,31 +187,85 @@ impl Bootstrap {
     pub fn from_json(json: &str) -> Result<Self, BootstrapError> {
         let b: Bootstrap =
             serde_json::from_str(json).map_err(|e| BootstrapError::Invalid(e.to_string()))?;
-        let server = b
-            .xds_servers
-            .first()
-            .ok_or_else(|| BootstrapError::Invalid("xds_servers: must not be empty".into()))?;
-        if server.server_uri.is_empty() {
+        if b.xds_servers.is_empty() {
             return Err(BootstrapError::Invalid(
-                "xds_servers[0].server_uri: must not be empty".into(),
+                "xds_servers: must not be empty".into(),
             ));
         }
-        server.credentials()?;
+        check_servers("xds_servers", &b.xds_servers)?;
+        for (name, authority) in &b.authorities {
+            let path = format!("authorities[{name:?}]");
+            check_servers(&format!("{path}.xds_servers"), &authority.xds_servers)?;
+            let prefix = format!("xdstp://{name}/");
+            if let Some(t) = &authority.client_listener_resource_name_template
+                && !t.starts_with(&prefix)
+            {
+                return Err(BootstrapError::Invalid(format!(
+                    "{path}.client_listener_resource_name_template: {t:?} must start with {prefix:?}"
+                )));
+            }
+        }
         Ok(b)
     }
 
-    /// The listener name for a target name, by the listener template (`%s` by default).
-    pub fn listener_name(&self, target: &str) -> String {
-        let template = self
-            .client_default_listener_resource_name_template
-            .as_deref()
-            .unwrap_or("%s");
-        if template.starts_with("xdstp:") {
-            template.replace("%s", &percent_encode_path(target))
+    /// The listener resource name for a target (gRFC A47).
+    ///
+    /// A plain name (`xds:///name`) goes through `client_default_listener_resource_name_template`
+    /// (`%s` by default). A target with an authority, `xds://{authority}/name`, needs that
+    /// authority in `authorities` and goes through its `client_listener_resource_name_template`
+    /// (default `xdstp://{authority}/envoy.config.listener.v3.Listener/%s`). The name is
+    /// percent-encoded when the template is an `xdstp:` URI.
+    pub fn listener_name(&self, target: &str) -> Result<String, String> {
+        let (template, name) = match target.strip_prefix("xds://") {
+            None => (
+                Cow::Borrowed(
+                    self.client_default_listener_resource_name_template
+                        .as_deref()
+                        .unwrap_or("%s"),
+                ),
+                target,
+            ),
+            Some(rest) => {
+                let (authority, name) = rest.split_once('/').unwrap_or((rest, ""));
+                if authority.is_empty() {
+                    return self.listener_name(name);
+                }
+                let Some(a) = self.authorities.get(authority) else {
+                    return Err(format!(
+                        "target {target:?}: authority {authority:?} is not in the bootstrap's authorities"
+                    ));
+                };
+                let template = match &a.client_listener_resource_name_template {
+                    Some(t) => Cow::Borrowed(t.as_str()),
+                    None => Cow::Owned(format!(
+                        "xdstp://{authority}/envoy.config.listener.v3.Listener/%s"
+                    )),
+                };
+                (template, name)
+            }
+        };
+        Ok(if template.starts_with("xdstp:") {
+            template.replace("%s", &percent_encode_path(name))
         } else {
-            template.replace("%s", target)
+            template.replace("%s", name)
+        })
+    }
+}
+
+fn check_servers(path: &str, servers: &[XdsServer]) -> Result<(), BootstrapError> {
+    for (i, server) in servers.iter().enumerate() {
+        if server.server_uri.is_empty() {
+            return Err(BootstrapError::Invalid(format!(
+                "{path}[{i}].server_uri: must not be empty"
+            )));
+        }
+        if let Err(BootstrapError::Invalid(e)) = server.credentials() {
+            return Err(BootstrapError::Invalid(format!(
+                "{path}[{i}].channel_creds: {e}"
+            )));
         }
     }
+    Ok(())
 }
 
 impl XdsServer {
@@ -232,7 +288,7 @@ impl XdsServer {
         }
         let offered: Vec<&str> = self.channel_creds.iter().map(|c| c.kind.as_str()).collect();
         Err(BootstrapError::Invalid(format!(
-            "xds_servers[0].channel_creds: none supported (offered {offered:?}; supported: insecure, tls)"
+            "none supported (offered {offered:?}; supported: insecure, tls)"
         )))
     }
 
@@ -287,7 +343,7 @@ mod tests {
             b.certificate_providers["default"].plugin_name,
             "file_watcher"
         );
-        assert_eq!(b.listener_name("greeter:50051"), "greeter:50051");
+        assert_eq!(b.listener_name("greeter:50051").unwrap(), "greeter:50051");
     }
 
     #[test]
@@ -296,11 +352,37 @@ mod tests {
         b.client_default_listener_resource_name_template =
             Some("xdstp://auth/envoy.config.listener.v3.Listener/%s".into());
         assert_eq!(
-            b.listener_name("a b/c"),
+            b.listener_name("a b/c").unwrap(),
             "xdstp://auth/envoy.config.listener.v3.Listener/a%20b/c"
         );
         b.client_default_listener_resource_name_template = Some("prefix-%s".into());
-        assert_eq!(b.listener_name("x"), "prefix-x");
+        assert_eq!(b.listener_name("x").unwrap(), "prefix-x");
+        assert_eq!(b.listener_name("xds:///x").unwrap(), "prefix-x");
+    }
+
+    #[test]
+    fn targets_with_an_authority_use_its_template() {
+        let b = Bootstrap::from_json(
+            r#"{"xds_servers": [{"server_uri": "top:1", "channel_creds": [{"type": "insecure"}]}],
+                "authorities": {
+                  "team-b": {"xds_servers": [{"server_uri": "b:1", "channel_creds": [{"type": "insecure"}]}]},
+                  "tmpl": {"client_listener_resource_name_template": "xdstp://tmpl/envoy.config.listener.v3.Listener/svc/%s?env=prod"}
+                }}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            b.listener_name("xds://team-b/api v1").unwrap(),
+            "xdstp://team-b/envoy.config.listener.v3.Listener/api%20v1"
+        );
+        assert_eq!(
+            b.listener_name("xds://tmpl/api").unwrap(),
+            "xdstp://tmpl/envoy.config.listener.v3.Listener/svc/api?env=prod"
+        );
+        let err = b.listener_name("xds://elsewhere/api").unwrap_err();
+        assert!(
+            err.contains("authority \"elsewhere\" is not in the bootstrap's authorities"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -313,7 +395,17 @@ mod tests {
             ),
             (
                 r#"{"xds_servers": [{"server_uri": "x:1", "channel_creds": [{"type": "google_default"}]}]}"#,
-                "channel_creds: none supported",
+                "xds_servers[0].channel_creds: none supported",
+            ),
+            (
+                r#"{"xds_servers": [{"server_uri": "x:1", "channel_creds": [{"type": "insecure"}]}],
+                    "authorities": {"b": {"xds_servers": [{"server_uri": ""}]}}}"#,
+                "authorities[\"b\"].xds_servers[0].server_uri: must not be empty",
+            ),
+            (
+                r#"{"xds_servers": [{"server_uri": "x:1", "channel_creds": [{"type": "insecure"}]}],
+                    "authorities": {"b": {"client_listener_resource_name_template": "xdstp://c/x/%s"}}}"#,
+                "client_listener_resource_name_template: \"xdstp://c/x/%s\" must start with \"xdstp://b/\"",
             ),
             (r#"{"xds_servers": 3}"#, "invalid type"),
         ] {

@@ -10,7 +10,8 @@
 //! |---|---|
 //! | [`bootstrap`] | the gRPC xDS bootstrap (`GRPC_XDS_BOOTSTRAP`) |
 //! | [`ads`] | the ADS protocol as a sans-IO state machine (SotW and Delta) |
-//! | [`client`] | the stream, reconnects, the cascade, writes to the store |
+//! | [`client`] | the streams, reconnects, the cascade, writes to the store |
+//! | [`federation`] | which control plane serves a name (gRFC A47 `xdstp://` names) |
 //! | [`translate`] | Envoy protos → mesh-core config, with field paths |
 //! | [`build`] | proto builders for tests and fake control planes |
 //!
@@ -27,6 +28,7 @@ pub mod ads;
 pub mod bootstrap;
 pub mod build;
 pub mod client;
+pub mod federation;
 mod mesh;
 pub mod translate;
 

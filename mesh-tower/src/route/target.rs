@@ -145,20 +145,21 @@ fn ptr_eq<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
     }
 }
 
-/// Splits `xds:///name` (and plain names) into the listener name.
+/// The listener a target names in the store: `xds:///name` and plain names are `name`; a
+/// target with an authority, `xds://authority/name`, is kept whole, for the xDS client to
+/// resolve through that authority (gRFC A47 federation).
 pub(crate) fn listener_name(target: &str) -> Result<&str, MeshError> {
-    match target.strip_prefix("xds://") {
-        None => Ok(target),
-        Some(rest) => match rest.strip_prefix('/') {
-            Some(name) if !name.is_empty() => Ok(name),
-            _ => Err(MeshError::new(
-                ErrorKind::InvalidTarget,
-                format!(
-                    "target {target:?}: expected xds:///<name> (authorities are not supported yet)"
-                ),
-            )),
-        },
+    let Some(rest) = target.strip_prefix("xds://") else {
+        return Ok(target);
+    };
+    let (authority, name) = rest.split_once('/').unwrap_or((rest, ""));
+    if name.is_empty() {
+        return Err(MeshError::new(
+            ErrorKind::InvalidTarget,
+            format!("target {target:?}: expected xds:///<name> or xds://<authority>/<name>"),
+        ));
     }
+    Ok(if authority.is_empty() { name } else { target })
 }
 
 /// Target states by request authority, for the HTTP client.

@@ -287,7 +287,7 @@ impl Ads {
         }
         let mut seen = BTreeSet::new();
         for d in decoded {
-            seen.insert(d.name.clone());
+            seen.insert(crate::federation::canonical(&d.name).into_owned());
             self.accept(
                 ty,
                 d.name,
@@ -305,7 +305,8 @@ impl Ads {
             let st = &self.types[ty.index()];
             let absent: Vec<String> = st
                 .wanted
-                .difference(&seen)
+                .iter()
+                .filter(|n| !seen.contains(crate::federation::canonical(n).as_ref()))
                 .filter(|n| st.resources.get(*n).is_some_and(|m| m.has_value))
                 .cloned()
                 .collect();
@@ -351,8 +352,20 @@ impl Ads {
             self.accept(ty, d.name, d.result, &version, now, &mut errors, &mut out);
         }
         for name in &resp.removed_resources {
-            if self.types[ty.index()].wanted.contains(name) {
-                self.missing(ty, name, "removed by the control plane", &mut out);
+            let wanted = &self.types[ty.index()].wanted;
+            let name = match wanted.get(name) {
+                Some(_) => Some(name.clone()),
+                None if name.starts_with(crate::federation::XDSTP) => {
+                    let c = crate::federation::canonical(name);
+                    wanted
+                        .iter()
+                        .find(|w| crate::federation::canonical(w) == c)
+                        .cloned()
+                }
+                None => None,
+            };
+            if let Some(name) = name {
+                self.missing(ty, &name, "removed by the control plane", &mut out);
             }
         }
         if errors.is_empty() {
@@ -375,10 +388,21 @@ impl Ads {
     ) {
         let _ = now;
         let st = &mut self.types[ty.index()];
-        if !st.wanted.contains(&name) {
-            tracing::debug!(%name, kind = ty.short(), "ignoring a resource we did not subscribe to");
-            return;
-        }
+        let (name, result) = match st.wanted.contains(&name) {
+            true => (name, result),
+            // `xdstp:` context parameters may come back in another order: it is the name we
+            // asked for (and the one the config refers to).
+            false => match st.wanted.iter().find(|w| {
+                name.starts_with(crate::federation::XDSTP)
+                    && crate::federation::canonical(w) == crate::federation::canonical(&name)
+            }) {
+                Some(w) => (w.clone(), result.map(|t| t.renamed(w.clone()))),
+                None => {
+                    tracing::debug!(%name, kind = ty.short(), "ignoring a resource we did not subscribe to");
+                    return;
+                }
+            },
+        };
         let meta = st.resources.entry(name.clone()).or_default();
         match result {
             Ok(t) => {

@@ -485,3 +485,68 @@ fn repeated_nacks_back_off() {
     );
     assert_eq!(out.delay, None, "an ACK resets the backoff");
 }
+
+#[test]
+fn xdstp_names_match_whatever_the_order_of_their_context_params() {
+    let t0 = Instant::now();
+    let asked = "xdstp://b/envoy.config.cluster.v3.Cluster/web?a=1&b=2";
+    let echoed = "xdstp://b/envoy.config.cluster.v3.Cluster/web?b=2&a=1";
+    let cluster = || {
+        let mut c = build::eds_cluster(echoed);
+        c.eds_cluster_config.as_mut().unwrap().service_name =
+            "xdstp://b/envoy.config.endpoint.v3.ClusterLoadAssignment/web".into();
+        build::any(&c)
+    };
+    for protocol in [Protocol::Sotw, Protocol::Delta] {
+        let mut a = ads(protocol);
+        a.set_wanted(ResourceType::Cluster, names(&[asked]), t0);
+        a.start_stream(t0);
+        let any = cluster();
+        let out = match protocol {
+            Protocol::Sotw => a.on_sotw(response(ResourceType::Cluster, "1", "a", vec![any]), t0),
+            Protocol::Delta => a.on_delta(
+                DeltaDiscoveryResponse {
+                    type_url: ResourceType::Cluster.type_url().into(),
+                    resources: vec![Resource {
+                        name: echoed.into(),
+                        version: "1".into(),
+                        resource: Some(any),
+                        ..Default::default()
+                    }],
+                    nonce: "a".into(),
+                    ..Default::default()
+                },
+                t0,
+            ),
+        };
+        assert_eq!(upserted(&out), [asked], "{protocol:?}: stored as asked");
+        assert_eq!(a.status()[&ResourceType::Cluster][asked].state, "acked");
+        // The same cluster again, still echoed in the other order: not a deletion (SotW).
+        if protocol == Protocol::Sotw {
+            let any = cluster();
+            let out = a.on_sotw(response(ResourceType::Cluster, "2", "b", vec![any]), t0);
+            assert!(
+                !out.changes.iter().any(|c| matches!(c, Change::Missing(..))),
+                "{:?}",
+                out.changes
+            );
+        } else {
+            let out = a.on_delta(
+                DeltaDiscoveryResponse {
+                    type_url: ResourceType::Cluster.type_url().into(),
+                    removed_resources: vec![echoed.into()],
+                    nonce: "b".into(),
+                    ..Default::default()
+                },
+                t0,
+            );
+            assert!(
+                out.changes.iter().any(
+                    |c| matches!(c, Change::Missing(ResourceType::Cluster, n, _) if n == asked)
+                ),
+                "removal under the other spelling: {:?}",
+                out.changes
+            );
+        }
+    }
+}

@@ -87,6 +87,17 @@ pub fn translate(c: &pb::Cluster) -> Result<Cluster, ConfigError> {
     {
         out.eds_service_name = Some(eds.service_name.clone());
     }
+    // gRFC A47: an `xdstp:` cluster cannot name its endpoints after itself (the EDS name must
+    // be a ClusterLoadAssignment URI), so it has to say which.
+    if out.discovery == DiscoveryType::Eds
+        && out.eds_service_name.is_none()
+        && c.name.starts_with(crate::federation::XDSTP)
+    {
+        errors.push(
+            &root.field("eds_cluster_config").field("service_name"),
+            "must be set when the cluster has an xdstp: name",
+        );
+    }
     if out.discovery.is_dns() {
         dns(c, &mut out, &root, &mut errors);
     }

@@ -104,6 +104,19 @@ pub enum Translated {
     Endpoints(ClusterLoadAssignment),
 }
 
+impl Translated {
+    /// The same resource under another name (the spelling we subscribed with).
+    pub fn renamed(mut self, name: String) -> Self {
+        match &mut self {
+            Translated::Listener(l) => l.name = name,
+            Translated::RouteConfig(rc) => rc.name = name,
+            Translated::Cluster(c) => c.name = name,
+            Translated::Endpoints(e) => e.cluster_name = name,
+        }
+        self
+    }
+}
+
 /// A resource could not be decoded at all (top-level error: NACK the response).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -299,6 +299,18 @@ fn clusters_translate_and_unsupported_values_are_refused() {
         rejected(ResourceType::Cluster, &any(&tls)),
         "transport_socket: TLS to upstreams is not supported yet"
     );
+
+    // gRFC A47: an xdstp: cluster names its endpoint resource.
+    let mut fed = eds_cluster("xdstp://b/envoy.config.cluster.v3.Cluster/web");
+    fed.eds_cluster_config
+        .as_mut()
+        .unwrap()
+        .service_name
+        .clear();
+    assert_eq!(
+        rejected(ResourceType::Cluster, &any(&fed)),
+        "eds_cluster_config.service_name: must be set when the cluster has an xdstp: name"
+    );
 }
 
 fn endpoint(addr: &str, port: u32) -> eds::LbEndpoint {

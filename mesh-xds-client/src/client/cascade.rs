@@ -1,0 +1,257 @@
+//! The cascade: from the store's interest to the names each server's stream subscribes to,
+//! and from each stream's output back to the store.
+
+use super::Shared;
+use crate::ads::{Change, Output, Request};
+use crate::translate::{ResourceType, Translated};
+use mesh_core::config::listener::RouteSource;
+use mesh_core::{Absence, DiscoveryType, ResourceKind, Snapshot};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Runs the cascade whenever the store's interest changes (targets come and go), whether or
+/// not a stream is up: subscriptions recorded while disconnected go out when one connects.
+pub(super) async fn coordinate(shared: Arc<Shared>) {
+    let mut interest = shared.store.interest();
+    loop {
+        cascade(&shared);
+        if interest.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Server `index`'s timers fired: report what did not arrive in time.
+pub(super) fn tick(shared: &Arc<Shared>, index: usize) {
+    let out = shared.lock().ads[index].on_tick(Instant::now().into_std());
+    deliver(shared, index, out);
+    cascade(shared);
+}
+
+/// Applies server `index`'s output: changes to the store (one atomic edit), requests to its
+/// stream.
+pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
+    let nack = out.requests.iter().find_map(|r| match r {
+        Request::Sotw(r) => r.error_detail.as_ref().map(|e| e.message.clone()),
+        Request::Delta(r) => r.error_detail.as_ref().map(|e| e.message.clone()),
+    });
+    let applied = out.changes.iter().any(|c| matches!(c, Change::Upsert(_)));
+    if nack.is_some() || applied {
+        shared.store.set_source_status(|s| {
+            if applied {
+                s.applied += 1;
+                s.last_applied = Some(std::time::SystemTime::now());
+            }
+            if let Some(e) = nack {
+                s.rejected += 1;
+                s.last_error = Some(e);
+            }
+        });
+    }
+    let (targets, tx) = {
+        let st = shared.lock();
+        let targets = if out.changes.is_empty() {
+            BTreeMap::new()
+        } else {
+            st.listener_targets.clone()
+        };
+        (targets, st.tx[index].clone())
+    };
+    if !out.changes.is_empty() {
+        shared.store.apply(|edit| {
+            for change in out.changes {
+                match change {
+                    Change::Upsert(Translated::Listener(mut l)) => {
+                        if let Some(t) = targets.get(&l.name) {
+                            l.name = t.clone();
+                        }
+                        edit.upsert_listener(l)
+                    }
+                    Change::Upsert(Translated::RouteConfig(rc)) => edit.upsert_route_config(rc),
+                    Change::Upsert(Translated::Cluster(c)) => edit.upsert_cluster(*c),
+                    Change::Upsert(Translated::Endpoints(e)) => edit.upsert_endpoints(e),
+                    Change::Remove(ty, name) => {
+                        let name = store_name(&targets, ty, name);
+                        edit.remove(ty.kind(), &name);
+                        edit.set_absence(ty.kind(), &name, None);
+                    }
+                    Change::Missing(ty, name, why) => {
+                        let name = store_name(&targets, ty, name);
+                        edit.remove(ty.kind(), &name);
+                        edit.set_absence(ty.kind(), &name, Some(Absence::Missing(why)));
+                    }
+                }
+            }
+        });
+    }
+    let Some(tx) = tx.filter(|_| !out.requests.is_empty()) else {
+        return;
+    };
+    match out.delay {
+        None => {
+            for r in out.requests {
+                let _ = tx.send(r);
+            }
+        }
+        Some(delay) => {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                for r in out.requests {
+                    let _ = tx.send(r);
+                }
+            });
+        }
+    }
+}
+
+fn store_name(targets: &BTreeMap<String, String>, ty: ResourceType, name: String) -> String {
+    match ty {
+        ResourceType::Listener => targets.get(&name).cloned().unwrap_or(name),
+        _ => name,
+    }
+}
+
+/// Recomputes what each server's stream subscribes to from the store's interest and content,
+/// until stable. A name no server can serve (an authority the bootstrap lacks) is marked
+/// missing with the reason, so requests that need it fail saying why.
+pub(super) fn cascade(shared: &Arc<Shared>) {
+    for _ in 0..5 {
+        let interest = shared.store.interest().borrow().clone();
+        let snap = shared.store.load();
+        let mut unservable = Vec::new();
+        // Targets → listener resource names (by the bootstrap's templates).
+        let mut targets = BTreeMap::new();
+        for target in interest.names(ResourceKind::Listener) {
+            match shared.bootstrap.listener_name(target) {
+                Ok(resource) => {
+                    targets.insert(resource, target.to_owned());
+                }
+                Err(why) => unservable.push((ResourceType::Listener, target.to_owned(), why)),
+            }
+        }
+        let wanted = wanted(&snap, &targets);
+        let servers = shared.streams.len();
+        let mut per_server: Vec<[BTreeSet<String>; 4]> = vec![Default::default(); servers];
+        for ty in ResourceType::ALL {
+            for name in &wanted[ty.index()] {
+                match shared.routing.server_for(ty, name) {
+                    Ok(i) => {
+                        per_server[i][ty.index()].insert(name.clone());
+                    }
+                    Err(why) => {
+                        let name = match ty {
+                            ResourceType::Listener => targets[name].clone(),
+                            _ => name.clone(),
+                        };
+                        unservable.push((ty, name, why));
+                    }
+                }
+            }
+        }
+        let mut st = shared.lock();
+        st.listener_targets = targets;
+        let now = Instant::now().into_std();
+        let mut outputs = Vec::new();
+        let mut start = Vec::new();
+        for (i, names) in per_server.into_iter().enumerate() {
+            let needed = names.iter().any(|n| !n.is_empty());
+            for (ty, names) in ResourceType::ALL.into_iter().zip(names) {
+                let out = st.ads[i].set_wanted(ty, names, now);
+                if !out.requests.is_empty() || !out.changes.is_empty() {
+                    outputs.push((i, out));
+                }
+            }
+            if needed {
+                start.push(i);
+            }
+        }
+        // Wanted but not here yet: pending, so the data plane can say so.
+        let mut pending = Vec::new();
+        for ads in &st.ads {
+            for ty in ResourceType::ALL {
+                for (name, status) in ads.status().remove(&ty).unwrap_or_default() {
+                    if status.state == "requested" {
+                        pending.push((ty, store_name(&st.listener_targets, ty, name)));
+                    }
+                }
+            }
+        }
+        drop(st);
+        let stable = outputs.is_empty();
+        for (i, out) in outputs {
+            deliver(shared, i, out);
+            shared.streams[i].wake.notify_one();
+        }
+        for i in start {
+            shared.ensure_stream(i);
+        }
+        let snap = shared.store.load();
+        let to_mark: Vec<(ResourceType, String, Absence)> = pending
+            .into_iter()
+            .filter(|(ty, n)| snap.absence(ty.kind(), n).is_none() && !present(&snap, *ty, n))
+            .map(|(ty, n)| (ty, n, Absence::Pending))
+            .chain(
+                unservable
+                    .into_iter()
+                    .map(|(ty, n, why)| (ty, n, Absence::Missing(why)))
+                    .filter(|(ty, n, a)| snap.absence(ty.kind(), n) != Some(a)),
+            )
+            .collect();
+        if !to_mark.is_empty() {
+            shared.store.apply(|edit| {
+                for (ty, n, absence) in to_mark {
+                    edit.set_absence(ty.kind(), &n, Some(absence));
+                }
+            });
+        }
+        if stable {
+            return;
+        }
+    }
+}
+
+fn present(snap: &Snapshot, ty: ResourceType, name: &str) -> bool {
+    match ty {
+        ResourceType::Listener => snap.listener(name).is_some(),
+        ResourceType::RouteConfiguration => snap.route_config(name).is_some(),
+        ResourceType::Cluster => snap.cluster(name).is_some(),
+        ResourceType::ClusterLoadAssignment => snap.endpoints(name).is_some(),
+    }
+}
+
+/// The names each type needs, given the listener targets and what the store holds.
+fn wanted(snap: &Snapshot, targets: &BTreeMap<String, String>) -> [BTreeSet<String>; 4] {
+    let mut out: [BTreeSet<String>; 4] = Default::default();
+    let mut clusters = BTreeSet::new();
+    for (resource, target) in targets {
+        out[ResourceType::Listener.index()].insert(resource.clone());
+        let Some(listener) = snap.listener(target) else {
+            continue;
+        };
+        let rc = match listener.route_source() {
+            Some(RouteSource::Rds(name)) => {
+                out[ResourceType::RouteConfiguration.index()].insert(name.to_owned());
+                snap.route_config(name).map(|rc| &**rc)
+            }
+            Some(RouteSource::Inline(rc)) => Some(rc),
+            None => None,
+        };
+        for vh in rc.iter().flat_map(|rc| &rc.virtual_hosts) {
+            for route in &vh.routes {
+                if let Some(action) = &route.route {
+                    clusters.extend(action.cluster_names().map(str::to_owned));
+                }
+            }
+        }
+    }
+    for name in &clusters {
+        if let Some(c) = snap.cluster(name)
+            && c.discovery == DiscoveryType::Eds
+        {
+            out[ResourceType::ClusterLoadAssignment.index()].insert(c.endpoints_name().to_owned());
+        }
+    }
+    out[ResourceType::Cluster.index()] = clusters;
+    out
+}

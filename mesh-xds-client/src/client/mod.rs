@@ -1,0 +1,400 @@
+//! The xDS client: ADS streams to the control planes, kept alive, feeding a [`Store`].
+//!
+//! The IO half of the client. The protocol lives in [`crate::ads`]; this module connects,
+//! pumps messages between the streams and their state machines, applies config changes to
+//! the store atomically (one edit per response), and drives the cascade:
+//!
+//! ```text
+//! store interest (targets in use) ─▶ LDS names ─▶ RDS names (listeners' rds)
+//!   ─▶ CDS names (clusters their routes use) ─▶ EDS names (EDS clusters' service names)
+//! ```
+//!
+//! Each name is fetched from the control plane its authority names (gRFC A47, see
+//! [`crate::federation`]): old-style names from the bootstrap's top-level server, whose stream
+//! starts at once; `xdstp://` names from their authority's server, whose stream starts when
+//! the first such name is wanted. One state machine and one stream per distinct server.
+//!
+//! Names that stop being referenced are unsubscribed and dropped from the store. When a
+//! stream breaks, the cached config keeps serving (it is never dropped to "no config") while
+//! the client reconnects with exponential backoff and full jitter, then resubscribes.
+
+mod cascade;
+mod stream;
+
+use crate::ads::{self, Ads, Request};
+use crate::bootstrap::{
+    Bootstrap, Credentials, FEATURE_DELTA, FEATURE_IGNORE_RESOURCE_DELETION, XdsServer,
+};
+use crate::federation::Routing;
+use crate::translate::ResourceType;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use mesh_core::Store;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+/// Why the client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The bootstrap is missing or invalid.
+    #[error(transparent)]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    /// A setting cannot be used.
+    #[error("xDS client: {0}")]
+    Config(String),
+}
+
+/// Builds an [`XdsClient`].
+#[derive(Debug)]
+pub struct XdsClientBuilder {
+    bootstrap: Bootstrap,
+    protocol: Option<ads::Protocol>,
+    resource_timeout: Duration,
+    backoff: (Duration, Duration),
+    access_token_file: Option<PathBuf>,
+    store: Option<Store>,
+}
+
+impl XdsClientBuilder {
+    /// The node this client identifies as (its locality feeds zone-aware routing).
+    pub fn node(&self) -> &crate::bootstrap::Node {
+        &self.bootstrap.node
+    }
+
+    /// Settings from a bootstrap.
+    pub fn from_bootstrap(bootstrap: Bootstrap) -> Self {
+        Self {
+            bootstrap,
+            protocol: None,
+            resource_timeout: Duration::from_secs(15),
+            backoff: (Duration::from_secs(1), Duration::from_secs(30)),
+            access_token_file: None,
+            store: None,
+        }
+    }
+
+    /// Settings for a plaintext control plane at `server_uri` (`host:port`).
+    pub fn new(server_uri: impl Into<String>, node_id: impl Into<String>) -> Self {
+        let bootstrap = Bootstrap {
+            xds_servers: vec![crate::bootstrap::XdsServer {
+                server_uri: server_uri.into(),
+                channel_creds: vec![crate::bootstrap::ChannelCreds {
+                    kind: "insecure".into(),
+                    config: None,
+                }],
+                server_features: vec!["xds_v3".into()],
+            }],
+            node: crate::bootstrap::Node {
+                id: node_id.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Self::from_bootstrap(bootstrap)
+    }
+
+    /// Use Delta ADS (`true`) or SotW (`false`); default: the bootstrap's `delta_ads` feature.
+    pub fn delta(mut self, delta: bool) -> Self {
+        self.protocol = Some(if delta {
+            ads::Protocol::Delta
+        } else {
+            ads::Protocol::Sotw
+        });
+        self
+    }
+
+    /// How long a subscribed resource may take before it is reported as not existing (15 s).
+    pub fn resource_timeout(mut self, timeout: Duration) -> Self {
+        self.resource_timeout = timeout;
+        self
+    }
+
+    /// Reconnect backoff: first delay and cap (default 1 s and 30 s; full jitter).
+    pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff = (initial, max);
+        self
+    }
+
+    /// Send `authorization: Bearer <file content>` on each stream (re-read every connect, so
+    /// rotated tokens are picked up), as istiod on port 15012 expects.
+    pub fn access_token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.access_token_file = Some(path.into());
+        self
+    }
+
+    /// Write to this store (default: a new one).
+    pub fn store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Starts the client's tasks (needs a tokio runtime): the stream to the top-level server
+    /// at once, the streams to other authorities' servers when first needed.
+    pub fn start(self) -> Result<XdsClient, ClientError> {
+        let routing = Routing::new(&self.bootstrap);
+        let node = node_proto(&self.bootstrap.node);
+        let mut machines = Vec::new();
+        let mut streams = Vec::new();
+        let mut sources = Vec::new();
+        for server in routing.servers() {
+            let tls = tls_for(server)?;
+            let protocol = self
+                .protocol
+                .unwrap_or(if server.has_feature(FEATURE_DELTA) {
+                    ads::Protocol::Delta
+                } else {
+                    ads::Protocol::Sotw
+                });
+            sources.push(format!("{} ({protocol:?})", server.server_uri));
+            machines.push(Ads::new(ads::Config {
+                protocol,
+                node: node.clone(),
+                resource_timeout: self.resource_timeout,
+                ignore_resource_deletion: server.has_feature(FEATURE_IGNORE_RESOURCE_DELETION),
+            }));
+            streams.push(StreamSlot {
+                settings: Settings {
+                    uri: endpoint_uri(&server.server_uri, tls.is_some()),
+                    tls,
+                    backoff: self.backoff,
+                    token: self.access_token_file.clone(),
+                },
+                wake: Notify::new(),
+            });
+        }
+        let store = self.store.unwrap_or_default();
+        store.set_source_status(|s| s.source = format!("xds:{}", sources.join(", ")));
+        let n = streams.len();
+        let shared = Arc::new(Shared {
+            store,
+            state: Mutex::new(State {
+                ads: machines,
+                tx: vec![None; n],
+                listener_targets: BTreeMap::new(),
+            }),
+            bootstrap: self.bootstrap,
+            routing,
+            streams,
+            tasks: Mutex::new(Tasks {
+                handles: Vec::new(),
+                started: vec![false; n],
+                closed: false,
+            }),
+        });
+        let coordinator = tokio::spawn(cascade::coordinate(shared.clone())).abort_handle();
+        shared.tasks().handles.push(coordinator);
+        shared.ensure_stream(0);
+        Ok(XdsClient { shared })
+    }
+}
+
+/// The TLS settings for a server's credentials.
+fn tls_for(server: &XdsServer) -> Result<Option<Tls>, ClientError> {
+    Ok(match server.credentials()? {
+        Credentials::Insecure => None,
+        Credentials::Tls { ca_file: None } => {
+            return Err(ClientError::Config(format!(
+                "{}: tls channel_creds need config.ca_certificate_file (system roots are not used)",
+                server.server_uri
+            )));
+        }
+        Credentials::Tls {
+            ca_file: Some(path),
+        } => Some(Tls {
+            ca_pem: std::fs::read(&path)
+                .map_err(|e| ClientError::Config(format!("CA file {}: {e}", path.display())))?,
+            domain: server_host(&server.server_uri),
+        }),
+    })
+}
+
+/// A running xDS client. Dropping it stops it (the store keeps the last config).
+#[derive(Debug)]
+pub struct XdsClient {
+    shared: Arc<Shared>,
+}
+
+impl Drop for XdsClient {
+    fn drop(&mut self) {
+        let mut tasks = self.shared.tasks();
+        tasks.closed = true;
+        for t in tasks.handles.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl XdsClient {
+    /// The store it writes to.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Per resource: version, last update, state and last NACK error (the data CSDS serves),
+    /// over every control plane's stream.
+    pub fn resource_status(&self) -> BTreeMap<ResourceType, BTreeMap<String, ads::ResourceStatus>> {
+        let st = self.shared.lock();
+        let mut all: BTreeMap<_, BTreeMap<_, _>> = BTreeMap::new();
+        for ads in &st.ads {
+            for (ty, by_name) in ads.status() {
+                all.entry(ty).or_default().extend(by_name);
+            }
+        }
+        all
+    }
+
+    /// The control planes in use: the top-level server first, then those only authorities
+    /// name (each is one ADS stream).
+    pub fn servers(&self) -> &[XdsServer] {
+        self.shared.routing.servers()
+    }
+
+    /// The bootstrap in use.
+    pub fn bootstrap(&self) -> &Bootstrap {
+        &self.shared.bootstrap
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Store,
+    state: Mutex<State>,
+    bootstrap: Bootstrap,
+    routing: Routing,
+    /// Per server (index as in `routing.servers()`).
+    streams: Vec<StreamSlot>,
+    tasks: Mutex<Tasks>,
+}
+
+/// What one server's stream task needs beside the state.
+#[derive(Debug)]
+struct StreamSlot {
+    settings: Settings,
+    /// Woken when the cascade changes this server's subscriptions (its timers moved).
+    wake: Notify,
+}
+
+#[derive(Debug)]
+struct Tasks {
+    handles: Vec<tokio::task::AbortHandle>,
+    started: Vec<bool>,
+    /// The client was dropped: start nothing more.
+    closed: bool,
+}
+
+type Tx = mpsc::UnboundedSender<Request>;
+
+#[derive(Debug)]
+struct State {
+    /// Per server: its state machine, and its stream's queue while one is up.
+    ads: Vec<Ads>,
+    tx: Vec<Option<Tx>>,
+    /// Listener resource name → target name (they differ under a name template).
+    listener_targets: BTreeMap<String, String>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, Tasks> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts server `index`'s stream task unless it runs (or the client is gone).
+    fn ensure_stream(self: &Arc<Self>, index: usize) {
+        let mut tasks = self.tasks();
+        if tasks.closed || tasks.started[index] {
+            return;
+        }
+        tasks.started[index] = true;
+        let handle = tokio::spawn(stream::run(self.clone(), index)).abort_handle();
+        tasks.handles.push(handle);
+    }
+}
+
+#[derive(Debug)]
+struct Settings {
+    uri: String,
+    tls: Option<Tls>,
+    backoff: (Duration, Duration),
+    token: Option<PathBuf>,
+}
+
+fn node_proto(n: &crate::bootstrap::Node) -> core::Node {
+    core::Node {
+        id: n.id.clone(),
+        cluster: n.cluster.clone(),
+        locality: n.locality.as_ref().map(|l| core::Locality {
+            region: l.region.clone(),
+            zone: l.zone.clone(),
+            sub_zone: l.sub_zone.clone(),
+        }),
+        user_agent_name: "mesh-xds-client".into(),
+        user_agent_version_type: Some(core::node::UserAgentVersionType::UserAgentVersion(
+            env!("CARGO_PKG_VERSION").into(),
+        )),
+        client_features: vec!["envoy.lb.does_not_support_overprovisioning".into()],
+        ..Default::default()
+    }
+}
+
+/// TLS to the control plane: the CA to trust and the name to verify (and send as SNI).
+#[derive(Debug)]
+struct Tls {
+    ca_pem: Vec<u8>,
+    domain: String,
+}
+
+fn endpoint_uri(server_uri: &str, tls: bool) -> String {
+    let s = server_uri.strip_prefix("dns:///").unwrap_or(server_uri);
+    if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("unix:") {
+        s.to_owned()
+    } else if tls {
+        format!("https://{s}")
+    } else {
+        format!("http://{s}")
+    }
+}
+
+/// The host part of a server URI (`dns:///istiod.istio-system.svc:15012` → `istiod.istio-system.svc`).
+fn server_host(server_uri: &str) -> String {
+    let s = server_uri.strip_prefix("dns:///").unwrap_or(server_uri);
+    let s = s.split("://").nth(1).unwrap_or(s);
+    let authority = s.split('/').next().unwrap_or(s);
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+            host.trim_matches(['[', ']']).to_owned()
+        }
+        _ => authority.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_uris_become_endpoints_and_tls_names() {
+        assert_eq!(
+            endpoint_uri("127.0.0.1:18000", false),
+            "http://127.0.0.1:18000"
+        );
+        assert_eq!(
+            endpoint_uri("dns:///istiod.istio-system.svc:15012", true),
+            "https://istiod.istio-system.svc:15012"
+        );
+        assert_eq!(
+            endpoint_uri("unix:///etc/istio/proxy/XDS", false),
+            "unix:///etc/istio/proxy/XDS"
+        );
+        assert_eq!(
+            server_host("dns:///istiod.istio-system.svc:15012"),
+            "istiod.istio-system.svc"
+        );
+        assert_eq!(server_host("https://cp.example:443/x"), "cp.example");
+        assert_eq!(server_host("[::1]:18000"), "::1");
+    }
+}

@@ -1,0 +1,192 @@
+//! One server's ADS stream: connect, subscribe, pump responses into its state machine, and
+//! reconnect with backoff when the stream breaks (the cached config keeps serving).
+
+use super::cascade::{cascade, deliver, tick};
+use super::{Shared, Tls};
+use crate::ads::{self, Ads, Output, Request};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+/// Server `index`'s task: streams until dropped, reconnecting with exponential backoff and
+/// full jitter.
+pub(super) async fn run(shared: Arc<Shared>, index: usize) {
+    let settings = &shared.streams[index].settings;
+    let (initial, max) = settings.backoff;
+    let mut failures: u32 = 0;
+    loop {
+        match stream_once(&shared, index).await {
+            Ok(true) => failures = 0,
+            Ok(false) => failures += 1,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(uri = %settings.uri, error = %e, "xDS stream failed; serving the cached config");
+            }
+        }
+        {
+            let mut st = shared.lock();
+            st.ads[index].stream_ended();
+            st.tx[index] = None;
+        }
+        let cap = initial.saturating_mul(1u32 << failures.min(16)).min(max);
+        tokio::time::sleep(cap.mul_f64(fastrand::f64())).await;
+    }
+}
+
+/// One stream: returns whether any response arrived (to reset the backoff).
+async fn stream_once(shared: &Arc<Shared>, index: usize) -> Result<bool, BoxError> {
+    let settings = &shared.streams[index].settings;
+    let channel = connect(&settings.uri, settings.tls.as_ref()).await?;
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::unbounded_channel::<Request>();
+    // Queue the first requests before the call: servers may not answer before they see them.
+    let protocol = {
+        let mut st = shared.lock();
+        st.tx[index] = Some(tx);
+        let out = st.ads[index].start_stream(Instant::now().into_std());
+        let protocol = st.ads[index].protocol();
+        drop(st);
+        deliver(shared, index, out);
+        cascade(shared);
+        protocol
+    };
+    let token = match &settings.token {
+        Some(path) => Some(tokio::fs::read_to_string(path).await?.trim().to_owned()),
+        None => None,
+    };
+    match protocol {
+        ads::Protocol::Sotw => {
+            let (otx, orx) = mpsc::unbounded_channel();
+            tokio::spawn(forward(rx, otx, |r| match r {
+                Request::Sotw(r) => Some(r),
+                Request::Delta(_) => None,
+            }));
+            let call = client.stream_aggregated_resources(with_token(
+                UnboundedReceiverStream::new(orx),
+                &token,
+            )?);
+            pump(shared, index, call, Ads::on_sotw).await
+        }
+        ads::Protocol::Delta => {
+            let (otx, orx) = mpsc::unbounded_channel();
+            tokio::spawn(forward(rx, otx, |r| match r {
+                Request::Delta(r) => Some(r),
+                Request::Sotw(_) => None,
+            }));
+            let call = client
+                .delta_aggregated_resources(with_token(UnboundedReceiverStream::new(orx), &token)?);
+            pump(shared, index, call, Ads::on_delta).await
+        }
+    }
+}
+
+/// Runs one stream: waits for the call to be answered and then for responses, while serving
+/// timers and subscription changes all along. (Servers such as grpc-go send response headers
+/// only with their first response, so subscriptions must keep flowing before the call
+/// completes; the cascade sends them from whichever task changes the interest.)
+async fn pump<M, C>(
+    shared: &Arc<Shared>,
+    index: usize,
+    call: C,
+    on_message: fn(&mut Ads, M, std::time::Instant) -> Output,
+) -> Result<bool, BoxError>
+where
+    C: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>>,
+{
+    let wake = &shared.streams[index].wake;
+    tokio::pin!(call);
+    let mut inbound = loop {
+        tokio::select! {
+            res = &mut call => break res?.into_inner(),
+            _ = wake.notified() => {}
+            _ = deadline(shared, index) => tick(shared, index),
+        }
+    };
+    let mut got_response = false;
+    loop {
+        tokio::select! {
+            msg = inbound.message() => match msg? {
+                Some(resp) => {
+                    got_response = true;
+                    let out = on_message(&mut shared.lock().ads[index], resp, Instant::now().into_std());
+                    deliver(shared, index, out);
+                    cascade(shared);
+                }
+                None => return Ok(got_response),
+            },
+            _ = wake.notified() => {}
+            _ = deadline(shared, index) => tick(shared, index),
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The streaming request, with the bearer token when one is configured.
+fn with_token<T>(stream: T, token: &Option<String>) -> Result<tonic::Request<T>, BoxError> {
+    let mut req = tonic::Request::new(stream);
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse()?);
+    }
+    Ok(req)
+}
+
+/// Moves requests of one protocol from the state machine's queue to the gRPC stream.
+async fn forward<T>(
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    tx: mpsc::UnboundedSender<T>,
+    f: impl Fn(Request) -> Option<T>,
+) {
+    while let Some(r) = rx.recv().await {
+        if let Some(m) = f(r)
+            && tx.send(m).is_err()
+        {
+            break;
+        }
+    }
+}
+
+async fn connect(uri: &str, tls: Option<&Tls>) -> Result<tonic::transport::Channel, BoxError> {
+    if let Some(path) = uri
+        .strip_prefix("unix://")
+        .or_else(|| uri.strip_prefix("unix:"))
+    {
+        let path = PathBuf::from(path);
+        let connector = tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        return Ok(tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(connector)
+            .await?);
+    }
+    let mut endpoint = tonic::transport::Endpoint::from_shared(uri.to_owned())?;
+    if let Some(tls) = tls {
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem))
+            .domain_name(tls.domain.clone());
+        endpoint = endpoint.tls_config(config)?;
+    }
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await?)
+}
+
+async fn deadline(shared: &Shared, index: usize) {
+    let next = shared.lock().ads[index].next_deadline();
+    match next {
+        Some(t) => tokio::time::sleep_until(Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
