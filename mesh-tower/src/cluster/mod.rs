@@ -113,7 +113,31 @@ where
                 "request carries no route decision (put the route layer in front of Dispatch)",
             ));
         };
-        let cluster = self.registry.get(&decision.cluster);
+        let to = Destination {
+            cluster: decision.cluster.clone(),
+            hash: decision.hash,
+            idle: decision.route.idle_timeout,
+        };
+        self.dispatch(req, &to)
+    }
+}
+
+/// What [`Dispatch`] needs of a route decision.
+#[derive(Debug)]
+pub(crate) struct Destination {
+    pub(crate) cluster: Arc<str>,
+    pub(crate) hash: Option<u64>,
+    pub(crate) idle: Option<std::time::Duration>,
+}
+
+impl<B> Dispatch<B>
+where
+    B: RequestBody,
+{
+    /// Sends `req` to an endpoint of `to.cluster` (the mesh's lean path calls this directly,
+    /// with the decision it holds, instead of through the request's extensions).
+    pub(crate) fn dispatch(&mut self, req: Request<B>, to: &Destination) -> ResponseFuture {
+        let cluster = self.registry.get(&to.cluster);
         let admitted = match cluster.limits.try_request() {
             Ok(guard) => guard,
             Err(e) => return ResponseFuture::failed(e),
@@ -126,7 +150,7 @@ where
         let picked = state.pick_avoiding(
             &PickContext {
                 headers: req.headers(),
-                hash: decision.hash,
+                hash: to.hash,
                 attempt: 0,
             },
             avoid,
@@ -141,7 +165,7 @@ where
             admitted,
             stats: info.stats.clone(),
             detector: state.detector.clone(),
-            idle: decision.route.idle_timeout,
+            idle: to.idle,
             ewma: state.ewma_decay.map(|d| (d, std::time::Instant::now())),
             reports: state.reports.clone(),
             served: ServedBy {

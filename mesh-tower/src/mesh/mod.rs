@@ -1,5 +1,6 @@
 //! [`Mesh`]: the user's handle, and [`MeshService`], what it hands out.
 
+mod lean;
 mod service;
 
 pub use service::{LocalReply, MeshService, ResponseFuture, STARTUP_WAIT};
@@ -165,6 +166,7 @@ impl Mesh {
         let registry = self.registry::<ReplayBody<B>>();
         let limits: Arc<dyn RetryLimits> = registry.clone();
         let dispatch = Dispatch::new(registry);
+        let lean = dispatch.clone();
         let stack = MirrorLayer::new().layer(dispatch);
         let stack = RetryLayer::with_limits(limits).layer(stack);
         let stack = TimeoutLayer::new(None).layer(stack);
@@ -173,7 +175,7 @@ impl Mesh {
         let stack = RateLimitLayer::new().layer(stack);
         let stack = DirectLayer.layer(stack);
         MeshService {
-            inner: route.layer(stack),
+            inner: lean::Router::new(route.into_targets(), stack, lean),
             startup,
         }
     }

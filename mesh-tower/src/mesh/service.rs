@@ -10,6 +10,7 @@
 //! [`STARTUP_WAIT`]. Once a target has been complete, calls never wait again: later gaps are
 //! real errors and are reported at once.
 
+use super::lean::Router;
 use super::{Inner, Mesh, Ready, readiness};
 use crate::RequestBody;
 use crate::body::MeshBody;
@@ -22,7 +23,6 @@ use crate::mirror::Mirror;
 use crate::ratelimit::RateLimit;
 use crate::retry::{ReplayBody, Retry};
 use crate::rewrite::RewriteService;
-use crate::route::Route;
 use crate::timeout::Timeout;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -53,12 +53,12 @@ pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
 /// # }
 /// ```
 pub struct MeshService<B> {
-    pub(super) inner: Route<Stack<B>>,
+    pub(super) inner: Router<Stack<B>, B>,
     pub(super) startup: Option<Arc<Startup>>,
 }
 
-/// Everything behind the route layer, outermost first: local answers, rate limit, faults,
-/// rewrites, the route timeout, retries, mirrors, and the cluster dispatch.
+/// The policy stack behind the route layer, outermost first: local answers, rate limit,
+/// faults, rewrites, the route timeout, retries, mirrors, and the cluster dispatch.
 pub(super) type Stack<B> =
     Direct<RateLimit<Fault<RewriteService<Timeout<Retry<Mirror<Dispatch<ReplayBody<B>>>>>>>>>;
 
@@ -149,8 +149,7 @@ where
     }
 }
 
-type InnerFuture<B> =
-    crate::route::future::ResponseFuture<<Stack<B> as Service<Request<B>>>::Future>;
+type InnerFuture<B> = <Router<Stack<B>, B> as Service<Request<B>>>::Future;
 
 type Waiting = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, MeshError>> + Send>>;
 

@@ -36,6 +36,10 @@ impl RouteLayer {
             targets: Targets::ByAuthority(map),
         }
     }
+
+    pub(crate) fn into_targets(self) -> Targets {
+        self.targets
+    }
 }
 
 impl<S> Layer<S> for RouteLayer {

@@ -134,12 +134,26 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let decided = match &self.targets {
-            Targets::One(state) => decide(state, Some(&state.name), &mut req),
-            Targets::ByAuthority(map) => match request_authority(&req) {
+        match self.targets.decide(&mut req) {
+            Ok(decision) => {
+                let (target, route) = (decision.target.clone(), decision.route.name.clone());
+                req.extensions_mut().insert(decision);
+                ResponseFuture::routed(self.inner.call(req), target, route)
+            }
+            Err(e) => ResponseFuture::failed(e),
+        }
+    }
+}
+
+impl Targets {
+    /// Routes `req` (and completes its URI) without recording the decision in it.
+    pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Result<RouteDecision, MeshError> {
+        match self {
+            Targets::One(state) => decide(state, Some(&state.name), req),
+            Targets::ByAuthority(map) => match request_authority(req) {
                 Some(authority) => {
                     let state = map.get(authority);
-                    decide(&state, None, &mut req)
+                    decide(&state, None, req)
                 }
                 None => Err(MeshError::new(
                     ErrorKind::NoRoute,
@@ -150,14 +164,6 @@ where
                 Err(MeshError::new(ErrorKind::InvalidTarget, why.to_string())
                     .with_target(target.clone()))
             }
-        };
-        match decided {
-            Ok(decision) => {
-                let (target, route) = (decision.target.clone(), decision.route.name.clone());
-                req.extensions_mut().insert(decision);
-                ResponseFuture::routed(self.inner.call(req), target, route)
-            }
-            Err(e) => ResponseFuture::failed(e),
         }
     }
 }

@@ -55,6 +55,21 @@ pub struct RouteInfo {
 }
 
 impl RouteInfo {
+    /// Whether the route forwards with no policy-layer work: no local answer, rate limit,
+    /// fault, rewrite or header mutation, mirror, or retry policy that can retry. Such routes
+    /// skip the policy layers in a [`Mesh`](crate::Mesh) service (the timeout still applies).
+    pub fn is_plain(&self) -> bool {
+        self.local.is_none()
+            && self.rate_limit.is_none()
+            && self.fault.is_none()
+            && self.rewrite.is_none()
+            && self.mirrors.is_empty()
+            && self
+                .retry
+                .as_ref()
+                .is_none_or(|p| p.max_retries == 0 && p.per_try_timeout.is_none())
+    }
+
     /// A forwarding route to `cluster` with no policy (for tests and standalone layers).
     pub fn to_cluster(name: &str, cluster: &str, timeout: Option<Duration>) -> Self {
         Self {

@@ -414,3 +414,32 @@ fn query_grpc_and_runtime_fraction_matchers() {
     // 30% of 2000: sd ≈ 20.5; ±4 sd.
     assert!((518..=682).contains(&d), "{d}");
 }
+
+#[test]
+fn plain_routes_are_those_without_policy_layer_work() {
+    let t = table(
+        r#"
+virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+      - { match: { prefix: /plain }, route: { cluster: a, timeout: 2s } }
+      - { match: { prefix: /no-retries }, route: { cluster: a, retry_policy: { retry_on: 5xx, num_retries: 0 } } }
+      - { match: { prefix: /retries }, route: { cluster: a, retry_policy: { retry_on: 5xx, num_retries: 2 } } }
+      - { match: { prefix: /rewrite }, route: { cluster: a, prefix_rewrite: /v2 } }
+      - { match: { prefix: /mirror }, route: { cluster: a, request_mirror_policies: [{ cluster: b }] } }
+      - { match: { prefix: /headers }, route: { cluster: a }, request_headers_to_add: [{ header: { key: x-a, value: "1" } }] }
+      - { match: { prefix: /direct }, direct_response: { status: 204 } }
+"#,
+    );
+    let plain = |path: &str| {
+        t.route("any", path, None, &HeaderMap::new())
+            .unwrap()
+            .is_plain()
+    };
+    assert!(plain("/plain"), "a timeout alone keeps the lean path");
+    assert!(plain("/no-retries"), "a retry policy that cannot retry");
+    for path in ["/retries", "/rewrite", "/mirror", "/headers", "/direct"] {
+        assert!(!plain(path), "{path} needs its policy layer");
+    }
+}

@@ -77,29 +77,35 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (limit, idle) = match req.extensions().get::<RouteDecision>() {
-            Some(decision) => {
-                let limit = match decision.route.grpc_timeout {
-                    Some((cap, offset)) => match grpc_timeout(req.headers()) {
-                        // gRFC A31: the caller's deadline, less the offset, capped by the max.
-                        Some(t) => {
-                            let t = t.saturating_sub(offset);
-                            Some(cap.map_or(t, |c| t.min(c)))
-                        }
-                        None => decision.route.timeout,
-                    },
-                    None => decision.route.timeout,
-                };
-                // Before the response head, an idle timeout is a timeout too.
-                (limit, decision.route.idle_timeout)
-            }
-            None => (self.default, None),
-        };
-        let limit = match (limit, idle) {
-            (Some(l), Some(i)) => Some(l.min(i)),
-            (l, i) => l.or(i),
+        let limit = match req.extensions().get::<RouteDecision>() {
+            Some(decision) => limit(&decision.route, req.headers()),
+            None => self.default,
         };
         ResponseFuture::new(self.inner.call(req), limit)
+    }
+}
+
+/// The limit a request on `route` runs under: the route's timeout or, when the route honours
+/// it, the caller's `grpc-timeout`; shortened to the idle timeout, which before the response
+/// head is a timeout too.
+pub(crate) fn limit(
+    route: &crate::route::RouteInfo,
+    headers: &http::HeaderMap,
+) -> Option<Duration> {
+    let limit = match route.grpc_timeout {
+        Some((cap, offset)) => match grpc_timeout(headers) {
+            // gRFC A31: the caller's deadline, less the offset, capped by the max.
+            Some(t) => {
+                let t = t.saturating_sub(offset);
+                Some(cap.map_or(t, |c| t.min(c)))
+            }
+            None => route.timeout,
+        },
+        None => route.timeout,
+    };
+    match (limit, route.idle_timeout) {
+        (Some(l), Some(i)) => Some(l.min(i)),
+        (l, i) => l.or(i),
     }
 }
 

@@ -1,0 +1,129 @@
+//! The mesh's router: a request whose route has no policy skips the policy layers.
+//!
+//! Why: the full stack is seven layers deep (direct answers, rate limit, fault, rewrite,
+//! timeout, retry, mirror), and the layers learn the route decision from the request's
+//! extensions. On a route that uses none of them each layer still looks the decision up, finds
+//! nothing to do, and wraps the inner future in its own; and recording the decision costs an
+//! allocation of http's extension map. Together that was about 1.7k of the ~8.7k instructions
+//! the mesh added per request in the side-by-side profile (see `docs/benchmarks.md`).
+//!
+//! [`Router`] routes once and, for a plain route (see [`RouteInfo::is_plain`]), applies the
+//! route timeout and dispatches itself, with the decision in hand: nothing is recorded in the
+//! request. Other routes get the decision recorded and go through the whole stack. Both paths
+//! end in the same dispatch, so connections, balancer state and circuit breakers are shared,
+//! and the answer carries [`ServedBy`](crate::ServedBy) either way.
+//!
+//! [`RouteInfo::is_plain`]: crate::route::RouteInfo::is_plain
+
+use crate::body::MeshBody;
+use crate::cluster::{Destination, Dispatch};
+use crate::error::MeshError;
+use crate::retry::ReplayBody;
+use crate::route::Targets;
+use crate::{RequestBody, timeout};
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tower_service::Service;
+
+/// Routes each request, then sends it down `full` or, when its route has no policy, straight
+/// to the dispatch under the route timeout.
+#[derive(Debug)]
+pub(crate) struct Router<F, B> {
+    targets: Targets,
+    full: F,
+    lean: Dispatch<ReplayBody<B>>,
+}
+
+impl<F: Clone, B> Clone for Router<F, B> {
+    fn clone(&self) -> Self {
+        Self {
+            targets: self.targets.clone(),
+            full: self.full.clone(),
+            lean: self.lean.clone(),
+        }
+    }
+}
+
+impl<F, B> Router<F, B> {
+    pub(crate) fn new(targets: Targets, full: F, lean: Dispatch<ReplayBody<B>>) -> Self {
+        Self {
+            targets,
+            full,
+            lean,
+        }
+    }
+}
+
+type LeanFuture = timeout::future::ResponseFuture<crate::cluster::ResponseFuture>;
+
+impl<F, B> Service<Request<B>> for Router<F, B>
+where
+    F: Service<Request<B>, Response = Response<MeshBody>, Error = MeshError>,
+    B: RequestBody,
+{
+    type Response = Response<MeshBody>;
+    type Error = MeshError;
+    type Future = crate::route::future::ResponseFuture<Branch<F::Future, LeanFuture>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MeshError>> {
+        ready!(self.full.poll_ready(cx))?;
+        self.lean.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        use crate::route::future::ResponseFuture;
+        let decision = match self.targets.decide(&mut req) {
+            Ok(d) => d,
+            Err(e) => return ResponseFuture::failed(e),
+        };
+        let (target, route) = (decision.target.clone(), decision.route.name.clone());
+        if decision.cluster_headers.is_none() && decision.route.is_plain() {
+            let limit = timeout::limit(&decision.route, req.headers());
+            let to = Destination {
+                cluster: decision.cluster,
+                hash: decision.hash,
+                idle: decision.route.idle_timeout,
+            };
+            let sent = self.lean.dispatch(req.map(ReplayBody::direct), &to);
+            let inner = Branch::Lean {
+                inner: timeout::future::ResponseFuture::new(sent, limit),
+            };
+            return ResponseFuture::routed(inner, target, route);
+        }
+        req.extensions_mut().insert(decision);
+        let inner = Branch::Full {
+            inner: self.full.call(req),
+        };
+        ResponseFuture::routed(inner, target, route)
+    }
+}
+
+pin_project! {
+    /// Which path a request took.
+    #[project = Proj]
+    #[derive(Debug)]
+    pub(crate) enum Branch<F, L> {
+        /// Through the policy layers.
+        Full { #[pin] inner: F },
+        /// Timeout and dispatch only.
+        Lean { #[pin] inner: L },
+    }
+}
+
+impl<F, L> Future for Branch<F, L>
+where
+    F: Future<Output = Result<Response<MeshBody>, MeshError>>,
+    L: Future<Output = Result<Response<MeshBody>, MeshError>>,
+{
+    type Output = Result<Response<MeshBody>, MeshError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Proj::Full { inner } => inner.poll(cx),
+            Proj::Lean { inner } => inner.poll(cx),
+        }
+    }
+}
