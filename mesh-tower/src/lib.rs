@@ -13,7 +13,7 @@
 //! |---|---|
 //! | [`route`] | matching and the [`RouteDecision`](route::RouteDecision) later layers read |
 //! | [`timeout`] | the route timeout |
-//! | [`cluster`] | cluster state, endpoint pick, [`ServedBy`](cluster::ServedBy) |
+//! | [`cluster`] | cluster state, endpoint pick, [`ServedBy`] |
 //! | [`balance`] | the balancer seam and its algorithms |
 //! | [`connect`] | connectors and per-endpoint connections |
 //!

@@ -5,7 +5,7 @@
 //! is what turns one slow upstream into a cascading outage. [`Limits`] holds the live counters of
 //! one cluster (they survive config updates; the thresholds are swapped in place) and hands out
 //! guards: a request that would exceed `max_requests` is refused at once with
-//! [`ErrorKind::Overflow`](crate::ErrorKind::Overflow), naming the cluster and the threshold,
+//! [`ErrorKind::Overflow`], naming the cluster and the threshold,
 //! and counted. gRPC callers see UNAVAILABLE, as gRFC A32 specifies for `max_requests`.
 //!
 //! Retries have their own limit, because retries are exactly the traffic that grows when an

@@ -4,7 +4,7 @@
 //! because it is where TLS slots in later (a TLS connector wraps the TCP one and sees the cluster
 //! and address it connects for) without changing any type in the request path.
 //!
-//! Per endpoint the mesh keeps one [`Connection`]:
+//! Per endpoint the mesh keeps one `Connection`:
 //! - HTTP/2: one multiplexed connection, opened on first use; when it dies, the next request
 //!   reopens it. Concurrent first requests share one connect attempt (single flight).
 //! - HTTP/1.1: a pool of connections; a request takes an idle one or opens a new one, and hands

@@ -4,7 +4,7 @@
 //! Shadow traffic lets a new version see production requests without serving them. The copy
 //! must never affect the primary: it is sent from its own task, its response and errors are
 //! discarded, and it reads the request body from the replay record (see
-//! [`ReplayBody`](crate::retry::ReplayBody)) so the primary's body is not held back. A body too
+//! [`ReplayBody`]) so the primary's body is not held back. A body too
 //! large for the record is not mirrored (counted in [`Mirror::skipped`]). As in Envoy, the
 //! copy's authority gets a `-shadow` suffix, and only the first attempt of a retried request is
 //! mirrored.

@@ -1,7 +1,7 @@
 //! Retries, hedging and retry budgets (Envoy's route `retry_policy` and `hedge_policy`).
 //!
 //! [`Retry`] reads the route's compiled [`RetryPolicy`] from the
-//! [`RouteDecision`](crate::route::RouteDecision) and sends the request again when an attempt
+//! [`RouteDecision`] and sends the request again when an attempt
 //! ends in a retriable way (`retry_on`: 5xx, gateway-error, reset, connect-failure,
 //! refused-stream, retriable-4xx, retriable-status-codes, retriable-headers, and the gRPC
 //! statuses cancelled, deadline-exceeded, internal, resource-exhausted, unavailable), up to

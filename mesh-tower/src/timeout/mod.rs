@@ -2,7 +2,7 @@
 //!
 //! Envoy's route `timeout` (default 15 s, `0s` disables it) bounds the whole exchange, retries
 //! included; it is the outermost per-request policy. This layer reads the limit from the
-//! [`RouteDecision`](crate::route::RouteDecision) the route layer left in the request, falling
+//! [`RouteDecision`] the route layer left in the request, falling
 //! back to its own default, so it works both inside the mesh stack and on its own.
 //!
 //! The limit covers the wait for the response head. Streaming bodies (gRPC server streams,
