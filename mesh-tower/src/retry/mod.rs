@@ -107,12 +107,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // One extension lookup; routes without a policy clone nothing.
         let (retry, mirror_limit) = match req.extensions().get::<RouteDecision>() {
-            Some(d) => match d
-                .route
-                .retry
-                .as_ref()
-                .filter(|p| p.max_retries > 0 || p.per_try_timeout.is_some())
-            {
+            Some(d) => match d.route.retry.as_ref().filter(|p| p.is_active()) {
                 Some(p) => (Some((p.clone(), d.cluster.clone())), None),
                 None => (
                     None,

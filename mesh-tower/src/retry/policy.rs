@@ -27,6 +27,12 @@ const fn bit(c: C) -> u32 {
 }
 
 impl RetryPolicy {
+    /// Whether the policy can do anything: retry, or bound attempts with a per-try timeout.
+    /// A policy that cannot is treated as no policy (the request is sent once, unbuffered).
+    pub(crate) fn is_active(&self) -> bool {
+        self.max_retries > 0 || self.per_try_timeout.is_some()
+    }
+
     /// Compiles `config`, with the route's hedge policy and body buffer limit.
     pub fn new(
         config: &mesh_core::policy::RetryPolicy,

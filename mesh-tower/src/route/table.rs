@@ -64,10 +64,7 @@ impl RouteInfo {
             && self.fault.is_none()
             && self.rewrite.is_none()
             && self.mirrors.is_empty()
-            && self
-                .retry
-                .as_ref()
-                .is_none_or(|p| p.max_retries == 0 && p.per_try_timeout.is_none())
+            && self.retry.as_ref().is_none_or(|p| !p.is_active())
     }
 
     /// A forwarding route to `cluster` with no policy (for tests and standalone layers).

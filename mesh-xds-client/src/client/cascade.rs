@@ -169,8 +169,8 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
         // Wanted but not here yet: pending, so the data plane can say so.
         let mut pending = Vec::new();
         for ads in &st.ads {
-            for ty in ResourceType::ALL {
-                for (name, status) in ads.status().remove(&ty).unwrap_or_default() {
+            for (ty, by_name) in ads.status() {
+                for (name, status) in by_name {
                     if status.state == "requested" {
                         pending.push((ty, store_name(&st.listener_targets, ty, name)));
                     }
