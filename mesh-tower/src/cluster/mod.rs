@@ -136,7 +136,7 @@ where
 {
     /// Sends `req` to an endpoint of `to.cluster` (the mesh's lean path calls this directly,
     /// with the decision it holds, instead of through the request's extensions).
-    pub(crate) fn dispatch(&mut self, req: Request<B>, to: &Destination) -> ResponseFuture {
+    pub(crate) fn dispatch(&self, req: Request<B>, to: &Destination) -> ResponseFuture {
         let cluster = self.registry.get(&to.cluster);
         let admitted = match cluster.limits.try_request() {
             Ok(guard) => guard,

@@ -25,7 +25,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use tower_service::Service;
 
 /// Routes each request, then sends it down `full` or, when its route has no policy, straight
@@ -35,16 +35,6 @@ pub(crate) struct Router<F, B> {
     targets: Targets,
     full: F,
     lean: Dispatch<ReplayBody<B>>,
-}
-
-impl<F: Clone, B> Clone for Router<F, B> {
-    fn clone(&self) -> Self {
-        Self {
-            targets: self.targets.clone(),
-            full: self.full.clone(),
-            lean: self.lean.clone(),
-        }
-    }
 }
 
 impl<F, B> Router<F, B> {
@@ -59,21 +49,20 @@ impl<F, B> Router<F, B> {
 
 type LeanFuture = timeout::future::ResponseFuture<crate::cluster::ResponseFuture>;
 
-impl<F, B> Service<Request<B>> for Router<F, B>
+/// What [`Router::route`] returns.
+pub(crate) type RouterFuture<F, B> =
+    crate::route::future::ResponseFuture<Branch<<F as Service<Request<B>>>::Future, LeanFuture>>;
+
+impl<F, B> Router<F, B>
 where
-    F: Service<Request<B>, Response = Response<MeshBody>, Error = MeshError>,
+    F: Service<Request<B>, Response = Response<MeshBody>, Error = MeshError> + Clone,
     B: RequestBody,
 {
-    type Response = Response<MeshBody>;
-    type Error = MeshError;
-    type Future = crate::route::future::ResponseFuture<Branch<F::Future, LeanFuture>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MeshError>> {
-        ready!(self.full.poll_ready(cx))?;
-        self.lean.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    /// Routes and sends `req`. Takes `&self`, so a [`MeshService`](super::MeshService) can share
+    /// one router between all its clones (cloning it is one reference count): every service
+    /// below is always ready, and the policy stack, which `call` needs mutably, is cloned
+    /// only for the requests that take it.
+    pub(crate) fn route(&self, mut req: Request<B>) -> RouterFuture<F, B> {
         use crate::route::future::ResponseFuture;
         let decision = match self.targets.decide(&mut req) {
             Ok(d) => d,
@@ -95,7 +84,7 @@ where
         }
         req.extensions_mut().insert(decision);
         let inner = Branch::Full {
-            inner: self.full.call(req),
+            inner: Box::pin(self.full.clone().call(req)),
         };
         ResponseFuture::routed(inner, target, route)
     }
@@ -106,8 +95,9 @@ pin_project! {
     #[project = Proj]
     #[derive(Debug)]
     pub(crate) enum Branch<F, L> {
-        /// Through the policy layers.
-        Full { #[pin] inner: F },
+        /// Through the policy layers. Boxed: the policy stack's future is twice the size of
+        /// the lean one, and unboxed every lean request would be built and moved at that size.
+        Full { inner: Pin<Box<F>> },
         /// Timeout and dispatch only.
         Lean { #[pin] inner: L },
     }
@@ -122,7 +112,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            Proj::Full { inner } => inner.poll(cx),
+            Proj::Full { inner } => inner.as_mut().poll(cx),
             Proj::Lean { inner } => inner.poll(cx),
         }
     }

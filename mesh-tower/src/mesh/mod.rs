@@ -130,12 +130,10 @@ impl Mesh {
     {
         let startup = crate::route::target::listener_name(target)
             .ok()
-            .map(|listener| {
-                Arc::new(service::Startup {
-                    mesh: Arc::downgrade(&self.inner),
-                    listener: listener.to_owned(),
-                    ready: Default::default(),
-                })
+            .map(|listener| service::Startup {
+                mesh: Arc::downgrade(&self.inner),
+                listener: listener.to_owned(),
+                ready: Default::default(),
             });
         self.service(
             RouteLayer::for_target(self.inner.store.clone(), target),
@@ -155,11 +153,7 @@ impl Mesh {
         )
     }
 
-    fn service<B>(
-        &self,
-        route: RouteLayer,
-        startup: Option<Arc<service::Startup>>,
-    ) -> MeshService<B>
+    fn service<B>(&self, route: RouteLayer, startup: Option<service::Startup>) -> MeshService<B>
     where
         B: RequestBody,
     {
@@ -174,10 +168,10 @@ impl Mesh {
         let stack = FaultLayer::new().layer(stack);
         let stack = RateLimitLayer::new().layer(stack);
         let stack = DirectLayer.layer(stack);
-        MeshService {
-            inner: lean::Router::new(route.into_targets(), stack, lean),
+        MeshService::new(
+            lean::Router::new(route.into_targets(), stack, lean),
             startup,
-        }
+        )
     }
 
     fn registry<B>(&self) -> Arc<Registry<B>>

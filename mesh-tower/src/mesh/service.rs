@@ -53,8 +53,23 @@ pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
 /// # }
 /// ```
 pub struct MeshService<B> {
-    pub(super) inner: Router<Stack<B>, B>,
-    pub(super) startup: Option<Arc<Startup>>,
+    // Shared by all clones: tower callers clone a service per request (`oneshot`, tonic's
+    // generated clients). A clone of the whole stack took and released seven reference
+    // counts; this is one.
+    shared: Arc<Shared<B>>,
+}
+
+struct Shared<B> {
+    router: Router<Stack<B>, B>,
+    startup: Option<Startup>,
+}
+
+impl<B> MeshService<B> {
+    pub(super) fn new(router: Router<Stack<B>, B>, startup: Option<Startup>) -> Self {
+        Self {
+            shared: Arc::new(Shared { router, startup }),
+        }
+    }
 }
 
 /// The policy stack behind the route layer, outermost first: local answers, rate limit,
@@ -97,8 +112,7 @@ impl Startup {
 impl<B> Clone for MeshService<B> {
     fn clone(&self) -> Self {
         Self {
-            inner: self.inner.clone(),
-            startup: self.startup.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -123,15 +137,16 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let grpc = grpc::is_grpc(req.headers());
-        if let Some(startup) = &self.startup
+        if let Some(startup) = &self.shared.startup
             && let Some(mesh) = startup.pending()
         {
-            let (startup, mut svc) = (startup.clone(), self.clone());
+            let shared = self.shared.clone();
             let wait = async move {
-                let target = startup.listener.clone();
-                mesh.wait_ready(&target, STARTUP_WAIT).await?;
-                startup.ready.store(true, Ordering::Relaxed);
-                svc.call(req).await
+                if let Some(startup) = &shared.startup {
+                    mesh.wait_ready(&startup.listener, STARTUP_WAIT).await?;
+                    startup.ready.store(true, Ordering::Relaxed);
+                }
+                shared.router.route(req).await
             };
             return ResponseFuture {
                 state: State::Waiting {
@@ -142,14 +157,14 @@ where
         }
         ResponseFuture {
             state: State::Routed {
-                inner: self.inner.call(req),
+                inner: self.shared.router.route(req),
             },
             grpc,
         }
     }
 }
 
-type InnerFuture<B> = <Router<Stack<B>, B> as Service<Request<B>>>::Future;
+type InnerFuture<B> = super::lean::RouterFuture<Stack<B>, B>;
 
 type Waiting = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, MeshError>> + Send>>;
 
