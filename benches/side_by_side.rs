@@ -11,6 +11,10 @@
 //! cost is the user's cost). Without `--bench` (as `cargo test --all-targets` runs it) it is a
 //! seconds-long smoke run that checks every contender ran and produced numbers.
 //!
+//! `SBS_CONTENDERS=a,b,…` picks the contenders (their baselines are added). `h2-direct` is
+//! not in the default set: it drives the `h2` crate by hand (no hyper), as the floor under
+//! bare hyper for profiling; the smoke run includes it so it cannot rot.
+//!
 //! Every Rust client process runs a one-thread tokio runtime and grpc-go runs with
 //! `GOMAXPROCS=1`. Processes are pinned with `taskset`: the echo server to CPU 0, every client
 //! to CPU 1, and the Envoy sidecar (`--concurrency 1`) to CPU 1 too — a sidecar runs next to
@@ -40,6 +44,28 @@ const CONTENDERS: [&str; 7] = [
     "tonic-mesh-ads",
     "grpc-go-xds",
 ];
+
+/// Measured only when asked for (`SBS_CONTENDERS`) and in the smoke run.
+const FLOOR: &str = "h2-direct";
+
+/// The contenders of this run: `SBS_CONTENDERS` (plus the baselines they are compared with),
+/// or the default set (plus the floor in a smoke run).
+fn contenders(smoke: bool) -> Vec<&'static str> {
+    let all: Vec<&'static str> = CONTENDERS.iter().copied().chain([FLOOR]).collect();
+    match std::env::var("SBS_CONTENDERS") {
+        Ok(list) => {
+            let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
+            for w in &wanted {
+                assert!(all.contains(w), "unknown contender {w} in SBS_CONTENDERS");
+            }
+            all.into_iter()
+                .filter(|c| wanted.contains(c) || wanted.iter().any(|w| baseline(w) == *c))
+                .collect()
+        }
+        Err(_) if smoke => all,
+        Err(_) => CONTENDERS.to_vec(),
+    }
+}
 
 /// The contender each one's throughput is compared with: bare hyper for HTTP, tonic straight
 /// to the server for gRPC.
@@ -137,6 +163,7 @@ async fn serve() {
 #[derive(Clone)]
 enum Client {
     Hyper(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+    H2(h2::client::SendRequest<Bytes>),
     Mesh(mesh_tower::MeshService<Full<Bytes>>),
     Grpc(sbs_grpc::Tonic),
 }
@@ -152,6 +179,26 @@ impl Client {
                 let res = tx.send_request(req).await.map_err(|e| e.to_string())?;
                 let b = res.into_body().collect().await.map_err(|e| e.to_string())?;
                 Ok(b.to_bytes().len())
+            }
+            Client::H2(tx) => {
+                // What hyper does for this request, by hand: the head, the body as one DATA
+                // frame ending the stream, the answer's DATA frames with their flow-control
+                // credit given back. No dispatch channel, no per-request task.
+                let mut tx = tx.clone().ready().await.map_err(|e| e.to_string())?;
+                let (head, body) = req.into_parts();
+                let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+                let (res, mut stream) = tx
+                    .send_request(http::Request::from_parts(head, ()), false)
+                    .map_err(|e| e.to_string())?;
+                stream.send_data(body, true).map_err(|e| e.to_string())?;
+                let mut body = res.await.map_err(|e| e.to_string())?.into_body();
+                let mut n = 0;
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.map_err(|e| e.to_string())?;
+                    n += chunk.len();
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                Ok(n)
             }
             Client::Mesh(svc) => {
                 let res = tower::ServiceExt::oneshot(svc.clone(), req)
@@ -184,6 +231,13 @@ async fn h2(addr: SocketAddr) -> Client {
 async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f64, size: usize) {
     let (client, _mesh) = match contender {
         "bare-hyper" | "envoy-sidecar" => (h2(target).await, None),
+        "h2-direct" => {
+            let stream = tokio::net::TcpStream::connect(target).await.unwrap();
+            let _ = stream.set_nodelay(true);
+            let (tx, conn) = h2::client::handshake(stream).await.unwrap();
+            tokio::spawn(conn);
+            (Client::H2(tx), None)
+        }
         "mesh-static" => {
             let yaml = mesh_examples::yaml::web_config(&[target], "protocol: HTTP2");
             let mesh = Mesh::from_config(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
@@ -334,6 +388,7 @@ fn main() {
         _ => {}
     }
     let full = std::env::args().any(|a| a == "--bench");
+    let run = contenders(!full);
     let (rounds, secs, concurrencies, sizes): (usize, f64, &[usize], &[usize]) = if full {
         let rounds = std::env::var("SBS_ROUNDS")
             .ok()
@@ -409,8 +464,8 @@ fn main() {
         for &c in concurrencies {
             for &size in sizes {
                 // Alternate the order every round so no contender always runs first.
-                let mut order: Vec<&str> = CONTENDERS.to_vec();
-                order.rotate_left(round % CONTENDERS.len());
+                let mut order = run.clone();
+                order.rotate_left(round % run.len());
                 for contender in order {
                     let (target, pid) = match contender {
                         "mesh-ads" | "tonic-mesh-ads" | "grpc-go-xds" => (cp.ads, None),
@@ -462,7 +517,7 @@ fn main() {
                 ratios.sort_by(|a, b| a.total_cmp(b));
                 ratios
             };
-            for contender in CONTENDERS {
+            for &contender in &run {
                 let rows = &results[&(contender.to_owned(), c, size)];
                 assert!(
                     rows.iter().all(|r| r["requests"] > 0.0),
