@@ -5,7 +5,6 @@
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use mesh_core::BoxError;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,11 +14,12 @@ use std::time::Duration;
 
 use crate::balance::EndpointStats;
 use crate::balance::weighted_round_robin::ReportSettings;
+use crate::connect::Upstream;
 
 /// State of an upstream body under an idle timeout.
 #[derive(Debug)]
 struct IdleBody {
-    body: Incoming,
+    body: Upstream,
     idle: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
 }
@@ -40,7 +40,7 @@ pub struct MeshBody {
 
 #[derive(Debug, Default)]
 enum Kind {
-    Upstream(Incoming),
+    Upstream(Upstream),
     /// An upstream body that fails when no frame arrives within the idle timeout.
     Idle(Box<IdleBody>),
     Local(Option<Bytes>),
@@ -63,7 +63,7 @@ impl MeshBody {
         }
     }
 
-    pub(crate) fn upstream(body: Incoming) -> Self {
+    pub(crate) fn upstream(body: Upstream) -> Self {
         Self {
             kind: Kind::Upstream(body),
         }
@@ -86,7 +86,7 @@ impl MeshBody {
     }
 
     /// An upstream body under the route's idle timeout.
-    pub(crate) fn upstream_idle(body: Incoming, idle: Duration) -> Self {
+    pub(crate) fn upstream_idle(body: Upstream, idle: Duration) -> Self {
         Self {
             kind: Kind::Idle(Box::new(IdleBody {
                 body,
@@ -106,12 +106,12 @@ impl Body for MeshBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
-            Kind::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
             Kind::Idle(i) => {
                 if let Poll::Ready(frame) = Pin::new(&mut i.body).poll_frame(cx) {
                     let deadline = tokio::time::Instant::now() + i.idle;
                     i.sleep.as_mut().reset(deadline);
-                    return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+                    return Poll::Ready(frame);
                 }
                 match i.sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(format!(

@@ -4,10 +4,10 @@ use crate::balance::{EndpointStats, InFlight};
 use crate::body::MeshBody;
 use crate::breaker::Guard;
 use crate::connect::Sending;
+use crate::connect::Upstream;
 use crate::error::{ErrorKind, MeshError};
 use crate::outlier::{Detector, Outcome};
 use http::Response;
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ pub(crate) struct After {
 impl After {
     fn finish(
         self,
-        res: Result<Response<Incoming>, MeshError>,
+        res: Result<Response<Upstream>, MeshError>,
     ) -> Result<Response<MeshBody>, MeshError> {
         let After {
             in_flight,
@@ -76,6 +76,13 @@ impl After {
             };
             d.report(&stats, outcome);
         }
+        // h2's errors name no cluster or endpoint yet.
+        let res = res.map_err(|e| match e.endpoint() {
+            Some(_) => e,
+            None => e
+                .with_cluster(served.cluster.clone())
+                .with_endpoint(served.endpoint),
+        });
         let mut res = match idle {
             Some(d) => res?.map(|b| MeshBody::upstream_idle(b, d)),
             None => res?.map(MeshBody::upstream),
@@ -126,7 +133,7 @@ impl Future for ResponseFuture {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
             State::Sending(send, after) => {
-                let res = ready!(send.as_mut().poll(cx));
+                let res = ready!(Pin::new(send).poll(cx));
                 Poll::Ready(match after.take() {
                     Some(after) => after.finish(res),
                     None => Err(polled_after_completion()),

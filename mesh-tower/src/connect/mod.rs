@@ -5,23 +5,28 @@
 //! and address it connects for) without changing any type in the request path.
 //!
 //! Per endpoint the mesh keeps one `Connection`:
-//! - HTTP/2: one multiplexed connection, opened on first use; when it dies, the next request
-//!   reopens it. Concurrent first requests share one connect attempt (single flight).
+//! - HTTP/2: one multiplexed connection on the `h2` crate (not hyper's client: see `http2.rs`),
+//!   opened on first use; when it dies or stops taking new streams, the next request reopens
+//!   it. Concurrent first requests share one connect attempt (single flight).
 //! - HTTP/1.1: a pool of connections; a request takes an idle one or opens a new one, and hands
 //!   it back once the response head arrived (it becomes reusable when its body is consumed).
 //!
-//! A request that hits a pooled connection which turned out to be dead *before the request was
-//! written* (hyper hands the request back) is re-sent once on a fresh connection; anything else
-//! is an error for retries to decide on.
+//! A request that hits a connection which turned out to be dead *before the request was
+//! written* (HTTP/1.1: hyper hands the request back; HTTP/2: the connection is found closed or
+//! unable to open a stream before the request is given to it) goes on a fresh connection;
+//! anything else is an error for retries to decide on.
 
 mod http1;
 mod http2;
+mod pump;
+mod upstream;
+
+pub(crate) use upstream::Upstream;
 
 use crate::RequestBody;
 use crate::breaker::{Guard, Limits};
 use crate::error::{ErrorKind, MeshError};
 use http::{Request, Response, Uri, header, uri};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mesh_core::Protocol;
 use std::fmt;
@@ -127,9 +132,64 @@ impl Connect for TcpConnector {
     }
 }
 
-/// An answer on its way from a connection.
-pub(crate) type Sending =
-    std::pin::Pin<Box<dyn Future<Output = Result<Response<Incoming>, MeshError>> + Send>>;
+/// An answer on its way from a connection: h2's own response future on a live HTTP/2
+/// connection (nothing allocated), else a boxed wait (HTTP/1.1, or no connection or stream
+/// slot yet).
+pub(crate) struct Sending {
+    state: SendState,
+}
+
+enum SendState {
+    H2(h2::client::ResponseFuture),
+    Boxed(Pin<Box<dyn Future<Output = Result<Response<Upstream>, MeshError>> + Send>>),
+    Failed(Option<MeshError>),
+}
+
+impl Sending {
+    fn h2(answer: h2::client::ResponseFuture) -> Self {
+        Self {
+            state: SendState::H2(answer),
+        }
+    }
+
+    fn boxed(
+        wait: impl Future<Output = Result<Response<Upstream>, MeshError>> + Send + 'static,
+    ) -> Self {
+        Self {
+            state: SendState::Boxed(Box::pin(wait)),
+        }
+    }
+
+    fn failed(error: MeshError) -> Self {
+        Self {
+            state: SendState::Failed(Some(error)),
+        }
+    }
+}
+
+impl Future for Sending {
+    type Output = Result<Response<Upstream>, MeshError>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut self.get_mut().state {
+            // The error names no cluster or endpoint here; the dispatch adds both.
+            SendState::H2(answer) => Pin::new(answer).poll(cx).map(|res| match res {
+                Ok(res) => Ok(res.map(Upstream::h2)),
+                Err(e) => Err(
+                    MeshError::new(ErrorKind::Upstream, "request to endpoint failed")
+                        .with_source(e),
+                ),
+            }),
+            SendState::Boxed(wait) => wait.as_mut().poll(cx),
+            SendState::Failed(e) => std::task::Poll::Ready(Err(e.take().unwrap_or_else(|| {
+                MeshError::new(ErrorKind::Upstream, "polled after completion")
+            }))),
+        }
+    }
+}
 
 /// The HTTP connection(s) to one endpoint.
 pub(crate) enum Connection<B> {
@@ -164,9 +224,11 @@ where
             Connection::Http1(_) => {
                 to_origin_form(&mut req);
                 let this = self.clone();
-                Box::pin(async move {
+                Sending::boxed(async move {
                     match &*this {
-                        Connection::Http1(pool) => pool.send(req).await,
+                        Connection::Http1(pool) => {
+                            pool.send(req).await.map(|r| r.map(Upstream::Http1))
+                        }
                         Connection::Http2(shared) => shared.send(req).await,
                     }
                 })
@@ -230,14 +292,20 @@ pub(crate) fn connect_error(target: &ConnectTarget, err: io::Error) -> MeshError
     .with_endpoint(target.address)
 }
 
-pub(crate) fn upstream_error(target: &ConnectTarget, err: hyper::Error) -> MeshError {
+pub(crate) fn upstream_error(
+    target: &ConnectTarget,
+    err: impl Into<mesh_core::BoxError>,
+) -> MeshError {
     MeshError::new(ErrorKind::Upstream, "request to endpoint failed")
         .with_source(err)
         .with_cluster(target.cluster.clone())
         .with_endpoint(target.address)
 }
 
-pub(crate) fn handshake_error(target: &ConnectTarget, err: hyper::Error) -> MeshError {
+pub(crate) fn handshake_error(
+    target: &ConnectTarget,
+    err: impl Into<mesh_core::BoxError>,
+) -> MeshError {
     MeshError::new(
         ErrorKind::Connect,
         format!("HTTP handshake with {} failed", target.address),

@@ -1,0 +1,123 @@
+//! Feeding a request body into its HTTP/2 stream.
+//!
+//! Why not always a task: most requests (every unary gRPC call, every request with a
+//! `Full` body) are one chunk that is ready at once. Such a body is sent inline when the
+//! request goes out, so the request costs no task. A body that is not complete at once gets a
+//! task that sends as the peer's flow-control window allows and stops when the peer resets
+//! the stream.
+
+use crate::RequestBody;
+use bytes::{Buf, Bytes};
+use h2::{Reason, SendStream};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+/// Sends `body` on `stream`: at once when it is one ready chunk, else from a task.
+pub(super) fn feed<B: RequestBody>(mut stream: SendStream<Bytes>, mut body: B) {
+    // A look without a waker: a body that is not ready is polled again (with one) by the task.
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(&mut body).poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+            Ok(mut data) => {
+                let data = data.copy_to_bytes(data.remaining());
+                if body.is_end_stream() {
+                    // h2 holds what the window does not yet allow and sends it as it opens.
+                    let _ = stream.send_data(data, true);
+                } else {
+                    tokio::spawn(pump(stream, body, Some(data)));
+                }
+            }
+            Err(frame) => finish(&mut stream, frame),
+        },
+        Poll::Ready(None) => {
+            let _ = stream.send_data(Bytes::new(), true);
+        }
+        Poll::Ready(Some(Err(e))) => fail(&mut stream, e.into()),
+        Poll::Pending => {
+            tokio::spawn(pump(stream, body, None));
+        }
+    }
+}
+
+/// Sends the rest of `body` (after `first`), within the stream's flow-control window.
+async fn pump<B: RequestBody>(mut stream: SendStream<Bytes>, mut body: B, first: Option<Bytes>) {
+    if let Some(data) = first
+        && send_all(&mut stream, data, false).await.is_err()
+    {
+        return;
+    }
+    loop {
+        let next = poll_fn(|cx| {
+            // The peer reset the stream (or the connection ended): stop reading the body.
+            if stream.poll_reset(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Pin::new(&mut body)
+                .poll_frame(cx)
+                .map(|frame| Some(frame.map(|f| f.map_err(Into::into))))
+        })
+        .await;
+        match next {
+            None => return,
+            Some(None) => {
+                let _ = stream.send_data(Bytes::new(), true);
+                return;
+            }
+            Some(Some(Err(e))) => return fail(&mut stream, e),
+            Some(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) => {
+                    let end = body.is_end_stream();
+                    let data = data.copy_to_bytes(data.remaining());
+                    if send_all(&mut stream, data, end).await.is_err() || end {
+                        return;
+                    }
+                }
+                Err(frame) => return finish(&mut stream, frame),
+            },
+        }
+    }
+}
+
+/// Sends `data` as the window opens, in pieces if it must.
+async fn send_all(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), ()> {
+    if data.is_empty() {
+        return match end {
+            true => stream.send_data(data, true).map_err(drop),
+            false => Ok(()),
+        };
+    }
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let capacity = match poll_fn(|cx| stream.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            Some(Err(_)) | None => return Err(()),
+        };
+        if capacity == 0 {
+            continue;
+        }
+        let piece = data.split_to(capacity.min(data.len()));
+        stream
+            .send_data(piece, end && data.is_empty())
+            .map_err(drop)?;
+    }
+    Ok(())
+}
+
+/// A frame that is not data: trailers end the stream; anything else ends it empty.
+fn finish<T>(stream: &mut SendStream<Bytes>, frame: http_body::Frame<T>) {
+    match frame.into_trailers() {
+        Ok(trailers) => {
+            let _ = stream.send_trailers(trailers);
+        }
+        Err(_) => {
+            let _ = stream.send_data(Bytes::new(), true);
+        }
+    }
+}
+
+/// The body failed: the upstream must not take a truncated request for a whole one.
+fn fail(stream: &mut SendStream<Bytes>, error: mesh_core::BoxError) {
+    tracing::debug!(%error, "request body failed; resetting the stream");
+    stream.send_reset(Reason::CANCEL);
+}
