@@ -241,3 +241,37 @@ async fn a_failing_request_body_fails_the_call_not_the_connection() {
     assert_eq!(res.status(), 200);
     assert_eq!(text, format!("2 {} ", digest(b"ok")));
 }
+
+#[tokio::test]
+async fn bodies_ready_at_once_in_any_number_of_chunks_arrive_whole() {
+    // One chunk whose end shows only on the next poll (tonic's unary bodies), two (both sent
+    // at once), and more (handed to the pump): each arrives whole, trailers too.
+    let addr = server(100, Duration::ZERO).await;
+    let mesh = mesh_from(&web_config(&[addr], "HTTP2")).await;
+    for chunks in [1usize, 2, 3, 7] {
+        for with_trailers in [false, true] {
+            let mut frames: Vec<Result<Frame<Bytes>, std::io::Error>> = Vec::new();
+            let mut sent = Vec::new();
+            for i in 0..chunks {
+                let chunk = Bytes::from(vec![b'0' + i as u8; 100 * (i + 1)]);
+                sent.extend_from_slice(&chunk);
+                frames.push(Ok(Frame::data(chunk)));
+            }
+            if with_trailers {
+                let mut t = HeaderMap::new();
+                t.insert("x-end", "t".parse().unwrap());
+                frames.push(Ok(Frame::trailers(t)));
+            }
+            let body: Chunks = StreamBody::new(stream::iter(frames).boxed());
+            let req = Request::post("http://web/ready").body(body).unwrap();
+            let (res, text) = call(mesh.channel::<Chunks>("web"), req).await;
+            assert_eq!(res.status(), 200);
+            let trailer = if with_trailers { "t" } else { "" };
+            assert_eq!(
+                text,
+                format!("{} {} {trailer}", sent.len(), digest(&sent)),
+                "{chunks} chunks, trailers: {with_trailers}"
+            );
+        }
+    }
+}

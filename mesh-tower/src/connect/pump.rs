@@ -14,28 +14,53 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 /// Sends `body` on `stream`: at once when it is one ready chunk, else from a task.
+///
+/// A chunk is held until the next look says whether the body ends there, so a body that only
+/// learns it is finished when polled again (tonic's, for a unary call) still goes as one DATA
+/// frame ending the stream. h2 holds what the window does not yet allow and sends it as the
+/// window opens; a body with more than one chunk ready goes to the task, which keeps to the
+/// window.
 pub(super) fn feed<B: RequestBody>(mut stream: SendStream<Bytes>, mut body: B) {
-    // A look without a waker: a body that is not ready is polled again (with one) by the task.
+    // Looks without a waker: a body that is not ready is polled again (with one) by the task.
     let mut cx = Context::from_waker(Waker::noop());
-    match Pin::new(&mut body).poll_frame(&mut cx) {
-        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-            Ok(mut data) => {
-                let data = data.copy_to_bytes(data.remaining());
-                if body.is_end_stream() {
-                    // h2 holds what the window does not yet allow and sends it as it opens.
-                    let _ = stream.send_data(data, true);
-                } else {
-                    tokio::spawn(pump(stream, body, Some(data)));
+    let mut held: Option<Bytes> = None;
+    loop {
+        match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) => {
+                    let data = data.copy_to_bytes(data.remaining());
+                    if held.is_none() && body.is_end_stream() {
+                        let _ = stream.send_data(data, true);
+                        return;
+                    }
+                    if let Some(first) = held.replace(data) {
+                        let _ = stream.send_data(first, false);
+                        if body.is_end_stream() {
+                            let _ = stream.send_data(held.unwrap_or_default(), true);
+                        } else {
+                            // More than two chunks: the rest may be large, so the task
+                            // takes over and keeps to the window.
+                            tokio::spawn(pump(stream, body, held));
+                        }
+                        return;
+                    }
                 }
+                Err(frame) => {
+                    if let Some(data) = held {
+                        let _ = stream.send_data(data, false);
+                    }
+                    return finish(&mut stream, frame);
+                }
+            },
+            Poll::Ready(None) => {
+                let _ = stream.send_data(held.unwrap_or_default(), true);
+                return;
             }
-            Err(frame) => finish(&mut stream, frame),
-        },
-        Poll::Ready(None) => {
-            let _ = stream.send_data(Bytes::new(), true);
-        }
-        Poll::Ready(Some(Err(e))) => fail(&mut stream, e.into()),
-        Poll::Pending => {
-            tokio::spawn(pump(stream, body, None));
+            Poll::Ready(Some(Err(e))) => return fail(&mut stream, e.into()),
+            Poll::Pending => {
+                tokio::spawn(pump(stream, body, held));
+                return;
+            }
         }
     }
 }
