@@ -27,7 +27,6 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared as SharedFuture};
 use h2::client::SendRequest;
 use http::{HeaderMap, Method, Request, Response, header};
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -54,18 +53,11 @@ impl Live {
     }
 }
 
-pub(crate) struct Shared<B> {
+/// The connection to one endpoint. Not typed by request body: h2's streams take `Bytes`, so
+/// only sending is generic.
+#[derive(Clone)]
+pub(crate) struct Shared {
     inner: Arc<Inner>,
-    _body: PhantomData<fn(B)>,
-}
-
-impl<B> Clone for Shared<B> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            _body: PhantomData,
-        }
-    }
 }
 
 struct Inner {
@@ -76,10 +68,7 @@ struct Inner {
     connecting: Mutex<Option<Connecting>>,
 }
 
-impl<B> Shared<B>
-where
-    B: RequestBody,
-{
+impl Shared {
     pub(crate) fn new(target: ConnectTarget, connector: Connector, limits: Arc<Limits>) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -89,7 +78,6 @@ where
                 current: ArcSwapOption::empty(),
                 connecting: Mutex::new(None),
             }),
-            _body: PhantomData,
         }
     }
 
@@ -100,7 +88,7 @@ where
     /// Sends `req`. On a live connection with a free stream slot (the common case) the stream
     /// is opened before this returns and the future is h2's wait for the answer; otherwise
     /// the wait for a connection or a slot is boxed apart.
-    pub(crate) fn send(&self, req: Request<B>) -> Sending {
+    pub(crate) fn send<B: RequestBody>(&self, req: Request<B>) -> Sending {
         if let Some(live) = &*self.inner.current.load()
             && !live.is_closed()
         {
@@ -118,7 +106,10 @@ where
 
     /// Sends `req` once a connection is up and has a stream slot, opening a connection if
     /// needed; a connection found unable to take new streams is replaced once.
-    async fn send_slow(&self, req: Request<B>) -> Result<Response<Upstream>, MeshError> {
+    async fn send_slow<B: RequestBody>(
+        &self,
+        req: Request<B>,
+    ) -> Result<Response<Upstream>, MeshError> {
         let mut replaced = false;
         loop {
             let live = self.sender().await?;

@@ -194,7 +194,7 @@ impl Future for Sending {
 /// The HTTP connection(s) to one endpoint.
 pub(crate) enum Connection<B> {
     Http1(http1::Pool<B>),
-    Http2(http2::Shared<B>),
+    Http2(http2::Shared),
 }
 
 impl<B> Connection<B>
