@@ -202,6 +202,12 @@ impl FakeAds {
         st.bytes_sent += sent;
     }
 
+    /// The snapshot's version: bumped by every [`set`](Self::set); responses to it carry nonces
+    /// starting `"<version>-"`.
+    pub fn version(&self) -> u64 {
+        self.state.lock().unwrap().version
+    }
+
     /// Bytes of every response sent so far (protobuf-encoded payloads).
     pub fn bytes_sent(&self) -> u64 {
         self.state.lock().unwrap().bytes_sent

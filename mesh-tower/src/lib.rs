@@ -33,6 +33,7 @@ mod body;
 pub mod breaker;
 pub mod cluster;
 pub mod connect;
+pub mod control;
 pub mod direct;
 mod draw;
 mod error;
@@ -68,5 +69,8 @@ where
 }
 pub use cluster::ServedBy;
 pub use error::{ErrorKind, MeshError};
-pub use mesh::{LocalReply, Mesh, MeshBuilder, MeshService, ResponseFuture, STARTUP_WAIT};
+pub use mesh::{
+    ChannelOptions, LocalReply, Mesh, MeshBuilder, MeshService, RECHECK, ResponseFuture,
+    STARTUP_WAIT, WaitForReady,
+};
 pub use source::file::{FileError, Reload};

@@ -54,9 +54,14 @@ impl XdsMesh for Mesh {
     async fn from_xds(builder: XdsClientBuilder) -> Result<Self, ClientError> {
         // The node's zone (and its cluster, as Envoy's local cluster) drive zone-aware routing.
         let node = builder.node().clone();
-        let client = builder.start()?;
+        // The client and the mesh's own control work share one control runtime.
+        let control = builder.control_runtime();
+        let client = builder.control(control.clone()).start()?;
         let store = client.store().clone();
-        let mut mesh = Mesh::builder().store(store).extension(client);
+        let mut mesh = Mesh::builder()
+            .store(store)
+            .control(control)
+            .extension(client);
         if let Some(zone) = node
             .locality
             .as_ref()

@@ -142,15 +142,17 @@ struct Key {
 #[derive(Debug)]
 pub(crate) struct DnsState {
     resolver: DnsResolver,
+    control: crate::control::Control,
     dirty: Arc<AtomicBool>,
     resolved: Arc<ArcSwapOption<Resolved>>,
     running: Mutex<Option<(Key, tokio::task::AbortHandle)>>,
 }
 
 impl DnsState {
-    pub(crate) fn new(resolver: DnsResolver) -> Self {
+    pub(crate) fn new(resolver: DnsResolver, control: crate::control::Control) -> Self {
         Self {
             resolver,
+            control,
             dirty: Arc::default(),
             resolved: Arc::default(),
             running: Mutex::new(None),
@@ -200,16 +202,14 @@ impl DnsState {
         }
         self.resolved.store(None);
         let Some(key) = key else { return };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let task = rt.spawn(watch(
+        // Refreshing is control work: it runs on the control runtime, never starved by callers.
+        let task = self.control.spawn(watch(
             key.clone(),
             self.resolver.clone(),
             self.resolved.clone(),
             self.dirty.clone(),
         ));
-        *running = Some((key, task.abort_handle()));
+        *running = Some((key, task));
     }
 }
 

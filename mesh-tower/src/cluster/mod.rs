@@ -134,6 +134,21 @@ impl<B> Dispatch<B>
 where
     B: RequestBody,
 {
+    /// Whether `cluster` has an endpoint to pick now: the error a request would fail with at
+    /// once if not (for wait-for-ready calls, which wait instead).
+    pub(crate) fn check(
+        &self,
+        cluster: &Arc<str>,
+        headers: &http::HeaderMap,
+    ) -> Result<(), MeshError> {
+        let handle = self.registry.get(cluster);
+        let state = handle.current();
+        match state.pick(&PickContext::new(headers)) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.with_cluster(handle.name.clone())),
+        }
+    }
+
     /// Sends `req` to an endpoint of `to.cluster` (the mesh's lean path calls this directly,
     /// with the decision it holds, instead of through the request's extensions).
     pub(crate) fn dispatch(&self, req: Request<B>, to: &Destination) -> ResponseFuture {

@@ -21,6 +21,7 @@ pub(crate) struct Registry<B> {
     store: Store,
     connector: Connector,
     dns: super::dns::DnsResolver,
+    control: crate::control::Control,
     local: Option<super::plan::LocalZone>,
     clusters: ArcSwap<HashMap<Arc<str>, Arc<ClusterHandle<B>>>>,
     insert: Mutex<()>,
@@ -34,12 +35,14 @@ where
         store: Store,
         connector: Connector,
         dns: super::dns::DnsResolver,
+        control: crate::control::Control,
         local: Option<super::plan::LocalZone>,
     ) -> Self {
         Self {
             store,
             connector,
             dns,
+            control,
             local,
             clusters: ArcSwap::from_pointee(HashMap::new()),
             insert: Mutex::new(()),
@@ -60,6 +63,7 @@ where
             self.store.clone(),
             self.connector.clone(),
             self.dns.clone(),
+            self.control.clone(),
             self.local.clone(),
         ));
         let mut next = HashMap::clone(&self.clusters.load());
@@ -145,11 +149,12 @@ where
         store: Store,
         connector: Connector,
         dns: super::dns::DnsResolver,
+        control: crate::control::Control,
         local: Option<super::plan::LocalZone>,
     ) -> Self {
         let handle = Self {
             local,
-            dns: super::dns::DnsState::new(dns),
+            dns: super::dns::DnsState::new(dns, control),
             limits: Arc::new(Limits::new(name.clone())),
             name,
             store,

@@ -58,6 +58,18 @@ where
     F: Service<Request<B>, Response = Response<MeshBody>, Error = MeshError> + Clone,
     B: RequestBody,
 {
+    /// Whether `req` could be sent now: routed, to a cluster with an endpoint to pick. The
+    /// error is what the call would fail with at once. (Wait-for-ready calls check first.)
+    pub(crate) fn check(&self, req: &mut Request<B>) -> Result<(), MeshError> {
+        let decision = self.targets.decide(req)?;
+        self.lean
+            .check(&decision.cluster, req.headers())
+            .map_err(|e| {
+                e.with_target(decision.target.clone())
+                    .with_route(decision.route.name.clone())
+            })
+    }
+
     /// Routes and sends `req`. Takes `&self`, so a [`MeshService`](super::MeshService) can share
     /// one router between all its clones (cloning it is one reference count): every service
     /// below is always ready, and the policy stack, which `call` needs mutably, is cloned

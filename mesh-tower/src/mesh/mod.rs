@@ -1,14 +1,17 @@
 //! [`Mesh`]: the user's handle, and [`MeshService`], what it hands out.
 
 mod lean;
+mod ready;
 mod service;
 
+pub use ready::{ChannelOptions, RECHECK, WaitForReady};
 pub use service::{LocalReply, MeshService, ResponseFuture, STARTUP_WAIT};
 
 use crate::RequestBody;
 use crate::cluster::Dispatch;
 use crate::cluster::registry::Registry;
 use crate::connect::{Connect, Connector};
+use crate::control::Control;
 use crate::direct::DirectLayer;
 use crate::error::MeshError;
 use crate::fault::FaultLayer;
@@ -57,6 +60,7 @@ struct Inner {
     store: Store,
     connector: Connector,
     dns: crate::cluster::DnsResolver,
+    control: Control,
     local: Option<crate::cluster::plan::LocalZone>,
     registries: Mutex<HashMap<TypeId, AnyRegistry>>,
     by_authority: Arc<ByAuthority>,
@@ -122,9 +126,24 @@ impl Mesh {
         &self.inner.store
     }
 
+    /// Where this mesh's control work runs (see [`Control`]).
+    pub fn control(&self) -> &Control {
+        &self.inner.control
+    }
+
     /// A service that sends every request to `target` (`xds:///name` or a listener name), for
     /// tonic clients and tower stacks. Virtual hosts match the target name.
     pub fn channel<B>(&self, target: &str) -> MeshService<B>
+    where
+        B: RequestBody,
+    {
+        self.channel_with(target, ChannelOptions::default())
+    }
+
+    /// [`channel`](Self::channel) with options, e.g. gRPC's wait-for-ready: calls that wait for
+    /// the target to be able to serve them (bounded by their deadline) instead of failing at
+    /// once while it cannot.
+    pub fn channel_with<B>(&self, target: &str, options: ChannelOptions) -> MeshService<B>
     where
         B: RequestBody,
     {
@@ -138,6 +157,7 @@ impl Mesh {
         self.service(
             RouteLayer::for_target(self.inner.store.clone(), target),
             startup,
+            options,
         )
     }
 
@@ -150,10 +170,16 @@ impl Mesh {
         self.service(
             RouteLayer::shared_by_authority(self.inner.by_authority.clone()),
             None,
+            ChannelOptions::default(),
         )
     }
 
-    fn service<B>(&self, route: RouteLayer, startup: Option<service::Startup>) -> MeshService<B>
+    fn service<B>(
+        &self,
+        route: RouteLayer,
+        startup: Option<service::Startup>,
+        options: ChannelOptions,
+    ) -> MeshService<B>
     where
         B: RequestBody,
     {
@@ -171,6 +197,8 @@ impl Mesh {
         MeshService::new(
             lean::Router::new(route.into_targets(), stack, lean),
             startup,
+            self.inner.store.clone(),
+            options,
         )
     }
 
@@ -188,6 +216,7 @@ impl Mesh {
                 self.inner.store.clone(),
                 self.inner.connector.clone(),
                 self.inner.dns.clone(),
+                self.inner.control.clone(),
                 self.inner.local.clone(),
             ));
             (
@@ -300,12 +329,14 @@ pub struct MeshBuilder {
     extensions: Vec<Box<dyn Any + Send + Sync>>,
     dns: crate::cluster::DnsResolver,
     local: Option<crate::cluster::plan::LocalZone>,
+    control: Option<Control>,
 }
 
 impl Default for MeshBuilder {
     fn default() -> Self {
         Self {
             store: None,
+            control: None,
             dns: crate::cluster::DnsResolver::system(),
             local: None,
             connector: Connector::default(),
@@ -346,6 +377,14 @@ impl MeshBuilder {
         self
     }
 
+    /// Where control work runs (file polling, cluster refresh, DNS, and the config source's
+    /// own work where it asks the mesh): default [`Control::dedicated`], a thread of its own
+    /// that callers' tasks cannot starve.
+    pub fn control(mut self, control: Control) -> Self {
+        self.control = Some(control);
+        self
+    }
+
     /// Load config from this YAML file and keep it hot-reloaded.
     pub fn file(mut self, path: impl AsRef<Path>) -> Self {
         self.file = Some(path.as_ref().to_owned());
@@ -370,19 +409,21 @@ impl MeshBuilder {
     /// connections to removed endpoints).
     pub async fn build(self) -> Result<Mesh, FileError> {
         let store = self.store.unwrap_or_default();
+        let control = self.control.unwrap_or_default();
         let mut tasks = Vec::new();
         let file = match &self.file {
             Some(path) => {
                 let source = Arc::new(FileSource::new(path, store.clone()));
                 source.reload().await?;
-                tasks.push(source.spawn_poller(self.poll));
+                tasks.push(source.spawn_poller(self.poll, &control));
                 Some(source)
             }
             None => None,
         };
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            tasks.push(spawn_refresher(weak.clone(), store.changed()));
+            tasks.push(spawn_refresher(weak.clone(), store.changed(), &control));
             Inner {
+                control,
                 by_authority: Arc::new(ByAuthority::new(store.clone())),
                 store,
                 connector: self.connector,
@@ -401,14 +442,14 @@ impl MeshBuilder {
 fn spawn_refresher(
     mesh: Weak<Inner>,
     mut changed: watch::Receiver<u64>,
+    control: &Control,
 ) -> tokio::task::AbortHandle {
-    tokio::spawn(async move {
+    control.spawn(async move {
         while changed.changed().await.is_ok() {
             let Some(inner) = mesh.upgrade() else { break };
             Mesh { inner }.refresh_all();
         }
     })
-    .abort_handle()
 }
 
 pub(super) enum Ready {
@@ -455,3 +496,6 @@ pub(super) fn readiness(snap: &mesh_core::Snapshot, listener: &str, on_demand: b
     }
     Ready::Yes
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,7 @@
 //! real errors and are reported at once.
 
 use super::lean::Router;
+use super::ready::{self, ChannelOptions, WaitForReady};
 use super::{Inner, Mesh, Ready, readiness};
 use crate::RequestBody;
 use crate::body::MeshBody;
@@ -25,6 +26,7 @@ use crate::retry::{ReplayBody, Retry};
 use crate::rewrite::RewriteService;
 use crate::timeout::Timeout;
 use http::{Request, Response};
+use mesh_core::Store;
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
@@ -62,12 +64,25 @@ pub struct MeshService<B> {
 struct Shared<B> {
     router: Router<Stack<B>, B>,
     startup: Option<Startup>,
+    store: Store,
+    /// The channel's default for calls without [`WaitForReady`].
+    wait_for_ready: bool,
 }
 
 impl<B> MeshService<B> {
-    pub(super) fn new(router: Router<Stack<B>, B>, startup: Option<Startup>) -> Self {
+    pub(super) fn new(
+        router: Router<Stack<B>, B>,
+        startup: Option<Startup>,
+        store: Store,
+        options: ChannelOptions,
+    ) -> Self {
         Self {
-            shared: Arc::new(Shared { router, startup }),
+            shared: Arc::new(Shared {
+                router,
+                startup,
+                store,
+                wait_for_ready: options.wait_for_ready,
+            }),
         }
     }
 }
@@ -135,16 +150,32 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let grpc = grpc::is_grpc(req.headers());
-        if let Some(startup) = &self.shared.startup
-            && let Some(mesh) = startup.pending()
+        let wait = req
+            .extensions()
+            .get::<WaitForReady>()
+            .map_or(self.shared.wait_for_ready, |w| w.0);
+        let starting = self.shared.startup.as_ref().and_then(Startup::pending);
+        // Rare paths (boxed): before the target's first complete config, and wait-for-ready
+        // calls that cannot be sent now.
+        if starting.is_some()
+            || (wait
+                && self
+                    .shared
+                    .router
+                    .check(&mut req)
+                    .is_err_and(|e| ready::waits(e.kind())))
         {
             let shared = self.shared.clone();
             let wait = async move {
-                if let Some(startup) = &shared.startup {
+                let mut req = req;
+                if let (Some(mesh), Some(startup)) = (starting, &shared.startup) {
                     mesh.wait_ready(&startup.listener, STARTUP_WAIT).await?;
                     startup.ready.store(true, Ordering::Relaxed);
+                }
+                if wait {
+                    req = ready::until_ready(&shared.router, &shared.store, req).await?;
                 }
                 shared.router.route(req).await
             };
@@ -153,6 +184,7 @@ where
                     wait: Box::pin(wait),
                 },
                 grpc,
+                polled: false,
             };
         }
         ResponseFuture {
@@ -160,6 +192,7 @@ where
                 inner: self.shared.router.route(req),
             },
             grpc,
+            polled: false,
         }
     }
 }
@@ -177,6 +210,8 @@ pin_project! {
         #[pin]
         state: State<B>,
         grpc: bool,
+        // Whether the call has been polled once (see `poll`).
+        polled: bool,
     }
 }
 
@@ -209,10 +244,26 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        // A call that completes on its first poll (no endpoint, unknown cluster, overflow, a
+        // local answer, an injected abort, a rate limit) awaits nothing of tokio's, so a caller
+        // looping over such calls would never yield and could starve every task that shares
+        // its worker. Such a call spends a unit of the task's cooperative budget, as a tokio
+        // resource that is ready does; with the budget spent, it yields first. A call that
+        // waits gives the unit back: its I/O is budgeted by tokio itself.
+        let coop = if *this.polled {
+            None
+        } else {
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+            *this.polled = true;
+            Some(coop)
+        };
         let out = match this.state.project() {
             StateProj::Routed { inner } => inner.poll(cx),
             StateProj::Waiting { wait } => wait.as_mut().poll(cx),
         };
+        if let (Some(coop), Poll::Ready(_)) = (&coop, &out) {
+            coop.made_progress();
+        }
         match out {
             Poll::Ready(Err(e)) if *this.grpc => {
                 tracing::debug!(error = %e, "gRPC request failed in the mesh; answering with a status");

@@ -120,9 +120,13 @@ impl FileSource {
     }
 
     /// Polls the file every `interval` until the source is dropped.
-    pub(crate) fn spawn_poller(self: &Arc<Self>, interval: Duration) -> tokio::task::AbortHandle {
+    pub(crate) fn spawn_poller(
+        self: &Arc<Self>,
+        interval: Duration,
+        control: &crate::control::Control,
+    ) -> tokio::task::AbortHandle {
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
+        control.spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -132,6 +136,5 @@ impl FileSource {
                 let _ = source.reload().await;
             }
         })
-        .abort_handle()
     }
 }

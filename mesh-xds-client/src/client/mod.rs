@@ -29,6 +29,7 @@ use crate::federation::Routing;
 use crate::translate::ResourceType;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use mesh_core::Store;
+use mesh_tower::control::Control;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -54,6 +55,7 @@ pub struct XdsClientBuilder {
     backoff: (Duration, Duration),
     access_token_file: Option<PathBuf>,
     store: Option<Store>,
+    control: Option<Control>,
 }
 
 impl XdsClientBuilder {
@@ -71,6 +73,7 @@ impl XdsClientBuilder {
             backoff: (Duration::from_secs(1), Duration::from_secs(30)),
             access_token_file: None,
             store: None,
+            control: None,
         }
     }
 
@@ -129,9 +132,22 @@ impl XdsClientBuilder {
         self
     }
 
-    /// Starts the client's tasks (needs a tokio runtime): the stream to the top-level server
-    /// at once, the streams to other authorities' servers when first needed.
+    /// Where the client's tasks run: default [`Control::dedicated`], the mesh's control
+    /// thread, so that no application task can starve the config (see [`mesh_tower::control`]).
+    pub fn control(mut self, control: Control) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// The runtime the client's tasks will run on.
+    pub fn control_runtime(&self) -> Control {
+        self.control.clone().unwrap_or_default()
+    }
+
+    /// Starts the client's tasks: the stream to the top-level server at once, the streams to
+    /// other authorities' servers when first needed. They run on [`control`](Self::control).
     pub fn start(self) -> Result<XdsClient, ClientError> {
+        let control = self.control_runtime();
         let routing = Routing::new(&self.bootstrap);
         let node = node_proto(&self.bootstrap.node);
         let mut machines = Vec::new();
@@ -181,8 +197,9 @@ impl XdsClientBuilder {
                 started: vec![false; n],
                 closed: false,
             }),
+            control,
         });
-        let coordinator = tokio::spawn(cascade::coordinate(shared.clone())).abort_handle();
+        let coordinator = shared.control.spawn(cascade::coordinate(shared.clone()));
         shared.tasks().handles.push(coordinator);
         shared.ensure_stream(0);
         Ok(XdsClient { shared })
@@ -265,6 +282,8 @@ struct Shared {
     /// Per server (index as in `routing.servers()`).
     streams: Vec<StreamSlot>,
     tasks: Mutex<Tasks>,
+    /// Where the tasks run.
+    control: Control,
 }
 
 /// What one server's stream task needs beside the state.
@@ -310,7 +329,7 @@ impl Shared {
             return;
         }
         tasks.started[index] = true;
-        let handle = tokio::spawn(stream::run(self.clone(), index)).abort_handle();
+        let handle = self.control.spawn(stream::run(self.clone(), index));
         tasks.handles.push(handle);
     }
 }

@@ -1,0 +1,125 @@
+//! The mesh handle's own behaviour: fast failures yield to the scheduler; wait-for-ready.
+
+use super::*;
+use crate::ErrorKind;
+use futures_util::FutureExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tower_service::Service;
+
+/// Listener `web` → EDS cluster `web` with no endpoint: every call fails at once.
+const EMPTY: &str = r#"
+listeners:
+  - name: web
+    route_config:
+      virtual_hosts:
+        - name: web
+          domains: ["*"]
+          routes:
+            - match: { prefix: / }
+              route: { cluster: web }
+clusters:
+  - { name: web, type: EDS }
+endpoints:
+  - cluster_name: web
+    endpoints:
+      - lb_endpoints: []
+"#;
+
+async fn empty_mesh() -> Mesh {
+    Mesh::builder()
+        .store({
+            let store = Store::new();
+            store
+                .replace(MeshConfig::from_yaml(EMPTY).unwrap())
+                .unwrap();
+            store
+        })
+        .control(Control::runtime(tokio::runtime::Handle::current()))
+        .build()
+        .await
+        .unwrap()
+}
+
+fn get(timeout: Option<&str>) -> http::Request<()> {
+    let mut req = http::Request::get("/");
+    if let Some(t) = timeout {
+        req = req.header("grpc-timeout", t);
+    }
+    req.body(()).unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_loop_over_fast_failures_lets_other_tasks_run() {
+    let mesh = empty_mesh().await;
+    let mut web = mesh.channel::<http_body_util::Empty<bytes::Bytes>>("xds:///web");
+    let other_ran = Arc::new(AtomicBool::new(false));
+    let flag = other_ran.clone();
+    tokio::spawn(async move { flag.store(true, Ordering::Relaxed) });
+    // Without a yield the spawned task never runs on this single thread: the loop would end
+    // after all its calls with the flag unset. Tokio's budget is 128 units a poll.
+    let mut calls = 0;
+    while !other_ran.load(Ordering::Relaxed) && calls < 1000 {
+        let req = http::Request::get("/").body(Default::default()).unwrap();
+        let err = web.call(req).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NoEndpoint);
+        calls += 1;
+    }
+    assert!(
+        other_ran.load(Ordering::Relaxed),
+        "no yield in {calls} failed calls"
+    );
+    assert!(calls <= 129, "yielded only after {calls} calls");
+}
+
+#[tokio::test]
+async fn without_wait_for_ready_a_call_fails_at_once() {
+    let mesh = empty_mesh().await;
+    let mut web = mesh.channel::<http_body_util::Empty<bytes::Bytes>>("xds:///web");
+    let req = get(None).map(|_| Default::default());
+    let out = web.call(req).now_or_never().expect("completes at once");
+    assert_eq!(out.unwrap_err().kind(), ErrorKind::NoEndpoint);
+}
+
+#[tokio::test]
+async fn a_call_can_opt_out_of_its_channels_wait_for_ready() {
+    let mesh = empty_mesh().await;
+    let options = ChannelOptions::default().wait_for_ready(true);
+    let mut web = mesh.channel_with::<http_body_util::Empty<bytes::Bytes>>("xds:///web", options);
+    let mut req = get(None).map(|_| Default::default());
+    req.extensions_mut().insert(WaitForReady(false));
+    let out = web.call(req).now_or_never().expect("completes at once");
+    assert_eq!(out.unwrap_err().kind(), ErrorKind::NoEndpoint);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_call_ends_at_its_deadline() {
+    let mesh = empty_mesh().await;
+    let options = ChannelOptions::default().wait_for_ready(true);
+    let mut web = mesh.channel_with::<http_body_util::Empty<bytes::Bytes>>("xds:///web", options);
+    let start = tokio::time::Instant::now();
+    let req = get(Some("2S")).map(|_| Default::default());
+    let err = web.call(req).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    let text = err.to_string();
+    assert!(
+        text.contains("waiting for the target to be ready"),
+        "{text}"
+    );
+    assert!(text.contains("no usable endpoint"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_per_call_wait_for_ready_waits_on_the_http_client_too() {
+    let mesh = empty_mesh().await;
+    let mut http = mesh.http_client::<http_body_util::Empty<bytes::Bytes>>();
+    let mut req = http::Request::get("http://web/")
+        .header("grpc-timeout", "700m")
+        .body(Default::default())
+        .unwrap();
+    req.extensions_mut().insert(WaitForReady(true));
+    let start = tokio::time::Instant::now();
+    let err = http.call(req).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), Duration::from_millis(700));
+}
