@@ -38,6 +38,8 @@ struct State {
     /// Every request received, in order: (type_url, names or subscribe list, nack message).
     requests: Vec<Seen>,
     streams: u64,
+    /// Streams whose client ended them (or whose connection went away).
+    closed: u64,
     bytes_sent: u64,
     silent: bool,
     storm: bool,
@@ -259,6 +261,24 @@ impl FakeAds {
         self.state.lock().unwrap().streams
     }
 
+    /// Waits until `n` streams have ended on the client's side (woken by each end).
+    pub async fn wait_closed(&self, n: u64) {
+        loop {
+            let notified = self.seen.notified();
+            if self.state.lock().unwrap().closed >= n {
+                return;
+            }
+            tokio::time::timeout(std::time::Duration::from_secs(10), notified)
+                .await
+                .expect("streams closed in time");
+        }
+    }
+
+    /// Streams ended so far.
+    pub fn closed(&self) -> u64 {
+        self.state.lock().unwrap().closed
+    }
+
     /// Waits until a request satisfying `f` has been seen.
     pub async fn wait_for(&self, f: impl Fn(&Seen) -> bool) -> Seen {
         self.wait_until(|all| all.iter().any(&f)).await;
@@ -393,6 +413,8 @@ impl AggregatedDiscoveryService for Svc {
                     let _ = tx.send(Ok(resp));
                 }
             }
+            state.lock().unwrap().closed += 1;
+            seen.notify_waiters();
         });
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
@@ -443,6 +465,8 @@ impl AggregatedDiscoveryService for Svc {
                     let _ = tx.send(Ok(resp));
                 }
             }
+            state.lock().unwrap().closed += 1;
+            seen.notify_waiters();
         });
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }

@@ -239,3 +239,46 @@ async fn the_backend_sees_the_authority_and_path_the_caller_sent() {
         assert_eq!(res.headers()["x-path"], "/a/b?c=d", "{protocol}");
     }
 }
+
+#[tokio::test]
+async fn grpc_goes_over_http2_on_a_cluster_without_protocol_options() {
+    // A tonic server speaks HTTP/2 only; the cluster says nothing (HTTP/1.1 by default), as
+    // control planes such as istiod may send it.
+    let (a, _ta) = greeter::spawn_server().await.unwrap();
+    let yaml = greeter_config(&[a]).replace("    protocol: HTTP2\n", "");
+    assert!(!yaml.contains("protocol: HTTP2\n    load_assignment"));
+    let mesh = mesh_from(&yaml).await;
+    let mut client = GreeterClient::new(mesh.channel("xds:///greeter.default.svc:50051"));
+    for i in 0..3 {
+        let reply = client
+            .say_hello(HelloRequest {
+                name: format!("h1-{i}"),
+            })
+            .await
+            .unwrap();
+        assert!(
+            reply
+                .into_inner()
+                .message
+                .starts_with(&format!("hello h1-{i} from "))
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_target_fails_alike_at_wait_ready_and_on_a_call() {
+    use tower::ServiceExt;
+    let mesh = mesh_from(&greeter_config(&[])).await;
+    for target in ["xds://authority", "xds:///"] {
+        let waited = mesh.wait_ready(target, PATIENCE).await.unwrap_err();
+        let req = http::Request::get("/").body(Empty::<Bytes>::new()).unwrap();
+        let called = mesh
+            .channel::<Empty<Bytes>>(target)
+            .oneshot(req)
+            .await
+            .unwrap_err();
+        assert_eq!(waited.kind(), ErrorKind::InvalidTarget, "{target}");
+        assert_eq!(called.kind(), ErrorKind::InvalidTarget, "{target}");
+        assert_eq!(waited.to_string(), called.to_string(), "{target}");
+    }
+}

@@ -189,6 +189,43 @@ async fn max_requests_overflow_fails_fast_and_names_the_threshold() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_response_holds_its_request_slot_until_the_stream_ends() {
+    // Envoy counts a request until its stream ends, not until the response head: a response
+    // whose body is still streaming keeps its max_requests slot and its in-flight count.
+    for protocol in ["HTTP1", "HTTP2"] {
+        let b = Backend::start().await.unwrap();
+        let routes =
+            "            - match: { prefix: / }\n              route: { cluster: limited }";
+        let cluster = format!(
+            "protocol: {protocol}\n    circuit_breakers: {{ thresholds: [{{ max_requests: 1 }}] }}"
+        );
+        let (_mesh, web) = web(&config(routes, &[("limited", &[b.addr()], &cluster)])).await;
+        let get = |path: &str| {
+            let req = http::Request::get(format!("http://web{path}")).body(Empty::new());
+            web.clone().oneshot(req.unwrap())
+        };
+        // The head and the first half arrive; the second half comes in a minute.
+        let res = get("/drip/60000").await.unwrap();
+        assert_eq!(res.status(), 200);
+        let mut body = res.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, b.addr().to_string());
+        let err = get("/").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Overflow, "{protocol}: {err}");
+        // Dropping the unfinished body ends the stream and frees the slot.
+        drop(body);
+        let res = get("/").await.unwrap();
+        // A body read to its end frees it too, even while the response is kept.
+        let mut body = res.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+        assert_eq!(get("/").await.unwrap().status(), 200, "{protocol}");
+        drop(body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlier_detection_ejects_a_failing_endpoint_and_brings_it_back() {
     let (bad, good) = (
         Backend::start_with(Mode::failing(503)).await.unwrap(),
@@ -535,4 +572,66 @@ endpoints:
     }
     let share = local as f64 / 600.0;
     assert!((share - 1.0 / 3.0).abs() < 0.08, "{share}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_of_two_body_types_share_one_cluster_state() {
+    use http_body_util::Full;
+    let (bad, good) = (
+        Backend::start_with(Mode::failing(503)).await.unwrap(),
+        Backend::start().await.unwrap(),
+    );
+    let routes = "            - match: { prefix: / }\n              route: { cluster: c }";
+    let cluster = "protocol: HTTP2\n    circuit_breakers: { thresholds: [{ max_requests: 1 }] }\n    outlier_detection: { consecutive_5xx: 1, interval: 60s, base_ejection_time: 60s, max_ejection_percent: 50 }";
+    let (mesh, _store, counter) = counting_mesh(&config(
+        routes,
+        &[("c", &[bad.addr(), good.addr()], cluster)],
+    ))
+    .await;
+    let empty = mesh.channel::<Empty<Bytes>>("xds:///web");
+    let full = mesh.channel::<Full<Bytes>>("xds:///web");
+    let get_full = |path: &str| {
+        let req = http::Request::get(format!("http://web{path}")).body(Full::new(Bytes::new()));
+        full.clone().oneshot(req.unwrap())
+    };
+    // One ejection, seen by both: the Empty channel's requests eject `bad`…
+    for _ in 0..4 {
+        let res = send(&empty, "/", &[]).await.unwrap();
+        if res.status() == 503 {
+            break;
+        }
+    }
+    assert!(
+        bad.served() >= 1,
+        "round robin reached the failing endpoint"
+    );
+    // …so the Full channel's never reach it.
+    let before = bad.served();
+    for _ in 0..10 {
+        let res = get_full("/").await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.extensions().get::<ServedBy>().unwrap().endpoint,
+            good.addr()
+        );
+    }
+    assert_eq!(bad.served(), before);
+    // One breaker limit: a stream held open on one body type fills max_requests for both.
+    let held = empty
+        .clone()
+        .oneshot(
+            http::Request::get("http://web/drip/60000")
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+    let err = get_full("/").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overflow, "{err}");
+    drop(held);
+    assert_eq!(get_full("/").await.unwrap().status(), 200);
+    // One HTTP/2 connection per endpoint, whatever the body type.
+    assert_eq!(counter.count(good.addr()), 1);
+    assert_eq!(counter.count(bad.addr()), 1);
 }

@@ -286,6 +286,10 @@ pub struct SourceStatus {
     pub last_applied: Option<SystemTime>,
     /// Why the last rejected update was rejected; cleared when a later one applies.
     pub last_error: Option<String>,
+    /// The source fetches resources when they are first wanted (an xDS client): a resource
+    /// not in the store yet may still arrive, so users wait for it. A source that writes the
+    /// whole config at once (a file) leaves this `false`: what is missing is missing.
+    pub on_demand: bool,
 }
 
 /// The names that data-plane users currently depend on, per kind.

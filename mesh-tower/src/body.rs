@@ -36,6 +36,18 @@ struct Reported {
 #[derive(Debug, Default)]
 pub struct MeshBody {
     kind: Kind,
+    /// What counts the request as active until its stream ends (see [`Hold`]).
+    hold: Option<Hold>,
+}
+
+/// A request's place in its endpoint's in-flight count (least request, peak EWMA) and in its
+/// cluster's `max_requests`, held by the response body until the stream ends (its last frame,
+/// an error, or the body dropped), as Envoy counts a stream until it completes: a long gRPC
+/// stream or a slow download is active for as long as it runs.
+#[derive(Debug)]
+pub(crate) struct Hold {
+    pub(crate) _in_flight: crate::balance::InFlight,
+    pub(crate) _admitted: crate::breaker::Guard,
 }
 
 #[derive(Debug, Default)]
@@ -60,12 +72,14 @@ impl MeshBody {
     pub fn full(data: impl Into<Bytes>) -> Self {
         Self {
             kind: Kind::Local(Some(data.into())),
+            hold: None,
         }
     }
 
     pub(crate) fn upstream(body: Upstream) -> Self {
         Self {
             kind: Kind::Upstream(body),
+            hold: None,
         }
     }
 
@@ -82,6 +96,7 @@ impl MeshBody {
                 settings,
                 stats,
             })),
+            hold: None,
         }
     }
 
@@ -93,7 +108,17 @@ impl MeshBody {
                 idle,
                 sleep: Box::pin(tokio::time::sleep(idle)),
             })),
+            hold: None,
         }
+    }
+
+    /// Counts the request as active until this body's stream ends (at once if it already
+    /// has).
+    pub(crate) fn holding(mut self, hold: Hold) -> Self {
+        if !self.is_end_stream() {
+            self.hold = Some(hold);
+        }
+        self
     }
 }
 
@@ -102,6 +127,39 @@ impl Body for MeshBody {
     type Error = BoxError;
 
     fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = std::task::ready!(self.as_mut().poll_kind(cx));
+        if self.hold.is_some() {
+            let ended = match &frame {
+                None | Some(Err(_)) => true,
+                Some(Ok(f)) => f.is_trailers() || self.is_end_stream(),
+            };
+            if ended {
+                self.hold = None;
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.kind_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(b) => b.size_hint(),
+            Kind::Idle(i) => i.body.size_hint(),
+            Kind::Local(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            Kind::Reported(r) => r.body.size_hint(),
+            _ => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl MeshBody {
+    fn poll_kind(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -137,23 +195,13 @@ impl Body for MeshBody {
         }
     }
 
-    fn is_end_stream(&self) -> bool {
+    fn kind_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Upstream(b) => b.is_end_stream(),
             Kind::Idle(i) => i.body.is_end_stream(),
             Kind::Local(data) => data.is_none(),
             Kind::Reported(r) => r.body.is_end_stream(),
             Kind::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Upstream(b) => b.size_hint(),
-            Kind::Idle(i) => i.body.size_hint(),
-            Kind::Local(Some(d)) => SizeHint::with_exact(d.len() as u64),
-            Kind::Reported(r) => r.body.size_hint(),
-            _ => SizeHint::with_exact(0),
         }
     }
 }

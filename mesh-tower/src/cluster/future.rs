@@ -1,7 +1,7 @@
 use super::{ServedBy, grpc_aware_status};
 use crate::balance::weighted_round_robin::ReportSettings;
 use crate::balance::{EndpointStats, InFlight};
-use crate::body::MeshBody;
+use crate::body::{Hold, MeshBody};
 use crate::breaker::Guard;
 use crate::connect::Sending;
 use crate::connect::Upstream;
@@ -32,9 +32,10 @@ enum State {
 
 /// The bookkeeping of one sent request, done when its answer (or failure) arrives.
 pub(crate) struct After {
-    /// Counts the request in the endpoint's in-flight number until the head arrives.
+    /// Counts the request in the endpoint's in-flight number until its stream ends (the
+    /// response body holds it from the head on).
     pub(crate) in_flight: InFlight,
-    /// Holds the cluster's request slot (circuit breaker) until then too.
+    /// Holds the cluster's request slot (circuit breaker) as long.
     pub(crate) admitted: Guard,
     pub(crate) stats: Arc<EndpointStats>,
     pub(crate) detector: Option<Arc<Detector>>,
@@ -67,8 +68,10 @@ impl After {
             // they took like any answer.
             stats.ewma.observe(sent.elapsed(), decay);
         }
-        drop(in_flight);
-        drop(admitted);
+        let hold = Hold {
+            _in_flight: in_flight,
+            _admitted: admitted,
+        };
         if let Some(d) = &detector {
             let outcome = match &res {
                 Ok(r) => Outcome::Status(grpc_aware_status(r)),
@@ -99,7 +102,7 @@ impl After {
             }
         }
         res.extensions_mut().insert(served);
-        Ok(res)
+        Ok(res.map(|b| b.holding(hold)))
     }
 }
 

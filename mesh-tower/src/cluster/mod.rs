@@ -25,6 +25,7 @@ use crate::route::RouteDecision;
 use http::{Request, Response};
 use registry::Registry;
 use std::fmt;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -70,13 +71,15 @@ fn grpc_aware_status<T>(res: &Response<T>) -> u16 {
 
 /// Sends each routed request to an endpoint of its cluster.
 pub struct Dispatch<B> {
-    registry: Arc<Registry<B>>,
+    registry: Arc<Registry>,
+    _body: PhantomData<fn(B)>,
 }
 
 impl<B> Clone for Dispatch<B> {
     fn clone(&self) -> Self {
         Self {
             registry: self.registry.clone(),
+            _body: PhantomData,
         }
     }
 }
@@ -88,8 +91,11 @@ impl<B> fmt::Debug for Dispatch<B> {
 }
 
 impl<B> Dispatch<B> {
-    pub(crate) fn new(registry: Arc<Registry<B>>) -> Self {
-        Self { registry }
+    pub(crate) fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            registry,
+            _body: PhantomData,
+        }
     }
 }
 

@@ -1,6 +1,8 @@
-//! Live cluster state, per cluster name, shared by every channel with the same body type.
+//! Live cluster state, per cluster name, shared by every channel of a mesh whatever its
+//! request body type: one circuit breaker, one outlier detector, one balancer and one set of
+//! endpoint stats and HTTP/2 connections per cluster (only HTTP/1.1 pools are per body type,
+//! inside each endpoint's [`Connection`]).
 
-use crate::RequestBody;
 use crate::balance::{self, EndpointInfo, EndpointStats, PickContext};
 use crate::breaker::Limits;
 use crate::connect::{ConnectTarget, Connection, Connector};
@@ -17,20 +19,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Every cluster in use, by name.
-pub(crate) struct Registry<B> {
+pub(crate) struct Registry {
     store: Store,
     connector: Connector,
     dns: super::dns::DnsResolver,
     control: crate::control::Control,
     local: Option<super::plan::LocalZone>,
-    clusters: ArcSwap<HashMap<Arc<str>, Arc<ClusterHandle<B>>>>,
+    clusters: ArcSwap<HashMap<Arc<str>, Arc<ClusterHandle>>>,
     insert: Mutex<()>,
 }
 
-impl<B> Registry<B>
-where
-    B: RequestBody,
-{
+impl Registry {
     pub(crate) fn new(
         store: Store,
         connector: Connector,
@@ -50,7 +49,7 @@ where
     }
 
     /// The handle for `name`, created on first use. Lock-free when it exists.
-    pub(crate) fn get(&self, name: &Arc<str>) -> Arc<ClusterHandle<B>> {
+    pub(crate) fn get(&self, name: &Arc<str>) -> Arc<ClusterHandle> {
         if let Some(h) = self.clusters.load().get(name) {
             return h.clone();
         }
@@ -94,21 +93,18 @@ where
 }
 
 /// One cluster's live state.
-impl<B> crate::retry::RetryLimits for Registry<B>
-where
-    B: RequestBody,
-{
+impl crate::retry::RetryLimits for Registry {
     fn try_retry(&self, cluster: &str) -> Result<crate::breaker::Guard, MeshError> {
         self.get(&Arc::from(cluster)).limits.try_retry()
     }
 }
 
-pub(crate) struct ClusterHandle<B> {
+pub(crate) struct ClusterHandle {
     pub(crate) name: Arc<str>,
     store: Store,
     connector: Connector,
     seen: AtomicU64,
-    state: ArcSwap<ClusterState<B>>,
+    state: ArcSwap<ClusterState>,
     rebuild: Mutex<()>,
     /// Circuit-breaker counters; they outlive config updates.
     pub(crate) limits: Arc<Limits>,
@@ -119,11 +115,11 @@ pub(crate) struct ClusterHandle<B> {
 }
 
 /// An immutable view of a cluster: config, usable endpoints, their connections, the picker.
-pub(crate) struct ClusterState<B> {
+pub(crate) struct ClusterState {
     cluster: Option<Arc<Cluster>>,
     eds: Option<Arc<ClusterLoadAssignment>>,
     endpoints: Vec<EndpointInfo>,
-    conns: Vec<Arc<Connection<B>>>,
+    conns: Vec<Arc<Connection>>,
     plan: super::plan::Plan,
     /// Endpoints in the assignment, usable or not (for error messages).
     total: usize,
@@ -140,10 +136,7 @@ pub(crate) struct ClusterState<B> {
     view: Option<super::plan::LocalView>,
 }
 
-impl<B> ClusterHandle<B>
-where
-    B: RequestBody,
-{
+impl ClusterHandle {
     fn new(
         name: Arc<str>,
         store: Store,
@@ -181,7 +174,7 @@ where
     }
 
     /// The current state, rebuilt first if the config changed.
-    pub(crate) fn current(&self) -> impl Deref<Target = Arc<ClusterState<B>>> + use<B> {
+    pub(crate) fn current(&self) -> impl Deref<Target = Arc<ClusterState>> + use<> {
         if self.seen.load(Ordering::Acquire) != self.store.version() || self.dns.is_dirty() {
             self.refresh();
         }
@@ -242,9 +235,9 @@ where
         eds: Option<Arc<ClusterLoadAssignment>>,
         resolved: Option<Arc<super::dns::Resolved>>,
         view: Option<&super::plan::LocalView>,
-        old: &ClusterState<B>,
-    ) -> ClusterState<B> {
-        let mut reuse: HashMap<SocketAddr, (&Arc<EndpointStats>, &Arc<Connection<B>>)> = old
+        old: &ClusterState,
+    ) -> ClusterState {
+        let mut reuse: HashMap<SocketAddr, (&Arc<EndpointStats>, &Arc<Connection>)> = old
             .endpoints
             .iter()
             .zip(&old.conns)
@@ -360,7 +353,7 @@ where
     }
 }
 
-impl<B> ClusterState<B> {
+impl ClusterState {
     /// Picks an endpoint and its connection.
     /// Picks an endpoint that is not ejected and not in `avoid` (previous attempts' hosts),
     /// trying up to `attempts` extra picks for `avoid` (Envoy's
@@ -372,7 +365,7 @@ impl<B> ClusterState<B> {
         ctx: &PickContext<'_>,
         avoid: &[SocketAddr],
         attempts: u32,
-    ) -> Result<(&EndpointInfo, Arc<Connection<B>>), MeshError> {
+    ) -> Result<(&EndpointInfo, Arc<Connection>), MeshError> {
         let (mut first, mut tries) = (None, 0u32);
         let limit = self.endpoints.len().max(1) + attempts as usize;
         let mut ctx = *ctx;
@@ -395,7 +388,7 @@ impl<B> ClusterState<B> {
     pub(crate) fn pick(
         &self,
         ctx: &PickContext<'_>,
-    ) -> Result<(&EndpointInfo, Arc<Connection<B>>), MeshError> {
+    ) -> Result<(&EndpointInfo, Arc<Connection>), MeshError> {
         let Some(cluster) = &self.cluster else {
             let why = match &self.absence.0 {
                 Some(Absence::Pending) => {

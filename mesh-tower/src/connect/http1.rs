@@ -32,10 +32,6 @@ where
         }
     }
 
-    pub(crate) fn target(&self) -> &ConnectTarget {
-        &self.target
-    }
-
     pub(crate) async fn send(&self, mut req: Request<B>) -> Result<Response<Incoming>, MeshError> {
         // Reuse idle connections; one that died before taking the request hands it back.
         while let Some(mut tx) = self.checkout() {

@@ -81,10 +81,6 @@ impl Shared {
         }
     }
 
-    pub(crate) fn target(&self) -> &ConnectTarget {
-        &self.inner.target
-    }
-
     /// Sends `req`. On a live connection with a free stream slot (the common case) the stream
     /// is opened before this returns and the future is h2's wait for the answer; otherwise
     /// the wait for a connection or a slot is boxed apart.

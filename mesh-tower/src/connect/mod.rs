@@ -26,15 +26,17 @@ pub(crate) use upstream::Upstream;
 use crate::RequestBody;
 use crate::breaker::{Guard, Limits};
 use crate::error::{ErrorKind, MeshError};
+use arc_swap::ArcSwap;
 use http::{Request, Response, Uri, header, uri};
 use hyper_util::rt::TokioIo;
 use mesh_core::Protocol;
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -191,50 +193,91 @@ impl Future for Sending {
     }
 }
 
-/// The HTTP connection(s) to one endpoint.
-pub(crate) enum Connection<B> {
-    Http1(http1::Pool<B>),
-    Http2(http2::Shared),
+/// The HTTP connection(s) to one endpoint, shared by every request body type.
+///
+/// HTTP/2 streams take `Bytes`, so one HTTP/2 connection serves every body type. hyper's
+/// HTTP/1.1 connections are typed by the request body, so an HTTP/1.1 cluster keeps one pool
+/// per body type in use (all under the same `max_connections`); the lookup is a lock-free
+/// scan of the one or two types a process uses.
+pub(crate) struct Connection {
+    target: ConnectTarget,
+    connector: Connector,
+    limits: Arc<Limits>,
+    /// The HTTP/2 connection: an HTTP/2 cluster's, or the one an HTTP/1.1 cluster's gRPC
+    /// requests take (gRPC is HTTP/2 whatever the cluster's protocol options say, as in gRPC's
+    /// own xDS clients; control planes such as istiod may not set them). Opened on first use.
+    h2: OnceLock<http2::Shared>,
+    /// HTTP/1.1 pools by request body type.
+    h1: ArcSwap<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
+    h1_insert: Mutex<()>,
 }
 
-impl<B> Connection<B>
-where
-    B: RequestBody,
-{
+impl Connection {
     /// The connection(s) to `target`, within the cluster's `limits` (connections, and
     /// requests waiting for one).
     pub(crate) fn new(target: ConnectTarget, connector: Connector, limits: Arc<Limits>) -> Self {
-        match target.protocol {
-            Protocol::Http1 => Connection::Http1(http1::Pool::new(target, connector, limits)),
-            Protocol::Http2 => Connection::Http2(http2::Shared::new(target, connector, limits)),
+        Self {
+            target,
+            connector,
+            limits,
+            h2: OnceLock::new(),
+            h1: ArcSwap::from_pointee(Vec::new()),
+            h1_insert: Mutex::new(()),
         }
     }
 
     /// What this connection connects to.
     pub(crate) fn target(&self) -> &ConnectTarget {
-        match self {
-            Connection::Http1(pool) => pool.target(),
-            Connection::Http2(shared) => shared.target(),
+        &self.target
+    }
+
+    fn h2(&self) -> &http2::Shared {
+        self.h2.get_or_init(|| {
+            let target = ConnectTarget {
+                protocol: Protocol::Http2,
+                ..self.target.clone()
+            };
+            http2::Shared::new(target, self.connector.clone(), self.limits.clone())
+        })
+    }
+
+    /// The HTTP/1.1 pool for body type `B`, made on first use.
+    fn h1<B: RequestBody>(&self) -> Arc<http1::Pool<B>> {
+        let find = |pools: &[(TypeId, Arc<dyn Any + Send + Sync>)]| {
+            pools
+                .iter()
+                .find(|(t, _)| *t == TypeId::of::<B>())
+                .and_then(|(_, p)| p.clone().downcast::<http1::Pool<B>>().ok())
+        };
+        if let Some(pool) = find(&self.h1.load()) {
+            return pool;
         }
+        let _guard = self.h1_insert.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pool) = find(&self.h1.load()) {
+            return pool;
+        }
+        let pool = Arc::new(http1::Pool::<B>::new(
+            self.target.clone(),
+            self.connector.clone(),
+            self.limits.clone(),
+        ));
+        let mut next = Vec::clone(&self.h1.load());
+        next.push((
+            TypeId::of::<B>(),
+            pool.clone() as Arc<dyn Any + Send + Sync>,
+        ));
+        self.h1.store(Arc::new(next));
+        pool
     }
 
     /// Sends `req`, whose URI is absolute (scheme and authority set by the route layer).
-    pub(crate) fn send(self: &Arc<Self>, mut req: Request<B>) -> Sending {
-        match &**self {
-            Connection::Http1(_) => {
-                to_origin_form(&mut req);
-                let this = self.clone();
-                Sending::boxed(async move {
-                    match &*this {
-                        Connection::Http1(pool) => {
-                            pool.send(req).await.map(|r| r.map(Upstream::Http1))
-                        }
-                        Connection::Http2(shared) => shared.send(req).await,
-                    }
-                })
-            }
-            Connection::Http2(shared) => shared.send(req),
+    pub(crate) fn send<B: RequestBody>(&self, mut req: Request<B>) -> Sending {
+        if self.target.protocol == Protocol::Http2 || crate::grpc::is_grpc(req.headers()) {
+            return self.h2().send(req);
         }
+        to_origin_form(&mut req);
+        let pool = self.h1::<B>();
+        Sending::boxed(async move { pool.send(req).await.map(|r| r.map(Upstream::Http1)) })
     }
 }
 

@@ -17,18 +17,17 @@ use crate::error::MeshError;
 use crate::fault::FaultLayer;
 use crate::mirror::MirrorLayer;
 use crate::ratelimit::RateLimitLayer;
-use crate::retry::{ReplayBody, RetryLayer, RetryLimits};
+use crate::retry::{RetryLayer, RetryLimits};
 use crate::rewrite::RewriteLayer;
 use crate::route::RouteLayer;
 use crate::route::target::ByAuthority;
 use crate::source::file::{FileError, FileSource, Reload};
 use crate::timeout::TimeoutLayer;
 use mesh_core::{ConfigError, MeshConfig, SourceStatus, Store};
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::any::Any;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 use tower_layer::Layer;
@@ -53,16 +52,11 @@ pub struct Mesh {
     inner: Arc<Inner>,
 }
 
-/// A registry as `Any` (to downcast to its body type) and as something to refresh.
-type AnyRegistry = (Arc<dyn Any + Send + Sync>, Arc<dyn Refresh>);
-
 struct Inner {
     store: Store,
-    connector: Connector,
-    dns: crate::cluster::DnsResolver,
     control: Control,
-    local: Option<crate::cluster::plan::LocalZone>,
-    registries: Mutex<HashMap<TypeId, AnyRegistry>>,
+    /// Every cluster's live state, shared by all services whatever their body type.
+    registry: Arc<Registry>,
     by_authority: Arc<ByAuthority>,
     file: Option<Arc<FileSource>>,
     tasks: Vec<tokio::task::AbortHandle>,
@@ -74,19 +68,6 @@ impl Drop for Inner {
         for t in &self.tasks {
             t.abort();
         }
-    }
-}
-
-trait Refresh: Send + Sync {
-    fn refresh_all(&self);
-}
-
-impl<B> Refresh for Registry<B>
-where
-    B: RequestBody,
-{
-    fn refresh_all(&self) {
-        Registry::refresh_all(self)
     }
 }
 
@@ -149,11 +130,7 @@ impl Mesh {
     {
         let startup = crate::route::target::listener_name(target)
             .ok()
-            .map(|listener| service::Startup {
-                mesh: Arc::downgrade(&self.inner),
-                listener: listener.to_owned(),
-                ready: Default::default(),
-            });
+            .map(service::Startup::new);
         self.service(
             RouteLayer::for_target(self.inner.store.clone(), target),
             startup,
@@ -183,7 +160,7 @@ impl Mesh {
     where
         B: RequestBody,
     {
-        let registry = self.registry::<ReplayBody<B>>();
+        let registry = self.inner.registry.clone();
         let limits: Arc<dyn RetryLimits> = registry.clone();
         let dispatch = Dispatch::new(registry);
         let lean = dispatch.clone();
@@ -197,36 +174,9 @@ impl Mesh {
         MeshService::new(
             lean::Router::new(route.into_targets(), stack, lean),
             startup,
-            self.inner.store.clone(),
+            self.clone(),
             options,
         )
-    }
-
-    fn registry<B>(&self) -> Arc<Registry<B>>
-    where
-        B: RequestBody,
-    {
-        let mut map = self
-            .inner
-            .registries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let (any, _) = map.entry(TypeId::of::<B>()).or_insert_with(|| {
-            let reg = Arc::new(Registry::<B>::new(
-                self.inner.store.clone(),
-                self.inner.connector.clone(),
-                self.inner.dns.clone(),
-                self.inner.control.clone(),
-                self.inner.local.clone(),
-            ));
-            (
-                reg.clone() as Arc<dyn Any + Send + Sync>,
-                reg as Arc<dyn Refresh>,
-            )
-        });
-        any.clone()
-            .downcast::<Registry<B>>()
-            .expect("registry keyed by its body type")
     }
 
     /// Waits until `target`'s config is complete (listener, route config, every cluster its
@@ -245,13 +195,7 @@ impl Mesh {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             changed.borrow_and_update();
-            let on_demand = self
-                .inner
-                .store
-                .source_status()
-                .borrow()
-                .source
-                .starts_with("xds:");
+            let on_demand = self.inner.store.source_status().borrow().on_demand;
             let snap = self.inner.store.load();
             match readiness(&snap, &name, on_demand) {
                 Ready::Yes => return Ok(()),
@@ -305,17 +249,7 @@ impl Mesh {
     }
 
     fn refresh_all(&self) {
-        let regs: Vec<_> = {
-            let map = self
-                .inner
-                .registries
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            map.values().map(|(_, r)| r.clone()).collect()
-        };
-        for r in regs {
-            r.refresh_all();
-        }
+        self.inner.registry.refresh_all();
     }
 }
 
@@ -423,13 +357,16 @@ impl MeshBuilder {
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             tasks.push(spawn_refresher(weak.clone(), store.changed(), &control));
             Inner {
+                registry: Arc::new(Registry::new(
+                    store.clone(),
+                    self.connector,
+                    self.dns,
+                    control.clone(),
+                    self.local,
+                )),
                 control,
                 by_authority: Arc::new(ByAuthority::new(store.clone())),
                 store,
-                connector: self.connector,
-                dns: self.dns,
-                local: self.local,
-                registries: Mutex::new(HashMap::new()),
                 file,
                 tasks,
                 extensions: self.extensions,

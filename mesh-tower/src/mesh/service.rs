@@ -12,7 +12,7 @@
 
 use super::lean::Router;
 use super::ready::{self, ChannelOptions, WaitForReady};
-use super::{Inner, Mesh, Ready, readiness};
+use super::{Mesh, Ready, readiness};
 use crate::RequestBody;
 use crate::body::MeshBody;
 use crate::cluster::Dispatch;
@@ -26,13 +26,12 @@ use crate::retry::{ReplayBody, Retry};
 use crate::rewrite::RewriteService;
 use crate::timeout::Timeout;
 use http::{Request, Response};
-use mesh_core::Store;
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower_service::Service;
@@ -64,7 +63,9 @@ pub struct MeshService<B> {
 struct Shared<B> {
     router: Router<Stack<B>, B>,
     startup: Option<Startup>,
-    store: Store,
+    /// The mesh it was made from: its background work (the config source, the refresher)
+    /// lives as long as any service made from it, as a tonic `Channel`'s does.
+    mesh: Mesh,
     /// The channel's default for calls without [`WaitForReady`].
     wait_for_ready: bool,
 }
@@ -73,14 +74,14 @@ impl<B> MeshService<B> {
     pub(super) fn new(
         router: Router<Stack<B>, B>,
         startup: Option<Startup>,
-        store: Store,
+        mesh: Mesh,
         options: ChannelOptions,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 router,
                 startup,
-                store,
+                mesh,
                 wait_for_ready: options.wait_for_ready,
             }),
         }
@@ -94,33 +95,59 @@ pub(super) type Stack<B> =
 
 /// A channel's start-up state: its listener, and whether its config has been complete yet.
 pub(super) struct Startup {
-    pub(super) mesh: Weak<Inner>,
     pub(super) listener: String,
     pub(super) ready: AtomicBool,
+    /// The store version at which the config was found unable to serve this target (a
+    /// resource that does not exist): until the config changes, calls route at once without
+    /// walking the config again.
+    pub(super) refused_at: AtomicU64,
 }
 
 impl Startup {
-    /// The mesh while its config is still incomplete for this target (`None`: route now).
-    fn pending(&self) -> Option<Mesh> {
-        if self.ready.load(Ordering::Relaxed) {
-            return None;
+    pub(super) fn new(listener: &str) -> Self {
+        Self {
+            listener: listener.to_owned(),
+            ready: AtomicBool::new(false),
+            refused_at: AtomicU64::new(u64::MAX),
         }
-        let inner = self.mesh.upgrade()?;
-        let on_demand = inner
-            .store
-            .source_status()
-            .borrow()
-            .source
-            .starts_with("xds:");
-        match readiness(&inner.store.load(), &self.listener, on_demand) {
-            Ready::Pending(_) => Some(Mesh { inner }),
+    }
+
+    /// Whether `mesh`'s config is still incomplete for this target (`false`: route now).
+    fn pending(&self, mesh: &Mesh) -> bool {
+        if self.ready.load(Ordering::Relaxed) {
+            return false;
+        }
+        let store = mesh.store();
+        let version = store.version();
+        if self.refused_at.load(Ordering::Relaxed) == version {
+            return false;
+        }
+        let on_demand = store.source_status().borrow().on_demand;
+        match readiness(&store.load(), &self.listener, on_demand) {
+            Ready::Pending(_) => true,
             Ready::Yes => {
                 self.ready.store(true, Ordering::Relaxed);
-                None
+                false
             }
             // The route layer reports what is missing.
-            Ready::No(_) => None,
+            Ready::No(_) => {
+                self.refused_at.store(version, Ordering::Relaxed);
+                false
+            }
         }
+    }
+
+    /// The version of the last refusal (tests).
+    #[cfg(test)]
+    pub(super) fn refused_at(&self) -> u64 {
+        self.refused_at.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+impl<B> MeshService<B> {
+    pub(super) fn startup(&self) -> Option<&Startup> {
+        self.shared.startup.as_ref()
     }
 }
 
@@ -156,10 +183,14 @@ where
             .extensions()
             .get::<WaitForReady>()
             .map_or(self.shared.wait_for_ready, |w| w.0);
-        let starting = self.shared.startup.as_ref().and_then(Startup::pending);
+        let shared = &self.shared;
+        let starting = shared
+            .startup
+            .as_ref()
+            .is_some_and(|s| s.pending(&shared.mesh));
         // Rare paths (boxed): before the target's first complete config, and wait-for-ready
         // calls that cannot be sent now.
-        if starting.is_some()
+        if starting
             || (wait
                 && self
                     .shared
@@ -170,12 +201,15 @@ where
             let shared = self.shared.clone();
             let wait = async move {
                 let mut req = req;
-                if let (Some(mesh), Some(startup)) = (starting, &shared.startup) {
-                    mesh.wait_ready(&startup.listener, STARTUP_WAIT).await?;
+                if let (true, Some(startup)) = (starting, &shared.startup) {
+                    shared
+                        .mesh
+                        .wait_ready(&startup.listener, STARTUP_WAIT)
+                        .await?;
                     startup.ready.store(true, Ordering::Relaxed);
                 }
                 if wait {
-                    req = ready::until_ready(&shared.router, &shared.store, req).await?;
+                    req = ready::until_ready(&shared.router, shared.mesh.store(), req).await?;
                 }
                 shared.router.route(req).await
             };

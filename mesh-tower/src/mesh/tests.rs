@@ -123,3 +123,38 @@ async fn a_per_call_wait_for_ready_waits_on_the_http_client_too() {
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert_eq!(start.elapsed(), Duration::from_millis(700));
 }
+
+#[tokio::test]
+async fn a_config_that_cannot_serve_is_walked_once_per_version() {
+    let store = Store::new();
+    store
+        .replace(MeshConfig::from_yaml(EMPTY).unwrap())
+        .unwrap();
+    let mesh = Mesh::builder()
+        .store(store.clone())
+        .control(Control::runtime(tokio::runtime::Handle::current()))
+        .build()
+        .await
+        .unwrap();
+    // No such listener: the config refuses the target.
+    let mut nowhere = mesh.channel::<http_body_util::Empty<bytes::Bytes>>("xds:///nowhere");
+    assert_eq!(nowhere.startup().unwrap().refused_at(), u64::MAX);
+    let call = |svc: &mut MeshService<_>| {
+        svc.call(http::Request::get("/").body(Default::default()).unwrap())
+            .now_or_never()
+            .expect("fails at once")
+            .unwrap_err()
+    };
+    assert_eq!(call(&mut nowhere).kind(), ErrorKind::NoConfig);
+    // Refused at this version: later calls route at once without walking the config again.
+    assert_eq!(nowhere.startup().unwrap().refused_at(), store.version());
+    assert_eq!(call(&mut nowhere).kind(), ErrorKind::NoConfig);
+    // A new config is walked again.
+    let v = store
+        .replace(
+            MeshConfig::from_yaml(&EMPTY.replace("[]", "[{ address: \"127.0.0.1:1\" }]")).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(call(&mut nowhere).kind(), ErrorKind::NoConfig);
+    assert_eq!(nowhere.startup().unwrap().refused_at(), v);
+}

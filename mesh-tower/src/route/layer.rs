@@ -19,7 +19,7 @@ impl RouteLayer {
                 name,
                 vec![name.to_owned()],
             ))),
-            Err(e) => Targets::Invalid(target.into(), e.to_string().into()),
+            Err(_) => Targets::Invalid(target.into(), super::target::INVALID_TARGET.into()),
         };
         Self { targets }
     }

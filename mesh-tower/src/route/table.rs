@@ -35,6 +35,10 @@ pub struct RouteInfo {
     pub idle_timeout: Option<Duration>,
     /// Honour the caller's `grpc-timeout` (gRFC A31): cap (`None`: uncapped) and offset.
     pub grpc_timeout: Option<(Option<Duration>, Duration)>,
+    /// The limit on gRPC requests besides the caller's own deadline (gRFC A31):
+    /// `grpc_timeout_header_max` if set, else `max_stream_duration`; `None`: unlimited. The
+    /// HTTP route timeout (and its 15 s default) does not apply to gRPC.
+    pub grpc_limit: Option<Duration>,
     /// Retry policy (route's, else the virtual host's).
     pub retry: Option<Arc<RetryPolicy>>,
     /// Request body bytes kept for replay.
@@ -75,6 +79,7 @@ impl RouteInfo {
             timeout,
             idle_timeout: None,
             grpc_timeout: None,
+            grpc_limit: timeout,
             retry: None,
             buffer_limit: DEFAULT_BUFFER_LIMIT as usize,
             fault: None,

@@ -145,6 +145,9 @@ fn ptr_eq<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
     }
 }
 
+/// Why a target is not one: what a target looks like.
+pub(crate) const INVALID_TARGET: &str = "expected xds:///<name> or xds://<authority>/<name>";
+
 /// The listener a target names in the store: `xds:///name` and plain names are `name`; a
 /// target with an authority, `xds://authority/name`, is kept whole, for the xDS client to
 /// resolve through that authority (gRFC A47 federation).
@@ -154,10 +157,9 @@ pub(crate) fn listener_name(target: &str) -> Result<&str, MeshError> {
     };
     let (authority, name) = rest.split_once('/').unwrap_or((rest, ""));
     if name.is_empty() {
-        return Err(MeshError::new(
-            ErrorKind::InvalidTarget,
-            format!("target {target:?}: expected xds:///<name> or xds://<authority>/<name>"),
-        ));
+        return Err(
+            MeshError::new(ErrorKind::InvalidTarget, INVALID_TARGET).with_target(target.into())
+        );
     }
     Ok(if authority.is_empty() { name } else { target })
 }

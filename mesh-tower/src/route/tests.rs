@@ -319,6 +319,50 @@ virtual_hosts:
 }
 
 #[test]
+fn grpc_requests_follow_a31_not_the_http_route_timeout() {
+    use crate::timeout::limit;
+    use std::time::Duration;
+    let t = table(
+        r#"
+virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+      - name: msd
+        match: { prefix: /msd }
+        route: { cluster: a, max_stream_duration: { max_stream_duration: 3s } }
+      - name: capped
+        match: { prefix: /capped }
+        route:
+          cluster: a
+          max_stream_duration: { max_stream_duration: 3s, grpc_timeout_header_max: 1s }
+      - { name: default, match: { prefix: / }, route: { cluster: a, timeout: 2s } }
+"#,
+    );
+    let grpc = |timeout: Option<&'static str>| {
+        let mut h = headers(&[("content-type", "application/grpc")]);
+        if let Some(t) = timeout {
+            h.insert("grpc-timeout", HeaderValue::from_static(t));
+        }
+        h
+    };
+    let secs = |s: u64| Some(Duration::from_secs(s));
+    let at = |path: &str, h: &HeaderMap| limit(t.route("x", path, None, h).unwrap(), h);
+    // No deadline, no max_stream_duration: unlimited (the 2 s HTTP timeout does not apply).
+    assert_eq!(at("/", &grpc(None)), None);
+    // The caller's deadline is honoured without grpc_timeout_header_max.
+    assert_eq!(at("/", &grpc(Some("20S"))), secs(20));
+    // max_stream_duration caps gRPC calls; grpc_timeout_header_max replaces it when set.
+    assert_eq!(at("/msd", &grpc(None)), secs(3));
+    assert_eq!(at("/msd", &grpc(Some("20S"))), secs(3));
+    assert_eq!(at("/capped", &grpc(Some("20S"))), secs(1));
+    assert_eq!(at("/capped", &grpc(None)), secs(1));
+    // Plain HTTP requests keep the route timeout.
+    assert_eq!(at("/", &HeaderMap::new()), secs(2));
+    assert_eq!(at("/", &headers(&[("grpc-timeout", "20S")])), secs(2));
+}
+
+#[test]
 fn filter_overrides_resolve_route_over_virtual_host_over_listener() {
     use mesh_core::config::listener::HttpFilter;
     let rc = serde_saphyr_from(

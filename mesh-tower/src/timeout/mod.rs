@@ -87,12 +87,33 @@ where
 
 /// The limit a request on `route` runs under: the route's timeout or, when the route honours
 /// it, the caller's `grpc-timeout`; shortened to the idle timeout, which before the response
-/// head is a timeout too.
+/// head is a timeout too. gRPC requests follow gRFC A31 instead: the caller's deadline always
+/// (less the route's offset), capped by `grpc_timeout_header_max` or else
+/// `max_stream_duration`; the HTTP route timeout does not apply to them.
 pub(crate) fn limit(
     route: &crate::route::RouteInfo,
     headers: &http::HeaderMap,
 ) -> Option<Duration> {
-    let limit = match route.grpc_timeout {
+    let limit = if crate::grpc::is_grpc(headers) {
+        let offset = route.grpc_timeout.map_or(Duration::ZERO, |(_, o)| o);
+        let caller = grpc_timeout(headers).map(|t| t.saturating_sub(offset));
+        match (caller, route.grpc_limit) {
+            (Some(c), Some(l)) => Some(c.min(l)),
+            (c, l) => c.or(l),
+        }
+    } else {
+        http_limit(route, headers)
+    };
+    match (limit, route.idle_timeout) {
+        (Some(l), Some(i)) => Some(l.min(i)),
+        (l, i) => l.or(i),
+    }
+}
+
+/// The limit of a plain HTTP request: the route timeout, or the caller's `grpc-timeout` where
+/// the route honours it (Envoy's `grpc_timeout_header_max`).
+fn http_limit(route: &crate::route::RouteInfo, headers: &http::HeaderMap) -> Option<Duration> {
+    match route.grpc_timeout {
         Some((cap, offset)) => match grpc_timeout(headers) {
             // gRFC A31: the caller's deadline, less the offset, capped by the max.
             Some(t) => {
@@ -102,10 +123,6 @@ pub(crate) fn limit(
             None => route.timeout,
         },
         None => route.timeout,
-    };
-    match (limit, route.idle_timeout) {
-        (Some(l), Some(i)) => Some(l.min(i)),
-        (l, i) => l.or(i),
     }
 }
 

@@ -180,7 +180,10 @@ impl XdsClientBuilder {
             });
         }
         let store = self.store.unwrap_or_default();
-        store.set_source_status(|s| s.source = format!("xds:{}", sources.join(", ")));
+        store.set_source_status(|s| {
+            s.source = format!("xds:{}", sources.join(", "));
+            s.on_demand = true;
+        });
         let n = streams.len();
         let shared = Arc::new(Shared {
             store,

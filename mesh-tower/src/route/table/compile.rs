@@ -162,6 +162,11 @@ fn compile_route(
                     )
                 })
             });
+            info.grpc_limit = action.max_stream_duration.as_ref().and_then(|m| {
+                m.grpc_timeout_header_max
+                    .or(m.max_stream_duration)
+                    .filter(|d| !d.is_zero())
+            });
             info.clusters = cluster_pick(action)?;
             info.hash_policy = crate::route::hash::HashPolicy::new(&action.hash_policy)?;
             let retry = action.retry_policy.as_ref().or(vh.retry_policy.as_ref());
