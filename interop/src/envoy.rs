@@ -49,12 +49,30 @@ impl Drop for Envoy {
     }
 }
 
-/// A free loopback port (bound and released; Envoy binds it right after).
+/// A free loopback port for a peer to bind (Envoy takes its listener from the control plane,
+/// so it cannot bind port 0 and report back).
+///
+/// A port from `bind(0)` is an ephemeral one: released, the kernel may hand it to any other
+/// socket (a parallel test's outgoing connection) before Envoy binds it. So the ports come
+/// from below the kernel's ephemeral range instead, which `bind(0)` and `connect()` never
+/// use: each process starts at its own offset, each call takes the next port, and a port is
+/// checked free before it is returned.
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, span) = (10_000u32, ephemeral_low.saturating_sub(10_000).max(1_000));
+    let offset = (std::process::id() * 97) % span;
+    for _ in 0..span {
+        let port = low + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().unwrap();
+        }
+    }
+    panic!("no free loopback port below the ephemeral range");
 }
 
 impl Envoy {

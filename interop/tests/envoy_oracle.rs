@@ -221,7 +221,9 @@ async fn oracle(delta: bool) {
         "the request set exercises every cluster: {seen:?}"
     );
 
-    // Weighted 80/20: both within 3 standard deviations of 20% (n = 400: sd = 2%).
+    // Weighted 80/20: both within 4.5 standard deviations of 20% (n = 400: sd = 2%). Neither
+    // draw can be seeded (Envoy's, and the mesh's per-thread generator), so the band is wide
+    // enough for a false failure about once in 150 000 runs per contender (3 sd was 1 in 370).
     let n = 400;
     let mut canary = (0, 0);
     for _ in 0..n {
@@ -236,7 +238,7 @@ async fn oracle(delta: bool) {
     let share = |c: usize| c as f64 / n as f64;
     for (who, c) in [("Envoy", canary.0), ("mesh", canary.1)] {
         assert!(
-            (share(c) - 0.20).abs() <= 0.06,
+            (share(c) - 0.20).abs() <= 0.09,
             "{who} sent {:.1}% to the canary",
             share(c) * 100.0
         );

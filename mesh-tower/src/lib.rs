@@ -12,10 +12,19 @@
 //! | module | what |
 //! |---|---|
 //! | [`route`] | matching and the [`RouteDecision`](route::RouteDecision) later layers read |
-//! | [`timeout`] | the route timeout |
+//! | [`direct`] | local answers: redirects and direct responses |
+//! | [`ratelimit`] | local rate limiting (token buckets) |
+//! | [`fault`] | fault injection: delays and aborts |
+//! | [`rewrite`] | path and host rewrites, header mutations |
+//! | [`timeout`] | the route timeout, the caller's `grpc-timeout` (gRFC A31) |
+//! | [`retry`] | retries, hedging, replayable bodies |
+//! | [`mirror`] | request mirroring |
 //! | [`cluster`] | cluster state, endpoint pick, [`ServedBy`] |
+//! | [`breaker`] | circuit breakers and retry budgets |
+//! | [`outlier`] | outlier detection |
 //! | [`balance`] | the balancer seam and its algorithms |
 //! | [`connect`] | connectors and per-endpoint connections |
+//! | [`control`] | where control work (config sources, refresh, DNS) runs |
 //!
 //! A tonic client takes a mesh channel unchanged:
 //!

@@ -4,15 +4,15 @@
 //! Why not hyper's HTTP/2 client: per request it sends the request through a channel to the
 //! connection task, spawns a task to stream the body (and one for the answer), answers through
 //! a oneshot channel, and its send future cannot be named, so a caller boxes it. In the
-//! side-by-side profile that machinery cost ~16k instructions per request, more than twice what
-//! the whole mesh adds (`docs/benchmarks.md`). Here a request on a live connection opens its
+//! side-by-side profile that machinery cost more than all the rest of the mesh together (the
+//! figures are in `docs/benchmarks.md`). Here a request on a live connection opens its
 //! stream at call time, a ready one-chunk body is sent at once (`pump.rs`), and the answer is
 //! h2's own, named, response future: no channel, no task, no allocation of ours.
 //!
 //! What hyper did that is now done here: connection-specific headers are dropped (HTTP/2
 //! forbids them), `content-length` is set for bodies of known size, a connection that can
-//! take no new stream (GOAWAY, or closed) is replaced, and a request waits for a stream slot
-//! when the peer's concurrency limit is reached.
+//! take no new stream (GOAWAY, or closed) is replaced, and a request waits (in h2's own queue)
+//! for a stream slot when the peer's concurrency limit is reached.
 
 use super::upstream::Upstream;
 use super::{

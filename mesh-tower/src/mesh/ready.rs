@@ -52,8 +52,10 @@ pub struct ChannelOptions {
 }
 
 impl ChannelOptions {
-    /// Calls wait, bounded by their deadline, for the target to be able to serve them instead
-    /// of failing at once (default `false`; see the [module docs](self)).
+    /// Calls wait, bounded by their deadline (`grpc-timeout`, shortened by the wait), for the
+    /// target to be able to serve them instead of failing at once with `NoConfig`,
+    /// `UnknownCluster` or `NoEndpoint` (default `false`, gRPC's default). A waiting call
+    /// checks again on every config change and every [`RECHECK`].
     pub fn wait_for_ready(mut self, on: bool) -> Self {
         self.wait_for_ready = on;
         self

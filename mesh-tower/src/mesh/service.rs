@@ -40,9 +40,16 @@ use tower_service::Service;
 pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
 /// A service routing through the mesh: what [`Mesh::channel`] and [`Mesh::http_client`]
-/// return. It is `Clone`, always ready, and answers gRPC requests that the mesh itself fails
-/// with a gRPC status (see `grpc.rs`); other callers get the [`MeshError`]. A channel's calls
-/// made before its config is complete wait for it (see the module docs).
+/// return. It is `Clone` (a clone is one reference count), always ready, and keeps its
+/// [`Mesh`]'s background work alive as long as it lives.
+///
+/// - gRPC requests (content-type `application/grpc*`) that the mesh itself fails get a
+///   trailers-only gRPC response (`grpc-status` UNAVAILABLE, DEADLINE_EXCEEDED, … and the
+///   message; [`LocalReply`] in its extensions); other callers get the [`MeshError`].
+/// - A channel's calls made before its target's config is first complete wait for it (at most
+///   [`STARTUP_WAIT`], or until the config source says a resource does not exist); after that,
+///   a call the config cannot serve fails at once, unless it is wait-for-ready
+///   ([`ChannelOptions::wait_for_ready`], [`WaitForReady`]).
 ///
 /// ```no_run
 /// # async fn demo(mesh: mesh_tower::Mesh) {

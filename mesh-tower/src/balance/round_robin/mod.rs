@@ -4,8 +4,9 @@
 //! endpoint list starts at a random position (as gRPC's round robin does) so that many clients
 //! updated at once do not all hit the first endpoint together.
 //!
-//! Endpoint weights are not applied yet (as in gRPC's `round_robin`); the weighted variant
-//! comes with the load-balancing work.
+//! Endpoint weights are applied as Envoy's round robin applies them: unequal weights give a
+//! schedule of one weighted round (earliest deadline first), which picks walk with the same
+//! counter; equal weights need no schedule.
 
 use super::{Balance, EndpointInfo, PickContext};
 use std::sync::atomic::{AtomicUsize, Ordering};
