@@ -189,9 +189,8 @@ async fn requests_over_the_peers_stream_limit_wait_for_a_slot() {
     let addr = server(1, Duration::from_millis(30)).await;
     let mesh = mesh_from(&web_config(&[addr], "HTTP2")).await;
     let svc = mesh.channel::<Full<Bytes>>("web");
-    // One call first, so the server's SETTINGS (with its limit) have arrived: streams opened
-    // before that are refused by the server (REFUSED_STREAM, which a `refused-stream` retry
-    // policy retries); after it the client keeps to the limit.
+    // One call first, so the connection is up: this test is about a live connection at its
+    // limit (a burst on a new connection is the test below).
     let warm = Request::post("http://web/q")
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -208,6 +207,79 @@ async fn requests_over_the_peers_stream_limit_wait_for_a_slot() {
         let (res, text) = call.await.unwrap();
         assert_eq!(res.status(), 200);
         assert!(text.starts_with(&format!("{} ", i + 1)), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_burst_on_a_new_connection_waits_for_the_servers_settings() {
+    // No warm-up and no retry policy: eight calls open the connection together. Streams sent
+    // before the server's SETTINGS (limit 1) arrive would be refused; they must wait instead.
+    for _ in 0..3 {
+        let addr = server(1, Duration::from_millis(5)).await;
+        let mesh = mesh_from(&web_config(&[addr], "HTTP2")).await;
+        let svc = mesh.channel::<Full<Bytes>>("web");
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let req = Request::post("http://web/q")
+                    .body(Full::new(Bytes::from(vec![b'b'; i + 1])))
+                    .unwrap();
+                tokio::spawn(call(svc.clone(), req))
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            let (res, text) = call.await.unwrap();
+            assert_eq!(res.status(), 200);
+            assert!(text.starts_with(&format!("{} ", i + 1)), "{text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn waiting_for_a_stream_slot_is_bounded_by_max_pending_requests() {
+    use futures_util::FutureExt;
+    use tower::{Service, ServiceExt};
+    // One stream at a time, each answered after 200 ms; at most two requests may wait.
+    let addr = server(1, Duration::from_millis(200)).await;
+    let yaml = web_config(
+        &[addr],
+        "HTTP2, circuit_breakers: { thresholds: [{ max_pending_requests: 2 }] }",
+    );
+    let mesh = mesh_from(&yaml).await;
+    let mut svc = mesh.channel::<Full<Bytes>>("web");
+    let post = || {
+        Request::post("http://web/q")
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap()
+    };
+    assert_eq!(
+        call(svc.clone(), post()).await.0.status(),
+        200,
+        "connection up"
+    );
+    // A takes the one slot; B and C wait for it (pending); D finds the queue full.
+    let a = svc.ready().await.unwrap().call(post());
+    let mut b = Box::pin(svc.ready().await.unwrap().call(post()));
+    let mut c = Box::pin(svc.ready().await.unwrap().call(post()));
+    assert!((&mut b).now_or_never().is_none(), "B waits for a slot");
+    assert!((&mut c).now_or_never().is_none(), "C waits for a slot");
+    let err = svc.ready().await.unwrap().call(post()).await.unwrap_err();
+    assert_eq!(err.kind(), mesh_tower::ErrorKind::Overflow, "{err}");
+    assert!(
+        err.to_string().contains("max_pending_requests (2)"),
+        "{err}"
+    );
+    // The admitted ones are served in turn.
+    for (name, fut) in [
+        (
+            "A",
+            Box::pin(a) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+        ),
+        ("B", b),
+        ("C", c),
+    ] {
+        let res = fut.await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(res.status(), 200, "{name}");
+        let _ = res.into_body().collect().await.unwrap();
     }
 }
 

@@ -23,8 +23,16 @@ pub(crate) struct Group {
     balancer: Box<dyn Balance>,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Groups (balancers: ring-hash rings, Maglev tables, …) built on this thread (tests).
+    static GROUPS_BUILT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 impl Group {
     fn new(cluster: &Cluster, all: &[EndpointInfo], index: Vec<usize>) -> Self {
+        #[cfg(test)]
+        GROUPS_BUILT.with(|n| n.set(n.get() + 1));
         let endpoints: Vec<EndpointInfo> = index.iter().map(|&i| all[i].clone()).collect();
         let balancer = balance::for_cluster(cluster, &endpoints);
         Self {
@@ -43,9 +51,10 @@ impl Group {
 /// One priority level.
 #[derive(Debug)]
 struct Level {
-    healthy: Group,
-    /// Everything but DRAINING endpoints, for panic mode.
-    all: Group,
+    /// The level's eligible endpoints: the healthy ones, or in panic mode every one but the
+    /// DRAINING ones. Only the group the plan uses is built (a ring-hash ring or Maglev
+    /// table is built once per update, not twice).
+    group: Group,
     /// With locality weighting: (cumulative effective weight, group of the locality's healthy
     /// endpoints).
     localities: Vec<(f64, Group)>,
@@ -193,25 +202,45 @@ impl Plan {
             .and_then(|c| c.healthy_panic_threshold)
             .map_or(50.0, |p| p.value);
         let by_locality = common.is_some_and(|c| c.locality_weighted_lb_config.is_some());
-        let mut counts = Vec::new();
-        let mut levels = Vec::new();
-        for p in &priorities {
-            let in_level: Vec<usize> = (0..endpoints.len())
-                .filter(|&i| endpoints[i].priority == *p)
-                .collect();
-            let healthy: Vec<usize> = in_level
+        let in_levels: Vec<Vec<usize>> = priorities
+            .iter()
+            .map(|p| {
+                (0..endpoints.len())
+                    .filter(|&i| endpoints[i].priority == *p)
+                    .collect()
+            })
+            .collect();
+        let healthy_of = |in_level: &[usize]| -> Vec<usize> {
+            in_level
                 .iter()
                 .copied()
                 .filter(|&i| endpoints[i].health.is_usable())
-                .collect();
-            let all: Vec<usize> = in_level
-                .iter()
-                .copied()
-                .filter(|&i| endpoints[i].health != HealthStatus::Draining)
-                .collect();
-            counts.push((healthy.len(), in_level.len()));
+                .collect()
+        };
+        let counts: Vec<(usize, usize)> = in_levels
+            .iter()
+            .map(|l| (healthy_of(l).len(), l.len()))
+            .collect();
+        // Whether the cluster is in panic decides which group each level needs.
+        let (loads, panic) = priority_loads(&counts, factor, panic_threshold);
+        let mut levels = Vec::new();
+        for in_level in &in_levels {
+            if panic {
+                let all: Vec<usize> = in_level
+                    .iter()
+                    .copied()
+                    .filter(|&i| endpoints[i].health != HealthStatus::Draining)
+                    .collect();
+                levels.push(Level {
+                    group: Group::new(cluster, endpoints, all),
+                    localities: Vec::new(),
+                    zone: None,
+                });
+                continue;
+            }
+            let healthy = healthy_of(in_level);
             let localities = if by_locality {
-                locality_groups(cluster, endpoints, &in_level, factor)
+                locality_groups(cluster, endpoints, in_level, factor)
             } else {
                 Vec::new()
             };
@@ -224,12 +253,10 @@ impl Plan {
             };
             levels.push(Level {
                 zone,
-                healthy: Group::new(cluster, endpoints, healthy),
-                all: Group::new(cluster, endpoints, all),
+                group: Group::new(cluster, endpoints, healthy),
                 localities,
             });
         }
-        let (loads, panic) = priority_loads(&counts, factor, panic_threshold);
         let mut sum = 0;
         let loads = loads
             .into_iter()
@@ -272,7 +299,7 @@ impl Plan {
         };
         let l = &self.levels[level];
         if self.panic {
-            return l.all.pick(ctx);
+            return l.group.pick(ctx);
         }
         if let Some(z) = &l.zone
             && fastrand::f64() < z.enabled
@@ -307,7 +334,7 @@ impl Plan {
                 }
             }
         }
-        l.healthy.pick(ctx)
+        l.group.pick(ctx)
     }
 }
 
@@ -469,6 +496,25 @@ mod tests {
         let eps = endpoints(&spec);
         let plan = Plan::new(&cluster, &eps, 140, None);
         assert_eq!(shares(&plan, &eps, |e| e.priority == 1), 0.0);
+    }
+
+    #[test]
+    fn each_level_builds_only_the_group_it_uses() {
+        let mut ring = Cluster::new("c");
+        ring.lb_policy = mesh_core::LbPolicy::RingHash;
+        let built = || GROUPS_BUILT.with(std::cell::Cell::get);
+        // Healthy: one ring for the one level (the panic group is not built).
+        let eps = endpoints(&(0..4).map(|_| (0, true, "a", 1)).collect::<Vec<_>>());
+        let before = built();
+        let plan = Plan::new(&ring, &eps, 140, None);
+        assert!(!plan.panic);
+        assert_eq!(built() - before, 1);
+        // In panic: one ring too, over every endpoint.
+        let eps = endpoints(&(0..10).map(|i| (0, i < 2, "a", 1)).collect::<Vec<_>>());
+        let before = built();
+        let plan = Plan::new(&ring, &eps, 140, None);
+        assert!(plan.panic);
+        assert_eq!(built() - before, 1);
     }
 
     #[test]

@@ -27,9 +27,10 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared as SharedFuture};
 use h2::client::SendRequest;
 use http::{HeaderMap, Method, Request, Response, header};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use tokio::sync::Notify;
 
 /// The stream window we offer (hyper's default, which the mesh used before).
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -45,11 +46,53 @@ type Connecting = SharedFuture<BoxFuture<'static, Result<Live, Arc<MeshError>>>>
 struct Live {
     tx: SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
+    streams: Arc<Streams>,
 }
 
 impl Live {
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// A stream slot under the peer's current limit, if one is free.
+    fn try_open(&self) -> Option<StreamSlot> {
+        self.streams.try_open(self.tx.current_max_send_streams())
+    }
+}
+
+/// A connection's open streams, counted against the peer's `max_concurrent_streams`.
+///
+/// h2 would queue streams over the limit itself, without bound and outside the cluster's
+/// `max_pending_requests`; counting them here lets a request that must wait for a slot be a
+/// pending request like one waiting for a connection (bounded, and failing fast over the
+/// limit).
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    active: AtomicUsize,
+    /// One waiter woken per freed slot; all of them when the connection ends.
+    freed: Notify,
+}
+
+impl Streams {
+    fn try_open(self: &Arc<Self>, max: usize) -> Option<StreamSlot> {
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot(self.clone()))
+    }
+}
+
+/// One open stream's place under the peer's limit, held until the stream ends (the response
+/// body's end or drop, or the failure of the request).
+#[derive(Debug)]
+pub(crate) struct StreamSlot(Arc<Streams>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.freed.notify_one();
     }
 }
 
@@ -87,11 +130,12 @@ impl Shared {
     pub(crate) fn send<B: RequestBody>(&self, req: Request<B>) -> Sending {
         if let Some(live) = &*self.inner.current.load()
             && !live.is_closed()
+            && let Some(slot) = live.try_open()
         {
             let mut tx = live.tx.clone();
             // Readiness without a waker: not ready is handled on the slow path, which waits.
             match tx.poll_ready(&mut Context::from_waker(Waker::noop())) {
-                Poll::Ready(Ok(())) => return start(&self.inner.target, tx, req),
+                Poll::Ready(Ok(())) => return start(&self.inner.target, tx, req, slot),
                 Poll::Ready(Err(_)) => self.inner.forget(live),
                 Poll::Pending => {}
             }
@@ -107,10 +151,30 @@ impl Shared {
         req: Request<B>,
     ) -> Result<Response<Upstream>, MeshError> {
         let mut replaced = false;
+        // Held while this request waits for a stream slot (max_pending_requests).
+        let mut pending = None;
         loop {
             let live = self.sender().await?;
-            match live.tx.clone().ready().await {
-                Ok(tx) => return start(&self.inner.target, tx, req).await,
+            let slot = loop {
+                let mut freed = std::pin::pin!(live.streams.freed.notified());
+                freed.as_mut().enable();
+                if live.is_closed() {
+                    break None;
+                }
+                if let Some(slot) = live.try_open() {
+                    break Some(slot);
+                }
+                if pending.is_none() {
+                    pending = Some(self.inner.limits.try_pending()?);
+                }
+                freed.await;
+            };
+            let ready = match slot {
+                Some(slot) => live.tx.clone().ready().await.map(|tx| (tx, slot)),
+                None => Err(h2::Error::from(h2::Reason::CANCEL)),
+            };
+            match ready {
+                Ok((tx, slot)) => return start(&self.inner.target, tx, req, slot).await,
                 Err(e) if replaced => return Err(upstream_error(&self.inner.target, e)),
                 Err(_) => {
                     self.inner.forget(&live);
@@ -159,6 +223,7 @@ fn start<B: RequestBody>(
     target: &ConnectTarget,
     mut tx: SendRequest<Bytes>,
     req: Request<B>,
+    slot: StreamSlot,
 ) -> Sending {
     let (mut head, body) = req.into_parts();
     strip_connection_headers(&mut head.headers);
@@ -174,7 +239,7 @@ fn start<B: RequestBody>(
             if !end {
                 super::pump::feed(stream, body);
             }
-            Sending::h2(answer)
+            Sending::h2(answer, slot)
         }
         Err(e) => Sending::failed(upstream_error(target, e)),
     }
@@ -236,7 +301,7 @@ impl Inner {
         let target = &self.target;
         let slot = self.limits.try_connection()?;
         let io = dial(target, &self.connector).await?.into_inner();
-        let (tx, conn) = h2::client::Builder::new()
+        let (tx, mut conn) = h2::client::Builder::new()
             .enable_push(false)
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -244,16 +309,45 @@ impl Inner {
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| handshake_error(target, e))?;
+        let mut ping = conn.ping_pong();
         let closed = Arc::new(AtomicBool::new(false));
-        let ended = closed.clone();
+        let streams = Arc::new(Streams::default());
+        let (ended, waiting) = (closed.clone(), streams.clone());
         let conn = async move {
             let result = conn.await;
             ended.store(true, Ordering::Release);
+            // Requests waiting for a slot on this connection go find another.
+            waiting.freed.notify_waiters();
             result
         };
         spawn_connection(target, conn, slot);
+        // Streams wait for the server's SETTINGS, as gRPC's transports do: before them the
+        // client does not know the server's stream limit, and a burst on a new connection
+        // would be partly refused (REFUSED_STREAM). The server's preface is its SETTINGS
+        // frame, so by the time our PING is answered they have been applied.
+        if let Some(ping) = ping.as_mut() {
+            let answered =
+                tokio::time::timeout(target.connect_timeout, ping.ping(h2::Ping::opaque()));
+            match answered.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(handshake_error(target, e)),
+                Err(_) => {
+                    return Err(MeshError::new(
+                        crate::error::ErrorKind::Connect,
+                        format!(
+                            "connect to {} failed: no HTTP/2 SETTINGS within the connect timeout ({:?})",
+                            target.address, target.connect_timeout
+                        ),
+                    ));
+                }
+            }
+        }
         tracing::debug!(address = %target.address, cluster = %target.cluster, "HTTP/2 connection opened");
-        Ok(Live { tx, closed })
+        Ok(Live {
+            tx,
+            closed,
+            streams,
+        })
     }
 }
 

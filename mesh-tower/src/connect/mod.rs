@@ -142,15 +142,15 @@ pub(crate) struct Sending {
 }
 
 enum SendState {
-    H2(h2::client::ResponseFuture),
+    H2(h2::client::ResponseFuture, Option<http2::StreamSlot>),
     Boxed(Pin<Box<dyn Future<Output = Result<Response<Upstream>, MeshError>> + Send>>),
     Failed(Option<MeshError>),
 }
 
 impl Sending {
-    fn h2(answer: h2::client::ResponseFuture) -> Self {
+    fn h2(answer: h2::client::ResponseFuture, slot: http2::StreamSlot) -> Self {
         Self {
-            state: SendState::H2(answer),
+            state: SendState::H2(answer, Some(slot)),
         }
     }
 
@@ -178,8 +178,8 @@ impl Future for Sending {
     ) -> std::task::Poll<Self::Output> {
         match &mut self.get_mut().state {
             // The error names no cluster or endpoint here; the dispatch adds both.
-            SendState::H2(answer) => Pin::new(answer).poll(cx).map(|res| match res {
-                Ok(res) => Ok(res.map(Upstream::h2)),
+            SendState::H2(answer, slot) => Pin::new(answer).poll(cx).map(|res| match res {
+                Ok(res) => Ok(res.map(|recv| Upstream::h2(recv, slot.take()))),
                 Err(e) => Err(
                     MeshError::new(ErrorKind::Upstream, "request to endpoint failed")
                         .with_source(e),
