@@ -284,6 +284,51 @@ async fn waiting_for_a_stream_slot_is_bounded_by_max_pending_requests() {
 }
 
 #[tokio::test]
+async fn a_freed_stream_slot_goes_to_the_longest_waiter() {
+    use futures_util::FutureExt;
+    use tower::{Service, ServiceExt};
+    // One stream at a time. B waits for A's slot; when A ends, a newcomer C must not take the
+    // slot ahead of B (under a closed loop, a waiter could otherwise wait for ever).
+    let addr = server(1, Duration::from_millis(100)).await;
+    let mesh = mesh_from(&web_config(&[addr], "HTTP2")).await;
+    let mut svc = mesh.channel::<Full<Bytes>>("web");
+    let post = |tag: &'static str| {
+        Request::post("http://web/q")
+            .body(Full::new(Bytes::from_static(tag.as_bytes())))
+            .unwrap()
+    };
+    assert_eq!(
+        call(svc.clone(), post("w")).await.0.status(),
+        200,
+        "connection up"
+    );
+    let a = svc.ready().await.unwrap().call(post("a"));
+    let mut b = Box::pin(svc.ready().await.unwrap().call(post("bb")));
+    assert!((&mut b).now_or_never().is_none(), "B waits for a slot");
+    let res = a.await.unwrap();
+    let _ = res.into_body().collect().await.unwrap();
+    // A's slot is free again: C arrives now.
+    let c = svc.ready().await.unwrap().call(post("ccc"));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for (name, fut) in [
+        (
+            "B",
+            b as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+        ),
+        ("C", Box::pin(c)),
+    ] {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let res: Result<http::Response<_>, mesh_tower::MeshError> = fut.await;
+            let _ = res.unwrap().into_body().collect().await;
+            tx.send(name).unwrap();
+        });
+    }
+    assert_eq!(rx.recv().await, Some("B"), "the waiter is served first");
+    assert_eq!(rx.recv().await, Some("C"));
+}
+
+#[tokio::test]
 async fn a_failing_request_body_fails_the_call_not_the_connection() {
     let addr = server(100, Duration::ZERO).await;
     let mesh = mesh_from(&web_config(&[addr], "HTTP2")).await;

@@ -27,10 +27,10 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared as SharedFuture};
 use h2::client::SendRequest;
 use http::{HeaderMap, Method, Request, Response, header};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use tokio::sync::Notify;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The stream window we offer (hyper's default, which the mesh used before).
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -54,9 +54,15 @@ impl Live {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// A stream slot under the peer's current limit, if one is free.
+    /// A stream slot under the peer's current limit, if one is free and nobody waits for one.
     fn try_open(&self) -> Option<StreamSlot> {
-        self.streams.try_open(self.tx.current_max_send_streams())
+        self.streams.follow(self.tx.current_max_send_streams());
+        self.streams
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(StreamSlot)
     }
 }
 
@@ -65,36 +71,46 @@ impl Live {
 /// h2 would queue streams over the limit itself, without bound and outside the cluster's
 /// `max_pending_requests`; counting them here lets a request that must wait for a slot be a
 /// pending request like one waiting for a connection (bounded, and failing fast over the
-/// limit).
-#[derive(Debug, Default)]
+/// limit). The slots are a fair (first come, first served) semaphore: a freed slot goes to the
+/// longest waiter, never to a newcomer, so no request waits for ever behind a busy loop.
+#[derive(Debug)]
 pub(crate) struct Streams {
-    active: AtomicUsize,
-    /// One waiter woken per freed slot; all of them when the connection ends.
-    freed: Notify,
+    slots: Arc<Semaphore>,
+    /// The peer's limit the semaphore was sized for.
+    limit: Mutex<usize>,
 }
 
 impl Streams {
-    fn try_open(self: &Arc<Self>, max: usize) -> Option<StreamSlot> {
-        self.active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| StreamSlot(self.clone()))
+    fn new(limit: usize) -> Self {
+        let limit = limit.min(Semaphore::MAX_PERMITS);
+        Self {
+            slots: Arc::new(Semaphore::new(limit)),
+            limit: Mutex::new(limit),
+        }
+    }
+
+    /// Resizes to the peer's current limit when its SETTINGS changed it (rare). Slots in use
+    /// over a lowered limit are given back as they free.
+    fn follow(&self, peer: usize) {
+        let peer = peer.min(Semaphore::MAX_PERMITS);
+        let mut limit = self.limit.lock().unwrap_or_else(|e| e.into_inner());
+        if peer > *limit {
+            self.slots.add_permits(peer - *limit);
+        } else if peer < *limit {
+            let forgotten = self.slots.forget_permits(*limit - peer);
+            *limit -= forgotten;
+            return;
+        }
+        *limit = peer;
     }
 }
 
 /// One open stream's place under the peer's limit, held until the stream ends (the response
 /// body's end or drop, or the failure of the request).
 #[derive(Debug)]
-pub(crate) struct StreamSlot(Arc<Streams>);
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-        self.0.freed.notify_one();
-    }
-}
+pub(crate) struct StreamSlot(
+    #[allow(dead_code, reason = "held for its drop")] OwnedSemaphorePermit,
+);
 
 /// The connection to one endpoint. Not typed by request body: h2's streams take `Bytes`, so
 /// only sending is generic.
@@ -155,19 +171,22 @@ impl Shared {
         let mut pending = None;
         loop {
             let live = self.sender().await?;
-            let slot = loop {
-                let mut freed = std::pin::pin!(live.streams.freed.notified());
-                freed.as_mut().enable();
-                if live.is_closed() {
-                    break None;
+            let slot = match live.try_open() {
+                Some(slot) => Some(slot),
+                None if live.is_closed() => None,
+                None => {
+                    if pending.is_none() {
+                        pending = Some(self.inner.limits.try_pending()?);
+                    }
+                    // In line for a slot; closed with the connection.
+                    live.streams
+                        .slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .ok()
+                        .map(StreamSlot)
                 }
-                if let Some(slot) = live.try_open() {
-                    break Some(slot);
-                }
-                if pending.is_none() {
-                    pending = Some(self.inner.limits.try_pending()?);
-                }
-                freed.await;
             };
             let ready = match slot {
                 Some(slot) => live.tx.clone().ready().await.map(|tx| (tx, slot)),
@@ -311,13 +330,13 @@ impl Inner {
             .map_err(|e| handshake_error(target, e))?;
         let mut ping = conn.ping_pong();
         let closed = Arc::new(AtomicBool::new(false));
-        let streams = Arc::new(Streams::default());
+        let streams = Arc::new(Streams::new(usize::MAX));
         let (ended, waiting) = (closed.clone(), streams.clone());
         let conn = async move {
             let result = conn.await;
             ended.store(true, Ordering::Release);
             // Requests waiting for a slot on this connection go find another.
-            waiting.freed.notify_waiters();
+            waiting.slots.close();
             result
         };
         spawn_connection(target, conn, slot);
@@ -329,7 +348,7 @@ impl Inner {
             let answered =
                 tokio::time::timeout(target.connect_timeout, ping.ping(h2::Ping::opaque()));
             match answered.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => streams.follow(tx.current_max_send_streams()),
                 Ok(Err(e)) => return Err(handshake_error(target, e)),
                 Err(_) => {
                     return Err(MeshError::new(
