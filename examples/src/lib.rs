@@ -7,3 +7,10 @@ pub mod backend;
 pub mod greeter;
 pub mod probe;
 pub mod yaml;
+
+/// The guides' Rust examples, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+pub mod guides {
+    #[doc = include_str!("../../docs/guides/tonic.md")]
+    pub struct Tonic;
+}

@@ -186,6 +186,37 @@ fn unknown_fields_and_bad_types_are_parse_errors() {
 }
 
 #[test]
+fn parse_errors_teach() {
+    let parse = |yaml: &str| match MeshConfig::from_yaml_named(yaml, "/etc/mesh.yaml") {
+        Err(ConfigError::Parse(e)) => e,
+        other => panic!("{yaml}: expected a parse error, got {other:?}"),
+    };
+    // A near miss of a field name gets the field it probably meant; the file is named.
+    let e = parse("clusters: [{ name: a, conect_timeout: 1s }]");
+    assert!(e.contains("did you mean `connect_timeout`?"), "{e}");
+    assert!(
+        e.contains("/etc/mesh.yaml") && !e.contains("<input>"),
+        "{e}"
+    );
+    // Nothing close: no guess.
+    let e = parse("clusters: [{ name: a, zzzzzzzz: 1 }]");
+    assert!(!e.contains("did you mean"), "{e}");
+    // A hostname where an ip:port goes says so and points at DNS clusters.
+    let yaml = "endpoints: [{ cluster_name: a, endpoints: [{ lb_endpoints: [{ address: \"localhost:8081\" }] }] }]";
+    let e = parse(yaml);
+    assert!(
+        e.contains("address \"localhost:8081\" is not a socket address"),
+        "{e}"
+    );
+    assert!(e.contains("STRICT_DNS or LOGICAL_DNS"), "{e}");
+    assert!(e.contains("hostname: localhost, port: 8081"), "{e}");
+    let e = parse(
+        "endpoints: [{ cluster_name: a, endpoints: [{ lb_endpoints: [{ address: \"10.0.0.1\" }] }] }]",
+    );
+    assert!(e.contains("the port is missing"), "{e}");
+}
+
+#[test]
 fn upstream_tls_is_refused_until_enforced() {
     let errs = errors("clusters: [{ name: a, tls: { sni: a } }]");
     assert_eq!(

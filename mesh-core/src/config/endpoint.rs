@@ -87,6 +87,7 @@ impl Locality {
 #[serde(deny_unknown_fields)]
 pub struct LbEndpoint {
     /// Socket address, `ip:port`.
+    #[serde(deserialize_with = "socket_address")]
     pub address: SocketAddr,
     /// Health as reported by discovery.
     #[serde(default, skip_serializing_if = "HealthStatus::is_unknown")]
@@ -94,6 +95,25 @@ pub struct LbEndpoint {
     /// Endpoint weight (at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancing_weight: Option<u32>,
+}
+
+/// An `ip:port` address; anything else (a hostname, a missing port) is an error that echoes
+/// the value and says what to use instead.
+fn socket_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        let hint = match text.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() && host.parse::<std::net::IpAddr>().is_err() => {
+                format!(
+                    "{host:?} is a hostname: endpoints take IP addresses; to resolve names, use a \
+                     STRICT_DNS or LOGICAL_DNS cluster with `dns_endpoints: [{{ hostname: {host}, port: {port} }}]`"
+                )
+            }
+            Some(_) => "expected ip:port (IPv6 as [::1]:8080)".to_owned(),
+            None => "the port is missing: expected ip:port".to_owned(),
+        };
+        serde::de::Error::custom(format!("address {text:?} is not a socket address: {hint}"))
+    })
 }
 
 impl LbEndpoint {

@@ -64,8 +64,14 @@ pub struct MeshConfig {
 impl MeshConfig {
     /// Parses YAML and validates the result; an invalid document is rejected whole.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let config: MeshConfig =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        Self::from_yaml_named(text, "<input>")
+    }
+
+    /// [`from_yaml`](Self::from_yaml) for a document read from `name` (a file path), which
+    /// parse errors then point at instead of `<input>`.
+    pub fn from_yaml_named(text: &str, name: &str) -> Result<Self, ConfigError> {
+        let config: MeshConfig = serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError::Parse(parse_message(&e.to_string(), name)))?;
         config.validate()?;
         Ok(config)
     }
@@ -192,4 +198,44 @@ fn check_cluster_refs(
             }
         }
     }
+}
+
+/// A parser message made to teach: it names the document, and an unknown field gets the
+/// nearest known one as a suggestion (`did you mean `connect_timeout`?`).
+fn parse_message(message: &str, name: &str) -> String {
+    let mut out = message.replace("<input>", name);
+    if let Some(rest) = message.split("unknown field `").nth(1)
+        && let Some((field, rest)) = rest.split_once('`')
+        && let Some(expected) = rest.split("expected one of ").nth(1)
+    {
+        let line = expected.lines().next().unwrap_or_default();
+        let candidates = line
+            .split(',')
+            .map(|c| c.trim().trim_matches('`'))
+            .filter(|c| !c.is_empty());
+        let best = candidates
+            .map(|c| (edit_distance(field, c), c))
+            .min()
+            .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < field.len());
+        if let Some((_, c)) = best {
+            out = format!("{out}\nhint: did you mean `{c}`?");
+        }
+    }
+    out
+}
+
+/// Levenshtein distance, for suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }

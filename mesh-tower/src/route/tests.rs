@@ -347,7 +347,8 @@ virtual_hosts:
         h
     };
     let secs = |s: u64| Some(Duration::from_secs(s));
-    let at = |path: &str, h: &HeaderMap| limit(t.route("x", path, None, h).unwrap(), h);
+    let at =
+        |path: &str, h: &HeaderMap| limit(t.route("x", path, None, h).unwrap(), h).map(|l| l.after);
     // No deadline, no max_stream_duration: unlimited (the 2 s HTTP timeout does not apply).
     assert_eq!(at("/", &grpc(None)), None);
     // The caller's deadline is honoured without grpc_timeout_header_max.
@@ -360,6 +361,20 @@ virtual_hosts:
     // Plain HTTP requests keep the route timeout.
     assert_eq!(at("/", &HeaderMap::new()), secs(2));
     assert_eq!(at("/", &headers(&[("grpc-timeout", "20S")])), secs(2));
+    // The error says which limit fired: the caller's deadline is not a route timeout.
+    use crate::timeout::LimitSource;
+    let source = |path: &str, h: &HeaderMap| {
+        limit(t.route("x", path, None, h).unwrap(), h).map(|l| (l.source, l.error().to_string()))
+    };
+    let (src, text) = source("/", &grpc(Some("20S"))).unwrap();
+    assert_eq!(src, LimitSource::Deadline);
+    assert_eq!(text, "the caller's deadline passed (grpc-timeout of 20s)");
+    let (src, text) = source("/msd", &grpc(Some("20S"))).unwrap();
+    assert_eq!(src, LimitSource::StreamDuration);
+    assert_eq!(text, "the route's max_stream_duration of 3s elapsed");
+    let (src, text) = source("/", &HeaderMap::new()).unwrap();
+    assert_eq!(src, LimitSource::Route);
+    assert_eq!(text, "route timeout of 2s elapsed");
 }
 
 #[test]

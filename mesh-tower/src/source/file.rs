@@ -113,7 +113,8 @@ impl FileSource {
         };
         let text =
             String::from_utf8(bytes).map_err(|e| invalid(ConfigError::Parse(e.to_string())))?;
-        let config = MeshConfig::from_yaml(&text).map_err(invalid)?;
+        let config =
+            MeshConfig::from_yaml_named(&text, &path.display().to_string()).map_err(invalid)?;
         self.store.replace(config).map_err(invalid)?;
         tracing::info!(path = %path.display(), version = self.store.version(), "mesh config applied");
         Ok(Reload::Applied)

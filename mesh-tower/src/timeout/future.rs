@@ -17,16 +17,16 @@ pin_project! {
         inner: F,
         #[pin]
         sleep: Option<Sleep>,
-        limit: Duration,
+        limit: Option<super::Limit>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, limit: Option<Duration>) -> Self {
+    pub(crate) fn new(inner: F, limit: Option<super::Limit>) -> Self {
         Self {
             inner,
-            sleep: limit.map(tokio::time::sleep),
-            limit: limit.unwrap_or_default(),
+            sleep: limit.map(|l| tokio::time::sleep(l.after)),
+            limit,
         }
     }
 }
@@ -44,7 +44,10 @@ where
             return Poll::Ready(res.map_err(MeshError::from_inner));
         }
         match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(MeshError::timeout(*this.limit))),
+            Some(Poll::Ready(())) => Poll::Ready(Err(match this.limit {
+                Some(l) => l.error(),
+                None => MeshError::timeout(Duration::ZERO),
+            })),
             _ => Poll::Pending,
         }
     }

@@ -79,9 +79,65 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let limit = match req.extensions().get::<RouteDecision>() {
             Some(decision) => limit(&decision.route, req.headers()),
-            None => self.default,
+            None => self.default.map(|d| Limit::new(d, LimitSource::Route)),
         };
         ResponseFuture::new(self.inner.call(req), limit)
+    }
+}
+
+/// A time limit on a request, and where it comes from (the error says which fired).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limit {
+    /// How long the request may take.
+    pub(crate) after: Duration,
+    /// Where the limit comes from.
+    pub(crate) source: LimitSource,
+}
+
+/// Where a request's time limit comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LimitSource {
+    /// The route's `timeout` (Envoy's 15 s by default) or the layer's default.
+    Route,
+    /// The caller's own deadline (`grpc-timeout`).
+    Deadline,
+    /// The route's limit on gRPC calls (`max_stream_duration` or `grpc_timeout_header_max`).
+    StreamDuration,
+    /// The route's `idle_timeout`: no response head within it.
+    Idle,
+}
+
+impl Limit {
+    fn new(after: Duration, source: LimitSource) -> Self {
+        Self { after, source }
+    }
+
+    /// The error a request gets when this limit passes.
+    pub(crate) fn error(&self) -> MeshError {
+        let after = self.after;
+        match self.source {
+            LimitSource::Route => MeshError::timeout(after),
+            LimitSource::Deadline => MeshError::new(
+                crate::ErrorKind::Timeout,
+                format!("the caller's deadline passed (grpc-timeout of {after:?})"),
+            ),
+            LimitSource::StreamDuration => MeshError::new(
+                crate::ErrorKind::Timeout,
+                format!("the route's max_stream_duration of {after:?} elapsed"),
+            ),
+            LimitSource::Idle => MeshError::new(
+                crate::ErrorKind::Timeout,
+                format!("stream idle timeout: no response within {after:?}"),
+            ),
+        }
+    }
+}
+
+/// The earlier of two limits.
+fn earlier(a: Option<Limit>, b: Option<Limit>) -> Option<Limit> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.after < a.after { b } else { a }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -90,39 +146,39 @@ where
 /// head is a timeout too. gRPC requests follow gRFC A31 instead: the caller's deadline always
 /// (less the route's offset), capped by `grpc_timeout_header_max` or else
 /// `max_stream_duration`; the HTTP route timeout does not apply to them.
-pub(crate) fn limit(
-    route: &crate::route::RouteInfo,
-    headers: &http::HeaderMap,
-) -> Option<Duration> {
+pub(crate) fn limit(route: &crate::route::RouteInfo, headers: &http::HeaderMap) -> Option<Limit> {
     let limit = if crate::grpc::is_grpc(headers) {
         let offset = route.grpc_timeout.map_or(Duration::ZERO, |(_, o)| o);
-        let caller = grpc_timeout(headers).map(|t| t.saturating_sub(offset));
-        match (caller, route.grpc_limit) {
-            (Some(c), Some(l)) => Some(c.min(l)),
-            (c, l) => c.or(l),
-        }
+        let caller = grpc_timeout(headers)
+            .map(|t| Limit::new(t.saturating_sub(offset), LimitSource::Deadline));
+        let cap = route
+            .grpc_limit
+            .map(|d| Limit::new(d, LimitSource::StreamDuration));
+        earlier(caller, cap)
     } else {
         http_limit(route, headers)
     };
-    match (limit, route.idle_timeout) {
-        (Some(l), Some(i)) => Some(l.min(i)),
-        (l, i) => l.or(i),
-    }
+    let idle = route.idle_timeout.map(|d| Limit::new(d, LimitSource::Idle));
+    earlier(limit, idle)
 }
 
 /// The limit of a plain HTTP request: the route timeout, or the caller's `grpc-timeout` where
 /// the route honours it (Envoy's `grpc_timeout_header_max`).
-fn http_limit(route: &crate::route::RouteInfo, headers: &http::HeaderMap) -> Option<Duration> {
+fn http_limit(route: &crate::route::RouteInfo, headers: &http::HeaderMap) -> Option<Limit> {
+    let route_limit = route.timeout.map(|d| Limit::new(d, LimitSource::Route));
     match route.grpc_timeout {
         Some((cap, offset)) => match grpc_timeout(headers) {
             // gRFC A31: the caller's deadline, less the offset, capped by the max.
             Some(t) => {
-                let t = t.saturating_sub(offset);
-                Some(cap.map_or(t, |c| t.min(c)))
+                let caller = Limit::new(t.saturating_sub(offset), LimitSource::Deadline);
+                earlier(
+                    Some(caller),
+                    cap.map(|c| Limit::new(c, LimitSource::StreamDuration)),
+                )
             }
-            None => route.timeout,
+            None => route_limit,
         },
-        None => route.timeout,
+        None => route_limit,
     }
 }
 
