@@ -179,7 +179,13 @@ impl Future for Sending {
         match &mut self.get_mut().state {
             // The error names no cluster or endpoint here; the dispatch adds both.
             SendState::H2(answer, slot) => Pin::new(answer).poll(cx).map(|res| match res {
-                Ok(res) => Ok(res.map(|recv| Upstream::h2(recv, slot.take()))),
+                Ok(res) => {
+                    let mut slot = slot.take();
+                    if let Some(s) = &mut slot {
+                        s.answered();
+                    }
+                    Ok(res.map(|recv| Upstream::h2(recv, slot)))
+                }
                 Err(e) => Err(
                     MeshError::new(ErrorKind::Upstream, "request to endpoint failed")
                         .with_source(e),
@@ -357,3 +363,6 @@ pub(crate) fn handshake_error(
     .with_cluster(target.cluster.clone())
     .with_endpoint(target.address)
 }
+
+#[cfg(test)]
+mod tests;
