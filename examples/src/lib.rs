@@ -11,6 +11,12 @@ pub mod yaml;
 /// The guides' Rust examples, compiled as doctests so they cannot drift from the API.
 #[cfg(doctest)]
 pub mod guides {
+    #[doc = include_str!("../../README.md")]
+    pub struct Readme;
     #[doc = include_str!("../../docs/guides/tonic.md")]
     pub struct Tonic;
+    #[doc = include_str!("../../docs/guides/xds.md")]
+    pub struct Xds;
+    #[doc = include_str!("../../docs/guides/static-config.md")]
+    pub struct StaticConfig;
 }

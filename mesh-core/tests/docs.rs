@@ -88,3 +88,39 @@ fn every_yaml_document_in_the_docs_validates() {
         problems.join("\n")
     );
 }
+
+#[test]
+fn the_error_quoted_in_the_static_config_guide_is_the_real_one() {
+    let yaml = r#"
+route_configs:
+  - name: r
+    virtual_hosts:
+      - name: v
+        domains: ["*"]
+        routes:
+          - { match: { prefix: / }, route: { cluster: c } }
+          - { match: { safe_regex: { regex: "(" } }, route: { cluster: c } }
+clusters: [{ name: c }]
+"#;
+    let err = MeshConfig::from_yaml(yaml).unwrap_err().to_string();
+    let guide = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/guides/static-config.md"),
+    )
+    .unwrap();
+    let quoted = guide
+        .split("```text\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the guide quotes an error");
+    // The guide shows the file source's prefix; the rest must be what validation says.
+    let quoted = quoted
+        .trim()
+        .strip_prefix("mesh config \"/etc/mesh.yaml\": ")
+        .expect("the quote starts with the file source's prefix")
+        .replace('\n', " ");
+    assert_eq!(
+        err.replace('\n', " "),
+        quoted,
+        "update docs/guides/static-config.md"
+    );
+}

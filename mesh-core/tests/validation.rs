@@ -348,7 +348,7 @@ listeners:
         "listeners[0].http_filters[1].local_ratelimit.token_bucket.max_tokens: must be greater than 0".into(),
         "listeners[0].http_filters[1].local_ratelimit.token_bucket.fill_interval: must be at least 50ms (Envoy's minimum)".into(),
         format!("{r}[0].route: at most one of prefix_rewrite and regex_rewrite may be set"),
-        format!("{r}[0].route.regex_rewrite.pattern.regex: invalid regex \"(\": error: unclosed group"),
+        format!("{r}[0].route.regex_rewrite.pattern.regex: invalid regex \"(\": unclosed group"),
         format!("{r}[0].route.retry_policy.retry_on: unknown retry condition \"bogus\""),
         format!("{r}[0].route.retry_policy.retriable_status_codes[0]: 99 is not an HTTP status"),
         format!("{r}[0].route.retry_policy.per_try_timeout: must be greater than 0 (leave it unset for none)"),

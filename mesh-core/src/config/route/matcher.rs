@@ -293,8 +293,11 @@ pub(crate) fn check_regex(regex: &str, path: &FieldPath, errors: &mut Errors) {
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
     {
-        let first_line = e.to_string().lines().last().unwrap_or("").trim().to_owned();
-        errors.push(path, format!("invalid regex {regex:?}: {first_line}"));
+        // The regex crate's last line is the reason ("error: unclosed group").
+        let text = e.to_string();
+        let last = text.lines().last().unwrap_or("").trim();
+        let reason = last.strip_prefix("error: ").unwrap_or(last);
+        errors.push(path, format!("invalid regex {regex:?}: {reason}"));
     }
 }
 
