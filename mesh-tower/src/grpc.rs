@@ -8,14 +8,11 @@
 
 use crate::body::MeshBody;
 use crate::error::MeshError;
-use http::{HeaderMap, HeaderValue, Response, header};
+use http::{HeaderValue, Response, header};
 
-/// True for `content-type: application/grpc` and its `+proto`/`+json` variants.
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
+// Defined where connections pick HTTP/2 for gRPC, below this module (the module graph stays
+// a DAG: connect does not depend on local replies).
+pub(crate) use crate::connect::is_grpc;
 
 /// A trailers-only gRPC response carrying `err` as its status.
 pub(crate) fn local_reply(err: &MeshError) -> Response<MeshBody> {

@@ -278,13 +278,21 @@ impl Connection {
 
     /// Sends `req`, whose URI is absolute (scheme and authority set by the route layer).
     pub(crate) fn send<B: RequestBody>(&self, mut req: Request<B>) -> Sending {
-        if self.target.protocol == Protocol::Http2 || crate::grpc::is_grpc(req.headers()) {
+        if self.target.protocol == Protocol::Http2 || is_grpc(req.headers()) {
             return self.h2().send(req);
         }
         to_origin_form(&mut req);
         let pool = self.h1::<B>();
         Sending::boxed(async move { pool.send(req).await.map(|r| r.map(Upstream::Http1)) })
     }
+}
+
+/// True for `content-type: application/grpc` and its `+proto`/`+json` variants: a gRPC
+/// request, which always goes over HTTP/2.
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// HTTP/1.1 sends the path in the request line and the authority in `Host`.
