@@ -88,6 +88,7 @@ fn percent_encode(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+    use http::HeaderMap;
 
     #[test]
     fn local_reply_is_trailers_only_with_status() {

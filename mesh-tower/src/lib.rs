@@ -45,6 +45,7 @@ pub mod connect;
 pub mod control;
 pub mod direct;
 mod draw;
+mod endpoint;
 mod error;
 pub mod fault;
 mod grpc;

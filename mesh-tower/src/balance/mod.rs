@@ -45,7 +45,7 @@ pub struct EndpointStats {
     created: std::time::Instant,
     in_flight: AtomicU64,
     /// Outlier detection state (ejection, failure counters).
-    pub health: crate::outlier::EndpointHealth,
+    pub health: crate::endpoint::EndpointHealth,
     /// Peak-EWMA response latency.
     pub ewma: peak_ewma::Ewma,
     /// The weight from the endpoint's own load reports (client-side weighted round robin).

@@ -75,6 +75,13 @@ impl Drop for Guard {
     }
 }
 
+/// Admission of retries per cluster (the mesh's cluster state implements it with each
+/// cluster's [`Limits`]; the retry layer asks it before every retry).
+pub trait RetryLimits: Send + Sync + 'static {
+    /// Admits one retry to `cluster`, holding it until the guard drops.
+    fn try_retry(&self, cluster: &str) -> Result<Guard, MeshError>;
+}
+
 impl Limits {
     /// Limits with Envoy's defaults (1024 requests and pending, 3 retries).
     pub fn new(cluster: Arc<str>) -> Self {

@@ -26,29 +26,11 @@ use http::{Request, Response};
 use registry::Registry;
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
-/// Which cluster and endpoint served a response (in the response's extensions).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServedBy {
-    /// The cluster.
-    pub cluster: Arc<str>,
-    /// The endpoint's address.
-    pub endpoint: SocketAddr,
-}
-
-/// Hosts earlier attempts of this request went to, for the retry host predicate
-/// (`envoy.retry_host_predicates.previous_hosts`); the retry layer puts it in the request.
-#[derive(Clone, Debug, Default)]
-pub struct PreviousHosts {
-    /// The addresses to avoid.
-    pub hosts: Vec<SocketAddr>,
-    /// Extra picks allowed to find another host (`host_selection_retry_max_attempts`).
-    pub attempts: u32,
-}
+pub use crate::endpoint::{PreviousHosts, ServedBy};
 
 /// The status outlier detection sees: the HTTP status, or for a trailers-only gRPC response
 /// its `grpc-status` mapped as Envoy maps it (UNAVAILABLE is a 503, INTERNAL a 500, …).

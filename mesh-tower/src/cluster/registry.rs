@@ -93,7 +93,7 @@ impl Registry {
 }
 
 /// One cluster's live state.
-impl crate::retry::RetryLimits for Registry {
+impl crate::breaker::RetryLimits for Registry {
     fn try_retry(&self, cluster: &str) -> Result<crate::breaker::Guard, MeshError> {
         self.get(&Arc::from(cluster)).limits.try_retry()
     }

@@ -8,6 +8,7 @@ pub use ready::{ChannelOptions, RECHECK, WaitForReady};
 pub use service::{LocalReply, MeshService, ResponseFuture, STARTUP_WAIT};
 
 use crate::RequestBody;
+use crate::breaker::RetryLimits;
 use crate::cluster::Dispatch;
 use crate::cluster::registry::Registry;
 use crate::connect::{Connect, Connector};
@@ -17,7 +18,7 @@ use crate::error::MeshError;
 use crate::fault::FaultLayer;
 use crate::mirror::MirrorLayer;
 use crate::ratelimit::RateLimitLayer;
-use crate::retry::{RetryLayer, RetryLimits};
+use crate::retry::RetryLayer;
 use crate::rewrite::RewriteLayer;
 use crate::route::RouteLayer;
 use crate::route::target::ByAuthority;

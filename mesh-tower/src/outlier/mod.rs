@@ -27,40 +27,11 @@ mod tests;
 
 use crate::balance::EndpointStats;
 use mesh_core::policy::OutlierDetection;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::time::Instant;
 
-/// Per-endpoint outlier state (part of [`EndpointStats`]).
-#[derive(Debug, Default)]
-pub struct EndpointHealth {
-    ejected: AtomicBool,
-    consecutive_5xx: AtomicU32,
-    consecutive_gateway: AtomicU32,
-    consecutive_local: AtomicU32,
-    success: AtomicU64,
-    failure: AtomicU64,
-    ejection: Mutex<Ejection>,
-}
-
-#[derive(Debug, Default)]
-struct Ejection {
-    until: Option<Instant>,
-    count: u32,
-    total: u64,
-}
-
-impl EndpointHealth {
-    /// Whether the endpoint is ejected now.
-    pub fn is_ejected(&self) -> bool {
-        self.ejected.load(Ordering::Relaxed)
-    }
-
-    /// How many times the endpoint was ejected.
-    pub fn ejections(&self) -> u64 {
-        lock(&self.ejection).total
-    }
-}
+pub use crate::endpoint::EndpointHealth;
 
 /// What one attempt on an endpoint came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -36,8 +36,7 @@ pub use self::policy::RetryPolicy;
 
 use self::future::ResponseFuture;
 use crate::body::MeshBody;
-use crate::breaker::Guard;
-use crate::cluster::{PreviousHosts, ServedBy};
+use crate::endpoint::{PreviousHosts, ServedBy};
 use crate::error::{ErrorKind, MeshError};
 use crate::route::RouteDecision;
 use futures_util::StreamExt;
@@ -51,11 +50,7 @@ use std::task::{Context, Poll};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-/// Admission of retries per cluster (the mesh's circuit breakers implement it).
-pub trait RetryLimits: Send + Sync + 'static {
-    /// Admits one retry to `cluster`, holding it until the guard drops.
-    fn try_retry(&self, cluster: &str) -> Result<Guard, MeshError>;
-}
+pub use crate::breaker::RetryLimits;
 
 /// Retries requests by their route's policy.
 pub struct Retry<S> {

@@ -2,7 +2,7 @@
 //! paused time and a scripted inner service.
 
 use super::*;
-use crate::breaker::Limits;
+use crate::breaker::{Guard, Limits};
 use crate::route::RouteInfo;
 use crate::test_util::{BoxFut, FnService, request, response, service};
 use bytes::Bytes;

@@ -1,0 +1,63 @@
+//! The state every balancer, the outlier detector and the dispatch share about one endpoint,
+//! below all of them: outlier state lives with the endpoint's stats (so it survives config
+//! updates), and the balancers read it without depending on the detector that writes it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Per-endpoint outlier state (part of [`EndpointStats`](crate::balance::EndpointStats)): what
+/// the cluster's [`Detector`](crate::outlier::Detector) counts and decides.
+#[derive(Debug, Default)]
+pub struct EndpointHealth {
+    pub(crate) ejected: AtomicBool,
+    pub(crate) consecutive_5xx: AtomicU32,
+    pub(crate) consecutive_gateway: AtomicU32,
+    pub(crate) consecutive_local: AtomicU32,
+    pub(crate) success: AtomicU64,
+    pub(crate) failure: AtomicU64,
+    pub(crate) ejection: Mutex<Ejection>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Ejection {
+    pub(crate) until: Option<Instant>,
+    pub(crate) count: u32,
+    pub(crate) total: u64,
+}
+
+impl EndpointHealth {
+    /// Whether the endpoint is ejected now.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// How many times the endpoint was ejected.
+    pub fn ejections(&self) -> u64 {
+        lock(&self.ejection).total
+    }
+}
+
+/// Which cluster and endpoint served a response (in the response's extensions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedBy {
+    /// The cluster.
+    pub cluster: Arc<str>,
+    /// The endpoint's address.
+    pub endpoint: SocketAddr,
+}
+
+/// Hosts earlier attempts of this request went to, for the retry host predicate
+/// (`envoy.retry_host_predicates.previous_hosts`); the retry layer puts it in the request.
+#[derive(Clone, Debug, Default)]
+pub struct PreviousHosts {
+    /// The addresses to avoid.
+    pub hosts: Vec<SocketAddr>,
+    /// Extra picks allowed to find another host (`host_selection_retry_max_attempts`).
+    pub attempts: u32,
+}
