@@ -52,6 +52,7 @@ mod grpc;
 mod mesh;
 pub mod mirror;
 pub mod outlier;
+mod policy;
 pub mod ratelimit;
 pub mod retry;
 pub mod rewrite;

@@ -21,7 +21,7 @@ use crate::RequestBody;
 use crate::balance::PickContext;
 use crate::body::MeshBody;
 use crate::error::{ErrorKind, MeshError};
-use crate::route::RouteDecision;
+use crate::policy::RouteDecision;
 use http::{Request, Response};
 use registry::Registry;
 use std::fmt;

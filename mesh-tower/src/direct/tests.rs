@@ -1,9 +1,11 @@
 //! Redirect locations and direct responses, for HTTP and gRPC callers.
 
 use super::*;
+use http::header;
 use mesh_core::config::route::{
     DataSource, RedirectResponseCode, RegexMatchAndSubstitute, RegexMatcher,
 };
+use mesh_core::config::route::{DirectResponseAction, RedirectAction};
 
 fn req(uri: &str) -> Request<()> {
     Request::builder().uri(uri).body(()).unwrap()

@@ -4,6 +4,9 @@ use super::*;
 use crate::route::RouteInfo;
 use crate::test_util::{BoxFut, request, response, service};
 use mesh_core::policy::{Empty, FaultAbort, FaultDelay};
+use mesh_core::policy::{FractionalPercent, HttpFault};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 fn info(f: HttpFault) -> Arc<RouteInfo> {

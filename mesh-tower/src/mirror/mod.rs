@@ -17,32 +17,16 @@ pub use self::layer::MirrorLayer;
 
 use crate::body::MeshBody;
 use crate::error::MeshError;
+use crate::policy::RouteDecision;
+pub use crate::policy::mirror::{MirrorPolicy, MirrorStats};
 use crate::retry::ReplayBody;
-use crate::route::RouteDecision;
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, Uri, header};
-use mesh_core::policy::FractionalPercent;
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use tower_service::Service;
-
-/// One compiled mirror policy.
-#[derive(Clone, Debug)]
-pub struct MirrorPolicy {
-    /// The shadow cluster.
-    pub cluster: Arc<str>,
-    /// Share of requests mirrored (`None`: all).
-    pub fraction: Option<FractionalPercent>,
-}
-
-/// Counts of mirrored requests.
-#[derive(Debug, Default)]
-pub struct MirrorStats {
-    sent: AtomicU64,
-    skipped: AtomicU64,
-}
 
 /// Sends shadow copies of requests whose route mirrors them.
 #[derive(Clone, Debug)]

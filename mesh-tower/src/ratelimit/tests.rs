@@ -4,7 +4,9 @@ use super::*;
 use crate::route::RouteInfo;
 use crate::test_util::{BoxFut, request, response, service};
 use mesh_core::policy::TokenBucket;
+use mesh_core::policy::{FractionalPercent, LocalRateLimit};
 use std::sync::Arc;
+use std::time::Duration;
 
 fn config(max: u32, per_fill: u32, every_ms: u64) -> LocalRateLimit {
     LocalRateLimit {

@@ -26,19 +26,18 @@
 mod body;
 pub mod future;
 mod layer;
-mod policy;
 #[cfg(test)]
 mod tests;
 
 pub use self::body::ReplayBody;
 pub use self::layer::RetryLayer;
-pub use self::policy::RetryPolicy;
+pub use crate::policy::retry::RetryPolicy;
 
 use self::future::ResponseFuture;
 use crate::body::MeshBody;
 use crate::endpoint::{PreviousHosts, ServedBy};
 use crate::error::{ErrorKind, MeshError};
-use crate::route::RouteDecision;
+use crate::policy::RouteDecision;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::{HeaderValue, Request, Response};

@@ -4,8 +4,13 @@ use super::*;
 use crate::body::MeshBody;
 use crate::route::RouteInfo;
 use crate::test_util::{BoxFut, request, response, service};
+use http::uri::Authority;
+use http::{HeaderMap, HeaderValue, header};
+use mesh_core::config::headers::{AppendAction, HeaderMutations};
 use mesh_core::config::headers::{HeaderValue as Hv, HeaderValueOption};
+use mesh_core::config::route::RegexMatchAndSubstitute;
 use mesh_core::config::route::RegexMatcher;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 fn add(key: &str, value: &str, action: AppendAction) -> HeaderValueOption {

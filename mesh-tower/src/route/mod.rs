@@ -47,7 +47,7 @@
 //! ```
 
 pub mod future;
-pub mod hash;
+pub use crate::policy::hash;
 mod layer;
 pub(crate) mod table;
 pub(crate) mod target;
@@ -55,7 +55,8 @@ pub(crate) mod target;
 mod tests;
 
 pub use self::layer::RouteLayer;
-pub use self::table::RouteInfo;
+pub(crate) use crate::policy::headers::query_param;
+pub use crate::policy::{RouteDecision, RouteInfo};
 
 use self::future::ResponseFuture;
 use self::target::{ByAuthority, TargetState};
@@ -66,21 +67,6 @@ use mesh_core::BoxError;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
-
-/// The route layer's decision, stored in the request's extensions.
-#[derive(Clone, Debug)]
-pub struct RouteDecision {
-    /// The target (listener) name.
-    pub target: Arc<str>,
-    /// The route that matched.
-    pub route: Arc<RouteInfo>,
-    /// The cluster chosen (empty for a local answer).
-    pub cluster: Arc<str>,
-    /// The chosen weighted cluster's header mutations.
-    pub cluster_headers: Option<Arc<crate::rewrite::Mutations>>,
-    /// The request's hash from the route's `hash_policy` (for ring hash and Maglev).
-    pub hash: Option<u64>,
-}
 
 /// Which targets a [`Route`] serves.
 #[derive(Clone, Debug)]
@@ -197,15 +183,6 @@ fn decide<B>(
         cluster,
         cluster_headers,
         hash,
-    })
-}
-
-/// The raw (not percent-decoded, as Envoy compares) value of the first query parameter named
-/// `name`; a parameter without `=` has the empty value.
-pub(crate) fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
-    query?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then_some(v)
     })
 }
 

@@ -1,143 +1,27 @@
 //! A route config compiled for matching: domains indexed by kind, regexes built once, cluster
 //! weights turned into cumulative sums.
 
-use crate::direct::LocalAnswer;
 use crate::error::{ErrorKind, MeshError};
-use crate::fault::FaultPolicy;
-use crate::mirror::MirrorPolicy;
-use crate::ratelimit::RateLimiter;
-use crate::retry::RetryPolicy;
-use crate::rewrite::{Mutations, PathRewrite, Rewrite};
+use crate::policy::RouteInfo;
+use crate::policy::fault::FaultPolicy;
+use crate::policy::headers::{HeaderKind, HeaderRule, compile_header, full_regex};
+use crate::policy::local::LocalAnswer;
+use crate::policy::mirror::MirrorPolicy;
+use crate::policy::ratelimit::RateLimiter;
+use crate::policy::retry::RetryPolicy;
+use crate::policy::rewrite::{Mutations, PathRewrite, Rewrite};
+use crate::policy::route::ClusterPick;
 use http::{HeaderMap, HeaderName};
 use mesh_core::config::listener::HttpFilter;
 use mesh_core::config::route::{
-    ClusterSpecifier, DEFAULT_BUFFER_LIMIT, HeaderMatch, HeaderMatcher, PathMatch,
-    QueryParameterMatcher, REGEX_SIZE_LIMIT, RouteKind,
+    ClusterSpecifier, DEFAULT_BUFFER_LIMIT, HeaderMatcher, PathMatch, QueryParameterMatcher,
+    RouteKind,
 };
 use mesh_core::policy::FractionalPercent;
 use mesh_core::{Route, RouteConfig, VirtualHost};
 use regex::Regex;
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// What the route layer decided, for the layers behind it.
-#[derive(Debug)]
-pub struct RouteInfo {
-    /// Route name (`"<virtual host>/<index>"` when the route has none).
-    pub name: Arc<str>,
-    /// The virtual host that matched.
-    pub virtual_host: Arc<str>,
-    /// Route timeout in force (`None`: disabled).
-    pub timeout: Option<Duration>,
-    /// Stream idle timeout (no response, or no response body frame, for this long).
-    pub idle_timeout: Option<Duration>,
-    /// Honour the caller's `grpc-timeout` (gRFC A31): cap (`None`: uncapped) and offset.
-    pub grpc_timeout: Option<(Option<Duration>, Duration)>,
-    /// The limit on gRPC requests besides the caller's own deadline (gRFC A31):
-    /// `grpc_timeout_header_max` if set, else `max_stream_duration`; `None`: unlimited. The
-    /// HTTP route timeout (and its 15 s default) does not apply to gRPC.
-    pub grpc_limit: Option<Duration>,
-    /// Retry policy (route's, else the virtual host's).
-    pub retry: Option<Arc<RetryPolicy>>,
-    /// Request body bytes kept for replay.
-    pub buffer_limit: usize,
-    /// Fault injection in force.
-    pub fault: Option<Arc<FaultPolicy>>,
-    /// Local rate limit in force.
-    pub rate_limit: Option<Arc<RateLimiter>>,
-    /// Path/host rewrite and header mutations.
-    pub rewrite: Option<Arc<Rewrite>>,
-    /// Shadow clusters.
-    pub mirrors: Vec<MirrorPolicy>,
-    /// A redirect or direct response answered locally.
-    pub local: Option<Arc<LocalAnswer>>,
-    /// The request hash for consistent-hashing clusters.
-    pub hash_policy: super::hash::HashPolicy,
-    pub(crate) clusters: ClusterPick,
-}
-
-impl RouteInfo {
-    /// Whether the route forwards with no policy-layer work: no local answer, rate limit,
-    /// fault, rewrite or header mutation, mirror, or retry policy that can retry. Such routes
-    /// skip the policy layers in a [`Mesh`](crate::Mesh) service (the timeout still applies).
-    pub fn is_plain(&self) -> bool {
-        self.local.is_none()
-            && self.rate_limit.is_none()
-            && self.fault.is_none()
-            && self.rewrite.is_none()
-            && self.mirrors.is_empty()
-            && self.retry.as_ref().is_none_or(|p| !p.is_active())
-    }
-
-    /// A forwarding route to `cluster` with no policy (for tests and standalone layers).
-    pub fn to_cluster(name: &str, cluster: &str, timeout: Option<Duration>) -> Self {
-        Self {
-            name: name.into(),
-            virtual_host: "".into(),
-            timeout,
-            idle_timeout: None,
-            grpc_timeout: None,
-            grpc_limit: timeout,
-            retry: None,
-            buffer_limit: DEFAULT_BUFFER_LIMIT as usize,
-            fault: None,
-            rate_limit: None,
-            rewrite: None,
-            mirrors: Vec::new(),
-            local: None,
-            hash_policy: super::hash::HashPolicy::default(),
-            clusters: ClusterPick::One(cluster.into()),
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) enum ClusterPick {
-    One(Arc<str>),
-    /// Cumulative weights: pick `r` in `[0, total)`, first entry whose bound exceeds `r`; each
-    /// with its weighted-cluster header mutations.
-    Weighted(Vec<(u64, Arc<str>, Option<Arc<Mutations>>)>),
-    Header(HeaderName),
-    /// Local answers have no cluster.
-    None,
-}
-
-impl RouteInfo {
-    /// The cluster for one request; `r` is a uniform random number (seedable in tests).
-    pub(crate) fn pick_cluster(
-        &self,
-        headers: &HeaderMap,
-        r: u64,
-    ) -> Result<(Arc<str>, Option<Arc<Mutations>>), MeshError> {
-        match &self.clusters {
-            ClusterPick::One(c) => Ok((c.clone(), None)),
-            ClusterPick::None => Ok((Arc::from(""), None)),
-            ClusterPick::Weighted(cum) => {
-                let total = cum.last().map_or(0, |x| x.0);
-                let point = r % total.max(1);
-                let i = cum.partition_point(|(bound, _, _)| *bound <= point);
-                let (_, c, m) = &cum[i.min(cum.len() - 1)];
-                Ok((c.clone(), m.clone()))
-            }
-            ClusterPick::Header(name) => headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
-                .map(|v| (Arc::from(v), None))
-                .ok_or_else(|| {
-                    MeshError::new(
-                        ErrorKind::UnknownCluster,
-                        format!(
-                            "cluster_header {:?} is missing from the request",
-                            name.as_str()
-                        ),
-                    )
-                }),
-        }
-    }
-}
 
 /// A compiled route config.
 #[derive(Debug)]
@@ -183,34 +67,9 @@ enum PathMatcher {
     Separated(String, bool),
 }
 
-#[derive(Debug)]
-pub(crate) struct HeaderRule {
-    name: HeaderName,
-    kind: HeaderKind,
-    invert: bool,
-}
-
-#[derive(Debug)]
-enum HeaderKind {
-    Exact(String, bool),
-    Prefix(String, bool),
-    Suffix(String, bool),
-    Contains(String, bool),
-    Regex(Regex),
-    Range(i64, i64),
-    Present(bool),
-}
-
 mod compile;
 
 use compile::compile_vhost;
-
-fn full_regex(re: &str) -> Result<Regex, String> {
-    regex::RegexBuilder::new(&format!("^(?:{re})$"))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| format!("invalid regex {re:?}: {e}"))
-}
 
 impl Table {
     /// Compiles a (validated) route config.
@@ -317,31 +176,6 @@ fn strip_port(host: &str) -> Option<&str> {
     (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':')).then_some(h)
 }
 
-pub(crate) fn compile_header(h: &HeaderMatcher) -> Result<HeaderRule, String> {
-    let name = HeaderName::try_from(h.name.as_str()).map_err(|e| e.to_string())?;
-    let fold = |s: &str, ic: bool| {
-        if ic {
-            s.to_ascii_lowercase()
-        } else {
-            s.to_owned()
-        }
-    };
-    let kind = match h.header_match().ok_or("several header match specifiers")? {
-        HeaderMatch::Exact(v, ic) => HeaderKind::Exact(fold(v, ic), ic),
-        HeaderMatch::Prefix(v, ic) => HeaderKind::Prefix(fold(v, ic), ic),
-        HeaderMatch::Suffix(v, ic) => HeaderKind::Suffix(fold(v, ic), ic),
-        HeaderMatch::Contains(v, ic) => HeaderKind::Contains(fold(v, ic), ic),
-        HeaderMatch::Regex(re) => HeaderKind::Regex(full_regex(re)?),
-        HeaderMatch::Range(r) => HeaderKind::Range(r.start, r.end),
-        HeaderMatch::Present(p) => HeaderKind::Present(p),
-    };
-    Ok(HeaderRule {
-        name,
-        kind,
-        invert: h.invert_match,
-    })
-}
-
 impl PathMatcher {
     fn matches(&self, path: &str) -> bool {
         match self {
@@ -367,65 +201,6 @@ impl PathMatcher {
                     None | Some(b'/' | b'?' | b'#')
                 )
             }
-        }
-    }
-}
-
-impl HeaderRule {
-    /// Envoy's semantics: several values are joined with `,`; a missing header matches only
-    /// `present_match: false` (or, inverted, `present_match: true`).
-    pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
-        let mut values = headers.get_all(&self.name).iter();
-        let Some(first) = values.next() else {
-            return match self.kind {
-                HeaderKind::Present(p) => p == self.invert,
-                _ => false,
-            };
-        };
-        let joined;
-        let value: &[u8] = match values.next() {
-            None => first.as_bytes(),
-            Some(second) => {
-                let mut all = first.as_bytes().to_vec();
-                for v in std::iter::once(second).chain(values) {
-                    all.push(b',');
-                    all.extend_from_slice(v.as_bytes());
-                }
-                joined = all;
-                &joined
-            }
-        };
-        let value = String::from_utf8_lossy(value);
-        self.kind.matches(&value) != self.invert
-    }
-}
-
-impl HeaderKind {
-    fn matches(&self, value: &str) -> bool {
-        let eq = |a: &str, b: &str, ic: bool| {
-            if ic {
-                a.eq_ignore_ascii_case(b)
-            } else {
-                a == b
-            }
-        };
-        fn lower(v: &str, ic: bool) -> Cow<'_, str> {
-            if ic {
-                Cow::Owned(v.to_ascii_lowercase())
-            } else {
-                Cow::Borrowed(v)
-            }
-        }
-        match self {
-            HeaderKind::Exact(x, ic) => eq(value, x, *ic),
-            HeaderKind::Prefix(x, ic) => lower(value, *ic).starts_with(x.as_str()),
-            HeaderKind::Suffix(x, ic) => lower(value, *ic).ends_with(x.as_str()),
-            HeaderKind::Contains(x, ic) => lower(value, *ic).contains(x.as_str()),
-            HeaderKind::Regex(re) => re.is_match(value),
-            HeaderKind::Range(start, end) => {
-                value.parse::<i64>().is_ok_and(|n| *start <= n && n < *end)
-            }
-            HeaderKind::Present(p) => *p,
         }
     }
 }

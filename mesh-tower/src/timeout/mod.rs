@@ -25,7 +25,7 @@ pub use self::layer::TimeoutLayer;
 
 use self::future::ResponseFuture;
 use crate::error::MeshError;
-use crate::route::RouteDecision;
+use crate::policy::RouteDecision;
 use http::Request;
 use mesh_core::BoxError;
 use std::task::{Context, Poll};

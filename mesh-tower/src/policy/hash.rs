@@ -80,9 +80,8 @@ impl Source {
                     let (k, v) = kv.trim().split_once('=')?;
                     (k == name).then(|| xxhash_rust::xxh64::xxh64(v.as_bytes(), 0))
                 }),
-            Source::Query(name) => {
-                super::query_param(query, name).map(|v| xxhash_rust::xxh64::xxh64(v.as_bytes(), 0))
-            }
+            Source::Query(name) => super::headers::query_param(query, name)
+                .map(|v| xxhash_rust::xxh64::xxh64(v.as_bytes(), 0)),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A route's retry policy compiled for the request path, and what it retries.
 
+use super::headers::{HeaderRule, compile_header};
 use crate::error::{ErrorKind, MeshError};
-use crate::route::table::{HeaderRule, compile_header};
 use http::Response;
 use mesh_core::config::route::DEFAULT_BUFFER_LIMIT;
 use mesh_core::policy::{HedgePolicy, RetryCondition as C};
