@@ -19,7 +19,7 @@ fn endpoints(n: usize) -> Vec<EndpointInfo> {
         .map(|i| EndpointInfo {
             address: ([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 8080).into(),
             weight: 1 + (i % 3) as u32,
-            health: mesh_core::HealthStatus::Healthy,
+            health_status: mesh_core::HealthStatus::Healthy,
             locality: Arc::default(),
             locality_weight: 1,
             priority: 0,

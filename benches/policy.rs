@@ -13,8 +13,8 @@ use futures_util::FutureExt;
 use http_body_util::Empty;
 use mesh_benches::{BARE_YAML, InstantMesh, POLICY_YAML};
 use mesh_core::{MeshConfig, Store};
-use mesh_tower::direct::DirectLayer;
 use mesh_tower::fault::FaultLayer;
+use mesh_tower::local::LocalAnswersLayer;
 use mesh_tower::mirror::MirrorLayer;
 use mesh_tower::ratelimit::RateLimitLayer;
 use mesh_tower::retry::RetryLayer;
@@ -62,7 +62,7 @@ fn layers(c: &mut Criterion) {
     run(
         c,
         "policy/route+direct",
-        route(POLICY_YAML).layer(DirectLayer.layer(InstantMesh)),
+        route(POLICY_YAML).layer(LocalAnswersLayer.layer(InstantMesh)),
     );
     run(
         c,
@@ -101,7 +101,7 @@ fn layers(c: &mut Criterion) {
         let stack = RewriteLayer.layer(stack);
         let stack = FaultLayer::new().layer(stack);
         let stack = RateLimitLayer::new().layer(stack);
-        let stack = DirectLayer.layer(stack);
+        let stack = LocalAnswersLayer.layer(stack);
         route(yaml).layer(stack)
     };
     run(c, "policy/full_stack_no_policy", full(BARE_YAML));

@@ -12,7 +12,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`route`] | matching and the [`RouteDecision`](route::RouteDecision) later layers read |
-//! | [`direct`] | local answers: redirects and direct responses |
+//! | [`local`] | local answers: redirects and direct responses |
 //! | [`ratelimit`] | local rate limiting (token buckets) |
 //! | [`fault`] | fault injection: delays and aborts |
 //! | [`rewrite`] | path and host rewrites, header mutations |
@@ -43,12 +43,12 @@ pub mod breaker;
 pub mod cluster;
 pub mod connect;
 pub mod control;
-pub mod direct;
 mod draw;
 mod endpoint;
 mod error;
 pub mod fault;
 mod grpc;
+pub mod local;
 mod mesh;
 pub mod mirror;
 pub mod outlier;

@@ -4,7 +4,7 @@
 use crate::body::MeshBody;
 use crate::cluster::ServedBy;
 use crate::error::MeshError;
-use crate::route::{RouteDecision, RouteInfo};
+use crate::route::{RouteDecision, RoutePolicy};
 use http::{Request, Response};
 use std::future::Future;
 use std::pin::Pin;
@@ -66,7 +66,7 @@ pub(crate) fn response(status: u16, endpoint: u16) -> Response<MeshBody> {
 }
 
 /// A request to `path` routed by `info` to cluster `c`.
-pub(crate) fn request<B>(info: &Arc<RouteInfo>, path: &str, body: B) -> Request<B> {
+pub(crate) fn request<B>(info: &Arc<RoutePolicy>, path: &str, body: B) -> Request<B> {
     let mut req = Request::builder()
         .uri(format!("http://svc{path}"))
         .body(body)

@@ -44,8 +44,9 @@ pub struct EndpointStats {
     /// When the endpoint joined its cluster (slow start ramps from here).
     created: std::time::Instant,
     in_flight: AtomicU64,
-    /// Outlier detection state (ejection, failure counters).
-    pub health: crate::endpoint::EndpointHealth,
+    /// Outlier detection state (ejection, failure counters): what traffic says of the
+    /// endpoint (`EndpointInfo::health_status` is what discovery says).
+    pub outlier: crate::endpoint::EndpointHealth,
     /// Peak-EWMA response latency.
     pub ewma: peak_ewma::Ewma,
     /// The weight from the endpoint's own load reports (client-side weighted round robin).
@@ -57,7 +58,7 @@ impl Default for EndpointStats {
         Self {
             created: std::time::Instant::now(),
             in_flight: AtomicU64::new(0),
-            health: Default::default(),
+            outlier: Default::default(),
             ewma: Default::default(),
             reported: Default::default(),
         }
@@ -107,8 +108,9 @@ pub struct EndpointInfo {
     pub address: SocketAddr,
     /// `load_balancing_weight` (1 when unset).
     pub weight: u32,
-    /// Health from discovery.
-    pub health: HealthStatus,
+    /// Health as discovery reports it (EDS `health_status`); outlier ejection is in
+    /// `stats.outlier`.
+    pub health_status: HealthStatus,
     /// Locality.
     pub locality: Arc<Locality>,
     /// The locality's `load_balancing_weight` (for locality-weighted balancing; 1 when unset).
@@ -295,7 +297,7 @@ pub(crate) mod tests {
             .map(|i| EndpointInfo {
                 address: ([10, 0, 0, 1], 8000 + i).into(),
                 weight: 1,
-                health: HealthStatus::Healthy,
+                health_status: HealthStatus::Healthy,
                 locality: Arc::default(),
                 locality_weight: 1,
                 priority: 0,

@@ -214,7 +214,7 @@ impl Plan {
             in_level
                 .iter()
                 .copied()
-                .filter(|&i| endpoints[i].health.is_usable())
+                .filter(|&i| endpoints[i].health_status.is_usable())
                 .collect()
         };
         let counts: Vec<(usize, usize)> = in_levels
@@ -229,7 +229,7 @@ impl Plan {
                 let all: Vec<usize> = in_level
                     .iter()
                     .copied()
-                    .filter(|&i| endpoints[i].health != HealthStatus::Draining)
+                    .filter(|&i| endpoints[i].health_status != HealthStatus::Draining)
                     .collect();
                 levels.push(Level {
                     group: Group::new(cluster, endpoints, all),
@@ -433,7 +433,7 @@ fn locality_groups(
         let healthy: Vec<usize> = members
             .iter()
             .copied()
-            .filter(|&i| endpoints[i].health.is_usable())
+            .filter(|&i| endpoints[i].health_status.is_usable())
             .collect();
         let weight = members.first().map_or(0, |&i| endpoints[i].locality_weight) as f64;
         let avail = (f64::from(factor) / 100.0 * healthy.len() as f64
@@ -457,7 +457,7 @@ mod tests {
             .map(|(i, &(priority, healthy, zone, lw))| EndpointInfo {
                 address: ([10, 0, 0, 1], 8000 + i as u16).into(),
                 weight: 1,
-                health: if healthy {
+                health_status: if healthy {
                     HealthStatus::Healthy
                 } else {
                     HealthStatus::Unhealthy
@@ -490,7 +490,7 @@ mod tests {
         let plan = Plan::new(&cluster, &eps, 140, None);
         let p1 = shares(&plan, &eps, |e| e.priority == 1);
         assert!((p1 - 0.30).abs() < 0.02, "P1 takes 30%: {p1}");
-        assert!(shares(&plan, &eps, |e| !e.health.is_usable()) == 0.0);
+        assert!(shares(&plan, &eps, |e| !e.health_status.is_usable()) == 0.0);
         // All of P0 healthy again: P1 gets nothing.
         let spec: Vec<_> = spec.iter().map(|s| (s.0, true, s.2, s.3)).collect();
         let eps = endpoints(&spec);
@@ -524,7 +524,7 @@ mod tests {
         let eps = endpoints(&(0..10).map(|i| (0, i < 2, "a", 1)).collect::<Vec<_>>());
         let plan = Plan::new(&cluster, &eps, 140, None);
         assert!(plan.panic, "28% < 50%");
-        let unhealthy = shares(&plan, &eps, |e| !e.health.is_usable());
+        let unhealthy = shares(&plan, &eps, |e| !e.health_status.is_usable());
         assert!((unhealthy - 0.8).abs() < 0.02, "{unhealthy}");
         // A 0% threshold turns panic mode off.
         let mut no_panic = Cluster::new("c");
@@ -533,7 +533,7 @@ mod tests {
             ..Default::default()
         });
         let plan = Plan::new(&no_panic, &eps, 140, None);
-        assert_eq!(shares(&plan, &eps, |e| !e.health.is_usable()), 0.0);
+        assert_eq!(shares(&plan, &eps, |e| !e.health_status.is_usable()), 0.0);
     }
 
     #[test]

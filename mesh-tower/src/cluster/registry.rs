@@ -287,7 +287,7 @@ impl ClusterHandle {
                 endpoints.push(EndpointInfo {
                     address: ep.address,
                     weight: ep.load_balancing_weight.unwrap_or(1),
-                    health: ep.health_status,
+                    health_status: ep.health_status,
                     locality: locality.clone(),
                     locality_weight: loc.load_balancing_weight.unwrap_or(1),
                     priority,
@@ -372,7 +372,7 @@ impl ClusterState {
         for _ in 0..limit {
             let picked = self.pick(&ctx)?;
             ctx.attempt += 1;
-            let ejected = picked.0.stats.health.is_ejected();
+            let ejected = picked.0.stats.outlier.is_ejected();
             let avoided = avoid.contains(&picked.0.address);
             if !ejected && (!avoided || tries >= attempts) {
                 return Ok(picked);
@@ -435,7 +435,7 @@ impl ClusterState {
                     "no usable endpoint ({} of {} usable)",
                     self.endpoints
                         .iter()
-                        .filter(|e| e.health.is_usable())
+                        .filter(|e| e.health_status.is_usable())
                         .count(),
                     self.total
                 ),

@@ -1,7 +1,7 @@
 //! Fault percentages (seeded), delays with paused time, header control and the active cap.
 
 use super::*;
-use crate::route::RouteInfo;
+use crate::route::RoutePolicy;
 use crate::test_util::{BoxFut, request, response, service};
 use mesh_core::policy::{Empty, FaultAbort, FaultDelay};
 use mesh_core::policy::{FractionalPercent, HttpFault};
@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-fn info(f: HttpFault) -> Arc<RouteInfo> {
-    let mut i = RouteInfo::to_cluster("r", "c", None);
+fn info(f: HttpFault) -> Arc<RoutePolicy> {
+    let mut i = RoutePolicy::to_cluster("r", "c", None);
     i.fault = Some(Arc::new(FaultPolicy::new(&f).unwrap()));
     Arc::new(i)
 }
@@ -64,7 +64,7 @@ async fn abort_percentage_is_respected_within_statistical_bounds() {
     assert!((3..=40).contains(&hits), "{hits}");
 }
 
-fn info_with_denominator() -> Arc<RouteInfo> {
+fn info_with_denominator() -> Arc<RoutePolicy> {
     info(abort(FractionalPercent {
         numerator: 10,
         denominator: mesh_core::policy::DenominatorType::TenThousand,

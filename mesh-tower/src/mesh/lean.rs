@@ -7,13 +7,13 @@
 //! allocation of http's extension map. Skipping both saved about a quarter of what the mesh
 //! added per request in the side-by-side profile (the figures are in `docs/benchmarks.md`).
 //!
-//! [`Router`] routes once and, for a plain route (see [`RouteInfo::is_plain`]), applies the
+//! [`Router`] routes once and, for a plain route (see [`RoutePolicy::is_plain`]), applies the
 //! route timeout and dispatches itself, with the decision in hand: nothing is recorded in the
 //! request. Other routes get the decision recorded and go through the whole stack. Both paths
 //! end in the same dispatch, so connections, balancer state and circuit breakers are shared,
 //! and the answer carries [`ServedBy`](crate::ServedBy) either way.
 //!
-//! [`RouteInfo::is_plain`]: crate::route::RouteInfo::is_plain
+//! [`RoutePolicy::is_plain`]: crate::route::RoutePolicy::is_plain
 
 use crate::body::MeshBody;
 use crate::cluster::{Destination, Dispatch};

@@ -13,9 +13,9 @@ use crate::cluster::Dispatch;
 use crate::cluster::registry::Registry;
 use crate::connect::{Connect, Connector};
 use crate::control::Control;
-use crate::direct::DirectLayer;
 use crate::error::MeshError;
 use crate::fault::FaultLayer;
+use crate::local::LocalAnswersLayer;
 use crate::mirror::MirrorLayer;
 use crate::ratelimit::RateLimitLayer;
 use crate::retry::RetryLayer;
@@ -171,7 +171,7 @@ impl Mesh {
         let stack = RewriteLayer.layer(stack);
         let stack = FaultLayer::new().layer(stack);
         let stack = RateLimitLayer::new().layer(stack);
-        let stack = DirectLayer.layer(stack);
+        let stack = LocalAnswersLayer.layer(stack);
         MeshService::new(
             lean::Router::new(route.into_targets(), stack, lean),
             startup,

@@ -16,10 +16,10 @@ use super::{Mesh, Ready, readiness};
 use crate::RequestBody;
 use crate::body::MeshBody;
 use crate::cluster::Dispatch;
-use crate::direct::Direct;
 use crate::error::MeshError;
 use crate::fault::Fault;
 use crate::grpc;
+use crate::local::LocalAnswers;
 use crate::mirror::Mirror;
 use crate::ratelimit::RateLimit;
 use crate::retry::{ReplayBody, Retry};
@@ -98,7 +98,7 @@ impl<B> MeshService<B> {
 /// The policy stack behind the route layer, outermost first: local answers, rate limit,
 /// faults, rewrites, the route timeout, retries, mirrors, and the cluster dispatch.
 pub(super) type Stack<B> =
-    Direct<RateLimit<Fault<RewriteService<Timeout<Retry<Mirror<Dispatch<ReplayBody<B>>>>>>>>>;
+    LocalAnswers<RateLimit<Fault<RewriteService<Timeout<Retry<Mirror<Dispatch<ReplayBody<B>>>>>>>>>;
 
 /// A channel's start-up state: its listener, and whether its config has been complete yet.
 pub(super) struct Startup {

@@ -2,7 +2,7 @@
 //! the primary is unaffected, and fractions hold.
 
 use super::*;
-use crate::route::RouteInfo;
+use crate::route::RoutePolicy;
 use crate::test_util::{BoxFut, request, response, service};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 #[tokio::test]
 async fn the_copy_reaches_the_shadow_cluster_with_the_body() {
-    let mut info = RouteInfo::to_cluster("r", "c", None);
+    let mut info = RoutePolicy::to_cluster("r", "c", None);
     info.mirrors = vec![MirrorPolicy {
         cluster: "shadow".into(),
         fraction: None,
@@ -61,7 +61,7 @@ async fn the_copy_reaches_the_shadow_cluster_with_the_body() {
 
 #[tokio::test]
 async fn fractions_retries_and_unreplayable_bodies() {
-    let mut info = RouteInfo::to_cluster("r", "c", None);
+    let mut info = RoutePolicy::to_cluster("r", "c", None);
     info.mirrors = vec![MirrorPolicy {
         cluster: "shadow".into(),
         fraction: Some(mesh_core::policy::FractionalPercent::percent(25)),
@@ -80,7 +80,7 @@ async fn fractions_retries_and_unreplayable_bodies() {
     let sent = mirror.sent();
     assert!((890..=1110).contains(&sent), "{sent}");
 
-    let mut every = RouteInfo::to_cluster("r", "c", None);
+    let mut every = RoutePolicy::to_cluster("r", "c", None);
     every.mirrors = vec![MirrorPolicy {
         cluster: "shadow".into(),
         fraction: None,

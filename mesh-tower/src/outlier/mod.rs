@@ -83,7 +83,7 @@ impl Detector {
 
     /// Records one attempt's outcome on `ep` and ejects it if a consecutive rule trips.
     pub fn report(&self, ep: &EndpointStats, outcome: Outcome) {
-        let h = &ep.health;
+        let h = &ep.outlier;
         let c = &self.config;
         let split = c.split_external_local_origin_errors;
         let (is_5xx, is_gateway, local) = match outcome {
@@ -127,13 +127,13 @@ impl Detector {
     fn ejected_count(&self) -> usize {
         self.endpoints
             .iter()
-            .filter(|e| e.health.is_ejected())
+            .filter(|e| e.outlier.is_ejected())
             .count()
     }
 
     /// Ejects `ep` if enforcement rolls yes and the cluster's ejection cap allows it.
     fn eject(&self, ep: &EndpointStats, enforcing: u32) {
-        let h = &ep.health;
+        let h = &ep.outlier;
         if h.is_ejected() || !self.roll(enforcing) {
             return;
         }
@@ -164,7 +164,7 @@ impl Detector {
     /// reset the interval counters.
     pub fn sweep(&self, now: Instant) {
         for ep in &self.endpoints {
-            let h = &ep.health;
+            let h = &ep.outlier;
             let mut e = lock(&h.ejection);
             if h.is_ejected() {
                 if e.until.is_some_and(|u| u <= now) {
@@ -180,7 +180,7 @@ impl Detector {
             .iter()
             .enumerate()
             .map(|(i, ep)| {
-                let h = &ep.health;
+                let h = &ep.outlier;
                 (
                     i,
                     h.success.swap(0, Ordering::Relaxed),

@@ -9,7 +9,7 @@ fn detector(n: usize, config: OutlierDetection) -> (Detector, Vec<Arc<EndpointSt
 }
 
 fn ejected(eps: &[Arc<EndpointStats>]) -> Vec<bool> {
-    eps.iter().map(|e| e.health.is_ejected()).collect()
+    eps.iter().map(|e| e.outlier.is_ejected()).collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -27,29 +27,32 @@ async fn consecutive_5xx_ejects_and_the_sweep_returns_it_after_the_time() {
     d.report(&eps[0], Outcome::Status(200)); // a success resets the streak
     d.report(&eps[0], Outcome::Status(500));
     d.report(&eps[0], Outcome::LocalFailure); // counts as 5xx when not split
-    assert!(!eps[0].health.is_ejected());
+    assert!(!eps[0].outlier.is_ejected());
     d.report(&eps[0], Outcome::Status(502));
-    assert!(eps[0].health.is_ejected());
+    assert!(eps[0].outlier.is_ejected());
 
     tokio::time::advance(Duration::from_secs(29)).await;
     d.sweep(Instant::now());
-    assert!(eps[0].health.is_ejected(), "still inside the ejection time");
+    assert!(
+        eps[0].outlier.is_ejected(),
+        "still inside the ejection time"
+    );
     tokio::time::advance(Duration::from_secs(1)).await;
     d.sweep(Instant::now());
-    assert!(!eps[0].health.is_ejected());
+    assert!(!eps[0].outlier.is_ejected());
 
     // The second ejection lasts twice as long.
     for _ in 0..3 {
         d.report(&eps[0], Outcome::Status(500));
     }
-    assert!(eps[0].health.is_ejected());
+    assert!(eps[0].outlier.is_ejected());
     tokio::time::advance(Duration::from_secs(59)).await;
     d.sweep(Instant::now());
-    assert!(eps[0].health.is_ejected());
+    assert!(eps[0].outlier.is_ejected());
     tokio::time::advance(Duration::from_secs(1)).await;
     d.sweep(Instant::now());
-    assert!(!eps[0].health.is_ejected());
-    assert_eq!(eps[0].health.ejections(), 2);
+    assert!(!eps[0].outlier.is_ejected());
+    assert_eq!(eps[0].outlier.ejections(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -65,10 +68,10 @@ async fn ejection_time_is_capped_by_max_ejection_time() {
     );
     for round in 0..3 {
         d.report(&eps[0], Outcome::Status(500));
-        assert!(eps[0].health.is_ejected(), "round {round}");
+        assert!(eps[0].outlier.is_ejected(), "round {round}");
         tokio::time::advance(Duration::from_secs(15)).await;
         d.sweep(Instant::now());
-        assert!(!eps[0].health.is_ejected(), "round {round}: capped at 15s");
+        assert!(!eps[0].outlier.is_ejected(), "round {round}: capped at 15s");
     }
 }
 
@@ -112,16 +115,16 @@ async fn gateway_failures_eject_only_when_enforced() {
     d.report(&eps[0], Outcome::Status(503));
     d.report(&eps[0], Outcome::Status(503));
     assert!(
-        !eps[0].health.is_ejected(),
+        !eps[0].outlier.is_ejected(),
         "Envoy's default enforcement is 0%"
     );
 
     let (d, eps) = detector(10, config(Some(100)));
     d.report(&eps[0], Outcome::Status(500)); // not a gateway error: resets
     d.report(&eps[0], Outcome::Status(503));
-    assert!(!eps[0].health.is_ejected());
+    assert!(!eps[0].outlier.is_ejected());
     d.report(&eps[0], Outcome::Status(504));
-    assert!(eps[0].health.is_ejected());
+    assert!(eps[0].outlier.is_ejected());
 }
 
 #[tokio::test(start_paused = true)]
@@ -141,9 +144,9 @@ async fn split_mode_counts_local_origin_failures_apart() {
     d.report(&eps[0], Outcome::Status(500));
     d.report(&eps[0], Outcome::LocalFailure);
     d.report(&eps[0], Outcome::LocalFailure);
-    assert!(!eps[0].health.is_ejected(), "5xx streak 1, local streak 2");
+    assert!(!eps[0].outlier.is_ejected(), "5xx streak 1, local streak 2");
     d.report(&eps[0], Outcome::LocalFailure);
-    assert!(eps[0].health.is_ejected(), "third local failure in a row");
+    assert!(eps[0].outlier.is_ejected(), "third local failure in a row");
 }
 
 #[tokio::test(start_paused = true)]
@@ -240,7 +243,7 @@ async fn enforcement_percentage_is_a_seeded_chance() {
             seed,
         );
         d.report(&eps[0], Outcome::Status(500));
-        ejections += usize::from(eps[0].health.is_ejected());
+        ejections += usize::from(eps[0].outlier.is_ejected());
     }
     // 30% of 200: binomial sd ≈ 6.5, so 60 ± 26 is a 4-sigma band.
     assert!((34..=86).contains(&ejections), "{ejections}");

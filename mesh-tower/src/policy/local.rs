@@ -1,4 +1,4 @@
-//! The compiled policy of the [`direct`](crate::direct) layer, built once per route when the
+//! The compiled policy of the [`local`](crate::local) layer, built once per route when the
 //! route table compiles and read by the layer per request.
 
 use super::rewrite::PathRewrite;

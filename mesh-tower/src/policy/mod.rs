@@ -19,4 +19,4 @@ pub(crate) mod retry;
 pub(crate) mod rewrite;
 pub(crate) mod route;
 
-pub use route::{RouteDecision, RouteInfo};
+pub use route::{RouteDecision, RoutePolicy};

@@ -1,5 +1,5 @@
 //! What the route layer decides for a request ([`RouteDecision`]) and the compiled route it
-//! decided on ([`RouteInfo`]), with every policy of that route resolved.
+//! decided on ([`RoutePolicy`]), with every policy of that route resolved.
 
 use super::fault::FaultPolicy;
 use super::local::LocalAnswer;
@@ -13,9 +13,12 @@ use mesh_core::config::route::DEFAULT_BUFFER_LIMIT;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What the route layer decided, for the layers behind it.
+/// A route compiled, with every policy of it resolved (timeouts, retries, faults, rate limit,
+/// rewrites, mirrors, local answers, hash policy, cluster choice): built once per route
+/// config and shared by every request that matches the route. What the route layer decided
+/// for *one* request is a [`RouteDecision`], which points here.
 #[derive(Debug)]
-pub struct RouteInfo {
+pub struct RoutePolicy {
     /// Route name (`"<virtual host>/<index>"` when the route has none).
     pub name: Arc<str>,
     /// The virtual host that matched.
@@ -49,7 +52,7 @@ pub struct RouteInfo {
     pub(crate) clusters: ClusterPick,
 }
 
-impl RouteInfo {
+impl RoutePolicy {
     /// Whether the route forwards with no policy-layer work: no local answer, rate limit,
     /// fault, rewrite or header mutation, mirror, or retry policy that can retry. Such routes
     /// skip the policy layers in a [`Mesh`](crate::Mesh) service (the timeout still applies).
@@ -84,7 +87,7 @@ impl RouteInfo {
     }
 }
 
-impl RouteInfo {
+impl RoutePolicy {
     /// The cluster for one request; `r` is a uniform random number (seedable in tests).
     pub(crate) fn pick_cluster(
         &self,
@@ -136,7 +139,7 @@ pub struct RouteDecision {
     /// The target (listener) name.
     pub target: Arc<str>,
     /// The route that matched.
-    pub route: Arc<RouteInfo>,
+    pub route: Arc<RoutePolicy>,
     /// The cluster chosen (empty for a local answer).
     pub cluster: Arc<str>,
     /// The chosen weighted cluster's header mutations.

@@ -1,7 +1,7 @@
 //! The token bucket and the refusal, with paused time.
 
 use super::*;
-use crate::route::RouteInfo;
+use crate::route::RoutePolicy;
 use crate::test_util::{BoxFut, request, response, service};
 use mesh_core::policy::TokenBucket;
 use mesh_core::policy::{FractionalPercent, LocalRateLimit};
@@ -51,7 +51,7 @@ async fn refusals_carry_the_status_headers_and_grpc_code() {
         },
         ..Default::default()
     }];
-    let mut info = RouteInfo::to_cluster("r", "c", None);
+    let mut info = RoutePolicy::to_cluster("r", "c", None);
     info.rate_limit = Some(Arc::new(RateLimiter::new(&c).unwrap().unwrap()));
     let info = Arc::new(info);
     let mut svc = RateLimit::new(
@@ -77,7 +77,7 @@ async fn refusals_carry_the_status_headers_and_grpc_code() {
 
     let mut c2 = config(1, 1, 60_000);
     c2.rate_limited_as_resource_exhausted = true;
-    let mut info2 = RouteInfo::to_cluster("r", "c", None);
+    let mut info2 = RoutePolicy::to_cluster("r", "c", None);
     info2.rate_limit = Some(Arc::new(RateLimiter::new(&c2).unwrap().unwrap()));
     let info2 = Arc::new(info2);
     let _ = svc.call(request(&info2, "/", ())).await.unwrap();

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::breaker::{Guard, Limits};
-use crate::route::RouteInfo;
+use crate::route::RoutePolicy;
 use crate::test_util::{BoxFut, FnService, request, response, service};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -26,8 +26,8 @@ fn policy(retry_on: &str, f: impl FnOnce(&mut mesh_core::policy::RetryPolicy)) -
     RetryPolicy::new(&p, None, None).unwrap()
 }
 
-fn route(p: RetryPolicy) -> Arc<RouteInfo> {
-    let mut info = RouteInfo::to_cluster("r", "c", None);
+fn route(p: RetryPolicy) -> Arc<RoutePolicy> {
+    let mut info = RoutePolicy::to_cluster("r", "c", None);
     info.retry = Some(Arc::new(p));
     Arc::new(info)
 }
@@ -66,7 +66,7 @@ async fn call(
     > + Clone
     + Send
     + 'static,
-    info: &Arc<RouteInfo>,
+    info: &Arc<RoutePolicy>,
     limits: Option<Arc<dyn RetryLimits>>,
 ) -> Result<Response<MeshBody>, MeshError> {
     let mut retry = Retry::new(svc, limits);
@@ -424,7 +424,7 @@ async fn previous_hosts_are_passed_to_the_pick() {
 
 #[tokio::test(start_paused = true)]
 async fn routes_without_a_policy_pass_through_unbuffered() {
-    let info = Arc::new(RouteInfo::to_cluster("r", "c", None));
+    let info = Arc::new(RoutePolicy::to_cluster("r", "c", None));
     let svc = service(|req: Request<ReplayBody<Full<Bytes>>>| -> BoxFut {
         assert!(req.body().try_clone().is_none(), "no replay record");
         assert!(req.headers().get("x-envoy-attempt-count").is_none());

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::body::MeshBody;
-use crate::route::RouteInfo;
+use crate::route::RoutePolicy;
 use crate::test_util::{BoxFut, request, response, service};
 use http::uri::Authority;
 use http::{HeaderMap, HeaderValue, header};
@@ -91,7 +91,7 @@ async fn the_service_rewrites_requests_and_mutates_responses() {
         AppendAction::OverwriteIfExistsOrAdd,
     )];
     let resp_remove = ["server".to_owned()];
-    let mut info = RouteInfo::to_cluster("r", "c", None);
+    let mut info = RoutePolicy::to_cluster("r", "c", None);
     info.rewrite = Some(Arc::new(Rewrite {
         path: Some(PathRewrite::prefix(Some("/api"), "/internal")),
         host: Some(Authority::from_static("backend.local")),

@@ -56,7 +56,7 @@ mod tests;
 
 pub use self::layer::RouteLayer;
 pub(crate) use crate::policy::headers::query_param;
-pub use crate::policy::{RouteDecision, RouteInfo};
+pub use crate::policy::{RouteDecision, RoutePolicy};
 
 use self::future::ResponseFuture;
 use self::target::{ByAuthority, TargetState};

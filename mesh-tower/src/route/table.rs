@@ -2,7 +2,7 @@
 //! weights turned into cumulative sums.
 
 use crate::error::{ErrorKind, MeshError};
-use crate::policy::RouteInfo;
+use crate::policy::RoutePolicy;
 use crate::policy::fault::FaultPolicy;
 use crate::policy::headers::{HeaderKind, HeaderRule, compile_header, full_regex};
 use crate::policy::local::LocalAnswer;
@@ -43,7 +43,7 @@ struct VHost {
 
 #[derive(Debug)]
 struct CompiledRoute {
-    info: Arc<RouteInfo>,
+    info: Arc<RoutePolicy>,
     path: PathMatcher,
     headers: Vec<HeaderRule>,
     query: Vec<QueryRule>,
@@ -148,7 +148,7 @@ impl Table {
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
-    ) -> Result<&Arc<RouteInfo>, MeshError> {
+    ) -> Result<&Arc<RoutePolicy>, MeshError> {
         let Some(vh) = self.vhost(host) else {
             return Err(MeshError::new(
                 ErrorKind::NoRoute,

@@ -146,7 +146,7 @@ fn earlier(a: Option<Limit>, b: Option<Limit>) -> Option<Limit> {
 /// head is a timeout too. gRPC requests follow gRFC A31 instead: the caller's deadline always
 /// (less the route's offset), capped by `grpc_timeout_header_max` or else
 /// `max_stream_duration`; the HTTP route timeout does not apply to them.
-pub(crate) fn limit(route: &crate::route::RouteInfo, headers: &http::HeaderMap) -> Option<Limit> {
+pub(crate) fn limit(route: &crate::route::RoutePolicy, headers: &http::HeaderMap) -> Option<Limit> {
     let limit = if crate::grpc::is_grpc(headers) {
         let offset = route.grpc_timeout.map_or(Duration::ZERO, |(_, o)| o);
         let caller = grpc_timeout(headers)
@@ -164,7 +164,7 @@ pub(crate) fn limit(route: &crate::route::RouteInfo, headers: &http::HeaderMap) 
 
 /// The limit of a plain HTTP request: the route timeout, or the caller's `grpc-timeout` where
 /// the route honours it (Envoy's `grpc_timeout_header_max`).
-fn http_limit(route: &crate::route::RouteInfo, headers: &http::HeaderMap) -> Option<Limit> {
+fn http_limit(route: &crate::route::RoutePolicy, headers: &http::HeaderMap) -> Option<Limit> {
     let route_limit = route.timeout.map(|d| Limit::new(d, LimitSource::Route));
     match route.grpc_timeout {
         Some((cap, offset)) => match grpc_timeout(headers) {

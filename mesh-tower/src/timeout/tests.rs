@@ -61,12 +61,12 @@ async fn inner_errors_pass_through_with_their_kind() {
 
 #[tokio::test(start_paused = true)]
 async fn the_route_decision_overrides_the_default() {
-    use crate::route::{RouteDecision, RouteInfo};
+    use crate::route::{RouteDecision, RoutePolicy};
     use std::sync::Arc;
     let (mut svc, mut handle) = svc(Some(Duration::from_secs(60)));
     ready(&mut svc).await;
     let mut req = Request::new(());
-    let route = RouteInfo::to_cluster("r", "c", Some(Duration::from_millis(100)));
+    let route = RoutePolicy::to_cluster("r", "c", Some(Duration::from_millis(100)));
     req.extensions_mut().insert(RouteDecision {
         target: "t".into(),
         route: Arc::new(route),

@@ -7,6 +7,13 @@
 //! slow endpoint and a busy one both lose — unlike least request, which sees only the queue,
 //! and round robin, which sees nothing. Endpoints not yet measured count as `default_rtt`
 //! (30 ms, Linkerd's choice) so new ones get tried without being flooded.
+//!
+//! Latencies are recorded with [`Ewma::observe`]; the clock behind it is the mesh's own and not
+//! API:
+//!
+//! ```compile_fail
+//! let _ = mesh_tower::balance::peak_ewma::now_nanos();
+//! ```
 
 use super::{Balance, EndpointInfo, PickContext};
 use std::sync::OnceLock;
@@ -28,12 +35,12 @@ fn base() -> Instant {
 }
 
 /// Nanoseconds since the process's clock base.
-pub fn now_nanos() -> u64 {
+pub(crate) fn now_nanos() -> u64 {
     base().elapsed().as_nanos() as u64
 }
 
 /// The instant `nanos` after the process's clock base.
-pub fn instant_of(nanos: u64) -> Instant {
+pub(crate) fn instant_of(nanos: u64) -> Instant {
     base() + Duration::from_nanos(nanos)
 }
 
@@ -45,7 +52,7 @@ impl Ewma {
     }
 
     /// Records one response latency observed at `now` (nanoseconds from [`now_nanos`]).
-    pub fn observe_at(&self, rtt: Duration, now: u64, decay: Duration) {
+    pub(crate) fn observe_at(&self, rtt: Duration, now: u64, decay: Duration) {
         let rtt = rtt.as_nanos() as f64;
         let old = f64::from_bits(self.value.load(Ordering::Relaxed));
         let last = self.stamp.swap(now, Ordering::Relaxed);

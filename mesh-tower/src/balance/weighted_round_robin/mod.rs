@@ -63,8 +63,8 @@ impl Default for ReportedWeight {
 }
 
 impl ReportedWeight {
-    /// Records a weight computed from a report at `now` (nanoseconds from the balancers'
-    /// clock, [`now_nanos`]).
+    /// Records a weight computed from a report at `now`: nanoseconds on the balancers' own
+    /// monotonic clock (its epoch is private; tests and benches pass `0` and offsets).
     pub fn update_at(&self, weight: f64, now: u64) {
         let _ =
             self.non_empty_since

@@ -134,7 +134,7 @@ fn compile_route(
         .collect::<Result<_, _>>()?;
 
     let (vh, rc) = (ctx.vh, ctx.rc);
-    let mut info = RouteInfo::to_cluster("", "", None);
+    let mut info = RoutePolicy::to_cluster("", "", None);
     info.name = name;
     info.virtual_host = vname;
     info.buffer_limit = r

@@ -2,12 +2,12 @@
 //!
 //! A route can answer without any upstream: a redirect (3xx and a `location` built from the
 //! request: scheme, host, port, path — whole, prefix-rewritten or regex-rewritten — and query)
-//! or a fixed status and body. [`Direct`] answers those routes and passes every other request
+//! or a fixed status and body. [`LocalAnswers`] answers those routes and passes every other request
 //! on. gRPC callers get a trailers-only status instead (a redirect is meaningless to them).
 
 mod layer;
 
-pub use self::layer::DirectLayer;
+pub use self::layer::LocalAnswersLayer;
 
 use crate::body::MeshBody;
 use crate::error::MeshError;
@@ -21,18 +21,18 @@ use tower_service::Service;
 
 /// Answers `redirect` and `direct_response` routes locally.
 #[derive(Clone, Debug)]
-pub struct Direct<S> {
+pub struct LocalAnswers<S> {
     inner: S,
 }
 
-impl<S> Direct<S> {
+impl<S> LocalAnswers<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
         Self { inner }
     }
 }
 
-impl<S, B> Service<Request<B>> for Direct<S>
+impl<S, B> Service<Request<B>> for LocalAnswers<S>
 where
     S: Service<Request<B>, Response = Response<MeshBody>, Error = MeshError>,
 {
