@@ -156,9 +156,9 @@ fn sotw_subscribes_acks_and_nacks_with_the_previous_version() {
 fn a_bad_resource_is_rejected_alone() {
     let t0 = Instant::now();
     let mut a = ads(Protocol::Sotw);
-    a.set_wanted(ResourceType::Cluster, names(&["good", "bad"]), t0);
+    a.set_wanted(ResourceType::Cluster, names(&["good", "web"]), t0);
     a.start_stream(t0);
-    let mut bad = build::eds_cluster("bad");
+    let mut bad = build::eds_cluster("web");
     bad.lb_policy =
         envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy::ClusterProvided as i32;
     let out = a.on_sotw(
@@ -177,11 +177,21 @@ fn a_bad_resource_is_rejected_alone() {
     );
     let nack = sotw(&out.requests[0]);
     assert_eq!(nack.version_info, "");
+    let message = &nack.error_detail.as_ref().unwrap().message;
     assert_eq!(
-        nack.error_detail.as_ref().unwrap().message,
-        "CDS \"bad\": lb_policy: ClusterProvided is not supported yet"
+        message,
+        "CDS \"web\": lb_policy: ClusterProvided is not supported yet"
     );
-    assert_eq!(a.status()[&ResourceType::Cluster]["bad"].state, "nacked");
+    assert_eq!(a.status()[&ResourceType::Cluster]["web"].state, "nacked");
+    // docs/guides/xds.md quotes this NACK: it must be the real text.
+    let guide = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/guides/xds.md"),
+    )
+    .unwrap();
+    assert!(
+        guide.contains(&format!("(`{message}`)")),
+        "xds.md should quote: {message}"
+    );
 }
 
 #[test]
