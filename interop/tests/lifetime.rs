@@ -9,7 +9,7 @@ use mesh_examples::backend::Backend;
 use mesh_interop::ads::FakeAds;
 use mesh_tower::Mesh;
 use std::time::Duration;
-use support::fake::{snapshot, until_served_by, xds_mesh};
+use support::fake::{snapshot, until_served_at, until_served_by, xds_mesh};
 use support::{PATIENCE, config_file, rewrite, web_config};
 
 #[tokio::test]
@@ -61,26 +61,7 @@ async fn a_client_outliving_its_file_mesh_keeps_reloading() {
             .unwrap();
         mesh.http_client::<Empty<Bytes>>()
     };
-    let get = |addr| {
-        let http = http.clone();
-        async move {
-            tokio::time::timeout(PATIENCE, async {
-                loop {
-                    let req = http::Request::get("http://web/")
-                        .body(Empty::new())
-                        .unwrap();
-                    let res = tower::ServiceExt::oneshot(http.clone(), req).await.unwrap();
-                    let served = res.extensions().get::<mesh_tower::ServedBy>().unwrap();
-                    if served.endpoint == addr {
-                        return;
-                    }
-                }
-            })
-            .await
-            .expect("the edit applied")
-        }
-    };
-    get(one.addr()).await;
+    until_served_at(&http, "http://web/", one.addr()).await;
     rewrite(&file, &web_config(&[two.addr()], "HTTP1"));
-    get(two.addr()).await;
+    until_served_at(&http, "http://web/", two.addr()).await;
 }

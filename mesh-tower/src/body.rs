@@ -40,14 +40,17 @@ pub struct MeshBody {
     hold: Option<Hold>,
 }
 
-/// A request's place in its endpoint's in-flight count (least request, peak EWMA) and in its
-/// cluster's `max_requests`, held by the response body until the stream ends (its last frame,
-/// an error, or the body dropped), as Envoy counts a stream until it completes: a long gRPC
-/// stream or a slow download is active for as long as it runs.
+/// A request's place in its endpoint's in-flight count (least request, peak EWMA), in its
+/// cluster's `max_requests` and, over HTTP/2, under the peer's stream limit, held by the
+/// response body until the stream ends (its last frame, an error, or the body dropped), as
+/// Envoy counts a stream until it completes: a long gRPC stream or a slow download is active
+/// for as long as it runs. One end-of-stream check serves all three.
 #[derive(Debug)]
 pub(crate) struct Hold {
     pub(crate) _in_flight: crate::balance::InFlight,
     pub(crate) _admitted: crate::breaker::Guard,
+    /// The HTTP/2 stream's place under the peer's stream limit (HTTP/2 only).
+    pub(crate) _stream: Option<crate::connect::StreamSlot>,
 }
 
 #[derive(Debug, Default)]

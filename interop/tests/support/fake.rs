@@ -77,8 +77,13 @@ pub async fn served_by(
 
 /// Sends requests until one is served by `want` (an event), failing on any error.
 pub async fn until_served_by(svc: &MeshService<Empty<Bytes>>, want: SocketAddr) {
+    until_served_at(svc, "/", want).await;
+}
+
+/// [`until_served_by`] for requests to `uri` (an absolute URI for the HTTP client).
+pub async fn until_served_at(svc: &MeshService<Empty<Bytes>>, uri: &str, want: SocketAddr) {
     tokio::time::timeout(PATIENCE, async {
-        while served_by(svc).await.unwrap() != want {}
+        while get(svc, uri).await.unwrap().1.endpoint != want {}
     })
     .await
     .expect("traffic moved to the new endpoint");

@@ -68,10 +68,6 @@ impl After {
             // they took like any answer.
             stats.ewma.observe(sent.elapsed(), decay);
         }
-        let hold = Hold {
-            _in_flight: in_flight,
-            _admitted: admitted,
-        };
         if let Some(d) = &detector {
             let outcome = match &res {
                 Ok(r) => Outcome::Status(grpc_aware_status(r)),
@@ -86,9 +82,16 @@ impl After {
                 .with_cluster(served.cluster.clone())
                 .with_endpoint(served.endpoint),
         });
+        let mut res = res?;
+        // One hold, released when the response stream ends (see `body.rs`).
+        let hold = Hold {
+            _in_flight: in_flight,
+            _admitted: admitted,
+            _stream: res.body_mut().take_slot(),
+        };
         let mut res = match idle {
-            Some(d) => res?.map(|b| MeshBody::upstream_idle(b, d)),
-            None => res?.map(MeshBody::upstream),
+            Some(d) => res.map(|b| MeshBody::upstream_idle(b, d)),
+            None => res.map(MeshBody::upstream),
         };
         if let Some(settings) = reports {
             match settings.record(res.headers(), &stats.reported) {

@@ -21,6 +21,7 @@ mod http2;
 mod pump;
 mod upstream;
 
+pub(crate) use http2::StreamSlot;
 pub(crate) use upstream::Upstream;
 
 use crate::RequestBody;

@@ -20,18 +20,27 @@ pub(crate) enum Upstream {
         recv: h2::RecvStream,
         /// All DATA frames were read; trailers (if any) come next.
         data_done: bool,
-        /// The stream's place under the peer's stream limit, given back when it ends.
+        /// The stream's place under the peer's stream limit. The dispatch moves it into the
+        /// response body's hold, which gives it back when the stream ends; standalone it is
+        /// given back when this body is dropped.
         slot: Option<super::http2::StreamSlot>,
     },
 }
 
 impl Upstream {
     pub(crate) fn h2(recv: h2::RecvStream, slot: Option<super::http2::StreamSlot>) -> Self {
-        let slot = slot.filter(|_| !recv.is_end_stream());
         Upstream::H2 {
             recv,
             data_done: false,
             slot,
+        }
+    }
+
+    /// The HTTP/2 stream slot, for whoever tracks the end of the stream.
+    pub(crate) fn take_slot(&mut self) -> Option<super::http2::StreamSlot> {
+        match self {
+            Upstream::H2 { slot, .. } => slot.take(),
+            Upstream::Http1(_) => None,
         }
     }
 }
@@ -47,35 +56,28 @@ impl Body for Upstream {
         match self.get_mut() {
             Upstream::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Upstream::H2 {
-                recv,
-                data_done,
-                slot,
+                recv, data_done, ..
             } => {
                 if !*data_done {
                     match recv.poll_data(cx) {
                         Poll::Ready(Some(Ok(data))) => {
                             // The frame leaves the stream's buffer now: give its window back.
                             let _ = recv.flow_control().release_capacity(data.len());
-                            if recv.is_end_stream() {
-                                slot.take();
-                            }
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
-                        Poll::Ready(Some(Err(e))) => {
-                            slot.take();
-                            return Poll::Ready(Some(Err(e.into())));
-                        }
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                         Poll::Ready(None) => *data_done = true,
                         Poll::Pending => return Poll::Pending,
                     }
                 }
-                let frame = match std::task::ready!(recv.poll_trailers(cx)) {
-                    Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(e.into())),
-                };
-                slot.take();
-                Poll::Ready(frame)
+                match recv.poll_trailers(cx) {
+                    Poll::Ready(Ok(Some(trailers))) => {
+                        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                    }
+                    Poll::Ready(Ok(None)) => Poll::Ready(None),
+                    Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+                    Poll::Pending => Poll::Pending,
+                }
             }
         }
     }
