@@ -17,6 +17,7 @@ use crate::config::cluster::{Cluster, DiscoveryType};
 use crate::config::endpoint::ClusterLoadAssignment;
 use crate::config::listener::{Listener, RouteSource};
 use crate::config::route::RouteConfig;
+use crate::config::tls::{CertificateProvider, CertificateProviders};
 use crate::error::ConfigError;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -62,9 +63,20 @@ pub struct Snapshot {
     clusters: Table<Cluster>,
     endpoints: Table<ClusterLoadAssignment>,
     absent: HashMap<(ResourceKind, String), Absence>,
+    certificate_providers: Arc<CertificateProviders>,
 }
 
 impl Snapshot {
+    /// The certificate provider instances, by name.
+    pub fn certificate_providers(&self) -> &CertificateProviders {
+        &self.certificate_providers
+    }
+
+    /// One certificate provider instance.
+    pub fn certificate_provider(&self, name: &str) -> Option<&CertificateProvider> {
+        self.certificate_providers.get(name)
+    }
+
     /// Why a resource is not here, when its source knows.
     pub fn absence(&self, kind: ResourceKind, name: &str) -> Option<&Absence> {
         self.absent.get(&(kind, name.to_owned()))
@@ -137,6 +149,7 @@ impl Snapshot {
             route_configs: sorted(&self.route_configs),
             clusters: sorted(&self.clusters),
             endpoints: sorted(&self.endpoints),
+            certificate_providers: CertificateProviders::clone(&self.certificate_providers),
         }
     }
 }
@@ -176,6 +189,12 @@ impl Edit {
         self.set_absence(ResourceKind::Endpoints, &e.cluster_name, None);
         upsert(&mut self.next.endpoints, e.cluster_name.clone(), e);
     }
+    /// Replaces the certificate provider instances (the xDS client sets the bootstrap's).
+    pub fn set_certificate_providers(&mut self, providers: CertificateProviders) {
+        if *self.next.certificate_providers != providers {
+            self.next.certificate_providers = Arc::new(providers);
+        }
+    }
     /// Records why a resource is not here (`None` clears it). Does not remove the resource.
     pub fn set_absence(&mut self, kind: ResourceKind, name: &str, absence: Option<Absence>) {
         let key = (kind, name.to_owned());
@@ -198,7 +217,8 @@ impl Edit {
         }
     }
     /// Replaces everything with `config` (equal resources keep their identity).
-    pub fn replace_all(&mut self, config: MeshConfig) {
+    pub fn replace_all(&mut self, mut config: MeshConfig) {
+        self.set_certificate_providers(std::mem::take(&mut config.certificate_providers));
         let keep = |names: Vec<String>, kind| (kind, names);
         let old = [
             keep(
@@ -430,7 +450,9 @@ impl Store {
                 changed.push(key.clone());
             }
         }
-        if changed.is_empty() {
+        let providers_changed =
+            !Arc::ptr_eq(&old.certificate_providers, &edit.next.certificate_providers);
+        if changed.is_empty() && !providers_changed {
             return old.version;
         }
         let version = old.version + 1;

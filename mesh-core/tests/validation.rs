@@ -217,12 +217,70 @@ fn parse_errors_teach() {
 }
 
 #[test]
-fn upstream_tls_is_refused_until_enforced() {
-    let errs = errors("clusters: [{ name: a, tls: { sni: a } }]");
+fn upstream_tls_names_known_providers_and_verifies_servers() {
+    let good = r#"
+certificate_providers:
+  default:
+    file_watcher: { certificate_file: c.pem, private_key_file: k.pem, ca_certificate_file: ca.pem }
+clusters:
+  - name: a
+    transport_socket:
+      sni: a.example
+      common_tls_context:
+        tls_certificate_provider_instance: { instance_name: default }
+        validation_context:
+          ca_certificate_provider_instance: { instance_name: default }
+          match_subject_alt_names: [{ prefix: "spiffe://cluster.local/ns/a/", ignore_case: true }]
+          match_typed_subject_alt_names: [{ san_type: URI, matcher: { exact: "spiffe://td/x" } }]
+"#;
+    let config = MeshConfig::from_yaml(good).unwrap();
+    assert!(config.clusters[0].transport_socket.is_some());
+    assert_eq!(MeshConfig::from_yaml(&config.to_yaml()).unwrap(), config);
+
+    // Unknown provider, no validation context, an empty prefix (matches everything).
+    let errs = errors(
+        r#"
+certificate_providers:
+  default: { file_watcher: { ca_certificate_file: ca.pem } }
+clusters:
+  - name: a
+    transport_socket:
+      common_tls_context:
+        tls_certificate_provider_instance: { instance_name: other }
+        validation_context:
+          ca_certificate_provider_instance: { instance_name: default }
+          match_subject_alt_names: [{ prefix: "" }]
+  - name: b
+    transport_socket: { common_tls_context: {} }
+"#,
+    );
     assert_eq!(
         errs,
         [
-            "clusters[0].tls: is not supported yet by this version of the mesh (it would not be enforced)"
+            "clusters[0].transport_socket.common_tls_context.validation_context.match_subject_alt_names[0]: prefix, suffix and contains must not be empty",
+            "clusters[0].transport_socket: unknown certificate provider instance \"other\" (configured: [\"default\"])",
+            "clusters[1].transport_socket.common_tls_context.validation_context: must be set: a TLS cluster verifies its endpoints' certificates",
+        ]
+    );
+}
+
+#[test]
+fn certificate_providers_need_a_file_and_the_key_with_the_certificate() {
+    let errs = errors(
+        r#"
+certificate_providers:
+  a: { file_watcher: { certificate_file: c.pem } }
+  b: { file_watcher: { refresh_interval: 0s } }
+  c: { file_watcher: { ca_certificate_file: ca.pem }, external: {} }
+"#,
+    );
+    assert_eq!(
+        errs,
+        [
+            "certificate_providers.a.file_watcher: certificate_file and private_key_file must be given together",
+            "certificate_providers.b.file_watcher: names no file (a certificate, roots or a SPIFFE bundle map is needed)",
+            "certificate_providers.b.file_watcher.refresh_interval: must be greater than 0",
+            "certificate_providers.c: exactly one of file_watcher and external must be set",
         ]
     );
 }

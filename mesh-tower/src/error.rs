@@ -156,6 +156,21 @@ impl MeshError {
         self
     }
 
+    /// The same failure again, for each of several waiters on one attempt (the cause is kept
+    /// as text: error sources cannot be cloned).
+    pub(crate) fn restate(&self) -> MeshError {
+        let i = &self.0;
+        MeshError(Box::new(Inner {
+            kind: i.kind,
+            detail: i.detail.clone(),
+            target: i.target.clone(),
+            route: i.route.clone(),
+            cluster: i.cluster.clone(),
+            endpoint: i.endpoint,
+            source: i.source.as_ref().map(|s| s.to_string().into()),
+        }))
+    }
+
     /// Whether the upstream refused the HTTP/2 stream (REFUSED_STREAM: never processed, safe
     /// to retry), judged from the error chain hyper and h2 report.
     pub fn is_refused_stream(&self) -> bool {

@@ -61,6 +61,7 @@ mod source;
 #[cfg(test)]
 mod test_util;
 pub mod timeout;
+pub mod tls;
 
 pub use body::MeshBody;
 

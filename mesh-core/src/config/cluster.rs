@@ -1,9 +1,10 @@
 //! Clusters: a named group of endpoints and how to talk to them.
 
 use super::endpoint::ClusterLoadAssignment;
+use super::tls::UpstreamTls;
 use crate::duration;
 use crate::error::{Errors, FieldPath};
-use crate::policy::{CircuitBreakers, OutlierDetection, UpstreamTls, reject_unenforced};
+use crate::policy::{CircuitBreakers, OutlierDetection};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -77,9 +78,10 @@ pub struct Cluster {
     /// Passive health checking: eject endpoints that fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
-    /// Reserved: TLS to the endpoints.
+    /// TLS to the endpoints (Envoy's `transport_socket` with an `UpstreamTlsContext`, given
+    /// directly). A TLS cluster never falls back to plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<UpstreamTls>,
+    pub transport_socket: Option<UpstreamTls>,
 }
 
 /// Envoy's connect timeout default.
@@ -113,7 +115,7 @@ impl Cluster {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             circuit_breakers: None,
             outlier_detection: None,
-            tls: None,
+            transport_socket: None,
         }
     }
 
@@ -194,7 +196,9 @@ impl Cluster {
         if let Some(od) = &self.outlier_detection {
             od.validate(&path.field("outlier_detection"), errors);
         }
-        reject_unenforced(&self.tls, &path.field("tls"), errors);
+        if let Some(tls) = &self.transport_socket {
+            tls.validate(&path.field("transport_socket"), errors);
+        }
         self.validate_lb(path, errors);
     }
 }

@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod headers;
 pub mod listener;
 pub mod route;
+pub mod tls;
 
 use crate::error::{ConfigError, Errors, FieldPath};
 use cluster::Cluster;
@@ -59,6 +60,9 @@ pub struct MeshConfig {
     /// Endpoint sets of `EDS` clusters, by cluster (or EDS service) name.
     #[serde(default)]
     pub endpoints: Vec<ClusterLoadAssignment>,
+    /// Certificate provider instances TLS contexts name (the bootstrap's, under xDS).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub certificate_providers: tls::CertificateProviders,
 }
 
 impl MeshConfig {
@@ -134,7 +138,22 @@ impl MeshConfig {
         // An EDS cluster with no `endpoints` entry is allowed: it has no endpoints, and requests
         // to it fail with a "no endpoint" error naming the cluster.
         for (i, c) in self.clusters.iter().enumerate() {
-            c.validate(&root.field("clusters").index(i), &mut errors);
+            let p = root.field("clusters").index(i);
+            c.validate(&p, &mut errors);
+            if let Some(tls) = &c.transport_socket {
+                tls::check_instances(
+                    tls.provider_names(),
+                    &self.certificate_providers,
+                    &p.field("transport_socket"),
+                    &mut errors,
+                );
+            }
+        }
+        for (name, p) in &self.certificate_providers {
+            p.validate(
+                &root.field("certificate_providers").field(name),
+                &mut errors,
+            );
         }
         for (i, e) in self.endpoints.iter().enumerate() {
             e.validate(&root.field("endpoints").index(i), &mut errors);

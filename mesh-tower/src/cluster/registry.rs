@@ -8,6 +8,7 @@ use crate::breaker::Limits;
 use crate::connect::{ConnectTarget, Connection, Connector};
 use crate::error::{ErrorKind, MeshError};
 use crate::outlier::Detector;
+use crate::tls::ClientTls;
 use arc_swap::ArcSwap;
 use mesh_core::{
     Absence, Cluster, ClusterLoadAssignment, DiscoveryType, Locality, ResourceKind, Store,
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct Registry {
     store: Store,
     connector: Connector,
+    providers: Arc<crate::tls::Providers>,
     dns: super::dns::DnsResolver,
     control: crate::control::Control,
     local: Option<super::plan::LocalZone>,
@@ -36,10 +38,12 @@ impl Registry {
         dns: super::dns::DnsResolver,
         control: crate::control::Control,
         local: Option<super::plan::LocalZone>,
+        providers: Arc<crate::tls::Providers>,
     ) -> Self {
         Self {
             store,
             connector,
+            providers,
             dns,
             control,
             local,
@@ -61,6 +65,7 @@ impl Registry {
             name.clone(),
             self.store.clone(),
             self.connector.clone(),
+            self.providers.clone(),
             self.dns.clone(),
             self.control.clone(),
             self.local.clone(),
@@ -103,6 +108,7 @@ pub(crate) struct ClusterHandle {
     pub(crate) name: Arc<str>,
     store: Store,
     connector: Connector,
+    providers: Arc<crate::tls::Providers>,
     seen: AtomicU64,
     state: ArcSwap<ClusterState>,
     rebuild: Mutex<()>,
@@ -120,6 +126,8 @@ pub(crate) struct ClusterState {
     eds: Option<Arc<ClusterLoadAssignment>>,
     endpoints: Vec<EndpointInfo>,
     conns: Vec<Arc<Connection>>,
+    /// The cluster's TLS, resolved against the certificate providers.
+    tls: Option<Arc<ClientTls>>,
     plan: super::plan::Plan,
     /// Endpoints in the assignment, usable or not (for error messages).
     total: usize,
@@ -141,11 +149,13 @@ impl ClusterHandle {
         name: Arc<str>,
         store: Store,
         connector: Connector,
+        providers: Arc<crate::tls::Providers>,
         dns: super::dns::DnsResolver,
         control: crate::control::Control,
         local: Option<super::plan::LocalZone>,
     ) -> Self {
         let handle = Self {
+            providers,
             local,
             dns: super::dns::DnsState::new(dns, control),
             limits: Arc::new(Limits::new(name.clone())),
@@ -158,6 +168,7 @@ impl ClusterHandle {
                 eds: None,
                 endpoints: Vec::new(),
                 conns: Vec::new(),
+                tls: None,
                 plan: super::plan::Plan::empty(),
                 total: 0,
                 absence: (None, None),
@@ -213,7 +224,20 @@ impl ClusterHandle {
             .as_ref()
             .filter(|_| zone_aware)
             .map(|l| l.view(&snap));
+        let tls = cluster
+            .as_ref()
+            .and_then(|c| c.transport_socket.as_ref())
+            .map(|t| {
+                let lookup = self.providers.sync(snap.certificate_providers());
+                let tls = ClientTls::new(t, |name| lookup.get(name).cloned());
+                // Keep the old one (and its built rustls configs) when nothing changed.
+                match &old.tls {
+                    Some(o) if **o == tls => o.clone(),
+                    _ => Arc::new(tls),
+                }
+            });
         if !(same(&old.cluster, &cluster)
+            && old.tls == tls
             && same(&old.eds, &eds)
             && same(&old.resolved, &resolved)
             && old.view == view
@@ -221,7 +245,7 @@ impl ClusterHandle {
         {
             self.limits
                 .configure(cluster.as_ref().and_then(|c| c.circuit_breakers.as_ref()));
-            let mut state = self.build(cluster, eds, resolved, view.as_ref(), &old);
+            let mut state = self.build(cluster, eds, resolved, view.as_ref(), tls, &old);
             state.absence = (absence, eds_absence);
             state.view = view;
             self.state.store(Arc::new(state));
@@ -235,6 +259,7 @@ impl ClusterHandle {
         eds: Option<Arc<ClusterLoadAssignment>>,
         resolved: Option<Arc<super::dns::Resolved>>,
         view: Option<&super::plan::LocalView>,
+        tls: Option<Arc<ClientTls>>,
         old: &ClusterState,
     ) -> ClusterState {
         let mut reuse: HashMap<SocketAddr, (&Arc<EndpointStats>, &Arc<Connection>)> = old
@@ -267,6 +292,7 @@ impl ClusterHandle {
                     cluster: self.name.clone(),
                     connect_timeout: c.connect_timeout,
                     protocol: c.protocol,
+                    tls: tls.clone(),
                 };
                 let (stats, conn) = match reuse.remove(&ep.address) {
                     Some((stats, conn)) if conn.target() == &target => {
@@ -341,6 +367,7 @@ impl ClusterHandle {
             eds,
             endpoints,
             conns,
+            tls,
             plan,
             total,
             absence: (None, None),

@@ -4,6 +4,7 @@ use super::{ConnectTarget, Connector, dial, handshake_error, spawn_connection, u
 use crate::RequestBody;
 use crate::breaker::{Guard, Limits};
 use crate::error::MeshError;
+use crate::tls::PeerIdentity;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -16,7 +17,7 @@ pub(crate) struct Pool<B> {
     target: ConnectTarget,
     connector: Connector,
     limits: Arc<Limits>,
-    pooled: Mutex<Vec<SendRequest<B>>>,
+    pooled: Mutex<Vec<(SendRequest<B>, Option<PeerIdentity>)>>,
 }
 
 impl<B> Pool<B>
@@ -34,10 +35,11 @@ where
 
     pub(crate) async fn send(&self, mut req: Request<B>) -> Result<Response<Incoming>, MeshError> {
         // Reuse idle connections; one that died before taking the request hands it back.
-        while let Some(mut tx) = self.checkout() {
+        while let Some((mut tx, peer)) = self.checkout() {
             match tx.try_send_request(req).await {
                 Ok(res) => {
-                    self.checkin(tx);
+                    let res = with_peer(res, peer.as_ref());
+                    self.checkin(tx, peer);
                     return Ok(res);
                 }
                 Err(mut e) => match e.take_message() {
@@ -51,37 +53,46 @@ where
         // up to max_pending for a busy connection; an HTTP/1 pool here never shares one).
         let _pending = self.limits.try_pending()?;
         let slot = self.limits.try_connection()?;
-        let mut tx = self.open(slot).await?;
+        let (mut tx, peer) = self.open(slot).await?;
         let res = tx
             .send_request(req)
             .await
             .map_err(|e| upstream_error(&self.target, e))?;
-        self.checkin(tx);
+        let res = with_peer(res, peer.as_ref());
+        self.checkin(tx, peer);
         Ok(res)
     }
 
     /// An idle connection, dropping dead ones and keeping busy ones (body still streaming).
-    fn checkout(&self) -> Option<SendRequest<B>> {
+    fn checkout(&self) -> Option<(SendRequest<B>, Option<PeerIdentity>)> {
         let mut pooled = self.pooled.lock().unwrap_or_else(|e| e.into_inner());
-        pooled.retain(|tx| !tx.is_closed());
-        let idx = pooled.iter().rposition(SendRequest::is_ready)?;
+        pooled.retain(|(tx, _)| !tx.is_closed());
+        let idx = pooled.iter().rposition(|(tx, _)| tx.is_ready())?;
         Some(pooled.swap_remove(idx))
     }
 
-    fn checkin(&self, tx: SendRequest<B>) {
+    fn checkin(&self, tx: SendRequest<B>, peer: Option<PeerIdentity>) {
         let mut pooled = self.pooled.lock().unwrap_or_else(|e| e.into_inner());
         if pooled.len() < MAX_POOLED {
-            pooled.push(tx);
+            pooled.push((tx, peer));
         }
     }
 
-    async fn open(&self, slot: Guard) -> Result<SendRequest<B>, MeshError> {
+    async fn open(&self, slot: Guard) -> Result<(SendRequest<B>, Option<PeerIdentity>), MeshError> {
         let target = &self.target;
-        let io = dial(target, &self.connector).await?;
+        let (io, peer) = dial(target, &self.connector).await?;
         let (tx, conn) = http1::handshake(io)
             .await
             .map_err(|e| handshake_error(target, e))?;
         spawn_connection(target, conn, slot);
-        Ok(tx)
+        Ok((tx, peer))
     }
+}
+
+/// A TLS connection's responses carry the peer's verified identity.
+fn with_peer(mut res: Response<Incoming>, peer: Option<&PeerIdentity>) -> Response<Incoming> {
+    if let Some(peer) = peer {
+        res.extensions_mut().insert(peer.clone());
+    }
+    res
 }

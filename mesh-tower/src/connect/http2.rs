@@ -21,6 +21,7 @@ use super::{
 use crate::RequestBody;
 use crate::breaker::Limits;
 use crate::error::MeshError;
+use crate::tls::PeerIdentity;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -46,6 +47,8 @@ struct Live {
     tx: SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
     streams: Arc<Streams>,
+    /// The verified peer of a TLS connection, for its responses.
+    peer: Option<PeerIdentity>,
 }
 
 impl Live {
@@ -151,7 +154,7 @@ impl Shared {
             match tx.poll_ready(&mut Context::from_waker(Waker::noop())) {
                 Poll::Ready(Ok(())) => {
                     return match live.admit(&self.inner.limits) {
-                        Ok(slot) => start(&self.inner.target, tx, req, slot),
+                        Ok(slot) => start(&self.inner.target, tx, req, slot, live.peer.as_ref()),
                         Err(e) => Sending::failed(e),
                     };
                 }
@@ -175,7 +178,7 @@ impl Shared {
             match live.tx.clone().ready().await {
                 Ok(tx) => {
                     let slot = live.admit(&self.inner.limits)?;
-                    return start(&self.inner.target, tx, req, slot).await;
+                    return start(&self.inner.target, tx, req, slot, live.peer.as_ref()).await;
                 }
                 Err(e) if replaced => return Err(upstream_error(&self.inner.target, e)),
                 Err(_) => {
@@ -226,6 +229,7 @@ fn start<B: RequestBody>(
     mut tx: SendRequest<Bytes>,
     req: Request<B>,
     slot: StreamSlot,
+    peer: Option<&PeerIdentity>,
 ) -> Sending {
     let (mut head, body) = req.into_parts();
     strip_connection_headers(&mut head.headers);
@@ -241,7 +245,7 @@ fn start<B: RequestBody>(
             if !end {
                 super::pump::feed(stream, body);
             }
-            Sending::h2(answer, slot)
+            Sending::h2(answer, slot, peer.cloned())
         }
         Err(e) => Sending::failed(upstream_error(target, e)),
     }
@@ -302,7 +306,8 @@ impl Inner {
     async fn handshake(&self) -> Result<Live, MeshError> {
         let target = &self.target;
         let slot = self.limits.try_connection()?;
-        let io = dial(target, &self.connector).await?.into_inner();
+        let (io, peer) = dial(target, &self.connector).await?;
+        let io = io.into_inner();
         let (tx, mut conn) = h2::client::Builder::new()
             .enable_push(false)
             .initial_window_size(STREAM_WINDOW)
@@ -347,16 +352,12 @@ impl Inner {
             tx,
             closed,
             streams,
+            peer,
         })
     }
 }
 
 /// A shared connect failure, re-stated for each waiting request.
 fn clone_error(e: &MeshError) -> MeshError {
-    // The message already names cluster and endpoint; keep the fields for programs too.
-    let mut out = MeshError::new(e.kind(), e.to_string());
-    if let Some(ep) = e.endpoint() {
-        out = out.with_endpoint(ep);
-    }
-    out
+    e.restate()
 }

@@ -27,6 +27,7 @@ pub(crate) use upstream::Upstream;
 use crate::RequestBody;
 use crate::breaker::{Guard, Limits};
 use crate::error::{ErrorKind, MeshError};
+use crate::tls::PeerIdentity;
 use arc_swap::ArcSwap;
 use http::{Request, Response, Uri, header, uri};
 use hyper_util::rt::TokioIo;
@@ -63,6 +64,9 @@ pub struct ConnectTarget {
     pub connect_timeout: Duration,
     /// The HTTP version that will be spoken.
     pub protocol: Protocol,
+    /// The cluster's TLS: when set, the mesh runs the handshake over the connector's stream
+    /// (a connector never sees it and cannot skip it).
+    pub tls: Option<Arc<crate::tls::ClientTls>>,
 }
 
 /// Opens byte streams to endpoints. Implement it to add TLS, proxies or test doubles.
@@ -143,15 +147,23 @@ pub(crate) struct Sending {
 }
 
 enum SendState {
-    H2(h2::client::ResponseFuture, Option<http2::StreamSlot>),
+    H2(
+        h2::client::ResponseFuture,
+        Option<http2::StreamSlot>,
+        Option<PeerIdentity>,
+    ),
     Boxed(Pin<Box<dyn Future<Output = Result<Response<Upstream>, MeshError>> + Send>>),
     Failed(Option<MeshError>),
 }
 
 impl Sending {
-    fn h2(answer: h2::client::ResponseFuture, slot: http2::StreamSlot) -> Self {
+    fn h2(
+        answer: h2::client::ResponseFuture,
+        slot: http2::StreamSlot,
+        peer: Option<PeerIdentity>,
+    ) -> Self {
         Self {
-            state: SendState::H2(answer, Some(slot)),
+            state: SendState::H2(answer, Some(slot), peer),
         }
     }
 
@@ -179,11 +191,14 @@ impl Future for Sending {
     ) -> std::task::Poll<Self::Output> {
         match &mut self.get_mut().state {
             // The error names no cluster or endpoint here; the dispatch adds both.
-            SendState::H2(answer, slot) => Pin::new(answer).poll(cx).map(|res| match res {
-                Ok(res) => {
+            SendState::H2(answer, slot, peer) => Pin::new(answer).poll(cx).map(|res| match res {
+                Ok(mut res) => {
                     let mut slot = slot.take();
                     if let Some(s) = &mut slot {
                         s.answered();
+                    }
+                    if let Some(peer) = peer.take() {
+                        res.extensions_mut().insert(peer);
                     }
                     Ok(res.map(|recv| Upstream::h2(recv, slot)))
                 }
@@ -314,13 +329,44 @@ fn to_origin_form<B>(req: &mut Request<B>) {
     }
 }
 
-/// Opens the byte stream for `target`, ready for an HTTP handshake.
-async fn dial(target: &ConnectTarget, connector: &Connector) -> Result<TokioIo<BoxIo>, MeshError> {
+/// Opens the byte stream for `target`, ready for an HTTP handshake: TCP (the connector's),
+/// then TLS if the cluster has it, both within the connect timeout. With TLS, the peer's
+/// verified identity comes along.
+async fn dial(
+    target: &ConnectTarget,
+    connector: &Connector,
+) -> Result<(TokioIo<BoxIo>, Option<PeerIdentity>), MeshError> {
+    let started = tokio::time::Instant::now();
     let io = connector
         .connect(target)
         .await
         .map_err(|e| connect_error(target, e))?;
-    Ok(TokioIo::new(io))
+    let Some(tls) = &target.tls else {
+        return Ok((TokioIo::new(io), None));
+    };
+    let left = target.connect_timeout.saturating_sub(started.elapsed());
+    let h2 = target.protocol == Protocol::Http2;
+    match tokio::time::timeout(left, tls.handshake(io, target.address, h2)).await {
+        Ok(Ok((io, peer))) => Ok((TokioIo::new(Box::new(io)), Some(peer))),
+        Ok(Err(e)) => Err(tls_error(target, e)),
+        Err(_) => Err(tls_error(
+            target,
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect timeout of {:?} elapsed", target.connect_timeout),
+            ),
+        )),
+    }
+}
+
+fn tls_error(target: &ConnectTarget, err: io::Error) -> MeshError {
+    MeshError::new(
+        ErrorKind::Connect,
+        format!("TLS handshake with {} failed", target.address),
+    )
+    .with_source(err)
+    .with_cluster(target.cluster.clone())
+    .with_endpoint(target.address)
 }
 
 /// Drives a client connection until it ends; its end is only worth a debug line (requests on

@@ -58,6 +58,7 @@ fn connection(script: Script, goaway_after: Option<usize>) -> (Connection, Arc<A
         cluster: "c".into(),
         connect_timeout: Duration::from_secs(5),
         protocol: Protocol::Http2,
+        tls: None,
     };
     let limits = Arc::new(Limits::new("c".into()));
     (Connection::new(target, connector, limits), connections)

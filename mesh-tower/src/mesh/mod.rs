@@ -58,6 +58,7 @@ struct Inner {
     control: Control,
     /// Every cluster's live state, shared by all services whatever their body type.
     registry: Arc<Registry>,
+    providers: Arc<crate::tls::Providers>,
     by_authority: Arc<ByAuthority>,
     file: Option<Arc<FileSource>>,
     tasks: Vec<tokio::task::AbortHandle>,
@@ -250,7 +251,30 @@ impl Mesh {
     }
 
     fn refresh_all(&self) {
+        self.inner
+            .providers
+            .sync(self.inner.store.load().certificate_providers());
         self.inner.registry.refresh_all();
+    }
+
+    /// A certificate provider instance of this mesh's config (for its
+    /// [`status`](crate::tls::CertificateProvider::status), or to feed an `external` one).
+    pub fn certificate_provider(&self, name: &str) -> Option<crate::tls::CertificateProvider> {
+        self.inner.providers.get(name)
+    }
+
+    /// TLS for a server of this mesh, from a `DownstreamTlsContext` whose provider instances
+    /// are this mesh's.
+    pub fn server_tls(
+        &self,
+        config: &mesh_core::config::tls::DownstreamTls,
+    ) -> Result<crate::tls::ServerTls, MeshError> {
+        crate::tls::ServerTls::new(config, |name| self.certificate_provider(name)).map_err(|e| {
+            MeshError::new(
+                crate::error::ErrorKind::NoConfig,
+                format!("server TLS: {e}"),
+            )
+        })
     }
 }
 
@@ -265,11 +289,13 @@ pub struct MeshBuilder {
     dns: crate::cluster::DnsResolver,
     local: Option<crate::cluster::plan::LocalZone>,
     control: Option<Control>,
+    certificate_providers: std::collections::HashMap<String, crate::tls::CertificateProvider>,
 }
 
 impl Default for MeshBuilder {
     fn default() -> Self {
         Self {
+            certificate_providers: Default::default(),
             store: None,
             control: None,
             dns: crate::cluster::DnsResolver::system(),
@@ -320,6 +346,14 @@ impl MeshBuilder {
         self
     }
 
+    /// Supplies the material of the config's `external` certificate provider instance of the
+    /// same name (`certificate_providers: { NAME: { external: {} } }`).
+    pub fn certificate_provider(mut self, provider: crate::tls::CertificateProvider) -> Self {
+        self.certificate_providers
+            .insert(provider.name().to_owned(), provider);
+        self
+    }
+
     /// Load config from this YAML file and keep it hot-reloaded.
     pub fn file(mut self, path: impl AsRef<Path>) -> Self {
         self.file = Some(path.as_ref().to_owned());
@@ -355,6 +389,11 @@ impl MeshBuilder {
             }
             None => None,
         };
+        let providers = Arc::new(crate::tls::Providers::new(
+            control.clone(),
+            self.certificate_providers,
+        ));
+        providers.sync(store.load().certificate_providers());
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             tasks.push(spawn_refresher(weak.clone(), store.changed(), &control));
             Inner {
@@ -364,7 +403,9 @@ impl MeshBuilder {
                     self.dns,
                     control.clone(),
                     self.local,
+                    providers.clone(),
                 )),
+                providers,
                 control,
                 by_authority: Arc::new(ByAuthority::new(store.clone())),
                 store,

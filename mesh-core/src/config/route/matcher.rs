@@ -230,7 +230,8 @@ impl HeaderMatcher {
 }
 
 impl StringMatcher {
-    pub(crate) fn as_header_match(&self) -> Option<HeaderMatch<'_>> {
+    /// The one match kind that is set, or `None` when none or several are.
+    pub fn as_header_match(&self) -> Option<HeaderMatch<'_>> {
         let ic = self.ignore_case;
         let set = [
             self.exact.as_deref().map(|v| HeaderMatch::Exact(v, ic)),
