@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// One cluster's TLS (its `transport_socket`), resolved against the mesh's certificate
-/// providers; part of a [`ConnectTarget`].
+/// providers; part of a [`ConnectTarget`](crate::connect::ConnectTarget).
 pub struct ClientTls {
     config: Arc<UpstreamTls>,
     identity: Option<CertificateProvider>,
