@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod greeter;
+pub mod identity;
 pub mod pki;
 pub mod probe;
 pub mod yaml;

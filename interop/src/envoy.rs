@@ -76,6 +76,35 @@ pub fn free_port() -> SocketAddr {
 }
 
 impl Envoy {
+    /// Starts Envoy with a whole static config; `listener` is the address tests talk to.
+    pub fn start_static(config: &str, listener: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, config).unwrap();
+        Self::spawn(&path, listener, dir)
+    }
+
+    /// Waits (up to `patience`) until `addr` accepts TCP connections: Envoy is listening.
+    pub async fn wait_listening(&self, addr: SocketAddr, patience: std::time::Duration) {
+        let ok = tokio::time::timeout(patience, async {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        });
+        assert!(ok.await.is_ok(), "Envoy never listened on {addr}");
+    }
+
+    /// Envoy's stats matching `filter` from its admin endpoint at `admin` (`name: value` lines).
+    pub async fn stats(admin: SocketAddr, filter: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        let req = format!("GET /stats?filter={filter} HTTP/1.0\r\nHost: admin\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+    }
+
     /// Starts Envoy as node `node_id`, with ADS (`delta`: DELTA_GRPC) from `ads`.
     pub fn start(node_id: &str, ads: SocketAddr, listener: SocketAddr, delta: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -109,9 +138,13 @@ static_resources:
         );
         let path = dir.path().join("envoy.yaml");
         std::fs::write(&path, config).unwrap();
+        Self::spawn(&path, listener, dir)
+    }
+
+    fn spawn(path: &std::path::Path, listener: SocketAddr, dir: tempfile::TempDir) -> Self {
         let child = Command::new(binary())
             .arg("-c")
-            .arg(&path)
+            .arg(path)
             .args([
                 "--concurrency",
                 "1",

@@ -5,8 +5,7 @@
 mod support;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use mesh_examples::backend::Backend;
 use mesh_examples::greeter::{self, GreeterClient, HelloRequest};
 use mesh_examples::pki::{DevCa, WorkloadFiles};
@@ -48,47 +47,12 @@ common_tls_context:
     )
 }
 
-/// A hyper server behind `tls` answering with the caller's SPIFFE ID; `keep_alive: false`
-/// closes every connection after one response, so each request is a new handshake.
+/// A server behind `tls` answering with the caller's SPIFFE ID.
 async fn tls_backend(tls: ServerTls, keep_alive: bool) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut incoming = Box::pin(tls.incoming(listener));
-    tokio::spawn(async move {
-        while let Some(Ok(conn)) = incoming.next().await {
-            let peer = conn.peer().clone();
-            let h2 = conn.alpn_protocol() == Some(b"h2");
-            let svc =
-                hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
-                    let caller = peer
-                        .identity
-                        .as_ref()
-                        .and_then(|i| i.spiffe_id().map(str::to_owned))
-                        .unwrap_or_default();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(caller),
-                        )))
-                    }
-                });
-            let io = hyper_util::rt::TokioIo::new(conn);
-            tokio::spawn(async move {
-                if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(io, svc)
-                    .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(keep_alive)
-                        .serve_connection(io, svc)
-                        .await;
-                }
-            });
-        }
-    });
-    addr
+    mesh_examples::identity::spawn_identity_echo(tls, keep_alive)
+        .await
+        .unwrap()
+        .0
 }
 
 /// A client config: listener `web` → cluster `web` at `addr`, with `tls` (YAML for the

@@ -11,7 +11,8 @@
 //!  "client_default_listener_resource_name_template":"%s"}
 //! ```
 //!
-//! `certificate_providers` are parsed and kept for the mTLS work. One server feature of our
+//! `certificate_providers` (the `file_watcher` plugin, as Istio's agent writes it) become the
+//! mesh's certificate provider instances, which clusters' TLS contexts name. One server feature of our
 //! own: `"delta_ads"` selects the Delta protocol (istiod's preferred) for that server;
 //! `"ignore_resource_deletion"` is gRFC A53's.
 
@@ -47,7 +48,7 @@ pub struct Bootstrap {
     /// authority's servers; targets `xds://{authority}/name` use its listener template.
     #[serde(default)]
     pub authorities: BTreeMap<String, Authority>,
-    /// Certificate provider plugin instances (kept for mTLS).
+    /// Certificate provider plugin instances, for TLS contexts.
     #[serde(default)]
     pub certificate_providers: BTreeMap<String, CertificateProvider>,
 }
@@ -206,6 +207,56 @@ impl Bootstrap {
             }
         }
         Ok(b)
+    }
+
+    /// The `certificate_providers` the mesh can run: `file_watcher` instances (checked as
+    /// gRPC does: certificate and key together, at least one file, a positive refresh).
+    /// Other plugins are skipped with a warning; a TLS context naming one is NACKed.
+    pub fn mesh_certificate_providers(
+        &self,
+    ) -> Result<mesh_core::config::tls::CertificateProviders, BootstrapError> {
+        #[derive(Deserialize)]
+        struct FileWatcherJson {
+            certificate_file: Option<String>,
+            private_key_file: Option<String>,
+            ca_certificate_file: Option<String>,
+            spiffe_trust_bundle_map_file: Option<String>,
+            refresh_interval: Option<String>,
+        }
+        let mut out = mesh_core::config::tls::CertificateProviders::new();
+        for (name, p) in &self.certificate_providers {
+            let path = format!("certificate_providers[{name:?}]");
+            if p.plugin_name != "file_watcher" {
+                tracing::warn!(instance = %name, plugin = %p.plugin_name, "certificate provider plugin not supported; skipped");
+                continue;
+            }
+            let config = p.config.clone().unwrap_or_default();
+            let json: FileWatcherJson = serde_json::from_value(config)
+                .map_err(|e| BootstrapError::Invalid(format!("{path}.config: {e}")))?;
+            let refresh_interval = match &json.refresh_interval {
+                Some(t) => mesh_core::duration::parse(t).map_err(|e| {
+                    BootstrapError::Invalid(format!("{path}.config.refresh_interval: {e}"))
+                })?,
+                None => mesh_core::config::tls::DEFAULT_REFRESH_INTERVAL,
+            };
+            let provider = mesh_core::config::tls::CertificateProvider {
+                file_watcher: Some(mesh_core::config::tls::FileWatcher {
+                    certificate_file: json.certificate_file,
+                    private_key_file: json.private_key_file,
+                    ca_certificate_file: json.ca_certificate_file,
+                    spiffe_trust_bundle_map_file: json.spiffe_trust_bundle_map_file,
+                    refresh_interval,
+                }),
+                external: None,
+            };
+            let mut errors = mesh_core::error::Errors::new();
+            provider.validate(&mesh_core::FieldPath::new(&path), &mut errors);
+            errors
+                .into_result()
+                .map_err(|e| BootstrapError::Invalid(e.to_string()))?;
+            out.insert(name.clone(), provider);
+        }
+        Ok(out)
     }
 
     /// The listener resource name for a target (gRFC A47).
@@ -412,6 +463,46 @@ mod tests {
             let err = Bootstrap::from_json(json).unwrap_err().to_string();
             assert!(err.contains(want), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn file_watcher_providers_become_the_meshs() {
+        let json = |config: &str| {
+            format!(
+                r#"{{"xds_servers": [{{"server_uri": "x:1", "channel_creds": [{{"type": "insecure"}}]}}],
+                    "certificate_providers": {{"default": {{"plugin_name": "file_watcher", "config": {config}}},
+                                              "vault": {{"plugin_name": "vault", "config": {{}}}}}}}}"#
+            )
+        };
+        let istio = json(
+            r#"{"certificate_file": "/etc/certs/cert-chain.pem", "private_key_file": "/etc/certs/key.pem",
+                "ca_certificate_file": "/etc/certs/root-cert.pem", "refresh_interval": "900s"}"#,
+        );
+        let providers = Bootstrap::from_json(&istio)
+            .unwrap()
+            .mesh_certificate_providers()
+            .unwrap();
+        assert_eq!(
+            providers.keys().collect::<Vec<_>>(),
+            ["default"],
+            "unknown plugins are skipped"
+        );
+        let fw = providers["default"].file_watcher.as_ref().unwrap();
+        assert_eq!(fw.refresh_interval, std::time::Duration::from_secs(900));
+        assert_eq!(
+            fw.ca_certificate_file.as_deref(),
+            Some("/etc/certs/root-cert.pem")
+        );
+
+        let half = json(r#"{"certificate_file": "/etc/certs/cert-chain.pem"}"#);
+        let e = Bootstrap::from_json(&half)
+            .unwrap()
+            .mesh_certificate_providers()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "xDS bootstrap: certificate_providers[\"default\"].file_watcher: certificate_file and private_key_file must be given together"
+        );
     }
 
     #[test]

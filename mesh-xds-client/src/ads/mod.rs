@@ -43,6 +43,8 @@ pub struct Config {
     pub resource_timeout: Duration,
     /// gRFC A53: keep resources the server deletes.
     pub ignore_resource_deletion: bool,
+    /// What resources may reference (the bootstrap's certificate provider instances).
+    pub context: translate::Context,
 }
 
 /// A request to send on the stream.
@@ -275,7 +277,7 @@ impl Ads {
         let mut errors = Vec::new();
         let mut decoded = Vec::with_capacity(resp.resources.len());
         for (i, any) in resp.resources.iter().enumerate() {
-            match translate::decode(ty, any) {
+            match translate::decode_in(ty, any, &self.config.context) {
                 Ok(d) => decoded.push(d),
                 Err(e) => errors.push(format!("resources[{i}]: {e}")),
             }
@@ -335,7 +337,7 @@ impl Ads {
                 errors.push(format!("resources[{i}] ({:?}): no resource body", r.name));
                 continue;
             };
-            match translate::decode(ty, any) {
+            match translate::decode_in(ty, any, &self.config.context) {
                 Ok(d) if !r.name.is_empty() && d.name != r.name => errors.push(format!(
                     "resources[{i}]: named {:?} but contains {:?}",
                     r.name, d.name

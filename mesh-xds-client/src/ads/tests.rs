@@ -12,6 +12,7 @@ fn ads(protocol: Protocol) -> Ads {
         },
         resource_timeout: Duration::from_secs(15),
         ignore_resource_deletion: false,
+        context: Default::default(),
     })
 }
 

@@ -150,6 +150,10 @@ impl XdsClientBuilder {
         let control = self.control_runtime();
         let routing = Routing::new(&self.bootstrap);
         let node = node_proto(&self.bootstrap.node);
+        let providers = self.bootstrap.mesh_certificate_providers()?;
+        let context = crate::translate::Context {
+            certificate_providers: providers.keys().cloned().collect(),
+        };
         let mut machines = Vec::new();
         let mut streams = Vec::new();
         let mut sources = Vec::new();
@@ -168,6 +172,7 @@ impl XdsClientBuilder {
                 node: node.clone(),
                 resource_timeout: self.resource_timeout,
                 ignore_resource_deletion: server.has_feature(FEATURE_IGNORE_RESOURCE_DELETION),
+                context: context.clone(),
             }));
             streams.push(StreamSlot {
                 settings: Settings {
@@ -180,6 +185,7 @@ impl XdsClientBuilder {
             });
         }
         let store = self.store.unwrap_or_default();
+        store.apply(|edit| edit.set_certificate_providers(providers));
         store.set_source_status(|s| {
             s.source = format!("xds:{}", sources.join(", "));
             s.on_demand = true;

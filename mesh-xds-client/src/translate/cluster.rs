@@ -56,8 +56,8 @@ macro_rules! least_request_config {
     };
 }
 
-/// Translates and validates a cluster.
-pub fn translate(c: &pb::Cluster) -> Result<Cluster, ConfigError> {
+/// Translates and validates a cluster; TLS contexts may name the instances in `ctx`.
+pub fn translate(c: &pb::Cluster, ctx: &super::Context) -> Result<Cluster, ConfigError> {
     let mut errors = Errors::new();
     let root = FieldPath::root();
     let mut out = Cluster::new(c.name.clone());
@@ -123,11 +123,19 @@ pub fn translate(c: &pb::Cluster) -> Result<Cluster, ConfigError> {
         out.connect_timeout = d;
     }
     out.protocol = protocol(c, &root, &mut errors);
-    if c.transport_socket.is_some() || !c.transport_socket_matches.is_empty() {
+    if let Some(ts) = &c.transport_socket {
+        out.transport_socket = super::tls::upstream(
+            ts,
+            &ctx.certificate_providers,
+            &root.field("transport_socket"),
+            &mut errors,
+        );
+    }
+    if !c.transport_socket_matches.is_empty() {
         // Sending plaintext where the control plane asked for TLS would be a security bug.
         errors.push(
-            &root.field("transport_socket"),
-            "TLS to upstreams is not supported yet",
+            &root.field("transport_socket_matches"),
+            "is not supported (use transport_socket)",
         );
     }
     if let Some(cb) = &c.circuit_breakers {

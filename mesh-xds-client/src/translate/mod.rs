@@ -22,6 +22,7 @@ pub mod endpoint;
 pub mod listener;
 mod policy;
 pub mod route;
+mod tls;
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use mesh_core::error::{Errors, FieldPath};
@@ -131,8 +132,21 @@ pub struct Decoded {
     pub result: Result<Translated, String>,
 }
 
-/// Decodes and translates one resource of type `ty`.
+/// What translation checks references against: the bootstrap's certificate provider
+/// instances (a TLS context naming another one is NACKed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    /// Instance names of `certificate_providers`.
+    pub certificate_providers: std::collections::BTreeSet<String>,
+}
+
+/// Decodes and translates one resource of type `ty`, without certificate providers.
 pub fn decode(ty: ResourceType, any: &Any) -> Result<Decoded, DecodeError> {
+    decode_in(ty, any, &Context::default())
+}
+
+/// Decodes and translates one resource of type `ty`; references are checked against `ctx`.
+pub fn decode_in(ty: ResourceType, any: &Any, ctx: &Context) -> Result<Decoded, DecodeError> {
     if any.type_url != ty.type_url() {
         return Err(DecodeError(format!(
             "resource of type {:?} in a {} response",
@@ -164,7 +178,7 @@ pub fn decode(ty: ResourceType, any: &Any) -> Result<Decoded, DecodeError> {
                 .map_err(bad)?;
             (
                 m.name.clone(),
-                cluster::translate(&m).map(|c| Translated::Cluster(Box::new(c))),
+                cluster::translate(&m, ctx).map(|c| Translated::Cluster(Box::new(c))),
             )
         }
         ResourceType::ClusterLoadAssignment => {
@@ -188,6 +202,26 @@ pub fn decode(ty: ResourceType, any: &Any) -> Result<Decoded, DecodeError> {
         name,
         result: result.map_err(|e| e.to_string()),
     })
+}
+
+/// A server's `transport_socket` (a listener filter chain's, gRFC A36) → its TLS context,
+/// with provider instances checked against `ctx`.
+pub fn downstream_tls(
+    ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+    ctx: &Context,
+) -> Result<mesh_core::config::tls::DownstreamTls, mesh_core::ConfigError> {
+    let mut errors = Errors::new();
+    let out = tls::downstream(
+        ts,
+        &ctx.certificate_providers,
+        &FieldPath::root(),
+        &mut errors,
+    );
+    if let Some(t) = &out {
+        t.validate(&FieldPath::root(), &mut errors);
+    }
+    let out = out.unwrap_or_default();
+    finish(out, errors)
 }
 
 /// Errors of one resource, as text: `path: message; path: message`.

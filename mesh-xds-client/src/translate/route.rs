@@ -358,7 +358,7 @@ pub(crate) fn header(
     out
 }
 
-fn string_matcher(
+pub(crate) fn string_matcher(
     s: &matcher::StringMatcher,
     path: &FieldPath,
     errors: &mut Errors,

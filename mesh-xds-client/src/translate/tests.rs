@@ -297,7 +297,7 @@ fn clusters_translate_and_unsupported_values_are_refused() {
     tls.transport_socket = Some(Default::default());
     assert_eq!(
         rejected(ResourceType::Cluster, &any(&tls)),
-        "transport_socket: TLS to upstreams is not supported yet"
+        "transport_socket.typed_config: must be set (the TLS context)"
     );
 
     // gRFC A47: an xdstp: cluster names its endpoint resource.

@@ -1,0 +1,403 @@
+//! `transport_socket` with an `UpstreamTlsContext` / `DownstreamTlsContext` → the mesh's TLS
+//! contexts, by gRFC A29's rules.
+//!
+//! Identity and roots must come from certificate provider instances of the bootstrap (the
+//! current fields, or the deprecated ones istiod still sends; the current win). Whatever
+//! would have the mesh do weaker or different TLS than the control plane asked for is
+//! NACKed with its field path: inline certificates or SDS without a provider instance, TLS
+//! parameters, custom handshakers or validators, SPKI/hash pinning, CRLs, SCTs, and a
+//! provider instance the bootstrap does not define.
+
+use super::route::string_matcher;
+use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket::ConfigType};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as pb;
+use envoy_types::pb::google::protobuf::Any;
+use mesh_core::config::tls::{
+    CertificateProviderInstance, CertificateValidationContext, CommonTlsContext, DownstreamTls,
+    SanType, SubjectAltNameMatcher, UpstreamTls,
+};
+use mesh_core::error::{Errors, FieldPath};
+use prost::Message;
+use std::collections::BTreeSet;
+
+const UPSTREAM: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+const DOWNSTREAM: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+
+/// A cluster's transport socket: TLS, or a NACK.
+pub(crate) fn upstream(
+    ts: &TransportSocket,
+    providers: &BTreeSet<String>,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Option<UpstreamTls> {
+    let any = typed_config(ts, UPSTREAM, path, errors)?;
+    let path = path.field("typed_config");
+    let m = match pb::UpstreamTlsContext::decode(&*any.value) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(&path, format!("cannot decode UpstreamTlsContext: {e}"));
+            return None;
+        }
+    };
+    let Some(ctx) = &m.common_tls_context else {
+        errors.push(
+            &path.field("common_tls_context"),
+            "must be set (a TLS cluster verifies its endpoints)",
+        );
+        return None;
+    };
+    let common = common(ctx, providers, &path.field("common_tls_context"), errors);
+    if common.validation_context.is_none() {
+        errors.push(
+            &path.field("common_tls_context").field("validation_context"),
+            "must be set: a TLS cluster verifies its endpoints' certificates",
+        );
+    }
+    if m.allow_renegotiation {
+        errors.push(&path.field("allow_renegotiation"), "is not supported");
+    }
+    if m.auto_host_sni || m.auto_sni_san_validation {
+        errors.push(
+            &path.field("auto_host_sni"),
+            "auto SNI is not supported (set sni)",
+        );
+    }
+    Some(UpstreamTls {
+        sni: (!m.sni.is_empty()).then(|| m.sni.clone()),
+        common_tls_context: common,
+    })
+}
+
+/// A server's transport socket (A36): TLS, or a NACK.
+pub(crate) fn downstream(
+    ts: &TransportSocket,
+    providers: &BTreeSet<String>,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Option<DownstreamTls> {
+    let any = typed_config(ts, DOWNSTREAM, path, errors)?;
+    let path = path.field("typed_config");
+    let m = match pb::DownstreamTlsContext::decode(&*any.value) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(&path, format!("cannot decode DownstreamTlsContext: {e}"));
+            return None;
+        }
+    };
+    let ctx = m.common_tls_context.clone().unwrap_or_default();
+    let common = common(&ctx, providers, &path.field("common_tls_context"), errors);
+    if common.tls_certificate_provider_instance.is_none() {
+        errors.push(
+            &path
+                .field("common_tls_context")
+                .field("tls_certificate_provider_instance"),
+            "must be set: a server needs its certificate",
+        );
+    }
+    let require = m.require_client_certificate.is_some_and(|v| v.value);
+    if require && common.validation_context.is_none() {
+        errors.push(
+            &path.field("require_client_certificate"),
+            "needs a validation context",
+        );
+    }
+    if m.require_sni.is_some_and(|v| v.value) {
+        errors.push(&path.field("require_sni"), "is not supported");
+    }
+    if m.ocsp_staple_policy != pb::downstream_tls_context::OcspStaplePolicy::LenientStapling as i32
+    {
+        errors.push(
+            &path.field("ocsp_staple_policy"),
+            "only LENIENT_STAPLING is supported",
+        );
+    }
+    Some(DownstreamTls {
+        common_tls_context: common,
+        require_client_certificate: require,
+    })
+}
+
+fn typed_config<'a>(
+    ts: &'a TransportSocket,
+    want: &str,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Option<&'a Any> {
+    match &ts.config_type {
+        Some(ConfigType::TypedConfig(any)) if any.type_url == want => Some(any),
+        Some(ConfigType::TypedConfig(any)) => {
+            errors.push(
+                &path.field("typed_config"),
+                format!(
+                    "transport socket {:?} ({}) is not supported; only {}",
+                    ts.name,
+                    any.type_url,
+                    want.trim_start_matches("type.googleapis.com/")
+                ),
+            );
+            None
+        }
+        None => {
+            errors.push(&path.field("typed_config"), "must be set (the TLS context)");
+            None
+        }
+    }
+}
+
+#[allow(deprecated)]
+fn common(
+    c: &pb::CommonTlsContext,
+    providers: &BTreeSet<String>,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> CommonTlsContext {
+    let mut out = CommonTlsContext {
+        alpn_protocols: c.alpn_protocols.clone(),
+        ..CommonTlsContext::default()
+    };
+    for (set, field) in [
+        (c.tls_params.is_some(), "tls_params"),
+        (c.custom_handshaker.is_some(), "custom_handshaker"),
+        (c.key_log.is_some(), "key_log"),
+        (
+            c.custom_tls_certificate_selector.is_some(),
+            "custom_tls_certificate_selector",
+        ),
+        (
+            c.tls_certificate_certificate_provider.is_some(),
+            "tls_certificate_certificate_provider",
+        ),
+    ] {
+        if set {
+            errors.push(&path.field(field), "is not supported");
+        }
+    }
+    // Identity: the current field, else the deprecated one (istiod sends it).
+    out.tls_certificate_provider_instance = match (
+        &c.tls_certificate_provider_instance,
+        &c.tls_certificate_certificate_provider_instance,
+    ) {
+        (Some(i), _) => instance(
+            &i.instance_name,
+            &i.certificate_name,
+            providers,
+            &path.field("tls_certificate_provider_instance"),
+            errors,
+        ),
+        (None, Some(i)) => instance(
+            &i.instance_name,
+            &i.certificate_name,
+            providers,
+            &path.field("tls_certificate_certificate_provider_instance"),
+            errors,
+        ),
+        (None, None) => None,
+    };
+    if out.tls_certificate_provider_instance.is_none()
+        && (!c.tls_certificates.is_empty() || !c.tls_certificate_sds_secret_configs.is_empty())
+    {
+        errors.push(
+            &path.field("tls_certificates"),
+            "inline certificates and SDS need a certificate provider instance here (gRFC A29)",
+        );
+    }
+    use pb::common_tls_context::ValidationContextType as V;
+    let vpath = path.field("validation_context");
+    out.validation_context = match &c.validation_context_type {
+        None => None,
+        Some(V::ValidationContext(v)) => Some(validation(v, None, providers, &vpath, errors)),
+        Some(V::CombinedValidationContext(cv)) => {
+            let cpath = path.field("combined_validation_context");
+            let deprecated = cv.validation_context_certificate_provider_instance.as_ref();
+            if cv.validation_context_sds_secret_config.is_some()
+                || cv.validation_context_certificate_provider.is_some()
+            {
+                errors.push(
+                    &cpath,
+                    "only default_validation_context and validation_context_certificate_provider_instance are supported",
+                );
+            }
+            let default = cv.default_validation_context.clone().unwrap_or_default();
+            let fallback =
+                deprecated.map(|i| (i.instance_name.as_str(), i.certificate_name.as_str()));
+            Some(validation(
+                &default,
+                fallback,
+                providers,
+                &cpath.field("default_validation_context"),
+                errors,
+            ))
+        }
+        Some(V::ValidationContextCertificateProviderInstance(i)) => {
+            let ca = instance(
+                &i.instance_name,
+                &i.certificate_name,
+                providers,
+                &path.field("validation_context_certificate_provider_instance"),
+                errors,
+            );
+            Some(CertificateValidationContext {
+                ca_certificate_provider_instance: ca,
+                ..CertificateValidationContext::default()
+            })
+        }
+        Some(V::ValidationContextSdsSecretConfig(_)) => {
+            errors.push(
+                &path.field("validation_context_sds_secret_config"),
+                "needs a certificate provider instance here (gRFC A29)",
+            );
+            None
+        }
+        Some(V::ValidationContextCertificateProvider(_)) => {
+            errors.push(
+                &path.field("validation_context_certificate_provider"),
+                "is not supported",
+            );
+            None
+        }
+    };
+    out
+}
+
+/// A validation context; `fallback` is the deprecated combined-context instance.
+#[allow(deprecated)] // match_subject_alt_names: gRPC's field, deprecated in Envoy's API
+fn validation(
+    v: &pb::CertificateValidationContext,
+    fallback: Option<(&str, &str)>,
+    providers: &BTreeSet<String>,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> CertificateValidationContext {
+    for (set, field) in [
+        (
+            !v.verify_certificate_spki.is_empty(),
+            "verify_certificate_spki",
+        ),
+        (
+            !v.verify_certificate_hash.is_empty(),
+            "verify_certificate_hash",
+        ),
+        (
+            v.require_signed_certificate_timestamp
+                .as_ref()
+                .is_some_and(|b| b.value),
+            "require_signed_certificate_timestamp",
+        ),
+        (v.crl.is_some(), "crl"),
+        (
+            v.custom_validator_config.is_some(),
+            "custom_validator_config",
+        ),
+        (v.allow_expired_certificate, "allow_expired_certificate"),
+        (v.trusted_ca.is_some(), "trusted_ca"),
+        (v.watched_directory.is_some(), "watched_directory"),
+        (v.system_root_certs.is_some(), "system_root_certs"),
+    ] {
+        if set {
+            errors.push(&path.field(field), "is not supported (gRFC A29)");
+        }
+    }
+    let ca = match (&v.ca_certificate_provider_instance, fallback) {
+        (Some(i), _) => instance(
+            &i.instance_name,
+            &i.certificate_name,
+            providers,
+            &path.field("ca_certificate_provider_instance"),
+            errors,
+        ),
+        (None, Some((name, cert))) => instance(
+            name,
+            cert,
+            providers,
+            &path.field("validation_context_certificate_provider_instance"),
+            errors,
+        ),
+        (None, None) => {
+            errors.push(
+                &path.field("ca_certificate_provider_instance"),
+                "must be set: certificates are verified against its roots",
+            );
+            None
+        }
+    };
+    let mut out = CertificateValidationContext {
+        ca_certificate_provider_instance: ca,
+        ..CertificateValidationContext::default()
+    };
+    for (i, m) in v.match_subject_alt_names.iter().enumerate() {
+        let p = path.field("match_subject_alt_names").index(i);
+        out.match_subject_alt_names.push(san_matcher(m, &p, errors));
+    }
+    for (i, m) in v.match_typed_subject_alt_names.iter().enumerate() {
+        let p = path.field("match_typed_subject_alt_names").index(i);
+        use pb::subject_alt_name_matcher::SanType as T;
+        let san_type = match T::try_from(m.san_type) {
+            Ok(T::Dns) => SanType::Dns,
+            Ok(T::Uri) => SanType::Uri,
+            Ok(T::Email) => SanType::Email,
+            Ok(T::IpAddress) => SanType::IpAddress,
+            _ => {
+                errors.push(
+                    &p.field("san_type"),
+                    "must be DNS, URI, EMAIL or IP_ADDRESS",
+                );
+                continue;
+            }
+        };
+        let Some(matcher) = &m.matcher else {
+            errors.push(&p.field("matcher"), "must be set");
+            continue;
+        };
+        out.match_typed_subject_alt_names
+            .push(SubjectAltNameMatcher {
+                san_type,
+                matcher: san_matcher(matcher, &p.field("matcher"), errors),
+            });
+    }
+    out
+}
+
+/// A SAN matcher: an empty prefix, suffix or substring would accept any name (A29 NACKs it).
+fn san_matcher(
+    m: &envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> mesh_core::config::route::StringMatcher {
+    let out = string_matcher(m, path, errors);
+    if [&out.prefix, &out.suffix, &out.contains]
+        .into_iter()
+        .any(|v| v.as_deref() == Some(""))
+    {
+        errors.push(
+            path,
+            "an empty prefix, suffix or contains would match any name",
+        );
+    }
+    out
+}
+
+fn instance(
+    name: &str,
+    certificate_name: &str,
+    providers: &BTreeSet<String>,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Option<CertificateProviderInstance> {
+    if !providers.contains(name) {
+        errors.push(
+            &path.field("instance_name"),
+            format!("certificate provider instance {name:?} is not in the bootstrap (has: {providers:?})"),
+        );
+        return None;
+    }
+    Some(CertificateProviderInstance {
+        instance_name: name.to_owned(),
+        certificate_name: certificate_name.to_owned(),
+    })
+}
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tests;
