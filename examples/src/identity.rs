@@ -3,13 +3,15 @@
 //! HTTP/1.1 and HTTP/2 (by ALPN) and can close each connection after one answer, so that every
 //! request is a new handshake (rotation tests).
 
+use crate::pki::WorkloadFiles;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use mesh_tower::tls::ServerTls;
+use mesh_tower::control::Control;
+use mesh_tower::tls::{CertificateProvider, ServerTls};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
@@ -44,4 +46,29 @@ pub async fn spawn_identity_echo(
         }
     });
     Ok((addr, task))
+}
+
+/// Server mTLS as Istio's STRICT mode has it: the identity and the client-certificate roots
+/// from one `file_watcher` provider named `name` watching `files` every `refresh` (a YAML
+/// duration such as `0.2s`), and a client certificate required. Returns the provider too, for
+/// its status.
+pub fn strict_server_tls(
+    name: &str,
+    files: &WorkloadFiles,
+    refresh: &str,
+) -> (ServerTls, CertificateProvider) {
+    let config: mesh_core::config::tls::CertificateProvider =
+        serde_saphyr::from_str(&files.file_watcher_yaml(refresh)).expect("provider YAML");
+    let watcher = config.file_watcher.as_ref().expect("a file_watcher");
+    let provider = CertificateProvider::file_watcher(name, watcher, &Control::dedicated());
+    let downstream = serde_saphyr::from_str(&format!(
+        "require_client_certificate: true\n\
+         common_tls_context:\n  \
+           tls_certificate_provider_instance: {{ instance_name: {name} }}\n  \
+           validation_context: {{ ca_certificate_provider_instance: {{ instance_name: {name} }} }}\n"
+    ))
+    .expect("server TLS YAML");
+    let p = provider.clone();
+    let tls = ServerTls::new(&downstream, move |_| Some(p.clone())).expect("valid server TLS");
+    (tls, provider)
 }

@@ -98,7 +98,9 @@ impl Envoy {
     pub async fn stats(admin: SocketAddr, filter: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-        let req = format!("GET /stats?filter={filter} HTTP/1.0\r\nHost: admin\r\n\r\n");
+        let req = format!(
+            "GET /stats?filter={filter} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+        );
         s.write_all(req.as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();

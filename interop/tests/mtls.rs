@@ -9,7 +9,6 @@ use http_body_util::{BodyExt, Empty};
 use mesh_examples::backend::Backend;
 use mesh_examples::greeter::{self, GreeterClient, HelloRequest};
 use mesh_examples::pki::{DevCa, WorkloadFiles};
-use mesh_tower::control::Control;
 use mesh_tower::tls::{CertificateProvider, PeerIdentity, PeerInfo, ServerTls};
 use mesh_tower::{ErrorKind, Mesh, MeshService, ServedBy};
 use std::net::SocketAddr;
@@ -24,27 +23,7 @@ const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/backend";
 
 /// The server side: a provider watching `files` and mTLS requiring client certificates.
 fn server_tls(files: &WorkloadFiles, refresh: &str) -> (ServerTls, CertificateProvider) {
-    let config = serde_saphyr::from_str(&files.file_watcher_yaml(refresh)).unwrap();
-    let config: mesh_core::config::tls::CertificateProvider = config;
-    let provider = CertificateProvider::file_watcher(
-        "server",
-        config.file_watcher.as_ref().unwrap(),
-        &Control::dedicated(),
-    );
-    let downstream = serde_saphyr::from_str(
-        r#"
-require_client_certificate: true
-common_tls_context:
-  tls_certificate_provider_instance: { instance_name: server }
-  validation_context: { ca_certificate_provider_instance: { instance_name: server } }
-"#,
-    )
-    .unwrap();
-    let p = provider.clone();
-    (
-        ServerTls::new(&downstream, move |_| Some(p.clone())).unwrap(),
-        provider,
-    )
+    mesh_examples::identity::strict_server_tls("server", files, refresh)
 }
 
 /// A server behind `tls` answering with the caller's SPIFFE ID.

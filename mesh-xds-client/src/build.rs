@@ -327,3 +327,54 @@ pub fn set_http_filters(listener: &mut lds::Listener, mut filters: Vec<hcm::Http
         }
     }
 }
+
+/// A cluster `transport_socket` for mesh mTLS as gRPC and Istio write it: the identity and the
+/// roots both from certificate provider `instance`, and the peer's SAN a URI equal to one of
+/// `spiffe_ids` (gRFC A29's `match_typed_subject_alt_names`).
+///
+/// ```
+/// use mesh_xds_client::build;
+/// let mut web = build::eds_cluster("web");
+/// web.transport_socket = Some(build::mesh_tls("default", &["spiffe://cluster.local/ns/shop/sa/web"]));
+/// ```
+pub fn mesh_tls(instance: &str, spiffe_ids: &[&str]) -> core::TransportSocket {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+    use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
+    let provider = tls::CertificateProviderPluginInstance {
+        instance_name: instance.into(),
+        certificate_name: String::new(),
+    };
+    let sans = spiffe_ids
+        .iter()
+        .map(|id| tls::SubjectAltNameMatcher {
+            san_type: tls::subject_alt_name_matcher::SanType::Uri as i32,
+            matcher: Some(matcher::StringMatcher {
+                match_pattern: Some(matcher::string_matcher::MatchPattern::Exact((*id).into())),
+                ..Default::default()
+            }),
+            oid: String::new(),
+        })
+        .collect();
+    let context = tls::UpstreamTlsContext {
+        common_tls_context: Some(tls::CommonTlsContext {
+            tls_certificate_provider_instance: Some(provider.clone()),
+            validation_context_type: Some(
+                tls::common_tls_context::ValidationContextType::ValidationContext(
+                    tls::CertificateValidationContext {
+                        ca_certificate_provider_instance: Some(provider),
+                        match_typed_subject_alt_names: sans,
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    core::TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
+            &context,
+        ))),
+    }
+}
