@@ -129,6 +129,19 @@ impl DevCa {
     }
 }
 
+/// A SPIFFE trust bundle map (the JSON a `file_watcher`'s `spiffe_trust_bundle_map_file`
+/// holds): each trust domain's roots are the given CA's.
+pub fn spiffe_bundle_map(domains: &[(&str, &DevCa)]) -> String {
+    use base64::Engine;
+    let mut map = serde_json::Map::new();
+    for (domain, ca) in domains {
+        let der = base64::engine::general_purpose::STANDARD.encode(ca.root_der());
+        let key = serde_json::json!({"use": "x509-svid", "kty": "EC", "x5c": [der]});
+        map.insert((*domain).to_owned(), serde_json::json!({ "keys": [key] }));
+    }
+    serde_json::json!({ "trust_domains": map }).to_string()
+}
+
 /// Where [`DevCa::write_workload`] put a workload's files.
 #[derive(Clone, Debug)]
 pub struct WorkloadFiles {
