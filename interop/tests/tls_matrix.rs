@@ -10,7 +10,7 @@ mod support;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use mesh_examples::pki::{DevCa, Issued, LeafSpec, WorkloadFiles, spiffe_bundle_map};
+use mesh_examples::pki::{DevCa, Issued, LeafSpec, WorkloadFiles, Ymd, spiffe_bundle_map};
 use mesh_tower::{ErrorKind, Mesh};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,8 +20,9 @@ use tower::ServiceExt;
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/backend";
-const PAST: Option<((i32, u8, u8), (i32, u8, u8))> = Some(((2020, 1, 1), (2021, 1, 1)));
-const FUTURE: Option<((i32, u8, u8), (i32, u8, u8))> = Some(((2090, 1, 1), (2091, 1, 1)));
+type Validity = Option<(Ymd, Ymd)>;
+const PAST: Validity = Some(((2020, 1, 1), (2021, 1, 1)));
+const FUTURE: Validity = Some(((2090, 1, 1), (2091, 1, 1)));
 
 fn python() -> PathBuf {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/venv/bin/python");
