@@ -21,4 +21,6 @@ pub mod guides {
     pub struct Xds;
     #[doc = include_str!("../../docs/guides/static-config.md")]
     pub struct StaticConfig;
+    #[doc = include_str!("../../docs/guides/security.md")]
+    pub struct Security;
 }

@@ -1,12 +1,19 @@
 //! Every YAML document in README.md and docs/ is loaded and validated, so the docs cannot
 //! show a config the mesh rejects. A block whose first key is not a top-level key of the
-//! config (`listeners`, `route_configs`, `clusters`, `endpoints`) is a fragment: the line
+//! config (`certificate_providers`, `listeners`, `route_configs`, `clusters`, `endpoints`) is a
+//! fragment: the line
 //! before its fence must say so and where it nests (`<!-- fragment: … -->`).
 
 use mesh_core::MeshConfig;
 use std::path::{Path, PathBuf};
 
-const TOP_LEVEL: [&str; 4] = ["listeners:", "route_configs:", "clusters:", "endpoints:"];
+const TOP_LEVEL: [&str; 5] = [
+    "certificate_providers:",
+    "listeners:",
+    "route_configs:",
+    "clusters:",
+    "endpoints:",
+];
 
 fn markdown_files(root: &Path) -> Vec<PathBuf> {
     let mut out = vec![root.join("README.md")];
