@@ -2,6 +2,8 @@
 //!
 //! Shared helpers for the bench targets live here.
 
+pub mod harness;
+
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};

@@ -24,14 +24,17 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use mesh_benches::harness::{
+    self, CLIENT_CPU, Row, SERVER_CPU, TICK_US, closed_loop, cpu_ticks, median, pin_pid, pinned,
+    run_result, spawn_server,
+};
 use mesh_interop::envoy::{Envoy, free_port};
 use mesh_interop::gocp::GoControlPlane;
 use mesh_tower::Mesh;
 use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod sbs_grpc;
 
@@ -76,49 +79,6 @@ fn baseline(contender: &str) -> &'static str {
         "bare-hyper"
     }
 }
-/// CPU of the echo server.
-const SERVER_CPU: &str = "0";
-/// CPU of every client and of the sidecar.
-const CLIENT_CPU: &str = "1";
-
-/// `program` pinned to `cpu` (util-linux `taskset`, present on any Linux this runs on).
-fn pinned(cpu: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new("taskset");
-    cmd.arg("-c").arg(cpu).arg(program);
-    cmd
-}
-
-/// Pins every thread of the running process `pid` to `cpu`.
-fn pin_pid(cpu: &str, pid: u32) {
-    let status = Command::new("taskset")
-        .args(["-a", "-c", "-p", cpu, &pid.to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .expect("taskset (util-linux) pins the contenders");
-    assert!(status.success(), "taskset failed for pid {pid}");
-}
-
-/// Linux's clock ticks per second for `/proc/*/stat` CPU times.
-const TICK_US: u64 = 10_000;
-
-fn cpu_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map_or("", |x| x.1);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
-}
-
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 // ===== the echo server (its own process) =====
 
 async fn serve() {
@@ -170,23 +130,14 @@ enum Client {
 
 impl Client {
     async fn send(&self, body: Bytes) -> Result<usize, String> {
-        let req = http::Request::post("http://web/echo")
-            .body(Full::new(body))
-            .unwrap();
         match self {
-            Client::Hyper(tx) => {
-                let mut tx = tx.clone();
-                let res = tx.send_request(req).await.map_err(|e| e.to_string())?;
-                let b = res.into_body().collect().await.map_err(|e| e.to_string())?;
-                Ok(b.to_bytes().len())
-            }
+            Client::Hyper(tx) => harness::send_hyper(tx, body).await,
             Client::H2(tx) => {
                 // What hyper does for this request, by hand: the head, the body as one DATA
                 // frame ending the stream, the answer's DATA frames with their flow-control
                 // credit given back. No dispatch channel, no per-request task.
                 let mut tx = tx.clone().ready().await.map_err(|e| e.to_string())?;
-                let (head, body) = req.into_parts();
-                let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+                let (head, _) = harness::echo_request(Bytes::new()).into_parts();
                 let (res, mut stream) = tx
                     .send_request(http::Request::from_parts(head, ()), false)
                     .map_err(|e| e.to_string())?;
@@ -200,17 +151,8 @@ impl Client {
                 }
                 Ok(n)
             }
-            Client::Mesh(svc) => {
-                let res = tower::ServiceExt::oneshot(svc.clone(), req)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let b = res.into_body().collect().await.map_err(|e| e.to_string())?;
-                Ok(b.to_bytes().len())
-            }
-            Client::Grpc(g) => {
-                g.call(req.into_body().collect().await.unwrap().to_bytes())
-                    .await
-            }
+            Client::Mesh(svc) => harness::send_mesh(svc, body).await,
+            Client::Grpc(g) => g.call(body).await,
         }
     }
 }
@@ -261,56 +203,14 @@ async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f
         "tonic-bare" => (Client::Grpc(sbs_grpc::Tonic::bare(target).await), None),
         other => panic!("unknown contender {other}"),
     };
-    let body = Bytes::from(vec![b'x'; size]);
-    // Warm up: connections open, config compiled.
-    for _ in 0..20 {
-        client.send(body.clone()).await.unwrap();
-    }
-    let cpu0 = cpu_ticks("self");
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(secs);
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (client, body) = (client.clone(), body.clone());
-        tasks.spawn(async move {
-            let (mut lat, mut errors) = (Vec::new(), 0usize);
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                match client.send(body.clone()).await {
-                    Ok(n) if n == body.len() => lat.push(t.elapsed().as_micros() as u64),
-                    _ => errors += 1,
-                }
-            }
-            (lat, errors)
-        });
-    }
-    let (mut lat, mut errors) = (Vec::new(), 0);
-    for (l, e) in tasks.join_all().await {
-        lat.extend(l);
-        errors += e;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu_us = (cpu_ticks("self") - cpu0) * TICK_US;
-    lat.sort_unstable();
-    let q = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
-    println!(
-        "RESULT requests={} errors={errors} secs={elapsed:.3} p50={} p90={} p99={} max={} cpu_us={cpu_us} rss_kb={}",
-        lat.len(),
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        lat.last().copied().unwrap_or(0),
-        rss_kb()
-    );
+    closed_loop(concurrency, secs, size, move |body| {
+        let client = client.clone();
+        async move { client.send(body).await }
+    })
+    .await;
 }
 
 // ===== the orchestrator =====
-
-type Row = HashMap<String, f64>;
 
 fn run_client(
     contender: &str,
@@ -322,7 +222,7 @@ fn run_client(
     bootstrap: &std::path::Path,
 ) -> Row {
     let envoy0 = envoy_pid.map(|p| cpu_ticks(&p.to_string()));
-    let mut cmd = if contender == "grpc-go-xds" {
+    let cmd = if contender == "grpc-go-xds" {
         sbs_grpc::grpc_go_command(bootstrap, c, secs, size)
     } else {
         let mut cmd = pinned(CLIENT_CPU, std::env::current_exe().unwrap());
@@ -334,20 +234,7 @@ fn run_client(
             .env("SBS_SIZE", size.to_string());
         cmd
     };
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("client process");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("RESULT "))
-        .unwrap_or_else(|| panic!("{contender} produced no result: {text}"));
-    let mut row: Row = line[7..]
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.parse().unwrap_or(0.0)))
-        .collect();
+    let mut row = run_result(contender, cmd);
     if let (Some(p), Some(t0)) = (envoy_pid, envoy0) {
         row.insert(
             "sidecar_cpu_us".into(),
@@ -355,11 +242,6 @@ fn run_client(
         );
     }
     row
-}
-
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
 }
 
 fn main() {
@@ -400,18 +282,9 @@ fn main() {
     };
 
     // The echo server, in its own process.
-    let mut server = pinned(SERVER_CPU, std::env::current_exe().unwrap())
-        .env("SIDE_BY_SIDE_ROLE", "server")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("server process");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let echo: SocketAddr = line.trim().strip_prefix("ADDR ").unwrap().parse().unwrap();
+    let mut cmd = pinned(SERVER_CPU, std::env::current_exe().unwrap());
+    cmd.env("SIDE_BY_SIDE_ROLE", "server");
+    let (mut server, echo) = spawn_server(cmd);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -19,7 +19,19 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// One cluster's TLS (its `transport_socket`), resolved against the mesh's certificate
-/// providers; part of a [`ConnectTarget`](crate::connect::ConnectTarget).
+/// providers; part of a [`ConnectTarget`](crate::connect::ConnectTarget). A custom connector
+/// can run the same verified handshake with [`handshake`](Self::handshake).
+///
+/// ```
+/// use mesh_tower::tls::{CertificateProvider, ClientTls};
+/// let config = serde_saphyr::from_str(
+///     "common_tls_context: { validation_context: { ca_certificate_provider_instance: { instance_name: roots } } }",
+/// )
+/// .unwrap();
+/// let roots = CertificateProvider::new("roots"); // fed by the application
+/// let tls = ClientTls::new(&config, |name| (name == "roots").then(|| roots.clone()));
+/// # drop(tls);
+/// ```
 pub struct ClientTls {
     config: Arc<UpstreamTls>,
     identity: Option<CertificateProvider>,
@@ -63,10 +75,7 @@ impl Eq for ClientTls {}
 impl ClientTls {
     /// Resolves `config`'s provider instances with `lookup`. Never fails: what cannot be
     /// resolved (validation prevents it) makes every handshake fail with the reason.
-    pub(crate) fn new(
-        config: &UpstreamTls,
-        lookup: impl Fn(&str) -> Option<CertificateProvider>,
-    ) -> Self {
+    pub fn new(config: &UpstreamTls, lookup: impl Fn(&str) -> Option<CertificateProvider>) -> Self {
         let ctx = &config.common_tls_context;
         let mut broken = None;
         let mut find = |name: &str| {
@@ -165,7 +174,7 @@ impl ClientTls {
 
     /// Runs the handshake over `io` to the endpoint at `address`: the peer's verified
     /// identity on success. With `h2`, the server must agree to HTTP/2 by ALPN.
-    pub(crate) async fn handshake<IO>(
+    pub async fn handshake<IO>(
         &self,
         io: IO,
         address: SocketAddr,
