@@ -17,7 +17,7 @@ use crate::config::cluster::{Cluster, DiscoveryType};
 use crate::config::endpoint::ClusterLoadAssignment;
 use crate::config::listener::{Listener, RouteSource};
 use crate::config::route::RouteConfig;
-use crate::config::tls::{CertificateProvider, CertificateProviders};
+use crate::config::tls::{CertificateProvider, CertificateProviders, InlineMaterial, SDS_PREFIX};
 use crate::error::ConfigError;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -40,6 +40,9 @@ pub enum ResourceKind {
     Cluster,
     /// [`ClusterLoadAssignment`] (EDS).
     Endpoints,
+    /// An SDS secret, held as the `inline` certificate provider instance
+    /// [`SDS_PREFIX`](crate::config::tls::SDS_PREFIX)`<name>`.
+    Secret,
 }
 
 type Table<T> = HashMap<String, Arc<T>>;
@@ -132,6 +135,11 @@ impl Snapshot {
             ResourceKind::RouteConfig => self.route_configs.keys().map(String::as_str).collect(),
             ResourceKind::Cluster => self.clusters.keys().map(String::as_str).collect(),
             ResourceKind::Endpoints => self.endpoints.keys().map(String::as_str).collect(),
+            ResourceKind::Secret => self
+                .certificate_providers
+                .keys()
+                .filter_map(|n| n.strip_prefix(SDS_PREFIX))
+                .collect(),
         };
         names.sort_unstable();
         names
@@ -195,6 +203,18 @@ impl Edit {
             self.next.certificate_providers = Arc::new(providers);
         }
     }
+    /// Adds or replaces SDS secret `name` (provider instance `sds:<name>`).
+    pub fn upsert_secret(&mut self, name: &str, material: InlineMaterial) {
+        self.set_absence(ResourceKind::Secret, name, None);
+        let key = format!("{SDS_PREFIX}{name}");
+        let value = CertificateProvider {
+            inline: Some(material),
+            ..CertificateProvider::default()
+        };
+        if self.next.certificate_providers.get(&key) != Some(&value) {
+            Arc::make_mut(&mut self.next.certificate_providers).insert(key, value);
+        }
+    }
     /// Records why a resource is not here (`None` clears it). Does not remove the resource.
     pub fn set_absence(&mut self, kind: ResourceKind, name: &str, absence: Option<Absence>) {
         let key = (kind, name.to_owned());
@@ -214,6 +234,14 @@ impl Edit {
             ResourceKind::RouteConfig => self.next.route_configs.remove(name).is_some(),
             ResourceKind::Cluster => self.next.clusters.remove(name).is_some(),
             ResourceKind::Endpoints => self.next.endpoints.remove(name).is_some(),
+            ResourceKind::Secret => {
+                let key = format!("{SDS_PREFIX}{name}");
+                let there = self.next.certificate_providers.contains_key(&key);
+                if there {
+                    Arc::make_mut(&mut self.next.certificate_providers).remove(&key);
+                }
+                there
+            }
         }
     }
     /// Replaces everything with `config` (equal resources keep their identity).

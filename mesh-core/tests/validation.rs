@@ -272,6 +272,7 @@ certificate_providers:
   a: { file_watcher: { certificate_file: c.pem } }
   b: { file_watcher: { refresh_interval: 0s } }
   c: { file_watcher: { ca_certificate_file: ca.pem }, external: {} }
+  d: { inline: { certificate_chain: "-----BEGIN CERTIFICATE-----" } }
 "#,
     );
     assert_eq!(
@@ -280,9 +281,24 @@ certificate_providers:
             "certificate_providers.a.file_watcher: certificate_file and private_key_file must be given together",
             "certificate_providers.b.file_watcher: names no file (a certificate, roots or a SPIFFE bundle map is needed)",
             "certificate_providers.b.file_watcher.refresh_interval: must be greater than 0",
-            "certificate_providers.c: exactly one of file_watcher and external must be set",
+            "certificate_providers.c: exactly one of file_watcher, external and inline must be set",
+            "certificate_providers.d.inline: certificate_chain and private_key must be given together",
         ]
     );
+}
+
+#[test]
+fn inline_keys_never_show_in_dumps_or_debug() {
+    let p: mesh_core::config::tls::CertificateProvider = serde_saphyr::from_str(
+        "inline: { certificate_chain: CHAIN, private_key: \"-----BEGIN PRIVATE KEY-----\" }",
+    )
+    .unwrap();
+    let dumped = serde_saphyr::to_string(&p).unwrap();
+    assert!(
+        dumped.contains("CHAIN") && dumped.contains("[redacted]") && !dumped.contains("PRIVATE"),
+        "{dumped}"
+    );
+    assert!(!format!("{p:?}").contains("PRIVATE KEY"), "{p:?}");
 }
 
 #[test]

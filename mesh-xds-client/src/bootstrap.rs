@@ -226,6 +226,12 @@ impl Bootstrap {
         let mut out = mesh_core::config::tls::CertificateProviders::new();
         for (name, p) in &self.certificate_providers {
             let path = format!("certificate_providers[{name:?}]");
+            if name.starts_with(mesh_core::config::tls::SDS_PREFIX) {
+                return Err(BootstrapError::Invalid(format!(
+                    "{path}: the prefix {:?} is reserved for SDS secrets",
+                    mesh_core::config::tls::SDS_PREFIX
+                )));
+            }
             if p.plugin_name != "file_watcher" {
                 tracing::warn!(instance = %name, plugin = %p.plugin_name, "certificate provider plugin not supported; skipped");
                 continue;
@@ -248,6 +254,7 @@ impl Bootstrap {
                     refresh_interval,
                 }),
                 external: None,
+                inline: None,
             };
             let mut errors = mesh_core::error::Errors::new();
             provider.validate(&mesh_core::FieldPath::new(&path), &mut errors);

@@ -45,6 +45,62 @@ pub struct CertificateProvider {
     /// Until it does, handshakes that need it fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<External>,
+    /// PEM material carried in the config itself: what an SDS `Secret` delivers over ADS
+    /// (the xDS client names such instances [`SDS_PREFIX`]`<secret>`), or Envoy's
+    /// `inline_string` in a static file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<InlineMaterial>,
+}
+
+/// Prefix of the instance names the xDS client gives SDS secrets (`sds:<secret name>`), so an
+/// SDS secret and a bootstrap provider can never share a name.
+pub const SDS_PREFIX: &str = "sds:";
+
+/// The `inline` plugin: PEM text. Either half may be absent (an SDS validation secret carries
+/// only roots; a certificate secret only the identity). Config dumps show the key as
+/// `[redacted]`, as Envoy's do.
+///
+/// ```
+/// use mesh_core::config::tls::CertificateProvider;
+/// let p: CertificateProvider = serde_saphyr::from_str("inline: { trusted_ca: \"-----BEGIN CERTIFICATE-----\" }").unwrap();
+/// assert!(p.inline.unwrap().certificate_chain.is_none());
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineMaterial {
+    /// PEM certificate chain, leaf first (with `private_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_chain: Option<String>,
+    /// PEM private key of the leaf.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted"
+    )]
+    pub private_key: Option<String>,
+    /// PEM trusted roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_ca: Option<String>,
+}
+
+fn redacted<S: serde::Serializer>(_: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("[redacted]")
+}
+
+impl std::fmt::Debug for InlineMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InlineMaterial")
+            .field(
+                "certificate_chain",
+                &self.certificate_chain.as_ref().map(String::len),
+            )
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("trusted_ca", &self.trusted_ca.as_ref().map(String::len))
+            .finish()
+    }
 }
 
 /// The `file_watcher` plugin's config, as gRPC and Istio's agent write it.
@@ -83,10 +139,18 @@ pub struct External {}
 impl CertificateProvider {
     /// Checks the provider; `path` locates it.
     pub fn validate(&self, path: &FieldPath, errors: &mut Errors) {
-        match (&self.file_watcher, &self.external) {
-            (Some(fw), None) => fw.validate(&path.field("file_watcher"), errors),
-            (None, Some(_)) => {}
-            _ => errors.push(path, "exactly one of file_watcher and external must be set"),
+        match (&self.file_watcher, &self.external, &self.inline) {
+            (Some(fw), None, None) => fw.validate(&path.field("file_watcher"), errors),
+            (None, Some(_), None) => {}
+            (None, None, Some(m)) => errors.check(
+                m.certificate_chain.is_some() == m.private_key.is_some(),
+                &path.field("inline"),
+                "certificate_chain and private_key must be given together",
+            ),
+            _ => errors.push(
+                path,
+                "exactly one of file_watcher, external and inline must be set",
+            ),
         }
     }
 }

@@ -440,6 +440,7 @@ pub(super) enum Ready {
 /// Whether everything `listener` needs is in the snapshot.
 pub(super) fn readiness(snap: &mesh_core::Snapshot, listener: &str, on_demand: bool) -> Ready {
     use mesh_core::config::listener::RouteSource;
+    use mesh_core::config::tls::SDS_PREFIX;
     use mesh_core::{Absence, DiscoveryType, ResourceKind as K};
     let absent = |kind: K, name: &str, what: &str| match snap.absence(kind, name) {
         Some(Absence::Missing(why)) => Ready::No(format!("{what} {name:?} does not exist: {why}")),
@@ -470,6 +471,14 @@ pub(super) fn readiness(snap: &mesh_core::Snapshot, listener: &str, on_demand: b
             };
             if c.discovery == DiscoveryType::Eds && snap.endpoints(c.endpoints_name()).is_none() {
                 return absent(K::Endpoints, c.endpoints_name(), "endpoints");
+            }
+            // SDS secrets the cluster's TLS names (Envoy warms such a cluster until they come).
+            for provider in c.transport_socket.iter().flat_map(|t| t.provider_names()) {
+                if let Some(secret) = provider.strip_prefix(SDS_PREFIX)
+                    && snap.certificate_provider(provider).is_none()
+                {
+                    return absent(K::Secret, secret, "secret");
+                }
             }
         }
     }

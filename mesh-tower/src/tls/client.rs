@@ -80,7 +80,12 @@ impl ClientTls {
         let mut broken = None;
         let mut find = |name: &str| {
             lookup(name).unwrap_or_else(|| {
-                broken = Some(format!("unknown certificate provider instance {name:?}"));
+                broken = Some(
+                    match name.strip_prefix(mesh_core::config::tls::SDS_PREFIX) {
+                        Some(secret) => format!("SDS secret {secret:?} has not arrived"),
+                        None => format!("unknown certificate provider instance {name:?}"),
+                    },
+                );
                 CertificateProvider::new(name)
             })
         };

@@ -124,8 +124,20 @@ impl Providers {
             let mut next = HashMap::new();
             for (name, c) in config {
                 let keep = live.0.get(name) == Some(c);
+                let was_inline = live.0.get(name).is_some_and(|o| o.inline.is_some());
                 let provider = match (keep, live.1.get(name)) {
                     (true, Some(p)) => p.clone(),
+                    // New inline material (an SDS secret rotated): the same provider, so
+                    // clusters keep their handle and new handshakes see the new material.
+                    (false, Some(p)) if was_inline && c.inline.is_some() => {
+                        p.set_inline(c.inline.as_ref().expect("checked"));
+                        p.clone()
+                    }
+                    _ if c.inline.is_some() => {
+                        let p = CertificateProvider::new(name);
+                        p.set_inline(c.inline.as_ref().expect("checked"));
+                        p
+                    }
                     _ => match &c.file_watcher {
                         Some(fw) => CertificateProvider::file_watcher(name, fw, &self.control),
                         None => self

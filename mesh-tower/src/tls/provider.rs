@@ -179,6 +179,31 @@ impl CertificateProvider {
         self.update(|m| m.roots = Some(roots));
     }
 
+    /// Replaces identity and roots with `inline`'s PEM (an absent half clears it). Material
+    /// that does not parse, or a leaf out of its validity, keeps the last good and is reported.
+    pub(crate) fn set_inline(&self, inline: &mesh_core::config::tls::InlineMaterial) {
+        let identity = match (&inline.certificate_chain, &inline.private_key) {
+            (Some(chain), Some(key)) => {
+                match Identity::from_pem(chain.as_bytes(), key.as_bytes()) {
+                    Ok(id) => Some(id),
+                    Err(e) => return self.report_error(&e),
+                }
+            }
+            _ => None,
+        };
+        let roots = match &inline.trusted_ca {
+            Some(pem) => match Roots::from_pem(pem.as_bytes()) {
+                Ok(r) => Some(r),
+                Err(e) => return self.report_error(&e),
+            },
+            None => None,
+        };
+        self.update(|m| {
+            m.identity = identity;
+            m.roots = roots;
+        });
+    }
+
     /// Records a failed load; the material stays.
     pub fn report_error(&self, error: &MaterialError) {
         tracing::warn!(provider = %self.inner.name, %error, "certificate provider: keeping the last good material");

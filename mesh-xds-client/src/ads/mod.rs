@@ -133,7 +133,7 @@ struct TypeState {
 #[derive(Debug)]
 pub struct Ads {
     config: Config,
-    types: [TypeState; 4],
+    types: [TypeState; ResourceType::ALL.len()],
     node_sent: bool,
     streaming: bool,
 }

@@ -5,10 +5,14 @@ use super::Shared;
 use crate::ads::{Change, Output, Request};
 use crate::translate::{ResourceType, Translated};
 use mesh_core::config::listener::RouteSource;
+use mesh_core::config::tls::SDS_PREFIX;
 use mesh_core::{Absence, DiscoveryType, ResourceKind, Snapshot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::time::Instant;
+
+/// How many resource types there are.
+const N: usize = ResourceType::ALL.len();
 
 /// Runs the cascade whenever the store's interest changes (targets come and go), whether or
 /// not a stream is up: subscriptions recorded while disconnected go out when one connects.
@@ -71,6 +75,7 @@ pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
                     Change::Upsert(Translated::RouteConfig(rc)) => edit.upsert_route_config(rc),
                     Change::Upsert(Translated::Cluster(c)) => edit.upsert_cluster(*c),
                     Change::Upsert(Translated::Endpoints(e)) => edit.upsert_endpoints(e),
+                    Change::Upsert(Translated::Secret(name, m)) => edit.upsert_secret(&name, m),
                     Change::Remove(ty, name) => {
                         let name = store_name(&targets, ty, name);
                         edit.remove(ty.kind(), &name);
@@ -132,7 +137,7 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
         }
         let wanted = wanted(&snap, &targets);
         let servers = shared.streams.len();
-        let mut per_server: Vec<[BTreeSet<String>; 4]> = vec![Default::default(); servers];
+        let mut per_server: Vec<[BTreeSet<String>; N]> = vec![Default::default(); servers];
         for ty in ResourceType::ALL {
             for name in &wanted[ty.index()] {
                 match shared.routing.server_for(ty, name) {
@@ -217,12 +222,15 @@ fn present(snap: &Snapshot, ty: ResourceType, name: &str) -> bool {
         ResourceType::RouteConfiguration => snap.route_config(name).is_some(),
         ResourceType::Cluster => snap.cluster(name).is_some(),
         ResourceType::ClusterLoadAssignment => snap.endpoints(name).is_some(),
+        ResourceType::Secret => snap
+            .certificate_provider(&format!("{SDS_PREFIX}{name}"))
+            .is_some(),
     }
 }
 
 /// The names each type needs, given the listener targets and what the store holds.
-fn wanted(snap: &Snapshot, targets: &BTreeMap<String, String>) -> [BTreeSet<String>; 4] {
-    let mut out: [BTreeSet<String>; 4] = Default::default();
+fn wanted(snap: &Snapshot, targets: &BTreeMap<String, String>) -> [BTreeSet<String>; N] {
+    let mut out: [BTreeSet<String>; N] = Default::default();
     let mut clusters = BTreeSet::new();
     for (resource, target) in targets {
         out[ResourceType::Listener.index()].insert(resource.clone());
@@ -245,11 +253,15 @@ fn wanted(snap: &Snapshot, targets: &BTreeMap<String, String>) -> [BTreeSet<Stri
             }
         }
     }
-    for name in &clusters {
-        if let Some(c) = snap.cluster(name)
-            && c.discovery == DiscoveryType::Eds
-        {
+    for c in clusters.iter().filter_map(|name| snap.cluster(name)) {
+        if c.discovery == DiscoveryType::Eds {
             out[ResourceType::ClusterLoadAssignment.index()].insert(c.endpoints_name().to_owned());
+        }
+        // SDS: the secrets its TLS context names.
+        for provider in c.transport_socket.iter().flat_map(|t| t.provider_names()) {
+            if let Some(secret) = provider.strip_prefix(SDS_PREFIX) {
+                out[ResourceType::Secret.index()].insert(secret.to_owned());
+            }
         }
     }
     out[ResourceType::Cluster.index()] = clusters;

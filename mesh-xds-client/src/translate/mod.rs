@@ -22,6 +22,7 @@ pub mod endpoint;
 pub mod listener;
 mod policy;
 pub mod route;
+pub mod secret;
 mod tls;
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
@@ -30,7 +31,7 @@ use mesh_core::{Cluster, ClusterLoadAssignment, Listener, ResourceKind, RouteCon
 use prost::Message;
 use std::time::Duration;
 
-/// The four resource types of the cascade.
+/// The resource types of the cascade: the four of gRPC's, and Envoy's SDS secrets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceType {
     /// LDS
@@ -41,15 +42,18 @@ pub enum ResourceType {
     Cluster,
     /// EDS
     ClusterLoadAssignment,
+    /// SDS over ADS: certificates and roots named by clusters' TLS contexts.
+    Secret,
 }
 
 impl ResourceType {
-    /// All four, in subscription order.
-    pub const ALL: [ResourceType; 4] = [
+    /// All of them, in subscription order.
+    pub const ALL: [ResourceType; 5] = [
         ResourceType::Listener,
         ResourceType::RouteConfiguration,
         ResourceType::Cluster,
         ResourceType::ClusterLoadAssignment,
+        ResourceType::Secret,
     ];
 
     /// The type URL on the wire.
@@ -62,6 +66,9 @@ impl ResourceType {
             ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             ResourceType::ClusterLoadAssignment => {
                 "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            ResourceType::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
             }
         }
     }
@@ -78,6 +85,7 @@ impl ResourceType {
             ResourceType::RouteConfiguration => ResourceKind::RouteConfig,
             ResourceType::Cluster => ResourceKind::Cluster,
             ResourceType::ClusterLoadAssignment => ResourceKind::Endpoints,
+            ResourceType::Secret => ResourceKind::Secret,
         }
     }
 
@@ -88,7 +96,7 @@ impl ResourceType {
 
     /// Short name (`LDS`, …) for logs.
     pub fn short(self) -> &'static str {
-        ["LDS", "RDS", "CDS", "EDS"][self.index()]
+        ["LDS", "RDS", "CDS", "EDS", "SDS"][self.index()]
     }
 }
 
@@ -103,6 +111,8 @@ pub enum Translated {
     Cluster(Box<Cluster>),
     /// From EDS.
     Endpoints(ClusterLoadAssignment),
+    /// From SDS: the secret's name and its PEM material.
+    Secret(String, mesh_core::config::tls::InlineMaterial),
 }
 
 impl Translated {
@@ -113,6 +123,7 @@ impl Translated {
             Translated::RouteConfig(rc) => rc.name = name,
             Translated::Cluster(c) => c.name = name,
             Translated::Endpoints(e) => e.cluster_name = name,
+            Translated::Secret(n, _) => *n = name,
         }
         self
     }
@@ -191,6 +202,16 @@ pub fn decode_in(ty: ResourceType, any: &Any, ctx: &Context) -> Result<Decoded, 
                 endpoint::translate(&m).map(Translated::Endpoints),
             )
         }
+        ResourceType::Secret => {
+            let m = envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret::decode(
+                &*any.value,
+            )
+            .map_err(bad)?;
+            (
+                m.name.clone(),
+                secret::translate(&m).map(|s| Translated::Secret(m.name.clone(), s)),
+            )
+        }
     };
     if name.is_empty() {
         return Err(DecodeError(format!(
@@ -239,3 +260,7 @@ pub(crate) fn duration(d: &PbDuration, path: &FieldPath, errors: &mut Errors) ->
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "secret_tests.rs"]
+mod secret_tests;

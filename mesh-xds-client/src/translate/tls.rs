@@ -1,10 +1,11 @@
 //! `transport_socket` with an `UpstreamTlsContext` / `DownstreamTlsContext` → the mesh's TLS
 //! contexts, by gRFC A29's rules.
 //!
-//! Identity and roots must come from certificate provider instances of the bootstrap (the
-//! current fields, or the deprecated ones istiod still sends; the current win). Whatever
+//! Identity and roots come from certificate provider instances of the bootstrap (the current
+//! fields, or the deprecated ones istiod still sends; the current win), or, Envoy's way, from
+//! SDS secrets delivered on the ADS stream (instance `sds:<secret>`, see `secret.rs`). Whatever
 //! would have the mesh do weaker or different TLS than the control plane asked for is
-//! NACKed with its field path: inline certificates or SDS without a provider instance, TLS
+//! NACKed with its field path: inline certificates, SDS from anywhere but the ADS stream, TLS
 //! parameters, custom handshakers or validators, SPKI/hash pinning, CRLs, SCTs, and a
 //! provider instance the bootstrap does not define.
 
@@ -14,7 +15,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as pb;
 use envoy_types::pb::google::protobuf::Any;
 use mesh_core::config::tls::{
     CertificateProviderInstance, CertificateValidationContext, CommonTlsContext, DownstreamTls,
-    SanType, SubjectAltNameMatcher, UpstreamTls,
+    SDS_PREFIX, SanType, SubjectAltNameMatcher, UpstreamTls,
 };
 use mesh_core::error::{Errors, FieldPath};
 use prost::Message;
@@ -195,12 +196,27 @@ fn common(
         ),
         (None, None) => None,
     };
-    if out.tls_certificate_provider_instance.is_none()
-        && (!c.tls_certificates.is_empty() || !c.tls_certificate_sds_secret_configs.is_empty())
-    {
+    if out.tls_certificate_provider_instance.is_none() {
+        // Envoy's way: a certificate secret over ADS.
+        match c.tls_certificate_sds_secret_configs.as_slice() {
+            [] => {}
+            [one] => {
+                out.tls_certificate_provider_instance = sds(
+                    one,
+                    &path.field("tls_certificate_sds_secret_configs").index(0),
+                    errors,
+                )
+            }
+            _ => errors.push(
+                &path.field("tls_certificate_sds_secret_configs"),
+                "only one certificate is supported",
+            ),
+        }
+    }
+    if !c.tls_certificates.is_empty() {
         errors.push(
             &path.field("tls_certificates"),
-            "inline certificates and SDS need a certificate provider instance here (gRFC A29)",
+            "inline certificates are not supported (use a certificate provider instance or SDS)",
         );
     }
     use pb::common_tls_context::ValidationContextType as V;
@@ -210,18 +226,32 @@ fn common(
         Some(V::ValidationContext(v)) => Some(validation(v, None, providers, &vpath, errors)),
         Some(V::CombinedValidationContext(cv)) => {
             let cpath = path.field("combined_validation_context");
-            let deprecated = cv.validation_context_certificate_provider_instance.as_ref();
-            if cv.validation_context_sds_secret_config.is_some()
-                || cv.validation_context_certificate_provider.is_some()
-            {
+            if cv.validation_context_certificate_provider.is_some() {
                 errors.push(
-                    &cpath,
-                    "only default_validation_context and validation_context_certificate_provider_instance are supported",
+                    &cpath.field("validation_context_certificate_provider"),
+                    "is not supported",
                 );
             }
             let default = cv.default_validation_context.clone().unwrap_or_default();
-            let fallback =
-                deprecated.map(|i| (i.instance_name.as_str(), i.certificate_name.as_str()));
+            // The roots: the deprecated provider instance istiod sends, or an SDS secret.
+            let fallback = match (
+                &cv.validation_context_certificate_provider_instance,
+                &cv.validation_context_sds_secret_config,
+            ) {
+                (Some(i), _) => Some(instance(
+                    &i.instance_name,
+                    &i.certificate_name,
+                    providers,
+                    &cpath.field("validation_context_certificate_provider_instance"),
+                    errors,
+                )),
+                (None, Some(secret)) => Some(sds(
+                    secret,
+                    &cpath.field("validation_context_sds_secret_config"),
+                    errors,
+                )),
+                (None, None) => None,
+            };
             Some(validation(
                 &default,
                 fallback,
@@ -243,12 +273,16 @@ fn common(
                 ..CertificateValidationContext::default()
             })
         }
-        Some(V::ValidationContextSdsSecretConfig(_)) => {
-            errors.push(
+        Some(V::ValidationContextSdsSecretConfig(secret)) => {
+            let ca = sds(
+                secret,
                 &path.field("validation_context_sds_secret_config"),
-                "needs a certificate provider instance here (gRFC A29)",
+                errors,
             );
-            None
+            Some(CertificateValidationContext {
+                ca_certificate_provider_instance: ca,
+                ..CertificateValidationContext::default()
+            })
         }
         Some(V::ValidationContextCertificateProvider(_)) => {
             errors.push(
@@ -261,11 +295,12 @@ fn common(
     out
 }
 
-/// A validation context; `fallback` is the deprecated combined-context instance.
+/// A validation context; `fallback` is the combined context's roots (resolved, or `Some(None)`
+/// when they were refused).
 #[allow(deprecated)] // match_subject_alt_names: gRPC's field, deprecated in Envoy's API
 fn validation(
     v: &pb::CertificateValidationContext,
-    fallback: Option<(&str, &str)>,
+    fallback: Option<Option<CertificateProviderInstance>>,
     providers: &BTreeSet<String>,
     path: &FieldPath,
     errors: &mut Errors,
@@ -307,13 +342,7 @@ fn validation(
             &path.field("ca_certificate_provider_instance"),
             errors,
         ),
-        (None, Some((name, cert))) => instance(
-            name,
-            cert,
-            providers,
-            &path.field("validation_context_certificate_provider_instance"),
-            errors,
-        ),
+        (None, Some(resolved)) => resolved,
         (None, None) => {
             errors.push(
                 &path.field("ca_certificate_provider_instance"),
@@ -376,6 +405,34 @@ fn san_matcher(
         );
     }
     out
+}
+
+/// An SDS secret reference: a secret delivered over ADS, as provider instance `sds:<name>`.
+fn sds(
+    c: &pb::SdsSecretConfig,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Option<CertificateProviderInstance> {
+    use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier as S;
+    let source = c
+        .sds_config
+        .as_ref()
+        .and_then(|s| s.config_source_specifier.as_ref());
+    if !matches!(source, Some(S::Ads(_) | S::Self_(_))) {
+        errors.push(
+            &path.field("sds_config"),
+            "only secrets over the ADS stream are supported (sds_config: { ads: {} })",
+        );
+        return None;
+    }
+    if c.name.is_empty() {
+        errors.push(&path.field("name"), "must not be empty");
+        return None;
+    }
+    Some(CertificateProviderInstance {
+        instance_name: format!("{SDS_PREFIX}{}", c.name),
+        certificate_name: String::new(),
+    })
 }
 
 fn instance(

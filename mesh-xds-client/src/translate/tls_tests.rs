@@ -205,7 +205,10 @@ fn what_a29_forbids_is_nacked_with_field_paths() {
     ctx.tls_certificate_certificate_provider_instance = None;
     ctx.tls_certificates = vec![Default::default()];
     let e = translated(&cluster(t)).unwrap_err();
-    assert!(e.contains("tls_certificates: inline certificates and SDS need a certificate provider instance here"), "{e}");
+    assert!(
+        e.contains("tls_certificates: inline certificates are not supported"),
+        "{e}"
+    );
 
     // Another transport socket altogether.
     let mut c = cluster(istio_shape());
