@@ -475,7 +475,7 @@ fn report(
     sizes: &[usize],
 ) -> String {
     let mut table = String::from(
-        "| contender | c | body | req/s | vs rustls-bare | p50 µs | p99 µs | CPU µs/req (all processes) | req per CPU-s |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| contender | c | body | req/s | vs rustls-bare (paired rounds, median) | range | p50 µs | p99 µs | CPU µs/req (all processes) | req per CPU-s |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let rps = |r: &Row| r["requests"] / r["secs"];
     let cpu = |r: &Row| (r["cpu_us"] + r["others_cpu_us"]) / r["requests"].max(1.0);
@@ -497,9 +497,11 @@ fn report(
                     |f: &dyn Fn(&Row) -> f64| median(&mut rs.iter().map(f).collect::<Vec<_>>());
                 let cpu_per_req = med(&cpu);
                 table.push_str(&format!(
-                    "| {contender} | {c} | {size} B | {:.0} | {:.2}× | {:.0} | {:.0} | {cpu_per_req:.1} | {:.0} |\n",
+                    "| {contender} | {c} | {size} B | {:.0} | {:.2}× | {:.2}–{:.2} | {:.0} | {:.0} | {cpu_per_req:.1} | {:.0} |\n",
                     med(&rps),
                     median(&mut ratios),
+                    ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                    ratios.iter().copied().fold(0.0, f64::max),
                     med(&|r| r["p50"]),
                     med(&|r| r["p99"]),
                     1e6 / cpu_per_req.max(0.001),

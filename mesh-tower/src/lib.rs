@@ -54,6 +54,7 @@ pub mod mirror;
 pub mod outlier;
 mod policy;
 pub mod ratelimit;
+pub mod rbac;
 pub mod retry;
 pub mod rewrite;
 pub mod route;

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod endpoint;
 pub mod headers;
 pub mod listener;
+pub mod rbac;
 pub mod route;
 pub mod tls;
 

@@ -46,6 +46,8 @@ pub struct LeafInfo {
     pub serial: String,
     /// Subject alternative names.
     pub sans: Vec<San>,
+    /// The subject's distinguished name, RFC 2253 (`CN=web,O=shop`).
+    pub subject: String,
     /// Start of validity.
     pub not_before: SystemTime,
     /// End of validity.

@@ -85,9 +85,43 @@ pub(crate) fn parse_leaf(der: &CertificateDer<'_>) -> Result<super::LeafInfo, St
     Ok(super::LeafInfo {
         serial,
         sans,
+        subject: rfc2253(cert.subject()),
         not_before: time(&cert.validity().not_before),
         not_after: time(&cert.validity().not_after),
     })
+}
+
+/// A distinguished name as RFC 2253 writes it (and Envoy's RBAC matches it): the RDNs last
+/// first, separated by `,`, multi-valued ones joined by `+`, special characters escaped.
+pub(crate) fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    let mut out = String::new();
+    let rdns: Vec<_> = name.iter_rdn().collect();
+    for (i, rdn) in rdns.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, atv) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            match x509_parser::objects::oid2abbrev(atv.attr_type(), registry) {
+                Ok(abbrev) => out.push_str(abbrev),
+                Err(_) => out.push_str(&atv.attr_type().to_id_string()),
+            }
+            out.push('=');
+            let value = atv.as_str().unwrap_or_default();
+            let last = value.chars().count().saturating_sub(1);
+            for (k, c) in value.chars().enumerate() {
+                let edge = (k == 0 && (c == '#' || c == ' ')) || (k == last && c == ' ');
+                if edge || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {

@@ -181,6 +181,8 @@ impl ServerTls {
             stream,
             info: PeerInfo {
                 remote_addr: None,
+                local_addr: None,
+                tls: true,
                 identity,
             },
         })
@@ -210,11 +212,13 @@ impl ServerTls {
                     () = tx.closed() => break,
                 };
                 let _ = tcp.set_nodelay(true);
+                let local = tcp.local_addr().ok();
                 let (tls, tx) = (tls.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tls.accept(tcp).await {
                         Ok(mut conn) => {
                             conn.info.remote_addr = Some(remote);
+                            conn.info.local_addr = local;
                             let _ = tx.send(Ok(conn)).await;
                         }
                         Err(e) => {
@@ -237,9 +241,25 @@ impl ServerTls {
 pub struct PeerInfo {
     /// The peer's address.
     pub remote_addr: Option<SocketAddr>,
+    /// Our own address of the connection.
+    pub local_addr: Option<SocketAddr>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
     /// The verified client certificate's identity (`None`: the client sent none, which only
     /// a server without `require_client_certificate` accepts).
     pub identity: Option<PeerIdentity>,
+}
+
+impl PeerInfo {
+    /// A plaintext connection's peer: addresses only.
+    pub fn plaintext(remote_addr: SocketAddr, local_addr: SocketAddr) -> Self {
+        Self {
+            remote_addr: Some(remote_addr),
+            local_addr: Some(local_addr),
+            tls: false,
+            identity: None,
+        }
+    }
 }
 
 /// An accepted TLS connection and its peer.

@@ -509,3 +509,20 @@ async fn file_watcher_rotates_and_keeps_the_last_good_material() {
     assert_eq!(status.error, None);
     assert!(p.material().generation > first.generation);
 }
+
+#[test]
+fn the_subject_reads_as_rfc_2253() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "shop, inc");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "web");
+    let cert = params.self_signed(&key).unwrap();
+    let leaf = super::san::parse_leaf(cert.der()).unwrap();
+    // Last RDN first, comma-separated, the comma in the value escaped.
+    assert_eq!(leaf.subject, "CN=web,O=shop\\, inc");
+}

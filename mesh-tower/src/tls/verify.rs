@@ -265,6 +265,11 @@ impl PeerIdentity {
         &self.0.sans
     }
 
+    /// The peer certificate's subject, RFC 2253 (`CN=web,O=shop`).
+    pub fn subject(&self) -> &str {
+        &self.0.subject
+    }
+
     /// The peer certificate's serial number (lowercase hex).
     pub fn serial(&self) -> &str {
         &self.0.serial

@@ -1,0 +1,392 @@
+//! The RBAC engine: policies compiled once per config change into matchers that evaluate a
+//! request without allocating (regexes built, strings folded, CIDRs parsed, header names
+//! resolved), then the gRFC A41 evaluation.
+
+use super::error::Denied;
+use crate::policy::headers::{HeaderKind, HeaderRule, compile_header, full_regex};
+use crate::tls::PeerInfo;
+use http::{HeaderMap, Request};
+use mesh_core::config::rbac::{CidrRange, Permission, Policy, Principal, RbacAction, RbacFilter};
+use mesh_core::config::route::{HeaderMatch, HeaderMatcher, StringMatcher};
+use std::net::IpAddr;
+
+/// One or more RBAC filters in the order of the filter chain (Istio sends a `DENY` filter, then
+/// an `ALLOW` one). Cheap to evaluate; build it when the config changes.
+#[derive(Debug, Default)]
+pub struct RbacEngine {
+    filters: Vec<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
+    name: String,
+    allow: bool,
+    policies: Vec<(String, Rule)>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    permissions: Vec<Perm>,
+    principals: Vec<Prin>,
+}
+
+#[derive(Debug)]
+enum Perm {
+    Any,
+    And(Vec<Perm>),
+    Or(Vec<Perm>),
+    Not(Box<Perm>),
+    Header(Header),
+    Path(HeaderKind),
+    DestinationIp(Cidr),
+    DestinationPort(u16),
+    DestinationPorts(u32, u32),
+    ServerName(HeaderKind),
+    Never,
+}
+
+#[derive(Debug)]
+enum Prin {
+    Any,
+    And(Vec<Prin>),
+    Or(Vec<Prin>),
+    Not(Box<Prin>),
+    Authenticated(Option<HeaderKind>),
+    RemoteIp(Cidr),
+    Header(Header),
+    Path(HeaderKind),
+    Never,
+}
+
+#[derive(Debug)]
+enum Header {
+    Method(HeaderKind, bool),
+    Path(HeaderKind, bool),
+    Authority(HeaderKind, bool),
+    /// `te` never matches (A41: hop-by-hop).
+    Te,
+    Regular(HeaderRule),
+}
+
+#[derive(Debug)]
+struct Cidr {
+    ip: IpAddr,
+    len: u32,
+}
+
+impl RbacEngine {
+    /// Compiles `filters` (name, config) in chain order. Filters without rules and `LOG`
+    /// filters are dropped (A41). Fails on what validation would refuse.
+    pub fn new<'a>(
+        filters: impl IntoIterator<Item = (&'a str, &'a RbacFilter)>,
+    ) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for (name, f) in filters {
+            let Some(rules) = &f.rules else { continue };
+            let allow = match rules.action {
+                RbacAction::Allow => true,
+                RbacAction::Deny => false,
+                RbacAction::Log => continue,
+            };
+            let policies = rules
+                .policies
+                .iter()
+                .map(|(n, p)| Ok((n.clone(), rule(p)?)))
+                .collect::<Result<_, String>>()
+                .map_err(|e| format!("RBAC filter {name:?}: {e}"))?;
+            out.push(Compiled {
+                name: name.to_owned(),
+                allow,
+                policies,
+            });
+        }
+        Ok(Self { filters: out })
+    }
+
+    /// Whether any filter applies (a chain of none lets everything through).
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// Runs the filters in order: an `ALLOW` filter no policy of which matches, or a `DENY`
+    /// filter one policy of which matches, refuses the request. The peer comes from the
+    /// request's [`PeerInfo`] extension (none: no TLS, no addresses).
+    pub fn check<B>(&self, req: &Request<B>) -> Result<(), Denied> {
+        let cx = Cx {
+            req: Parts {
+                method: req.method().as_str(),
+                path: req.uri().path(),
+                path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                authority: authority(req),
+                headers: req.headers(),
+            },
+            peer: req.extensions().get::<PeerInfo>(),
+        };
+        for f in &self.filters {
+            let matched = f.policies.iter().find(|(_, r)| r.matches(&cx));
+            match (f.allow, matched) {
+                (true, Some(_)) | (false, None) => {}
+                (true, None) => {
+                    return Err(Denied {
+                        filter: f.name.clone(),
+                        policy: None,
+                    });
+                }
+                (false, Some((policy, _))) => {
+                    return Err(Denied {
+                        filter: f.name.clone(),
+                        policy: Some(policy.clone()),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `:authority`, else `Host` (A41: one authority per request).
+fn authority<B>(req: &Request<B>) -> &str {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
+        .unwrap_or("")
+}
+
+struct Parts<'a> {
+    method: &'a str,
+    path: &'a str,
+    path_and_query: &'a str,
+    authority: &'a str,
+    headers: &'a HeaderMap,
+}
+
+struct Cx<'a> {
+    req: Parts<'a>,
+    peer: Option<&'a PeerInfo>,
+}
+
+impl Rule {
+    fn matches(&self, cx: &Cx<'_>) -> bool {
+        self.permissions.iter().any(|p| p.matches(cx))
+            && self.principals.iter().any(|p| p.matches(cx))
+    }
+}
+
+impl Perm {
+    fn matches(&self, cx: &Cx<'_>) -> bool {
+        match self {
+            Perm::Any => true,
+            Perm::And(v) => v.iter().all(|p| p.matches(cx)),
+            Perm::Or(v) => v.iter().any(|p| p.matches(cx)),
+            Perm::Not(p) => !p.matches(cx),
+            Perm::Header(h) => h.matches(&cx.req),
+            Perm::Path(m) => m.matches(cx.req.path),
+            Perm::DestinationIp(c) => local(cx).is_some_and(|a| c.contains(a.ip())),
+            Perm::DestinationPort(p) => local(cx).is_some_and(|a| a.port() == *p),
+            Perm::DestinationPorts(start, end) => {
+                local(cx).is_some_and(|a| (*start..*end).contains(&u32::from(a.port())))
+            }
+            // A41: the requested server name is taken as empty.
+            Perm::ServerName(m) => m.matches(""),
+            Perm::Never => false,
+        }
+    }
+}
+
+fn local(cx: &Cx<'_>) -> Option<std::net::SocketAddr> {
+    cx.peer.and_then(|p| p.local_addr)
+}
+
+impl Prin {
+    fn matches(&self, cx: &Cx<'_>) -> bool {
+        match self {
+            Prin::Any => true,
+            Prin::And(v) => v.iter().all(|p| p.matches(cx)),
+            Prin::Or(v) => v.iter().any(|p| p.matches(cx)),
+            Prin::Not(p) => !p.matches(cx),
+            Prin::Authenticated(name) => authenticated(name.as_ref(), cx.peer),
+            Prin::RemoteIp(c) => cx
+                .peer
+                .and_then(|p| p.remote_addr)
+                .is_some_and(|a| c.contains(a.ip())),
+            Prin::Header(h) => h.matches(&cx.req),
+            Prin::Path(m) => m.matches(cx.req.path),
+            Prin::Never => false,
+        }
+    }
+}
+
+/// A41: URI SANs if any, else DNS SANs, else the subject; `""` without a certificate. No
+/// matcher: any TLS connection.
+fn authenticated(name: Option<&HeaderKind>, peer: Option<&PeerInfo>) -> bool {
+    let Some(peer) = peer.filter(|p| p.tls) else {
+        return false;
+    };
+    let Some(m) = name else { return true };
+    let Some(id) = &peer.identity else {
+        return m.matches("");
+    };
+    use mesh_core::config::tls::SanType;
+    for kind in [SanType::Uri, SanType::Dns] {
+        let mut of_kind = id.sans().iter().filter(|s| s.kind == kind).peekable();
+        if of_kind.peek().is_some() {
+            return of_kind.any(|s| m.matches(&s.value));
+        }
+    }
+    m.matches(id.subject())
+}
+
+impl Header {
+    fn matches(&self, r: &Parts<'_>) -> bool {
+        match self {
+            Header::Method(k, invert) => k.matches(r.method) != *invert,
+            // Envoy's `:path` header carries the query.
+            Header::Path(k, invert) => k.matches(r.path_and_query) != *invert,
+            Header::Authority(k, invert) => k.matches(r.authority) != *invert,
+            Header::Te => false,
+            Header::Regular(h) => h.matches(r.headers),
+        }
+    }
+}
+
+impl Cidr {
+    fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4-mapped IPv6 peer is compared as IPv4.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.ip, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.len),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.len),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u32) -> bool {
+    let (full, rest) = ((bits / 8) as usize, bits % 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        a[full] & mask == b[full] & mask
+    }
+}
+
+fn rule(p: &Policy) -> Result<Rule, String> {
+    Ok(Rule {
+        permissions: p.permissions.iter().map(perm).collect::<Result<_, _>>()?,
+        principals: p.principals.iter().map(prin).collect::<Result<_, _>>()?,
+    })
+}
+
+fn perm(p: &Permission) -> Result<Perm, String> {
+    Ok(if p.any.is_some() {
+        Perm::Any
+    } else if let Some(s) = &p.and_rules {
+        Perm::And(s.rules.iter().map(perm).collect::<Result<_, _>>()?)
+    } else if let Some(s) = &p.or_rules {
+        Perm::Or(s.rules.iter().map(perm).collect::<Result<_, _>>()?)
+    } else if let Some(n) = &p.not_rule {
+        Perm::Not(Box::new(perm(n)?))
+    } else if let Some(h) = &p.header {
+        Perm::Header(header(h)?)
+    } else if let Some(u) = &p.url_path {
+        Perm::Path(string(&u.path)?)
+    } else if let Some(c) = &p.destination_ip {
+        Perm::DestinationIp(cidr(c)?)
+    } else if let Some(port) = p.destination_port {
+        Perm::DestinationPort(u16::try_from(port).map_err(|_| format!("port {port}"))?)
+    } else if let Some(r) = &p.destination_port_range {
+        Perm::DestinationPorts(r.start, r.end)
+    } else if let Some(m) = &p.requested_server_name {
+        Perm::ServerName(string(m)?)
+    } else if p.metadata {
+        Perm::Never
+    } else {
+        return Err("a permission with no field set".into());
+    })
+}
+
+fn prin(p: &Principal) -> Result<Prin, String> {
+    Ok(if p.any.is_some() {
+        Prin::Any
+    } else if let Some(s) = &p.and_ids {
+        Prin::And(s.ids.iter().map(prin).collect::<Result<_, _>>()?)
+    } else if let Some(s) = &p.or_ids {
+        Prin::Or(s.ids.iter().map(prin).collect::<Result<_, _>>()?)
+    } else if let Some(n) = &p.not_id {
+        Prin::Not(Box::new(prin(n)?))
+    } else if let Some(a) = &p.authenticated {
+        Prin::Authenticated(a.principal_name.as_ref().map(string).transpose()?)
+    } else if let Some(c) = p
+        .source_ip
+        .as_ref()
+        .or(p.direct_remote_ip.as_ref())
+        .or(p.remote_ip.as_ref())
+    {
+        // No proxy protocol, no trusted x-forwarded-for: all three are the connection's peer.
+        Prin::RemoteIp(cidr(c)?)
+    } else if let Some(h) = &p.header {
+        Prin::Header(header(h)?)
+    } else if let Some(u) = &p.url_path {
+        Prin::Path(string(&u.path)?)
+    } else if p.metadata {
+        Prin::Never
+    } else {
+        return Err("a principal with no field set".into());
+    })
+}
+
+fn cidr(c: &CidrRange) -> Result<Cidr, String> {
+    let (ip, len) = c
+        .parsed()
+        .ok_or_else(|| format!("{}/{} is not an IP range", c.address_prefix, c.prefix_len))?;
+    Ok(Cidr { ip, len })
+}
+
+/// A string matcher as a header value matcher (the same five kinds, same folding).
+fn string(m: &StringMatcher) -> Result<HeaderKind, String> {
+    kind(
+        m.as_header_match()
+            .ok_or("a string matcher needs exactly one kind")?,
+    )
+}
+
+fn kind(m: HeaderMatch<'_>) -> Result<HeaderKind, String> {
+    let fold = |s: &str, ic: bool| {
+        if ic {
+            s.to_ascii_lowercase()
+        } else {
+            s.to_owned()
+        }
+    };
+    Ok(match m {
+        HeaderMatch::Exact(v, ic) => HeaderKind::Exact(fold(v, ic), ic),
+        HeaderMatch::Prefix(v, ic) => HeaderKind::Prefix(fold(v, ic), ic),
+        HeaderMatch::Suffix(v, ic) => HeaderKind::Suffix(fold(v, ic), ic),
+        HeaderMatch::Contains(v, ic) => HeaderKind::Contains(fold(v, ic), ic),
+        HeaderMatch::Regex(re) => HeaderKind::Regex(full_regex(re)?),
+        HeaderMatch::Range(r) => HeaderKind::Range(r.start, r.end),
+        HeaderMatch::Present(p) => HeaderKind::Present(p),
+    })
+}
+
+fn header(h: &HeaderMatcher) -> Result<Header, String> {
+    let name = h.name.to_ascii_lowercase();
+    let pseudo = |f: fn(HeaderKind, bool) -> Header| -> Result<Header, String> {
+        let k = kind(h.header_match().ok_or("several header match specifiers")?)?;
+        Ok(f(k, h.invert_match))
+    };
+    match name.as_str() {
+        ":method" => pseudo(Header::Method),
+        ":path" => pseudo(Header::Path),
+        // Envoy aliases the two (A41).
+        ":authority" | "host" => pseudo(Header::Authority),
+        "te" => Ok(Header::Te),
+        _ => compile_header(h).map(Header::Regular),
+    }
+}
