@@ -4,6 +4,7 @@
 //! Everything binds `127.0.0.1:0`, so examples and tests need no setup and never collide.
 
 pub mod backend;
+pub mod echo;
 pub mod greeter;
 pub mod identity;
 pub mod pki;

@@ -17,6 +17,7 @@ use crate::config::cluster::{Cluster, DiscoveryType};
 use crate::config::endpoint::ClusterLoadAssignment;
 use crate::config::listener::{Listener, RouteSource};
 use crate::config::route::RouteConfig;
+use crate::config::server::Server;
 use crate::config::tls::{CertificateProvider, CertificateProviders, InlineMaterial, SDS_PREFIX};
 use crate::error::ConfigError;
 use arc_swap::ArcSwap;
@@ -40,6 +41,8 @@ pub enum ResourceKind {
     Cluster,
     /// [`ClusterLoadAssignment`] (EDS).
     Endpoints,
+    /// A [`Server`] (inbound listener).
+    Server,
     /// An SDS secret, held as the `inline` certificate provider instance
     /// [`SDS_PREFIX`](crate::config::tls::SDS_PREFIX)`<name>`.
     Secret,
@@ -65,6 +68,7 @@ pub struct Snapshot {
     route_configs: Table<RouteConfig>,
     clusters: Table<Cluster>,
     endpoints: Table<ClusterLoadAssignment>,
+    servers: Table<Server>,
     absent: HashMap<(ResourceKind, String), Absence>,
     certificate_providers: Arc<CertificateProviders>,
 }
@@ -105,6 +109,11 @@ impl Snapshot {
         self.clusters.get(name)
     }
 
+    /// A server (inbound listener).
+    pub fn server(&self, name: &str) -> Option<&Arc<Server>> {
+        self.servers.get(name)
+    }
+
     /// An endpoint set published for EDS.
     pub fn endpoints(&self, name: &str) -> Option<&Arc<ClusterLoadAssignment>> {
         self.endpoints.get(name)
@@ -135,6 +144,7 @@ impl Snapshot {
             ResourceKind::RouteConfig => self.route_configs.keys().map(String::as_str).collect(),
             ResourceKind::Cluster => self.clusters.keys().map(String::as_str).collect(),
             ResourceKind::Endpoints => self.endpoints.keys().map(String::as_str).collect(),
+            ResourceKind::Server => self.servers.keys().map(String::as_str).collect(),
             ResourceKind::Secret => self
                 .certificate_providers
                 .keys()
@@ -158,6 +168,7 @@ impl Snapshot {
             clusters: sorted(&self.clusters),
             endpoints: sorted(&self.endpoints),
             certificate_providers: CertificateProviders::clone(&self.certificate_providers),
+            servers: sorted(&self.servers),
         }
     }
 }
@@ -197,6 +208,11 @@ impl Edit {
         self.set_absence(ResourceKind::Endpoints, &e.cluster_name, None);
         upsert(&mut self.next.endpoints, e.cluster_name.clone(), e);
     }
+    /// Adds or replaces a server.
+    pub fn upsert_server(&mut self, s: Server) {
+        self.set_absence(ResourceKind::Server, &s.name, None);
+        upsert(&mut self.next.servers, s.name.clone(), s);
+    }
     /// Replaces the certificate provider instances (the xDS client sets the bootstrap's).
     pub fn set_certificate_providers(&mut self, providers: CertificateProviders) {
         if *self.next.certificate_providers != providers {
@@ -234,6 +250,7 @@ impl Edit {
             ResourceKind::RouteConfig => self.next.route_configs.remove(name).is_some(),
             ResourceKind::Cluster => self.next.clusters.remove(name).is_some(),
             ResourceKind::Endpoints => self.next.endpoints.remove(name).is_some(),
+            ResourceKind::Server => self.next.servers.remove(name).is_some(),
             ResourceKind::Secret => {
                 let key = format!("{SDS_PREFIX}{name}");
                 let there = self.next.certificate_providers.contains_key(&key);
@@ -265,6 +282,10 @@ impl Edit {
                 self.next.endpoints.keys().cloned().collect(),
                 ResourceKind::Endpoints,
             ),
+            keep(
+                self.next.servers.keys().cloned().collect(),
+                ResourceKind::Server,
+            ),
         ];
         let mut wanted: BTreeSet<(ResourceKind, String)> = BTreeSet::new();
         wanted.extend(
@@ -291,6 +312,12 @@ impl Edit {
                 .iter()
                 .map(|x| (ResourceKind::Endpoints, x.cluster_name.clone())),
         );
+        wanted.extend(
+            config
+                .servers
+                .iter()
+                .map(|x| (ResourceKind::Server, x.name.clone())),
+        );
         for (kind, names) in old {
             for name in names {
                 if !wanted.contains(&(kind, name.clone())) {
@@ -314,6 +341,10 @@ impl Edit {
             .endpoints
             .into_iter()
             .for_each(|x| self.upsert_endpoints(x));
+        config
+            .servers
+            .into_iter()
+            .for_each(|x| self.upsert_server(x));
     }
     /// The snapshot as it will be after this edit.
     pub fn view(&self) -> &Snapshot {
@@ -466,6 +497,12 @@ impl Store {
             &old.endpoints,
             &edit.next.endpoints,
             ResourceKind::Endpoints,
+            &mut changed,
+        );
+        diff(
+            &old.servers,
+            &edit.next.servers,
+            ResourceKind::Server,
             &mut changed,
         );
         for (key, a) in &edit.next.absent {

@@ -58,6 +58,7 @@ pub mod rbac;
 pub mod retry;
 pub mod rewrite;
 pub mod route;
+pub mod server;
 mod source;
 #[cfg(test)]
 mod test_util;

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod listener;
 pub mod rbac;
 pub mod route;
+pub mod server;
 pub mod tls;
 
 use crate::error::{ConfigError, Errors, FieldPath};
@@ -64,6 +65,9 @@ pub struct MeshConfig {
     /// Certificate provider instances TLS contexts name (the bootstrap's, under xDS).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub certificate_providers: tls::CertificateProviders,
+    /// Servers: the inbound side (TLS and authorization before the application).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<server::Server>,
 }
 
 impl MeshConfig {
@@ -142,6 +146,24 @@ impl MeshConfig {
             let p = root.field("clusters").index(i);
             c.validate(&p, &mut errors);
             if let Some(tls) = &c.transport_socket {
+                tls::check_instances(
+                    tls.provider_names(),
+                    &self.certificate_providers,
+                    &p.field("transport_socket"),
+                    &mut errors,
+                );
+            }
+        }
+        unique_names(
+            &self.servers,
+            |s| &s.name,
+            &root.field("servers"),
+            &mut errors,
+        );
+        for (i, s) in self.servers.iter().enumerate() {
+            let p = root.field("servers").index(i);
+            s.validate(&p, &mut errors);
+            if let Some(tls) = &s.transport_socket {
                 tls::check_instances(
                     tls.provider_names(),
                     &self.certificate_providers,

@@ -1,0 +1,184 @@
+//! serve: an echo service behind the mesh's server side (mTLS and RBAC from the config).
+//!
+//! ```text
+//! cargo run --release --example serve -- --listen ADDR (--config FILE | --bootstrap FILE [--delta]) [--admin ADDR]
+//! ```
+//!
+//! HTTP/1.1 and HTTP/2 requests are answered 200 with the body
+//! `<listen-addr> <path> <peer-identity-or-"-">\n`; gRPC `helloworld.Greeter/SayHello` answers
+//! with the same text as the reply's message. The server block used is the config's `servers:`
+//! entry whose `address` is `--listen`, else the only entry; without one the echo serves
+//! plaintext with no policy (and says so). `--admin ADDR` serves `/ready` (200 once serving)
+//! and `/config_dump` (the config in force, YAML, keys redacted).
+//!
+//! `--bootstrap` (an xDS-enabled server, gRFC A36) is not implemented yet: it exits 2 saying so.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use mesh_tower::Mesh;
+use mesh_tower::rbac::RbacEngine;
+use mesh_tower::server::MeshServer;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+
+const HELP: &str = "\
+serve: an echo service behind the mesh's server side
+
+USAGE:
+    serve --listen ADDR --config FILE [--admin ADDR]
+    serve --listen ADDR --bootstrap FILE [--delta] [--admin ADDR]
+
+OPTIONS:
+    --listen ADDR      where to serve (ip:port)
+    --config FILE      mesh config (YAML): its servers: entry for ADDR gives TLS and RBAC
+    --bootstrap FILE   gRPC xDS bootstrap (xDS-enabled server; not implemented yet)
+    --delta            Delta ADS (with --bootstrap)
+    --admin ADDR       serve /ready and /config_dump on ADDR
+    -h, --help         this text
+";
+
+struct Args {
+    listen: SocketAddr,
+    config: Option<String>,
+    bootstrap: Option<String>,
+    admin: Option<SocketAddr>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let (mut listen, mut config, mut bootstrap, mut admin) = (None, None, None, None);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let addr = |v: String, name: &str| {
+            v.parse::<SocketAddr>()
+                .map_err(|e| format!("{name} {v:?}: {e}"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            "--listen" => listen = Some(addr(value("--listen")?, "--listen")?),
+            "--config" => config = Some(value("--config")?),
+            "--bootstrap" => bootstrap = Some(value("--bootstrap")?),
+            "--delta" => {}
+            "--admin" => admin = Some(addr(value("--admin")?, "--admin")?),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if config.is_some() == bootstrap.is_some() {
+        return Err("exactly one of --config and --bootstrap is required".into());
+    }
+    Ok(Args {
+        listen: listen.ok_or("--listen is required")?,
+        config,
+        bootstrap,
+        admin,
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("serve: {e}\n\n{HELP}");
+            std::process::exit(2);
+        }
+    };
+    if args.bootstrap.is_some() {
+        eprintln!(
+            "serve: --bootstrap: xDS-enabled servers (gRFC A36) are not implemented yet; use --config"
+        );
+        std::process::exit(2);
+    }
+    if let Err(e) = run(args).await {
+        eprintln!("serve: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mesh = Mesh::from_file(args.config.as_deref().expect("checked")).await?;
+    let server = pick_server(&mesh, args.listen)?;
+    let listener = TcpListener::bind(args.listen).await?;
+    let listen = listener.local_addr()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(admin) = args.admin {
+        tokio::spawn(serve_admin(admin, mesh.clone(), ready.clone()));
+    }
+    eprintln!(
+        "serve: {} on {listen} ({})",
+        server.name(),
+        if server.tls().is_some() {
+            "TLS"
+        } else {
+            "plaintext"
+        }
+    );
+    ready.store(true, Ordering::Release);
+    let echo = tower::service_fn(move |req| mesh_examples::echo::handle(listen, req));
+    server.serve(listener, echo).await?;
+    Ok(())
+}
+
+/// The `servers:` entry for `listen`, else the only one, else plaintext without policy.
+fn pick_server(mesh: &Mesh, listen: SocketAddr) -> Result<MeshServer, mesh_tower::MeshError> {
+    let config = mesh.config_dump();
+    let by_address = config
+        .servers
+        .iter()
+        .find(|s| s.address.as_deref().and_then(|a| a.parse().ok()) == Some(listen));
+    let chosen = by_address.or(match config.servers.as_slice() {
+        [only] => Some(only),
+        _ => None,
+    });
+    match chosen {
+        Some(s) => mesh.server(&s.name),
+        None => {
+            eprintln!("serve: no servers: entry for {listen}; plaintext, no policy");
+            Ok(MeshServer::new(None, RbacEngine::default()))
+        }
+    }
+}
+
+async fn serve_admin(addr: SocketAddr, mesh: Mesh, ready: Arc<AtomicBool>) {
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("serve: admin {addr}: {e}");
+            return;
+        }
+    };
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let (mesh, ready) = (mesh.clone(), ready.clone());
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (status, body) = match req.uri().path() {
+                "/ready" if ready.load(Ordering::Acquire) => (200, "ready\n".to_owned()),
+                "/ready" => (503, "starting\n".to_owned()),
+                "/config_dump" => (200, mesh.config_dump().to_yaml()),
+                _ => (404, "try /ready or /config_dump\n".to_owned()),
+            };
+            let mut res = http::Response::new(Full::new(Bytes::from(body)));
+            *res.status_mut() = http::StatusCode::from_u16(status).expect("valid status");
+            async move { Ok::<_, Infallible>(res) }
+        });
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,104 @@
+//! Servers: the inbound half. A server is what the application listens with, and its config
+//! says how connections are secured and which requests may reach the handler.
+//!
+//! It is the static form of gRFC A36's server listener (Envoy's `Listener` with a socket
+//! address, a `DownstreamTlsContext` and an HTTP connection manager whose filters run before
+//! the application): one name the application refers to (`mesh.server("echo")`), TLS, and
+//! the inbound HTTP filters in chain order. Today the inbound filter is RBAC
+//! ([`rbac`](super::rbac)); filters run in the order listed, as Envoy runs them.
+
+use super::rbac::RbacFilter;
+use super::tls::DownstreamTls;
+use crate::error::{Errors, FieldPath};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// One server.
+///
+/// ```
+/// let yaml = r#"
+/// name: echo
+/// address: 0.0.0.0:8443
+/// transport_socket:
+///   require_client_certificate: true
+///   common_tls_context:
+///     tls_certificate_provider_instance: { instance_name: default }
+///     validation_context: { ca_certificate_provider_instance: { instance_name: default } }
+/// http_filters:
+///   - name: envoy.filters.http.rbac
+///     rbac:
+///       rules:
+///         policies:
+///           shop-only:
+///             permissions: [{ any: true }]
+///             principals: [{ authenticated: { principal_name: { prefix: "spiffe://cluster.local/ns/shop/" } } }]
+/// "#;
+/// let s: mesh_core::config::server::Server = serde_saphyr::from_str(yaml).unwrap();
+/// assert_eq!(s.http_filters[0].rbac.as_ref().unwrap().rules.as_ref().unwrap().policies.len(), 1);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// The name the application serves under.
+    pub name: String,
+    /// Where to listen (`ip:port`), when the application does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// TLS for accepted connections; plaintext without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_socket: Option<DownstreamTls>,
+    /// Inbound HTTP filters, in order, before the application.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_filters: Vec<ServerHttpFilter>,
+}
+
+/// One inbound HTTP filter: a name and exactly one config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerHttpFilter {
+    /// The filter's name (`envoy.filters.http.rbac`; Istio also sends `….rbac.DENY`).
+    pub name: String,
+    /// Authorization (`envoy.filters.http.rbac`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbac: Option<RbacFilter>,
+}
+
+impl Server {
+    /// The RBAC filters, in chain order, with their names.
+    pub fn rbac_filters(&self) -> impl Iterator<Item = (&str, &RbacFilter)> {
+        self.http_filters
+            .iter()
+            .filter_map(|f| f.rbac.as_ref().map(|r| (f.name.as_str(), r)))
+    }
+
+    /// Checks this server; `path` locates it.
+    pub fn validate(&self, path: &FieldPath, errors: &mut Errors) {
+        errors.check(
+            !self.name.is_empty(),
+            &path.field("name"),
+            "must not be empty",
+        );
+        if let Some(a) = &self.address {
+            errors.check(
+                a.parse::<std::net::SocketAddr>().is_ok(),
+                &path.field("address"),
+                format!("{a:?} is not ip:port"),
+            );
+        }
+        if let Some(t) = &self.transport_socket {
+            t.validate(&path.field("transport_socket"), errors);
+        }
+        let mut names = HashSet::new();
+        for (i, f) in self.http_filters.iter().enumerate() {
+            let fp = path.field("http_filters").index(i);
+            errors.check(!f.name.is_empty(), &fp.field("name"), "must not be empty");
+            if !names.insert(f.name.as_str()) {
+                errors.push(&fp.field("name"), format!("duplicate filter {:?}", f.name));
+            }
+            match &f.rbac {
+                Some(r) => r.validate(&fp.field("rbac"), errors),
+                None => errors.push(&fp, "exactly one filter config (rbac) must be set"),
+            }
+        }
+    }
+}
