@@ -34,6 +34,13 @@ pub struct AddressGreeter {
     addr: SocketAddr,
 }
 
+impl AddressGreeter {
+    /// A greeter that names `addr` in its replies.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr }
+    }
+}
+
 #[tonic::async_trait]
 impl Greeter for AddressGreeter {
     async fn say_hello(
@@ -87,6 +94,30 @@ impl Greeter for IdentityGreeter {
             message: format!("hello {name} ({caller}) from {}", self.me),
         }))
     }
+}
+
+/// The identity greeter behind a mesh server: its TLS, and its RBAC layer on every call (the
+/// tonic way: `Server::builder().layer(..)` and `serve_with_incoming`). Needs a TLS server.
+pub async fn spawn_mesh_server(
+    server: &mesh_tower::server::MeshServer,
+    me: &str,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let tls = server
+        .tls()
+        .cloned()
+        .ok_or_else(|| std::io::Error::other("the server has no TLS"))?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let svc = GreeterServer::new(IdentityGreeter { me: me.to_owned() });
+    let rbac = server.rbac_layer();
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .layer(rbac)
+            .add_service(svc)
+            .serve_with_incoming(tls.incoming(listener))
+            .await;
+    });
+    Ok((addr, task))
 }
 
 /// Starts an [`IdentityGreeter`] on `127.0.0.1:0` behind mesh TLS; aborting the handle stops it.

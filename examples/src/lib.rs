@@ -24,4 +24,6 @@ pub mod guides {
     pub struct StaticConfig;
     #[doc = include_str!("../../docs/guides/security.md")]
     pub struct Security;
+    #[doc = include_str!("../../docs/guides/server.md")]
+    pub struct Server;
 }

@@ -9,6 +9,7 @@ use http::{HeaderMap, Request};
 use mesh_core::config::rbac::{CidrRange, Permission, Policy, Principal, RbacAction, RbacFilter};
 use mesh_core::config::route::{HeaderMatch, HeaderMatcher, StringMatcher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// One or more RBAC filters in the order of the filter chain (Istio sends a `DENY` filter, then
 /// an `ALLOW` one). Cheap to evaluate; build it when the config changes.
@@ -19,9 +20,9 @@ pub struct RbacEngine {
 
 #[derive(Debug)]
 struct Compiled {
-    name: String,
+    name: Arc<str>,
     allow: bool,
-    policies: Vec<(String, Rule)>,
+    policies: Vec<(Arc<str>, Rule)>,
 }
 
 #[derive(Debug)]
@@ -60,6 +61,8 @@ enum Prin {
 
 #[derive(Debug)]
 enum Header {
+    /// `:method` equal to a method (compared as `http::Method`, no string compare).
+    MethodIs(http::Method, bool),
     Method(HeaderKind, bool),
     Path(HeaderKind, bool),
     Authority(HeaderKind, bool),
@@ -91,11 +94,11 @@ impl RbacEngine {
             let policies = rules
                 .policies
                 .iter()
-                .map(|(n, p)| Ok((n.clone(), rule(p)?)))
+                .map(|(n, p)| Ok((Arc::from(n.as_str()), rule(p)?)))
                 .collect::<Result<_, String>>()
                 .map_err(|e| format!("RBAC filter {name:?}: {e}"))?;
             out.push(Compiled {
-                name: name.to_owned(),
+                name: Arc::from(name),
                 allow,
                 policies,
             });
@@ -114,7 +117,7 @@ impl RbacEngine {
     pub fn check<B>(&self, req: &Request<B>) -> Result<(), Denied> {
         let cx = Cx {
             req: Parts {
-                method: req.method().as_str(),
+                method: req.method(),
                 path: req.uri().path(),
                 path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
                 authority: authority(req),
@@ -154,7 +157,7 @@ fn authority<B>(req: &Request<B>) -> &str {
 }
 
 struct Parts<'a> {
-    method: &'a str,
+    method: &'a http::Method,
     path: &'a str,
     path_and_query: &'a str,
     authority: &'a str,
@@ -240,7 +243,8 @@ fn authenticated(name: Option<&HeaderKind>, peer: Option<&PeerInfo>) -> bool {
 impl Header {
     fn matches(&self, r: &Parts<'_>) -> bool {
         match self {
-            Header::Method(k, invert) => k.matches(r.method) != *invert,
+            Header::MethodIs(m, invert) => (r.method == m) != *invert,
+            Header::Method(k, invert) => k.matches(r.method.as_str()) != *invert,
             // Envoy's `:path` header carries the query.
             Header::Path(k, invert) => k.matches(r.path_and_query) != *invert,
             Header::Authority(k, invert) => k.matches(r.authority) != *invert,
@@ -382,7 +386,15 @@ fn header(h: &HeaderMatcher) -> Result<Header, String> {
         Ok(f(k, h.invert_match))
     };
     match name.as_str() {
-        ":method" => pseudo(Header::Method),
+        ":method" => match pseudo(Header::Method)? {
+            Header::Method(HeaderKind::Exact(m, false), invert) => {
+                Ok(match http::Method::from_bytes(m.as_bytes()) {
+                    Ok(method) => Header::MethodIs(method, invert),
+                    Err(_) => Header::Method(HeaderKind::Exact(m, false), invert),
+                })
+            }
+            other => Ok(other),
+        },
         ":path" => pseudo(Header::Path),
         // Envoy aliases the two (A41).
         ":authority" | "host" => pseudo(Header::Authority),

@@ -1,6 +1,7 @@
 //! Why a request was refused.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A request the RBAC filters refused: which filter, and for a `DENY` filter which policy
 /// matched (an `ALLOW` filter refuses because none did). The caller only ever sees
@@ -8,9 +9,9 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denied {
     /// The filter's name (`envoy.filters.http.rbac`, Istio's `….DENY`, …).
-    pub filter: String,
+    pub filter: Arc<str>,
     /// The `DENY` policy that matched; `None` when an `ALLOW` filter matched no policy.
-    pub policy: Option<String>,
+    pub policy: Option<Arc<str>>,
 }
 
 impl fmt::Display for Denied {

@@ -80,7 +80,7 @@ rules:
     let denied = e
         .check(&req("GET", "/", Some(spiffe(INTRUDER))))
         .unwrap_err();
-    assert_eq!(denied.filter, "rbac");
+    assert_eq!(&*denied.filter, "rbac");
     assert_eq!(denied.policy, None, "no ALLOW policy matched");
     assert!(!allowed(&e, &req("GET", "/", None)), "no peer at all");
     let plaintext = PeerInfo::plaintext(
@@ -123,7 +123,7 @@ rules:
         d.policy.as_deref(),
         Some("ns[shop]-policy[no-admin]-rule[0]")
     );
-    assert_eq!(d.filter, "envoy.filters.http.rbac.DENY");
+    assert_eq!(&*d.filter, "envoy.filters.http.rbac.DENY");
     assert!(!allowed(&e, &req("POST", "/cart", Some(spiffe(FRONTEND)))));
     assert!(!allowed(&e, &req("GET", "/cart", Some(spiffe(INTRUDER)))));
 }

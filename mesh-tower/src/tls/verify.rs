@@ -280,6 +280,12 @@ impl PeerIdentity {
         self.0.not_after
     }
 
+    /// From a DER certificate (for tests and benches of code that reads peers, and for
+    /// identities verified elsewhere). The certificate is parsed, not verified.
+    pub fn from_der(der: &[u8]) -> Result<Self, String> {
+        parse_leaf(&CertificateDer::from(der)).map(|l| Self(Arc::new(l)))
+    }
+
     /// From the certificate a finished handshake saw (rustls keeps the peer's chain).
     pub(crate) fn from_chain(chain: Option<&[CertificateDer<'_>]>) -> Option<Self> {
         let leaf = chain?.first()?;

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod endpoint;
 pub mod listener;
 mod policy;
+pub mod rbac;
 pub mod route;
 pub mod secret;
 mod tls;
