@@ -11,7 +11,9 @@
 //! plaintext with no policy (and says so). `--admin ADDR` serves `/ready` (200 once serving)
 //! and `/config_dump` (the config in force, YAML, keys redacted).
 //!
-//! `--bootstrap` (an xDS-enabled server, gRFC A36) is not implemented yet: it exits 2 saying so.
+//! With `--bootstrap` the server is xDS-enabled (gRFC A36): its listener is the bootstrap's
+//! `server_listener_resource_name_template` with `%s` = the `--listen` address, and its TLS and
+//! RBAC follow the control plane (waited for at most 20 s before serving).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -21,10 +23,13 @@ use hyper_util::server::conn::auto;
 use mesh_tower::Mesh;
 use mesh_tower::rbac::RbacEngine;
 use mesh_tower::server::MeshServer;
+use mesh_xds_client::bootstrap::Bootstrap;
+use mesh_xds_client::{XdsClientBuilder, XdsMesh};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 const HELP: &str = "\
@@ -37,7 +42,7 @@ USAGE:
 OPTIONS:
     --listen ADDR      where to serve (ip:port)
     --config FILE      mesh config (YAML): its servers: entry for ADDR gives TLS and RBAC
-    --bootstrap FILE   gRPC xDS bootstrap (xDS-enabled server; not implemented yet)
+    --bootstrap FILE   gRPC xDS bootstrap: an xDS-enabled server (gRFC A36)
     --delta            Delta ADS (with --bootstrap)
     --admin ADDR       serve /ready and /config_dump on ADDR
     -h, --help         this text
@@ -47,12 +52,14 @@ struct Args {
     listen: SocketAddr,
     config: Option<String>,
     bootstrap: Option<String>,
+    delta: bool,
     admin: Option<SocketAddr>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut listen, mut config, mut bootstrap, mut admin) = (None, None, None, None);
+    let mut delta = false;
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         let addr = |v: String, name: &str| {
@@ -67,7 +74,7 @@ fn parse_args() -> Result<Args, String> {
             "--listen" => listen = Some(addr(value("--listen")?, "--listen")?),
             "--config" => config = Some(value("--config")?),
             "--bootstrap" => bootstrap = Some(value("--bootstrap")?),
-            "--delta" => {}
+            "--delta" => delta = true,
             "--admin" => admin = Some(addr(value("--admin")?, "--admin")?),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -79,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
         listen: listen.ok_or("--listen is required")?,
         config,
         bootstrap,
+        delta,
         admin,
     })
 }
@@ -95,12 +103,6 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    if args.bootstrap.is_some() {
-        eprintln!(
-            "serve: --bootstrap: xDS-enabled servers (gRFC A36) are not implemented yet; use --config"
-        );
-        std::process::exit(2);
-    }
     if let Err(e) = run(args).await {
         eprintln!("serve: {e}");
         std::process::exit(1);
@@ -108,8 +110,25 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mesh = Mesh::from_file(args.config.as_deref().expect("checked")).await?;
-    let server = pick_server(&mesh, args.listen)?;
+    let (mesh, server) = match (&args.config, &args.bootstrap) {
+        (Some(config), _) => {
+            let mesh = Mesh::from_file(config).await?;
+            let server = pick_server(&mesh, args.listen)?;
+            (mesh, server)
+        }
+        (None, Some(bootstrap)) => {
+            let mut builder = XdsClientBuilder::from_bootstrap(Bootstrap::from_file(bootstrap)?);
+            if args.delta {
+                builder = builder.delta(true);
+            }
+            let mesh = Mesh::from_xds(builder).await?;
+            let server = mesh
+                .xds_server(args.listen, Duration::from_secs(20))
+                .await?;
+            (mesh, server)
+        }
+        (None, None) => unreachable!("checked when parsing"),
+    };
     let listener = TcpListener::bind(args.listen).await?;
     let listen = listener.local_addr()?;
     let ready = Arc::new(AtomicBool::new(false));

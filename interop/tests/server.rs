@@ -191,3 +191,118 @@ async fn serve_answers_with_the_verified_caller_and_follows_policy_changes() {
             .is_ok()
     );
 }
+
+/// An ALLOW RBAC filter config letting only `principal` in (the proto istiod sends).
+fn allow_only(
+    principal: &str,
+) -> envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac {
+    use envoy_types::pb::envoy::config::rbac::v3 as rbac;
+    use envoy_types::pb::envoy::r#type::matcher::v3 as m;
+    let policy = rbac::Policy {
+        permissions: vec![rbac::Permission {
+            rule: Some(rbac::permission::Rule::Any(true)),
+        }],
+        principals: vec![rbac::Principal {
+            identifier: Some(rbac::principal::Identifier::Authenticated(
+                rbac::principal::Authenticated {
+                    principal_name: Some(m::StringMatcher {
+                        match_pattern: Some(m::string_matcher::MatchPattern::Exact(
+                            principal.into(),
+                        )),
+                        ..Default::default()
+                    }),
+                },
+            )),
+        }],
+        ..Default::default()
+    };
+    envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac {
+        rules: Some(rbac::Rbac {
+            action: rbac::rbac::Action::Allow as i32,
+            policies: [("allowed".to_owned(), policy)].into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// gRFC A36 with go-control-plane as the control plane: the server's listener is found by the
+/// bootstrap's template and its address, its TLS and RBAC come from the snapshot, a new
+/// snapshot changes who may call, and a bad one is NACKed with the path while the last good
+/// policy stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xds_server_takes_tls_and_rbac_from_go_control_plane() {
+    use mesh_xds_client::{XdsClientBuilder, XdsMesh, bootstrap::Bootstrap, build};
+    let pki = Pki::new();
+    let backend_files = pki.files("backend", BACKEND);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let name = format!("xds.istio.io/grpc/lds/inbound/{addr}");
+    let resources = |rbac: &envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac| {
+        vec![build::any(&build::server_listener(
+            &name,
+            addr,
+            Some(build::downstream_mtls("default")),
+            vec![build::rbac_filter("envoy.filters.http.rbac", rbac)],
+        ))]
+    };
+    let cp = support::gocp::GoControlPlane::start();
+    cp.set("backend", "1", &resources(&allow_only(FRONTEND)))
+        .await;
+    let json = serde_json::json!({
+        "xds_servers": [{"server_uri": cp.ads.to_string(), "channel_creds": [{"type": "insecure"}]}],
+        "node": {"id": "backend"},
+        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
+        "certificate_providers": {"default": {"plugin_name": "file_watcher", "config": {
+            "certificate_file": backend_files.cert,
+            "private_key_file": backend_files.key,
+            "ca_certificate_file": backend_files.roots,
+        }}},
+    });
+    let backend = Mesh::from_xds(XdsClientBuilder::from_bootstrap(
+        Bootstrap::from_json(&json.to_string()).unwrap(),
+    ))
+    .await
+    .unwrap();
+    let server = backend.xds_server(addr, support::PATIENCE).await.unwrap();
+    assert!(server.tls().is_some(), "mTLS from the listener's chain");
+    let echo = tower::service_fn(move |req| mesh_examples::echo::handle(addr, req));
+    tokio::spawn(server.clone().serve(listener, echo));
+
+    let frontend = caller(&pki.files("frontend", FRONTEND), addr).await;
+    let intruder = caller(&pki.files("intruder", INTRUDER), addr).await;
+    assert_eq!(
+        http(&frontend, "GET", "/a").await,
+        (200, format!("{addr} /a {FRONTEND}\n"))
+    );
+    assert_eq!(http(&intruder, "GET", "/a").await.0, 403);
+
+    // The control plane now lets only the intruder in.
+    cp.set("backend", "2", &resources(&allow_only(INTRUDER)))
+        .await;
+    let swapped = tokio::time::timeout(support::PATIENCE, async {
+        while http(&intruder, "GET", "/a").await.0 != 200 {
+            tokio::task::yield_now().await;
+        }
+    });
+    assert!(swapped.await.is_ok(), "the new policy arrived");
+    assert_eq!(http(&frontend, "GET", "/a").await.0, 403);
+
+    // A policy with a CEL condition is NACKed with its path; the last good one stays.
+    let mut bad = allow_only(FRONTEND);
+    bad.rules
+        .as_mut()
+        .unwrap()
+        .policies
+        .get_mut("allowed")
+        .unwrap()
+        .condition = Some(Default::default());
+    cp.set("backend", "3", &resources(&bad)).await;
+    let nack = cp.wait_for(|e| e.nack.is_some()).await.nack.unwrap();
+    assert!(
+        nack.contains(&name) && nack.contains("rules.policies.allowed.condition: CEL"),
+        "{nack}"
+    );
+    assert_eq!(http(&intruder, "GET", "/a").await.0, 200);
+    assert_eq!(http(&frontend, "GET", "/a").await.0, 403);
+}

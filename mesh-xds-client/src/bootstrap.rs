@@ -266,6 +266,16 @@ impl Bootstrap {
         Ok(out)
     }
 
+    /// The server listener resource name for `addr` (gRFC A36): the
+    /// `server_listener_resource_name_template` with `%s` = `ip:port` (`[::]:8080` for IPv6).
+    pub fn server_listener_name(&self, addr: std::net::SocketAddr) -> Result<String, String> {
+        let template = self
+            .server_listener_resource_name_template
+            .as_deref()
+            .ok_or("the bootstrap has no server_listener_resource_name_template (gRFC A36)")?;
+        Ok(template.replace("%s", &addr.to_string()))
+    }
+
     /// The listener resource name for a target (gRFC A47).
     ///
     /// A plain name (`xds:///name`) goes through `client_default_listener_resource_name_template`

@@ -34,6 +34,15 @@ pub trait XdsMesh: Sized {
     /// The xDS client feeding this mesh, if any.
     fn xds_client(&self) -> Option<&XdsClient>;
 
+    /// An xDS-enabled server (gRFC A36) for `addr`: the listener named by the bootstrap's
+    /// `server_listener_resource_name_template`, awaited for at most `patience` (its TLS and
+    /// RBAC then follow the control plane).
+    fn xds_server(
+        &self,
+        addr: std::net::SocketAddr,
+        patience: std::time::Duration,
+    ) -> impl Future<Output = Result<mesh_tower::server::MeshServer, ClientError>> + Send;
+
     /// The effective config plus, per xDS resource, its version, last update, state and last
     /// NACK error (the data CSDS serves), as JSON.
     fn xds_config_dump(&self) -> serde_json::Value;
@@ -78,6 +87,23 @@ impl XdsMesh for Mesh {
 
     fn xds_client(&self) -> Option<&XdsClient> {
         self.extension::<XdsClient>()
+    }
+
+    async fn xds_server(
+        &self,
+        addr: std::net::SocketAddr,
+        patience: std::time::Duration,
+    ) -> Result<mesh_tower::server::MeshServer, ClientError> {
+        let client = self
+            .xds_client()
+            .ok_or_else(|| ClientError::Config("this mesh has no xDS client".into()))?;
+        let name = client
+            .bootstrap()
+            .server_listener_name(addr)
+            .map_err(ClientError::Config)?;
+        self.server_when_ready(&name, patience)
+            .await
+            .map_err(|e| ClientError::Config(e.to_string()))
     }
 
     fn xds_config_dump(&self) -> serde_json::Value {

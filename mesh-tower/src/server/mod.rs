@@ -54,6 +54,8 @@ pub struct MeshServer {
     rbac: Arc<ArcSwap<RbacEngine>>,
     /// Keeps the config watcher running while any clone lives.
     _watch: Option<Arc<WatchGuard>>,
+    /// Keeps the server's config subscribed (xDS) while any clone lives.
+    _interest: Option<Arc<mesh_core::InterestGuard>>,
 }
 
 struct WatchGuard(tokio::task::AbortHandle);
@@ -81,6 +83,7 @@ impl MeshServer {
             tls,
             rbac: Arc::new(ArcSwap::from_pointee(rbac)),
             _watch: None,
+            _interest: None,
         }
     }
 
@@ -144,7 +147,53 @@ impl Mesh {
             tls,
             rbac,
             _watch: Some(Arc::new(WatchGuard(task))),
+            _interest: None,
         })
+    }
+
+    /// [`server`](Self::server), once its config is here: the name is subscribed (a config
+    /// source fetching on demand, such as the xDS client, asks for it) and awaited for at most
+    /// `patience`. Fails at once when the source says the server does not exist.
+    pub async fn server_when_ready(
+        &self,
+        name: &str,
+        patience: std::time::Duration,
+    ) -> Result<MeshServer, MeshError> {
+        let store = self.store().clone();
+        let interest = store.register_interest(ResourceKind::Server, name);
+        let mut changes = store.watch(ResourceKind::Server, name);
+        let arrived = tokio::time::timeout(patience, async {
+            loop {
+                let snap = store.load();
+                if snap.server(name).is_some() {
+                    return Ok(());
+                }
+                if let Some(mesh_core::Absence::Missing(why)) =
+                    snap.absence(ResourceKind::Server, name)
+                {
+                    return Err(MeshError::new(
+                        ErrorKind::NoConfig,
+                        format!("server {name:?} does not exist: {why}"),
+                    ));
+                }
+                if changes.changed().await.is_err() {
+                    return Err(MeshError::new(ErrorKind::NoConfig, "the store is gone"));
+                }
+            }
+        });
+        match arrived.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(MeshError::new(
+                    ErrorKind::NoConfig,
+                    format!("server {name:?}: no config after {patience:?}"),
+                ));
+            }
+        }
+        let mut server = self.server(name)?;
+        server._interest = Some(Arc::new(interest));
+        Ok(server)
     }
 }
 

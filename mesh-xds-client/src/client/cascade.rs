@@ -53,14 +53,14 @@ pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
             }
         });
     }
-    let (targets, tx) = {
+    let (targets, servers, tx) = {
         let st = shared.lock();
-        let targets = if out.changes.is_empty() {
-            BTreeMap::new()
+        let (targets, servers) = if out.changes.is_empty() {
+            Default::default()
         } else {
-            st.listener_targets.clone()
+            (st.listener_targets.clone(), st.server_listeners.clone())
         };
-        (targets, st.tx[index].clone())
+        (targets, servers, st.tx[index].clone())
     };
     if !out.changes.is_empty() {
         shared.store.apply(|edit| {
@@ -76,15 +76,18 @@ pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
                     Change::Upsert(Translated::Cluster(c)) => edit.upsert_cluster(*c),
                     Change::Upsert(Translated::Endpoints(e)) => edit.upsert_endpoints(e),
                     Change::Upsert(Translated::Secret(name, m)) => edit.upsert_secret(&name, m),
+                    Change::Upsert(Translated::Server(s)) => edit.upsert_server(*s),
                     Change::Remove(ty, name) => {
+                        let kind = kind_of(&servers, ty, &name);
                         let name = store_name(&targets, ty, name);
-                        edit.remove(ty.kind(), &name);
-                        edit.set_absence(ty.kind(), &name, None);
+                        edit.remove(kind, &name);
+                        edit.set_absence(kind, &name, None);
                     }
                     Change::Missing(ty, name, why) => {
+                        let kind = kind_of(&servers, ty, &name);
                         let name = store_name(&targets, ty, name);
-                        edit.remove(ty.kind(), &name);
-                        edit.set_absence(ty.kind(), &name, Some(Absence::Missing(why)));
+                        edit.remove(kind, &name);
+                        edit.set_absence(kind, &name, Some(Absence::Missing(why)));
                     }
                 }
             }
@@ -107,6 +110,16 @@ pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
                 }
             });
         }
+    }
+}
+
+/// The store's kind for resource `name` of type `ty`: LDS names serve clients (listeners) or
+/// servers (gRFC A36).
+fn kind_of(servers: &BTreeSet<String>, ty: ResourceType, name: &str) -> ResourceKind {
+    if ty == ResourceType::Listener && servers.contains(name) {
+        ResourceKind::Server
+    } else {
+        ty.kind()
     }
 }
 
@@ -135,7 +148,13 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
                 Err(why) => unservable.push((ResourceType::Listener, target.to_owned(), why)),
             }
         }
-        let wanted = wanted(&snap, &targets);
+        let mut wanted = wanted(&snap, &targets);
+        // Server listeners (A36) are asked for by their resource names.
+        let server_listeners: BTreeSet<String> = interest
+            .names(ResourceKind::Server)
+            .map(str::to_owned)
+            .collect();
+        wanted[ResourceType::Listener.index()].extend(server_listeners.iter().cloned());
         let servers = shared.streams.len();
         let mut per_server: Vec<[BTreeSet<String>; N]> = vec![Default::default(); servers];
         for ty in ResourceType::ALL {
@@ -156,6 +175,7 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
         }
         let mut st = shared.lock();
         st.listener_targets = targets;
+        st.server_listeners = server_listeners;
         let now = Instant::now().into_std();
         let mut outputs = Vec::new();
         let mut start = Vec::new();
@@ -177,7 +197,8 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
             for (ty, by_name) in ads.status() {
                 for (name, status) in by_name {
                     if status.state == "requested" {
-                        pending.push((ty, store_name(&st.listener_targets, ty, name)));
+                        let kind = kind_of(&st.server_listeners, ty, &name);
+                        pending.push((kind, store_name(&st.listener_targets, ty, name)));
                     }
                 }
             }
@@ -192,21 +213,21 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
             shared.ensure_stream(i);
         }
         let snap = shared.store.load();
-        let to_mark: Vec<(ResourceType, String, Absence)> = pending
+        let to_mark: Vec<(ResourceKind, String, Absence)> = pending
             .into_iter()
-            .filter(|(ty, n)| snap.absence(ty.kind(), n).is_none() && !present(&snap, *ty, n))
-            .map(|(ty, n)| (ty, n, Absence::Pending))
+            .filter(|(kind, n)| snap.absence(*kind, n).is_none() && !present(&snap, *kind, n))
+            .map(|(kind, n)| (kind, n, Absence::Pending))
             .chain(
                 unservable
                     .into_iter()
-                    .map(|(ty, n, why)| (ty, n, Absence::Missing(why)))
-                    .filter(|(ty, n, a)| snap.absence(ty.kind(), n) != Some(a)),
+                    .map(|(ty, n, why)| (ty.kind(), n, Absence::Missing(why)))
+                    .filter(|(kind, n, a)| snap.absence(*kind, n) != Some(a)),
             )
             .collect();
         if !to_mark.is_empty() {
             shared.store.apply(|edit| {
-                for (ty, n, absence) in to_mark {
-                    edit.set_absence(ty.kind(), &n, Some(absence));
+                for (kind, n, absence) in to_mark {
+                    edit.set_absence(kind, &n, Some(absence));
                 }
             });
         }
@@ -216,13 +237,14 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
     }
 }
 
-fn present(snap: &Snapshot, ty: ResourceType, name: &str) -> bool {
-    match ty {
-        ResourceType::Listener => snap.listener(name).is_some(),
-        ResourceType::RouteConfiguration => snap.route_config(name).is_some(),
-        ResourceType::Cluster => snap.cluster(name).is_some(),
-        ResourceType::ClusterLoadAssignment => snap.endpoints(name).is_some(),
-        ResourceType::Secret => snap
+fn present(snap: &Snapshot, kind: ResourceKind, name: &str) -> bool {
+    match kind {
+        ResourceKind::Listener => snap.listener(name).is_some(),
+        ResourceKind::RouteConfig => snap.route_config(name).is_some(),
+        ResourceKind::Cluster => snap.cluster(name).is_some(),
+        ResourceKind::Endpoints => snap.endpoints(name).is_some(),
+        ResourceKind::Server => snap.server(name).is_some(),
+        ResourceKind::Secret => snap
             .certificate_provider(&format!("{SDS_PREFIX}{name}"))
             .is_some(),
     }

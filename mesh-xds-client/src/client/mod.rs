@@ -30,7 +30,7 @@ use crate::translate::ResourceType;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use mesh_core::Store;
 use mesh_tower::control::Control;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -197,6 +197,7 @@ impl XdsClientBuilder {
                 ads: machines,
                 tx: vec![None; n],
                 listener_targets: BTreeMap::new(),
+                server_listeners: BTreeSet::new(),
             }),
             bootstrap: self.bootstrap,
             routing,
@@ -320,6 +321,8 @@ struct State {
     tx: Vec<Option<Tx>>,
     /// Listener resource name → target name (they differ under a name template).
     listener_targets: BTreeMap<String, String>,
+    /// LDS names that are server listeners (gRFC A36), as the store's interest asks.
+    server_listeners: BTreeSet<String>,
 }
 
 impl Shared {

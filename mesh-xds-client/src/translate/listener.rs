@@ -9,8 +9,9 @@ use mesh_core::error::{Errors, FieldPath};
 use mesh_core::{ConfigError, Listener};
 use prost::Message;
 
-const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
-const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+pub(crate) const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+pub(crate) const ROUTER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 
 /// Translates and validates a client listener.
 pub fn translate(l: &pb::Listener) -> Result<Listener, ConfigError> {

@@ -24,6 +24,7 @@ mod policy;
 pub mod rbac;
 pub mod route;
 pub mod secret;
+pub mod server;
 mod tls;
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
@@ -112,6 +113,8 @@ pub enum Translated {
     Cluster(Box<Cluster>),
     /// From EDS.
     Endpoints(ClusterLoadAssignment),
+    /// From LDS: a server listener (gRFC A36).
+    Server(Box<mesh_core::config::server::Server>),
     /// From SDS: the secret's name and its PEM material.
     Secret(String, mesh_core::config::tls::InlineMaterial),
 }
@@ -125,6 +128,7 @@ impl Translated {
             Translated::Cluster(c) => c.name = name,
             Translated::Endpoints(e) => e.cluster_name = name,
             Translated::Secret(n, _) => *n = name,
+            Translated::Server(s) => s.name = name,
         }
         self
     }
@@ -171,10 +175,12 @@ pub fn decode_in(ty: ResourceType, any: &Any, ctx: &Context) -> Result<Decoded, 
         ResourceType::Listener => {
             let m = envoy_types::pb::envoy::config::listener::v3::Listener::decode(&*any.value)
                 .map_err(bad)?;
-            (
-                m.name.clone(),
-                listener::translate(&m).map(Translated::Listener),
-            )
+            let t = if server::is_server(&m) {
+                server::translate(&m, ctx).map(|s| Translated::Server(Box::new(s)))
+            } else {
+                listener::translate(&m).map(Translated::Listener)
+            };
+            (m.name.clone(), t)
         }
         ResourceType::RouteConfiguration => {
             let m =
@@ -265,3 +271,7 @@ mod tests;
 #[cfg(test)]
 #[path = "secret_tests.rs"]
 mod secret_tests;
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod server_tests;

@@ -8,6 +8,9 @@
 //! assert!(wire.type_url.ends_with("envoy.config.listener.v3.Listener"));
 //! ```
 
+mod server;
+pub use server::{downstream_mtls, rbac_filter, server_listener};
+
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as eds;

@@ -1,0 +1,116 @@
+//! Server listeners (gRFC A36) as istiod's gRPC generator writes them: one filter chain with
+//! the mesh mTLS `DownstreamTlsContext`, an HttpConnectionManager with an inline route
+//! (`*`, prefix `/`, non-forwarding action) and the RBAC filters before the router.
+
+use super::{any, router_filter};
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::listener::v3 as lds;
+use envoy_types::pb::envoy::config::route::v3 as rds;
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use std::net::SocketAddr;
+
+/// Istio STRICT's server TLS: identity and client roots from provider `instance`, a client
+/// certificate required.
+pub fn downstream_mtls(instance: &str) -> core::TransportSocket {
+    let provider = tls::CertificateProviderPluginInstance {
+        instance_name: instance.into(),
+        certificate_name: String::new(),
+    };
+    let context = tls::DownstreamTlsContext {
+        require_client_certificate: Some(envoy_types::pb::google::protobuf::BoolValue {
+            value: true,
+        }),
+        common_tls_context: Some(tls::CommonTlsContext {
+            tls_certificate_provider_instance: Some(provider.clone()),
+            validation_context_type: Some(
+                tls::common_tls_context::ValidationContextType::ValidationContext(
+                    tls::CertificateValidationContext {
+                        ca_certificate_provider_instance: Some(provider),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    core::TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
+            &context,
+        ))),
+    }
+}
+
+/// The RBAC HTTP filter `name` with config `rbac`.
+pub fn rbac_filter(name: &str, rbac: &Rbac) -> hcm::HttpFilter {
+    hcm::HttpFilter {
+        name: name.into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(rbac))),
+        ..Default::default()
+    }
+}
+
+/// A server listener `name` on `addr`: one chain with `tls` (none: plaintext), `filters`
+/// before the router, and the inline non-forwarding route.
+pub fn server_listener(
+    name: &str,
+    addr: SocketAddr,
+    tls: Option<core::TransportSocket>,
+    mut filters: Vec<hcm::HttpFilter>,
+) -> lds::Listener {
+    filters.push(router_filter());
+    let route = rds::Route {
+        r#match: Some(rds::RouteMatch {
+            path_specifier: Some(rds::route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(rds::route::Action::NonForwardingAction(Default::default())),
+        ..Default::default()
+    };
+    let manager = hcm::HttpConnectionManager {
+        stat_prefix: name.into(),
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(
+            rds::RouteConfiguration {
+                name: "inbound".into(),
+                virtual_hosts: vec![rds::VirtualHost {
+                    name: "inbound".into(),
+                    domains: vec!["*".into()],
+                    routes: vec![route],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )),
+        http_filters: filters,
+        ..Default::default()
+    };
+    lds::Listener {
+        name: name.into(),
+        address: Some(core::Address {
+            address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                address: addr.ip().to_string(),
+                port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
+                    addr.port().into(),
+                )),
+                ..Default::default()
+            })),
+        }),
+        filter_chains: vec![lds::FilterChain {
+            name: if tls.is_some() {
+                "inbound-mtls".into()
+            } else {
+                "inbound-plaintext".into()
+            },
+            filters: vec![lds::Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(lds::filter::ConfigType::TypedConfig(any(&manager))),
+            }],
+            transport_socket: tls,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

@@ -1,0 +1,208 @@
+//! A server `Listener` (gRFC A36: a socket address, filter chains, no API listener) → the
+//! mesh's [`Server`].
+//!
+//! NACKed as A36 says: `listener_filters`, `use_original_dst`, a chain whose network filters
+//! are not exactly one HttpConnectionManager, an HCM filter list not ending in the router, and
+//! (A41) `xff_num_trusted_hops` or IP detection extensions. The chain used is the one that
+//! matches every connection: chains that can never match in-process (`destination_port`,
+//! `server_names`, `application_protocols`, a transport protocol other than `raw_buffer`) are
+//! skipped; if one chain is left it is used, with none the `default_filter_chain`. Per-connection
+//! choice among several chains (by address ranges or source) is not implemented and is NACKed
+//! rather than guessed. The route config must be inline (Istio sends it so); its routes'
+//! non-forwarding action means "serve here".
+
+use super::listener::{HCM_TYPE, ROUTER_TYPE};
+use super::{Context, finish, rbac, tls};
+use envoy_types::pb::envoy::config::core::v3::address::Address as PbAddress;
+use envoy_types::pb::envoy::config::listener::v3 as pb;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use mesh_core::ConfigError;
+use mesh_core::config::server::{Server, ServerHttpFilter};
+use mesh_core::error::{Errors, FieldPath};
+use prost::Message;
+
+/// Whether `l` is a server listener (it has an address and no API listener).
+pub fn is_server(l: &pb::Listener) -> bool {
+    l.api_listener.is_none() && l.address.is_some()
+}
+
+/// Translates and validates a server listener.
+pub fn translate(l: &pb::Listener, ctx: &Context) -> Result<Server, ConfigError> {
+    let mut errors = Errors::new();
+    let root = FieldPath::root();
+    let mut out = Server {
+        name: l.name.clone(),
+        ..Server::default()
+    };
+    match l.address.as_ref().and_then(|a| a.address.as_ref()) {
+        Some(PbAddress::SocketAddress(s)) => {
+            use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+            let port = match s.port_specifier {
+                Some(PortSpecifier::PortValue(p)) => p,
+                _ => 0,
+            };
+            out.address = Some(if s.address.contains(':') {
+                format!("[{}]:{port}", s.address)
+            } else {
+                format!("{}:{port}", s.address)
+            });
+        }
+        _ => errors.push(&root.field("address"), "must be a socket address"),
+    }
+    if !l.listener_filters.is_empty() {
+        errors.push(&root.field("listener_filters"), "must be empty (gRFC A36)");
+    }
+    if l.use_original_dst.as_ref().is_some_and(|v| v.value) {
+        errors.push(
+            &root.field("use_original_dst"),
+            "is not supported (gRFC A36)",
+        );
+    }
+    let usable: Vec<(usize, &pb::FilterChain)> = l
+        .filter_chains
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches_every_connection(c))
+        .collect();
+    let chain = match usable.as_slice() {
+        [(i, c)] => Some((root.field("filter_chains").index(*i), *c)),
+        [] => l
+            .default_filter_chain
+            .as_ref()
+            .map(|c| (root.field("default_filter_chain"), c)),
+        _ => {
+            errors.push(
+                &root.field("filter_chains"),
+                format!(
+                    "{} chains could match a connection; choosing among them per connection is not supported yet",
+                    usable.len()
+                ),
+            );
+            None
+        }
+    };
+    match chain {
+        Some((path, c)) => filter_chain(c, ctx, &path, &mut errors, &mut out),
+        None if errors.is_empty() => errors.push(
+            &root.field("filter_chains"),
+            "no filter chain matches every connection and there is no default_filter_chain",
+        ),
+        None => {}
+    }
+    if errors.is_empty() {
+        out.validate(&root, &mut errors);
+    }
+    finish(out, errors)
+}
+
+/// A chain in-process matching can take for every connection: A36's never-matching fields
+/// unset, and (when set) the raw-buffer transport. Address and source ranges would select per
+/// connection: such a chain does not match every connection.
+fn matches_every_connection(c: &pb::FilterChain) -> bool {
+    let Some(m) = &c.filter_chain_match else {
+        return true;
+    };
+    m.destination_port.is_none()
+        && m.server_names.is_empty()
+        && m.application_protocols.is_empty()
+        && (m.transport_protocol.is_empty() || m.transport_protocol == "raw_buffer")
+        && m.prefix_ranges.is_empty()
+        && m.direct_source_prefix_ranges.is_empty()
+        && m.source_prefix_ranges.is_empty()
+        && m.source_ports.is_empty()
+        && m.source_type == 0
+}
+
+fn filter_chain(
+    c: &pb::FilterChain,
+    ctx: &Context,
+    path: &FieldPath,
+    errors: &mut Errors,
+    out: &mut Server,
+) {
+    if let Some(ts) = &c.transport_socket {
+        out.transport_socket = tls::downstream(
+            ts,
+            &ctx.certificate_providers,
+            &path.field("transport_socket"),
+            errors,
+        );
+    }
+    let fp = path.field("filters");
+    let [f] = c.filters.as_slice() else {
+        errors.push(&fp, "must be exactly one HttpConnectionManager (gRFC A36)");
+        return;
+    };
+    let fp = fp.index(0);
+    let any = match &f.config_type {
+        Some(pb::filter::ConfigType::TypedConfig(any)) if any.type_url == HCM_TYPE => any,
+        _ => {
+            errors.push(&fp, "must be an HttpConnectionManager (gRFC A36)");
+            return;
+        }
+    };
+    let fp = fp.field("typed_config");
+    let manager = match hcm::HttpConnectionManager::decode(&*any.value) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(&fp, format!("cannot decode HttpConnectionManager: {e}"));
+            return;
+        }
+    };
+    if manager.xff_num_trusted_hops != 0 {
+        errors.push(&fp.field("xff_num_trusted_hops"), "must be 0 (gRFC A41)");
+    }
+    if !manager.original_ip_detection_extensions.is_empty() {
+        errors.push(
+            &fp.field("original_ip_detection_extensions"),
+            "must be empty (gRFC A41)",
+        );
+    }
+    use hcm::http_connection_manager::RouteSpecifier as R;
+    match &manager.route_specifier {
+        Some(R::RouteConfig(_)) => {}
+        Some(R::Rds(_)) => errors.push(
+            &fp.field("rds"),
+            "RDS on server listeners is not supported yet (send the route config inline)",
+        ),
+        _ => errors.push(&fp, "an inline route_config is required"),
+    }
+    let hp = fp.field("http_filters");
+    let list = &manager.http_filters;
+    if list.is_empty() {
+        errors.push(&hp, "must not be empty (the router filter is required)");
+    }
+    for (i, f) in list.iter().enumerate() {
+        let p = hp.index(i);
+        let typed = match &f.config_type {
+            Some(hcm::http_filter::ConfigType::TypedConfig(any)) => Some(any),
+            _ => None,
+        };
+        let type_url = typed.map(|a| a.type_url.as_str()).unwrap_or("");
+        let last = i + 1 == list.len();
+        match (type_url, last) {
+            (ROUTER_TYPE, true) => {}
+            (ROUTER_TYPE, false) => errors.push(&p, "the router filter must be last"),
+            (_, true) => errors.push(&p, "the last filter must be the router"),
+            _ if f.disabled => {}
+            (rbac::RBAC, false) => {
+                if let Some(r) =
+                    rbac::filter(typed.expect("typed"), &p.field("typed_config"), errors)
+                {
+                    out.http_filters.push(ServerHttpFilter {
+                        name: f.name.clone(),
+                        rbac: Some(r),
+                    });
+                }
+            }
+            _ if f.is_optional => {}
+            _ => errors.push(
+                &p,
+                format!(
+                    "HTTP filter {:?} ({type_url}) is not supported on servers",
+                    f.name
+                ),
+            ),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Server listeners (gRFC A36) from xDS: Istio's inbound shape translates; what A36 and A41
+//! refuse is NACKed with its field path.
+
+use super::{Context, ResourceType, Translated, decode_in};
+use crate::build::{any, downstream_mtls, rbac_filter, server_listener};
+use envoy_types::pb::envoy::config::listener::v3 as lds;
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use prost::Message;
+
+const NAME: &str = "xds.istio.io/grpc/lds/inbound/10.0.0.7:8080";
+
+fn ctx() -> Context {
+    Context {
+        certificate_providers: ["default".to_owned()].into(),
+    }
+}
+
+fn istio() -> lds::Listener {
+    server_listener(
+        NAME,
+        "10.0.0.7:8080".parse().unwrap(),
+        Some(downstream_mtls("default")),
+        vec![
+            rbac_filter("envoy.filters.http.rbac.DENY", &Rbac::default()),
+            rbac_filter("envoy.filters.http.rbac", &Rbac::default()),
+        ],
+    )
+}
+
+fn translated(l: &lds::Listener) -> Result<mesh_core::config::server::Server, String> {
+    let d = decode_in(ResourceType::Listener, &any(l), &ctx()).unwrap();
+    d.result.map(|t| match t {
+        Translated::Server(s) => *s,
+        other => panic!("not a server: {other:?}"),
+    })
+}
+
+/// The chain's HCM, to edit it.
+fn edit_hcm(l: &mut lds::Listener, f: impl FnOnce(&mut hcm::HttpConnectionManager)) {
+    let filter = &mut l.filter_chains[0].filters[0];
+    let Some(lds::filter::ConfigType::TypedConfig(a)) = &mut filter.config_type else {
+        unreachable!()
+    };
+    let mut m = hcm::HttpConnectionManager::decode(&*a.value).unwrap();
+    f(&mut m);
+    *a = any(&m);
+}
+
+#[test]
+fn istio_inbound_listener_is_a_server() {
+    let s = translated(&istio()).unwrap();
+    assert_eq!(s.name, NAME);
+    assert_eq!(s.address.as_deref(), Some("10.0.0.7:8080"));
+    let tls = s.transport_socket.unwrap();
+    assert!(tls.require_client_certificate);
+    let names: Vec<&str> = s.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["envoy.filters.http.rbac.DENY", "envoy.filters.http.rbac"]
+    );
+    // Plaintext (PERMISSIVE for proxyless): no transport socket.
+    let plain = server_listener(NAME, "10.0.0.7:8080".parse().unwrap(), None, vec![]);
+    assert!(translated(&plain).unwrap().transport_socket.is_none());
+}
+
+#[test]
+fn what_a36_refuses_is_nacked_with_field_paths() {
+    let mut l = istio();
+    l.listener_filters.push(Default::default());
+    l.use_original_dst = Some(envoy_types::pb::google::protobuf::BoolValue { value: true });
+    let e = translated(&l).unwrap_err();
+    assert!(
+        e.contains("listener_filters: must be empty (gRFC A36)"),
+        "{e}"
+    );
+    assert!(e.contains("use_original_dst: is not supported"), "{e}");
+
+    // Two chains that both match every connection.
+    let mut l = istio();
+    l.filter_chains.push(l.filter_chains[0].clone());
+    let e = translated(&l).unwrap_err();
+    assert!(
+        e.contains("filter_chains: 2 chains could match a connection"),
+        "{e}"
+    );
+
+    // A chain for a server name never matches in-process: the default chain is used.
+    let mut l = istio();
+    let mut only_sni = l.filter_chains[0].clone();
+    only_sni.filter_chain_match = Some(lds::FilterChainMatch {
+        server_names: vec!["a.example".into()],
+        ..Default::default()
+    });
+    l.default_filter_chain = Some(l.filter_chains[0].clone());
+    l.filter_chains = vec![only_sni];
+    assert!(translated(&l).is_ok());
+
+    // The router must be last; other filters are refused unless optional; A41's HCM rules.
+    let mut l = istio();
+    edit_hcm(&mut l, |m| {
+        m.http_filters.reverse();
+        m.xff_num_trusted_hops = 1;
+    });
+    let e = translated(&l).unwrap_err();
+    let p = "filter_chains[0].filters[0].typed_config";
+    assert!(
+        e.contains(&format!(
+            "{p}.http_filters[0]: the router filter must be last"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("{p}.xff_num_trusted_hops: must be 0 (gRFC A41)")),
+        "{e}"
+    );
+
+    // An RBAC filter that breaks A41 names its place in the listener.
+    let mut l = istio();
+    let bad = Rbac {
+        rules: Some(envoy_types::pb::envoy::config::rbac::v3::Rbac {
+            policies: [(
+                "p".to_owned(),
+                envoy_types::pb::envoy::config::rbac::v3::Policy {
+                    condition: Some(Default::default()),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    edit_hcm(&mut l, |m| {
+        m.http_filters[1] = rbac_filter("envoy.filters.http.rbac", &bad)
+    });
+    let e = translated(&l).unwrap_err();
+    assert!(
+        e.contains(&format!(
+            "{p}.http_filters[1].typed_config.rules.policies.p.condition: CEL"
+        )),
+        "{e}"
+    );
+}
