@@ -203,15 +203,7 @@ pub fn socket_listener(name: &str, addr: SocketAddr, route_config: &str) -> lds:
     };
     lds::Listener {
         name: name.into(),
-        address: Some(core::Address {
-            address: Some(core::address::Address::SocketAddress(core::SocketAddress {
-                address: addr.ip().to_string(),
-                port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
-                    addr.port().into(),
-                )),
-                ..Default::default()
-            })),
-        }),
+        address: Some(socket_address(addr)),
         filter_chains: vec![lds::FilterChain {
             filters: vec![lds::Filter {
                 name: "envoy.filters.network.http_connection_manager".into(),
@@ -273,18 +265,23 @@ pub fn locality(
     }
 }
 
+/// `addr` as an Envoy socket address.
+pub(crate) fn socket_address(addr: SocketAddr) -> core::Address {
+    core::Address {
+        address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+            address: addr.ip().to_string(),
+            port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
+                addr.port().into(),
+            )),
+            ..Default::default()
+        })),
+    }
+}
+
 fn lb_endpoint(addr: SocketAddr) -> eds::LbEndpoint {
     eds::LbEndpoint {
         host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(eds::Endpoint {
-            address: Some(core::Address {
-                address: Some(core::address::Address::SocketAddress(core::SocketAddress {
-                    address: addr.ip().to_string(),
-                    port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
-                        addr.port().into(),
-                    )),
-                    ..Default::default()
-                })),
-            }),
+            address: Some(socket_address(addr)),
             ..Default::default()
         })),
         health_status: core::HealthStatus::Healthy as i32,

@@ -89,15 +89,7 @@ pub fn server_listener(
     };
     lds::Listener {
         name: name.into(),
-        address: Some(core::Address {
-            address: Some(core::address::Address::SocketAddress(core::SocketAddress {
-                address: addr.ip().to_string(),
-                port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
-                    addr.port().into(),
-                )),
-                ..Default::default()
-            })),
-        }),
+        address: Some(super::socket_address(addr)),
         filter_chains: vec![lds::FilterChain {
             name: if tls.is_some() {
                 "inbound-mtls".into()
