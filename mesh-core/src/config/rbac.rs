@@ -54,6 +54,46 @@ pub struct Rbac {
     /// Named rules; a request matches the policy when it matches any of them.
     #[serde(default)]
     pub policies: BTreeMap<String, Policy>,
+    /// Audit logging (gRFC A59): which decisions are logged, and where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_logging_options: Option<AuditLoggingOptions>,
+}
+
+/// gRFC A59's audit options: the decisions to log and the loggers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLoggingOptions {
+    /// Which decisions are logged.
+    #[serde(default)]
+    pub audit_condition: AuditCondition,
+    /// Where they go.
+    #[serde(default)]
+    pub logger_configs: Vec<AuditLogger>,
+}
+
+/// Which decisions of a filter are audited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuditCondition {
+    /// None.
+    #[default]
+    None,
+    /// Refusals.
+    OnDeny,
+    /// Requests let through.
+    OnAllow,
+    /// Both.
+    OnDenyAndAllow,
+}
+
+/// One audit logger: the built-in `stdout` one (gRPC's
+/// `envoy.extensions.rbac.audit_loggers.stream.v3.StdoutAuditLog`: one JSON line per decision).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogger {
+    /// The stdout logger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<crate::policy::Empty>,
 }
 
 /// What a matching rule does.
@@ -223,6 +263,20 @@ impl RbacFilter {
     pub fn validate(&self, path: &FieldPath, errors: &mut Errors) {
         if let Some(r) = &self.rules {
             let path = path.field("rules");
+            for (i, l) in r
+                .audit_logging_options
+                .iter()
+                .flat_map(|a| a.logger_configs.iter().enumerate())
+            {
+                errors.check(
+                    l.stdout.is_some(),
+                    &path
+                        .field("audit_logging_options")
+                        .field("logger_configs")
+                        .index(i),
+                    "a logger must be set (stdout)",
+                );
+            }
             for (name, p) in &r.policies {
                 let p_path = path.field("policies").field(name);
                 for (i, perm) in p.permissions.iter().enumerate() {

@@ -2,20 +2,32 @@
 //! request without allocating (regexes built, strings folded, CIDRs parsed, header names
 //! resolved), then the gRFC A41 evaluation.
 
+use super::audit::{AuditEvent, AuditSink, emit, principal};
 use super::error::Denied;
 use crate::policy::headers::{HeaderKind, HeaderRule, compile_header, full_regex};
 use crate::tls::PeerInfo;
 use http::{HeaderMap, Request};
-use mesh_core::config::rbac::{CidrRange, Permission, Policy, Principal, RbacAction, RbacFilter};
+use mesh_core::config::rbac::{
+    AuditCondition, CidrRange, Permission, Policy, Principal, RbacAction, RbacFilter,
+};
 use mesh_core::config::route::{HeaderMatch, HeaderMatcher, StringMatcher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 /// One or more RBAC filters in the order of the filter chain (Istio sends a `DENY` filter, then
 /// an `ALLOW` one). Cheap to evaluate; build it when the config changes.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RbacEngine {
     filters: Vec<Compiled>,
+    sink: Option<AuditSink>,
+}
+
+impl std::fmt::Debug for RbacEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RbacEngine")
+            .field("filters", &self.filters)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -23,6 +35,8 @@ struct Compiled {
     name: Arc<str>,
     allow: bool,
     policies: Vec<(Arc<str>, Rule)>,
+    /// (log denials, log allowed requests), when a logger is configured.
+    audit: Option<(bool, bool)>,
 }
 
 #[derive(Debug)]
@@ -97,13 +111,49 @@ impl RbacEngine {
                 .map(|(n, p)| Ok((Arc::from(n.as_str()), rule(p)?)))
                 .collect::<Result<_, String>>()
                 .map_err(|e| format!("RBAC filter {name:?}: {e}"))?;
+            let audit = rules
+                .audit_logging_options
+                .as_ref()
+                .filter(|a| a.logger_configs.iter().any(|l| l.stdout.is_some()))
+                .and_then(|a| match a.audit_condition {
+                    AuditCondition::None => None,
+                    AuditCondition::OnDeny => Some((true, false)),
+                    AuditCondition::OnAllow => Some((false, true)),
+                    AuditCondition::OnDenyAndAllow => Some((true, true)),
+                });
             out.push(Compiled {
                 name: Arc::from(name),
                 allow,
                 policies,
+                audit,
             });
         }
-        Ok(Self { filters: out })
+        Ok(Self {
+            filters: out,
+            sink: None,
+        })
+    }
+
+    /// Sends audit events to `sink` instead of stdout.
+    pub fn with_audit_sink(mut self, sink: AuditSink) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    fn audit(&self, f: &Compiled, cx: &Cx<'_>, matched: Option<&Arc<str>>, authorized: bool) {
+        let Some((on_deny, on_allow)) = f.audit else {
+            return;
+        };
+        if authorized && on_allow || !authorized && on_deny {
+            let event = AuditEvent {
+                rpc_method: cx.req.path.to_owned(),
+                principal: principal(cx.peer),
+                policy_name: f.name.to_string(),
+                matched_rule: matched.map(|m| m.to_string()).unwrap_or_default(),
+                authorized,
+            };
+            emit(self.sink.as_ref(), &event);
+        }
     }
 
     /// Whether any filter applies (a chain of none lets everything through).
@@ -127,6 +177,10 @@ impl RbacEngine {
         };
         for f in &self.filters {
             let matched = f.policies.iter().find(|(_, r)| r.matches(&cx));
+            if f.audit.is_some() {
+                let authorized = f.allow == matched.is_some();
+                self.audit(f, &cx, matched.map(|(n, _)| n), authorized);
+            }
             match (f.allow, matched) {
                 (true, Some(_)) | (false, None) => {}
                 (true, None) => {

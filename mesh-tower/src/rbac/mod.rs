@@ -16,12 +16,14 @@
 //! `""`, `metadata` never matches, and `source_ip`/`remote_ip` are the connection's peer (no
 //! proxy protocol, no trusted `x-forwarded-for`).
 
+mod audit;
 mod body;
 mod engine;
 mod error;
 mod future;
 mod layer;
 
+pub use audit::{AuditEvent, AuditSink};
 pub use body::RbacBody;
 pub use engine::RbacEngine;
 pub use error::Denied;

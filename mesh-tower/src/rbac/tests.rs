@@ -349,3 +349,68 @@ async fn refused_callers_see_403_or_permission_denied_and_the_handler_never_runs
     assert_eq!(res.headers()["grpc-message"], "RBAC: access denied");
     assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
 }
+
+#[test]
+fn audit_logs_the_decisions_its_condition_names() {
+    use super::AuditEvent;
+    let seen: Arc<std::sync::Mutex<Vec<AuditEvent>>> = Default::default();
+    let sink = seen.clone();
+    let e = engine(&[
+        (
+            "deny",
+            r#"
+rules:
+  action: DENY
+  audit_logging_options: { audit_condition: ON_DENY, logger_configs: [{ stdout: {} }] }
+  policies:
+    admin: { permissions: [{ url_path: { path: { prefix: /admin } } }], principals: [{ any: true }] }
+"#,
+        ),
+        (
+            "allow",
+            r#"
+rules:
+  audit_logging_options: { audit_condition: ON_DENY_AND_ALLOW, logger_configs: [{ stdout: {} }] }
+  policies:
+    shop: { permissions: [{ any: true }], principals: [{ authenticated: { principal_name: { prefix: "spiffe://cluster.local/ns/shop/" } } }] }
+"#,
+        ),
+    ])
+    .with_audit_sink(Arc::new(move |ev: &AuditEvent| {
+        sink.lock().unwrap().push(ev.clone())
+    }));
+    assert!(allowed(&e, &req("GET", "/cart", Some(spiffe(FRONTEND)))));
+    assert!(!allowed(
+        &e,
+        &req("GET", "/admin/x", Some(spiffe(FRONTEND)))
+    ));
+    assert!(!allowed(&e, &req("GET", "/cart", Some(spiffe(INTRUDER)))));
+    let events = seen.lock().unwrap().clone();
+    let short: Vec<(&str, &str, &str, bool)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.policy_name.as_str(),
+                e.rpc_method.as_str(),
+                e.matched_rule.as_str(),
+                e.authorized,
+            )
+        })
+        .collect();
+    assert_eq!(
+        short,
+        [
+            ("allow", "/cart", "shop", true),
+            ("deny", "/admin/x", "admin", false),
+            ("allow", "/cart", "", false),
+        ],
+        "the DENY filter logs only its refusal; the ALLOW filter both outcomes"
+    );
+    assert_eq!(events[2].principal, INTRUDER);
+    assert_eq!(
+        events[0].to_json_line(),
+        format!(
+            r#"{{"grpc_audit_log":{{"authorized":true,"matched_rule":"shop","policy_name":"allow","principal":"{FRONTEND}","rpc_method":"/cart"}}}}"#
+        )
+    );
+}

@@ -3,8 +3,8 @@
 //!
 //! NACKed with the field path: CEL `condition`/`checked_condition`, the `matcher` and shadow
 //! forms (a different policy language), header matchers on `grpc-*` or `:scheme`, custom
-//! matchers and principals, URI templates, filter state, sourced metadata, audit loggers this
-//! mesh does not have (A59: unless marked optional). `metadata` permissions and principals are
+//! matchers and principals, URI templates, filter state, sourced metadata, audit loggers other
+//! than A59's `StdoutAuditLog` (unless marked optional). `metadata` permissions and principals are
 //! kept as never-matching (A41). `action: LOG` translates and is ignored by the engine.
 
 use super::route::{header, string_matcher};
@@ -13,14 +13,18 @@ use envoy_types::pb::envoy::config::rbac::v3 as pb;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3 as filter;
 use envoy_types::pb::google::protobuf::Any;
 use mesh_core::config::rbac::{
-    Authenticated, CidrRange, PathMatcher, Permission, PermissionSet, Policy, PortRange, Principal,
-    PrincipalSet, Rbac, RbacAction, RbacFilter,
+    AuditCondition, AuditLogger, AuditLoggingOptions, Authenticated, CidrRange, PathMatcher,
+    Permission, PermissionSet, Policy, PortRange, Principal, PrincipalSet, Rbac, RbacAction,
+    RbacFilter,
 };
 use mesh_core::error::{Errors, FieldPath};
 use prost::Message;
 
 /// The filter's type URL.
 pub const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+/// gRPC's built-in audit logger (A59).
+pub const STDOUT_AUDIT_LOG: &str =
+    "type.googleapis.com/envoy.extensions.rbac.audit_loggers.stream.v3.StdoutAuditLog";
 /// The per-route override's type URL.
 pub const RBAC_PER_ROUTE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
@@ -83,17 +87,42 @@ fn rbac(r: &pb::Rbac, path: &FieldPath, errors: &mut Errors) -> Rbac {
             RbacAction::Allow
         }
     };
-    if let Some(audit) = &r.audit_logging_options {
+    let audit_logging_options = r.audit_logging_options.as_ref().map(|audit| {
+        use pb::rbac::audit_logging_options::AuditCondition as C;
         let p = path.field("audit_logging_options");
+        let audit_condition = match C::try_from(audit.audit_condition) {
+            Ok(C::None) => AuditCondition::None,
+            Ok(C::OnDeny) => AuditCondition::OnDeny,
+            Ok(C::OnAllow) => AuditCondition::OnAllow,
+            Ok(C::OnDenyAndAllow) => AuditCondition::OnDenyAndAllow,
+            Err(_) => {
+                errors.push(&p.field("audit_condition"), "unknown condition");
+                AuditCondition::None
+            }
+        };
+        let mut logger_configs = Vec::new();
         for (i, l) in audit.logger_configs.iter().enumerate() {
-            if !l.is_optional {
+            let url = l
+                .audit_logger
+                .as_ref()
+                .and_then(|t| t.typed_config.as_ref())
+                .map_or("", |a| a.type_url.as_str());
+            if url == STDOUT_AUDIT_LOG {
+                logger_configs.push(AuditLogger {
+                    stdout: Some(Default::default()),
+                });
+            } else if !l.is_optional {
                 errors.push(
                     &p.field("logger_configs").index(i),
-                    "audit loggers are not supported yet (mark it is_optional to run without it)",
+                    format!("unknown audit logger {url:?} (A59: only StdoutAuditLog; mark it is_optional to run without it)"),
                 );
             }
         }
-    }
+        AuditLoggingOptions {
+            audit_condition,
+            logger_configs,
+        }
+    });
     let mut policies = std::collections::BTreeMap::new();
     for (name, p) in &r.policies {
         let pp = path.field("policies").field(name);
@@ -121,7 +150,11 @@ fn rbac(r: &pb::Rbac, path: &FieldPath, errors: &mut Errors) -> Rbac {
             },
         );
     }
-    Rbac { action, policies }
+    Rbac {
+        action,
+        policies,
+        audit_logging_options,
+    }
 }
 
 fn cidr(c: &PbCidr) -> CidrRange {

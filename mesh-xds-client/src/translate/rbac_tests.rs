@@ -178,9 +178,46 @@ fn what_a41_forbids_is_nacked_with_field_paths() {
         format!("{p}.permissions[2].header.name: \":scheme\" cannot be matched"),
         format!("{p}.permissions[3].destination_ip: 10.0.0.300/0 is not an IP range"),
         format!("{p}.permissions[4].uri_template: is not supported"),
-        "rules.audit_logging_options.logger_configs[0]: audit loggers are not supported yet".into(),
+        "rules.audit_logging_options.logger_configs[0]: unknown audit logger \"\" (A59".into(),
         "matcher: is not supported (use rules)".into(),
     ] {
         assert!(e.contains(&want), "missing {want:?} in {e}");
     }
+}
+
+#[test]
+fn the_stdout_audit_logger_translates_and_optional_unknown_ones_are_skipped() {
+    use pb::rbac::audit_logging_options::{AuditCondition, AuditLoggerConfig};
+    let logger = |url: &str, is_optional: bool| AuditLoggerConfig {
+        audit_logger: Some(
+            envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig {
+                name: "logger".into(),
+                typed_config: Some(envoy_types::pb::google::protobuf::Any {
+                    type_url: url.into(),
+                    value: vec![],
+                }),
+            },
+        ),
+        is_optional,
+    };
+    let mut m = istio_allow();
+    m.rules.as_mut().unwrap().audit_logging_options = Some(pb::rbac::AuditLoggingOptions {
+        audit_condition: AuditCondition::OnDeny as i32,
+        logger_configs: vec![
+            logger(super::STDOUT_AUDIT_LOG, false),
+            logger("type.googleapis.com/example.Custom", true),
+        ],
+    });
+    let f = translated(&m).unwrap();
+    let audit = f.rules.unwrap().audit_logging_options.unwrap();
+    assert_eq!(
+        audit.audit_condition,
+        mesh_core::config::rbac::AuditCondition::OnDeny
+    );
+    assert_eq!(
+        audit.logger_configs.len(),
+        1,
+        "the optional unknown one is skipped"
+    );
+    assert!(audit.logger_configs[0].stdout.is_some());
 }
