@@ -50,6 +50,48 @@ pub struct Server {
     /// Inbound HTTP filters, in order, before the application.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_filters: Vec<ServerHttpFilter>,
+    /// Limits on what callers may send (defaults apply when absent).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub limits: Limits,
+}
+
+fn is_default(l: &Limits) -> bool {
+    *l == Limits::default()
+}
+
+/// Limits on untrusted callers. Each refusal is logged with the limit's name and counted.
+///
+/// ```
+/// let l: mesh_core::config::server::Limits =
+///     serde_saphyr::from_str("{ max_request_headers_kb: 16, request_headers_timeout: 2s }").unwrap();
+/// assert_eq!(l.max_concurrent_streams, 100);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Request headers larger than this are refused (Envoy's HCM `max_request_headers_kb`,
+    /// default 60): HTTP/1.1 gets 431, HTTP/2 the header list limit in SETTINGS.
+    pub max_request_headers_kb: u32,
+    /// Concurrent streams per HTTP/2 connection (announced in SETTINGS).
+    pub max_concurrent_streams: u32,
+    /// How long a caller may take to send a request's headers (slow clients); `0s` turns the
+    /// limit off (Envoy's `request_headers_timeout`, off by default there).
+    #[serde(with = "crate::duration")]
+    pub request_headers_timeout: std::time::Duration,
+    /// HTTP/2 streams a caller may open and reset before the server sees them (the
+    /// CVE-2023-44487 "rapid reset" attack): beyond it the connection is closed.
+    pub max_pending_accept_reset_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_headers_kb: 60,
+            max_concurrent_streams: 100,
+            request_headers_timeout: std::time::Duration::from_secs(10),
+            max_pending_accept_reset_streams: 20,
+        }
+    }
 }
 
 /// One inbound HTTP filter: a name and exactly one config.
@@ -88,6 +130,17 @@ impl Server {
         if let Some(t) = &self.transport_socket {
             t.validate(&path.field("transport_socket"), errors);
         }
+        let lp = path.field("limits");
+        errors.check(
+            (1..=8192).contains(&self.limits.max_request_headers_kb),
+            &lp.field("max_request_headers_kb"),
+            "must be between 1 and 8192",
+        );
+        errors.check(
+            self.limits.max_concurrent_streams >= 1,
+            &lp.field("max_concurrent_streams"),
+            "must be at least 1",
+        );
         let mut names = HashSet::new();
         for (i, f) in self.http_filters.iter().enumerate() {
             let fp = path.field("http_filters").index(i);

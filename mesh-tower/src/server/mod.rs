@@ -21,7 +21,8 @@ use crate::rbac::{RbacEngine, RbacLayer};
 use crate::tls::ServerTls;
 use arc_swap::ArcSwap;
 use mesh_core::ResourceKind;
-use mesh_core::config::server::Server;
+use mesh_core::config::server::{Limits, Server};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 pub use crate::tls::PeerInfo;
@@ -50,12 +51,49 @@ pub use crate::tls::PeerInfo;
 #[derive(Clone)]
 pub struct MeshServer {
     name: Arc<str>,
+    limits: Limits,
+    stats: Arc<ServerStats>,
     tls: Option<ServerTls>,
     rbac: Arc<ArcSwap<RbacEngine>>,
     /// Keeps the config watcher running while any clone lives.
     _watch: Option<Arc<WatchGuard>>,
     /// Keeps the server's config subscribed (xDS) while any clone lives.
     _interest: Option<Arc<mesh_core::InterestGuard>>,
+}
+
+/// Counters of refusals by the server's limits.
+#[derive(Debug, Default)]
+pub(crate) struct ServerStats {
+    pub(crate) headers_too_large: AtomicU64,
+    pub(crate) header_timeouts: AtomicU64,
+    pub(crate) http2_errors: AtomicU64,
+    pub(crate) other_errors: AtomicU64,
+}
+
+/// What a server's limits refused, by limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStatsSnapshot {
+    /// HTTP/1.1 requests whose headers exceeded `max_request_headers_kb` (answered 431).
+    pub headers_too_large: u64,
+    /// Connections closed because headers did not arrive within `request_headers_timeout`.
+    pub header_timeouts: u64,
+    /// HTTP/2 connections closed for a protocol violation, including rapid resets beyond
+    /// `max_pending_accept_reset_streams` (GOAWAY `ENHANCE_YOUR_CALM`).
+    pub http2_errors: u64,
+    /// Other connection errors (resets, malformed requests).
+    pub other_errors: u64,
+}
+
+impl ServerStats {
+    fn snapshot(&self) -> ServerStatsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ServerStatsSnapshot {
+            headers_too_large: g(&self.headers_too_large),
+            header_timeouts: g(&self.header_timeouts),
+            http2_errors: g(&self.http2_errors),
+            other_errors: g(&self.other_errors),
+        }
+    }
 }
 
 struct WatchGuard(tokio::task::AbortHandle);
@@ -80,6 +118,8 @@ impl MeshServer {
     pub fn new(tls: Option<ServerTls>, rbac: RbacEngine) -> Self {
         Self {
             name: Arc::from("server"),
+            limits: Limits::default(),
+            stats: Arc::default(),
             tls,
             rbac: Arc::new(ArcSwap::from_pointee(rbac)),
             _watch: None,
@@ -100,6 +140,17 @@ impl MeshServer {
     /// The RBAC layer enforcing this server's current policy (for tonic or a tower stack).
     pub fn rbac_layer(&self) -> RbacLayer {
         RbacLayer::live(self.rbac.clone())
+    }
+
+    /// This server with other limits on callers.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// What the limits refused so far.
+    pub fn stats(&self) -> ServerStatsSnapshot {
+        self.stats.snapshot()
     }
 
     /// The engine in force now.
@@ -144,6 +195,8 @@ impl Mesh {
         });
         Ok(MeshServer {
             name: Arc::from(name),
+            limits: config.limits.clone(),
+            stats: Arc::default(),
             tls,
             rbac,
             _watch: Some(Arc::new(WatchGuard(task))),
@@ -205,3 +258,6 @@ fn compile(config: &Server) -> Result<RbacEngine, MeshError> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests;

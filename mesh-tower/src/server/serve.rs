@@ -1,16 +1,19 @@
 //! The accept loop: TLS (or plaintext) per connection, HTTP/1.1 and HTTP/2 per connection,
 //! the caller's `PeerInfo` and the RBAC check on every request.
 
-use super::MeshServer;
+use super::{MeshServer, ServerStats};
 use crate::tls::PeerInfo;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use mesh_core::BoxError;
+use mesh_core::config::server::Limits;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use tokio::net::TcpListener;
 use tower_service::Service;
@@ -30,6 +33,8 @@ impl MeshServer {
         B::Error: Into<BoxError>,
     {
         let layer = self.rbac_layer();
+        let builder = Arc::new(builder(&self.limits));
+        let stats = self.stats.clone();
         let wrap = move |peer: PeerInfo| WithPeer {
             peer,
             inner: tower_layer::Layer::layer(&layer, service.clone()),
@@ -40,7 +45,8 @@ impl MeshServer {
                 while let Some(conn) = incoming.next().await {
                     let conn = conn?;
                     let svc = wrap(conn.peer().clone());
-                    tokio::spawn(serve_connection(TokioIo::new(conn), svc));
+                    let (b, st) = (builder.clone(), stats.clone());
+                    tokio::spawn(serve_connection(b, st, TokioIo::new(conn), svc));
                 }
                 Ok(())
             }
@@ -49,14 +55,36 @@ impl MeshServer {
                 let _ = tcp.set_nodelay(true);
                 let local = tcp.local_addr()?;
                 let svc = wrap(PeerInfo::plaintext(remote, local));
-                tokio::spawn(serve_connection(TokioIo::new(tcp), svc));
+                let (b, st) = (builder.clone(), stats.clone());
+                tokio::spawn(serve_connection(b, st, TokioIo::new(tcp), svc));
             },
         }
     }
 }
 
-async fn serve_connection<IO, S, B>(io: IO, svc: WithPeer<S>)
-where
+/// hyper's HTTP/1.1 + HTTP/2 server with `limits` applied.
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    let header_bytes = limits.max_request_headers_kb as usize * 1024;
+    let timeout = Some(limits.request_headers_timeout).filter(|t| !t.is_zero());
+    b.http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(header_bytes.max(8192))
+        .header_read_timeout(timeout);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams as usize);
+    b
+}
+
+async fn serve_connection<IO, S, B>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stats: Arc<ServerStats>,
+    io: IO,
+    svc: WithPeer<S>,
+) where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<crate::rbac::RbacBody<B>>>
         + Clone
@@ -67,13 +95,39 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder
+    let peer = svc.peer.remote_addr;
+    let Err(e) = builder
         .serve_connection(io, TowerToHyperService::new(svc))
         .await
+    else {
+        return;
+    };
+    // Name the limit that ended the connection, and count it.
+    let hyper_err = e.downcast_ref::<hyper::Error>();
+    let (counter, what) = if hyper_err.is_some_and(|h| h.is_parse_too_large()) {
+        (
+            &stats.headers_too_large,
+            "request headers over max_request_headers_kb",
+        )
+    } else if hyper_err.is_some_and(|h| h.is_timeout()) {
+        (
+            &stats.header_timeouts,
+            "headers not received within request_headers_timeout",
+        )
+    } else if e.downcast_ref::<h2::Error>().is_some()
+        || hyper_err
+            .and_then(|h| std::error::Error::source(h))
+            .is_some_and(|s| s.is::<h2::Error>())
     {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
+        (
+            &stats.http2_errors,
+            "HTTP/2 protocol error (rapid reset beyond max_pending_accept_reset_streams, or a malformed frame)",
+        )
+    } else {
+        (&stats.other_errors, "connection error")
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(peer = ?peer, error = %e, "{what}");
 }
 
 /// Puts the connection's peer into each request, then calls the RBAC-wrapped service.

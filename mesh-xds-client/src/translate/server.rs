@@ -158,6 +158,22 @@ fn filter_chain(
             "must be empty (gRFC A41)",
         );
     }
+    // Envoy's limits on callers, where the listener sets them.
+    if let Some(kb) = &manager.max_request_headers_kb {
+        out.limits.max_request_headers_kb = kb.value;
+    }
+    if let Some(t) = &manager.request_headers_timeout
+        && let Some(d) = super::duration(t, &fp.field("request_headers_timeout"), errors)
+    {
+        out.limits.request_headers_timeout = d;
+    }
+    if let Some(n) = manager
+        .http2_protocol_options
+        .as_ref()
+        .and_then(|o| o.max_concurrent_streams.as_ref())
+    {
+        out.limits.max_concurrent_streams = n.value;
+    }
     use hcm::http_connection_manager::RouteSpecifier as R;
     match &manager.route_specifier {
         Some(R::RouteConfig(_)) => {}

@@ -59,6 +59,23 @@ fn istio_inbound_listener_is_a_server() {
         names,
         ["envoy.filters.http.rbac.DENY", "envoy.filters.http.rbac"]
     );
+    assert_eq!(s.limits, mesh_core::config::server::Limits::default());
+    // Envoy's limits on callers carry over.
+    let mut l = istio();
+    edit_hcm(&mut l, |m| {
+        m.max_request_headers_kb =
+            Some(envoy_types::pb::google::protobuf::UInt32Value { value: 16 });
+        m.request_headers_timeout = Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: 3,
+            nanos: 0,
+        });
+    });
+    let limits = translated(&l).unwrap().limits;
+    assert_eq!(limits.max_request_headers_kb, 16);
+    assert_eq!(
+        limits.request_headers_timeout,
+        std::time::Duration::from_secs(3)
+    );
     // Plaintext (PERMISSIVE for proxyless): no transport socket.
     let plain = server_listener(NAME, "10.0.0.7:8080".parse().unwrap(), None, vec![]);
     assert!(translated(&plain).unwrap().transport_socket.is_none());

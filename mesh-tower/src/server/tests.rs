@@ -1,0 +1,157 @@
+//! The server's limits on untrusted callers, with raw clients that break the rules: oversized
+//! headers, a caller that never finishes its headers, too many HTTP/2 streams, rapid resets.
+
+use super::MeshServer;
+use crate::rbac::RbacEngine;
+use bytes::Bytes;
+use mesh_core::config::server::Limits;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A plaintext server with `limits` counting the requests that reach the handler.
+async fn start(limits: Limits) -> (SocketAddr, MeshServer, Arc<AtomicU64>) {
+    let server = MeshServer::new(None, RbacEngine::default()).with_limits(limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let h = handled.clone();
+    let svc = tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+        h.fetch_add(1, Ordering::SeqCst);
+        async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                Bytes::from_static(b"ok"),
+            )))
+        }
+    });
+    tokio::spawn(server.clone().serve(listener, svc));
+    (addr, server, handled)
+}
+
+async fn until(what: &str, f: impl Fn() -> bool) {
+    let ok = tokio::time::timeout(PATIENCE, async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert!(ok.await.is_ok(), "never: {what}");
+}
+
+#[tokio::test]
+async fn oversized_http1_headers_get_431_and_are_counted() {
+    let (addr, server, handled) = start(Limits {
+        max_request_headers_kb: 8,
+        ..Limits::default()
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let big = "a".repeat(16 * 1024);
+    tcp.write_all(format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    until("counted", || server.stats().headers_too_large == 1).await;
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_caller_that_never_finishes_its_headers_is_cut_off() {
+    let (addr, server, handled) = start(Limits {
+        request_headers_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // The server closes the connection (EOF) once the limit passes.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server kept a slow caller");
+    until("counted", || server.stats().header_timeouts == 1).await;
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn http2_announces_its_stream_limit() {
+    let (addr, _server, _) = start(Limits {
+        max_concurrent_streams: 7,
+        ..Limits::default()
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (tx, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    // One exchange (driving the connection alongside), so the server's SETTINGS are read.
+    let exchange = async {
+        let mut tx = tx.ready().await.unwrap();
+        let (res, _) = tx
+            .send_request(http::Request::get("http://x/").body(()).unwrap(), true)
+            .unwrap();
+        res.await.unwrap().status()
+    };
+    let status = tokio::select! {
+        s = exchange => s,
+        _ = &mut conn => panic!("connection ended"),
+    };
+    assert_eq!(status, 200);
+    assert_eq!(conn.max_concurrent_send_streams(), 7);
+}
+
+/// One HTTP/2 frame: length, type, flags, stream id, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test]
+async fn rapid_resets_close_the_connection_and_are_counted() {
+    let (addr, server, handled) = start(Limits {
+        max_pending_accept_reset_streams: 5,
+        ..Limits::default()
+    })
+    .await;
+    // The CVE-2023-44487 pattern, by hand: many streams opened (HEADERS) and cancelled
+    // (RST_STREAM) in one burst, so they are reset before the server accepts them.
+    let mut burst = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    burst.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+    // GET http://x/: indexed :method GET, :scheme http, :path /; literal :authority "x".
+    let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
+    for i in 0..50u32 {
+        let id = 2 * i + 1;
+        burst.extend(frame(0x1, 0x5, id, &block)); // HEADERS, END_STREAM | END_HEADERS
+        burst.extend(frame(0x3, 0, id, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+    }
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&burst).await.unwrap();
+    // Read the server's frames until it closes: a GOAWAY with ENHANCE_YOUR_CALM (0xb).
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    let mut goaway = None;
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        if got[at + 3] == 0x7 && at + 9 + 8 <= got.len() {
+            let p = &got[at + 9..];
+            goaway = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+        }
+        at += 9 + len;
+    }
+    assert_eq!(goaway, Some(0xb), "GOAWAY ENHANCE_YOUR_CALM");
+    until("counted", || server.stats().http2_errors >= 1).await;
+    assert!(
+        handled.load(Ordering::SeqCst) < 50,
+        "not every stream reached the handler"
+    );
+}
