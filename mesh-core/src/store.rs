@@ -44,7 +44,7 @@ pub enum ResourceKind {
     /// A [`Server`] (inbound listener).
     Server,
     /// An SDS secret, held as the `inline` certificate provider instance
-    /// [`SDS_PREFIX`](crate::config::tls::SDS_PREFIX)`<name>`.
+    /// [`crate::config::tls::SDS_PREFIX`]`<name>`.
     Secret,
 }
 
