@@ -11,10 +11,11 @@
 //!
 //! The last line of output is one JSON object:
 //! `{"responses":{"<endpoint ip:port>":n},"status":{"200":n},"errors":{"<kind>":n},
-//!   "latency_us":{"p50":x,"p99":y,"max":z}}`
+//!   "peers":{"<server identity>":n},"latency_us":{"p50":x,"p99":y,"max":z}}`
 //! - `responses`: by the endpoint that answered (any status);
 //! - `status`: every HTTP status the caller saw, including ones the mesh produced itself;
-//! - `errors`: requests that got no HTTP response, by kind (`timeout`, `no_route`, …).
+//! - `errors`: requests that got no HTTP response, by kind (`timeout`, `no_route`, …);
+//! - `peers`: by the server identity the client verified over mTLS (SPIFFE ID, else first SAN).
 //!
 //! It exits 0 whenever it ran, whatever the outcomes. Try it against the quickstart's backends:
 //! `cargo run --example quickstart -- --serve` prints a config path to pass as `--config`.

@@ -35,6 +35,9 @@ pub struct Report {
     pub status: BTreeMap<String, u64>,
     /// Requests without an HTTP response, by error kind.
     pub errors: BTreeMap<String, u64>,
+    /// Responses by the server identity the client verified (SPIFFE ID, else first SAN);
+    /// plaintext answers are not counted here.
+    pub peers: BTreeMap<String, u64>,
     /// Latency of every request, microseconds, sorted.
     pub latencies_us: Vec<u64>,
 }
@@ -49,6 +52,9 @@ impl Report {
         }
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
+        }
+        for (k, v) in other.peers {
+            *self.peers.entry(k).or_default() += v;
         }
         self.latencies_us.extend(other.latencies_us);
     }
@@ -68,6 +74,7 @@ impl Report {
             "responses": self.responses,
             "status": self.status,
             "errors": self.errors,
+            "peers": self.peers,
             "latency_us": {
                 "p50": self.percentile(0.50),
                 "p99": self.percentile(0.99),
@@ -126,6 +133,14 @@ async fn one(svc: &MeshService<Empty<Bytes>>, uri: &str, args: &Args, tally: &mu
     let start = Instant::now();
     match svc.clone().oneshot(req).await {
         Ok(res) => {
+            if let Some(peer) = res.extensions().get::<mesh_tower::tls::PeerIdentity>() {
+                let who = peer
+                    .spiffe_id()
+                    .map(str::to_owned)
+                    .or_else(|| peer.sans().first().map(|s| s.value.clone()))
+                    .unwrap_or_default();
+                *tally.peers.entry(who).or_default() += 1;
+            }
             if let Some(served) = res.extensions().get::<ServedBy>() {
                 *tally
                     .responses

@@ -154,6 +154,20 @@ async fn serve_answers_with_the_verified_caller_and_follows_policy_changes() {
         http(&frontend, "GET", "/items?x=1").await,
         (200, format!("{addr} /items {FRONTEND}\n"))
     );
+    // The probe counts answers by the server identity the client verified.
+    let report = mesh_examples::probe::run(
+        &frontend,
+        &mesh_examples::probe::Args {
+            target: "xds:///web".into(),
+            requests: 3,
+            path: "/items".into(),
+            headers: vec![],
+            concurrency: 1,
+        },
+    )
+    .await;
+    assert_eq!(report.peers, [(BACKEND.to_owned(), 3)].into());
+    assert_eq!(report.to_json()["peers"][BACKEND], 3);
     let (status, body) = http(&frontend, "DELETE", "/items").await;
     assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
     let reply = GreeterClient::new(frontend.channel("xds:///web"))
