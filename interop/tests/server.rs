@@ -320,3 +320,78 @@ async fn an_xds_server_takes_tls_and_rbac_from_go_control_plane() {
     assert_eq!(http(&intruder, "GET", "/a").await.0, 200);
     assert_eq!(http(&frontend, "GET", "/a").await.0, 403);
 }
+
+/// gRFC A36's serving modes: the server's config removed while a caller holds a request open:
+/// that request finishes, new connections are closed, the application sees `NotServing`; the
+/// config restored, it serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_config_a_server_stops_serving_new_connections_and_comes_back() {
+    use mesh_tower::server::Serving;
+    use std::sync::Arc;
+    let pki = Pki::new();
+    let backend_files = pki.files("backend", BACKEND);
+    let with_server =
+        mesh_core::MeshConfig::from_yaml(&server_yaml(&backend_files, FRONTEND_ONLY)).unwrap();
+    let mut without = with_server.clone();
+    without.servers.clear();
+    let backend = Mesh::from_config(with_server.clone()).await.unwrap();
+    let server = backend.server("backend").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (entered, release) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let (e, r) = (entered.clone(), release.clone());
+    let handler = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (e, r) = (e.clone(), r.clone());
+        async move {
+            if req.uri().path() == "/slow" {
+                e.notify_one();
+                r.notified().await;
+            }
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                Bytes::from_static(b"done"),
+            )))
+        }
+    });
+    tokio::spawn(server.clone().serve(listener, handler));
+
+    let frontend_files = pki.files("frontend", FRONTEND);
+    let holder = caller(&frontend_files, addr).await;
+    let slow = tokio::spawn(async move { http(&holder, "GET", "/slow").await });
+    entered.notified().await;
+
+    backend.store().replace(without).unwrap();
+    let mut serving = server.serving();
+    let stopped = tokio::time::timeout(
+        support::PATIENCE,
+        serving.wait_for(|s| matches!(s, Serving::NotServing(_))),
+    );
+    assert!(stopped.await.is_ok(), "the application sees NotServing");
+    // A new caller's connection is closed: no answer.
+    let newcomer = caller(&frontend_files, addr).await;
+    let req = http::Request::get("http://web/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let refused = newcomer
+        .channel::<Empty<Bytes>>("xds:///web")
+        .oneshot(req)
+        .await;
+    assert!(
+        refused.is_err(),
+        "a new connection was served while not serving"
+    );
+    // The request already in progress finishes.
+    release.notify_one();
+    assert_eq!(slow.await.unwrap(), (200, "done".to_owned()));
+
+    backend.store().replace(with_server).unwrap();
+    let back = tokio::time::timeout(
+        support::PATIENCE,
+        serving.wait_for(|s| *s == Serving::Serving),
+    );
+    assert!(back.await.is_ok(), "serving again");
+    let later = caller(&frontend_files, addr).await;
+    assert_eq!(http(&later, "GET", "/").await, (200, "done".to_owned()));
+}

@@ -53,12 +53,23 @@ pub struct MeshServer {
     name: Arc<str>,
     limits: Limits,
     stats: Arc<ServerStats>,
+    serving: tokio::sync::watch::Receiver<Serving>,
     tls: Option<ServerTls>,
     rbac: Arc<ArcSwap<RbacEngine>>,
     /// Keeps the config watcher running while any clone lives.
     _watch: Option<Arc<WatchGuard>>,
     /// Keeps the server's config subscribed (xDS) while any clone lives.
     _interest: Option<Arc<mesh_core::InterestGuard>>,
+}
+
+/// A server's serving mode (gRFC A36).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// Accepting connections.
+    Serving,
+    /// Its config is gone (removed, or the control plane says it does not exist, and why):
+    /// new connections are closed at once; those already open finish.
+    NotServing(String),
 }
 
 /// Counters of refusals by the server's limits.
@@ -120,6 +131,7 @@ impl MeshServer {
             name: Arc::from("server"),
             limits: Limits::default(),
             stats: Arc::default(),
+            serving: tokio::sync::watch::channel(Serving::Serving).1,
             tls,
             rbac: Arc::new(ArcSwap::from_pointee(rbac)),
             _watch: None,
@@ -140,6 +152,12 @@ impl MeshServer {
     /// The RBAC layer enforcing this server's current policy (for tonic or a tower stack).
     pub fn rbac_layer(&self) -> RbacLayer {
         RbacLayer::live(self.rbac.clone())
+    }
+
+    /// Whether the server serves now, and changes to it (gRFC A36's serving mode: the
+    /// application can watch it, e.g. to report readiness).
+    pub fn serving(&self) -> tokio::sync::watch::Receiver<Serving> {
+        self.serving.clone()
     }
 
     /// This server with other limits on callers.
@@ -180,16 +198,31 @@ impl Mesh {
         let weak: Weak<ArcSwap<RbacEngine>> = Arc::downgrade(&rbac);
         let mut changes = store.watch(ResourceKind::Server, name);
         let owned = name.to_owned();
+        let (serving_tx, serving) = tokio::sync::watch::channel(Serving::Serving);
         let task = self.control().spawn(async move {
             while changes.changed().await.is_ok() {
                 let Some(rbac) = weak.upgrade() else { break };
-                let Some(config) = store.load().server(&owned).cloned() else {
-                    tracing::warn!(server = %owned, "server removed from the config; keeping its last policy");
+                let snap = store.load();
+                let Some(config) = snap.server(&owned).cloned() else {
+                    // A36: without its listener the server does not serve; connections it
+                    // holds finish, new ones are closed, until the listener is back.
+                    let why = match snap.absence(ResourceKind::Server, &owned) {
+                        Some(mesh_core::Absence::Missing(why)) => why.clone(),
+                        _ => "removed from the config".to_owned(),
+                    };
+                    tracing::warn!(server = %owned, %why, "not serving");
+                    serving_tx.send_replace(Serving::NotServing(why));
                     continue;
                 };
                 match compile(&config) {
                     Ok(engine) => rbac.store(Arc::new(engine)),
-                    Err(e) => tracing::warn!(server = %owned, error = %e, "keeping the last policy"),
+                    Err(e) => {
+                        tracing::warn!(server = %owned, error = %e, "keeping the last policy")
+                    }
+                }
+                if !matches!(*serving_tx.borrow(), Serving::Serving) {
+                    tracing::info!(server = %owned, "serving again");
+                    serving_tx.send_replace(Serving::Serving);
                 }
             }
         });
@@ -197,6 +230,7 @@ impl Mesh {
             name: Arc::from(name),
             limits: config.limits.clone(),
             stats: Arc::default(),
+            serving,
             tls,
             rbac,
             _watch: Some(Arc::new(WatchGuard(task))),

@@ -35,6 +35,14 @@ impl MeshServer {
         let layer = self.rbac_layer();
         let builder = Arc::new(builder(&self.limits));
         let stats = self.stats.clone();
+        let serving = self.serving.clone();
+        let refuse = move |peer: Option<std::net::SocketAddr>| {
+            let not = matches!(*serving.borrow(), super::Serving::NotServing(_));
+            if not {
+                tracing::debug!(peer = ?peer, "not serving: connection closed");
+            }
+            not
+        };
         let wrap = move |peer: PeerInfo| WithPeer {
             peer,
             inner: tower_layer::Layer::layer(&layer, service.clone()),
@@ -44,6 +52,9 @@ impl MeshServer {
                 let mut incoming = Box::pin(tls.incoming(listener));
                 while let Some(conn) = incoming.next().await {
                     let conn = conn?;
+                    if refuse(conn.peer().remote_addr) {
+                        continue;
+                    }
                     let svc = wrap(conn.peer().clone());
                     let (b, st) = (builder.clone(), stats.clone());
                     tokio::spawn(serve_connection(b, st, TokioIo::new(conn), svc));
@@ -52,6 +63,9 @@ impl MeshServer {
             }
             None => loop {
                 let (tcp, remote) = listener.accept().await?;
+                if refuse(Some(remote)) {
+                    continue;
+                }
                 let _ = tcp.set_nodelay(true);
                 let local = tcp.local_addr()?;
                 let svc = wrap(PeerInfo::plaintext(remote, local));
