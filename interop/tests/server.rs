@@ -62,26 +62,15 @@ const FRONTEND_ONLY: &str = r#"{ rules: { policies: { frontend: { permissions: [
 
 /// A caller with identity `files`: cluster `web` → `addr` over mTLS expecting BACKEND.
 async fn caller(files: &WorkloadFiles, addr: SocketAddr) -> Mesh {
+    let tls = format!(
+        "transport_socket: {{ common_tls_context: {{ tls_certificate_provider_instance: {{ instance_name: default }}, \
+         validation_context: {{ ca_certificate_provider_instance: {{ instance_name: default }}, \
+         match_subject_alt_names: [{{ exact: \"{BACKEND}\" }}] }} }} }}"
+    );
     let yaml = format!(
-        r#"
-certificate_providers: {{ default: {provider} }}
-listeners:
-  - name: web
-    route_config:
-      virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: / }}, route: {{ cluster: web }} }}] }}]
-clusters:
-  - name: web
-    type: STATIC
-    protocol: HTTP2
-    load_assignment: {{ cluster_name: web, endpoints: [{{ lb_endpoints: [{{ address: "{addr}" }}] }}] }}
-    transport_socket:
-      common_tls_context:
-        tls_certificate_provider_instance: {{ instance_name: default }}
-        validation_context:
-          ca_certificate_provider_instance: {{ instance_name: default }}
-          match_subject_alt_names: [{{ exact: "{BACKEND}" }}]
-"#,
-        provider = files.file_watcher_yaml("600s")
+        "certificate_providers: {{ default: {} }}\n{}",
+        files.file_watcher_yaml("600s"),
+        mesh_examples::yaml::web_config(&[addr], &format!("protocol: HTTP2, {tls}"))
     );
     Mesh::from_config(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
         .await

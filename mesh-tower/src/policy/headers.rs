@@ -31,8 +31,8 @@ pub(crate) fn full_regex(re: &str) -> Result<Regex, String> {
         .map_err(|e| format!("invalid regex {re:?}: {e}"))
 }
 
-pub(crate) fn compile_header(h: &HeaderMatcher) -> Result<HeaderRule, String> {
-    let name = HeaderName::try_from(h.name.as_str()).map_err(|e| e.to_string())?;
+/// One value matcher, compiled: patterns folded for `ignore_case`, regexes built (anchored).
+pub(crate) fn compile_kind(m: HeaderMatch<'_>) -> Result<HeaderKind, String> {
     let fold = |s: &str, ic: bool| {
         if ic {
             s.to_ascii_lowercase()
@@ -40,7 +40,7 @@ pub(crate) fn compile_header(h: &HeaderMatcher) -> Result<HeaderRule, String> {
             s.to_owned()
         }
     };
-    let kind = match h.header_match().ok_or("several header match specifiers")? {
+    Ok(match m {
         HeaderMatch::Exact(v, ic) => HeaderKind::Exact(fold(v, ic), ic),
         HeaderMatch::Prefix(v, ic) => HeaderKind::Prefix(fold(v, ic), ic),
         HeaderMatch::Suffix(v, ic) => HeaderKind::Suffix(fold(v, ic), ic),
@@ -48,7 +48,12 @@ pub(crate) fn compile_header(h: &HeaderMatcher) -> Result<HeaderRule, String> {
         HeaderMatch::Regex(re) => HeaderKind::Regex(full_regex(re)?),
         HeaderMatch::Range(r) => HeaderKind::Range(r.start, r.end),
         HeaderMatch::Present(p) => HeaderKind::Present(p),
-    };
+    })
+}
+
+pub(crate) fn compile_header(h: &HeaderMatcher) -> Result<HeaderRule, String> {
+    let name = HeaderName::try_from(h.name.as_str()).map_err(|e| e.to_string())?;
+    let kind = compile_kind(h.header_match().ok_or("several header match specifiers")?)?;
     Ok(HeaderRule {
         name,
         kind,

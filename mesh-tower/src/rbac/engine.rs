@@ -4,13 +4,13 @@
 
 use super::audit::{AuditEvent, AuditSink, emit, principal};
 use super::error::Denied;
-use crate::policy::headers::{HeaderKind, HeaderRule, compile_header, full_regex};
+use crate::policy::headers::{HeaderKind, HeaderRule, compile_header, compile_kind};
 use crate::tls::PeerInfo;
 use http::{HeaderMap, Request};
 use mesh_core::config::rbac::{
     AuditCondition, CidrRange, Permission, Policy, Principal, RbacAction, RbacFilter,
 };
-use mesh_core::config::route::{HeaderMatch, HeaderMatcher, StringMatcher};
+use mesh_core::config::route::{HeaderMatcher, StringMatcher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -408,35 +408,16 @@ fn cidr(c: &CidrRange) -> Result<Cidr, String> {
 
 /// A string matcher as a header value matcher (the same five kinds, same folding).
 fn string(m: &StringMatcher) -> Result<HeaderKind, String> {
-    kind(
+    compile_kind(
         m.as_header_match()
             .ok_or("a string matcher needs exactly one kind")?,
     )
 }
 
-fn kind(m: HeaderMatch<'_>) -> Result<HeaderKind, String> {
-    let fold = |s: &str, ic: bool| {
-        if ic {
-            s.to_ascii_lowercase()
-        } else {
-            s.to_owned()
-        }
-    };
-    Ok(match m {
-        HeaderMatch::Exact(v, ic) => HeaderKind::Exact(fold(v, ic), ic),
-        HeaderMatch::Prefix(v, ic) => HeaderKind::Prefix(fold(v, ic), ic),
-        HeaderMatch::Suffix(v, ic) => HeaderKind::Suffix(fold(v, ic), ic),
-        HeaderMatch::Contains(v, ic) => HeaderKind::Contains(fold(v, ic), ic),
-        HeaderMatch::Regex(re) => HeaderKind::Regex(full_regex(re)?),
-        HeaderMatch::Range(r) => HeaderKind::Range(r.start, r.end),
-        HeaderMatch::Present(p) => HeaderKind::Present(p),
-    })
-}
-
 fn header(h: &HeaderMatcher) -> Result<Header, String> {
     let name = h.name.to_ascii_lowercase();
     let pseudo = |f: fn(HeaderKind, bool) -> Header| -> Result<Header, String> {
-        let k = kind(h.header_match().ok_or("several header match specifiers")?)?;
+        let k = compile_kind(h.header_match().ok_or("several header match specifiers")?)?;
         Ok(f(k, h.invert_match))
     };
     match name.as_str() {
