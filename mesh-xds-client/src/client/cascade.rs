@@ -62,9 +62,10 @@ pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
         };
         (targets, servers, st.tx[index].clone())
     };
-    if !out.changes.is_empty() {
+    let changes = stage_routes(shared, out.changes);
+    if !changes.is_empty() {
         shared.store.apply(|edit| {
-            for change in out.changes {
+            for change in changes {
                 match change {
                     Change::Upsert(Translated::Listener(mut l)) => {
                         if let Some(t) = targets.get(&l.name) {
@@ -93,6 +94,7 @@ pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
             }
         });
     }
+    promote(shared);
     let Some(tx) = tx.filter(|_| !out.requests.is_empty()) else {
         return;
     };
@@ -110,6 +112,81 @@ pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
                 }
             });
         }
+    }
+}
+
+/// Route configs are not applied as they arrive: each is staged until every cluster it names
+/// is in the store (with its endpoints, for EDS clusters) or known to be missing, as gRPC's
+/// xDS dependency manager does (gRFC A74). Applying a route before its clusters would fail
+/// requests with "unknown cluster" / "no endpoint" during every traffic shift to a new subset:
+/// a proxyless client subscribes to clusters only once a route names them. Meanwhile the last
+/// applied route config keeps serving, and the cascade subscribes the staged one's clusters.
+/// A removal (or a newer version) replaces what was staged.
+fn stage_routes(shared: &Arc<Shared>, changes: Vec<Change>) -> Vec<Change> {
+    let mut st = shared.lock();
+    let mut rest = Vec::with_capacity(changes.len());
+    for change in changes {
+        match change {
+            Change::Upsert(Translated::RouteConfig(rc)) => {
+                st.staged_routes.insert(rc.name.clone(), rc);
+            }
+            Change::Remove(ResourceType::RouteConfiguration, ref name)
+            | Change::Missing(ResourceType::RouteConfiguration, ref name, _) => {
+                st.staged_routes.remove(name);
+                rest.push(change);
+            }
+            other => rest.push(other),
+        }
+    }
+    rest
+}
+
+/// Applies the staged route configs whose clusters are all resolved (one edit).
+fn promote(shared: &Arc<Shared>) {
+    let ready: Vec<mesh_core::config::route::RouteConfig> = {
+        let mut st = shared.lock();
+        if st.staged_routes.is_empty() {
+            return;
+        }
+        let snap = shared.store.load();
+        let names: Vec<String> = st
+            .staged_routes
+            .iter()
+            .filter(|(_, rc)| route_clusters(rc).all(|c| cluster_resolved(&snap, c)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        names
+            .iter()
+            .filter_map(|n| st.staged_routes.remove(n))
+            .collect()
+    };
+    if !ready.is_empty() {
+        shared.store.apply(|edit| {
+            for rc in ready {
+                edit.upsert_route_config(rc);
+            }
+        });
+    }
+}
+
+fn route_clusters(rc: &mesh_core::config::route::RouteConfig) -> impl Iterator<Item = &str> {
+    rc.virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.routes)
+        .filter_map(|r| r.route.as_ref())
+        .flat_map(|a| a.cluster_names())
+}
+
+/// Present with its endpoints (EDS), or known not to exist: either way nothing more will come.
+fn cluster_resolved(snap: &Snapshot, name: &str) -> bool {
+    let missing = |kind, n: &str| matches!(snap.absence(kind, n), Some(Absence::Missing(_)));
+    match snap.cluster(name) {
+        None => missing(ResourceKind::Cluster, name),
+        Some(c) if c.discovery == DiscoveryType::Eds => {
+            let eds = c.endpoints_name();
+            snap.endpoints(eds).is_some() || missing(ResourceKind::Endpoints, eds)
+        }
+        Some(_) => true,
     }
 }
 
@@ -148,7 +225,13 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
                 Err(why) => unservable.push((ResourceType::Listener, target.to_owned(), why)),
             }
         }
-        let mut wanted = wanted(&snap, &targets);
+        let staged: BTreeMap<String, Vec<String>> = shared
+            .lock()
+            .staged_routes
+            .iter()
+            .map(|(n, rc)| (n.clone(), route_clusters(rc).map(str::to_owned).collect()))
+            .collect();
+        let mut wanted = wanted(&snap, &targets, &staged);
         // Server listeners (A36) are asked for by their resource names.
         let server_listeners: BTreeSet<String> = interest
             .names(ResourceKind::Server)
@@ -174,6 +257,9 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
             }
         }
         let mut st = shared.lock();
+        // A staged route config no listener wants any more is dropped.
+        let rds = &wanted[ResourceType::RouteConfiguration.index()];
+        st.staged_routes.retain(|name, _| rds.contains(name));
         st.listener_targets = targets;
         st.server_listeners = server_listeners;
         let now = Instant::now().into_std();
@@ -251,7 +337,11 @@ fn present(snap: &Snapshot, kind: ResourceKind, name: &str) -> bool {
 }
 
 /// The names each type needs, given the listener targets and what the store holds.
-fn wanted(snap: &Snapshot, targets: &BTreeMap<String, String>) -> [BTreeSet<String>; N] {
+fn wanted(
+    snap: &Snapshot,
+    targets: &BTreeMap<String, String>,
+    staged: &BTreeMap<String, Vec<String>>,
+) -> [BTreeSet<String>; N] {
     let mut out: [BTreeSet<String>; N] = Default::default();
     let mut clusters = BTreeSet::new();
     for (resource, target) in targets {
@@ -262,6 +352,10 @@ fn wanted(snap: &Snapshot, targets: &BTreeMap<String, String>) -> [BTreeSet<Stri
         let rc = match listener.route_source() {
             Some(RouteSource::Rds(name)) => {
                 out[ResourceType::RouteConfiguration.index()].insert(name.to_owned());
+                // A staged version's clusters are wanted too, so it can be applied.
+                if let Some(next) = staged.get(name) {
+                    clusters.extend(next.iter().cloned());
+                }
                 snap.route_config(name).map(|rc| &**rc)
             }
             Some(RouteSource::Inline(rc)) => Some(rc),

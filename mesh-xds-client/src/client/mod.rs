@@ -198,6 +198,7 @@ impl XdsClientBuilder {
                 tx: vec![None; n],
                 listener_targets: BTreeMap::new(),
                 server_listeners: BTreeSet::new(),
+                staged_routes: BTreeMap::new(),
             }),
             bootstrap: self.bootstrap,
             routing,
@@ -323,6 +324,9 @@ struct State {
     listener_targets: BTreeMap<String, String>,
     /// LDS names that are server listeners (gRFC A36), as the store's interest asks.
     server_listeners: BTreeSet<String>,
+    /// Route configs received but not applied yet: some cluster they name (or its endpoints)
+    /// has not arrived (gRFC A74; see `cascade::promote`).
+    staged_routes: BTreeMap<String, mesh_core::config::route::RouteConfig>,
 }
 
 impl Shared {
@@ -368,8 +372,38 @@ fn node_proto(n: &crate::bootstrap::Node) -> core::Node {
             env!("CARGO_PKG_VERSION").into(),
         )),
         client_features: vec!["envoy.lb.does_not_support_overprovisioning".into()],
+        metadata: n.metadata.as_ref().map(json_struct),
         ..Default::default()
     }
+}
+
+/// The bootstrap's node metadata as the `google.protobuf.Struct` the Node carries: istiod reads
+/// `GENERATOR`, `NAMESPACE`, `INSTANCE_IPS`, `LABELS` … from it to pick the proxyless generator
+/// and the workload's identity.
+fn json_struct(
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> envoy_types::pb::google::protobuf::Struct {
+    envoy_types::pb::google::protobuf::Struct {
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_value(v)))
+            .collect(),
+    }
+}
+
+fn json_value(v: &serde_json::Value) -> envoy_types::pb::google::protobuf::Value {
+    use envoy_types::pb::google::protobuf::{ListValue, Value, value::Kind};
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(ListValue {
+            values: a.iter().map(json_value).collect(),
+        }),
+        serde_json::Value::Object(m) => Kind::StructValue(json_struct(m)),
+    };
+    Value { kind: Some(kind) }
 }
 
 /// TLS to the control plane: the CA to trust and the name to verify (and send as SNI).
@@ -427,5 +461,33 @@ mod tests {
         );
         assert_eq!(server_host("https://cp.example:443/x"), "cp.example");
         assert_eq!(server_host("[::1]:18000"), "::1");
+    }
+
+    #[test]
+    fn node_metadata_reaches_the_wire_as_a_struct() {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let bootstrap = crate::bootstrap::Bootstrap::from_json(
+            r#"{"xds_servers":[{"server_uri":"127.0.0.1:1","channel_creds":[{"type":"insecure"}]}],
+                "node":{"id":"sidecar~10.0.0.1~a.ns~ns.svc.cluster.local",
+                        "metadata":{"GENERATOR":"grpc","INSTANCE_IPS":"10.0.0.1",
+                                    "LABELS":{"app":"a"},"PORTS":[1,2],"X":null,"B":true}}}"#,
+        )
+        .unwrap();
+        let node = node_proto(&bootstrap.node);
+        let fields = node.metadata.expect("metadata sent").fields;
+        let kind = |k: &str| fields[k].kind.clone().unwrap();
+        assert_eq!(kind("GENERATOR"), Kind::StringValue("grpc".into()));
+        assert_eq!(kind("B"), Kind::BoolValue(true));
+        assert_eq!(kind("X"), Kind::NullValue(0));
+        match kind("LABELS") {
+            Kind::StructValue(s) => {
+                assert_eq!(s.fields["app"].kind, Some(Kind::StringValue("a".into())))
+            }
+            other => panic!("LABELS: {other:?}"),
+        }
+        match kind("PORTS") {
+            Kind::ListValue(l) => assert_eq!(l.values.len(), 2),
+            other => panic!("PORTS: {other:?}"),
+        }
     }
 }
