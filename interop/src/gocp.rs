@@ -3,9 +3,7 @@
 //! The binary is built with `go build` on first use (Go's build cache makes later builds
 //! instant). A missing Go toolchain fails the test loudly: this peer is never skipped.
 
-use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
-use http_body_util::{BodyExt, Full};
 use prost::Message;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -160,23 +158,7 @@ impl GoControlPlane {
     }
 
     async fn http(&self, method: &str, path: &str, body: String) -> (u16, String) {
-        let stream = tokio::net::TcpStream::connect(self.http).await.unwrap();
-        let (mut tx, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "gocp")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let res = tx.send_request(req).await.unwrap();
-        let status = res.status().as_u16();
-        let text = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec())
-            .unwrap();
-        (status, text)
+        crate::http1(self.http, method, path, body).await
     }
 }
 

@@ -2,7 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 #[allow(unused_imports)]
-pub use mesh_interop::{ads, envoy, gocp};
+pub use mesh_interop::{ads, envoy, gocp, istiod};
 
 pub mod fake;
 

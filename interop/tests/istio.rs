@@ -1,0 +1,454 @@
+//! Istio as the control plane: a real istiod (Istio's pilot with its gRPC generator, built from
+//! Istio's Go module by `interop/istiod`, no Kubernetes) serves Istio YAML — ServiceEntry,
+//! WorkloadEntry, DestinationRule, VirtualService — to clients configured by the bootstrap
+//! Istio's agent writes for proxyless gRPC. Each scenario asserts behaviour (which backend
+//! answered, with which status), in SotW and Delta, through `Mesh::channel` and `http_client`.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use mesh_examples::backend::{Backend, Mode};
+use mesh_tower::{Mesh, MeshService};
+use mesh_xds_client::bootstrap::Bootstrap;
+use mesh_xds_client::{XdsClientBuilder, XdsMesh};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use support::istiod::{Istiod, Workload};
+use support::*;
+
+const HOST: &str = "echo.default.svc.cluster.local";
+const PORT: u16 = 7070;
+
+/// A config directory istiod watches, and istiod on it.
+struct Cp {
+    dir: tempfile::TempDir,
+    istiod: Istiod,
+}
+
+impl Cp {
+    fn start(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("config")).unwrap();
+        for (name, yaml) in files {
+            std::fs::write(dir.path().join("config").join(name), yaml).unwrap();
+        }
+        let istiod = Istiod::start(&dir.path().join("config"));
+        Cp { dir, istiod }
+    }
+
+    /// Replaces one config file (write + rename, as `kubectl apply` replaces an object).
+    fn write(&self, name: &str, yaml: &str) {
+        let path = self.dir.path().join("config").join(name);
+        let tmp = self.dir.path().join(format!("{name}.tmp"));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    /// A client workload's mesh (bootstrap as Istio's agent writes it).
+    async fn client(&self, workload: &Workload<'_>, delta: bool) -> Mesh {
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}-bootstrap.json", workload.name));
+        std::fs::write(&path, workload.bootstrap(&self.istiod)).unwrap();
+        let bootstrap = Bootstrap::from_file(&path).unwrap();
+        let builder = XdsClientBuilder::from_bootstrap(bootstrap)
+            .delta(delta)
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        Mesh::from_xds(builder).await.unwrap()
+    }
+}
+
+fn client_workload(dir: Option<&Path>) -> Workload<'_> {
+    Workload {
+        name: "client",
+        namespace: "default",
+        ip: "127.0.0.10",
+        service_account: "client",
+        labels: &[("app", "client")],
+        cert_dir: dir,
+    }
+}
+
+/// ServiceEntry `echo` (port 7070 named `http`) selecting WorkloadEntries `echo-<version>`,
+/// one per backend; a DestinationRule with a subset per version (and `extra` DR fields).
+fn service(backends: &[(&str, SocketAddr)], dr_extra: &str) -> String {
+    let mut out = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {PORT}, name: http, protocol: HTTP}}]
+  workloadSelector: {{labels: {{app: echo}}}}
+"#
+    );
+    let mut subsets = String::new();
+    for (version, addr) in backends {
+        out.push_str(&format!(
+            r#"---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: echo-{version}, namespace: default}}
+spec:
+  address: {ip}
+  ports: {{http: {port}}}
+  labels: {{app: echo, version: {version}}}
+"#,
+            ip = addr.ip(),
+            port = addr.port()
+        ));
+        subsets.push_str(&format!(
+            "  - {{name: {version}, labels: {{version: {version}}}}}\n"
+        ));
+    }
+    out.push_str(&format!(
+        r#"---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo, namespace: default}}
+spec:
+  host: {HOST}
+{dr_extra}  subsets:
+{subsets}"#
+    ));
+    out
+}
+
+/// A VirtualService for the echo host with the given `http:` rules (YAML, indented 2).
+fn virtual_service(http: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  http:
+{http}"#
+    )
+}
+
+fn dest(subset: &str) -> String {
+    format!("{{destination: {{host: {HOST}, subset: {subset}}}}}")
+}
+
+/// Which backend answered each of `n` requests (by address); errors by status or kind.
+async fn tally(
+    svc: &MeshService<Empty<Bytes>>,
+    uri: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> HashMap<String, usize> {
+    use tower::ServiceExt;
+    let mut out = HashMap::new();
+    for _ in 0..n {
+        let mut req = http::Request::get(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let key = match svc.clone().oneshot(req.body(Empty::new()).unwrap()).await {
+            Ok(res) if res.status() == 200 => res
+                .headers()
+                .get("x-backend")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| "no x-backend".into()),
+            Ok(res) => format!("status {}", res.status().as_u16()),
+            Err(e) => format!("error {:?}", e.kind()),
+        };
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+const TARGET: &str = "xds:///echo.default.svc.cluster.local:7070";
+
+/// Header match, URI match and an 80/20 split, through the channel and the HTTP client.
+async fn routing(delta: bool) {
+    let v1 = Backend::start().await.unwrap();
+    let v2 = Backend::start().await.unwrap();
+    let (a1, a2) = (v1.addr().to_string(), v2.addr().to_string());
+    let rules = format!(
+        "  - match: [{{headers: {{x-canary: {{exact: \"yes\"}}}}}}]\n    route: [{v2}]\n  \
+         - match: [{{uri: {{prefix: /v2/}}}}]\n    route: [{v2}]\n  \
+         - route:\n    - {{destination: {{host: {HOST}, subset: v1}}, weight: 80}}\n    \
+         - {{destination: {{host: {HOST}, subset: v2}}, weight: 20}}\n",
+        v2 = dest("v2")
+    );
+    let cp = Cp::start(&[
+        (
+            "service.yaml",
+            &service(&[("v1", v1.addr()), ("v2", v2.addr())], ""),
+        ),
+        ("vs.yaml", &virtual_service(&rules)),
+    ]);
+    let mesh = cp.client(&client_workload(None), delta).await;
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+
+    let channel = mesh.channel::<Empty<Bytes>>(TARGET);
+    let canary = tally(&channel, "/", &[("x-canary", "yes")], 20).await;
+    assert_eq!(canary, HashMap::from([(a2.clone(), 20)]), "header match");
+    let by_uri = tally(&channel, "/v2/items", &[], 20).await;
+    assert_eq!(
+        by_uri,
+        HashMap::from([(a2.clone(), 20)]),
+        "URI prefix match"
+    );
+
+    // 80/20 over 1000 requests: v1's share within 5 standard deviations (σ ≈ 12.6).
+    let split = tally(&channel, "/", &[], 1000).await;
+    let (n1, n2) = (split.get(&a1).copied(), split.get(&a2).copied());
+    assert_eq!(
+        n1.unwrap_or(0) + n2.unwrap_or(0),
+        1000,
+        "only the two subsets answer: {split:?}"
+    );
+    let n1 = n1.unwrap_or(0) as i64;
+    assert!((n1 - 800).abs() <= 63, "80/20 split gave {split:?}");
+
+    // The HTTP client routes by authority: the same VirtualService applies.
+    let client = mesh.http_client::<Empty<Bytes>>();
+    let uri = format!("http://{HOST}:{PORT}/");
+    let via_client = tally(&client, &uri, &[("x-canary", "yes")], 10).await;
+    assert_eq!(
+        via_client,
+        HashMap::from([(a2.clone(), 10)]),
+        "http_client header match"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_routing_sotw() {
+    routing(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_routing_delta() {
+    routing(true).await;
+}
+
+/// VirtualService fault abort and delay, a route timeout and retries on 5xx.
+async fn traffic_policy(delta: bool) {
+    let ok = Backend::start().await.unwrap();
+    let flaky = Backend::start_with(Mode::flaky(50)).await.unwrap();
+    let rules = format!(
+        "  - match: [{{headers: {{x-fault: {{exact: abort}}}}}}]\n    \
+         fault: {{abort: {{httpStatus: 418, percentage: {{value: 100}}}}}}\n    route: [{v1}]\n  \
+         - match: [{{headers: {{x-fault: {{exact: delay}}}}}}]\n    \
+         fault: {{delay: {{fixedDelay: 300ms, percentage: {{value: 100}}}}}}\n    route: [{v1}]\n  \
+         - match: [{{uri: {{prefix: /delay/}}}}]\n    timeout: 150ms\n    route: [{v1}]\n  \
+         - match: [{{uri: {{prefix: /flaky}}}}]\n    retries: {{attempts: 3, retryOn: 5xx}}\n    route: [{flaky}]\n  \
+         - match: [{{uri: {{prefix: /once}}}}]\n    retries: {{attempts: 0}}\n    route: [{flaky}]\n  \
+         - route: [{v1}]\n",
+        v1 = dest("v1"),
+        flaky = dest("flaky"),
+    );
+    let cp = Cp::start(&[
+        (
+            "service.yaml",
+            &service(&[("v1", ok.addr()), ("flaky", flaky.addr())], ""),
+        ),
+        ("vs.yaml", &virtual_service(&rules)),
+    ]);
+    let mesh = cp.client(&client_workload(None), delta).await;
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    let channel = mesh.channel::<Empty<Bytes>>(TARGET);
+    let ok_addr = ok.addr().to_string();
+
+    let abort = tally(&channel, "/", &[("x-fault", "abort")], 10).await;
+    assert_eq!(
+        abort,
+        HashMap::from([("status 418".into(), 10)]),
+        "fault abort"
+    );
+    assert_eq!(
+        ok.served(),
+        0,
+        "an aborted request never reaches the backend"
+    );
+
+    // Envoy's order: the fault filter delays, then the router forwards (its timeout starts
+    // after the delay).
+    let started = std::time::Instant::now();
+    let delayed = tally(&channel, "/", &[("x-fault", "delay")], 2).await;
+    assert_eq!(
+        delayed,
+        HashMap::from([(ok_addr.clone(), 2)]),
+        "delayed, then served"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "fault delay applied"
+    );
+    let slow = tally(&channel, "/delay/2000", &[], 3).await;
+    // The mesh reports its own timeouts as errors (ErrorKind::Timeout), not as a made-up 504.
+    assert_eq!(
+        slow,
+        HashMap::from([("error Timeout".into(), 3)]),
+        "route timeout"
+    );
+    let fast = tally(&channel, "/delay/1", &[], 3).await;
+    assert_eq!(fast, HashMap::from([(ok_addr, 3)]), "within the timeout");
+
+    // Half of the flaky backend's answers are 503: with 3 retries on 5xx every call succeeds.
+    let flaky_addr = flaky.addr().to_string();
+    let retried = tally(&channel, "/flaky", &[], 20).await;
+    assert_eq!(
+        retried,
+        HashMap::from([(flaky_addr.clone(), 20)]),
+        "retries"
+    );
+    assert!(flaky.served() > 20, "retries reached the backend again");
+    let once = tally(&channel, "/once", &[], 20).await;
+    assert_eq!(once.get("status 503"), Some(&10), "no retries: {once:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_fault_timeout_retries_sotw() {
+    traffic_policy(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_fault_timeout_retries_delta() {
+    traffic_policy(true).await;
+}
+
+/// DestinationRule load balancing: consistent hash by header keeps a user on one backend;
+/// `http2MaxRequests` caps requests in flight (the excess is refused, not queued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_rule_hashing_and_connection_pool() {
+    let slow = Mode {
+        delay: Some(Duration::from_millis(300)),
+        ..Mode::default()
+    };
+    let (b1, b2) = (
+        Backend::start_with(slow).await.unwrap(),
+        Backend::start_with(slow).await.unwrap(),
+    );
+    let hashing = "  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: x-user}}\n    \
+                   connectionPool: {http: {http2MaxRequests: 2}}\n";
+    // Both WorkloadEntries in one subset `all`.
+    let svc = service(&[("v1", b1.addr()), ("v2", b2.addr())], hashing).replace(
+        "  subsets:\n",
+        "  subsets:\n  - {name: all, labels: {app: echo}}\n",
+    );
+    let cp = Cp::start(&[("service.yaml", &svc)]);
+    let mesh = cp.client(&client_workload(None), true).await;
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    let channel = mesh.channel::<Empty<Bytes>>(TARGET);
+
+    let mut homes = std::collections::HashSet::new();
+    for user in 0..12 {
+        let user = format!("user-{user}");
+        let seen = tally(&channel, "/", &[("x-user", &user)], 3).await;
+        assert_eq!(seen.len(), 1, "{user} stays on one backend: {seen:?}");
+        homes.extend(seen.into_keys());
+    }
+    assert_eq!(homes.len(), 2, "users spread over both backends: {homes:?}");
+
+    // 6 at once against a cap of 2: 2 answered, the rest refused at once (overflow).
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let c = channel.clone();
+        calls.spawn(async move { tally(&c, "/", &[("x-user", "same")], 1).await });
+    }
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    while let Some(t) = calls.join_next().await {
+        for (k, v) in t.unwrap() {
+            *outcomes.entry(k).or_default() += v;
+        }
+    }
+    let refused: usize = outcomes
+        .iter()
+        .filter(|(k, _)| !k.contains(':'))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(refused, 4, "http2MaxRequests 2 of 6: {outcomes:?}");
+}
+
+/// Editing the VirtualService file moves traffic with no failed request; reports how long the
+/// change took from the file write to the first request served under it.
+async fn live_change(delta: bool) {
+    let v1 = Backend::start().await.unwrap();
+    let v2 = Backend::start().await.unwrap();
+    let all_to = |subset: &str| virtual_service(&format!("  - route: [{}]\n", dest(subset)));
+    let cp = Cp::start(&[
+        (
+            "service.yaml",
+            &service(&[("v1", v1.addr()), ("v2", v2.addr())], ""),
+        ),
+        ("vs.yaml", &all_to("v1")),
+    ]);
+    let mesh = cp.client(&client_workload(None), delta).await;
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    let channel = mesh.channel::<Empty<Bytes>>(TARGET);
+    let (a1, a2) = (v1.addr().to_string(), v2.addr().to_string());
+    assert_eq!(
+        tally(&channel, "/", &[], 5).await,
+        HashMap::from([(a1.clone(), 5)])
+    );
+
+    // Four callers keep sending while the file changes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (c, stop) = (channel.clone(), stop.clone());
+        callers.spawn(async move {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (k, v) in tally(&c, "/", &[], 1).await {
+                    *seen.entry(k).or_default() += v;
+                }
+            }
+            seen
+        });
+    }
+    let written = std::time::Instant::now();
+    cp.write("vs.yaml", &all_to("v2"));
+    tokio::time::timeout(PATIENCE, async {
+        while !tally(&channel, "/", &[], 1).await.contains_key(&a2) {}
+    })
+    .await
+    .expect("traffic moved to v2");
+    let took = written.elapsed();
+    // Let the callers see the new config too, then stop them.
+    tokio::time::timeout(PATIENCE, async {
+        while v2.served() < 20 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total: HashMap<String, usize> = HashMap::new();
+    while let Some(t) = callers.join_next().await {
+        for (k, v) in t.unwrap() {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    let failed: usize = total
+        .iter()
+        .filter(|(k, _)| **k != a1 && **k != a2)
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(failed, 0, "no request failed during the change: {total:?}");
+    eprintln!(
+        "istio live change ({}): file write → first request on v2 in {took:?}; {} requests during the change, 0 failed",
+        if delta { "Delta" } else { "SotW" },
+        total.values().sum::<usize>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_edit_moves_traffic_without_errors_sotw() {
+    live_change(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_edit_moves_traffic_without_errors_delta() {
+    live_change(true).await;
+}
