@@ -9,163 +9,10 @@ mod support;
 use bytes::Bytes;
 use http_body_util::Empty;
 use mesh_examples::backend::{Backend, Mode};
-use mesh_tower::{Mesh, MeshService};
-use mesh_xds_client::bootstrap::Bootstrap;
-use mesh_xds_client::{XdsClientBuilder, XdsMesh};
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
-use support::istiod::{Istiod, Workload};
+use support::istio::*;
 use support::*;
-
-const HOST: &str = "echo.default.svc.cluster.local";
-const PORT: u16 = 7070;
-
-/// A config directory istiod watches, and istiod on it.
-struct Cp {
-    dir: tempfile::TempDir,
-    istiod: Istiod,
-}
-
-impl Cp {
-    fn start(files: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("config")).unwrap();
-        for (name, yaml) in files {
-            std::fs::write(dir.path().join("config").join(name), yaml).unwrap();
-        }
-        let istiod = Istiod::start(&dir.path().join("config"));
-        Cp { dir, istiod }
-    }
-
-    /// Replaces one config file (write + rename, as `kubectl apply` replaces an object).
-    fn write(&self, name: &str, yaml: &str) {
-        let path = self.dir.path().join("config").join(name);
-        let tmp = self.dir.path().join(format!("{name}.tmp"));
-        std::fs::write(&tmp, yaml).unwrap();
-        std::fs::rename(&tmp, path).unwrap();
-    }
-
-    /// A client workload's mesh (bootstrap as Istio's agent writes it).
-    async fn client(&self, workload: &Workload<'_>, delta: bool) -> Mesh {
-        let path = self
-            .dir
-            .path()
-            .join(format!("{}-bootstrap.json", workload.name));
-        std::fs::write(&path, workload.bootstrap(&self.istiod)).unwrap();
-        let bootstrap = Bootstrap::from_file(&path).unwrap();
-        let builder = XdsClientBuilder::from_bootstrap(bootstrap)
-            .delta(delta)
-            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
-        Mesh::from_xds(builder).await.unwrap()
-    }
-}
-
-fn client_workload(dir: Option<&Path>) -> Workload<'_> {
-    Workload {
-        name: "client",
-        namespace: "default",
-        ip: "127.0.0.10",
-        service_account: "client",
-        labels: &[("app", "client")],
-        cert_dir: dir,
-    }
-}
-
-/// ServiceEntry `echo` (port 7070 named `http`) selecting WorkloadEntries `echo-<version>`,
-/// one per backend; a DestinationRule with a subset per version (and `extra` DR fields).
-fn service(backends: &[(&str, SocketAddr)], dr_extra: &str) -> String {
-    let mut out = format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: echo, namespace: default}}
-spec:
-  hosts: [{HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: {PORT}, name: http, protocol: HTTP}}]
-  workloadSelector: {{labels: {{app: echo}}}}
-"#
-    );
-    let mut subsets = String::new();
-    for (version, addr) in backends {
-        out.push_str(&format!(
-            r#"---
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: echo-{version}, namespace: default}}
-spec:
-  address: {ip}
-  ports: {{http: {port}}}
-  labels: {{app: echo, version: {version}}}
-"#,
-            ip = addr.ip(),
-            port = addr.port()
-        ));
-        subsets.push_str(&format!(
-            "  - {{name: {version}, labels: {{version: {version}}}}}\n"
-        ));
-    }
-    out.push_str(&format!(
-        r#"---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: echo, namespace: default}}
-spec:
-  host: {HOST}
-{dr_extra}  subsets:
-{subsets}"#
-    ));
-    out
-}
-
-/// A VirtualService for the echo host with the given `http:` rules (YAML, indented 2).
-fn virtual_service(http: &str) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo, namespace: default}}
-spec:
-  hosts: [{HOST}]
-  http:
-{http}"#
-    )
-}
-
-fn dest(subset: &str) -> String {
-    format!("{{destination: {{host: {HOST}, subset: {subset}}}}}")
-}
-
-/// Which backend answered each of `n` requests (by address); errors by status or kind.
-async fn tally(
-    svc: &MeshService<Empty<Bytes>>,
-    uri: &str,
-    headers: &[(&str, &str)],
-    n: usize,
-) -> HashMap<String, usize> {
-    use tower::ServiceExt;
-    let mut out = HashMap::new();
-    for _ in 0..n {
-        let mut req = http::Request::get(uri);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let key = match svc.clone().oneshot(req.body(Empty::new()).unwrap()).await {
-            Ok(res) if res.status() == 200 => res
-                .headers()
-                .get("x-backend")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_else(|| "no x-backend".into()),
-            Ok(res) => format!("status {}", res.status().as_u16()),
-            Err(e) => format!("error {:?}", e.kind()),
-        };
-        *out.entry(key).or_default() += 1;
-    }
-    out
-}
-
-const TARGET: &str = "xds:///echo.default.svc.cluster.local:7070";
 
 /// Header match, URI match and an 80/20 split, through the channel and the HTTP client.
 async fn routing(delta: bool) {
@@ -451,4 +298,44 @@ async fn virtual_service_edit_moves_traffic_without_errors_sotw() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_service_edit_moves_traffic_without_errors_delta() {
     live_change(true).await;
+}
+
+/// Over Delta, a second target subscribed later must not cost the first its updates: istiod
+/// tracks a client's LDS names from what it last pushed, so the client restates its whole LDS
+/// subscription whenever it changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_second_target_keeps_the_first_updated() {
+    let v1 = Backend::start().await.unwrap();
+    let v2 = Backend::start().await.unwrap();
+    let all_to = |subset: &str| virtual_service(&format!("  - route: [{}]\n", dest(subset)));
+    let other = service(&[("v1", v1.addr())], "")
+        .replace("name: echo,", "name: other,")
+        .replace("name: echo-v1,", "name: other-v1,")
+        .replace(HOST, "other.default.svc.cluster.local");
+    let cp = Cp::start(&[
+        (
+            "service.yaml",
+            &service(&[("v1", v1.addr()), ("v2", v2.addr())], ""),
+        ),
+        ("other.yaml", &other),
+        ("vs.yaml", &all_to("v1")),
+    ]);
+    let mesh = cp.client(&client_workload(None), true).await;
+    let first = mesh.channel::<Empty<Bytes>>(TARGET);
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    let second_target = "xds:///other.default.svc.cluster.local:7070";
+    let second = mesh.channel::<Empty<Bytes>>(second_target);
+    mesh.wait_ready(second_target, PATIENCE).await.unwrap();
+    let answered = tally(&second, "/", &[], 2).await;
+    assert!(
+        answered.keys().all(|k| k.contains(':')),
+        "second target: {answered:?}"
+    );
+    cp.write("vs.yaml", &all_to("v2"));
+    let a2 = v2.addr().to_string();
+    tokio::time::timeout(PATIENCE, async {
+        while !tally(&first, "/", &[], 1).await.contains_key(&a2) {}
+    })
+    .await
+    .expect("the first target still gets updates");
 }

@@ -5,6 +5,7 @@
 pub use mesh_interop::{ads, envoy, gocp, istiod};
 
 pub mod fake;
+pub mod istio;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};

@@ -1,0 +1,162 @@
+//! Istio security through a real istiod: PeerAuthentication STRICT with DestinationRule
+//! ISTIO_MUTUAL and AuthorizationPolicy ALLOW/DENY, enforced by our server from istiod's inbound
+//! listener (gRFC A36) and our clients' TLS from its ISTIO_MUTUAL clusters, SotW and Delta.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use mesh_xds_client::XdsMesh;
+use support::istio::*;
+use support::istiod::Workload;
+use support::*;
+
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
+const OTHER_ID: &str = "spiffe://cluster.local/ns/other/sa/intruder";
+const ECHO_ID: &str = "spiffe://cluster.local/ns/default/sa/echo";
+
+/// PeerAuthentication STRICT with DestinationRule ISTIO_MUTUAL, and AuthorizationPolicy ALLOW
+/// and DENY by principal, namespace, path and method: istiod's inbound listener drives our
+/// server (mTLS required, RBAC), its ISTIO_MUTUAL clusters drive our clients' TLS; identities
+/// are `spiffe://cluster.local/ns/<ns>/sa/<sa>` from a test CA, read from files by the
+/// certificate provider `default` as Istio's agent writes them.
+async fn security(delta: bool) {
+    let pki = mesh_examples::pki::DevCa::new("istio test root");
+    let certs = tempfile::tempdir().unwrap();
+    let issue = |name: &str, id: &str| {
+        let dir = certs.path().join(name);
+        pki.write_workload(&dir, &pki.issue_spiffe(id)).unwrap();
+        dir
+    };
+    let (client_dir, other_dir, echo_dir) = (
+        issue("client", CLIENT_ID),
+        issue("other", OTHER_ID),
+        issue("echo", ECHO_ID),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mtls = "  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n";
+    let policy = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: echo-allow, namespace: default}
+spec:
+  selector: {matchLabels: {app: echo}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/client]}}]
+    to: [{operation: {methods: [GET], paths: [/allowed*, /admin*]}}]
+  - from: [{source: {namespaces: [other]}}]
+    to: [{operation: {paths: [/public*]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: echo-deny, namespace: default}
+spec:
+  selector: {matchLabels: {app: echo}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [/admin*]}}]
+"#;
+    let cp = Cp::start(&[
+        ("service.yaml", &service(&[("v1", addr)], mtls)),
+        ("policy.yaml", policy),
+    ]);
+
+    // The server: its own workload (IP = the WorkloadEntry's address), inbound config by A36.
+    let echo = Workload {
+        name: "echo-v1",
+        namespace: "default",
+        ip: "127.0.0.1",
+        service_account: "echo",
+        labels: &[("app", "echo"), ("version", "v1")],
+        cert_dir: Some(&echo_dir),
+    };
+    let server_mesh = cp.client(&echo, delta).await;
+    let server = server_mesh.xds_server(addr, PATIENCE).await.unwrap();
+    assert!(
+        server.tls().is_some(),
+        "STRICT: the inbound chain requires mTLS"
+    );
+    let handler = tower::service_fn(move |req| mesh_examples::echo::handle(addr, req));
+    tokio::spawn(server.clone().serve(listener, handler));
+
+    let client = cp.client(&client_workload(Some(&client_dir)), delta).await;
+    let other = Workload {
+        name: "intruder",
+        namespace: "other",
+        ip: "127.0.0.11",
+        service_account: "intruder",
+        labels: &[("app", "intruder")],
+        cert_dir: Some(&other_dir),
+    };
+    let other = cp.client(&other, delta).await;
+    let (client_mesh, other_mesh) = (client, other);
+    let (client, other) = (
+        client_mesh.channel::<Empty<Bytes>>(TARGET),
+        other_mesh.channel::<Empty<Bytes>>(TARGET),
+    );
+    for mesh in [&client_mesh, &other_mesh] {
+        mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    }
+
+    // The server saw the caller's verified identity.
+    assert_eq!(
+        call(&client, "GET", "/allowed").await,
+        (200, format!("{addr} /allowed {CLIENT_ID}\n"))
+    );
+    let status = |r: (u16, String)| r.0;
+    assert_eq!(
+        status(call(&client, "POST", "/allowed").await),
+        403,
+        "method not allowed"
+    );
+    assert_eq!(
+        status(call(&client, "GET", "/admin/x").await),
+        403,
+        "DENY wins"
+    );
+    assert_eq!(
+        status(call(&client, "GET", "/public").await),
+        403,
+        "namespace default"
+    );
+    assert_eq!(
+        status(call(&other, "GET", "/public").await),
+        200,
+        "namespace other"
+    );
+    assert_eq!(
+        status(call(&other, "GET", "/allowed").await),
+        403,
+        "principal"
+    );
+
+    // STRICT: a plaintext caller gets no answer at all.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = raw
+        .write_all(b"GET /allowed HTTP/1.1\r\nhost: echo\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, raw.read_to_end(&mut buf)).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("/allowed"),
+        "plaintext reached the handler: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mtls_and_authorization_policy_sotw() {
+    security(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mtls_and_authorization_policy_delta() {
+    security(true).await;
+}
