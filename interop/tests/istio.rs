@@ -339,3 +339,30 @@ async fn delta_second_target_keeps_the_first_updated() {
     .await
     .expect("the first target still gets updates");
 }
+
+/// A target whose interest ends (no channel holds it) and comes back, over Delta: istiod must
+/// still answer. (Unsubscribing a client's last listener makes istiod treat the subscription
+/// as a wildcard and record every listener as sent; a later subscription to the same name
+/// then looks like no change and goes unanswered. The client keeps its last listener
+/// subscribed instead.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_target_dropped_and_used_again() {
+    let v1 = Backend::start().await.unwrap();
+    let cp = Cp::start(&[("service.yaml", &service(&[("v1", v1.addr())], ""))]);
+    let mesh = cp.client(&client_workload(None), true).await;
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    // Nothing holds the target now: the client drops its routes and clusters.
+    let mut changed = mesh.store().changed();
+    tokio::time::timeout(PATIENCE, async {
+        let routes = format!("outbound|{PORT}||{HOST}");
+        while mesh.store().load().route_config(&routes).is_some() {
+            changed.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("interest ended");
+    let channel = mesh.channel::<Empty<Bytes>>(TARGET);
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    let seen = tally(&channel, "/", &[], 3).await;
+    assert_eq!(seen, HashMap::from([(v1.addr().to_string(), 3)]));
+}

@@ -200,8 +200,13 @@ impl Ads {
     ) -> Output {
         let mut out = Output::default();
         let streaming = self.streaming;
+        let linger = self.config.protocol == Protocol::Delta && restated(ty) && names.is_empty();
         let st = &mut self.types[ty.index()];
-        if st.wanted == names {
+        // Over Delta the last listener/cluster names stay subscribed when nothing wants them:
+        // emptying a wildcard type's subscription makes istiod treat it as "everything" (see
+        // `restated`), after which a later subscription to the same name goes unanswered.
+        // The lingering resources stay in the store, ready when a target comes back.
+        if st.wanted == names || linger {
             return out;
         }
         for gone in st.wanted.difference(&names) {
@@ -231,6 +236,12 @@ impl Ads {
     }
 
     /// A request telling the server the current subscription of `ty` (not an ACK).
+    ///
+    /// Delta subscriptions of the wildcard types (listeners, clusters) restate every wanted
+    /// name in `resource_names_subscribe`, not only the new ones. The protocol makes a repeated
+    /// subscription a no-op, and istiod needs it: for these types it generates only the names
+    /// a request subscribes (all of them when it subscribes none) and then records what it
+    /// generated as the client's whole subscription.
     fn subscription_request(&mut self, ty: ResourceType) -> Request {
         if self.config.protocol == Protocol::Sotw {
             // In SotW every request states the whole subscription; a change is an ACK-shaped
@@ -243,7 +254,11 @@ impl Ads {
         match self.config.protocol {
             Protocol::Sotw => unreachable!("handled above"),
             Protocol::Delta => {
-                let subscribe: Vec<String> = st.wanted.difference(&st.told).cloned().collect();
+                let subscribe: Vec<String> = if restated(ty) {
+                    st.wanted.iter().cloned().collect()
+                } else {
+                    st.wanted.difference(&st.told).cloned().collect()
+                };
                 let unsubscribe: Vec<String> = st.told.difference(&st.wanted).cloned().collect();
                 let initial = if st.told.is_empty() {
                     st.resources
@@ -566,3 +581,8 @@ impl Ads {
 
 #[cfg(test)]
 mod tests;
+
+/// The types whose Delta subscriptions are restated in full (see `subscription_request`).
+fn restated(ty: ResourceType) -> bool {
+    matches!(ty, ResourceType::Listener | ResourceType::Cluster)
+}

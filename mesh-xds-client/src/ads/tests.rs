@@ -372,7 +372,11 @@ fn delta_subscribes_by_difference_and_resumes_with_versions() {
             req.resource_names_subscribe.clone(),
             req.resource_names_unsubscribe.clone()
         ),
-        (vec!["c".to_string()], vec!["a".to_string()])
+        // Clusters are restated in full (istiod needs it); other types send the difference.
+        (
+            vec!["b".to_string(), "c".to_string()],
+            vec!["a".to_string()]
+        )
     );
 
     let removed = DeltaDiscoveryResponse {
@@ -414,6 +418,43 @@ fn delta_subscribes_by_difference_and_resumes_with_versions() {
         Some("vc")
     );
     assert!(req.node.is_some(), "node again on the new stream");
+}
+
+#[test]
+fn delta_restates_wildcard_types_sends_differences_otherwise_and_lingers_on_empty() {
+    let t0 = Instant::now();
+    let mut a = ads(Protocol::Delta);
+    a.start_stream(t0);
+    let sub = |out: &Output| {
+        let r = delta(&out.requests[0]);
+        (
+            r.resource_names_subscribe.clone(),
+            r.resource_names_unsubscribe.clone(),
+        )
+    };
+    a.set_wanted(ResourceType::RouteConfiguration, names(&["r1"]), t0);
+    let out = a.set_wanted(ResourceType::RouteConfiguration, names(&["r1", "r2"]), t0);
+    assert_eq!(
+        sub(&out),
+        (vec!["r2".to_string()], vec![]),
+        "RDS: the difference"
+    );
+    a.set_wanted(ResourceType::Listener, names(&["l1"]), t0);
+    let out = a.set_wanted(ResourceType::Listener, names(&["l1", "l2"]), t0);
+    assert_eq!(
+        sub(&out),
+        (vec!["l1".to_string(), "l2".to_string()], vec![]),
+        "LDS: restated"
+    );
+    let out = a.set_wanted(ResourceType::Listener, names(&["l2"]), t0);
+    assert_eq!(sub(&out), (vec!["l2".to_string()], vec!["l1".to_string()]));
+    // Nothing wants a listener: the last one stays subscribed (and in the store).
+    let out = a.set_wanted(ResourceType::Listener, BTreeSet::new(), t0);
+    assert!(out.requests.is_empty() && out.changes.is_empty(), "{out:?}");
+    assert_eq!(a.wanted(ResourceType::Listener), &names(&["l2"]));
+    // RDS, not a wildcard type, is unsubscribed.
+    let out = a.set_wanted(ResourceType::RouteConfiguration, BTreeSet::new(), t0);
+    assert_eq!(sub(&out).1, vec!["r1".to_string(), "r2".to_string()]);
 }
 
 #[test]
