@@ -24,6 +24,7 @@ pub(crate) const FAULT_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
 pub(crate) const LOCAL_RATELIMIT_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+const CORS_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
 const PREVIOUS_HOSTS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
@@ -324,6 +325,17 @@ pub(crate) fn filter_override(
         Some(a) if a.type_url == FAULT_TYPE => out.fault = fault(&a, path, errors),
         Some(a) if a.type_url == LOCAL_RATELIMIT_TYPE => {
             out.local_ratelimit = local_ratelimit(&a, path, errors)
+        }
+        // A route's CORS policy (istiod sends one for every VirtualService `corsPolicy`)
+        // configures the CORS filter, which a listener of ours never has (one naming it is
+        // refused). Envoy ignores per-route config for filters not in the chain; so do we,
+        // after checking it decodes. (grpc-go refuses the whole route config instead.)
+        Some(a) if a.type_url == CORS_TYPE => {
+            use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+            if let Err(e) = CorsPolicy::decode(&*a.value) {
+                errors.push(path, format!("cannot decode CorsPolicy: {e}"));
+            }
+            return None;
         }
         Some(_) if out.disabled => {}
         None if out.disabled => {}

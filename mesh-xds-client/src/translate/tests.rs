@@ -548,6 +548,35 @@ fn unsupported_policy_shapes_are_refused_with_paths() {
         "{err}"
     );
 
+    // A CORS policy on a route (istiod's VirtualService corsPolicy) is accepted and ignored,
+    // as Envoy does for a filter its chain lacks; one that does not decode is refused.
+    use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+    let mut r = build::route("/", "c");
+    r.typed_per_filter_config = [(
+        "envoy.filters.http.cors".to_owned(),
+        any(&CorsPolicy::default()),
+    )]
+    .into();
+    let rc = any(&build::route_config("r", &["*"], vec![r.clone()]));
+    assert!(
+        decode(ResourceType::RouteConfiguration, &rc)
+            .unwrap()
+            .result
+            .is_ok()
+    );
+    r.typed_per_filter_config
+        .get_mut("envoy.filters.http.cors")
+        .unwrap()
+        .value = vec![0xff];
+    let err = rejected(
+        ResourceType::RouteConfiguration,
+        &any(&build::route_config("r", &["*"], vec![r])),
+    );
+    assert!(
+        err.contains("typed_per_filter_config.envoy.filters.http.cors: cannot decode CorsPolicy"),
+        "{err}"
+    );
+
     // A fault filter in the listener is translated; an unknown required filter is refused.
     let mut l = build::api_listener_rds("l", "r");
     build::set_http_filters(
