@@ -52,6 +52,8 @@ spec:
     to: [{operation: {methods: [GET], paths: [/allowed*, /admin*]}}]
   - from: [{source: {namespaces: [other]}}]
     to: [{operation: {paths: [/public*]}}]
+  - from: [{source: {principals: [cluster.local/ns/default/sa/client]}}]
+    to: [{operation: {paths: [/helloworld.Greeter/*]}}]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -135,6 +137,23 @@ spec:
         403,
         "principal"
     );
+
+    // gRPC through tonic on the same channels: allowed by principal, else PERMISSION_DENIED.
+    use mesh_examples::greeter::{GreeterClient, HelloRequest};
+    let hello = || HelloRequest { name: "a".into() };
+    let reply = GreeterClient::new(client_mesh.channel(TARGET))
+        .say_hello(hello())
+        .await
+        .expect("the client may call the greeter");
+    assert_eq!(
+        reply.into_inner().message,
+        format!("{addr} /helloworld.Greeter/SayHello {CLIENT_ID}\n")
+    );
+    let denied = GreeterClient::new(other_mesh.channel(TARGET))
+        .say_hello(hello())
+        .await
+        .expect_err("another namespace may not");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
 
     // STRICT: a plaintext caller gets no answer at all.
     let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
