@@ -43,6 +43,15 @@ pub fn grpc_go_load_binary() -> PathBuf {
         .clone()
 }
 
+/// grpc-go's proxyless client and `xds.NewGRPCServer` with xDS credentials
+/// (`interop/gocp/grpcpeer`), the differential oracle of the istiod scenarios, built on first
+/// use.
+pub fn grpc_go_peer_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| go_build("./grpcpeer", "grpcpeer"))
+        .clone()
+}
+
 /// A running go-control-plane server.
 #[derive(Debug)]
 pub struct GoControlPlane {

@@ -36,12 +36,8 @@ async fn security(delta: bool) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mtls = "  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n";
-    let policy = r#"apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: default, namespace: default}
-spec: {mtls: {mode: STRICT}}
----
-apiVersion: security.istio.io/v1
+    let policy = STRICT_MTLS.to_owned()
+        + r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: echo-allow, namespace: default}
 spec:
@@ -66,7 +62,7 @@ spec:
 "#;
     let cp = Cp::start(&[
         ("service.yaml", &service(&[("v1", addr)], mtls)),
-        ("policy.yaml", policy),
+        ("policy.yaml", &policy),
     ]);
 
     // The server: its own workload (IP = the WorkloadEntry's address), inbound config by A36.

@@ -24,20 +24,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/xds" // registers the xds:/// resolver and balancers
+
+	"mesh.local/gocp/internal/raw"
 )
-
-// rawCodec sends and receives messages as the bytes they are.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
-
-func (rawCodec) Unmarshal(data []byte, v any) error {
-	p := v.(*[]byte)
-	*p = append((*p)[:0], data...)
-	return nil
-}
-
-func (rawCodec) Name() string { return "raw" }
 
 func cpuMicros() int64 {
 	var ru syscall.Rusage
@@ -82,7 +71,7 @@ func main() {
 	call := func(ctx context.Context) error {
 		var out []byte
 		in := body
-		if err := conn.Invoke(ctx, *method, &in, &out, grpc.ForceCodec(rawCodec{}), grpc.WaitForReady(true)); err != nil {
+		if err := conn.Invoke(ctx, *method, &in, &out, grpc.ForceCodec(raw.Codec{}), grpc.WaitForReady(true)); err != nil {
 			return err
 		}
 		if len(out) != len(body) {

@@ -56,13 +56,19 @@ impl Cp {
         std::fs::rename(&tmp, path).unwrap();
     }
 
-    /// A client workload's mesh (bootstrap as Istio's agent writes it).
-    pub async fn client(&self, workload: &Workload<'_>, delta: bool) -> Mesh {
+    /// Writes a workload's bootstrap (as Istio's agent writes it) and returns its path.
+    pub fn bootstrap_file(&self, workload: &Workload<'_>) -> std::path::PathBuf {
         let path = self
             .dir
             .path()
             .join(format!("{}-bootstrap.json", workload.name));
         std::fs::write(&path, workload.bootstrap(&self.istiod)).unwrap();
+        path
+    }
+
+    /// A client workload's mesh (bootstrap as Istio's agent writes it).
+    pub async fn client(&self, workload: &Workload<'_>, delta: bool) -> Mesh {
+        let path = self.bootstrap_file(workload);
         let bootstrap = Bootstrap::from_file(&path).unwrap();
         let builder = XdsClientBuilder::from_bootstrap(bootstrap)
             .delta(delta)
@@ -195,3 +201,12 @@ pub async fn call(svc: &MeshService<Empty<Bytes>>, method: &str, path: &str) -> 
         Err(e) => (0, format!("{:?}: {e}", e.kind())),
     }
 }
+
+/// PeerAuthentication STRICT for namespace `default`, then `---` (prefix an
+/// AuthorizationPolicy document to it).
+pub const STRICT_MTLS: &str = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: STRICT}}
+---
+"#;

@@ -1,0 +1,205 @@
+// Command grpcpeer is grpc-go's proxyless xDS stack as a differential oracle: the same istiod
+// (or any xDS server), the same bootstrap shape, the same Greeter method as the mesh's tests.
+//
+//	grpcpeer client -target xds:///host:port -n N [-header k=v]... [-name s]
+//	grpcpeer server -listen ip:port
+//
+// Both read the bootstrap from GRPC_XDS_BOOTSTRAP and use xDS credentials (TLS from the
+// control plane's config, plaintext when it sends none). Messages are raw protobuf bytes
+// (helloworld.HelloRequest/HelloReply have one string field each), so no generated code.
+//
+// The client prints one line: RESULT {"replies":{"<message>":n},"codes":{"<code>":n}}.
+// The server answers SayHello with "<listen> /helloworld.Greeter/SayHello <peer id>\n" (the
+// peer's SPIFFE ID from its verified certificate, else "-"), as the mesh's echo server does,
+// and prints "SERVING" / "NOT_SERVING <why>" as its serving mode changes.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/xds"
+
+	"mesh.local/gocp/internal/raw"
+)
+
+// oneString encodes a message whose field 1 is the string s.
+func oneString(s string) []byte {
+	out := []byte{0x0a}
+	n := len(s)
+	for n >= 0x80 {
+		out = append(out, byte(n)|0x80)
+		n >>= 7
+	}
+	out = append(out, byte(n))
+	return append(out, s...)
+}
+
+// stringField decodes field 1 of such a message.
+func stringField(b []byte) string {
+	if len(b) < 2 || b[0] != 0x0a {
+		return ""
+	}
+	n, shift, i := 0, 0, 1
+	for ; i < len(b); i++ {
+		n |= int(b[i]&0x7f) << shift
+		shift += 7
+		if b[i] < 0x80 {
+			i++
+			break
+		}
+	}
+	if i+n > len(b) {
+		return ""
+	}
+	return string(b[i : i+n])
+}
+
+type headers []string
+
+func (h *headers) String() string     { return strings.Join(*h, ",") }
+func (h *headers) Set(v string) error { *h = append(*h, v); return nil }
+
+func client(args []string) {
+	fs := flag.NewFlagSet("client", flag.ExitOnError)
+	target := fs.String("target", "", "xds:///host:port")
+	n := fs.Int("n", 1, "calls")
+	name := fs.String("name", "a", "HelloRequest.name")
+	var hs headers
+	fs.Var(&hs, "header", "k=v request metadata (repeatable)")
+	_ = fs.Parse(args)
+	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		fail(err)
+	}
+	conn, err := grpc.NewClient(*target, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		fail(err)
+	}
+	defer conn.Close()
+	// Ready first (config resolved, connected), within a bound.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	conn.Connect()
+	for s := conn.GetState(); s != connectivity.Ready; s = conn.GetState() {
+		if !conn.WaitForStateChange(ctx, s) {
+			break
+		}
+	}
+	cancel()
+	md := metadata.MD{}
+	for _, h := range hs {
+		k, v, _ := strings.Cut(h, "=")
+		md.Append(k, v)
+	}
+	replies, codesSeen := map[string]int{}, map[string]int{}
+	for i := 0; i < *n; i++ {
+		ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), md), 10*time.Second)
+		in, out := oneString(*name), []byte(nil)
+		err := conn.Invoke(ctx, "/helloworld.Greeter/SayHello", &in, &out, grpc.ForceCodec(raw.Codec{}))
+		cancel()
+		if err != nil {
+			codesSeen[status.Code(err).String()]++
+			continue
+		}
+		codesSeen[codes.OK.String()]++
+		replies[stringField(out)]++
+	}
+	line, _ := json.Marshal(map[string]any{"replies": replies, "codes": codesSeen})
+	fmt.Printf("RESULT %s\n", line)
+}
+
+func server(args []string) {
+	fs := flag.NewFlagSet("server", flag.ExitOnError)
+	listen := fs.String("listen", "", "ip:port")
+	_ = fs.Parse(args)
+	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		fail(err)
+	}
+	modes := xds.ServingModeCallback(func(addr net.Addr, a xds.ServingModeChangeArgs) {
+		if a.Mode == connectivity.ServingModeServing {
+			fmt.Println("SERVING")
+		} else {
+			fmt.Printf("NOT_SERVING %v\n", a.Err)
+		}
+	})
+	srv, err := xds.NewGRPCServer(grpc.Creds(creds), modes, grpc.ForceServerCodec(raw.Codec{}))
+	if err != nil {
+		fail(err)
+	}
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "helloworld.Greeter",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{
+			MethodName: "SayHello",
+			Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+				var in []byte
+				if err := dec(&in); err != nil {
+					return nil, err
+				}
+				who := "-"
+				if p, ok := peer.FromContext(ctx); ok {
+					if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+						who = peerID(ti.State)
+					}
+				}
+				out := oneString(fmt.Sprintf("%s /helloworld.Greeter/SayHello %s\n", *listen, who))
+				return &out, nil
+			},
+		}},
+	}, struct{}{})
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fail(err)
+	}
+	if err := srv.Serve(lis); err != nil {
+		fail(err)
+	}
+}
+
+func peerID(s tls.ConnectionState) string {
+	if len(s.PeerCertificates) == 0 {
+		return "-"
+	}
+	if u := s.PeerCertificates[0].URIs; len(u) > 0 {
+		return u[0].String()
+	}
+	return "-"
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "grpcpeer:", err)
+	os.Exit(1)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: grpcpeer client|server ...")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "client":
+		client(os.Args[2:])
+	case "server":
+		server(os.Args[2:])
+	default:
+		fmt.Fprintln(os.Stderr, "usage: grpcpeer client|server ...")
+		os.Exit(2)
+	}
+}

@@ -1,0 +1,279 @@
+//! The differential oracle on one istiod: grpc-go's proxyless stack (`interop/gocp/grpcpeer`:
+//! its xDS resolver and credentials, and `xds.NewGRPCServer`) and ours, given the same Istio
+//! YAML and the same agent bootstrap, must see the same backends, status codes and
+//! authorization outcomes. Calls are `helloworld.Greeter/SayHello` (tonic on our side).
+
+mod support;
+
+use mesh_examples::greeter::{GreeterClient, HelloRequest};
+use mesh_tower::Mesh;
+use mesh_xds_client::XdsMesh;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use support::istio::*;
+use support::istiod::Workload;
+use support::*;
+
+/// Outcomes of a batch of calls: `reply <message>` or the gRPC code's name, with counts.
+type Outcomes = BTreeMap<String, usize>;
+
+/// grpc-go's client: `n` calls to `target` with `headers`, through its xDS stack.
+async fn grpc_go(bootstrap: &Path, target: &str, n: usize, headers: &[(&str, &str)]) -> Outcomes {
+    let mut cmd = Command::new(gocp::grpc_go_peer_binary());
+    cmd.args(["client", "-target", target, "-n", &n.to_string()])
+        .env("GRPC_XDS_BOOTSTRAP", bootstrap)
+        .stderr(Stdio::inherit());
+    for (k, v) in headers {
+        cmd.args(["-header", &format!("{k}={v}")]);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run grpcpeer"))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("grpcpeer client said nothing: {text}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let mut outcomes = Outcomes::new();
+    for (msg, count) in v["replies"].as_object().unwrap() {
+        outcomes.insert(format!("reply {msg}"), count.as_u64().unwrap() as usize);
+    }
+    for (code, count) in v["codes"].as_object().unwrap() {
+        if code != "OK" {
+            outcomes.insert(code.clone(), count.as_u64().unwrap() as usize);
+        }
+    }
+    outcomes
+}
+
+/// Ours: the same calls through `Mesh::channel` with tonic.
+async fn mesh_calls(mesh: &Mesh, n: usize, headers: &[(&'static str, &str)]) -> Outcomes {
+    let mut client = GreeterClient::new(mesh.channel(TARGET));
+    let mut outcomes = Outcomes::new();
+    for _ in 0..n {
+        let mut req = tonic::Request::new(HelloRequest { name: "a".into() });
+        for (k, v) in headers {
+            req.metadata_mut().insert(*k, v.parse().unwrap());
+        }
+        let key = match client.say_hello(req).await {
+            Ok(reply) => format!("reply {}", reply.into_inner().message),
+            Err(status) => format!("{:?}", status.code()),
+        };
+        *outcomes.entry(key).or_default() += 1;
+    }
+    outcomes
+}
+
+/// A plaintext gRPC server answering SayHello with its address (the mesh's echo).
+async fn grpc_echo() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req| mesh_examples::echo::handle(addr, req));
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let _ = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn reply(addr: SocketAddr, who: &str) -> String {
+    format!("reply {addr} /helloworld.Greeter/SayHello {who}\n")
+}
+
+/// Routing and fault injection: header match, an 80/20 split, a gRPC abort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_go_and_mesh_route_alike() {
+    let (v1, v2) = (grpc_echo().await, grpc_echo().await);
+    let rules = format!(
+        "  - match: [{{headers: {{x-canary: {{exact: \"yes\"}}}}}}]\n    route: [{v2}]\n  \
+         - match: [{{headers: {{x-fault: {{exact: abort}}}}}}]\n    \
+         fault: {{abort: {{grpcStatus: UNAVAILABLE, percentage: {{value: 100}}}}}}\n    route: [{v1}]\n  \
+         - route:\n    - {{destination: {{host: {HOST}, subset: v1}}, weight: 80}}\n    \
+         - {{destination: {{host: {HOST}, subset: v2}}, weight: 20}}\n",
+        v1 = dest("v1"),
+        v2 = dest("v2"),
+    );
+    let cp = Cp::start(&[
+        ("service.yaml", &service(&[("v1", v1), ("v2", v2)], "")),
+        ("vs.yaml", &virtual_service(&rules)),
+    ]);
+    let go_bootstrap = cp.bootstrap_file(&Workload {
+        name: "client-go",
+        ..client_workload(None)
+    });
+    let mesh = cp.client(&client_workload(None), false).await;
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+
+    let canary = [("x-canary", "yes")];
+    let (theirs, ours) = (
+        grpc_go(&go_bootstrap, TARGET, 10, &canary).await,
+        mesh_calls(&mesh, 10, &canary).await,
+    );
+    assert_eq!(theirs, Outcomes::from([(reply(v2, "-"), 10)]), "grpc-go");
+    assert_eq!(ours, theirs, "header match");
+
+    let abort = [("x-fault", "abort")];
+    let (theirs, ours) = (
+        grpc_go(&go_bootstrap, TARGET, 5, &abort).await,
+        mesh_calls(&mesh, 5, &abort).await,
+    );
+    assert_eq!(
+        theirs,
+        Outcomes::from([("Unavailable".into(), 5)]),
+        "grpc-go"
+    );
+    assert_eq!(ours, theirs, "fault abort");
+
+    // 80/20 over 500 calls each: both only reach the two subsets, v1's share within 5σ (≈ 45).
+    let (theirs, ours) = (
+        grpc_go(&go_bootstrap, TARGET, 500, &[]).await,
+        mesh_calls(&mesh, 500, &[]).await,
+    );
+    for (who, seen) in [("grpc-go", &theirs), ("mesh", &ours)] {
+        let n1 = seen.get(&reply(v1, "-")).copied().unwrap_or(0);
+        let n2 = seen.get(&reply(v2, "-")).copied().unwrap_or(0);
+        assert_eq!(n1 + n2, 500, "{who}: {seen:?}");
+        assert!((n1 as i64 - 400).abs() <= 45, "{who}: 80/20 gave {seen:?}");
+    }
+}
+
+/// grpc-go's `xds.NewGRPCServer`, reporting its serving mode.
+struct GoServer(Child);
+
+impl Drop for GoServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn go_server(bootstrap: &Path, addr: SocketAddr) -> GoServer {
+    let mut child = Command::new(gocp::grpc_go_peer_binary())
+        .args(["server", "-listen", &addr.to_string()])
+        .env("GRPC_XDS_BOOTSTRAP", bootstrap)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start grpcpeer server");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    match lines.next() {
+        Some(Ok(l)) if l == "SERVING" => {}
+        other => panic!("grpc-go's xDS server is not serving: {other:?}"),
+    }
+    GoServer(child)
+}
+
+/// STRICT mTLS + ISTIO_MUTUAL + an AuthorizationPolicy, every pairing of client and server
+/// implementation: grpc-go and ours agree on each outcome (allowed, with the verified caller
+/// identity in the reply; PERMISSION_DENIED for another namespace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_go_and_mesh_authorize_alike() {
+    let pki = mesh_examples::pki::DevCa::new("oracle root");
+    let certs = tempfile::tempdir().unwrap();
+    let issue = |name: &str, id: &str| -> PathBuf {
+        let dir = certs.path().join(name);
+        pki.write_workload(&dir, &pki.issue_spiffe(id)).unwrap();
+        dir
+    };
+    let client_id = "spiffe://cluster.local/ns/default/sa/client";
+    let (client_dir, other_dir, echo_dir) = (
+        issue("client", client_id),
+        issue("other", "spiffe://cluster.local/ns/other/sa/intruder"),
+        issue("echo", "spiffe://cluster.local/ns/default/sa/echo"),
+    );
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let go_addr = free().local_addr().unwrap();
+    let mesh_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mesh_addr = mesh_listener.local_addr().unwrap();
+    let rules = format!(
+        "  - match: [{{headers: {{x-server: {{exact: go}}}}}}]\n    route: [{go}]\n  \
+         - route: [{mesh}]\n",
+        go = dest("go"),
+        mesh = dest("mesh"),
+    );
+    let policy = STRICT_MTLS.to_owned()
+        + r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: greeter, namespace: default}
+spec:
+  selector: {matchLabels: {app: echo}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/client]}}]
+    to: [{operation: {paths: [/helloworld.Greeter/*]}}]
+"#;
+    let cp = Cp::start(&[
+        (
+            "service.yaml",
+            &service(
+                &[("go", go_addr), ("mesh", mesh_addr)],
+                "  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n",
+            ),
+        ),
+        ("vs.yaml", &virtual_service(&rules)),
+        ("policy.yaml", &policy),
+    ]);
+    let server = |name: &'static str, version: &'static str| Workload {
+        name,
+        namespace: "default",
+        ip: "127.0.0.1",
+        service_account: "echo",
+        labels: if version == "go" {
+            &[("app", "echo"), ("version", "go")]
+        } else {
+            &[("app", "echo"), ("version", "mesh")]
+        },
+        cert_dir: Some(&echo_dir),
+    };
+    let _go = go_server(&cp.bootstrap_file(&server("echo-go", "go")), go_addr);
+    let ours = cp.client(&server("echo-mesh", "mesh"), false).await;
+    let ours = ours.xds_server(mesh_addr, PATIENCE).await.unwrap();
+    let handler = tower::service_fn(move |req| mesh_examples::echo::handle(mesh_addr, req));
+    tokio::spawn(ours.serve(mesh_listener, handler));
+
+    let callers = [
+        ("client", "default", "client", client_dir.as_path(), true),
+        ("intruder", "other", "intruder", other_dir.as_path(), false),
+    ];
+    for (name, namespace, sa, dir, allowed) in callers {
+        let workload = |name| Workload {
+            name,
+            namespace,
+            ip: "127.0.0.10",
+            service_account: sa,
+            labels: &[("app", "caller")],
+            cert_dir: Some(dir),
+        };
+        let go_bootstrap =
+            cp.bootstrap_file(&workload(if allowed { "client-go" } else { "intruder-go" }));
+        let mesh = cp.client(&workload(name), true).await;
+        mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+        for (server, addr) in [("go", go_addr), ("mesh", mesh_addr)] {
+            let headers = [("x-server", server)];
+            let theirs = grpc_go(&go_bootstrap, TARGET, 3, &headers).await;
+            let ours = mesh_calls(&mesh, 3, &headers).await;
+            let expected = if allowed {
+                Outcomes::from([(reply(addr, client_id), 3)])
+            } else {
+                Outcomes::from([("PermissionDenied".into(), 3)])
+            };
+            assert_eq!(theirs, expected, "grpc-go client, {name} → {server} server");
+            assert_eq!(ours, expected, "mesh client, {name} → {server} server");
+        }
+    }
+}
