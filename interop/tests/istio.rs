@@ -429,3 +429,33 @@ async fn virtual_service_rewrite_headers_and_mirror_as_envoy() {
         .expect("the mirror got a copy");
     }
 }
+
+/// The HTTP client's first request to an authority whose config has not arrived yet waits for
+/// it (as a channel's first calls do), instead of failing with "waiting for route config";
+/// so does a request after the authority's config was dropped for lack of use and asked for
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_client_requests_wait_for_config_on_its_way() {
+    let v1 = Backend::start().await.unwrap();
+    let cp = Cp::start(&[("service.yaml", &service(&[("v1", v1.addr())], ""))]);
+    let uri = format!("http://{HOST}:{PORT}/");
+    for delta in [false, true] {
+        let mesh = cp.client(&client_workload(None), delta).await;
+        let first = tally(&mesh.http_client::<Empty<Bytes>>(), &uri, &[], 1).await;
+        assert_eq!(
+            first,
+            HashMap::from([(v1.addr().to_string(), 1)]),
+            "first request"
+        );
+        // A channel uses the target and goes away; the HTTP client asks for it again.
+        let channel = mesh.channel::<Empty<Bytes>>(TARGET);
+        assert_eq!(tally(&channel, "/", &[], 1).await.len(), 1);
+        drop(channel);
+        let again = tally(&mesh.http_client::<Empty<Bytes>>(), &uri, &[], 3).await;
+        assert_eq!(
+            again,
+            HashMap::from([(v1.addr().to_string(), 3)]),
+            "after re-subscription"
+        );
+    }
+}

@@ -74,11 +74,22 @@ where
     /// one router between all its clones (cloning it is one reference count): every service
     /// below is always ready, and the policy stack, which `call` needs mutably, is cloned
     /// only for the requests that take it.
-    pub(crate) fn route(&self, mut req: Request<B>) -> RouterFuture<F, B> {
+    pub(crate) fn route(&self, req: Request<B>) -> RouterFuture<F, B> {
+        self.try_route(req)
+            .unwrap_or_else(|(_, e)| crate::route::future::ResponseFuture::failed(e))
+    }
+
+    /// [`route`](Self::route), giving the request back when no route decision can be made
+    /// (the caller may wait for the config and try again).
+    #[allow(clippy::result_large_err)] // the request itself, handed back
+    pub(crate) fn try_route(
+        &self,
+        mut req: Request<B>,
+    ) -> Result<RouterFuture<F, B>, (Request<B>, MeshError)> {
         use crate::route::future::ResponseFuture;
         let decision = match self.targets.decide(&mut req) {
             Ok(d) => d,
-            Err(e) => return ResponseFuture::failed(e),
+            Err(e) => return Err((req, e)),
         };
         let (target, route) = (decision.target.clone(), decision.route.name.clone());
         if decision.cluster_headers.is_none() && decision.route.is_plain() {
@@ -92,13 +103,13 @@ where
             let inner = Branch::Lean {
                 inner: timeout::future::ResponseFuture::new(sent, limit),
             };
-            return ResponseFuture::routed(inner, target, route);
+            return Ok(ResponseFuture::routed(inner, target, route));
         }
         req.extensions_mut().insert(decision);
         let inner = Branch::Full {
             inner: Box::pin(self.full.clone().call(req)),
         };
-        ResponseFuture::routed(inner, target, route)
+        Ok(ResponseFuture::routed(inner, target, route))
     }
 }
 

@@ -228,14 +228,54 @@ where
                 polled: false,
             };
         }
+        let inner = if self.shared.startup.is_some() {
+            self.shared.router.route(req)
+        } else {
+            // The HTTP client: an authority whose config is still on its way (first use, or
+            // subscribed again after nothing used it) waits for it, as a channel's first calls
+            // do; any other failure is reported at once.
+            match self.shared.router.try_route(req) {
+                Ok(routed) => routed,
+                Err((req, e)) => match pending_target(&self.shared.mesh, &e) {
+                    Some(target) => {
+                        let shared = self.shared.clone();
+                        let wait = async move {
+                            shared.mesh.wait_ready(&target, STARTUP_WAIT).await?;
+                            shared.router.route(req).await
+                        };
+                        return ResponseFuture {
+                            state: State::Waiting {
+                                wait: Box::pin(wait),
+                            },
+                            grpc,
+                            polled: false,
+                        };
+                    }
+                    None => crate::route::future::ResponseFuture::failed(e),
+                },
+            }
+        };
         ResponseFuture {
-            state: State::Routed {
-                inner: self.shared.router.route(req),
-            },
+            state: State::Routed { inner },
             grpc,
             polled: false,
         }
     }
+}
+
+/// The target of a `NoConfig` failure whose config has been asked for and not come yet.
+fn pending_target(mesh: &Mesh, e: &MeshError) -> Option<String> {
+    if e.kind() != crate::error::ErrorKind::NoConfig {
+        return None;
+    }
+    let target = e.target()?;
+    let store = mesh.store();
+    let on_demand = store.source_status().borrow().on_demand;
+    matches!(
+        readiness(&store.load(), target, on_demand),
+        Ready::Pending(_)
+    )
+    .then(|| target.to_owned())
 }
 
 type InnerFuture<B> = super::lean::RouterFuture<Stack<B>, B>;
