@@ -7,6 +7,7 @@ pub mod backend;
 pub mod echo;
 pub mod greeter;
 pub mod identity;
+pub mod istio;
 pub mod pki;
 pub mod probe;
 pub mod yaml;

@@ -1,6 +1,6 @@
 //! Drives `interop/istiod` (our Go program running Istio's discovery server without
-//! Kubernetes) from Rust tests, and writes the bootstrap Istio's agent writes for proxyless
-//! gRPC workloads.
+//! Kubernetes) from Rust tests. (The bootstrap Istio's agent writes for a proxyless workload
+//! is `mesh_examples::istio::Workload`, shared with the `istio` example.)
 //!
 //! The binary is big (Istio's whole pilot) and takes minutes to build cold, so it is cached as
 //! `target/interop-bin/istiod-<hash of go.sum and main.go>`: `.ci/test` builds it once, a test
@@ -159,78 +159,5 @@ impl Istiod {
         serde_json::from_str::<Option<Vec<serde_json::Value>>>(&body)
             .unwrap_or_else(|e| panic!("syncz JSON: {e}: {body}"))
             .unwrap_or_default()
-    }
-}
-
-/// A proxyless workload as Istio's agent describes it in the bootstrap it writes.
-#[derive(Clone, Debug)]
-pub struct Workload<'a> {
-    /// Pod (workload) name.
-    pub name: &'a str,
-    /// Namespace.
-    pub namespace: &'a str,
-    /// The workload's IP (istiod matches it against WorkloadEntry addresses for inbound config).
-    pub ip: &'a str,
-    /// Service account.
-    pub service_account: &'a str,
-    /// Labels.
-    pub labels: &'a [(&'a str, &'a str)],
-    /// Certificate files for provider `default` (`cert-chain.pem`, `key.pem`,
-    /// `root-cert.pem` in this directory), if the workload has an identity.
-    pub cert_dir: Option<&'a Path>,
-}
-
-impl Workload<'_> {
-    /// The node id istiod expects: `sidecar~<ip>~<name>.<ns>~<ns>.svc.cluster.local`.
-    pub fn node_id(&self) -> String {
-        format!(
-            "sidecar~{}~{}.{}~{}.svc.cluster.local",
-            self.ip, self.name, self.namespace, self.namespace
-        )
-    }
-
-    /// The bootstrap JSON (what `GRPC_XDS_BOOTSTRAP` points at in an Istio pod).
-    pub fn bootstrap(&self, istiod: &Istiod) -> String {
-        let labels: serde_json::Map<String, serde_json::Value> = self
-            .labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
-            .collect();
-        let mut doc = serde_json::json!({
-            "xds_servers": [{
-                "server_uri": istiod.grpc.to_string(),
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"]
-            }],
-            "node": {
-                "id": self.node_id(),
-                "metadata": {
-                    "GENERATOR": "grpc",
-                    "NAMESPACE": self.namespace,
-                    "CLUSTER_ID": "Kubernetes",
-                    "INSTANCE_IPS": self.ip,
-                    "ISTIO_VERSION": "1.31.0",
-                    "LABELS": labels,
-                    "SERVICE_ACCOUNT": self.service_account,
-                    "WORKLOAD_NAME": self.name,
-                },
-                "locality": {}
-            },
-            "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s"
-        });
-        if let Some(dir) = self.cert_dir {
-            doc["certificate_providers"] = serde_json::json!({
-                "default": {
-                    "plugin_name": "file_watcher",
-                    "config": {
-                        "certificate_file": dir.join("cert-chain.pem"),
-                        "private_key_file": dir.join("key.pem"),
-                        "ca_certificate_file": dir.join("root-cert.pem"),
-                        "refresh_interval": "900s"
-                    }
-                }
-            });
-        }
-        serde_json::to_string_pretty(&doc).unwrap()
     }
 }

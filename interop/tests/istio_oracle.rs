@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use support::istio::*;
-use support::istiod::Workload;
+
 use support::*;
 
 /// Outcomes of a batch of calls: `reply <message>` or the gRPC code's name, with counts.

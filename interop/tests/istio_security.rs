@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use mesh_xds_client::XdsMesh;
 use support::istio::*;
-use support::istiod::Workload;
+
 use support::*;
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";

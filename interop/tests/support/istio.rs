@@ -2,9 +2,10 @@
 //! istiod on it, clients configured by the bootstrap Istio's agent writes, and the Istio YAML
 //! for the `echo` service (ServiceEntry, WorkloadEntries, DestinationRule, VirtualService).
 
-use super::istiod::{Istiod, Workload};
+use super::istiod::Istiod;
 use bytes::Bytes;
 use http_body_util::Empty;
+pub use mesh_examples::istio::Workload;
 use mesh_tower::{Mesh, MeshService};
 use mesh_xds_client::bootstrap::Bootstrap;
 use mesh_xds_client::{XdsClientBuilder, XdsMesh};
@@ -62,7 +63,7 @@ impl Cp {
             .dir
             .path()
             .join(format!("{}-bootstrap.json", workload.name));
-        std::fs::write(&path, workload.bootstrap(&self.istiod)).unwrap();
+        std::fs::write(&path, workload.bootstrap(&self.istiod.grpc.to_string())).unwrap();
         path
     }
 
