@@ -220,13 +220,7 @@ where
                 }
                 shared.router.route(req).await
             };
-            return ResponseFuture {
-                state: State::Waiting {
-                    wait: Box::pin(wait),
-                },
-                grpc,
-                polled: false,
-            };
+            return ResponseFuture::waiting(Box::pin(wait), grpc);
         }
         let inner = if self.shared.startup.is_some() {
             self.shared.router.route(req)
@@ -243,13 +237,7 @@ where
                             shared.mesh.wait_ready(&target, STARTUP_WAIT).await?;
                             shared.router.route(req).await
                         };
-                        return ResponseFuture {
-                            state: State::Waiting {
-                                wait: Box::pin(wait),
-                            },
-                            grpc,
-                            polled: false,
-                        };
+                        return ResponseFuture::waiting(Box::pin(wait), grpc);
                     }
                     None => crate::route::future::ResponseFuture::failed(e),
                 },
@@ -305,6 +293,19 @@ pin_project! {
         Routed { #[pin] inner: InnerFuture<B> },
         // Before the target's first complete config (rare: boxed).
         Waiting { wait: Waiting },
+    }
+}
+
+impl<B> ResponseFuture<B>
+where
+    B: RequestBody,
+{
+    fn waiting(wait: Waiting, grpc: bool) -> Self {
+        Self {
+            state: State::Waiting { wait },
+            grpc,
+            polled: false,
+        }
     }
 }
 
