@@ -27,4 +27,6 @@ pub mod guides {
     pub struct Security;
     #[doc = include_str!("../../docs/guides/server.md")]
     pub struct Server;
+    #[doc = include_str!("../../docs/guides/istio.md")]
+    pub struct Istio;
 }
