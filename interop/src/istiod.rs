@@ -10,8 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::OnceLock;
 
 /// Istio's version this peer is built from (the module pinned in `interop/istiod/go.mod`).
 pub const ISTIO_MODULE: &str = "istio.io/istio v0.0.0-20260827124520-eed52ebb66ad";
@@ -68,7 +67,6 @@ pub struct Istiod {
     pub grpc: SocketAddr,
     /// istiod's debug endpoints (`/debug/syncz`, `/debug/config_dump`, …).
     pub http: SocketAddr,
-    applied: Arc<(Mutex<u64>, std::sync::Condvar)>,
     /// The config directory it watches.
     pub config_dir: PathBuf,
 }
@@ -111,40 +109,14 @@ impl Istiod {
                 .unwrap_or_else(|| panic!("istiod did not say {key}: {ready:?}"))
         };
         let (grpc, http) = (addr_of("grpc="), addr_of("http="));
-        let applied = Arc::new((Mutex::new(0), std::sync::Condvar::new()));
-        let seen = applied.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Some(n) = line.strip_prefix("APPLIED ").and_then(|n| n.parse().ok()) {
-                    *seen.0.lock().unwrap() = n;
-                    seen.1.notify_all();
-                }
-            }
-        });
+        // Keep reading its stdout (APPLIED lines) so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
         Istiod {
             child,
             grpc,
             http,
-            applied,
             config_dir: config_dir.to_owned(),
         }
-    }
-
-    /// How many config reloads istiod has applied.
-    pub fn applied(&self) -> u64 {
-        *self.applied.0.lock().unwrap()
-    }
-
-    /// Blocks until istiod applied reload number `n` (at most `patience`).
-    pub fn wait_applied(&self, n: u64, patience: Duration) {
-        let guard = self.applied.0.lock().unwrap();
-        let (guard, timeout) = self
-            .applied
-            .1
-            .wait_timeout_while(guard, patience, |seen| *seen < n)
-            .unwrap();
-        drop(guard);
-        assert!(!timeout.timed_out(), "istiod never applied reload {n}");
     }
 
     /// GET on the debug port; returns status and body.

@@ -96,18 +96,6 @@ async fn until(svc: &MeshService<Empty<Bytes>>, want: (&str, SocketAddr)) {
     .unwrap_or_else(|_| panic!("traffic never reached {want:?}"));
 }
 
-/// Waits until the store's config satisfies `f` (an event per config change, no polling).
-async fn until_config(mesh: &Mesh, f: impl Fn(&mesh_core::Snapshot) -> bool) {
-    let mut changed = mesh.store().changed();
-    tokio::time::timeout(PATIENCE, async {
-        while !f(&mesh.store().load()) {
-            changed.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("config reached the expected state");
-}
-
 fn endpoints_of(snap: &mesh_core::Snapshot, cluster: &str) -> Vec<SocketAddr> {
     snap.endpoints(cluster)
         .map(|e| e.iter_endpoints().map(|(_, _, ep)| ep.address).collect())

@@ -203,12 +203,7 @@ async fn destination_rule_hashing_and_connection_pool() {
         let c = channel.clone();
         calls.spawn(async move { tally(&c, "/", &[("x-user", "same")], 1).await });
     }
-    let mut outcomes: HashMap<String, usize> = HashMap::new();
-    while let Some(t) = calls.join_next().await {
-        for (k, v) in t.unwrap() {
-            *outcomes.entry(k).or_default() += v;
-        }
-    }
+    let outcomes = merged(calls).await;
     let refused: usize = outcomes
         .iter()
         .filter(|(k, _)| !k.contains(':'))
@@ -271,12 +266,7 @@ async fn live_change(delta: bool) {
     .await
     .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut total: HashMap<String, usize> = HashMap::new();
-    while let Some(t) = callers.join_next().await {
-        for (k, v) in t.unwrap() {
-            *total.entry(k).or_default() += v;
-        }
-    }
+    let total = merged(callers).await;
     let failed: usize = total
         .iter()
         .filter(|(k, _)| **k != a1 && **k != a2)
@@ -352,15 +342,8 @@ async fn delta_target_dropped_and_used_again() {
     let mesh = cp.client(&client_workload(None), true).await;
     mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
     // Nothing holds the target now: the client drops its routes and clusters.
-    let mut changed = mesh.store().changed();
-    tokio::time::timeout(PATIENCE, async {
-        let routes = format!("outbound|{PORT}||{HOST}");
-        while mesh.store().load().route_config(&routes).is_some() {
-            changed.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("interest ended");
+    let routes = format!("outbound|{PORT}||{HOST}");
+    until_config(&mesh, |snap| snap.route_config(&routes).is_none()).await;
     let channel = mesh.channel::<Empty<Bytes>>(TARGET);
     mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
     let seen = tally(&channel, "/", &[], 3).await;
@@ -494,16 +477,11 @@ async fn destination_rule_round_robin_and_least_request() {
 
     cp.write("service.yaml", &all("LEAST_REQUEST"));
     let cluster = format!("outbound|{PORT}||{HOST}");
-    let mut changed = mesh.store().changed();
-    tokio::time::timeout(PATIENCE, async {
-        while mesh.store().load().cluster(&cluster).map(|c| c.lb_policy)
-            != Some(mesh_core::config::cluster::LbPolicy::LeastRequest)
-        {
-            changed.changed().await.unwrap();
-        }
+    until_config(&mesh, |snap| {
+        snap.cluster(&cluster).map(|c| c.lb_policy)
+            == Some(mesh_core::config::cluster::LbPolicy::LeastRequest)
     })
-    .await
-    .expect("LEAST_REQUEST applied");
+    .await;
     // 4 callers × 40 calls. Round robin gives the slow endpoint 40 of 160 (random about as
     // many, σ ≈ 5.5). Least request (two choices, sampled with replacement as Envoy does)
     // takes it when it is idle or drawn twice (1 in 16): 13-18 measured with static config.
@@ -512,12 +490,7 @@ async fn destination_rule_round_robin_and_least_request() {
         let c = channel.clone();
         callers.spawn(async move { tally(&c, "/", &[], 40).await });
     }
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    while let Some(t) = callers.join_next().await {
-        for (k, v) in t.unwrap() {
-            *seen.entry(k).or_default() += v;
-        }
-    }
+    let seen = merged(callers).await;
     assert_eq!(seen.values().sum::<usize>(), 160, "{seen:?}");
     let to_slow = seen.get(&slow_addr).copied().unwrap_or(0);
     assert!(

@@ -211,3 +211,16 @@ metadata: {name: default, namespace: default}
 spec: {mtls: {mode: STRICT}}
 ---
 "#;
+
+/// Waits for every caller and adds up their tallies.
+pub async fn merged(
+    mut callers: tokio::task::JoinSet<HashMap<String, usize>>,
+) -> HashMap<String, usize> {
+    let mut total: HashMap<String, usize> = HashMap::new();
+    while let Some(t) = callers.join_next().await {
+        for (k, v) in t.unwrap() {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    total
+}

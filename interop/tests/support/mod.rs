@@ -219,3 +219,15 @@ pub async fn envoy_routes(envoy: SocketAddr, path: &str) -> bool {
     .await
     .is_ok()
 }
+
+/// Waits until the store's config satisfies `f` (an event per config change, no polling).
+pub async fn until_config(mesh: &Mesh, f: impl Fn(&mesh_core::Snapshot) -> bool) {
+    let mut changed = mesh.store().changed();
+    tokio::time::timeout(PATIENCE, async {
+        while !f(&mesh.store().load()) {
+            changed.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("config reached the expected state");
+}
