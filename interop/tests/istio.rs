@@ -350,6 +350,37 @@ async fn delta_target_dropped_and_used_again() {
     assert_eq!(seen, HashMap::from([(v1.addr().to_string(), 3)]));
 }
 
+/// A channel dropped and its target used at once by the HTTP client (as the istio example
+/// does): no request fails. Without the unsubscribe delay the client started removing the
+/// target's listener, routes and clusters as the HTTP client routed by them, and a request
+/// could be routed by the old route to a cluster already gone (`UnknownCluster`). A fresh
+/// client each round: the HTTP client keeps an authority subscribed once it has used it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_released_and_used_again_at_once_never_fails() {
+    let v1 = Backend::start().await.unwrap();
+    let cp = Cp::start(&[("service.yaml", &service(&[("v1", v1.addr())], ""))]);
+    let uri = format!("http://{HOST}:{PORT}/");
+    let ok = HashMap::from([(v1.addr().to_string(), 1)]);
+    for delta in [false, true] {
+        for round in 0..15 {
+            let mesh = cp.client(&client_workload(None), delta).await;
+            let channel = mesh.channel::<Empty<Bytes>>(TARGET);
+            assert_eq!(
+                tally(&channel, "/", &[], 1).await,
+                ok,
+                "delta {delta} round {round}"
+            );
+            drop(channel);
+            let http = mesh.http_client::<Empty<Bytes>>();
+            assert_eq!(
+                tally(&http, &uri, &[], 1).await,
+                ok,
+                "delta {delta} round {round}"
+            );
+        }
+    }
+}
+
 /// What Envoy honours and grpc-go ignores, we honour as Envoy does: a VirtualService's
 /// `rewrite.uri`, `headers.request.set`, `headers.response.add` and `mirror` (the mirror gets
 /// a copy, the caller the primary's answer); a `corsPolicy` is accepted (and, as in Envoy

@@ -20,10 +20,44 @@ pub(super) async fn coordinate(shared: Arc<Shared>) {
     let mut interest = shared.store.interest();
     loop {
         cascade(&shared);
-        if interest.changed().await.is_err() {
-            return;
+        // A lingering target is unsubscribed when its delay ends.
+        let next = shared.lock().lingering.values().min().copied();
+        let expired = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = interest.changed() => if changed.is_err() {
+                return;
+            },
+            () = expired => {}
         }
     }
+}
+
+/// The targets to subscribe: those users hold now, and those released less than the
+/// unsubscribe delay ago (see [`XdsClientBuilder::unsubscribe_delay`]). Updates the
+/// lingering set: targets held again leave it, targets just released join it, expired ones
+/// are dropped.
+///
+/// [`XdsClientBuilder::unsubscribe_delay`]: super::XdsClientBuilder::unsubscribe_delay
+fn targets_with_lingering(shared: &Shared, held: &BTreeSet<String>) -> BTreeSet<String> {
+    let now = Instant::now();
+    let mut st = shared.lock();
+    let released: Vec<String> = st
+        .listener_targets
+        .values()
+        .filter(|t| !held.contains(*t) && !st.lingering.contains_key(*t))
+        .cloned()
+        .collect();
+    for t in released {
+        st.lingering.insert(t, now + shared.linger);
+    }
+    st.lingering
+        .retain(|t, until| !held.contains(t) && *until > now);
+    held.iter().chain(st.lingering.keys()).cloned().collect()
 }
 
 /// Server `index`'s timers fired: report what did not arrive in time.
@@ -217,7 +251,11 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
         let mut unservable = Vec::new();
         // Targets → listener resource names (by the bootstrap's templates).
         let mut targets = BTreeMap::new();
-        for target in interest.names(ResourceKind::Listener) {
+        let held: BTreeSet<String> = interest
+            .names(ResourceKind::Listener)
+            .map(str::to_owned)
+            .collect();
+        for target in &targets_with_lingering(shared, &held) {
             match shared.bootstrap.listener_name(target) {
                 Ok(resource) => {
                     targets.insert(resource, target.to_owned());

@@ -35,6 +35,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 /// Why the client could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -56,7 +57,12 @@ pub struct XdsClientBuilder {
     access_token_file: Option<PathBuf>,
     store: Option<Store>,
     control: Option<Control>,
+    linger: Duration,
 }
+
+/// How long a target stays subscribed after its last user went away (see
+/// [`XdsClientBuilder::unsubscribe_delay`]).
+pub const UNSUBSCRIBE_DELAY: Duration = Duration::from_secs(2);
 
 impl XdsClientBuilder {
     /// The node this client identifies as (its locality feeds zone-aware routing).
@@ -74,6 +80,7 @@ impl XdsClientBuilder {
             access_token_file: None,
             store: None,
             control: None,
+            linger: UNSUBSCRIBE_DELAY,
         }
     }
 
@@ -123,6 +130,16 @@ impl XdsClientBuilder {
     /// rotated tokens are picked up), as istiod on port 15012 expects.
     pub fn access_token_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.access_token_file = Some(path.into());
+        self
+    }
+
+    /// How long a target's config stays subscribed and cached after the last channel or
+    /// HTTP client using it went away (default [`UNSUBSCRIBE_DELAY`]). A target used again
+    /// meanwhile (a channel made per call, or a channel dropped and an HTTP client taking
+    /// over) keeps its config: no round trip to the control plane, and no request routed by
+    /// the old config while its clusters are being removed. Zero unsubscribes at once.
+    pub fn unsubscribe_delay(mut self, delay: Duration) -> Self {
+        self.linger = delay;
         self
     }
 
@@ -197,6 +214,7 @@ impl XdsClientBuilder {
                 ads: machines,
                 tx: vec![None; n],
                 listener_targets: BTreeMap::new(),
+                lingering: BTreeMap::new(),
                 server_listeners: BTreeSet::new(),
                 staged_routes: BTreeMap::new(),
             }),
@@ -209,6 +227,7 @@ impl XdsClientBuilder {
                 closed: false,
             }),
             control,
+            linger: self.linger,
         });
         let coordinator = shared.control.spawn(cascade::coordinate(shared.clone()));
         shared.tasks().handles.push(coordinator);
@@ -295,6 +314,8 @@ struct Shared {
     tasks: Mutex<Tasks>,
     /// Where the tasks run.
     control: Control,
+    /// See [`XdsClientBuilder::unsubscribe_delay`].
+    linger: Duration,
 }
 
 /// What one server's stream task needs beside the state.
@@ -322,6 +343,9 @@ struct State {
     tx: Vec<Option<Tx>>,
     /// Listener resource name → target name (they differ under a name template).
     listener_targets: BTreeMap<String, String>,
+    /// Targets no user holds any more, still subscribed until the instant given (see
+    /// [`XdsClientBuilder::unsubscribe_delay`]).
+    lingering: BTreeMap<String, Instant>,
     /// LDS names that are server listeners (gRFC A36), as the store's interest asks.
     server_listeners: BTreeSet<String>,
     /// Route configs received but not applied yet: some cluster they name (or its endpoints)
