@@ -24,6 +24,7 @@ fn endpoints(n: usize) -> Vec<EndpointInfo> {
             locality_weight: 1,
             priority: 0,
             stats: Arc::new(EndpointStats::default()),
+            workload: None,
         })
         .collect()
 }

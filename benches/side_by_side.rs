@@ -38,10 +38,11 @@ use std::time::Duration;
 
 mod sbs_grpc;
 
-const CONTENDERS: [&str; 7] = [
+const CONTENDERS: [&str; 8] = [
     "bare-hyper",
     "mesh-static",
     "mesh-ads",
+    "mesh-ads-metrics",
     "envoy-sidecar",
     "tonic-bare",
     "tonic-mesh-ads",
@@ -187,7 +188,12 @@ async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f
                 .unwrap();
             (Client::Mesh(mesh.channel("xds:///web")), Some(mesh))
         }
-        "mesh-ads" | "tonic-mesh-ads" => {
+        "mesh-ads" | "mesh-ads-metrics" | "tonic-mesh-ads" => {
+            if contender == "mesh-ads-metrics" {
+                // Istio's metrics recorded into a real exporter (a mesh from xDS always
+                // records; without a recorder the handles are no-ops).
+                mesh_tower::telemetry::prometheus::install().unwrap();
+            }
             let mesh = Mesh::from_xds(XdsClientBuilder::new(target.to_string(), "bench-mesh"))
                 .await
                 .unwrap();
@@ -195,7 +201,7 @@ async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f
                 .await
                 .unwrap();
             let client = match contender {
-                "mesh-ads" => Client::Mesh(mesh.channel("xds:///web")),
+                "mesh-ads" | "mesh-ads-metrics" => Client::Mesh(mesh.channel("xds:///web")),
                 _ => Client::Grpc(sbs_grpc::Tonic::mesh(&mesh)),
             };
             (client, Some(mesh))
@@ -341,7 +347,9 @@ fn main() {
                 order.rotate_left(round % run.len());
                 for contender in order {
                     let (target, pid) = match contender {
-                        "mesh-ads" | "tonic-mesh-ads" | "grpc-go-xds" => (cp.ads, None),
+                        "mesh-ads" | "mesh-ads-metrics" | "tonic-mesh-ads" | "grpc-go-xds" => {
+                            (cp.ads, None)
+                        }
                         "envoy-sidecar" => (envoy.listener, Some(envoy.pid())),
                         _ => (echo, None),
                     };

@@ -8,8 +8,10 @@
 //! `<listen-addr> <path> <peer-identity-or-"-">\n`; gRPC `helloworld.Greeter/SayHello` answers
 //! with the same text as the reply's message. The server block used is the config's `servers:`
 //! entry whose `address` is `--listen`, else the only entry; without one the echo serves
-//! plaintext with no policy (and says so). `--admin ADDR` serves `/ready` (200 once serving)
-//! and `/config_dump` (the config in force, YAML, keys redacted).
+//! plaintext with no policy (and says so). `--admin ADDR` serves `/ready` (200 once serving),
+//! `/config_dump` (the config in force, YAML, keys redacted) and `/metrics` (Prometheus text:
+//! Istio's request metrics, `reporter="destination"`, labelled from the bootstrap's node
+//! metadata; with `--config` the server records none).
 //!
 //! With `--bootstrap` the server is xDS-enabled (gRFC A36): its listener is the bootstrap's
 //! `server_listener_resource_name_template` with `%s` = the `--listen` address, and its TLS and
@@ -23,6 +25,7 @@ use hyper_util::server::conn::auto;
 use mesh_tower::Mesh;
 use mesh_tower::rbac::RbacEngine;
 use mesh_tower::server::MeshServer;
+use mesh_tower::telemetry::prometheus::PrometheusHandle;
 use mesh_xds_client::bootstrap::Bootstrap;
 use mesh_xds_client::{XdsClientBuilder, XdsMesh};
 use std::convert::Infallible;
@@ -110,6 +113,11 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Before the mesh: it registers its metric handles with the recorder in place.
+    let metrics = match args.admin {
+        Some(_) => Some(mesh_tower::telemetry::prometheus::install()?),
+        None => None,
+    };
     let (mesh, server) = match (&args.config, &args.bootstrap) {
         (Some(config), _) => {
             let mesh = Mesh::from_file(config).await?;
@@ -133,7 +141,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let listen = listener.local_addr()?;
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(admin) = args.admin {
-        tokio::spawn(serve_admin(admin, mesh.clone(), ready.clone()));
+        tokio::spawn(serve_admin(admin, mesh.clone(), ready.clone(), metrics));
     }
     eprintln!(
         "serve: {} on {listen} ({})",
@@ -170,7 +178,12 @@ fn pick_server(mesh: &Mesh, listen: SocketAddr) -> Result<MeshServer, mesh_tower
     }
 }
 
-async fn serve_admin(addr: SocketAddr, mesh: Mesh, ready: Arc<AtomicBool>) {
+async fn serve_admin(
+    addr: SocketAddr,
+    mesh: Mesh,
+    ready: Arc<AtomicBool>,
+    metrics: Option<PrometheusHandle>,
+) {
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -182,13 +195,17 @@ async fn serve_admin(addr: SocketAddr, mesh: Mesh, ready: Arc<AtomicBool>) {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
-        let (mesh, ready) = (mesh.clone(), ready.clone());
+        let (mesh, ready, metrics) = (mesh.clone(), ready.clone(), metrics.clone());
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let (status, body) = match req.uri().path() {
                 "/ready" if ready.load(Ordering::Acquire) => (200, "ready\n".to_owned()),
                 "/ready" => (503, "starting\n".to_owned()),
                 "/config_dump" => (200, mesh.config_dump().to_yaml()),
-                _ => (404, "try /ready or /config_dump\n".to_owned()),
+                "/metrics" => (
+                    200,
+                    metrics.as_ref().map(|m| m.render()).unwrap_or_default(),
+                ),
+                _ => (404, "try /ready, /config_dump or /metrics\n".to_owned()),
             };
             let mut res = http::Response::new(Full::new(Bytes::from(body)));
             *res.status_mut() = http::StatusCode::from_u16(status).expect("valid status");

@@ -29,4 +29,6 @@ pub mod guides {
     pub struct Server;
     #[doc = include_str!("../../docs/guides/istio.md")]
     pub struct Istio;
+    #[doc = include_str!("../../docs/guides/observability.md")]
+    pub struct Observability;
 }

@@ -8,6 +8,7 @@ pub mod ads;
 pub mod envoy;
 pub mod gocp;
 pub mod istiod;
+pub mod prometheus;
 
 /// One HTTP/1.1 request to a peer's plain-text admin/debug port; returns status and body.
 pub(crate) async fn http1(

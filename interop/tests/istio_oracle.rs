@@ -185,11 +185,7 @@ fn go_server(bootstrap: &Path, addr: SocketAddr) -> GoServer {
 async fn grpc_go_and_mesh_authorize_alike() {
     let pki = mesh_examples::pki::DevCa::new("oracle root");
     let certs = tempfile::tempdir().unwrap();
-    let issue = |name: &str, id: &str| -> PathBuf {
-        let dir = certs.path().join(name);
-        pki.write_workload(&dir, &pki.issue_spiffe(id)).unwrap();
-        dir
-    };
+    let issue = |name: &str, id: &str| -> PathBuf { issue(&pki, certs.path(), name, id) };
     let client_id = "spiffe://cluster.local/ns/default/sa/client";
     let (client_dir, other_dir, echo_dir) = (
         issue("client", client_id),

@@ -23,11 +23,7 @@ const ECHO_ID: &str = "spiffe://cluster.local/ns/default/sa/echo";
 async fn security(delta: bool) {
     let pki = mesh_examples::pki::DevCa::new("istio test root");
     let certs = tempfile::tempdir().unwrap();
-    let issue = |name: &str, id: &str| {
-        let dir = certs.path().join(name);
-        pki.write_workload(&dir, &pki.issue_spiffe(id)).unwrap();
-        dir
-    };
+    let issue = |name: &str, id: &str| issue(&pki, certs.path(), name, id);
     let (client_dir, other_dir, echo_dir) = (
         issue("client", CLIENT_ID),
         issue("other", OTHER_ID),
@@ -51,15 +47,7 @@ spec:
   - from: [{source: {principals: [cluster.local/ns/default/sa/client]}}]
     to: [{operation: {paths: [/helloworld.Greeter/*]}}]
 ---
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: echo-deny, namespace: default}
-spec:
-  selector: {matchLabels: {app: echo}}
-  action: DENY
-  rules:
-  - to: [{operation: {paths: [/admin*]}}]
-"#;
+"# + DENY_ADMIN;
     let cp = Cp::start(&[
         ("service.yaml", &service(&[("v1", addr)], mtls)),
         ("policy.yaml", &policy),

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::balance::EndpointStats;
 use crate::balance::weighted_round_robin::ReportSettings;
 use crate::connect::Upstream;
+use crate::stats::{Flags, Recording};
 
 /// State of an upstream body under an idle timeout.
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub struct MeshBody {
     kind: Kind,
     /// What counts the request as active until its stream ends (see [`Hold`]).
     hold: Option<Hold>,
+    /// The request's metrics, written when its stream ends (see [`crate::telemetry`]).
+    record: Option<Recording>,
 }
 
 /// A request's place in its endpoint's in-flight count (least request, peak EWMA), in its
@@ -76,6 +79,7 @@ impl MeshBody {
         Self {
             kind: Kind::Local(Some(data.into())),
             hold: None,
+            record: None,
         }
     }
 
@@ -83,6 +87,7 @@ impl MeshBody {
         Self {
             kind: Kind::Upstream(body),
             hold: None,
+            record: None,
         }
     }
 
@@ -100,6 +105,7 @@ impl MeshBody {
                 stats,
             })),
             hold: None,
+            record: None,
         }
     }
 
@@ -112,7 +118,19 @@ impl MeshBody {
                 sleep: Box::pin(tokio::time::sleep(idle)),
             })),
             hold: None,
+            record: None,
         }
+    }
+
+    /// Writes the request's metrics when this body's stream ends (at once if it already
+    /// has).
+    pub(crate) fn recording(mut self, mut record: Recording) -> Self {
+        if self.is_end_stream() {
+            record.finish(Flags::NONE);
+        } else {
+            self.record = Some(record);
+        }
+        self
     }
 
     /// Counts the request as active until this body's stream ends (at once if it already
@@ -134,6 +152,22 @@ impl Body for MeshBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let frame = std::task::ready!(self.as_mut().poll_kind(cx));
+        if self.record.is_some() {
+            let ended = match &frame {
+                None => Some(Flags::NONE),
+                Some(Err(_)) => Some(Flags::UC),
+                Some(Ok(f)) => (f.is_trailers() || self.is_end_stream()).then_some(Flags::NONE),
+            };
+            if let Some(record) = &mut self.record {
+                if let Some(Ok(f)) = &frame {
+                    record.frame(f);
+                }
+                if let Some(flags) = ended {
+                    record.finish(flags);
+                    self.record = None;
+                }
+            }
+        }
         if self.hold.is_some() {
             let ended = match &frame {
                 None | Some(Err(_)) => true,

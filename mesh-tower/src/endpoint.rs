@@ -50,6 +50,9 @@ pub struct ServedBy {
     pub cluster: Arc<str>,
     /// The endpoint's address.
     pub endpoint: SocketAddr,
+    /// The endpoint's Istio workload descriptor, when discovery gave one (see
+    /// [`EndpointInfo::workload`](crate::balance::EndpointInfo::workload)).
+    pub workload: Option<Arc<str>>,
 }
 
 /// Hosts earlier attempts of this request went to, for the retry host predicate

@@ -60,6 +60,8 @@ pub mod rewrite;
 pub mod route;
 pub mod server;
 mod source;
+mod stats;
+pub mod telemetry;
 #[cfg(test)]
 mod test_util;
 pub mod timeout;

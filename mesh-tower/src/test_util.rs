@@ -61,6 +61,7 @@ pub(crate) fn response(status: u16, endpoint: u16) -> Response<MeshBody> {
     res.extensions_mut().insert(ServedBy {
         cluster: "c".into(),
         endpoint: ([127, 0, 0, 1], endpoint).into(),
+        workload: None,
     });
     res
 }

@@ -3,6 +3,7 @@
 use crate::bootstrap::Bootstrap;
 use crate::client::{ClientError, XdsClient, XdsClientBuilder};
 use mesh_tower::Mesh;
+use mesh_tower::telemetry::{Telemetry, Workload};
 use std::future::Future;
 use std::path::Path;
 
@@ -67,9 +68,14 @@ impl XdsMesh for Mesh {
         let control = builder.control_runtime();
         let client = builder.control(control.clone()).start()?;
         let store = client.store().clone();
+        // Istio's request metrics, labelled with the workload the node metadata describes
+        // (Istio's agent writes WORKLOAD_NAME, NAMESPACE, LABELS, … there).
+        let meta = serde_json::Value::Object(node.metadata.clone().unwrap_or_default());
+        let telemetry = Telemetry::new(Workload::from_node_metadata(&meta));
         let mut mesh = Mesh::builder()
             .store(store)
             .control(control)
+            .telemetry(telemetry)
             .extension(client);
         if let Some(zone) = node
             .locality

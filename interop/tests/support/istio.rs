@@ -212,6 +212,29 @@ spec: {mtls: {mode: STRICT}}
 ---
 "#;
 
+/// AuthorizationPolicy `echo-deny`: DENY every caller `/admin*` on the echo workloads.
+pub const DENY_ADMIN: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: echo-deny, namespace: default}
+spec:
+  selector: {matchLabels: {app: echo}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [/admin*]}}]
+"#;
+
+/// Issues `id` from `pki` into `<dir>/<name>` (the files Istio's agent writes); returns it.
+pub fn issue(
+    pki: &mesh_examples::pki::DevCa,
+    dir: &Path,
+    name: &str,
+    id: &str,
+) -> std::path::PathBuf {
+    let dir = dir.join(name);
+    pki.write_workload(&dir, &pki.issue_spiffe(id)).unwrap();
+    dir
+}
+
 /// Waits for every caller and adds up their tallies.
 pub async fn merged(
     mut callers: tokio::task::JoinSet<HashMap<String, usize>>,

@@ -2,7 +2,7 @@
 
 use crate::error::{Errors, FieldPath};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 /// Envoy's `ClusterLoadAssignment`: the endpoints of one cluster.
@@ -95,6 +95,36 @@ pub struct LbEndpoint {
     /// Endpoint weight (at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancing_weight: Option<u32>,
+    /// Envoy's endpoint `metadata` (its string values; see [`Metadata`]).
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
+}
+
+/// Envoy's `Metadata`, string values only: `filter_metadata` by filter name, then key. The
+/// mesh reads `filter_metadata.istio.workload`, which istiod sets on every endpoint
+/// (`<workload>;<namespace>;<canonical service>;<canonical revision>;<cluster>`), for the
+/// destination labels of Istio's metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Values by filter name, then key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filter_metadata: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Metadata {
+    /// True when there is nothing in it.
+    pub fn is_empty(&self) -> bool {
+        self.filter_metadata.is_empty()
+    }
+
+    /// Istio's workload descriptor (`filter_metadata.istio.workload`).
+    pub fn istio_workload(&self) -> Option<&str> {
+        self.filter_metadata
+            .get("istio")?
+            .get("workload")
+            .map(String::as_str)
+    }
 }
 
 /// An `ip:port` address; anything else (a hostname, a missing port) is an error that echoes
@@ -123,6 +153,7 @@ impl LbEndpoint {
             address,
             health_status: HealthStatus::Unknown,
             load_balancing_weight: None,
+            metadata: Metadata::default(),
         }
     }
 }

@@ -119,6 +119,9 @@ pub struct EndpointInfo {
     pub priority: u32,
     /// Live counters.
     pub stats: Arc<EndpointStats>,
+    /// Istio's workload descriptor from the endpoint's metadata
+    /// (`filter_metadata.istio.workload`), for the destination labels of its metrics.
+    pub workload: Option<Arc<str>>,
 }
 
 /// Per-request input to a pick.
@@ -302,6 +305,7 @@ pub(crate) mod tests {
                 locality_weight: 1,
                 priority: 0,
                 stats: Arc::default(),
+                workload: None,
             })
             .collect()
     }

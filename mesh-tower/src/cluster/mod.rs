@@ -174,6 +174,7 @@ where
             served: ServedBy {
                 cluster: cluster.name.clone(),
                 endpoint: info.address,
+                workload: info.workload.clone(),
             },
         };
         ResponseFuture::sending(conn.send(req), after)

@@ -469,6 +469,7 @@ mod tests {
                 locality_weight: lw,
                 priority,
                 stats: Arc::default(),
+                workload: None,
             })
             .collect()
     }

@@ -318,6 +318,7 @@ impl ClusterHandle {
                     locality_weight: loc.load_balancing_weight.unwrap_or(1),
                     priority,
                     stats,
+                    workload: ep.metadata.istio_workload().map(Arc::from),
                 });
                 conns.push(conn);
             }
@@ -492,6 +493,7 @@ fn dns_endpoints(
                     address: *addr,
                     health_status: mesh_core::HealthStatus::Healthy,
                     load_balancing_weight: Some(*w),
+                    metadata: Default::default(),
                 })
                 .collect()
         })

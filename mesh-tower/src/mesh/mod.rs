@@ -63,6 +63,7 @@ struct Inner {
     file: Option<Arc<FileSource>>,
     tasks: Vec<tokio::task::AbortHandle>,
     extensions: Vec<Box<dyn Any + Send + Sync>>,
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl Drop for Inner {
@@ -236,6 +237,11 @@ impl Mesh {
             .find_map(|e| e.downcast_ref::<T>())
     }
 
+    /// The request metrics this mesh records (see [`MeshBuilder::telemetry`]).
+    pub fn telemetry(&self) -> Option<&crate::telemetry::Telemetry> {
+        self.inner.telemetry.as_ref()
+    }
+
     /// The config source's status: applied and rejected updates, the last error.
     pub fn source_status(&self) -> watch::Receiver<SourceStatus> {
         self.inner.store.source_status()
@@ -290,11 +296,13 @@ pub struct MeshBuilder {
     local: Option<crate::cluster::plan::LocalZone>,
     control: Option<Control>,
     certificate_providers: std::collections::HashMap<String, crate::tls::CertificateProvider>,
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl Default for MeshBuilder {
     fn default() -> Self {
         Self {
+            telemetry: None,
             certificate_providers: Default::default(),
             store: None,
             control: None,
@@ -309,6 +317,13 @@ impl Default for MeshBuilder {
 }
 
 impl MeshBuilder {
+    /// Record Istio's request metrics ([`crate::telemetry`]) as this workload: every channel
+    /// and HTTP client of the mesh as the source, its servers as the destination.
+    pub fn telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
     /// Use this store (e.g. one an xDS client writes to).
     pub fn store(mut self, store: Store) -> Self {
         self.store = Some(store);
@@ -412,6 +427,7 @@ impl MeshBuilder {
                 file,
                 tasks,
                 extensions: self.extensions,
+                telemetry: self.telemetry,
             }
         });
         Ok(Mesh { inner })

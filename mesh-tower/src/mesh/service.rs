@@ -24,6 +24,8 @@ use crate::mirror::Mirror;
 use crate::ratelimit::RateLimit;
 use crate::retry::{ReplayBody, Retry};
 use crate::rewrite::RewriteService;
+use crate::stats::Flags;
+use crate::telemetry::ClientCall;
 use crate::timeout::Timeout;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -75,6 +77,8 @@ struct Shared<B> {
     mesh: Mesh,
     /// The channel's default for calls without [`WaitForReady`].
     wait_for_ready: bool,
+    /// Istio's request metrics, when the mesh records them.
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl<B> MeshService<B> {
@@ -88,6 +92,7 @@ impl<B> MeshService<B> {
             shared: Arc::new(Shared {
                 router,
                 startup,
+                telemetry: mesh.telemetry().cloned(),
                 mesh,
                 wait_for_ready: options.wait_for_ready,
             }),
@@ -186,6 +191,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let grpc = grpc::is_grpc(req.headers());
+        let call = self.shared.telemetry.as_ref().map(ClientCall::start);
         let wait = req
             .extensions()
             .get::<WaitForReady>()
@@ -220,7 +226,7 @@ where
                 }
                 shared.router.route(req).await
             };
-            return ResponseFuture::waiting(Box::pin(wait), grpc);
+            return ResponseFuture::waiting(Box::pin(wait), grpc, call);
         }
         let inner = if self.shared.startup.is_some() {
             self.shared.router.route(req)
@@ -237,7 +243,7 @@ where
                             shared.mesh.wait_ready(&target, STARTUP_WAIT).await?;
                             shared.router.route(req).await
                         };
-                        return ResponseFuture::waiting(Box::pin(wait), grpc);
+                        return ResponseFuture::waiting(Box::pin(wait), grpc, call);
                     }
                     None => crate::route::future::ResponseFuture::failed(e),
                 },
@@ -247,6 +253,7 @@ where
             state: State::Routed { inner },
             grpc,
             polled: false,
+            call,
         }
     }
 }
@@ -281,6 +288,8 @@ pin_project! {
         grpc: bool,
         // Whether the call has been polled once (see `poll`).
         polled: bool,
+        // The call's metrics (see `crate::telemetry`), when the mesh records them.
+        call: Option<ClientCall>,
     }
 }
 
@@ -300,11 +309,12 @@ impl<B> ResponseFuture<B>
 where
     B: RequestBody,
 {
-    fn waiting(wait: Waiting, grpc: bool) -> Self {
+    fn waiting(wait: Waiting, grpc: bool, call: Option<ClientCall>) -> Self {
         Self {
             state: State::Waiting { wait },
             grpc,
             polled: false,
+            call,
         }
     }
 }
@@ -346,14 +356,35 @@ where
         if let (Some(coop), Poll::Ready(_)) = (&coop, &out) {
             coop.made_progress();
         }
+        let call = match &out {
+            Poll::Ready(_) => this.call.take(),
+            Poll::Pending => None,
+        };
         match out {
             Poll::Ready(Err(e)) if *this.grpc => {
                 tracing::debug!(error = %e, "gRPC request failed in the mesh; answering with a status");
                 let mut res = grpc::local_reply(&e);
                 res.extensions_mut().insert(LocalReply(e.kind()));
+                if let Some(call) = call {
+                    let record = call.failed(&e, true);
+                    return Poll::Ready(Ok(res.map(|b| b.recording(record))));
+                }
                 Poll::Ready(Ok(res))
             }
-            other => other,
+            Poll::Ready(Ok(res)) => Poll::Ready(Ok(match call {
+                Some(call) => {
+                    let record = call.response(&res, *this.grpc);
+                    res.map(|b| b.recording(record))
+                }
+                None => res,
+            })),
+            Poll::Ready(Err(e)) => {
+                if let Some(call) = call {
+                    call.failed(&e, false).finish(Flags::NONE);
+                }
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }

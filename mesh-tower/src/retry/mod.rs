@@ -159,6 +159,8 @@ fn endpoint_of(res: &Result<Response<MeshBody>, MeshError>) -> Option<SocketAddr
     }
 }
 
+// A transient value, matched as soon as it is made: boxing would allocate per attempt.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Done(Result<Response<MeshBody>, MeshError>),
     PerTryTimeout,

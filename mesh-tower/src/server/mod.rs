@@ -60,6 +60,8 @@ pub struct MeshServer {
     _watch: Option<Arc<WatchGuard>>,
     /// Keeps the server's config subscribed (xDS) while any clone lives.
     _interest: Option<Arc<mesh_core::InterestGuard>>,
+    /// Istio's request metrics (`reporter="destination"`), when the mesh records them.
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// A server's serving mode (gRFC A36).
@@ -136,6 +138,7 @@ impl MeshServer {
             rbac: Arc::new(ArcSwap::from_pointee(rbac)),
             _watch: None,
             _interest: None,
+            telemetry: None,
         }
     }
 
@@ -152,6 +155,22 @@ impl MeshServer {
     /// The RBAC layer enforcing this server's current policy (for tonic or a tower stack).
     pub fn rbac_layer(&self) -> RbacLayer {
         RbacLayer::live(self.rbac.clone())
+    }
+
+    /// This server recording Istio's request metrics as `telemetry`'s workload (a server
+    /// from [`Mesh::server`] records as the mesh's [`Mesh::telemetry`]).
+    pub fn with_telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// The metrics layer [`serve`](Self::serve) puts outside the RBAC check, for tonic or a
+    /// tower stack (`None`: this server records no metrics). Put it before
+    /// [`rbac_layer`](Self::rbac_layer) so denied requests are counted too.
+    pub fn metrics_layer(&self) -> Option<crate::telemetry::InboundMetricsLayer> {
+        self.telemetry
+            .clone()
+            .map(crate::telemetry::InboundMetricsLayer::new)
     }
 
     /// Whether the server serves now, and changes to it (gRFC A36's serving mode: the
@@ -235,6 +254,7 @@ impl Mesh {
             rbac,
             _watch: Some(Arc::new(WatchGuard(task))),
             _interest: None,
+            telemetry: self.telemetry().cloned(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! the caller's `PeerInfo` and the RBAC check on every request.
 
 use super::{MeshServer, ServerStats};
+use crate::telemetry::InboundMetrics;
 use crate::tls::PeerInfo;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -43,9 +44,15 @@ impl MeshServer {
             }
             not
         };
+        let telemetry = self.telemetry.clone();
+        // Metrics outside the RBAC check (a denial is a request too), inside the peer's
+        // identity (its principal is a label).
         let wrap = move |peer: PeerInfo| WithPeer {
             peer,
-            inner: tower_layer::Layer::layer(&layer, service.clone()),
+            inner: InboundMetrics::maybe(
+                tower_layer::Layer::layer(&layer, service.clone()),
+                telemetry.clone(),
+            ),
         };
         match &self.tls {
             Some(tls) => {
@@ -100,8 +107,10 @@ async fn serve_connection<IO, S, B>(
     svc: WithPeer<S>,
 ) where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<crate::rbac::RbacBody<B>>>
-        + Clone
+    S: Service<
+            Request<Incoming>,
+            Response = Response<crate::telemetry::inbound::InboundBody<crate::rbac::RbacBody<B>>>,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,

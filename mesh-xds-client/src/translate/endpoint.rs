@@ -3,6 +3,7 @@
 use super::finish;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as pb;
+use mesh_core::config::endpoint::Metadata;
 use mesh_core::error::{Errors, FieldPath};
 use mesh_core::{
     ClusterLoadAssignment, ConfigError, HealthStatus, LbEndpoint, Locality, LocalityLbEndpoints,
@@ -110,7 +111,30 @@ fn lb_endpoint(
         address,
         health_status,
         load_balancing_weight: e.load_balancing_weight.as_ref().map(|w| w.value),
+        metadata: metadata(e.metadata.as_ref()),
     })
+}
+
+/// The string values of an endpoint's `filter_metadata` (what the mesh reads; other kinds of
+/// value are left out).
+fn metadata(m: Option<&core::Metadata>) -> Metadata {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let filter_metadata = m
+        .iter()
+        .flat_map(|m| &m.filter_metadata)
+        .map(|(filter, fields)| {
+            let strings = fields
+                .fields
+                .iter()
+                .filter_map(|(k, v)| match &v.kind {
+                    Some(Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+                    _ => None,
+                })
+                .collect();
+            (filter.clone(), strings)
+        })
+        .collect();
+    Metadata { filter_metadata }
 }
 
 fn socket_address(

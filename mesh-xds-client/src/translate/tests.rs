@@ -331,6 +331,36 @@ fn endpoint(addr: &str, port: u32) -> eds::LbEndpoint {
     }
 }
 
+/// An endpoint as istiod sends it: `filter_metadata.istio.workload`, and a non-string value
+/// beside it.
+fn istio_endpoint() -> eds::LbEndpoint {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let value = |kind| Value { kind: Some(kind) };
+    let fields = [
+        (
+            "workload".to_owned(),
+            value(Kind::StringValue(
+                "echo-v1;default;echo;v1;Kubernetes".into(),
+            )),
+        ),
+        ("weight".to_owned(), value(Kind::NumberValue(1.0))),
+    ];
+    eds::LbEndpoint {
+        metadata: Some(core::Metadata {
+            filter_metadata: [(
+                "istio".to_owned(),
+                Struct {
+                    fields: fields.into_iter().collect(),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        }),
+        ..endpoint("127.0.0.1", 8080)
+    }
+}
+
 #[test]
 fn endpoints_translate_with_health_weights_and_localities() {
     let cla = eds::ClusterLoadAssignment {
@@ -341,7 +371,7 @@ fn endpoints_translate_with_health_weights_and_localities() {
                 zone: "z".into(),
                 ..Default::default()
             }),
-            lb_endpoints: vec![endpoint("127.0.0.1", 8080), endpoint("::1", 9090)],
+            lb_endpoints: vec![istio_endpoint(), endpoint("::1", 9090)],
             load_balancing_weight: Some(UInt32Value { value: 5 }),
             ..Default::default()
         }],
@@ -364,6 +394,16 @@ fn endpoints_translate_with_health_weights_and_localities() {
         mesh_core::HealthStatus::Healthy
     );
     assert_eq!(loc.lb_endpoints[0].load_balancing_weight, Some(3));
+    // Istio's workload descriptor is kept (string values only), for metric labels.
+    assert_eq!(
+        loc.lb_endpoints[0].metadata.istio_workload(),
+        Some("echo-v1;default;echo;v1;Kubernetes")
+    );
+    assert_eq!(
+        loc.lb_endpoints[0].metadata.filter_metadata["istio"].len(),
+        1
+    );
+    assert!(loc.lb_endpoints[1].metadata.is_empty());
 
     let bad = eds::ClusterLoadAssignment {
         cluster_name: "web".into(),

@@ -1,0 +1,357 @@
+//! The recording core of [`crate::telemetry`]: edges, their outcomes' cached metric handles,
+//! and a request's record in progress.
+//!
+//! Why a module of its own, below everything else: the response body carries a request's
+//! [`Recording`] to the end of its stream, so this must not depend on anything that depends
+//! on the body (routing, clusters, TLS); the label sets that need those live in
+//! `telemetry`, which hands this module finished labels.
+
+use http_body::Frame;
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata};
+use std::collections::HashMap;
+use std::hash::Hasher;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use tokio::time::Instant;
+
+/// `istio_requests_total`: requests, by every label.
+pub const REQUESTS_TOTAL: &str = "istio_requests_total";
+/// `istio_request_duration_milliseconds`: from the request to the end of its response stream.
+pub const REQUEST_DURATION: &str = "istio_request_duration_milliseconds";
+/// `istio_response_bytes`: response body bytes.
+pub const RESPONSE_BYTES: &str = "istio_response_bytes";
+
+/// The value of a label nothing tells.
+pub(crate) const UNKNOWN: &str = "unknown";
+
+static META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// More distinct edges than this (a server's callers and authorities are the caller's to
+/// choose) share one edge whose service is `unknown`, so a hostile caller cannot grow the
+/// label sets without bound.
+pub(crate) const MAX_EDGES: usize = 4096;
+/// Likewise for outcomes on one edge (an upstream chooses its status codes): beyond this, an
+/// outcome's handles are registered for each request instead of cached.
+const MAX_OUTCOMES: usize = 256;
+
+/// What a request ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) code: u16,
+    pub(crate) grpc: Option<u16>,
+    pub(crate) flags: Flags,
+}
+
+struct Handles {
+    requests: Counter,
+    duration: Histogram,
+    bytes: Histogram,
+}
+
+impl Handles {
+    fn new(edge: &[Label], o: Outcome) -> Handles {
+        let mut labels = edge.to_vec();
+        labels.push(Label::new("response_code", o.code.to_string()));
+        labels.push(Label::new(
+            "grpc_response_status",
+            o.grpc.map_or_else(String::new, |g| g.to_string()),
+        ));
+        labels.push(Label::new("response_flags", o.flags.as_str()));
+        let key = |name: &'static str| Key::from_parts(name, labels.clone());
+        metrics::with_recorder(|r| Handles {
+            requests: r.register_counter(&key(REQUESTS_TOTAL), &META),
+            duration: r.register_histogram(&key(REQUEST_DURATION), &META),
+            bytes: r.register_histogram(&key(RESPONSE_BYTES), &META),
+        })
+    }
+
+    fn record(&self, millis: f64, bytes: u64) {
+        self.requests.increment(1);
+        self.duration.record(millis);
+        self.bytes.record(bytes as f64);
+    }
+}
+
+/// What an edge's labels were computed from, to tell a hash collision from a hit.
+#[derive(Debug, PartialEq, Eq)]
+struct Parts {
+    service: Box<str>,
+    endpoint: Option<SocketAddr>,
+    peer: Option<Box<str>>,
+    workload: Option<Box<str>>,
+    grpc: bool,
+}
+
+/// One edge: its labels and the handles of each outcome seen on it.
+pub(crate) struct Edge {
+    parts: Parts,
+    labels: Vec<Label>,
+    outcomes: RwLock<Vec<(Outcome, Handles)>>,
+}
+
+impl Edge {
+    fn record(&self, o: Outcome, millis: f64, bytes: u64) {
+        {
+            let outcomes = self.outcomes.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, h)) = outcomes.iter().find(|(k, _)| *k == o) {
+                h.record(millis, bytes);
+                return;
+            }
+        }
+        let handles = Handles::new(&self.labels, o);
+        handles.record(millis, bytes);
+        let mut outcomes = self.outcomes.write().unwrap_or_else(|e| e.into_inner());
+        if outcomes.len() < MAX_OUTCOMES && !outcomes.iter().any(|(k, _)| *k == o) {
+            outcomes.push((o, handles));
+        }
+    }
+}
+
+/// The edges of one side (client or server) of a workload.
+pub(crate) struct Edges {
+    local: Vec<Label>,
+    edges: RwLock<HashMap<u64, Arc<Edge>>>,
+}
+
+/// An edge's inputs, borrowed (looking an edge up allocates nothing).
+pub(crate) struct EdgeRef<'a> {
+    /// The cluster (client) or the authority's host (server).
+    pub(crate) service: &'a str,
+    pub(crate) endpoint: Option<SocketAddr>,
+    /// The peer's SPIFFE ID, with mTLS.
+    pub(crate) peer: Option<&'a str>,
+    /// The peer's Istio workload descriptor, when discovery gave one (client side).
+    pub(crate) workload: Option<&'a str>,
+    pub(crate) grpc: bool,
+}
+
+impl EdgeRef<'_> {
+    fn hash(&self) -> u64 {
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        h.write(self.service.as_bytes());
+        h.write_u8(0xff);
+        if let Some(e) = self.endpoint {
+            std::hash::Hash::hash(&e, &mut h);
+        }
+        h.write_u8(0xfe);
+        if let Some(p) = self.peer {
+            h.write(p.as_bytes());
+        }
+        h.write_u8(0xfd);
+        if let Some(w) = self.workload {
+            h.write(w.as_bytes());
+        }
+        h.write_u8(self.grpc as u8);
+        h.finish()
+    }
+
+    fn matches(&self, p: &Parts) -> bool {
+        *p.service == *self.service
+            && p.endpoint == self.endpoint
+            && p.peer.as_deref() == self.peer
+            && p.workload.as_deref() == self.workload
+            && p.grpc == self.grpc
+    }
+
+    fn parts(&self) -> Parts {
+        Parts {
+            service: self.service.into(),
+            endpoint: self.endpoint,
+            peer: self.peer.map(Into::into),
+            workload: self.workload.map(Into::into),
+            grpc: self.grpc,
+        }
+    }
+}
+
+impl Edges {
+    pub(crate) fn new(local: Vec<Label>) -> Self {
+        Self {
+            local,
+            edges: RwLock::new(HashMap::new()),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.edges.read().unwrap().len()
+    }
+
+    /// The edge for `at`, its labels built by `labels` (given the local side's) the first time.
+    pub(crate) fn get(
+        &self,
+        at: &EdgeRef<'_>,
+        labels: impl Fn(&[Label], &EdgeRef<'_>) -> Vec<Label>,
+    ) -> Arc<Edge> {
+        let hash = at.hash();
+        {
+            let edges = self.edges.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(edge) = edges.get(&hash).filter(|e| at.matches(&e.parts)) {
+                return edge.clone();
+            }
+        }
+        let mut edges = self.edges.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(edge) = edges.get(&hash).filter(|e| at.matches(&e.parts)) {
+            return edge.clone();
+        }
+        let full = edges.len() >= MAX_EDGES;
+        let at = if full {
+            &EdgeRef {
+                service: UNKNOWN,
+                endpoint: None,
+                peer: at.peer,
+                workload: None,
+                grpc: at.grpc,
+            }
+        } else {
+            at
+        };
+        let edge = Arc::new(Edge {
+            parts: at.parts(),
+            labels: labels(&self.local, at),
+            outcomes: RwLock::new(Vec::new()),
+        });
+        if !full && !edges.contains_key(&hash) {
+            edges.insert(hash, edge.clone());
+        }
+        edge
+    }
+}
+
+/// Envoy's response flags for what the mesh did to a request (a bit set; see
+/// [`Flags::as_str`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Flags(u16);
+
+impl Flags {
+    pub(crate) const NONE: Flags = Flags(0);
+    /// No healthy upstream.
+    pub(crate) const UH: Flags = Flags(1);
+    /// Upstream connection failure.
+    pub(crate) const UF: Flags = Flags(1 << 1);
+    /// Upstream overflow (circuit breaking).
+    pub(crate) const UO: Flags = Flags(1 << 2);
+    /// No route.
+    pub(crate) const NR: Flags = Flags(1 << 3);
+    /// No cluster.
+    pub(crate) const NC: Flags = Flags(1 << 4);
+    /// Fault injected (abort).
+    pub(crate) const FI: Flags = Flags(1 << 5);
+    /// Rate limited.
+    pub(crate) const RL: Flags = Flags(1 << 6);
+    /// Upstream request timeout.
+    pub(crate) const UT: Flags = Flags(1 << 7);
+    /// Upstream connection termination.
+    pub(crate) const UC: Flags = Flags(1 << 8);
+    /// Downstream connection termination (the caller dropped the response).
+    pub(crate) const DC: Flags = Flags(1 << 9);
+
+    const NAMES: [&'static str; 10] = ["UH", "UF", "UO", "NR", "NC", "FI", "RL", "UT", "UC", "DC"];
+
+    pub(crate) fn with(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+
+    /// Envoy's short form: `-` for none, else the flags joined by commas.
+    pub(crate) fn as_str(self) -> std::borrow::Cow<'static, str> {
+        if self.0 == 0 {
+            return "-".into();
+        }
+        let set: Vec<&str> = Self::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        match set.as_slice() {
+            [one] => (*one).into(),
+            _ => set.join(",").into(),
+        }
+    }
+
+    /// The flag for a request the mesh failed with `kind`.
+    pub(crate) fn for_error(kind: crate::error::ErrorKind) -> Flags {
+        use crate::error::ErrorKind as K;
+        match kind {
+            K::NoEndpoint => Flags::UH,
+            K::Connect => Flags::UF,
+            K::Overflow => Flags::UO,
+            K::NoRoute => Flags::NR,
+            K::UnknownCluster | K::NoConfig | K::InvalidTarget => Flags::NC,
+            K::Timeout | K::PerTryTimeout => Flags::UT,
+            K::Upstream => Flags::UC,
+        }
+    }
+}
+
+/// A request's record in progress: carried by its response body and written when the
+/// stream ends (its last frame, an error, or the body dropped: `DC`).
+pub(crate) struct Recording {
+    edge: Arc<Edge>,
+    start: Instant,
+    outcome: Outcome,
+    bytes: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for Recording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording")
+            .field("outcome", &self.outcome)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recording {
+    /// Looks at a response frame: counts data, reads the gRPC status from trailers.
+    pub(crate) fn frame<D: bytes::Buf>(&mut self, frame: &Frame<D>) {
+        if let Some(d) = frame.data_ref() {
+            self.bytes += d.remaining() as u64;
+        } else if let Some(s) = frame.trailers_ref().and_then(grpc_status) {
+            self.outcome.grpc = Some(s);
+        }
+    }
+
+    /// Writes the record (once), adding `flags`.
+    pub(crate) fn finish(&mut self, flags: Flags) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.outcome.flags = self.outcome.flags.with(flags);
+        let millis = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.edge.record(self.outcome, millis, self.bytes);
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.finish(Flags::DC);
+    }
+}
+
+pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+impl Recording {
+    /// A record of a request started at `start` on `edge`, ending (so far) in `outcome`.
+    pub(crate) fn new(edge: Arc<Edge>, start: Instant, outcome: Outcome) -> Self {
+        Self {
+            edge,
+            start,
+            outcome,
+            bytes: 0,
+            done: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("parts", &self.parts)
+            .finish_non_exhaustive()
+    }
+}

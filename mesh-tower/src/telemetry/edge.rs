@@ -1,0 +1,205 @@
+//! The label sets of client and server edges, and the calls that find them.
+
+use super::Telemetry;
+use super::labels;
+use crate::stats::{Edge, EdgeRef, Flags, Outcome, Recording, UNKNOWN, grpc_status};
+use metrics::Label;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+fn protocol(grpc: bool) -> &'static str {
+    if grpc { "grpc" } else { "http" }
+}
+
+/// A client edge's labels (`reporter="source"`).
+fn client_labels(t: &Telemetry) -> impl Fn(&[Label], &EdgeRef<'_>) -> Vec<Label> + '_ {
+    move |local, at| {
+        let [host, name, namespace] = labels::service_of_cluster(at.service);
+        let mut l = Vec::with_capacity(24);
+        l.push(Label::new("reporter", "source"));
+        l.extend_from_slice(local);
+        let own = at.peer.and(t.workload().principal.as_deref());
+        l.push(Label::new(
+            "source_principal",
+            own.unwrap_or(UNKNOWN).to_owned(),
+        ));
+        match at.workload.and_then(labels::workload_descriptor) {
+            Some(peer) => l.extend(peer.labels(labels::destination_side())),
+            None => l.extend(labels::unknown_peer(labels::destination_side(), None)),
+        }
+        l.push(Label::new(
+            "destination_principal",
+            at.peer.unwrap_or(UNKNOWN).to_owned(),
+        ));
+        l.push(Label::new("destination_service", host));
+        l.push(Label::new("destination_service_name", name));
+        l.push(Label::new("destination_service_namespace", namespace));
+        l.push(Label::new("request_protocol", protocol(at.grpc)));
+        l.push(Label::new("connection_security_policy", UNKNOWN));
+        l
+    }
+}
+
+/// A server edge's labels (`reporter="destination"`).
+fn server_labels(t: &Telemetry) -> impl Fn(&[Label], &EdgeRef<'_>) -> Vec<Label> + '_ {
+    move |local, at| {
+        let [host, name, namespace] = labels::service_of_host(at.service);
+        let mut l = Vec::with_capacity(24);
+        l.push(Label::new("reporter", "destination"));
+        let caller_ns = at.peer.and_then(labels::spiffe_namespace);
+        l.extend(labels::unknown_peer(labels::source_side(), caller_ns));
+        l.push(Label::new(
+            "source_principal",
+            at.peer.unwrap_or(UNKNOWN).to_owned(),
+        ));
+        l.extend_from_slice(local);
+        let own = at.peer.and(t.workload().principal.as_deref());
+        l.push(Label::new(
+            "destination_principal",
+            own.unwrap_or(UNKNOWN).to_owned(),
+        ));
+        l.push(Label::new("destination_service", host));
+        l.push(Label::new("destination_service_name", name));
+        l.push(Label::new("destination_service_namespace", namespace));
+        l.push(Label::new("request_protocol", protocol(at.grpc)));
+        let policy = if at.peer.is_some() {
+            "mutual_tls"
+        } else {
+            "none"
+        };
+        l.push(Label::new("connection_security_policy", policy));
+        l
+    }
+}
+
+/// A call on a client, from `call` to its response.
+#[derive(Debug)]
+pub(crate) struct ClientCall {
+    telemetry: Telemetry,
+    start: Instant,
+}
+
+impl ClientCall {
+    pub(crate) fn start(telemetry: &Telemetry) -> Self {
+        Self {
+            telemetry: telemetry.clone(),
+            start: Instant::now(),
+        }
+    }
+
+    fn recording(&self, at: EdgeRef<'_>, outcome: Outcome) -> Recording {
+        let edge = self
+            .telemetry
+            .client()
+            .get(&at, client_labels(&self.telemetry));
+        Recording::new(edge, self.start, outcome)
+    }
+
+    /// The record of a response (the upstream's, or one the mesh made), to finish when its
+    /// body ends.
+    pub(crate) fn response<B>(&self, res: &http::Response<B>, grpc: bool) -> Recording {
+        let served = res.extensions().get::<crate::ServedBy>();
+        let peer = res
+            .extensions()
+            .get::<crate::tls::PeerIdentity>()
+            .and_then(|p| p.spiffe_id());
+        let mut flags = Flags::NONE;
+        if res
+            .extensions()
+            .get::<crate::policy::fault::FaultInjected>()
+            .is_some()
+        {
+            flags = flags.with(Flags::FI);
+        }
+        if res
+            .extensions()
+            .get::<crate::policy::ratelimit::RateLimited>()
+            .is_some()
+        {
+            flags = flags.with(Flags::RL);
+        }
+        let at = EdgeRef {
+            service: served.map_or(UNKNOWN, |s| &s.cluster),
+            endpoint: served.map(|s| s.endpoint),
+            peer,
+            workload: served.and_then(|s| s.workload.as_deref()),
+            grpc,
+        };
+        let outcome = Outcome {
+            code: res.status().as_u16(),
+            grpc: grpc_status(res.headers()),
+            flags,
+        };
+        self.recording(at, outcome)
+    }
+
+    /// The record of a request the mesh failed with `e`, answered with `code` (0: none, the
+    /// caller gets the error) and, for gRPC, the status the caller sees.
+    pub(crate) fn failed(&self, e: &crate::MeshError, grpc: bool) -> Recording {
+        let at = EdgeRef {
+            service: e.cluster().unwrap_or(UNKNOWN),
+            endpoint: e.endpoint(),
+            peer: None,
+            workload: None,
+            grpc,
+        };
+        let outcome = Outcome {
+            code: if grpc { 200 } else { 0 },
+            grpc: grpc.then(|| e.kind().grpc_code()),
+            flags: Flags::for_error(e.kind()),
+        };
+        self.recording(at, outcome)
+    }
+}
+
+/// An inbound request on a server, from its arrival to its response's head.
+#[derive(Debug)]
+pub(crate) struct InboundCall {
+    edge: Arc<Edge>,
+    start: Instant,
+}
+
+impl InboundCall {
+    /// Finds the edge of `req` on a server of `telemetry`'s workload: the caller's verified
+    /// identity ([`PeerInfo`](crate::tls::PeerInfo)), the authority's host, gRPC or not.
+    pub(crate) fn start<B>(telemetry: &Telemetry, req: &http::Request<B>) -> Self {
+        let grpc = crate::grpc::is_grpc(req.headers());
+        let peer = req
+            .extensions()
+            .get::<crate::tls::PeerInfo>()
+            .and_then(|p| p.identity.as_ref())
+            .and_then(|i| i.spiffe_id());
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.host())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host))
+            })
+            .unwrap_or(UNKNOWN);
+        let at = EdgeRef {
+            service: authority,
+            endpoint: None,
+            peer,
+            workload: None,
+            grpc,
+        };
+        Self {
+            edge: telemetry.server().get(&at, server_labels(telemetry)),
+            start: Instant::now(),
+        }
+    }
+
+    /// The record of the answer: `code` 0 when the handler failed and there is none.
+    pub(crate) fn answered(self, code: u16, headers: Option<&http::HeaderMap>) -> Recording {
+        let outcome = Outcome {
+            code,
+            grpc: headers.and_then(grpc_status),
+            flags: Flags::NONE,
+        };
+        Recording::new(self.edge, self.start, outcome)
+    }
+}

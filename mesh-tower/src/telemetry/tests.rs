@@ -1,0 +1,377 @@
+//! Label sets, outcomes and the end of stream, read back from a recorder.
+
+use super::edge::ClientCall;
+use super::labels::{service_of_cluster, service_of_host, spiffe_namespace};
+use super::*;
+use crate::error::{ErrorKind, MeshError};
+use crate::stats::Flags;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use metrics::{
+    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Keeps every series: counters and the values each histogram saw.
+#[derive(Clone, Default)]
+struct Series {
+    counters: Shared<AtomicU64>,
+    histograms: Shared<Values>,
+}
+
+type Shared<T> = Arc<Mutex<Vec<(Key, Arc<T>)>>>;
+
+#[derive(Default)]
+struct Values(Mutex<Vec<f64>>);
+
+impl HistogramFn for Values {
+    fn record(&self, value: f64) {
+        self.0.lock().unwrap().push(value);
+    }
+}
+
+impl Recorder for Series {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let mut all = self.counters.lock().unwrap();
+        let c = match all.iter().find(|(k, _)| k == key) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = Arc::new(AtomicU64::new(0));
+                all.push((key.clone(), c.clone()));
+                c
+            }
+        };
+        Counter::from_arc(c)
+    }
+
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let mut all = self.histograms.lock().unwrap();
+        let h = match all.iter().find(|(k, _)| k == key) {
+            Some((_, h)) => h.clone(),
+            None => {
+                let h = Arc::new(Values::default());
+                all.push((key.clone(), h.clone()));
+                h
+            }
+        };
+        Histogram::from_arc(h)
+    }
+}
+
+fn has(key: &Key, labels: &[(&str, &str)]) -> bool {
+    labels
+        .iter()
+        .all(|(n, v)| key.labels().any(|l| l.key() == *n && l.value() == *v))
+}
+
+impl Series {
+    /// The requests counted with all of `labels`.
+    fn requests(&self, labels: &[(&str, &str)]) -> u64 {
+        self.counters
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.name() == REQUESTS_TOTAL && has(k, labels))
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The values histogram `name` saw with all of `labels`.
+    fn values(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        self.histograms
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.name() == name && has(k, labels))
+            .flat_map(|(_, h)| h.0.lock().unwrap().clone())
+            .collect()
+    }
+
+    /// Every label of the one `istio_requests_total` series.
+    fn only_series(&self) -> Vec<(String, String)> {
+        let all = self.counters.lock().unwrap();
+        assert_eq!(
+            all.len(),
+            1,
+            "{:?}",
+            all.iter().map(|(k, _)| k).collect::<Vec<_>>()
+        );
+        all[0]
+            .0
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect()
+    }
+}
+
+/// Runs `f` on a current-thread runtime with paused time and `series` as the recorder.
+fn with_series<F: std::future::Future>(series: &Series, f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(series, || rt.block_on(f))
+}
+
+fn echo_workload() -> Telemetry {
+    Telemetry::new(Workload {
+        name: "echo-v1".into(),
+        namespace: "default".into(),
+        app: Some("echo".into()),
+        version: Some("v1".into()),
+        principal: Some("spiffe://cluster.local/ns/default/sa/echo".into()),
+        ..Workload::default()
+    })
+}
+
+#[test]
+fn flags_render_in_envoys_short_form() {
+    assert_eq!(Flags::NONE.as_str(), "-");
+    assert_eq!(Flags::UH.as_str(), "UH");
+    assert_eq!(Flags::UH.with(Flags::UT).as_str(), "UH,UT");
+    assert_eq!(Flags::for_error(ErrorKind::NoEndpoint), Flags::UH);
+    assert_eq!(Flags::for_error(ErrorKind::Connect), Flags::UF);
+    assert_eq!(Flags::for_error(ErrorKind::Overflow), Flags::UO);
+    assert_eq!(Flags::for_error(ErrorKind::NoRoute), Flags::NR);
+    assert_eq!(Flags::for_error(ErrorKind::UnknownCluster), Flags::NC);
+    assert_eq!(Flags::for_error(ErrorKind::PerTryTimeout), Flags::UT);
+    assert_eq!(Flags::for_error(ErrorKind::Upstream), Flags::UC);
+}
+
+#[test]
+fn services_come_from_istio_cluster_names_and_hosts() {
+    let [host, name, ns] = service_of_cluster("outbound|7070|v1|echo.default.svc.cluster.local");
+    assert_eq!(
+        (&*host, &*name, &*ns),
+        ("echo.default.svc.cluster.local", "echo", "default")
+    );
+    let [host, name, ns] = service_of_cluster("greeter");
+    assert_eq!((&*host, &*name, &*ns), ("greeter", "greeter", "unknown"));
+    assert_eq!(service_of_host("db.prod.svc")[2], "prod");
+    assert_eq!(spiffe_namespace("spiffe://td/ns/shop/sa/web"), Some("shop"));
+    assert_eq!(spiffe_namespace("spiffe://td/workload/web"), None);
+    let w = Workload::default();
+    assert_eq!(
+        (w.canonical_service(), w.canonical_revision()),
+        ("unknown", "latest")
+    );
+}
+
+/// A gRPC handler answering 200, five bytes, then `grpc-status: 7` in the trailers, 30 ms
+/// after the request.
+async fn grpc_answer(
+    _req: http::Request<http_body_util::Empty<Bytes>>,
+) -> Result<
+    http::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>>,
+    std::convert::Infallible,
+> {
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("7"));
+    let body = http_body_util::Full::new(Bytes::from_static(b"hello"))
+        .with_trailers(async move { Some(Ok(trailers)) });
+    Ok(http::Response::new(body.boxed()))
+}
+
+fn grpc_request(authority: &str) -> http::Request<http_body_util::Empty<Bytes>> {
+    http::Request::post(format!("http://{authority}/echo.Echo/Say"))
+        .header("content-type", "application/grpc")
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+#[test]
+fn a_server_records_each_request_at_the_end_of_its_stream() {
+    let series = Series::default();
+    with_series(&series, async {
+        let mut svc =
+            InboundMetricsLayer::new(echo_workload()).layer(tower::service_fn(grpc_answer));
+        let res = svc
+            .call(grpc_request("echo.default.svc.cluster.local:7070"))
+            .await
+            .unwrap();
+        // Nothing is recorded before the stream ends: the status is in the trailers.
+        assert_eq!(series.requests(&[]), 0);
+        let collected = res.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "7");
+    });
+    let labels = series.only_series();
+    let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    for (k, v) in [
+        ("reporter", "destination"),
+        ("destination_workload", "echo-v1"),
+        ("destination_workload_namespace", "default"),
+        ("destination_app", "echo"),
+        ("destination_version", "v1"),
+        ("destination_canonical_service", "echo"),
+        ("destination_canonical_revision", "v1"),
+        ("destination_service", "echo.default.svc.cluster.local"),
+        ("destination_service_name", "echo"),
+        ("destination_service_namespace", "default"),
+        // Plaintext: no caller identity, and not ours either.
+        ("source_principal", "unknown"),
+        ("destination_principal", "unknown"),
+        ("source_workload", "unknown"),
+        ("connection_security_policy", "none"),
+        ("request_protocol", "grpc"),
+        ("response_code", "200"),
+        ("grpc_response_status", "7"),
+        ("response_flags", "-"),
+    ] {
+        assert_eq!(get(k), Some(v), "{k} in {labels:?}");
+    }
+    // Kiali skips a series missing any of its graph labels: all are always there.
+    assert_eq!(labels.len(), 25, "{labels:?}");
+    assert_eq!(series.values(RESPONSE_BYTES, &[]), vec![5.0]);
+    assert_eq!(series.values(REQUEST_DURATION, &[]), vec![30.0]);
+}
+
+#[test]
+fn a_response_dropped_before_its_end_is_counted_as_dc() {
+    let series = Series::default();
+    with_series(&series, async {
+        let mut svc =
+            InboundMetricsLayer::new(echo_workload()).layer(tower::service_fn(grpc_answer));
+        let res = svc.call(grpc_request("echo")).await.unwrap();
+        drop(res);
+    });
+    assert_eq!(
+        series.requests(&[("response_flags", "DC"), ("destination_service", "echo")]),
+        1
+    );
+}
+
+#[test]
+fn hostile_authorities_cannot_grow_the_label_sets_without_bound() {
+    let series = Series::default();
+    let t = echo_workload();
+    with_series(&series, async {
+        for i in 0..5000 {
+            let call = InboundCall::start(&t, &grpc_request(&format!("host-{i}")));
+            call.answered(200, None).finish(Flags::NONE);
+        }
+    });
+    assert_eq!(t.server().len(), crate::stats::MAX_EDGES);
+    assert_eq!(series.requests(&[]), 5000);
+    assert_eq!(
+        series.requests(&[("destination_service", "unknown")]),
+        5000 - crate::stats::MAX_EDGES as u64
+    );
+}
+
+#[test]
+fn a_client_reports_as_the_source_with_the_cluster_as_the_service() {
+    let series = Series::default();
+    let t = echo_workload();
+    with_series(&series, async {
+        let call = ClientCall::start(&t);
+        tokio::time::advance(Duration::from_millis(12)).await;
+        let res = crate::test_util::response(503, 8080);
+        let mut rec = call.response(&res, false);
+        rec.finish(Flags::NONE);
+        // A failure the mesh answered itself: the flag says what happened.
+        let call = ClientCall::start(&t);
+        let e = MeshError::new(ErrorKind::NoEndpoint, "no endpoint")
+            .with_cluster("outbound|7070|v1|echo.default.svc.cluster.local".into());
+        call.failed(&e, true).finish(Flags::NONE);
+        let e = MeshError::new(ErrorKind::NoRoute, "no route");
+        call.failed(&e, false).finish(Flags::NONE);
+    });
+    let source = [
+        ("reporter", "source"),
+        ("source_workload", "echo-v1"),
+        ("source_app", "echo"),
+    ];
+    assert_eq!(series.requests(&source), 3);
+    let served = crate::test_util::response(503, 8080);
+    let cluster = &*served
+        .extensions()
+        .get::<crate::ServedBy>()
+        .unwrap()
+        .cluster;
+    assert_eq!(
+        series.requests(&[
+            ("destination_service", cluster),
+            ("response_code", "503"),
+            ("response_flags", "-")
+        ]),
+        1
+    );
+    assert_eq!(
+        series.values(REQUEST_DURATION, &[("response_code", "503")]),
+        vec![12.0]
+    );
+    assert_eq!(
+        series.requests(&[
+            ("destination_service_name", "echo"),
+            ("destination_service_namespace", "default"),
+            ("response_code", "200"),
+            ("grpc_response_status", "14"),
+            ("response_flags", "UH"),
+            ("request_protocol", "grpc"),
+        ]),
+        1
+    );
+    assert_eq!(
+        series.requests(&[
+            ("destination_service", "unknown"),
+            ("response_code", "0"),
+            ("response_flags", "NR")
+        ]),
+        1
+    );
+}
+
+#[test]
+fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
+    let series = Series::default();
+    let t = echo_workload();
+    with_series(&series, async {
+        let mut res = crate::test_util::response(200, 8080);
+        res.extensions_mut()
+            .get_mut::<crate::ServedBy>()
+            .unwrap()
+            .workload = Some("reviews-v2;bookinfo;reviews;v2;Kubernetes".into());
+        ClientCall::start(&t)
+            .response(&res, false)
+            .finish(Flags::NONE);
+        // istiod leaves the revision out when it is the default.
+        let mut res = crate::test_util::response(200, 8081);
+        res.extensions_mut()
+            .get_mut::<crate::ServedBy>()
+            .unwrap()
+            .workload = Some("ratings;bookinfo;ratings;;Kubernetes".into());
+        ClientCall::start(&t)
+            .response(&res, false)
+            .finish(Flags::NONE);
+    });
+    let reviews = [
+        ("destination_workload", "reviews-v2"),
+        ("destination_workload_namespace", "bookinfo"),
+        ("destination_app", "reviews"),
+        ("destination_version", "v2"),
+        ("destination_canonical_service", "reviews"),
+        ("destination_canonical_revision", "v2"),
+        ("destination_cluster", "Kubernetes"),
+    ];
+    assert_eq!(series.requests(&reviews), 1);
+    let ratings = [
+        ("destination_workload", "ratings"),
+        ("destination_version", "latest"),
+        ("destination_canonical_revision", "latest"),
+    ];
+    assert_eq!(series.requests(&ratings), 1);
+}
