@@ -163,3 +163,78 @@ async fn strict_mtls_and_authorization_policy_sotw() {
 async fn strict_mtls_and_authorization_policy_delta() {
     security(true).await;
 }
+
+/// PeerAuthentication PERMISSIVE as istiod's gRPC generator serves it: a gRPC server cannot
+/// take plaintext and mTLS on one port (A36 matches no transport protocol but `raw_buffer`),
+/// so istiod picks for it: STRICT for a workload labelled `security.istio.io/tlsMode: istio`
+/// (what injection adds, and what tells clients it speaks mTLS), plaintext for any other. Our
+/// server follows what istiod sends, and each kind of caller reaches it.
+async fn permissive(tls_mode_label: bool) {
+    let pki = mesh_examples::pki::DevCa::new("istio permissive root");
+    let certs = tempfile::tempdir().unwrap();
+    let client_dir = issue(&pki, certs.path(), "client", CLIENT_ID);
+    let echo_dir = issue(&pki, certs.path(), "echo", ECHO_ID);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let permissive = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: PERMISSIVE}}
+"#;
+    // Clients speak mTLS to a workload that does (as Istio's auto-mTLS would decide).
+    let dr = if tls_mode_label {
+        "  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n"
+    } else {
+        ""
+    };
+    let mut yaml = service(&[("v1", addr)], dr);
+    if tls_mode_label {
+        // Injection labels the pod (here its WorkloadEntry) and the proxy alike.
+        yaml = yaml.replace(
+            "labels: {app: echo, version: v1}",
+            "labels: {app: echo, version: v1, security.istio.io/tlsMode: istio}",
+        );
+    }
+    let cp = Cp::start(&[("service.yaml", &yaml), ("policy.yaml", permissive)]);
+    let labels: &[(&str, &str)] = if tls_mode_label {
+        &[
+            ("app", "echo"),
+            ("version", "v1"),
+            ("security.istio.io/tlsMode", "istio"),
+        ]
+    } else {
+        &[("app", "echo"), ("version", "v1")]
+    };
+    let echo = Workload {
+        name: "echo-v1",
+        namespace: "default",
+        ip: "127.0.0.1",
+        service_account: "echo",
+        labels,
+        cert_dir: Some(&echo_dir),
+    };
+    let server_mesh = cp.client(&echo, false).await;
+    let server = server_mesh.xds_server(addr, PATIENCE).await.unwrap();
+    assert_eq!(server.tls().is_some(), tls_mode_label, "mTLS on the server");
+    let handler = tower::service_fn(move |req| mesh_examples::echo::handle(addr, req));
+    tokio::spawn(server.clone().serve(listener, handler));
+
+    let client_mesh = cp.client(&client_workload(Some(&client_dir)), false).await;
+    let client = client_mesh.channel::<Empty<Bytes>>(TARGET);
+    client_mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    let caller = if tls_mode_label { CLIENT_ID } else { "-" };
+    assert_eq!(
+        call(&client, "GET", "/items").await,
+        (200, format!("{addr} /items {caller}\n"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_serves_plaintext_to_a_workload_without_the_tls_mode_label() {
+    permissive(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_serves_mtls_to_a_workload_labelled_tls_mode_istio() {
+    permissive(true).await;
+}
