@@ -47,9 +47,9 @@ impl Drop for Serve {
     }
 }
 
-/// Starts `serve` on `listen` from `bootstrap`, with its admin endpoint on `admin`; returns
-/// once it says it serves.
-fn serve(listen: SocketAddr, bootstrap: &Path, admin: SocketAddr) -> Serve {
+/// Starts `serve` on `listen` from `bootstrap`, with its admin endpoint on `admin` and its
+/// access log in `log`; returns once it says it serves.
+fn serve(listen: SocketAddr, bootstrap: &Path, admin: SocketAddr, log: &Path) -> Serve {
     let mut child = Command::new(serve_binary())
         .args([
             "--listen",
@@ -60,6 +60,7 @@ fn serve(listen: SocketAddr, bootstrap: &Path, admin: SocketAddr) -> Serve {
         .arg("--bootstrap")
         .arg(bootstrap)
         .stdout(Stdio::null())
+        .env("MESH_ACCESS_LOG", log)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start serve");
@@ -141,6 +142,7 @@ async fn prometheus_reads_the_split_the_denials_and_mtls_as_kiali_and_grafana_do
 
     // Two server processes, each its own workload (Istio's agent-style bootstrap).
     let mut servers = Vec::new();
+    let mut logs = Vec::new();
     let mut targets = Vec::new();
     for (version, listen) in [("v1", v1), ("v2", v2)] {
         let (name, ip) = (format!("echo-{version}"), listen.ip().to_string());
@@ -153,7 +155,9 @@ async fn prometheus_reads_the_split_the_denials_and_mtls_as_kiali_and_grafana_do
             cert_dir: Some(&echo_dir),
         };
         let admin = free_port();
-        servers.push(serve(listen, &cp.bootstrap_file(&workload), admin));
+        let log = cp.dir.path().join(format!("{name}.log"));
+        servers.push(serve(listen, &cp.bootstrap_file(&workload), admin, &log));
+        logs.push((name.clone(), log));
         targets.push(admin);
     }
     let client = cp.client(&client_workload(Some(&client_dir)), false).await;
@@ -319,5 +323,31 @@ async fn prometheus_reads_the_split_the_denials_and_mtls_as_kiali_and_grafana_do
         Some(&seen["403"]),
         "{source:?}"
     );
+
+    // Each server's access log has a line per request it answered (all counted by now: the
+    // metrics and the line are written together), each naming the caller's identity.
+    for (name, log) in &logs {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let counted: f64 = counts
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{name}|")))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(lines.len() as f64, counted, "{name}: {lines:?}");
+        for line in &lines {
+            assert_eq!(line["reporter"], "destination", "{line}");
+            assert_eq!(line["peer_identity"], CLIENT_ID, "{line}");
+            let code = line["response_code"].as_u64().unwrap();
+            let path = line["path"].as_str().unwrap();
+            assert!(
+                (code == 200 && path == "/items") || (code == 403 && path == "/admin/users"),
+                "{line}"
+            );
+        }
+    }
     drop(servers);
 }

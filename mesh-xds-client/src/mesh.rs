@@ -3,7 +3,7 @@
 use crate::bootstrap::Bootstrap;
 use crate::client::{ClientError, XdsClient, XdsClientBuilder};
 use mesh_tower::Mesh;
-use mesh_tower::telemetry::{Telemetry, Workload};
+use mesh_tower::telemetry::{AccessLog, Telemetry, Workload};
 use std::future::Future;
 use std::path::Path;
 
@@ -27,7 +27,10 @@ pub trait XdsMesh: Sized {
         path: impl AsRef<Path> + Send,
     ) -> impl Future<Output = Result<Self, ClientError>> + Send;
 
-    /// A mesh fed by a client built in code.
+    /// A mesh fed by a client built in code. It records Istio's request metrics
+    /// ([`mesh_tower::telemetry`]) as the workload the bootstrap's node metadata describes, and
+    /// writes access logs when `MESH_ACCESS_LOG` is `stdout` or a file path (as Istio's
+    /// `accessLogFile`).
     fn from_xds(
         builder: XdsClientBuilder,
     ) -> impl Future<Output = Result<Self, ClientError>> + Send;
@@ -71,7 +74,22 @@ impl XdsMesh for Mesh {
         // Istio's request metrics, labelled with the workload the node metadata describes
         // (Istio's agent writes WORKLOAD_NAME, NAMESPACE, LABELS, … there).
         let meta = serde_json::Value::Object(node.metadata.clone().unwrap_or_default());
-        let telemetry = Telemetry::new(Workload::from_node_metadata(&meta));
+        let mut telemetry = Telemetry::new(Workload::from_node_metadata(&meta));
+        // Access logs, as Istio's `accessLogFile`: `MESH_ACCESS_LOG=stdout` or a file path.
+        match std::env::var("MESH_ACCESS_LOG")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
+            None => {}
+            Some(v) if v == "stdout" || v == "/dev/stdout" => {
+                telemetry = telemetry.with_access_log(AccessLog::stdout());
+            }
+            Some(path) => {
+                let log = AccessLog::file(&path)
+                    .map_err(|e| ClientError::Config(format!("MESH_ACCESS_LOG {path:?}: {e}")))?;
+                telemetry = telemetry.with_access_log(log);
+            }
+        }
         let mut mesh = Mesh::builder()
             .store(store)
             .control(control)

@@ -191,7 +191,11 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let grpc = grpc::is_grpc(req.headers());
-        let call = self.shared.telemetry.as_ref().map(ClientCall::start);
+        let call = self
+            .shared
+            .telemetry
+            .as_ref()
+            .map(|t| ClientCall::start(t, &req));
         let wait = req
             .extensions()
             .get::<WaitForReady>()

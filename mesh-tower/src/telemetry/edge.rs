@@ -2,7 +2,7 @@
 
 use super::Telemetry;
 use super::labels;
-use crate::stats::{Edge, EdgeRef, Flags, Outcome, Recording, UNKNOWN, grpc_status};
+use crate::stats::{Edge, EdgeRef, Flags, LogLine, Outcome, Recording, UNKNOWN, grpc_status};
 use metrics::Label;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -77,27 +77,37 @@ fn server_labels(t: &Telemetry) -> impl Fn(&[Label], &EdgeRef<'_>) -> Vec<Label>
 pub(crate) struct ClientCall {
     telemetry: Telemetry,
     start: Instant,
+    /// Its access log line, when the workload logs.
+    log: Option<Box<LogLine>>,
 }
 
 impl ClientCall {
-    pub(crate) fn start(telemetry: &Telemetry) -> Self {
+    pub(crate) fn start<B>(telemetry: &Telemetry, req: &http::Request<B>) -> Self {
         Self {
             telemetry: telemetry.clone(),
             start: Instant::now(),
+            log: telemetry
+                .access_log()
+                .map(|sink| LogLine::start(sink, "source", req)),
         }
     }
 
-    fn recording(&self, at: EdgeRef<'_>, outcome: Outcome) -> Recording {
+    fn recording(mut self, at: EdgeRef<'_>, outcome: Outcome) -> Recording {
         let edge = self
             .telemetry
             .client()
             .get(&at, client_labels(&self.telemetry));
-        Recording::new(edge, self.start, outcome)
+        if let Some(line) = &mut self.log {
+            line.upstream_cluster = (at.service != UNKNOWN).then(|| at.service.into());
+            line.upstream_host = at.endpoint;
+            line.peer = at.peer.map(str::to_owned);
+        }
+        Recording::new(edge, self.start, outcome).logging(self.log)
     }
 
     /// The record of a response (the upstream's, or one the mesh made), to finish when its
     /// body ends.
-    pub(crate) fn response<B>(&self, res: &http::Response<B>, grpc: bool) -> Recording {
+    pub(crate) fn response<B>(self, res: &http::Response<B>, grpc: bool) -> Recording {
         let served = res.extensions().get::<crate::ServedBy>();
         let peer = res
             .extensions()
@@ -135,7 +145,7 @@ impl ClientCall {
 
     /// The record of a request the mesh failed with `e`, answered with `code` (0: none, the
     /// caller gets the error) and, for gRPC, the status the caller sees.
-    pub(crate) fn failed(&self, e: &crate::MeshError, grpc: bool) -> Recording {
+    pub(crate) fn failed(self, e: &crate::MeshError, grpc: bool) -> Recording {
         let at = EdgeRef {
             service: e.cluster().unwrap_or(UNKNOWN),
             endpoint: e.endpoint(),
@@ -157,6 +167,7 @@ impl ClientCall {
 pub(crate) struct InboundCall {
     edge: Arc<Edge>,
     start: Instant,
+    log: Option<Box<LogLine>>,
 }
 
 impl InboundCall {
@@ -187,9 +198,15 @@ impl InboundCall {
             workload: None,
             grpc,
         };
+        let log = telemetry.access_log().map(|sink| {
+            let mut line = LogLine::start(sink, "destination", req);
+            line.peer = peer.map(str::to_owned);
+            line
+        });
         Self {
             edge: telemetry.server().get(&at, server_labels(telemetry)),
             start: Instant::now(),
+            log,
         }
     }
 
@@ -200,6 +217,6 @@ impl InboundCall {
             grpc: headers.and_then(grpc_status),
             flags: Flags::NONE,
         };
-        Recording::new(self.edge, self.start, outcome)
+        Recording::new(self.edge, self.start, outcome).logging(self.log)
     }
 }

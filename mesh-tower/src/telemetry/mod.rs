@@ -34,6 +34,7 @@ mod labels;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 
+pub use crate::stats::AccessLog;
 pub(crate) use edge::{ClientCall, InboundCall};
 pub use inbound::{InboundBody, InboundMetrics, InboundMetricsLayer};
 pub use labels::Workload;
@@ -78,18 +79,36 @@ struct Inner {
     workload: Workload,
     client: Edges,
     server: Edges,
+    access_log: Option<AccessLog>,
 }
 
 impl Telemetry {
     /// Telemetry reporting as `workload`.
     pub fn new(workload: Workload) -> Self {
+        Self::build(workload, None)
+    }
+
+    fn build(workload: Workload, access_log: Option<AccessLog>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client: Edges::new(labels::local_source(&workload)),
                 server: Edges::new(labels::local_destination(&workload)),
                 workload,
+                access_log,
             }),
         }
+    }
+
+    /// The same workload, also writing one access log line per request to `log` (when its
+    /// response stream ends, with what its metrics record plus the method, authority, path,
+    /// protocol, upstream cluster and endpoint and the peer's identity).
+    pub fn with_access_log(self, log: AccessLog) -> Self {
+        Self::build(self.inner.workload.clone(), Some(log))
+    }
+
+    /// Where access log lines go, if anywhere.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.inner.access_log.as_ref()
     }
 
     /// The local workload the metrics describe.

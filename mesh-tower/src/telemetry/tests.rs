@@ -126,6 +126,12 @@ fn with_series<F: std::future::Future>(series: &Series, f: F) -> F::Output {
     metrics::with_local_recorder(series, || rt.block_on(f))
 }
 
+fn get(path: &str) -> http::Request<()> {
+    http::Request::get(format!("http://echo.default.svc.cluster.local:7070{path}"))
+        .body(())
+        .unwrap()
+}
+
 fn echo_workload() -> Telemetry {
     Telemetry::new(Workload {
         name: "echo-v1".into(),
@@ -277,18 +283,20 @@ fn a_client_reports_as_the_source_with_the_cluster_as_the_service() {
     let series = Series::default();
     let t = echo_workload();
     with_series(&series, async {
-        let call = ClientCall::start(&t);
+        let call = ClientCall::start(&t, &get("/x"));
         tokio::time::advance(Duration::from_millis(12)).await;
         let res = crate::test_util::response(503, 8080);
         let mut rec = call.response(&res, false);
         rec.finish(Flags::NONE);
         // A failure the mesh answered itself: the flag says what happened.
-        let call = ClientCall::start(&t);
+        let call = ClientCall::start(&t, &get("/x"));
         let e = MeshError::new(ErrorKind::NoEndpoint, "no endpoint")
             .with_cluster("outbound|7070|v1|echo.default.svc.cluster.local".into());
         call.failed(&e, true).finish(Flags::NONE);
         let e = MeshError::new(ErrorKind::NoRoute, "no route");
-        call.failed(&e, false).finish(Flags::NONE);
+        ClientCall::start(&t, &get("/x"))
+            .failed(&e, false)
+            .finish(Flags::NONE);
     });
     let source = [
         ("reporter", "source"),
@@ -345,7 +353,7 @@ fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
             .get_mut::<crate::ServedBy>()
             .unwrap()
             .workload = Some("reviews-v2;bookinfo;reviews;v2;Kubernetes".into());
-        ClientCall::start(&t)
+        ClientCall::start(&t, &get("/x"))
             .response(&res, false)
             .finish(Flags::NONE);
         // istiod leaves the revision out when it is the default.
@@ -354,7 +362,7 @@ fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
             .get_mut::<crate::ServedBy>()
             .unwrap()
             .workload = Some("ratings;bookinfo;ratings;;Kubernetes".into());
-        ClientCall::start(&t)
+        ClientCall::start(&t, &get("/x"))
             .response(&res, false)
             .finish(Flags::NONE);
     });
@@ -374,4 +382,93 @@ fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
         ("destination_canonical_revision", "latest"),
     ];
     assert_eq!(series.requests(&ratings), 1);
+}
+
+/// Captured access log lines.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn json(&self) -> Vec<serde_json::Value> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn access_log_lines_say_what_each_request_did() {
+    let series = Series::default();
+    let lines = Lines::default();
+    let t = echo_workload().with_access_log(AccessLog::writer(lines.clone()));
+    with_series(&series, async {
+        // A server's gRPC request, answered with status 7 in the trailers after 30 ms.
+        let mut svc = InboundMetricsLayer::new(t.clone()).layer(tower::service_fn(grpc_answer));
+        let res = svc
+            .call(grpc_request("echo.default.svc.cluster.local:7070"))
+            .await
+            .unwrap();
+        assert!(lines.json().is_empty(), "written when the stream ends");
+        res.into_body().collect().await.unwrap();
+        // A client's call the mesh failed: no endpoint in the cluster.
+        let e = MeshError::new(ErrorKind::NoEndpoint, "no endpoint")
+            .with_cluster("outbound|7070|v1|echo.default.svc.cluster.local".into());
+        ClientCall::start(&t, &get("/items?id=1"))
+            .failed(&e, false)
+            .finish(Flags::NONE);
+    });
+    let json = lines.json();
+    assert_eq!(json.len(), 2, "{json:?}");
+    let server = &json[0];
+    assert_eq!(server["reporter"], "destination");
+    assert_eq!(server["method"], "POST");
+    assert_eq!(server["authority"], "echo.default.svc.cluster.local:7070");
+    assert_eq!(server["path"], "/echo.Echo/Say");
+    assert_eq!(server["response_code"], 200);
+    assert_eq!(server["grpc_status"], 7);
+    assert_eq!(server["response_flags"], "-");
+    assert_eq!(server["duration_ms"], 30.0);
+    assert_eq!(server["response_bytes"], 5);
+    assert!(
+        server["start_time"].as_str().unwrap().ends_with('Z'),
+        "{server}"
+    );
+    let client = &json[1];
+    assert_eq!(client["reporter"], "source");
+    assert_eq!(client["method"], "GET");
+    assert_eq!(client["path"], "/items?id=1");
+    assert_eq!(client["response_code"], 0);
+    assert_eq!(client["response_flags"], "UH");
+    assert_eq!(
+        client["upstream_cluster"],
+        "outbound|7070|v1|echo.default.svc.cluster.local"
+    );
+    // Access logs and metrics describe the same requests.
+    assert_eq!(series.requests(&[]), 2);
+}
+
+#[test]
+fn rfc3339_times_are_utc_civil_dates() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let at = |secs: u64, millis: u64| {
+        crate::stats::rfc3339(
+            UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis),
+        )
+    };
+    assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+    // 2024-02-29 (a leap day) 23:59:59.999
+    assert_eq!(at(1_709_251_199, 999), "2024-02-29T23:59:59.999Z");
+    assert_eq!(at(1_796_181_600, 5), "2026-12-02T03:20:00.005Z");
 }

@@ -6,13 +6,18 @@
 //! on the body (routing, clusters, TLS); the label sets that need those live in
 //! `telemetry`, which hands this module finished labels.
 
-use http_body::Frame;
+mod log;
+mod record;
+
+pub use log::AccessLog;
+pub(crate) use log::{LogLine, rfc3339};
+pub(crate) use record::Recording;
+
 use metrics::{Counter, Histogram, Key, Label, Level, Metadata};
 use std::collections::HashMap;
 use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use tokio::time::Instant;
 
 /// `istio_requests_total`: requests, by every label.
 pub const REQUESTS_TOTAL: &str = "istio_requests_total";
@@ -284,68 +289,8 @@ impl Flags {
     }
 }
 
-/// A request's record in progress: carried by its response body and written when the
-/// stream ends (its last frame, an error, or the body dropped: `DC`).
-pub(crate) struct Recording {
-    edge: Arc<Edge>,
-    start: Instant,
-    outcome: Outcome,
-    bytes: u64,
-    done: bool,
-}
-
-impl std::fmt::Debug for Recording {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recording")
-            .field("outcome", &self.outcome)
-            .field("bytes", &self.bytes)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Recording {
-    /// Looks at a response frame: counts data, reads the gRPC status from trailers.
-    pub(crate) fn frame<D: bytes::Buf>(&mut self, frame: &Frame<D>) {
-        if let Some(d) = frame.data_ref() {
-            self.bytes += d.remaining() as u64;
-        } else if let Some(s) = frame.trailers_ref().and_then(grpc_status) {
-            self.outcome.grpc = Some(s);
-        }
-    }
-
-    /// Writes the record (once), adding `flags`.
-    pub(crate) fn finish(&mut self, flags: Flags) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        self.outcome.flags = self.outcome.flags.with(flags);
-        let millis = self.start.elapsed().as_secs_f64() * 1000.0;
-        self.edge.record(self.outcome, millis, self.bytes);
-    }
-}
-
-impl Drop for Recording {
-    fn drop(&mut self) {
-        self.finish(Flags::DC);
-    }
-}
-
 pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
-}
-
-impl Recording {
-    /// A record of a request started at `start` on `edge`, ending (so far) in `outcome`.
-    pub(crate) fn new(edge: Arc<Edge>, start: Instant, outcome: Outcome) -> Self {
-        Self {
-            edge,
-            start,
-            outcome,
-            bytes: 0,
-            done: false,
-        }
-    }
 }
 
 impl std::fmt::Debug for Edge {

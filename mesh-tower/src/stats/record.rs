@@ -1,0 +1,78 @@
+//! [`Recording`]: a request's record in progress, carried to the end of its stream.
+
+use super::{Edge, Flags, LogLine, Outcome, grpc_status};
+use http_body::Frame;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// A request's record in progress: carried by its response body and written when the
+/// stream ends (its last frame, an error, or the body dropped: `DC`).
+pub(crate) struct Recording {
+    edge: Arc<Edge>,
+    start: Instant,
+    outcome: Outcome,
+    bytes: u64,
+    done: bool,
+    /// The access log line to write with the record (only when access logs are on).
+    log: Option<Box<LogLine>>,
+}
+
+impl std::fmt::Debug for Recording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording")
+            .field("outcome", &self.outcome)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recording {
+    /// Looks at a response frame: counts data, reads the gRPC status from trailers.
+    pub(crate) fn frame<D: bytes::Buf>(&mut self, frame: &Frame<D>) {
+        if let Some(d) = frame.data_ref() {
+            self.bytes += d.remaining() as u64;
+        } else if let Some(s) = frame.trailers_ref().and_then(grpc_status) {
+            self.outcome.grpc = Some(s);
+        }
+    }
+
+    /// Writes the record (once), adding `flags`.
+    pub(crate) fn finish(&mut self, flags: Flags) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.outcome.flags = self.outcome.flags.with(flags);
+        let millis = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.edge.record(self.outcome, millis, self.bytes);
+        if let Some(line) = self.log.take() {
+            line.write(self.outcome, millis, self.bytes);
+        }
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.finish(Flags::DC);
+    }
+}
+
+impl Recording {
+    /// A record of a request started at `start` on `edge`, ending (so far) in `outcome`.
+    pub(crate) fn new(edge: Arc<Edge>, start: Instant, outcome: Outcome) -> Self {
+        Self {
+            edge,
+            start,
+            outcome,
+            bytes: 0,
+            done: false,
+            log: None,
+        }
+    }
+
+    /// The same, writing `log` as its access log line when it ends.
+    pub(crate) fn logging(mut self, log: Option<Box<LogLine>>) -> Self {
+        self.log = log;
+        self
+    }
+}
