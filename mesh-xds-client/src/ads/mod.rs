@@ -94,6 +94,9 @@ pub struct Output {
     pub changes: Vec<Change>,
     /// Wait this long before sending (set when the requests include a repeated NACK).
     pub delay: Option<Duration>,
+    /// Resources received valid (whether or not they changed) and invalid, by type index
+    /// (gRFC A78's `resource_updates_valid` / `_invalid`).
+    pub updates: [(u64, u64); ResourceType::ALL.len()],
 }
 
 /// What we know of one resource, for status dumps (CSDS-like).
@@ -432,10 +435,12 @@ impl Ads {
                     state: "acked",
                     last_error: None,
                 };
+                out.updates[ty.index()].0 += 1;
                 out.changes.push(Change::Upsert(t));
             }
             Err(e) => {
                 tracing::warn!(%name, kind = ty.short(), error = %e, "rejected resource; keeping the last good one");
+                out.updates[ty.index()].1 += 1;
                 if !meta.has_value {
                     meta.status.state = "nacked";
                 }

@@ -70,6 +70,7 @@ pub(super) fn tick(shared: &Arc<Shared>, index: usize) {
 /// Applies server `index`'s output: changes to the store (one atomic edit), requests to its
 /// stream.
 pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
+    super::metrics::updates(&shared.streams[index].settings.uri, &out.updates);
     let nack = out.requests.iter().find_map(|r| match r {
         Request::Sotw(r) => r.error_detail.as_ref().map(|e| e.message.clone()),
         Request::Delta(r) => r.error_detail.as_ref().map(|e| e.message.clone()),
@@ -317,9 +318,11 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
         }
         // Wanted but not here yet: pending, so the data plane can say so.
         let mut pending = Vec::new();
+        let mut resources = super::metrics::Resources::default();
         for ads in &st.ads {
             for (ty, by_name) in ads.status() {
                 for (name, status) in by_name {
+                    resources.add(ty, &name, status.state, status.last_error.is_some());
                     if status.state == "requested" {
                         let kind = kind_of(&st.server_listeners, ty, &name);
                         pending.push((kind, store_name(&st.listener_targets, ty, name)));
@@ -328,6 +331,7 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
             }
         }
         drop(st);
+        resources.publish();
         let stable = outputs.is_empty();
         for (i, out) in outputs {
             deliver(shared, i, out);

@@ -19,6 +19,7 @@
 //! the client reconnects with exponential backoff and full jitter, then resubscribes.
 
 mod cascade;
+mod metrics;
 mod stream;
 
 use crate::ads::{self, Ads, Request};

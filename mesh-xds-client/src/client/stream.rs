@@ -19,13 +19,19 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize) {
     let (initial, max) = settings.backoff;
     let mut failures: u32 = 0;
     loop {
-        match stream_once(&shared, index).await {
-            Ok(true) => failures = 0,
-            Ok(false) => failures += 1,
+        let answered = match stream_once(&shared, index).await {
+            Ok(answered) => answered,
             Err(e) => {
-                failures += 1;
                 tracing::warn!(uri = %settings.uri, error = %e, "xDS stream failed; serving the cached config");
+                false
             }
+        };
+        super::metrics::connected(&settings.uri, false);
+        if answered {
+            failures = 0;
+        } else {
+            failures += 1;
+            super::metrics::server_failure(&settings.uri);
         }
         {
             let mut st = shared.lock();
@@ -112,6 +118,9 @@ where
         tokio::select! {
             msg = inbound.message() => match msg? {
                 Some(resp) => {
+                    if !got_response {
+                        super::metrics::connected(&shared.streams[index].settings.uri, true);
+                    }
                     got_response = true;
                     let out = on_message(&mut shared.lock().ads[index], resp, Instant::now().into_std());
                     deliver(shared, index, out);
