@@ -50,6 +50,30 @@ pub struct Limits {
     pending: Arc<AtomicU32>,
     retries: Arc<AtomicU32>,
     overflows: Overflows,
+    /// The same refusals as Envoy's cluster stats, through the `metrics` facade (handles
+    /// registered once, with the cluster).
+    exported: Exported,
+}
+
+/// Envoy's overflow counters of one cluster (`envoy_cluster_upstream_cx_overflow`,
+/// `…_rq_pending_overflow` for `max_requests` and `max_pending_requests` as Envoy counts
+/// both, `…_rq_retry_overflow`), labelled `envoy_cluster_name`.
+#[derive(Debug)]
+struct Exported {
+    connections: metrics::Counter,
+    requests: metrics::Counter,
+    retries: metrics::Counter,
+}
+
+impl Exported {
+    fn new(cluster: &str) -> Self {
+        let counter = |name: &'static str| metrics::counter!(name, "envoy_cluster_name" => cluster.to_owned());
+        Self {
+            connections: counter("envoy_cluster_upstream_cx_overflow"),
+            requests: counter("envoy_cluster_upstream_rq_pending_overflow"),
+            retries: counter("envoy_cluster_upstream_rq_retry_overflow"),
+        }
+    }
 }
 
 /// How many requests each threshold refused.
@@ -86,6 +110,7 @@ impl Limits {
     /// Limits with Envoy's defaults (1024 requests and pending, 3 retries).
     pub fn new(cluster: Arc<str>) -> Self {
         Self {
+            exported: Exported::new(&cluster),
             cluster,
             max_connections: AtomicU32::new(defaults::MAX),
             max_requests: AtomicU32::new(defaults::MAX),
@@ -146,6 +171,7 @@ impl Limits {
         let max = self.max_requests.load(Ordering::Relaxed);
         acquire(&self.requests, max).ok_or_else(|| {
             self.overflows.requests.fetch_add(1, Ordering::Relaxed);
+            self.exported.requests.increment(1);
             self.overflow("max_requests", max)
         })
     }
@@ -156,6 +182,7 @@ impl Limits {
         let max = self.max_connections.load(Ordering::Relaxed);
         acquire(&self.connections, max).ok_or_else(|| {
             self.overflows.connections.fetch_add(1, Ordering::Relaxed);
+            self.exported.connections.increment(1);
             self.overflow("max_connections", max)
         })
     }
@@ -170,6 +197,7 @@ impl Limits {
         let max = self.max_pending.load(Ordering::Relaxed);
         acquire(&self.pending, max).ok_or_else(|| {
             self.overflows.pending.fetch_add(1, Ordering::Relaxed);
+            self.exported.requests.increment(1);
             self.overflow("max_pending_requests", max)
         })
     }
@@ -190,6 +218,7 @@ impl Limits {
         };
         acquire(&self.retries, max).ok_or_else(|| {
             self.overflows.retries.fetch_add(1, Ordering::Relaxed);
+            self.exported.retries.increment(1);
             self.overflow(what, max)
         })
     }
@@ -261,11 +290,15 @@ mod tests {
 
     #[test]
     fn each_threshold_is_enforced_and_counted() {
-        let l = limits(Thresholds {
-            max_requests: Some(2),
-            max_pending_requests: Some(1),
-            max_retries: Some(1),
-            ..Default::default()
+        let series = crate::test_util::Series::default();
+        // Envoy's overflow counters, registered with the cluster when its limits are made.
+        let l = metrics::with_local_recorder(&series, || {
+            limits(Thresholds {
+                max_requests: Some(2),
+                max_pending_requests: Some(1),
+                max_retries: Some(1),
+                ..Default::default()
+            })
         });
         let (_a, _b) = (l.try_request().unwrap(), l.try_request().unwrap());
         assert!(l.try_request().is_err());
@@ -274,6 +307,10 @@ mod tests {
         assert!(e.to_string().contains("max_pending_requests (1)"), "{e}");
         let _r = l.try_retry().unwrap();
         assert!(l.try_retry().is_err());
+        let exported = |name| series.counter(name, &[("envoy_cluster_name", "c")]);
+        assert_eq!(exported("envoy_cluster_upstream_rq_pending_overflow"), 2);
+        assert_eq!(exported("envoy_cluster_upstream_rq_retry_overflow"), 1);
+        assert_eq!(exported("envoy_cluster_upstream_cx_overflow"), 0);
         let o = l.overflows();
         assert_eq!(
             (

@@ -340,7 +340,9 @@ impl ClusterHandle {
             .and_then(|c| c.outlier_detection.clone())
             .map(|od| {
                 let stats = endpoints.iter().map(|e| e.stats.clone()).collect();
-                let d = Arc::new(Detector::new(od, stats, fastrand::u64(..)));
+                let d = Arc::new(
+                    Detector::new(od, stats, fastrand::u64(..)).for_cluster(self.name.clone()),
+                );
                 d.spawn_sweeps();
                 d
             });

@@ -48,6 +48,8 @@ pub struct Detector {
     config: OutlierDetection,
     endpoints: Vec<Arc<EndpointStats>>,
     rng: Mutex<fastrand::Rng>,
+    /// The cluster, for gRPC's ejection metrics (gRFC A91).
+    cluster: Option<Arc<str>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -61,7 +63,27 @@ impl Detector {
             config,
             endpoints,
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            cluster: None,
         }
+    }
+
+    /// This detector, counting its ejections as `cluster`'s in gRPC's metrics (gRFC A91:
+    /// `grpc.lb.outlier_detection.ejections_enforced` and `_unenforced`, labelled with the
+    /// cluster as `grpc.lb.backend_service` and the detection method).
+    pub fn for_cluster(mut self, cluster: Arc<str>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    fn count(&self, enforced: bool, method: &'static str) {
+        let name = if enforced {
+            "grpc.lb.outlier_detection.ejections_enforced"
+        } else {
+            "grpc.lb.outlier_detection.ejections_unenforced"
+        };
+        let cluster = self.cluster.as_deref().unwrap_or("").to_owned();
+        metrics::counter!(name, "grpc.target" => "mesh", "grpc.lb.backend_service" => cluster, "grpc.lb.outlier_detection.detection_method" => method)
+            .increment(1);
     }
 
     /// Spawns the interval sweep; it stops when the detector is dropped.
@@ -93,7 +115,11 @@ impl Detector {
         if local && split {
             let n = h.consecutive_local.fetch_add(1, Ordering::Relaxed) + 1;
             if n >= c.consecutive_local_origin_failure() {
-                self.eject(ep, c.enforcing_consecutive_local_origin_failure());
+                self.eject(
+                    ep,
+                    c.enforcing_consecutive_local_origin_failure(),
+                    "consecutive_local_origin_failure",
+                );
             }
             return;
         }
@@ -104,7 +130,7 @@ impl Detector {
             h.failure.fetch_add(1, Ordering::Relaxed);
             let n = h.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
             if n >= c.consecutive_5xx() {
-                self.eject(ep, c.enforcing_consecutive_5xx());
+                self.eject(ep, c.enforcing_consecutive_5xx(), "consecutive_5xx");
             }
         } else {
             h.success.fetch_add(1, Ordering::Relaxed);
@@ -113,7 +139,11 @@ impl Detector {
         if is_gateway {
             let n = h.consecutive_gateway.fetch_add(1, Ordering::Relaxed) + 1;
             if n >= c.consecutive_gateway_failure() {
-                self.eject(ep, c.enforcing_consecutive_gateway_failure());
+                self.eject(
+                    ep,
+                    c.enforcing_consecutive_gateway_failure(),
+                    "consecutive_gateway_failure",
+                );
             }
         } else {
             h.consecutive_gateway.store(0, Ordering::Relaxed);
@@ -132,17 +162,23 @@ impl Detector {
     }
 
     /// Ejects `ep` if enforcement rolls yes and the cluster's ejection cap allows it.
-    fn eject(&self, ep: &EndpointStats, enforcing: u32) {
+    fn eject(&self, ep: &EndpointStats, enforcing: u32, method: &'static str) {
         let h = &ep.outlier;
-        if h.is_ejected() || !self.roll(enforcing) {
+        if h.is_ejected() {
+            return;
+        }
+        if !self.roll(enforcing) {
+            self.count(false, method);
             return;
         }
         let n = self.endpoints.len().max(1);
         let ejected = self.ejected_count();
         let cap = self.config.max_ejection_percent() as usize;
         if ejected > 0 && ejected * 100 >= cap * n {
+            self.count(false, method);
             return;
         }
+        self.count(true, method);
         let mut e = lock(&h.ejection);
         e.count += 1;
         e.total += 1;
@@ -208,7 +244,11 @@ impl Detector {
         let threshold = mean - var.sqrt() * f64::from(c.success_rate_stdev_factor()) / 1000.0;
         for (i, rate) in rates {
             if rate < threshold {
-                self.eject(&self.endpoints[i], c.enforcing_success_rate());
+                self.eject(
+                    &self.endpoints[i],
+                    c.enforcing_success_rate(),
+                    "success_rate",
+                );
             }
         }
     }
@@ -226,7 +266,11 @@ impl Detector {
         }
         for (i, pct) in eligible {
             if pct >= f64::from(c.failure_percentage_threshold()) {
-                self.eject(&self.endpoints[i], c.enforcing_failure_percentage());
+                self.eject(
+                    &self.endpoints[i],
+                    c.enforcing_failure_percentage(),
+                    "failure_percentage",
+                );
             }
         }
     }

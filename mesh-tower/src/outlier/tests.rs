@@ -248,3 +248,44 @@ async fn enforcement_percentage_is_a_seeded_chance() {
     // 30% of 200: binomial sd ≈ 6.5, so 60 ± 26 is a 4-sigma band.
     assert!((34..=86).contains(&ejections), "{ejections}");
 }
+
+#[test]
+fn ejections_are_counted_as_grpc_counts_them() {
+    let series = crate::test_util::Series::default();
+    metrics::with_local_recorder(&series, || {
+        let eps: Vec<Arc<EndpointStats>> = (0..4).map(|_| Arc::default()).collect();
+        // Enforced: the fifth consecutive 5xx ejects.
+        let config = OutlierDetection {
+            consecutive_5xx: Some(5),
+            ..OutlierDetection::default()
+        };
+        let d = Detector::new(config, eps.clone(), 7).for_cluster("web".into());
+        for _ in 0..5 {
+            d.report(&eps[0], Outcome::Status(503));
+        }
+        // Unenforced: detected, but the enforcement percentage says no.
+        let config = OutlierDetection {
+            consecutive_gateway_failure: Some(2),
+            enforcing_consecutive_gateway_failure: Some(0),
+            ..OutlierDetection::default()
+        };
+        let d = Detector::new(config, eps.clone(), 7).for_cluster("api".into());
+        for _ in 0..2 {
+            d.report(&eps[1], Outcome::Status(502));
+        }
+    });
+    let count = |name: &str, cluster: &str, method: &str| {
+        series.counter(
+            name,
+            &[
+                ("grpc.lb.backend_service", cluster),
+                ("grpc.lb.outlier_detection.detection_method", method),
+            ],
+        )
+    };
+    let enforced = "grpc.lb.outlier_detection.ejections_enforced";
+    let unenforced = "grpc.lb.outlier_detection.ejections_unenforced";
+    assert_eq!(count(enforced, "web", "consecutive_5xx"), 1);
+    assert_eq!(count(unenforced, "api", "consecutive_gateway_failure"), 1);
+    assert_eq!(count(enforced, "api", "consecutive_gateway_failure"), 0);
+}

@@ -5,116 +5,12 @@ use super::labels::{service_of_cluster, service_of_host, spiffe_namespace};
 use super::*;
 use crate::error::{ErrorKind, MeshError};
 use crate::stats::Flags;
+use crate::test_util::Series;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use metrics::{
-    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
-
-/// Keeps every series: counters and the values each histogram saw.
-#[derive(Clone, Default)]
-struct Series {
-    counters: Shared<AtomicU64>,
-    histograms: Shared<Values>,
-}
-
-type Shared<T> = Arc<Mutex<Vec<(Key, Arc<T>)>>>;
-
-#[derive(Default)]
-struct Values(Mutex<Vec<f64>>);
-
-impl HistogramFn for Values {
-    fn record(&self, value: f64) {
-        self.0.lock().unwrap().push(value);
-    }
-}
-
-impl Recorder for Series {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let mut all = self.counters.lock().unwrap();
-        let c = match all.iter().find(|(k, _)| k == key) {
-            Some((_, c)) => c.clone(),
-            None => {
-                let c = Arc::new(AtomicU64::new(0));
-                all.push((key.clone(), c.clone()));
-                c
-            }
-        };
-        Counter::from_arc(c)
-    }
-
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
-    }
-
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let mut all = self.histograms.lock().unwrap();
-        let h = match all.iter().find(|(k, _)| k == key) {
-            Some((_, h)) => h.clone(),
-            None => {
-                let h = Arc::new(Values::default());
-                all.push((key.clone(), h.clone()));
-                h
-            }
-        };
-        Histogram::from_arc(h)
-    }
-}
-
-fn has(key: &Key, labels: &[(&str, &str)]) -> bool {
-    labels
-        .iter()
-        .all(|(n, v)| key.labels().any(|l| l.key() == *n && l.value() == *v))
-}
-
-impl Series {
-    /// The requests counted with all of `labels`.
-    fn requests(&self, labels: &[(&str, &str)]) -> u64 {
-        self.counters
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k.name() == REQUESTS_TOTAL && has(k, labels))
-            .map(|(_, c)| c.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// The values histogram `name` saw with all of `labels`.
-    fn values(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
-        self.histograms
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k.name() == name && has(k, labels))
-            .flat_map(|(_, h)| h.0.lock().unwrap().clone())
-            .collect()
-    }
-
-    /// Every label of the one `istio_requests_total` series.
-    fn only_series(&self) -> Vec<(String, String)> {
-        let all = self.counters.lock().unwrap();
-        assert_eq!(
-            all.len(),
-            1,
-            "{:?}",
-            all.iter().map(|(k, _)| k).collect::<Vec<_>>()
-        );
-        all[0]
-            .0
-            .labels()
-            .map(|l| (l.key().to_owned(), l.value().to_owned()))
-            .collect()
-    }
-}
 
 /// Runs `f` on a current-thread runtime with paused time and `series` as the recorder.
 fn with_series<F: std::future::Future>(series: &Series, f: F) -> F::Output {
@@ -386,7 +282,7 @@ fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
 
 /// Captured access log lines.
 #[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
+struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for Lines {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
