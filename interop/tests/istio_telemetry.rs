@@ -239,16 +239,20 @@ async fn prometheus_reads_the_split_the_denials_and_mtls_as_kiali_and_grafana_do
         "the 20% got some"
     );
 
-    // mTLS as Kiali's badge reads it: who called whom, on the destination's series.
+    // mTLS as Kiali's badge reads it: who called whom, on the destination's series; the
+    // caller's workload from Istio's metadata exchange (checked against its certificate).
     let mtls = by(
         &prom,
-        r#"sum(istio_requests_total{reporter="destination",connection_security_policy="mutual_tls"}) by (source_principal, destination_principal, source_workload_namespace)"#,
-        &["source_principal", "destination_principal", "source_workload_namespace"],
+        r#"sum(istio_requests_total{reporter="destination",connection_security_policy="mutual_tls"}) by (source_principal, destination_principal, source_workload_namespace, source_workload, source_app)"#,
+        &["source_principal", "destination_principal", "source_workload_namespace", "source_workload", "source_app"],
     )
     .await;
     assert_eq!(
         mtls,
-        HashMap::from([(format!("{CLIENT_ID}|{ECHO_ID}|default"), total)]),
+        HashMap::from([(
+            format!("{CLIENT_ID}|{ECHO_ID}|default|client|client"),
+            total
+        )]),
     );
 
     // Kiali's graph: an edge per destination workload and code, every label present.

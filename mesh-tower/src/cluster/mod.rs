@@ -139,7 +139,7 @@ where
 
     /// Sends `req` to an endpoint of `to.cluster` (the mesh's lean path calls this directly,
     /// with the decision it holds, instead of through the request's extensions).
-    pub(crate) fn dispatch(&self, req: Request<B>, to: &Destination) -> ResponseFuture {
+    pub(crate) fn dispatch(&self, mut req: Request<B>, to: &Destination) -> ResponseFuture {
         let cluster = self.registry.get(&to.cluster);
         let admitted = match cluster.limits.try_request() {
             Ok(guard) => guard,
@@ -177,6 +177,14 @@ where
                 workload: info.workload.clone(),
             },
         };
+        // Istio's metadata exchange, to the mesh's own (mTLS) clusters only.
+        if state.mutual
+            && let Some((metadata, id)) = &self.registry.exchange
+        {
+            let h = req.headers_mut();
+            h.insert(crate::stats::PEER_METADATA.clone(), metadata.clone());
+            h.insert(crate::stats::PEER_METADATA_ID.clone(), id.clone());
+        }
         ResponseFuture::sending(conn.send(req), after)
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Registry {
     local: Option<super::plan::LocalZone>,
     clusters: ArcSwap<HashMap<Arc<str>, Arc<ClusterHandle>>>,
     insert: Mutex<()>,
+    /// Istio's metadata exchange headers, sent on mTLS clusters (with telemetry).
+    pub(crate) exchange: Option<(http::HeaderValue, http::HeaderValue)>,
 }
 
 impl Registry {
@@ -49,7 +51,17 @@ impl Registry {
             local,
             clusters: ArcSwap::from_pointee(HashMap::new()),
             insert: Mutex::new(()),
+            exchange: None,
         }
+    }
+
+    /// Sends these metadata exchange headers on mTLS clusters.
+    pub(crate) fn with_exchange(
+        mut self,
+        exchange: Option<(http::HeaderValue, http::HeaderValue)>,
+    ) -> Self {
+        self.exchange = exchange;
+        self
     }
 
     /// The handle for `name`, created on first use. Lock-free when it exists.
@@ -128,6 +140,8 @@ pub(crate) struct ClusterState {
     conns: Vec<Arc<Connection>>,
     /// The cluster's TLS, resolved against the certificate providers.
     tls: Option<Arc<ClientTls>>,
+    /// Whether that TLS is mutual (the mesh's own: metadata exchange headers go there).
+    pub(crate) mutual: bool,
     plan: super::plan::Plan,
     /// Endpoints in the assignment, usable or not (for error messages).
     total: usize,
@@ -169,6 +183,7 @@ impl ClusterHandle {
                 endpoints: Vec::new(),
                 conns: Vec::new(),
                 tls: None,
+                mutual: false,
                 plan: super::plan::Plan::empty(),
                 total: 0,
                 absence: (None, None),
@@ -370,6 +385,7 @@ impl ClusterHandle {
             eds,
             endpoints,
             conns,
+            mutual: tls.as_ref().is_some_and(|t| t.is_mutual()),
             tls,
             plan,
             total,

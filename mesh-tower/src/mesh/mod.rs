@@ -412,14 +412,17 @@ impl MeshBuilder {
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             tasks.push(spawn_refresher(weak.clone(), store.changed(), &control));
             Inner {
-                registry: Arc::new(Registry::new(
-                    store.clone(),
-                    self.connector,
-                    self.dns,
-                    control.clone(),
-                    self.local,
-                    providers.clone(),
-                )),
+                registry: Arc::new(
+                    Registry::new(
+                        store.clone(),
+                        self.connector,
+                        self.dns,
+                        control.clone(),
+                        self.local,
+                        providers.clone(),
+                    )
+                    .with_exchange(self.telemetry.as_ref().and_then(|t| t.exchange_headers())),
+                ),
                 providers,
                 control,
                 by_authority: Arc::new(ByAuthority::new(store.clone())),

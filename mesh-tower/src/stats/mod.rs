@@ -26,6 +26,13 @@ pub const REQUEST_DURATION: &str = "istio_request_duration_milliseconds";
 /// `istio_response_bytes`: response body bytes.
 pub const RESPONSE_BYTES: &str = "istio_response_bytes";
 
+/// Istio's metadata exchange headers (see `telemetry::exchange`): the caller's workload (a
+/// base64 `google.protobuf.Struct`) and its id.
+pub(crate) static PEER_METADATA: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-peer-metadata");
+pub(crate) static PEER_METADATA_ID: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-peer-metadata-id");
+
 /// The value of a label nothing tells.
 pub(crate) const UNKNOWN: &str = "unknown";
 

@@ -47,7 +47,15 @@ fn server_labels(t: &Telemetry) -> impl Fn(&[Label], &EdgeRef<'_>) -> Vec<Label>
         let mut l = Vec::with_capacity(24);
         l.push(Label::new("reporter", "destination"));
         let caller_ns = at.peer.and_then(labels::spiffe_namespace);
-        l.extend(labels::unknown_peer(labels::source_side(), caller_ns));
+        // The caller's metadata, if it names the namespace its certificate proves.
+        let caller = at
+            .workload
+            .and_then(super::exchange::decode)
+            .filter(|w| caller_ns.is_some_and(|ns| ns == w.namespace));
+        match caller {
+            Some(w) => l.extend(w.labels(labels::source_side())),
+            None => l.extend(labels::unknown_peer(labels::source_side(), caller_ns)),
+        }
         l.push(Label::new(
             "source_principal",
             at.peer.unwrap_or(UNKNOWN).to_owned(),
@@ -173,7 +181,11 @@ pub(crate) struct InboundCall {
 impl InboundCall {
     /// Finds the edge of `req` on a server of `telemetry`'s workload: the caller's verified
     /// identity ([`PeerInfo`](crate::tls::PeerInfo)), the authority's host, gRPC or not.
-    pub(crate) fn start<B>(telemetry: &Telemetry, req: &http::Request<B>) -> Self {
+    pub(crate) fn start<B>(
+        telemetry: &Telemetry,
+        req: &http::Request<B>,
+        metadata: Option<&http::HeaderValue>,
+    ) -> Self {
         let grpc = crate::grpc::is_grpc(req.headers());
         let peer = req
             .extensions()
@@ -191,11 +203,14 @@ impl InboundCall {
                     .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host))
             })
             .unwrap_or(UNKNOWN);
+        // The caller's own description (Istio's metadata exchange): only from an authenticated
+        // caller; checked against its certificate when the edge is first made.
+        let workload = peer.and(metadata).and_then(|m| m.to_str().ok());
         let at = EdgeRef {
             service: authority,
             endpoint: None,
             peer,
-            workload: None,
+            workload,
             grpc,
         };
         let log = telemetry.access_log().map(|sink| {

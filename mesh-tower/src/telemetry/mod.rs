@@ -29,6 +29,7 @@
 //! `unknown`. Request sizes are not recorded (`istio_request_bytes`); response sizes are.
 
 mod edge;
+mod exchange;
 pub mod inbound;
 mod labels;
 #[cfg(feature = "prometheus")]
@@ -80,6 +81,8 @@ struct Inner {
     client: Edges,
     server: Edges,
     access_log: Option<AccessLog>,
+    /// Istio's metadata exchange headers this workload sends (see `exchange`).
+    exchange: Option<(http::HeaderValue, http::HeaderValue)>,
 }
 
 impl Telemetry {
@@ -93,6 +96,7 @@ impl Telemetry {
             inner: Arc::new(Inner {
                 client: Edges::new(labels::local_source(&workload)),
                 server: Edges::new(labels::local_destination(&workload)),
+                exchange: exchange::headers(&workload),
                 workload,
                 access_log,
             }),
@@ -104,6 +108,11 @@ impl Telemetry {
     /// protocol, upstream cluster and endpoint and the peer's identity).
     pub fn with_access_log(self, log: AccessLog) -> Self {
         Self::build(self.inner.workload.clone(), Some(log))
+    }
+
+    /// The metadata exchange headers a client sends on mTLS clusters.
+    pub(crate) fn exchange_headers(&self) -> Option<(http::HeaderValue, http::HeaderValue)> {
+        self.inner.exchange.clone()
     }
 
     /// Where access log lines go, if anywhere.

@@ -120,6 +120,11 @@ impl ClientTls {
         }
     }
 
+    /// Whether this TLS presents a client certificate (mutual TLS, the mesh's own).
+    pub(crate) fn is_mutual(&self) -> bool {
+        self.identity.is_some()
+    }
+
     fn client_config(&self, h2: bool) -> Result<Arc<ClientConfig>, String> {
         let slot = &self.built[usize::from(h2)];
         let id = self.identity.as_ref().map(CertificateProvider::material);

@@ -64,8 +64,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let call = self.telemetry.as_ref().map(|t| InboundCall::start(t, &req));
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let call = self.telemetry.as_ref().map(|t| {
+            // The caller's metadata exchange headers are for the metrics, not the handler.
+            let h = req.headers_mut();
+            let metadata = h.remove(&crate::stats::PEER_METADATA);
+            h.remove(&crate::stats::PEER_METADATA_ID);
+            InboundCall::start(t, &req, metadata.as_ref())
+        });
         ResponseFuture::new(self.inner.call(req), call)
     }
 }
