@@ -6,7 +6,9 @@
 //!    endpoint served them (a 90/10 weighted split, round robin inside the stable cluster);
 //! 2. sends requests with `x-canary: 1`, which a header route sends to the canary only;
 //! 3. calls the greeter through a tonic client built on `mesh.channel("xds:///greeter")`;
-//! 4. shows the error a request gets when no route matches.
+//! 4. shows the error a request gets when no route matches;
+//! 5. prints Istio's request metrics the mesh recorded for all of it (Prometheus text; with
+//!    `--serve` they are served on `/metrics`).
 //!
 //! Run: `cargo run --release --example quickstart` (add `-- --serve` to keep the backends up
 //! for the `probe` tool).
@@ -15,6 +17,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh_examples::backend::Backend;
 use mesh_examples::greeter::{self, GreeterClient, HelloRequest};
+use mesh_tower::telemetry::prometheus::PrometheusHandle;
+use mesh_tower::telemetry::{Telemetry, Workload};
 use mesh_tower::{Mesh, ServedBy};
 use std::collections::{BTreeMap, HashMap};
 use tower::ServiceExt;
@@ -52,7 +56,18 @@ async fn main() -> Result<(), Error> {
     );
     println!("config:   {}", path.display());
 
-    let mesh = Mesh::from_file(&path).await?;
+    // Istio's request metrics: the exporter first (the mesh registers its handles with it).
+    let metrics = mesh_tower::telemetry::prometheus::install()?;
+    let mesh = Mesh::builder()
+        .file(&path)
+        .telemetry(Telemetry::new(Workload {
+            name: "quickstart".into(),
+            namespace: "default".into(),
+            app: Some("quickstart".into()),
+            ..Workload::default()
+        }))
+        .build()
+        .await?;
     let http = mesh.http_client::<Empty<Bytes>>();
 
     // 2. Weighted split + round robin.
@@ -88,12 +103,22 @@ async fn main() -> Result<(), Error> {
         err.kind()
     );
 
+    // 6. Istio's metrics, as Prometheus would scrape them.
+    println!("\nistio_requests_total (reporter=\"source\"), as Prometheus text:");
+    for line in metrics.render().lines() {
+        if line.starts_with("istio_requests_total{") {
+            println!("  {}", short(line));
+        }
+    }
+
     if std::env::args().any(|a| a == "--serve") {
+        let addr = serve_metrics(metrics).await?;
         println!("\n--serve: backends stay up; in another terminal try:");
         println!(
             "  cargo run --release --example probe -- --config {} --target web --requests 100 --concurrency 8",
             path.display()
         );
+        println!("  curl http://{addr}/metrics    # Istio's metrics for Prometheus");
         println!("Ctrl-C to stop.");
         tokio::signal::ctrl_c().await?;
     }
@@ -130,4 +155,44 @@ fn print_counts(counts: &BTreeMap<(String, String), usize>) {
     for ((cluster, endpoint), n) in counts {
         println!("  {cluster:<12} {endpoint:<22} {n:>5}");
     }
+}
+
+/// A metrics line with only the labels that differ between the quickstart's series.
+fn short(line: &str) -> String {
+    let keep = [
+        "destination_service=",
+        "request_protocol=",
+        "response_code=",
+        "grpc_response_status=",
+        "response_flags=",
+    ];
+    let (labels, value) = line.rsplit_once(' ').unwrap_or((line, ""));
+    let inner = labels
+        .trim_start_matches("istio_requests_total{")
+        .trim_end_matches('}');
+    let kept: Vec<&str> = inner
+        .split(',')
+        .filter(|l| keep.iter().any(|k| l.starts_with(k)))
+        .collect();
+    format!("{{{}}} {value}", kept.join(","))
+}
+
+/// Serves `/metrics` (Prometheus text) on a loopback port.
+async fn serve_metrics(metrics: PrometheusHandle) -> Result<std::net::SocketAddr, Error> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let metrics = metrics.clone();
+            let svc = hyper::service::service_fn(move |_req| {
+                let body = http_body_util::Full::new(Bytes::from(metrics.render()));
+                async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
+            );
+        }
+    });
+    Ok(addr)
 }
