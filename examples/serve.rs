@@ -8,30 +8,23 @@
 //! `<listen-addr> <path> <peer-identity-or-"-">\n`; gRPC `helloworld.Greeter/SayHello` answers
 //! with the same text as the reply's message. The server block used is the config's `servers:`
 //! entry whose `address` is `--listen`, else the only entry; without one the echo serves
-//! plaintext with no policy (and says so). `--admin ADDR` serves `/ready` (200 once serving),
-//! `/config_dump` (the config in force, YAML, keys redacted) and `/metrics` (Prometheus text:
-//! Istio's request metrics, `reporter="destination"`, labelled from the bootstrap's node
-//! metadata; with `--config` the server records none).
+//! plaintext with no policy (and says so). `--admin ADDR` serves the library's admin endpoint
+//! (`mesh_tower::admin`): `/ready`, `/config_dump` (the config in force, YAML, keys redacted),
+//! `/clusters` and `/metrics` (Prometheus text: Istio's request metrics,
+//! `reporter="destination"`, labelled from the bootstrap's node metadata; with `--config` the
+//! server records none).
 //!
 //! With `--bootstrap` the server is xDS-enabled (gRFC A36): its listener is the bootstrap's
 //! `server_listener_resource_name_template` with `%s` = the `--listen` address, and its TLS and
 //! RBAC follow the control plane (waited for at most 20 s before serving).
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use mesh_tower::Mesh;
+use mesh_tower::admin::Admin;
 use mesh_tower::rbac::RbacEngine;
 use mesh_tower::server::MeshServer;
-use mesh_tower::telemetry::prometheus::PrometheusHandle;
 use mesh_xds_client::bootstrap::Bootstrap;
 use mesh_xds_client::{XdsClientBuilder, XdsMesh};
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -47,7 +40,7 @@ OPTIONS:
     --config FILE      mesh config (YAML): its servers: entry for ADDR gives TLS and RBAC
     --bootstrap FILE   gRPC xDS bootstrap: an xDS-enabled server (gRFC A36)
     --delta            Delta ADS (with --bootstrap)
-    --admin ADDR       serve /ready and /config_dump on ADDR
+    --admin ADDR       serve /ready, /config_dump, /clusters and /metrics on ADDR
     -h, --help         this text
 ";
 
@@ -139,9 +132,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     };
     let listener = TcpListener::bind(args.listen).await?;
     let listen = listener.local_addr()?;
-    let ready = Arc::new(AtomicBool::new(false));
-    if let Some(admin) = args.admin {
-        tokio::spawn(serve_admin(admin, mesh.clone(), ready.clone(), metrics));
+    if let Some(addr) = args.admin {
+        // The library's admin endpoint: /ready, /config_dump, /clusters, /metrics.
+        let mut admin = Admin::new(mesh.clone());
+        if let Some(handle) = metrics {
+            admin = admin.with_prometheus(handle);
+        }
+        let listener = TcpListener::bind(addr).await?;
+        tokio::spawn(admin.serve(listener));
     }
     eprintln!(
         "serve: {} on {listen} ({})",
@@ -152,7 +150,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             "plaintext"
         }
     );
-    ready.store(true, Ordering::Release);
     let echo = tower::service_fn(move |req| mesh_examples::echo::handle(listen, req));
     server.serve(listener, echo).await?;
     Ok(())
@@ -175,46 +172,5 @@ fn pick_server(mesh: &Mesh, listen: SocketAddr) -> Result<MeshServer, mesh_tower
             eprintln!("serve: no servers: entry for {listen}; plaintext, no policy");
             Ok(MeshServer::new(None, RbacEngine::default()))
         }
-    }
-}
-
-async fn serve_admin(
-    addr: SocketAddr,
-    mesh: Mesh,
-    ready: Arc<AtomicBool>,
-    metrics: Option<PrometheusHandle>,
-) {
-    let listener = match TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("serve: admin {addr}: {e}");
-            return;
-        }
-    };
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let (mesh, ready, metrics) = (mesh.clone(), ready.clone(), metrics.clone());
-        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let (status, body) = match req.uri().path() {
-                "/ready" if ready.load(Ordering::Acquire) => (200, "ready\n".to_owned()),
-                "/ready" => (503, "starting\n".to_owned()),
-                "/config_dump" => (200, mesh.config_dump().to_yaml()),
-                "/metrics" => (
-                    200,
-                    metrics.as_ref().map(|m| m.render()).unwrap_or_default(),
-                ),
-                _ => (404, "try /ready, /config_dump or /metrics\n".to_owned()),
-            };
-            let mut res = http::Response::new(Full::new(Bytes::from(body)));
-            *res.status_mut() = http::StatusCode::from_u16(status).expect("valid status");
-            async move { Ok::<_, Infallible>(res) }
-        });
-        tokio::spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-        });
     }
 }

@@ -37,6 +37,7 @@
 //! Requests the mesh cannot complete fail with a [`MeshError`] naming target, route, cluster and
 //! reason; gRPC callers receive it as a status (UNAVAILABLE, DEADLINE_EXCEEDED, …).
 
+pub mod admin;
 pub mod balance;
 mod body;
 pub mod breaker;

@@ -91,6 +91,13 @@ impl Registry {
     /// Brings every cluster up to date and forgets clusters that left the config (closing
     /// their idle connections). Run after each config change, so idle clusters let go of
     /// endpoints that were removed.
+    /// Every cluster with live state (those requests have used), by name.
+    pub(crate) fn handles(&self) -> Vec<Arc<ClusterHandle>> {
+        let mut all: Vec<_> = self.clusters.load().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     pub(crate) fn refresh_all(&self) {
         let _guard = self.insert.lock().unwrap_or_else(|e| e.into_inner());
         let snap = self.store.load();
@@ -400,6 +407,11 @@ impl ClusterHandle {
 }
 
 impl ClusterState {
+    /// Its usable endpoints.
+    pub(crate) fn endpoints(&self) -> &[EndpointInfo] {
+        &self.endpoints
+    }
+
     /// Picks an endpoint and its connection.
     /// Picks an endpoint that is not ejected and not in `avoid` (previous attempts' hosts),
     /// trying up to `attempts` extra picks for `avoid` (Envoy's

@@ -237,6 +237,11 @@ impl Mesh {
             .find_map(|e| e.downcast_ref::<T>())
     }
 
+    /// Every cluster's live state (the admin endpoint reads it).
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
     /// The request metrics this mesh records (see [`MeshBuilder::telemetry`]).
     pub fn telemetry(&self) -> Option<&crate::telemetry::Telemetry> {
         self.inner.telemetry.as_ref()
