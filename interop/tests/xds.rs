@@ -366,3 +366,39 @@ async fn tls_channel_credentials_from_the_bootstrap() {
         "a client that does not trust the server never gets a stream"
     );
 }
+
+/// A mesh from an xDS bootstrap records Istio's metrics as the workload its node metadata
+/// describes (as Istio's agent writes it), unless told not to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xds_mesh_records_as_its_node_unless_told_not_to() {
+    let ads = FakeAds::start().await;
+    let bootstrap = |ads: &FakeAds| {
+        mesh_xds_client::bootstrap::Bootstrap::from_json(&format!(
+            r#"{{"xds_servers": [{{"server_uri": "{}", "channel_creds": [{{"type": "insecure"}}]}}],
+                "node": {{"id": "n", "metadata": {{"WORKLOAD_NAME": "reviews-v2", "NAMESPACE": "bookinfo",
+                  "SERVICE_ACCOUNT": "reviews", "LABELS": {{"app": "reviews", "version": "v2"}}}}}}}}"#,
+            ads.addr
+        ))
+        .unwrap()
+    };
+    let mesh = Mesh::from_xds(XdsClientBuilder::from_bootstrap(bootstrap(&ads)))
+        .await
+        .unwrap();
+    let w = mesh.telemetry().expect("records by default").workload();
+    assert_eq!(
+        (
+            w.name.as_str(),
+            w.namespace.as_str(),
+            w.canonical_revision()
+        ),
+        ("reviews-v2", "bookinfo", "v2")
+    );
+    assert_eq!(
+        w.principal.as_deref(),
+        Some("spiffe://cluster.local/ns/bookinfo/sa/reviews")
+    );
+    let off = Mesh::from_xds(XdsClientBuilder::from_bootstrap(bootstrap(&ads)).telemetry(false))
+        .await
+        .unwrap();
+    assert!(off.telemetry().is_none());
+}

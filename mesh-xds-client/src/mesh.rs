@@ -67,34 +67,23 @@ impl XdsMesh for Mesh {
     async fn from_xds(builder: XdsClientBuilder) -> Result<Self, ClientError> {
         // The node's zone (and its cluster, as Envoy's local cluster) drive zone-aware routing.
         let node = builder.node().clone();
+        let builder_telemetry = builder.records_telemetry();
         // The client and the mesh's own control work share one control runtime.
         let control = builder.control_runtime();
         let client = builder.control(control.clone()).start()?;
         let store = client.store().clone();
-        // Istio's request metrics, labelled with the workload the node metadata describes
-        // (Istio's agent writes WORKLOAD_NAME, NAMESPACE, LABELS, … there).
-        let meta = serde_json::Value::Object(node.metadata.clone().unwrap_or_default());
-        let mut telemetry = Telemetry::new(Workload::from_node_metadata(&meta));
-        // Access logs, as Istio's `accessLogFile`: `MESH_ACCESS_LOG=stdout` or a file path.
-        match std::env::var("MESH_ACCESS_LOG")
-            .ok()
-            .filter(|v| !v.is_empty())
-        {
-            None => {}
-            Some(v) if v == "stdout" || v == "/dev/stdout" => {
-                telemetry = telemetry.with_access_log(AccessLog::stdout());
-            }
-            Some(path) => {
-                let log = AccessLog::file(&path)
-                    .map_err(|e| ClientError::Config(format!("MESH_ACCESS_LOG {path:?}: {e}")))?;
-                telemetry = telemetry.with_access_log(log);
-            }
-        }
+        let telemetry = if builder_telemetry {
+            Some(telemetry(&node)?)
+        } else {
+            None
+        };
         let mut mesh = Mesh::builder()
             .store(store)
             .control(control)
-            .telemetry(telemetry)
             .extension(client);
+        if let Some(t) = telemetry {
+            mesh = mesh.telemetry(t);
+        }
         if let Some(zone) = node
             .locality
             .as_ref()
@@ -156,4 +145,28 @@ impl XdsMesh for Mesh {
             },
         })
     }
+}
+
+/// Istio's request metrics, labelled with the workload the node metadata describes (Istio's
+/// agent writes WORKLOAD_NAME, NAMESPACE, LABELS, … there); access logs as Istio's
+/// `accessLogFile`: `MESH_ACCESS_LOG=stdout` or a file path.
+fn telemetry(node: &crate::bootstrap::Node) -> Result<Telemetry, ClientError> {
+    let meta = serde_json::Value::Object(node.metadata.clone().unwrap_or_default());
+    let telemetry = Telemetry::new(Workload::from_node_metadata(&meta));
+    Ok(
+        match std::env::var("MESH_ACCESS_LOG")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
+            None => telemetry,
+            Some(v) if v == "stdout" || v == "/dev/stdout" => {
+                telemetry.with_access_log(AccessLog::stdout())
+            }
+            Some(path) => {
+                let log = AccessLog::file(&path)
+                    .map_err(|e| ClientError::Config(format!("MESH_ACCESS_LOG {path:?}: {e}")))?;
+                telemetry.with_access_log(log)
+            }
+        },
+    )
 }
