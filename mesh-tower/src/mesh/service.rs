@@ -295,6 +295,19 @@ pin_project! {
         // The call's metrics (see `crate::telemetry`), when the mesh records them.
         call: Option<ClientCall>,
     }
+
+    impl<B> PinnedDrop for ResponseFuture<B>
+    where
+        B: RequestBody,
+    {
+        // A call dropped before its answer (the caller gave up) is counted, as Envoy counts
+        // a downstream disconnect: no response code, `DC`.
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(call) = this.project().call.take() {
+                call.cancelled();
+            }
+        }
+    }
 }
 
 pin_project! {

@@ -87,6 +87,7 @@ pub(crate) struct ClientCall {
     start: Instant,
     /// Its access log line, when the workload logs.
     log: Option<Box<LogLine>>,
+    grpc: bool,
 }
 
 impl ClientCall {
@@ -97,6 +98,7 @@ impl ClientCall {
             log: telemetry
                 .access_log()
                 .map(|sink| LogLine::start(sink, "source", req)),
+            grpc: crate::grpc::is_grpc(req.headers()),
         }
     }
 
@@ -149,6 +151,23 @@ impl ClientCall {
             flags,
         };
         self.recording(at, outcome)
+    }
+
+    /// Records a call whose caller dropped it before its answer: code 0, `DC`.
+    pub(crate) fn cancelled(self) {
+        let at = EdgeRef {
+            service: UNKNOWN,
+            endpoint: None,
+            peer: None,
+            workload: None,
+            grpc: self.grpc,
+        };
+        let outcome = Outcome {
+            code: 0,
+            grpc: None,
+            flags: Flags::DC,
+        };
+        self.recording(at, outcome).finish(Flags::NONE);
     }
 
     /// The record of a request the mesh failed with `e`, answered with `code` (0: none, the

@@ -368,3 +368,37 @@ fn rfc3339_times_are_utc_civil_dates() {
     assert_eq!(at(1_709_251_199, 999), "2024-02-29T23:59:59.999Z");
     assert_eq!(at(1_796_181_600, 5), "2026-12-02T03:20:00.005Z");
 }
+
+/// A caller that gives up before the answer (drops the call's future) is counted, as Envoy
+/// counts a downstream disconnect.
+#[test]
+fn a_call_dropped_before_its_answer_is_counted_as_dc() {
+    let series = Series::default();
+    with_series(&series, async {
+        let yaml = "clusters: [{ name: web, type: STATIC, load_assignment: { cluster_name: web, endpoints: [{ lb_endpoints: [{ address: \"127.0.0.1:9\" }] }] } }]\nlisteners: [{ name: web, route_config: { virtual_hosts: [{ name: web, domains: [\"*\"], routes: [{ match: { prefix: / }, route: { cluster: web } }] }] } }]";
+        let store = mesh_core::Store::new();
+        store
+            .replace(mesh_core::MeshConfig::from_yaml(yaml).unwrap())
+            .unwrap();
+        let mesh = crate::Mesh::builder()
+            .store(store)
+            .control(crate::control::Control::runtime(
+                tokio::runtime::Handle::current(),
+            ))
+            .telemetry(echo_workload())
+            .build()
+            .await
+            .unwrap();
+        let mut web = mesh.channel::<http_body_util::Empty<Bytes>>("xds:///web");
+        let call = web.call(http::Request::get("/").body(Default::default()).unwrap());
+        drop(call);
+    });
+    assert_eq!(
+        series.requests(&[
+            ("reporter", "source"),
+            ("response_code", "0"),
+            ("response_flags", "DC")
+        ]),
+        1
+    );
+}
