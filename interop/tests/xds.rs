@@ -97,8 +97,14 @@ async fn cascade_and_updates(delta: bool) {
     })
     .await
     .expect("route switched cluster");
+    // A request routed by the old route may still be on its way to the old cluster: it stays
+    // for the unsubscribe delay (2 s) before it is dropped.
+    assert!(
+        mesh.config_dump().clusters.iter().any(|c| c.name == "web"),
+        "the old cluster lingers"
+    );
     assert_eq!(served_by(&web).await.unwrap(), b1.addr());
-    // The unused cluster is unsubscribed and dropped.
+    // Then the unused cluster is unsubscribed and dropped.
     tokio::time::timeout(PATIENCE, async {
         while mesh.config_dump().clusters.iter().any(|c| c.name == "web") {
             mesh.store().changed().changed().await.unwrap();

@@ -21,7 +21,14 @@ pub(super) async fn coordinate(shared: Arc<Shared>) {
     loop {
         cascade(&shared);
         // A lingering target is unsubscribed when its delay ends.
-        let next = shared.lock().lingering.values().min().copied();
+        let next = {
+            let st = shared.lock();
+            st.lingering
+                .values()
+                .chain(st.lingering_clusters.values())
+                .min()
+                .copied()
+        };
         let expired = async {
             match next {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -33,6 +40,8 @@ pub(super) async fn coordinate(shared: Arc<Shared>) {
                 return;
             },
             () = expired => {}
+            // A cascade on a stream's response started a linger: sleep until it ends.
+            () = shared.linger_started.notified() => {}
         }
     }
 }
@@ -52,6 +61,9 @@ fn targets_with_lingering(shared: &Shared, held: &BTreeSet<String>) -> BTreeSet<
         .filter(|t| !held.contains(*t) && !st.lingering.contains_key(*t))
         .cloned()
         .collect();
+    if !released.is_empty() {
+        shared.linger_started.notify_one();
+    }
     for t in released {
         st.lingering.insert(t, now + shared.linger);
     }
@@ -270,7 +282,9 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
             .iter()
             .map(|(n, rc)| (n.clone(), route_clusters(rc).map(str::to_owned).collect()))
             .collect();
-        let mut wanted = wanted(&snap, &targets, &staged);
+        let mut wanted = wanted(&snap, &targets, &staged, |named| {
+            clusters_with_lingering(shared, named)
+        });
         // Server listeners (A36) are asked for by their resource names.
         let server_listeners: BTreeSet<String> = interest
             .names(ResourceKind::Server)
@@ -378,11 +392,36 @@ fn present(snap: &Snapshot, kind: ResourceKind, name: &str) -> bool {
     }
 }
 
-/// The names each type needs, given the listener targets and what the store holds.
+/// Clusters routes named before and no longer do, kept for the unsubscribe delay (see
+/// `State::lingering_clusters`); updates that set from `named`, what routes name now.
+fn clusters_with_lingering(shared: &Shared, named: &BTreeSet<String>) -> BTreeSet<String> {
+    let now = Instant::now();
+    let mut st = shared.lock();
+    let released: Vec<String> = st
+        .route_clusters
+        .difference(named)
+        .filter(|c| !st.lingering_clusters.contains_key(*c))
+        .cloned()
+        .collect();
+    if !released.is_empty() {
+        shared.linger_started.notify_one();
+    }
+    for c in released {
+        st.lingering_clusters.insert(c, now + shared.linger);
+    }
+    st.lingering_clusters
+        .retain(|c, until| !named.contains(c) && *until > now);
+    st.route_clusters = named.clone();
+    st.lingering_clusters.keys().cloned().collect()
+}
+
+/// The names each type needs, given the listener targets and what the store holds; `keep`
+/// is told the clusters routes name and returns others to keep subscribed.
 fn wanted(
     snap: &Snapshot,
     targets: &BTreeMap<String, String>,
     staged: &BTreeMap<String, Vec<String>>,
+    keep: impl FnOnce(&BTreeSet<String>) -> BTreeSet<String>,
 ) -> [BTreeSet<String>; N] {
     let mut out: [BTreeSet<String>; N] = Default::default();
     let mut clusters = BTreeSet::new();
@@ -411,6 +450,8 @@ fn wanted(
             }
         }
     }
+    let kept = keep(&clusters);
+    clusters.extend(kept);
     for c in clusters.iter().filter_map(|name| snap.cluster(name)) {
         if c.discovery == DiscoveryType::Eds {
             out[ResourceType::ClusterLoadAssignment.index()].insert(c.endpoints_name().to_owned());

@@ -231,6 +231,8 @@ impl XdsClientBuilder {
                 tx: vec![None; n],
                 listener_targets: BTreeMap::new(),
                 lingering: BTreeMap::new(),
+                route_clusters: BTreeSet::new(),
+                lingering_clusters: BTreeMap::new(),
                 server_listeners: BTreeSet::new(),
                 staged_routes: BTreeMap::new(),
             }),
@@ -244,6 +246,7 @@ impl XdsClientBuilder {
             }),
             control,
             linger: self.linger,
+            linger_started: Notify::new(),
         });
         let coordinator = shared.control.spawn(cascade::coordinate(shared.clone()));
         shared.tasks().handles.push(coordinator);
@@ -332,6 +335,8 @@ struct Shared {
     control: Control,
     /// See [`XdsClientBuilder::unsubscribe_delay`].
     linger: Duration,
+    /// Woken when a cascade starts a linger, so the coordinator sleeps until it ends.
+    linger_started: Notify,
 }
 
 /// What one server's stream task needs beside the state.
@@ -362,6 +367,12 @@ struct State {
     /// Targets no user holds any more, still subscribed until the instant given (see
     /// [`XdsClientBuilder::unsubscribe_delay`]).
     lingering: BTreeMap<String, Instant>,
+    /// The clusters the route configs named at the last cascade.
+    route_clusters: BTreeSet<String>,
+    /// Clusters routes stopped naming, still subscribed (and in the store) until the instant
+    /// given: a request routed by the previous route config may still be on its way to one
+    /// (gRPC's xDS resolver keeps such clusters while calls use them).
+    lingering_clusters: BTreeMap<String, Instant>,
     /// LDS names that are server listeners (gRFC A36), as the store's interest asks.
     server_listeners: BTreeSet<String>,
     /// Route configs received but not applied yet: some cluster they name (or its endpoints)
