@@ -53,23 +53,34 @@ pub(super) async fn coordinate(shared: Arc<Shared>) {
 ///
 /// [`XdsClientBuilder::unsubscribe_delay`]: super::XdsClientBuilder::unsubscribe_delay
 fn targets_with_lingering(shared: &Shared, held: &BTreeSet<String>) -> BTreeSet<String> {
-    let now = Instant::now();
     let mut st = shared.lock();
-    let released: Vec<String> = st
-        .listener_targets
-        .values()
-        .filter(|t| !held.contains(*t) && !st.lingering.contains_key(*t))
-        .cloned()
-        .collect();
-    if !released.is_empty() {
+    let st = &mut *st;
+    let before: Vec<String> = st.listener_targets.values().cloned().collect();
+    linger(shared, before, held, &mut st.lingering);
+    held.iter().chain(st.lingering.keys()).cloned().collect()
+}
+
+/// Updates a linger set: names in `before` missing from `now` start lingering for the
+/// unsubscribe delay (and the coordinator is told, to wake when it ends); names back in
+/// `now`, or whose delay ended, leave it.
+fn linger(
+    shared: &Shared,
+    before: impl IntoIterator<Item = String>,
+    now_named: &BTreeSet<String>,
+    set: &mut BTreeMap<String, Instant>,
+) {
+    let now = Instant::now();
+    let mut started = false;
+    for name in before {
+        if !now_named.contains(&name) && !set.contains_key(&name) {
+            set.insert(name, now + shared.linger);
+            started = true;
+        }
+    }
+    if started {
         shared.linger_started.notify_one();
     }
-    for t in released {
-        st.lingering.insert(t, now + shared.linger);
-    }
-    st.lingering
-        .retain(|t, until| !held.contains(t) && *until > now);
-    held.iter().chain(st.lingering.keys()).cloned().collect()
+    set.retain(|n, until| !now_named.contains(n) && *until > now);
 }
 
 /// Server `index`'s timers fired: report what did not arrive in time.
@@ -395,23 +406,10 @@ fn present(snap: &Snapshot, kind: ResourceKind, name: &str) -> bool {
 /// Clusters routes named before and no longer do, kept for the unsubscribe delay (see
 /// `State::lingering_clusters`); updates that set from `named`, what routes name now.
 fn clusters_with_lingering(shared: &Shared, named: &BTreeSet<String>) -> BTreeSet<String> {
-    let now = Instant::now();
     let mut st = shared.lock();
-    let released: Vec<String> = st
-        .route_clusters
-        .difference(named)
-        .filter(|c| !st.lingering_clusters.contains_key(*c))
-        .cloned()
-        .collect();
-    if !released.is_empty() {
-        shared.linger_started.notify_one();
-    }
-    for c in released {
-        st.lingering_clusters.insert(c, now + shared.linger);
-    }
-    st.lingering_clusters
-        .retain(|c, until| !named.contains(c) && *until > now);
-    st.route_clusters = named.clone();
+    let st = &mut *st;
+    let before = std::mem::replace(&mut st.route_clusters, named.clone());
+    linger(shared, before, named, &mut st.lingering_clusters);
     st.lingering_clusters.keys().cloned().collect()
 }
 
