@@ -138,6 +138,7 @@ impl Mesh {
             RouteLayer::for_target(self.inner.store.clone(), target),
             startup,
             options,
+            Some(target),
         )
     }
 
@@ -151,6 +152,7 @@ impl Mesh {
             RouteLayer::shared_by_authority(self.inner.by_authority.clone()),
             None,
             ChannelOptions::default(),
+            None,
         )
     }
 
@@ -159,6 +161,7 @@ impl Mesh {
         route: RouteLayer,
         startup: Option<service::Startup>,
         options: ChannelOptions,
+        target: Option<&str>,
     ) -> MeshService<B>
     where
         B: RequestBody,
@@ -179,6 +182,7 @@ impl Mesh {
             startup,
             self.clone(),
             options,
+            target,
         )
     }
 

@@ -79,6 +79,8 @@ struct Shared<B> {
     wait_for_ready: bool,
     /// Istio's request metrics, when the mesh records them.
     telemetry: Option<crate::telemetry::Telemetry>,
+    /// The channel's target (`None`: the HTTP client), for gRPC's call metrics.
+    target: Option<Arc<str>>,
 }
 
 impl<B> MeshService<B> {
@@ -87,12 +89,14 @@ impl<B> MeshService<B> {
         startup: Option<Startup>,
         mesh: Mesh,
         options: ChannelOptions,
+        target: Option<&str>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 router,
                 startup,
                 telemetry: mesh.telemetry().cloned(),
+                target: target.map(Arc::from),
                 mesh,
                 wait_for_ready: options.wait_for_ready,
             }),
@@ -195,7 +199,7 @@ where
             .shared
             .telemetry
             .as_ref()
-            .map(|t| ClientCall::start(t, &req));
+            .map(|t| ClientCall::start(t, &req, self.shared.target.as_ref()));
         let wait = req
             .extensions()
             .get::<WaitForReady>()
@@ -383,21 +387,21 @@ where
                 let mut res = grpc::local_reply(&e);
                 res.extensions_mut().insert(LocalReply(e.kind()));
                 if let Some(call) = call {
-                    let record = call.failed(&e, true);
+                    let record = call.failed(&e);
                     return Poll::Ready(Ok(res.map(|b| b.recording(record))));
                 }
                 Poll::Ready(Ok(res))
             }
             Poll::Ready(Ok(res)) => Poll::Ready(Ok(match call {
                 Some(call) => {
-                    let record = call.response(&res, *this.grpc);
+                    let record = call.response(&res);
                     res.map(|b| b.recording(record))
                 }
                 None => res,
             })),
             Poll::Ready(Err(e)) => {
                 if let Some(call) = call {
-                    call.failed(&e, false).finish(Flags::NONE);
+                    call.failed(&e).finish(Flags::NONE);
                 }
                 Poll::Ready(Err(e))
             }

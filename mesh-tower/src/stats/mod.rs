@@ -6,9 +6,11 @@
 //! on the body (routing, clusters, TLS); the label sets that need those live in
 //! `telemetry`, which hands this module finished labels.
 
+mod grpc;
 mod log;
 mod record;
 
+pub use grpc::{CLIENT_CALL_DURATION, LATENCY_BUCKETS, SERVER_CALL_DURATION};
 pub use log::AccessLog;
 pub(crate) use log::{LogLine, rfc3339};
 pub(crate) use record::Recording;
@@ -58,11 +60,20 @@ struct Handles {
     requests: Counter,
     duration: Histogram,
     bytes: Histogram,
+    /// gRPC's call duration (A66), on gRPC edges.
+    call: Option<Histogram>,
 }
 
 impl Handles {
-    fn new(edge: &[Label], o: Outcome) -> Handles {
-        let mut labels = edge.to_vec();
+    fn new(edge: &Edge, o: Outcome) -> Handles {
+        let call = edge.call.as_ref().map(|c| {
+            let mut labels = c.labels.clone();
+            labels.push(Label::new("grpc.status", grpc::status_name(o.grpc)));
+            metrics::with_recorder(|r| {
+                r.register_histogram(&Key::from_parts(c.name, labels), &META)
+            })
+        });
+        let mut labels = edge.labels.to_vec();
         labels.push(Label::new("response_code", o.code.to_string()));
         labels.push(Label::new(
             "grpc_response_status",
@@ -74,6 +85,7 @@ impl Handles {
             requests: r.register_counter(&key(REQUESTS_TOTAL), &META),
             duration: r.register_histogram(&key(REQUEST_DURATION), &META),
             bytes: r.register_histogram(&key(RESPONSE_BYTES), &META),
+            call,
         })
     }
 
@@ -81,6 +93,9 @@ impl Handles {
         self.requests.increment(1);
         self.duration.record(millis);
         self.bytes.record(bytes as f64);
+        if let Some(call) = &self.call {
+            call.record(millis / 1000.0);
+        }
     }
 }
 
@@ -92,12 +107,16 @@ struct Parts {
     peer: Option<Box<str>>,
     workload: Option<Box<str>>,
     grpc: bool,
+    method: Option<Box<str>>,
+    target: Option<Box<str>>,
 }
 
 /// One edge: its labels and the handles of each outcome seen on it.
 pub(crate) struct Edge {
     parts: Parts,
     labels: Vec<Label>,
+    /// gRPC's call metric (A66), for gRPC calls.
+    call: Option<grpc::CallLabels>,
     outcomes: RwLock<Vec<(Outcome, Handles)>>,
 }
 
@@ -110,7 +129,7 @@ impl Edge {
                 return;
             }
         }
-        let handles = Handles::new(&self.labels, o);
+        let handles = Handles::new(self, o);
         handles.record(millis, bytes);
         let mut outcomes = self.outcomes.write().unwrap_or_else(|e| e.into_inner());
         if outcomes.len() < MAX_OUTCOMES && !outcomes.iter().any(|(k, _)| *k == o) {
@@ -122,6 +141,8 @@ impl Edge {
 /// The edges of one side (client or server) of a workload.
 pub(crate) struct Edges {
     local: Vec<Label>,
+    /// gRPC's call duration metric of this side (A66).
+    call_metric: &'static str,
     edges: RwLock<HashMap<u64, Arc<Edge>>>,
 }
 
@@ -135,6 +156,10 @@ pub(crate) struct EdgeRef<'a> {
     /// The peer's Istio workload descriptor, when discovery gave one (client side).
     pub(crate) workload: Option<&'a str>,
     pub(crate) grpc: bool,
+    /// The gRPC method's path (gRPC calls only).
+    pub(crate) method: Option<&'a str>,
+    /// The channel's target (client only).
+    pub(crate) target: Option<&'a str>,
 }
 
 impl EdgeRef<'_> {
@@ -154,6 +179,13 @@ impl EdgeRef<'_> {
             h.write(w.as_bytes());
         }
         h.write_u8(self.grpc as u8);
+        if let Some(m) = self.method {
+            h.write(m.as_bytes());
+        }
+        h.write_u8(0xfc);
+        if let Some(t) = self.target {
+            h.write(t.as_bytes());
+        }
         h.finish()
     }
 
@@ -163,6 +195,8 @@ impl EdgeRef<'_> {
             && p.peer.as_deref() == self.peer
             && p.workload.as_deref() == self.workload
             && p.grpc == self.grpc
+            && p.method.as_deref() == self.method
+            && p.target.as_deref() == self.target
     }
 
     fn parts(&self) -> Parts {
@@ -172,14 +206,19 @@ impl EdgeRef<'_> {
             peer: self.peer.map(Into::into),
             workload: self.workload.map(Into::into),
             grpc: self.grpc,
+            method: self.method.map(Into::into),
+            target: self.target.map(Into::into),
         }
     }
 }
 
 impl Edges {
-    pub(crate) fn new(local: Vec<Label>) -> Self {
+    /// The edges of one side: `local` labels this workload, `call_metric` is gRPC's call
+    /// duration on this side.
+    pub(crate) fn new(local: Vec<Label>, call_metric: &'static str) -> Self {
         Self {
             local,
+            call_metric,
             edges: RwLock::new(HashMap::new()),
         }
     }
@@ -214,6 +253,8 @@ impl Edges {
                 peer: at.peer,
                 workload: None,
                 grpc: at.grpc,
+                method: None,
+                target: at.target,
             }
         } else {
             at
@@ -221,6 +262,9 @@ impl Edges {
         let edge = Arc::new(Edge {
             parts: at.parts(),
             labels: labels(&self.local, at),
+            call: at
+                .method
+                .map(|m| grpc::CallLabels::new(self.call_metric, m, at.target)),
             outcomes: RwLock::new(Vec::new()),
         });
         if !full && !edges.contains_key(&hash) {

@@ -88,36 +88,72 @@ pub(crate) struct ClientCall {
     /// Its access log line, when the workload logs.
     log: Option<Box<LogLine>>,
     grpc: bool,
+    /// The gRPC method (gRPC calls only; A66's `grpc.method`).
+    method: Option<http::uri::PathAndQuery>,
+    /// The channel's target (A66's `grpc.target`).
+    target: Option<Arc<str>>,
 }
 
+/// Where a client call went, as far as the mesh knows.
+struct Dest<'a> {
+    service: &'a str,
+    endpoint: Option<std::net::SocketAddr>,
+    peer: Option<&'a str>,
+    workload: Option<&'a str>,
+}
+
+const NOWHERE: Dest<'static> = Dest {
+    service: UNKNOWN,
+    endpoint: None,
+    peer: None,
+    workload: None,
+};
+
 impl ClientCall {
-    pub(crate) fn start<B>(telemetry: &Telemetry, req: &http::Request<B>) -> Self {
+    /// A call of `req` starting now, on a channel to `target` (none: the HTTP client).
+    pub(crate) fn start<B>(
+        telemetry: &Telemetry,
+        req: &http::Request<B>,
+        target: Option<&Arc<str>>,
+    ) -> Self {
+        let grpc = crate::grpc::is_grpc(req.headers());
         Self {
             telemetry: telemetry.clone(),
             start: Instant::now(),
             log: telemetry
                 .access_log()
                 .map(|sink| LogLine::start(sink, "source", req)),
-            grpc: crate::grpc::is_grpc(req.headers()),
+            grpc,
+            method: req.uri().path_and_query().filter(|_| grpc).cloned(),
+            target: target.cloned(),
         }
     }
 
-    fn recording(mut self, at: EdgeRef<'_>, outcome: Outcome) -> Recording {
+    fn recording(mut self, to: Dest<'_>, outcome: Outcome) -> Recording {
+        let at = EdgeRef {
+            service: to.service,
+            endpoint: to.endpoint,
+            peer: to.peer,
+            workload: to.workload,
+            grpc: self.grpc,
+            method: self.method.as_ref().map(|m| m.path()),
+            target: self.target.as_deref(),
+        };
         let edge = self
             .telemetry
             .client()
             .get(&at, client_labels(&self.telemetry));
         if let Some(line) = &mut self.log {
-            line.upstream_cluster = (at.service != UNKNOWN).then(|| at.service.into());
-            line.upstream_host = at.endpoint;
-            line.peer = at.peer.map(str::to_owned);
+            line.upstream_cluster = (to.service != UNKNOWN).then(|| to.service.into());
+            line.upstream_host = to.endpoint;
+            line.peer = to.peer.map(str::to_owned);
         }
         Recording::new(edge, self.start, outcome).logging(self.log)
     }
 
     /// The record of a response (the upstream's, or one the mesh made), to finish when its
     /// body ends.
-    pub(crate) fn response<B>(self, res: &http::Response<B>, grpc: bool) -> Recording {
+    pub(crate) fn response<B>(self, res: &http::Response<B>) -> Recording {
         let served = res.extensions().get::<crate::ServedBy>();
         let peer = res
             .extensions()
@@ -138,54 +174,46 @@ impl ClientCall {
         {
             flags = flags.with(Flags::RL);
         }
-        let at = EdgeRef {
+        let to = Dest {
             service: served.map_or(UNKNOWN, |s| &s.cluster),
             endpoint: served.map(|s| s.endpoint),
             peer,
             workload: served.and_then(|s| s.workload.as_deref()),
-            grpc,
         };
         let outcome = Outcome {
             code: res.status().as_u16(),
             grpc: grpc_status(res.headers()),
             flags,
         };
-        self.recording(at, outcome)
+        self.recording(to, outcome)
     }
 
     /// Records a call whose caller dropped it before its answer: code 0, `DC`.
     pub(crate) fn cancelled(self) {
-        let at = EdgeRef {
-            service: UNKNOWN,
-            endpoint: None,
-            peer: None,
-            workload: None,
-            grpc: self.grpc,
-        };
         let outcome = Outcome {
             code: 0,
             grpc: None,
             flags: Flags::DC,
         };
-        self.recording(at, outcome).finish(Flags::NONE);
+        self.recording(NOWHERE, outcome).finish(Flags::NONE);
     }
 
-    /// The record of a request the mesh failed with `e`, answered with `code` (0: none, the
-    /// caller gets the error) and, for gRPC, the status the caller sees.
-    pub(crate) fn failed(self, e: &crate::MeshError, grpc: bool) -> Recording {
-        let at = EdgeRef {
+    /// The record of a request the mesh failed with `e`: answered with the gRPC status the
+    /// caller sees (code 200) on a gRPC call, else with no answer (code 0, the caller gets the
+    /// error).
+    pub(crate) fn failed(self, e: &crate::MeshError) -> Recording {
+        let grpc = self.grpc;
+        let to = Dest {
             service: e.cluster().unwrap_or(UNKNOWN),
             endpoint: e.endpoint(),
-            peer: None,
-            workload: None,
-            grpc,
+            ..NOWHERE
         };
         let outcome = Outcome {
             code: if grpc { 200 } else { 0 },
             grpc: grpc.then(|| e.kind().grpc_code()),
             flags: Flags::for_error(e.kind()),
         };
-        self.recording(at, outcome)
+        self.recording(to, outcome)
     }
 }
 
@@ -231,6 +259,8 @@ impl InboundCall {
             peer,
             workload,
             grpc,
+            method: grpc.then(|| req.uri().path()),
+            target: None,
         };
         let log = telemetry.access_log().map(|sink| {
             let mut line = LogLine::start(sink, "destination", req);

@@ -12,7 +12,7 @@
 //! `NC`, `UT`, `FI`, `RL`, `UC`, `DC`).
 //!
 //! Metrics go through the [`metrics`] facade, so the application picks the exporter; with the
-//! `prometheus` feature, [`prometheus::install`] gives a ready Prometheus text endpoint with
+//! `prometheus` feature, `prometheus::install` gives a ready Prometheus text endpoint with
 //! Envoy's histogram buckets. Install the recorder before building the mesh: handles are
 //! registered once and cached.
 //!
@@ -44,7 +44,10 @@ use crate::stats::Edges;
 use std::fmt;
 use std::sync::Arc;
 
-pub use crate::stats::{REQUEST_DURATION, REQUESTS_TOTAL, RESPONSE_BYTES};
+pub use crate::stats::{
+    CLIENT_CALL_DURATION, LATENCY_BUCKETS, REQUEST_DURATION, REQUESTS_TOTAL, RESPONSE_BYTES,
+    SERVER_CALL_DURATION,
+};
 
 /// Envoy's default histogram buckets (milliseconds for durations), which Istio's dashboards
 /// assume.
@@ -94,8 +97,14 @@ impl Telemetry {
     fn build(workload: Workload, access_log: Option<AccessLog>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                client: Edges::new(labels::local_source(&workload)),
-                server: Edges::new(labels::local_destination(&workload)),
+                client: Edges::new(
+                    labels::local_source(&workload),
+                    crate::stats::CLIENT_CALL_DURATION,
+                ),
+                server: Edges::new(
+                    labels::local_destination(&workload),
+                    crate::stats::SERVER_CALL_DURATION,
+                ),
                 exchange: exchange::headers(&workload),
                 workload,
                 access_log,

@@ -23,11 +23,15 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     builder()?.install_recorder()
 }
 
-/// The builder [`install`] uses (Envoy's buckets for `istio_*` histograms), to add to or to
-/// build a recorder without installing it.
+/// The builder [`install`] uses (Envoy's buckets for `istio_*` histograms, gRPC's for its
+/// call durations), to add to or to build a recorder without installing it.
 pub fn builder() -> Result<PrometheusBuilder, BuildError> {
     PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Prefix("istio_".into()), &super::ENVOY_BUCKETS)
+        .set_buckets_for_metric(Matcher::Prefix("istio_".into()), &super::ENVOY_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Suffix("call.duration".into()),
+            &super::LATENCY_BUCKETS,
+        )
 }
 
 /// The text format's content type.

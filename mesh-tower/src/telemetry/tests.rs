@@ -139,6 +139,17 @@ fn a_server_records_each_request_at_the_end_of_its_stream() {
     assert_eq!(labels.len(), 25, "{labels:?}");
     assert_eq!(series.values(RESPONSE_BYTES, &[]), vec![5.0]);
     assert_eq!(series.values(REQUEST_DURATION, &[]), vec![30.0]);
+    // gRPC's own call metric (A66), in seconds.
+    assert_eq!(
+        series.values(
+            SERVER_CALL_DURATION,
+            &[
+                ("grpc.method", "echo.Echo/Say"),
+                ("grpc.status", "PERMISSION_DENIED")
+            ]
+        ),
+        vec![0.03]
+    );
 }
 
 #[test]
@@ -179,19 +190,22 @@ fn a_client_reports_as_the_source_with_the_cluster_as_the_service() {
     let series = Series::default();
     let t = echo_workload();
     with_series(&series, async {
-        let call = ClientCall::start(&t, &get("/x"));
+        let call = ClientCall::start(&t, &get("/x"), None);
         tokio::time::advance(Duration::from_millis(12)).await;
         let res = crate::test_util::response(503, 8080);
-        let mut rec = call.response(&res, false);
+        let mut rec = call.response(&res);
         rec.finish(Flags::NONE);
         // A failure the mesh answered itself: the flag says what happened.
-        let call = ClientCall::start(&t, &get("/x"));
+        // A gRPC call on a channel: gRPC's call metric too (A66).
+        let target = Arc::from("xds:///echo.default.svc.cluster.local:7070");
+        let call = ClientCall::start(&t, &grpc_request("echo"), Some(&target));
+        tokio::time::advance(Duration::from_millis(3)).await;
         let e = MeshError::new(ErrorKind::NoEndpoint, "no endpoint")
             .with_cluster("outbound|7070|v1|echo.default.svc.cluster.local".into());
-        call.failed(&e, true).finish(Flags::NONE);
+        call.failed(&e).finish(Flags::NONE);
         let e = MeshError::new(ErrorKind::NoRoute, "no route");
-        ClientCall::start(&t, &get("/x"))
-            .failed(&e, false)
+        ClientCall::start(&t, &get("/x"), None)
+            .failed(&e)
             .finish(Flags::NONE);
     });
     let source = [
@@ -230,6 +244,22 @@ fn a_client_reports_as_the_source_with_the_cluster_as_the_service() {
         1
     );
     assert_eq!(
+        series.values(
+            CLIENT_CALL_DURATION,
+            &[
+                ("grpc.method", "echo.Echo/Say"),
+                ("grpc.target", "xds:///echo.default.svc.cluster.local:7070"),
+                ("grpc.status", "UNAVAILABLE"),
+            ]
+        ),
+        vec![0.003]
+    );
+    assert_eq!(
+        series.values(CLIENT_CALL_DURATION, &[]).len(),
+        1,
+        "HTTP calls have none"
+    );
+    assert_eq!(
         series.requests(&[
             ("destination_service", "unknown"),
             ("response_code", "0"),
@@ -249,8 +279,8 @@ fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
             .get_mut::<crate::ServedBy>()
             .unwrap()
             .workload = Some("reviews-v2;bookinfo;reviews;v2;Kubernetes".into());
-        ClientCall::start(&t, &get("/x"))
-            .response(&res, false)
+        ClientCall::start(&t, &get("/x"), None)
+            .response(&res)
             .finish(Flags::NONE);
         // istiod leaves the revision out when it is the default.
         let mut res = crate::test_util::response(200, 8081);
@@ -258,8 +288,8 @@ fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
             .get_mut::<crate::ServedBy>()
             .unwrap()
             .workload = Some("ratings;bookinfo;ratings;;Kubernetes".into());
-        ClientCall::start(&t, &get("/x"))
-            .response(&res, false)
+        ClientCall::start(&t, &get("/x"), None)
+            .response(&res)
             .finish(Flags::NONE);
     });
     let reviews = [
@@ -321,8 +351,8 @@ fn access_log_lines_say_what_each_request_did() {
         // A client's call the mesh failed: no endpoint in the cluster.
         let e = MeshError::new(ErrorKind::NoEndpoint, "no endpoint")
             .with_cluster("outbound|7070|v1|echo.default.svc.cluster.local".into());
-        ClientCall::start(&t, &get("/items?id=1"))
-            .failed(&e, false)
+        ClientCall::start(&t, &get("/items?id=1"), None)
+            .failed(&e)
             .finish(Flags::NONE);
     });
     let json = lines.json();
