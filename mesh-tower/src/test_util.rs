@@ -176,14 +176,13 @@ impl Series {
     /// Every label of the one `istio_requests_total` series.
     pub(crate) fn only_series(&self) -> Vec<(String, String)> {
         let all = self.counters.lock().unwrap();
-        assert_eq!(
-            all.len(),
-            1,
-            "{:?}",
-            all.iter().map(|(k, _)| k).collect::<Vec<_>>()
-        );
-        all[0]
-            .0
+        let istio: Vec<&Key> = all
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.name() == crate::telemetry::REQUESTS_TOTAL)
+            .collect();
+        assert_eq!(istio.len(), 1, "{istio:?}");
+        istio[0]
             .labels()
             .map(|l| (l.key().to_owned(), l.value().to_owned()))
             .collect()

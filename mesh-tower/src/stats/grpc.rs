@@ -9,6 +9,8 @@ use metrics::Label;
 pub const CLIENT_CALL_DURATION: &str = "grpc.client.call.duration";
 /// `grpc.server.call.duration`: from the request to the end of the answer, seconds.
 pub const SERVER_CALL_DURATION: &str = "grpc.server.call.duration";
+/// `grpc.server.call.started`: calls a server received (counted as they arrive).
+pub const SERVER_CALL_STARTED: &str = "grpc.server.call.started";
 
 /// A66's latency buckets, seconds.
 pub const LATENCY_BUCKETS: [f64; 41] = [
@@ -22,6 +24,8 @@ pub const LATENCY_BUCKETS: [f64; 41] = [
 pub(crate) struct CallLabels {
     pub(crate) name: &'static str,
     pub(crate) labels: Vec<Label>,
+    /// `grpc.server.call.started` (servers only), counted when a call arrives.
+    pub(crate) started: Option<metrics::Counter>,
 }
 
 impl CallLabels {
@@ -35,7 +39,15 @@ impl CallLabels {
         if name == CLIENT_CALL_DURATION {
             labels.push(Label::new("grpc.target", target.unwrap_or("").to_owned()));
         }
-        Self { name, labels }
+        let started = (name == SERVER_CALL_DURATION).then(|| {
+            let key = metrics::Key::from_parts(SERVER_CALL_STARTED, labels.clone());
+            metrics::with_recorder(|r| r.register_counter(&key, &super::META))
+        });
+        Self {
+            name,
+            labels,
+            started,
+        }
     }
 }
 

@@ -10,7 +10,7 @@ mod grpc;
 mod log;
 mod record;
 
-pub use grpc::{CLIENT_CALL_DURATION, LATENCY_BUCKETS, SERVER_CALL_DURATION};
+pub use grpc::{CLIENT_CALL_DURATION, LATENCY_BUCKETS, SERVER_CALL_DURATION, SERVER_CALL_STARTED};
 pub use log::AccessLog;
 pub(crate) use log::{LogLine, rfc3339};
 pub(crate) use record::Recording;
@@ -121,6 +121,13 @@ pub(crate) struct Edge {
 }
 
 impl Edge {
+    /// Counts a gRPC call arriving on this (server) edge (`grpc.server.call.started`).
+    pub(crate) fn call_started(&self) {
+        if let Some(c) = self.call.as_ref().and_then(|c| c.started.as_ref()) {
+            c.increment(1);
+        }
+    }
+
     fn record(&self, o: Outcome, millis: f64, bytes: u64) {
         {
             let outcomes = self.outcomes.read().unwrap_or_else(|e| e.into_inner());

@@ -267,8 +267,10 @@ impl InboundCall {
             line.peer = peer.map(str::to_owned);
             line
         });
+        let edge = telemetry.server().get(&at, server_labels(telemetry));
+        edge.call_started();
         Self {
-            edge: telemetry.server().get(&at, server_labels(telemetry)),
+            edge,
             start: Instant::now(),
             log,
         }

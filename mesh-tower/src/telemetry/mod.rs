@@ -46,7 +46,7 @@ use std::sync::Arc;
 
 pub use crate::stats::{
     CLIENT_CALL_DURATION, LATENCY_BUCKETS, REQUEST_DURATION, REQUESTS_TOTAL, RESPONSE_BYTES,
-    SERVER_CALL_DURATION,
+    SERVER_CALL_DURATION, SERVER_CALL_STARTED,
 };
 
 /// Envoy's default histogram buckets (milliseconds for durations), which Istio's dashboards

@@ -139,7 +139,11 @@ fn a_server_records_each_request_at_the_end_of_its_stream() {
     assert_eq!(labels.len(), 25, "{labels:?}");
     assert_eq!(series.values(RESPONSE_BYTES, &[]), vec![5.0]);
     assert_eq!(series.values(REQUEST_DURATION, &[]), vec![30.0]);
-    // gRPC's own call metric (A66), in seconds.
+    // gRPC's own call metrics (A66): counted on arrival, the duration in seconds.
+    assert_eq!(
+        series.counter(SERVER_CALL_STARTED, &[("grpc.method", "echo.Echo/Say")]),
+        1
+    );
     assert_eq!(
         series.values(
             SERVER_CALL_DURATION,
