@@ -66,10 +66,19 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let call = self.telemetry.as_ref().map(|t| {
-            // The caller's metadata exchange headers are for the metrics, not the handler.
-            let h = req.headers_mut();
-            let metadata = h.remove(&crate::stats::PEER_METADATA);
-            h.remove(&crate::stats::PEER_METADATA_ID);
+            // The metadata exchange headers of an authenticated caller are for the metrics,
+            // not the handler (an unauthenticated caller's are not believed nor looked for).
+            let authenticated = req
+                .extensions()
+                .get::<crate::tls::PeerInfo>()
+                .is_some_and(|p| p.identity.is_some());
+            let metadata = authenticated
+                .then(|| {
+                    let h = req.headers_mut();
+                    h.remove(&crate::stats::PEER_METADATA_ID);
+                    h.remove(&crate::stats::PEER_METADATA)
+                })
+                .flatten();
             InboundCall::start(t, &req, metadata.as_ref())
         });
         ResponseFuture::new(self.inner.call(req), call)
