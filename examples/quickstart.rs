@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh_examples::backend::Backend;
 use mesh_examples::greeter::{self, GreeterClient, HelloRequest};
-use mesh_tower::telemetry::prometheus::PrometheusHandle;
+use mesh_tower::admin::Admin;
 use mesh_tower::telemetry::{Telemetry, Workload};
 use mesh_tower::{Mesh, ServedBy};
 use std::collections::{BTreeMap, HashMap};
@@ -112,13 +112,22 @@ async fn main() -> Result<(), Error> {
     }
 
     if std::env::args().any(|a| a == "--serve") {
-        let addr = serve_metrics(metrics).await?;
+        // The mesh's admin endpoint: /metrics, and /clusters, /config_dump, /ready.
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = admin.local_addr()?;
+        tokio::spawn(
+            Admin::new(mesh.clone())
+                .with_prometheus(metrics)
+                .serve(admin),
+        );
         println!("\n--serve: backends stay up; in another terminal try:");
         println!(
             "  cargo run --release --example probe -- --config {} --target web --requests 100 --concurrency 8",
             path.display()
         );
-        println!("  curl http://{addr}/metrics    # Istio's metrics for Prometheus");
+        println!(
+            "  curl http://{addr}/metrics    # Istio's metrics for Prometheus (also /clusters)"
+        );
         println!("Ctrl-C to stop.");
         tokio::signal::ctrl_c().await?;
     }
@@ -175,24 +184,4 @@ fn short(line: &str) -> String {
         .filter(|l| keep.iter().any(|k| l.starts_with(k)))
         .collect();
     format!("{{{}}} {value}", kept.join(","))
-}
-
-/// Serves `/metrics` (Prometheus text) on a loopback port.
-async fn serve_metrics(metrics: PrometheusHandle) -> Result<std::net::SocketAddr, Error> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let metrics = metrics.clone();
-            let svc = hyper::service::service_fn(move |_req| {
-                let body = http_body_util::Full::new(Bytes::from(metrics.render()));
-                async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
-            );
-        }
-    });
-    Ok(addr)
 }

@@ -8,10 +8,10 @@
 mod support;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use mesh_interop::envoy::free_port;
 use mesh_interop::prometheus::Prometheus;
-use mesh_tower::telemetry::prometheus::PrometheusHandle;
+use mesh_tower::admin::Admin;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -77,29 +77,6 @@ fn serve(listen: SocketAddr, bootstrap: &Path, admin: SocketAddr, log: &Path) ->
     Serve(child)
 }
 
-/// Serves `/metrics` from `handle` (this process's recorder) on a loopback port.
-async fn metrics_endpoint(handle: PrometheusHandle) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let handle = handle.clone();
-            let svc = hyper::service::service_fn(move |_req| {
-                let body = Full::new(Bytes::from(handle.render()));
-                async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
-            );
-        }
-    });
-    addr
-}
-
 /// The value of each series of `promql`, keyed by the values of `by` (joined with `|`).
 async fn by(prom: &Prometheus, promql: &str, by: &[&str]) -> HashMap<String, f64> {
     prom.query(promql)
@@ -163,7 +140,14 @@ async fn prometheus_reads_the_split_the_denials_and_mtls_as_kiali_and_grafana_do
     let client = cp.client(&client_workload(Some(&client_dir)), false).await;
     let channel = client.channel::<Empty<Bytes>>(TARGET);
     client.wait_ready(TARGET, PATIENCE).await.unwrap();
-    targets.push(metrics_endpoint(handle).await);
+    // The client's `/metrics`: this process's exporter behind the mesh's admin endpoint.
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    targets.push(admin.local_addr().unwrap());
+    tokio::spawn(
+        Admin::new(client.clone())
+            .with_prometheus(handle)
+            .serve(admin),
+    );
     let prom = Prometheus::start(&targets);
 
     // What the client saw: which server answered, and with what.

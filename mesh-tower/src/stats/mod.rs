@@ -151,6 +151,10 @@ pub(crate) struct Edges {
     /// gRPC's call duration metric of this side (A66).
     call_metric: &'static str,
     edges: RwLock<HashMap<u64, Arc<Edge>>>,
+    /// The shared edges of requests beyond [`MAX_EDGES`] (service `unknown`), by what is left
+    /// of their inputs: cached too, so that a flood of new authorities costs no label
+    /// building per request.
+    overflow: RwLock<HashMap<u64, Arc<Edge>>>,
 }
 
 /// An edge's inputs, borrowed (looking an edge up allocates nothing).
@@ -227,6 +231,7 @@ impl Edges {
             local,
             call_metric,
             edges: RwLock::new(HashMap::new()),
+            overflow: RwLock::new(HashMap::new()),
         }
     }
 
@@ -235,26 +240,26 @@ impl Edges {
         self.edges.read().unwrap().len()
     }
 
+    #[cfg(test)]
+    pub(crate) fn overflow_len(&self) -> usize {
+        self.overflow.read().unwrap().len()
+    }
+
     /// The edge for `at`, its labels built by `labels` (given the local side's) the first time.
     pub(crate) fn get(
         &self,
         at: &EdgeRef<'_>,
         labels: impl Fn(&[Label], &EdgeRef<'_>) -> Vec<Label>,
     ) -> Arc<Edge> {
-        let hash = at.hash();
-        {
+        let full = {
             let edges = self.edges.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(edge) = edges.get(&hash).filter(|e| at.matches(&e.parts)) {
-                return edge.clone();
+            if let Some(edge) = lookup(&edges, at) {
+                return edge;
             }
-        }
-        let mut edges = self.edges.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(edge) = edges.get(&hash).filter(|e| at.matches(&e.parts)) {
-            return edge.clone();
-        }
-        let full = edges.len() >= MAX_EDGES;
-        let at = if full {
-            &EdgeRef {
+            edges.len() >= MAX_EDGES
+        };
+        if full {
+            let shared = EdgeRef {
                 service: UNKNOWN,
                 endpoint: None,
                 peer: at.peer,
@@ -262,10 +267,27 @@ impl Edges {
                 grpc: at.grpc,
                 method: None,
                 target: at.target,
-            }
-        } else {
-            at
-        };
+            };
+            return self.get_or_make(&self.overflow, &shared, labels, usize::MAX);
+        }
+        self.get_or_make(&self.edges, at, labels, MAX_EDGES)
+    }
+
+    /// The edge for `at` in `map`, made (and kept while `map` holds fewer than `cap`) if new.
+    fn get_or_make(
+        &self,
+        map: &RwLock<HashMap<u64, Arc<Edge>>>,
+        at: &EdgeRef<'_>,
+        labels: impl Fn(&[Label], &EdgeRef<'_>) -> Vec<Label>,
+        cap: usize,
+    ) -> Arc<Edge> {
+        if let Some(edge) = lookup(&map.read().unwrap_or_else(|e| e.into_inner()), at) {
+            return edge;
+        }
+        let mut edges = map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(edge) = lookup(&edges, at) {
+            return edge;
+        }
         let edge = Arc::new(Edge {
             parts: at.parts(),
             labels: labels(&self.local, at),
@@ -274,11 +296,20 @@ impl Edges {
                 .map(|m| grpc::CallLabels::new(self.call_metric, m, at.target)),
             outcomes: RwLock::new(Vec::new()),
         });
-        if !full && !edges.contains_key(&hash) {
+        let hash = at.hash();
+        if edges.len() < cap && !edges.contains_key(&hash) {
             edges.insert(hash, edge.clone());
         }
         edge
     }
+}
+
+/// The edge `at` names in `edges`, if there (a hash collision is a miss).
+fn lookup(edges: &HashMap<u64, Arc<Edge>>, at: &EdgeRef<'_>) -> Option<Arc<Edge>> {
+    edges
+        .get(&at.hash())
+        .filter(|e| at.matches(&e.parts))
+        .cloned()
 }
 
 /// Envoy's response flags for what the mesh did to a request (a bit set; see

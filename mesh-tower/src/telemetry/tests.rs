@@ -182,6 +182,8 @@ fn hostile_authorities_cannot_grow_the_label_sets_without_bound() {
         }
     });
     assert_eq!(t.server().len(), crate::stats::MAX_EDGES);
+    // The rest share one edge, made once.
+    assert_eq!(t.server().overflow_len(), 1);
     assert_eq!(series.requests(&[]), 5000);
     assert_eq!(
         series.requests(&[("destination_service", "unknown")]),

@@ -56,9 +56,9 @@ const STATES: [&str; 5] = [
 impl Resources {
     /// Counts one resource.
     pub(super) fn add(&mut self, ty: ResourceType, name: &str, state: &str, has_error: bool) {
-        let authority = match name.strip_prefix("xdstp://") {
-            Some(rest) => rest.split('/').next().unwrap_or_default().to_owned(),
-            None => "#old".to_owned(),
+        let authority = match crate::federation::XdstpName::parse(name) {
+            Some(Ok(n)) => n.authority.to_owned(),
+            Some(Err(_)) | None => "#old".to_owned(),
         };
         let state = match (state, has_error) {
             ("acked", true) => "nacked_but_cached",
