@@ -31,7 +31,8 @@ fn serve_binary() -> PathBuf {
     let bin = target.join("debug/examples/serve");
     assert!(
         bin.is_file(),
-        "{} is missing: `cargo build --example serve` (`cargo test --workspace` builds it)",
+        "{} is missing: run `cargo build -p mesh-examples --example serve` first \
+         (`bash .ci/test` does; `cargo test` builds examples only as test harnesses)",
         bin.display()
     );
     bin
