@@ -8,6 +8,7 @@ pub mod echo;
 pub mod greeter;
 pub mod identity;
 pub mod istio;
+pub mod jwt;
 pub mod pki;
 pub mod probe;
 pub mod yaml;

@@ -166,3 +166,49 @@ static_resources:
         }
     }
 }
+
+/// An Envoy HTTP filter for [`answering_listener`]: its name, its typed config's type URL,
+/// and the config's body as a YAML flow mapping (`{ rules: … }`, the same YAML our config
+/// takes for that filter).
+pub type TypedFilter<'a> = (&'a str, &'a str, &'a str);
+
+/// A static listener `l{index}` on `127.0.0.1:port` whose only route answers `200 ok` after
+/// `filters` ran: what the filter oracles give Envoy, so its decision is the only thing a
+/// status can show. `tls` is a `DownstreamTlsContext` typed config body (indented for the
+/// chain), or empty for plaintext.
+pub fn answering_listener(
+    index: usize,
+    port: u16,
+    tls: &str,
+    filters: &[TypedFilter<'_>],
+) -> String {
+    let mut http_filters = String::new();
+    for (name, type_url, yaml) in filters {
+        let body = yaml.trim().trim_start_matches('{').trim_end_matches('}');
+        http_filters.push_str(&format!(
+            "                  - name: {name}\n                    typed_config: {{ \"@type\": {type_url}, {body} }}\n"
+        ));
+    }
+    let chain = if tls.is_empty() {
+        "        - filters:\n".to_owned()
+    } else {
+        format!(
+            "        - transport_socket:\n            name: envoy.transport_sockets.tls\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n{tls}          filters:\n"
+        )
+    };
+    format!(
+        r#"    - name: l{index}
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+      filter_chains:
+{chain}            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: l{index}
+                codec_type: AUTO
+                http_filters:
+{http_filters}                  - {{ name: envoy.filters.http.router, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }} }}
+                route_config:
+                  virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: / }}, direct_response: {{ status: 200, body: {{ inline_string: ok }} }} }}] }}]
+"#
+    )
+}

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use mesh_examples::pki::{DevCa, Issued, LeafSpec};
-use mesh_interop::envoy::{Envoy, free_port};
+use mesh_interop::envoy::{Envoy, TypedFilter, answering_listener, free_port};
 use mesh_tower::Mesh;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+const RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/backend";
 
 /// (name, the filters in chain order: (filter name, RBAC YAML)).
@@ -127,44 +128,19 @@ fn envoy_config(
     server: &Files,
     listeners: &[(SocketAddr, &[(&str, &str)])],
 ) -> String {
+    let tls = format!(
+        "              common_tls_context:\n                alpn_protocols: [http/1.1]\n                \
+         tls_certificates: [{{ certificate_chain: {{ filename: \"{cert}\" }}, private_key: {{ filename: \"{key}\" }} }}]\n                \
+         validation_context: {{ trusted_ca: {{ filename: \"{ca}\" }} }}\n",
+        cert = server.cert.display(),
+        key = server.key.display(),
+        ca = ca.display(),
+    );
     let mut out = String::from("static_resources:\n  listeners:\n");
     for (i, (addr, filters)) in listeners.iter().enumerate() {
-        let mut http_filters = String::new();
-        for (name, yaml) in *filters {
-            // The RBAC YAML is a flow mapping; Envoy takes it as the typed config's body.
-            let body = yaml.trim().trim_start_matches('{').trim_end_matches('}');
-            http_filters.push_str(&format!(
-                "                  - name: {name}\n                    typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC, {body} }}\n"
-            ));
-        }
-        out.push_str(&format!(
-            r#"    - name: l{i}
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-      filter_chains:
-        - transport_socket:
-            name: envoy.transport_sockets.tls
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-              common_tls_context:
-                alpn_protocols: [http/1.1]
-                tls_certificates: [{{ certificate_chain: {{ filename: "{cert}" }}, private_key: {{ filename: "{key}" }} }}]
-                validation_context: {{ trusted_ca: {{ filename: "{ca}" }} }}
-          filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: l{i}
-                codec_type: AUTO
-                http_filters:
-{http_filters}                  - {{ name: envoy.filters.http.router, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }} }}
-                route_config:
-                  virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: / }}, direct_response: {{ status: 200, body: {{ inline_string: ok }} }} }}] }}]
-"#,
-            port = addr.port(),
-            cert = server.cert.display(),
-            key = server.key.display(),
-            ca = ca.display(),
-        ));
+        let typed: Vec<TypedFilter<'_>> =
+            filters.iter().map(|(n, y)| (*n, RBAC_TYPE, *y)).collect();
+        out.push_str(&answering_listener(i, addr.port(), &tls, &typed));
     }
     out
 }

@@ -7,8 +7,9 @@
 use mesh_core::MeshConfig;
 use std::path::{Path, PathBuf};
 
-const TOP_LEVEL: [&str; 5] = [
+const TOP_LEVEL: [&str; 6] = [
     "certificate_providers:",
+    "servers:",
     "listeners:",
     "route_configs:",
     "clusters:",

@@ -7,7 +7,9 @@
 pub mod cluster;
 pub mod endpoint;
 pub mod headers;
+pub mod jwt;
 pub mod listener;
+pub mod metadata;
 pub mod rbac;
 pub mod route;
 pub mod server;

@@ -12,6 +12,7 @@
 //! conditions (not implemented), header matchers on `grpc-*` headers or `:scheme` (A41: their
 //! values are not what the client sent), a malformed CIDR range, and `any: false`.
 
+use super::metadata::MetadataMatcher;
 use super::route::http_token;
 use super::route::{HeaderMatcher, StringMatcher, check_regex};
 use crate::error::{Errors, FieldPath};
@@ -250,9 +251,10 @@ pub struct Principal {
     /// The request path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_path: Option<PathMatcher>,
-    /// Never matches (see [`Permission::metadata`]).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub metadata: bool,
+    /// Request metadata: the JWT filter's verified payloads
+    /// ([`metadata`](super::metadata)); a matcher naming another filter never matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataMatcher>,
 }
 
 /// Pseudo-headers a rule may match (A41); `:scheme` is refused.
@@ -386,7 +388,7 @@ impl Principal {
             self.remote_ip.is_some(),
             self.header.is_some(),
             self.url_path.is_some(),
-            self.metadata,
+            self.metadata.is_some(),
         ]
         .into_iter()
         .filter(|b| *b)
@@ -431,6 +433,9 @@ impl Principal {
         if let Some(p) = &self.url_path {
             string(&p.path, &path.field("url_path").field("path"), errors);
         }
+        if let Some(m) = &self.metadata {
+            m.validate(&path.field("metadata"), errors);
+        }
     }
 }
 
@@ -454,7 +459,7 @@ impl CidrRange {
     }
 }
 
-fn string(m: &StringMatcher, path: &FieldPath, errors: &mut Errors) {
+pub(crate) fn string(m: &StringMatcher, path: &FieldPath, errors: &mut Errors) {
     errors.check(
         m.as_header_match().is_some(),
         path,

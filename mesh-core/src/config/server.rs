@@ -4,9 +4,11 @@
 //! It is the static form of gRFC A36's server listener (Envoy's `Listener` with a socket
 //! address, a `DownstreamTlsContext` and an HTTP connection manager whose filters run before
 //! the application): one name the application refers to (`mesh.server("echo")`), TLS, and
-//! the inbound HTTP filters in chain order. Today the inbound filter is RBAC
-//! ([`rbac`](super::rbac)); filters run in the order listed, as Envoy runs them.
+//! the inbound HTTP filters in chain order: JWT request authentication
+//! ([`jwt`](super::jwt)), then RBAC ([`rbac`](super::rbac)); filters run in the order listed,
+//! as Envoy runs them.
 
+use super::jwt::JwtAuthn;
 use super::rbac::RbacFilter;
 use super::tls::DownstreamTls;
 use crate::error::{Errors, FieldPath};
@@ -103,6 +105,9 @@ pub struct ServerHttpFilter {
     /// Authorization (`envoy.filters.http.rbac`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rbac: Option<RbacFilter>,
+    /// Request authentication (`envoy.filters.http.jwt_authn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_authn: Option<JwtAuthn>,
 }
 
 impl Server {
@@ -111,6 +116,11 @@ impl Server {
         self.http_filters
             .iter()
             .filter_map(|f| f.rbac.as_ref().map(|r| (f.name.as_str(), r)))
+    }
+
+    /// The JWT filter, if any (at most one: validation refuses more).
+    pub fn jwt_authn(&self) -> Option<&JwtAuthn> {
+        self.http_filters.iter().find_map(|f| f.jwt_authn.as_ref())
     }
 
     /// Checks this server; `path` locates it.
@@ -142,15 +152,34 @@ impl Server {
             "must be at least 1",
         );
         let mut names = HashSet::new();
+        let (mut seen_rbac, mut seen_jwt) = (false, false);
         for (i, f) in self.http_filters.iter().enumerate() {
             let fp = path.field("http_filters").index(i);
             errors.check(!f.name.is_empty(), &fp.field("name"), "must not be empty");
             if !names.insert(f.name.as_str()) {
                 errors.push(&fp.field("name"), format!("duplicate filter {:?}", f.name));
             }
-            match &f.rbac {
-                Some(r) => r.validate(&fp.field("rbac"), errors),
-                None => errors.push(&fp, "exactly one filter config (rbac) must be set"),
+            match (&f.rbac, &f.jwt_authn) {
+                (Some(r), None) => {
+                    seen_rbac = true;
+                    r.validate(&fp.field("rbac"), errors)
+                }
+                (None, Some(j)) => {
+                    // RBAC reads the verified claims, so it must run after the JWT filter;
+                    // Istio always orders them so.
+                    errors.check(
+                        !seen_rbac,
+                        &fp,
+                        "the jwt_authn filter must come before the RBAC filters",
+                    );
+                    errors.check(!seen_jwt, &fp, "only one jwt_authn filter is supported");
+                    seen_jwt = true;
+                    j.validate(&fp.field("jwt_authn"), errors)
+                }
+                _ => errors.push(
+                    &fp,
+                    "exactly one filter config (rbac or jwt_authn) must be set",
+                ),
             }
         }
     }

@@ -4,6 +4,8 @@
 
 use super::audit::{AuditEvent, AuditSink, emit, principal};
 use super::error::Denied;
+use super::metadata::MetaMatch;
+use crate::jwt::VerifiedJwt;
 use crate::policy::headers::{HeaderKind, HeaderRule, compile_header, compile_kind};
 use crate::tls::PeerInfo;
 use http::{HeaderMap, Request};
@@ -70,7 +72,7 @@ enum Prin {
     RemoteIp(Cidr),
     Header(Header),
     Path(HeaderKind),
-    Never,
+    Metadata(MetaMatch),
 }
 
 #[derive(Debug)]
@@ -174,6 +176,7 @@ impl RbacEngine {
                 headers: req.headers(),
             },
             peer: req.extensions().get::<PeerInfo>(),
+            jwt: req.extensions().get::<VerifiedJwt>(),
         };
         for f in &self.filters {
             let matched = f.policies.iter().find(|(_, r)| r.matches(&cx));
@@ -221,6 +224,8 @@ struct Parts<'a> {
 struct Cx<'a> {
     req: Parts<'a>,
     peer: Option<&'a PeerInfo>,
+    /// Tokens the JWT filter verified (for `metadata` principals).
+    jwt: Option<&'a VerifiedJwt>,
 }
 
 impl Rule {
@@ -269,7 +274,7 @@ impl Prin {
                 .is_some_and(|a| c.contains(a.ip())),
             Prin::Header(h) => h.matches(&cx.req),
             Prin::Path(m) => m.matches(cx.req.path),
-            Prin::Never => false,
+            Prin::Metadata(m) => m.matches(cx.jwt),
         }
     }
 }
@@ -392,8 +397,8 @@ fn prin(p: &Principal) -> Result<Prin, String> {
         Prin::Header(header(h)?)
     } else if let Some(u) = &p.url_path {
         Prin::Path(string(&u.path)?)
-    } else if p.metadata {
-        Prin::Never
+    } else if let Some(m) = &p.metadata {
+        Prin::Metadata(MetaMatch::compile(m, string)?)
     } else {
         return Err("a principal with no field set".into());
     })

@@ -13,8 +13,9 @@
 //! `PERMISSION_DENIED`, as from Envoy.
 //!
 //! Where we follow gRPC rather than Envoy (A41): `requested_server_name` is matched against
-//! `""`, `metadata` never matches, and `source_ip`/`remote_ip` are the connection's peer (no
-//! proxy protocol, no trusted `x-forwarded-for`).
+//! `""`, `metadata` matches only the JWT filter's verified payloads (see [`crate::jwt`]; other
+//! filters' metadata does not exist in-process), and `source_ip`/`remote_ip` are the
+//! connection's peer (no proxy protocol, no trusted `x-forwarded-for`).
 
 mod audit;
 mod body;
@@ -22,6 +23,7 @@ mod engine;
 mod error;
 mod future;
 mod layer;
+mod metadata;
 
 pub use audit::{AuditEvent, AuditSink};
 pub use body::RbacBody;

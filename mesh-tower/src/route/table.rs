@@ -18,7 +18,7 @@ use mesh_core::config::route::{
     RouteKind,
 };
 use mesh_core::policy::FractionalPercent;
-use mesh_core::{Route, RouteConfig, VirtualHost};
+use mesh_core::{Route, RouteConfig, RouteMatch, VirtualHost};
 use regex::Regex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +44,13 @@ struct VHost {
 #[derive(Debug)]
 struct CompiledRoute {
     info: Arc<RoutePolicy>,
+    matcher: RequestMatcher,
+}
+
+/// Envoy's `RouteMatch` compiled: path, headers, query parameters, gRPC and runtime fraction.
+/// Routes use it, and so do other filters that select requests the same way (JWT rules).
+#[derive(Debug)]
+pub(crate) struct RequestMatcher {
     path: PathMatcher,
     headers: Vec<HeaderRule>,
     query: Vec<QueryRule>,
@@ -69,6 +76,7 @@ enum PathMatcher {
 
 mod compile;
 
+pub(crate) use compile::compile_match;
 use compile::compile_vhost;
 
 impl Table {
@@ -157,7 +165,7 @@ impl Table {
         };
         vh.routes
             .iter()
-            .find(|r| r.matches(path, query, headers))
+            .find(|r| r.matcher.matches(path, query, headers))
             .map(|r| &r.info)
             .ok_or_else(|| {
                 MeshError::new(
@@ -205,10 +213,10 @@ impl PathMatcher {
     }
 }
 
-impl CompiledRoute {
+impl RequestMatcher {
     /// Path, headers, query parameters, gRPC, then the runtime fraction (drawn last, only for
     /// requests that match everything else).
-    fn matches(&self, path: &str, query: Option<&str>, headers: &HeaderMap) -> bool {
+    pub(crate) fn matches(&self, path: &str, query: Option<&str>, headers: &HeaderMap) -> bool {
         self.path.matches(path)
             && self.headers.iter().all(|h| h.matches(headers))
             && self.query.iter().all(|q| q.matches(query))

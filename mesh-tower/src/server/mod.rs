@@ -3,19 +3,21 @@
 //! Why: a mesh has two ends, and without a sidecar the server must itself terminate mTLS with
 //! the workload's identity and refuse callers the policy does not allow, before the handler
 //! runs. A [`MeshServer`] is built from a `servers:` entry of the config (or by hand) and
-//! gives exactly that: its [`ServerTls`] (rotating with the certificate provider), and its
-//! RBAC filters compiled into a [`RbacEngine`] that is recompiled when the config changes
-//! (requests read it lock-free). Use it two ways:
+//! gives exactly that: its [`ServerTls`] (rotating with the certificate provider), its JWT
+//! filter compiled into a [`JwtEngine`] and its RBAC filters into a [`RbacEngine`], both
+//! recompiled when the config changes (requests read them lock-free). Use it two ways:
 //!
 //! - [`MeshServer::serve`]: accept on a listener and serve a hyper/tower service over
 //!   HTTP/1.1 and HTTP/2 (by ALPN, or by preface in plaintext), each request carrying the
 //!   caller's [`PeerInfo`];
-//! - with tonic: `Server::builder().layer(server.rbac_layer()).serve_with_incoming(tls.incoming(listener))`
-//!   (tonic puts the connection's `PeerInfo` in each request, see [`crate::tls`]).
+//! - with tonic: `Server::builder().layer(server.jwt_layer()).layer(server.rbac_layer())
+//!   .serve_with_incoming(tls.incoming(listener))` (tonic puts the connection's `PeerInfo` in
+//!   each request, see [`crate::tls`]).
 
 mod serve;
 
 use crate::error::{ErrorKind, MeshError};
+use crate::jwt::{JwtEngine, JwtLayer};
 use crate::mesh::Mesh;
 use crate::rbac::{RbacEngine, RbacLayer};
 use crate::tls::ServerTls;
@@ -56,6 +58,7 @@ pub struct MeshServer {
     serving: tokio::sync::watch::Receiver<Serving>,
     tls: Option<ServerTls>,
     rbac: Arc<ArcSwap<RbacEngine>>,
+    jwt: Arc<ArcSwap<JwtEngine>>,
     /// Keeps the config watcher running while any clone lives.
     _watch: Option<Arc<WatchGuard>>,
     /// Keeps the server's config subscribed (xDS) while any clone lives.
@@ -136,6 +139,7 @@ impl MeshServer {
             serving: tokio::sync::watch::channel(Serving::Serving).1,
             tls,
             rbac: Arc::new(ArcSwap::from_pointee(rbac)),
+            jwt: Arc::default(),
             _watch: None,
             _interest: None,
             telemetry: None,
@@ -155,6 +159,20 @@ impl MeshServer {
     /// The RBAC layer enforcing this server's current policy (for tonic or a tower stack).
     pub fn rbac_layer(&self) -> RbacLayer {
         RbacLayer::live(self.rbac.clone())
+    }
+
+    /// The JWT layer verifying tokens as this server's current `jwt_authn` filter says (for
+    /// tonic or a tower stack). Put it before [`rbac_layer`](Self::rbac_layer): RBAC
+    /// principals read the claims it verified.
+    pub fn jwt_layer(&self) -> JwtLayer {
+        JwtLayer::live(self.jwt.clone())
+    }
+
+    /// This server verifying tokens with `engine` (a server from [`Mesh::server`] takes its
+    /// engine from the config).
+    pub fn with_jwt(self, engine: JwtEngine) -> Self {
+        self.jwt.store(Arc::new(engine));
+        self
     }
 
     /// This server recording Istio's request metrics as `telemetry`'s workload (a server
@@ -212,15 +230,19 @@ impl Mesh {
             Some(t) => Some(self.server_tls(t)?),
             None => None,
         };
-        let engine = compile(&config)?;
+        let (engine, jwt_engine) = compile(&config)?;
         let rbac = Arc::new(ArcSwap::from_pointee(engine));
+        let jwt = Arc::new(ArcSwap::from_pointee(jwt_engine));
         let weak: Weak<ArcSwap<RbacEngine>> = Arc::downgrade(&rbac);
+        let weak_jwt = Arc::downgrade(&jwt);
         let mut changes = store.watch(ResourceKind::Server, name);
         let owned = name.to_owned();
         let (serving_tx, serving) = tokio::sync::watch::channel(Serving::Serving);
         let task = self.control().spawn(async move {
             while changes.changed().await.is_ok() {
-                let Some(rbac) = weak.upgrade() else { break };
+                let (Some(rbac), Some(jwt)) = (weak.upgrade(), weak_jwt.upgrade()) else {
+                    break;
+                };
                 let snap = store.load();
                 let Some(config) = snap.server(&owned).cloned() else {
                     // A36: without its listener the server does not serve; connections it
@@ -234,7 +256,12 @@ impl Mesh {
                     continue;
                 };
                 match compile(&config) {
-                    Ok(engine) => rbac.store(Arc::new(engine)),
+                    Ok((engine, jwt_engine)) => {
+                        // JWT first: a request between the two stores meets the new token
+                        // rules and, at worst, the old authorization.
+                        jwt.store(Arc::new(jwt_engine));
+                        rbac.store(Arc::new(engine));
+                    }
                     Err(e) => {
                         tracing::warn!(server = %owned, error = %e, "keeping the last policy")
                     }
@@ -252,6 +279,7 @@ impl Mesh {
             serving,
             tls,
             rbac,
+            jwt,
             _watch: Some(Arc::new(WatchGuard(task))),
             _interest: None,
             telemetry: self.telemetry().cloned(),
@@ -304,13 +332,20 @@ impl Mesh {
     }
 }
 
-fn compile(config: &Server) -> Result<RbacEngine, MeshError> {
-    RbacEngine::new(config.rbac_filters()).map_err(|e| {
+/// Both engines of a server, or neither: a policy is never half applied.
+fn compile(config: &Server) -> Result<(RbacEngine, JwtEngine), MeshError> {
+    let err = |e: String| {
         MeshError::new(
             ErrorKind::NoConfig,
             format!("server {:?}: {e}", config.name),
         )
-    })
+    };
+    let rbac = RbacEngine::new(config.rbac_filters()).map_err(err)?;
+    let jwt = match config.jwt_authn() {
+        Some(f) => JwtEngine::new(f).map_err(|e| err(format!("jwt_authn: {e}")))?,
+        None => JwtEngine::default(),
+    };
+    Ok((rbac, jwt))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The accept loop: TLS (or plaintext) per connection, HTTP/1.1 and HTTP/2 per connection,
-//! the caller's `PeerInfo` and the RBAC check on every request.
+//! the caller's `PeerInfo`, the token check and the RBAC check on every request.
 
 use super::{MeshServer, ServerStats};
 use crate::telemetry::InboundMetrics;
@@ -34,6 +34,7 @@ impl MeshServer {
         B::Error: Into<BoxError>,
     {
         let layer = self.rbac_layer();
+        let jwt = self.jwt_layer();
         let builder = Arc::new(builder(&self.limits));
         let stats = self.stats.clone();
         let serving = self.serving.clone();
@@ -45,12 +46,13 @@ impl MeshServer {
             not
         };
         let telemetry = self.telemetry.clone();
-        // Metrics outside the RBAC check (a denial is a request too), inside the peer's
-        // identity (its principal is a label).
+        // Metrics outside the token and RBAC checks (a refusal is a request too), inside
+        // the peer's identity (its principal is a label). Tokens before RBAC: its principals
+        // read the verified claims.
         let wrap = move |peer: PeerInfo| WithPeer {
             peer,
             inner: InboundMetrics::maybe(
-                tower_layer::Layer::layer(&layer, service.clone()),
+                tower_layer::Layer::layer(&jwt, tower_layer::Layer::layer(&layer, service.clone())),
                 telemetry.clone(),
             ),
         };
@@ -109,7 +111,11 @@ async fn serve_connection<IO, S, B>(
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Service<
             Request<Incoming>,
-            Response = Response<crate::telemetry::inbound::InboundBody<crate::rbac::RbacBody<B>>>,
+            Response = Response<
+                crate::telemetry::inbound::InboundBody<
+                    crate::refusal::RefusalBody<crate::refusal::RefusalBody<B>>,
+                >,
+            >,
         > + Clone
         + Send
         + 'static,

@@ -3,15 +3,22 @@
 //!
 //! NACKed with the field path: CEL `condition`/`checked_condition`, the `matcher` and shadow
 //! forms (a different policy language), header matchers on `grpc-*` or `:scheme`, custom
-//! matchers and principals, URI templates, filter state, sourced metadata, audit loggers other
-//! than A59's `StdoutAuditLog` (unless marked optional). `metadata` permissions and principals are
-//! kept as never-matching (A41). `action: LOG` translates and is ignored by the engine.
+//! matchers and principals, URI templates, filter state, audit loggers other
+//! than A59's `StdoutAuditLog` (unless marked optional), `double_match` values. `metadata`
+//! permissions are kept as never-matching (A41); `metadata` principals match the JWT filter's
+//! verified payloads (other filters': never). `action: LOG` translates and is ignored.
 
 use super::route::{header, string_matcher};
 use envoy_types::pb::envoy::config::core::v3::CidrRange as PbCidr;
 use envoy_types::pb::envoy::config::rbac::v3 as pb;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3 as filter;
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    MetadataMatcher as PbMetadata, ValueMatcher as PbValue,
+};
 use envoy_types::pb::google::protobuf::Any;
+use mesh_core::config::metadata::{
+    ListMatcher, MetadataMatcher, OrMatcher, PathSegment, ValueMatcher,
+};
 use mesh_core::config::rbac::{
     AuditCondition, AuditLogger, AuditLoggingOptions, Authenticated, CidrRange, PathMatcher,
     Permission, PermissionSet, Policy, PortRange, Principal, PrincipalSet, Rbac, RbacAction,
@@ -260,10 +267,90 @@ fn principal(p: &pb::Principal, path: &FieldPath, errors: &mut Errors) -> Princi
         Some(I::RemoteIp(c)) => out.remote_ip = Some(cidr(c)),
         Some(I::Header(h)) => out.header = Some(header(h, &path.field("header"), errors)),
         Some(I::UrlPath(m)) => out.url_path = url_path(m, &path.field("url_path"), errors),
-        Some(I::Metadata(_)) | Some(I::SourcedMetadata(_)) => out.metadata = true,
+        Some(I::Metadata(m)) => out.metadata = Some(metadata(m, &path.field("metadata"), errors)),
+        Some(I::SourcedMetadata(s)) => {
+            let mp = path.field("sourced_metadata").field("metadata_matcher");
+            out.metadata = Some(match &s.metadata_matcher {
+                Some(m) => metadata(m, &mp, errors),
+                None => {
+                    errors.push(&mp, "is required");
+                    MetadataMatcher::default()
+                }
+            })
+        }
         Some(I::FilterState(_)) => errors.push(&path.field("filter_state"), "is not supported"),
         Some(I::Custom(_)) => errors.push(&path.field("custom"), "is not supported"),
         None => errors.push(path, "an identifier must be set"),
+    }
+    out
+}
+
+/// A metadata matcher. Only the JWT filter's payloads exist in-process; a matcher naming
+/// another filter translates and never matches (A41).
+fn metadata(m: &PbMetadata, path: &FieldPath, errors: &mut Errors) -> MetadataMatcher {
+    use envoy_types::pb::envoy::r#type::matcher::v3::metadata_matcher::path_segment::Segment;
+    let value = match &m.value {
+        Some(v) => value_matcher(v, &path.field("value"), errors, 0),
+        None => {
+            errors.push(&path.field("value"), "is required");
+            ValueMatcher::default()
+        }
+    };
+    MetadataMatcher {
+        filter: m.filter.clone(),
+        path: m
+            .path
+            .iter()
+            .map(|s| match &s.segment {
+                Some(Segment::Key(k)) => PathSegment { key: k.clone() },
+                None => PathSegment::default(),
+            })
+            .collect(),
+        value,
+        invert: m.invert,
+    }
+}
+
+fn value_matcher(v: &PbValue, path: &FieldPath, errors: &mut Errors, depth: usize) -> ValueMatcher {
+    use envoy_types::pb::envoy::r#type::matcher::v3::list_matcher::MatchPattern as L;
+    use envoy_types::pb::envoy::r#type::matcher::v3::value_matcher::MatchPattern as V;
+    let mut out = ValueMatcher::default();
+    if depth > mesh_core::config::metadata::MAX_VALUE_DEPTH {
+        errors.push(path, "nested too deep");
+        return out;
+    }
+    match &v.match_pattern {
+        Some(V::StringMatch(s)) => {
+            out.string_match = Some(string_matcher(s, &path.field("string_match"), errors))
+        }
+        Some(V::ListMatch(l)) => {
+            let lp = path.field("list_match").field("one_of");
+            out.list_match = Some(ListMatcher {
+                one_of: Box::new(match &l.match_pattern {
+                    Some(L::OneOf(one)) => value_matcher(one, &lp, errors, depth + 1),
+                    None => {
+                        errors.push(&lp, "is required");
+                        ValueMatcher::default()
+                    }
+                }),
+            })
+        }
+        Some(V::OrMatch(o)) => {
+            let op = path.field("or_match").field("value_matchers");
+            out.or_match = Some(OrMatcher {
+                value_matchers: o
+                    .value_matchers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| value_matcher(m, &op.index(i), errors, depth + 1))
+                    .collect(),
+            })
+        }
+        Some(V::PresentMatch(b)) => out.present_match = Some(*b),
+        Some(V::BoolMatch(b)) => out.bool_match = Some(*b),
+        Some(V::NullMatch(_)) => out.null_match = Some(mesh_core::policy::Empty {}),
+        Some(V::DoubleMatch(_)) => errors.push(&path.field("double_match"), "is not supported"),
+        None => errors.push(path, "a match pattern is required"),
     }
     out
 }

@@ -221,3 +221,99 @@ fn the_stdout_audit_logger_translates_and_optional_unknown_ones_are_skipped() {
     );
     assert!(audit.logger_configs[0].stdout.is_some());
 }
+
+#[test]
+#[allow(deprecated)] // `metadata`: deprecated for `sourced_metadata`, still what istiod sends
+fn request_principals_read_as_metadata_matchers() {
+    use m::metadata_matcher::{PathSegment, path_segment::Segment};
+    use m::value_matcher::MatchPattern as V;
+    let key = |k: &str| PathSegment {
+        segment: Some(Segment::Key(k.into())),
+    };
+    // What istiod writes for `request.auth.claims[groups]: [admins]`.
+    let claims = m::MetadataMatcher {
+        filter: "envoy.filters.http.jwt_authn".into(),
+        path: vec![key("payload"), key("groups")],
+        value: Some(m::ValueMatcher {
+            match_pattern: Some(V::OrMatch(m::OrMatcher {
+                value_matchers: vec![
+                    m::ValueMatcher {
+                        match_pattern: Some(V::ListMatch(Box::new(m::ListMatcher {
+                            match_pattern: Some(m::list_matcher::MatchPattern::OneOf(Box::new(
+                                m::ValueMatcher {
+                                    match_pattern: Some(V::StringMatch(exact("admins"))),
+                                },
+                            ))),
+                        }))),
+                    },
+                    m::ValueMatcher {
+                        match_pattern: Some(V::StringMatch(exact("admins"))),
+                    },
+                ],
+            })),
+        }),
+        invert: false,
+    };
+    let mut f = istio_allow();
+    let policy = f
+        .rules
+        .as_mut()
+        .unwrap()
+        .policies
+        .values_mut()
+        .next()
+        .unwrap();
+    policy.principals = vec![id(pb::principal::Identifier::Metadata(claims))];
+    let got = translated(&f).unwrap();
+    let want: RbacFilter = serde_saphyr::from_str(
+        r#"
+rules:
+  policies:
+    ns[shop]-policy[reads]-rule[0]:
+      permissions: []
+      principals:
+        - metadata:
+            filter: envoy.filters.http.jwt_authn
+            path: [{ key: payload }, { key: groups }]
+            value: { or_match: { value_matchers: [{ list_match: { one_of: { string_match: { exact: admins } } } }, { string_match: { exact: admins } }] } }
+"#,
+    )
+    .unwrap();
+    let principals = |f: &RbacFilter| {
+        f.rules
+            .as_ref()
+            .unwrap()
+            .policies
+            .values()
+            .next()
+            .unwrap()
+            .principals
+            .clone()
+    };
+    assert_eq!(principals(&got), principals(&want));
+
+    // A double_match cannot be evaluated: NACKed with its path.
+    let policy = f
+        .rules
+        .as_mut()
+        .unwrap()
+        .policies
+        .values_mut()
+        .next()
+        .unwrap();
+    policy.principals = vec![id(pb::principal::Identifier::Metadata(
+        m::MetadataMatcher {
+            filter: "envoy.filters.http.jwt_authn".into(),
+            path: vec![key("payload"), key("exp")],
+            value: Some(m::ValueMatcher {
+                match_pattern: Some(V::DoubleMatch(Default::default())),
+            }),
+            invert: false,
+        },
+    ))];
+    let e = translated(&f).unwrap_err();
+    assert!(
+        e.contains("principals[0].metadata.value.double_match: is not supported"),
+        "{e}"
+    );
+}

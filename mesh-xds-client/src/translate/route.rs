@@ -247,7 +247,7 @@ fn direct(
     }
 }
 
-fn route_match(m: &pb::RouteMatch, path: &FieldPath, errors: &mut Errors) -> RouteMatch {
+pub(crate) fn route_match(m: &pb::RouteMatch, path: &FieldPath, errors: &mut Errors) -> RouteMatch {
     use pb::route_match::PathSpecifier as P;
     let mut out = RouteMatch {
         prefix: None,

@@ -12,7 +12,7 @@
 //! non-forwarding action means "serve here".
 
 use super::listener::{HCM_TYPE, ROUTER_TYPE};
-use super::{Context, finish, rbac, tls};
+use super::{Context, finish, jwt, rbac, tls};
 use envoy_types::pb::envoy::config::core::v3::address::Address as PbAddress;
 use envoy_types::pb::envoy::config::listener::v3 as pb;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
@@ -208,6 +208,18 @@ fn filter_chain(
                     out.http_filters.push(ServerHttpFilter {
                         name: f.name.clone(),
                         rbac: Some(r),
+                        jwt_authn: None,
+                    });
+                }
+            }
+            (jwt::JWT_AUTHN, false) => {
+                if let Some(j) =
+                    jwt::filter(typed.expect("typed"), &p.field("typed_config"), errors)
+                {
+                    out.http_filters.push(ServerHttpFilter {
+                        name: f.name.clone(),
+                        rbac: None,
+                        jwt_authn: Some(j),
                     });
                 }
             }

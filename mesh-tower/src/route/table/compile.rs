@@ -108,30 +108,11 @@ fn compile_route(
     vname: Arc<str>,
 ) -> Result<CompiledRoute, String> {
     let m = &r.matcher;
-    let cs = m.case_sensitive;
-    let fold = |s: &str| {
-        if cs {
-            s.to_owned()
-        } else {
-            s.to_ascii_lowercase()
-        }
+    let matcher = compile_match(m)?;
+    let matched = match m.path_match() {
+        Some(PathMatch::Prefix(p) | PathMatch::Exact(p) | PathMatch::SeparatedPrefix(p)) => Some(p),
+        _ => None,
     };
-    let (path, matched) = match m.path_match().ok_or("invalid path match")? {
-        PathMatch::Prefix(p) => (PathMatcher::Prefix(fold(p), cs), Some(p)),
-        PathMatch::Exact(p) => (PathMatcher::Exact(fold(p), cs), Some(p)),
-        PathMatch::SeparatedPrefix(p) => (PathMatcher::Separated(fold(p), cs), Some(p)),
-        PathMatch::Regex(re) => (PathMatcher::Regex(full_regex(re)?), None),
-    };
-    let headers = m
-        .headers
-        .iter()
-        .map(compile_header)
-        .collect::<Result<_, _>>()?;
-    let query = m
-        .query_parameters
-        .iter()
-        .map(compile_query)
-        .collect::<Result<_, _>>()?;
 
     let (vh, rc) = (ctx.vh, ctx.rc);
     let mut info = RoutePolicy::to_cluster("", "", None);
@@ -241,9 +222,38 @@ fn compile_route(
     }
     Ok(CompiledRoute {
         info: Arc::new(info),
+        matcher,
+    })
+}
+
+/// Compiles a (validated) route match.
+pub(crate) fn compile_match(m: &RouteMatch) -> Result<RequestMatcher, String> {
+    let cs = m.case_sensitive;
+    let fold = |s: &str| {
+        if cs {
+            s.to_owned()
+        } else {
+            s.to_ascii_lowercase()
+        }
+    };
+    let path = match m.path_match().ok_or("invalid path match")? {
+        PathMatch::Prefix(p) => PathMatcher::Prefix(fold(p), cs),
+        PathMatch::Exact(p) => PathMatcher::Exact(fold(p), cs),
+        PathMatch::SeparatedPrefix(p) => PathMatcher::Separated(fold(p), cs),
+        PathMatch::Regex(re) => PathMatcher::Regex(full_regex(re)?),
+    };
+    Ok(RequestMatcher {
         path,
-        headers,
-        query,
+        headers: m
+            .headers
+            .iter()
+            .map(compile_header)
+            .collect::<Result<_, _>>()?,
+        query: m
+            .query_parameters
+            .iter()
+            .map(compile_query)
+            .collect::<Result<_, _>>()?,
         fraction: m.runtime_fraction.as_ref().map(|f| f.default_value),
         grpc: m.grpc.is_some(),
     })
