@@ -52,6 +52,38 @@ pub fn grpc_go_peer_binary() -> PathBuf {
         .clone()
 }
 
+/// grpc-go's `xds.NewGRPCServer` (`grpcpeer server`) on `addr`, configured from the xDS
+/// bootstrap at `bootstrap`; killed on drop.
+#[derive(Debug)]
+pub struct GrpcGoServer(Child);
+
+impl GrpcGoServer {
+    /// Starts it and returns once it reports `SERVING` (its listener resource arrived and
+    /// was accepted); panics with what it said otherwise.
+    pub fn start(bootstrap: &std::path::Path, addr: SocketAddr) -> Self {
+        let mut child = Command::new(grpc_go_peer_binary())
+            .args(["server", "-listen", &addr.to_string()])
+            .env("GRPC_XDS_BOOTSTRAP", bootstrap)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start grpcpeer server");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        match lines.next() {
+            Some(Ok(l)) if l == "SERVING" => {}
+            other => panic!("grpc-go's xDS server is not serving: {other:?}"),
+        }
+        Self(child)
+    }
+}
+
+impl Drop for GrpcGoServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running go-control-plane server.
 #[derive(Debug)]
 pub struct GoControlPlane {

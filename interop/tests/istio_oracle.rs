@@ -9,10 +9,9 @@ use mesh_examples::greeter::{GreeterClient, HelloRequest};
 use mesh_tower::Mesh;
 use mesh_xds_client::XdsMesh;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use support::istio::*;
 
 use support::*;
@@ -152,32 +151,6 @@ async fn grpc_go_and_mesh_route_alike() {
     }
 }
 
-/// grpc-go's `xds.NewGRPCServer`, reporting its serving mode.
-struct GoServer(Child);
-
-impl Drop for GoServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn go_server(bootstrap: &Path, addr: SocketAddr) -> GoServer {
-    let mut child = Command::new(gocp::grpc_go_peer_binary())
-        .args(["server", "-listen", &addr.to_string()])
-        .env("GRPC_XDS_BOOTSTRAP", bootstrap)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start grpcpeer server");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    match lines.next() {
-        Some(Ok(l)) if l == "SERVING" => {}
-        other => panic!("grpc-go's xDS server is not serving: {other:?}"),
-    }
-    GoServer(child)
-}
-
 /// STRICT mTLS + ISTIO_MUTUAL + an AuthorizationPolicy, every pairing of client and server
 /// implementation: grpc-go and ours agree on each outcome (allowed, with the verified caller
 /// identity in the reply; PERMISSION_DENIED for another namespace).
@@ -236,7 +209,7 @@ spec:
         },
         cert_dir: Some(&echo_dir),
     };
-    let _go = go_server(&cp.bootstrap_file(&server("echo-go", "go")), go_addr);
+    let _go = gocp::GrpcGoServer::start(&cp.bootstrap_file(&server("echo-go", "go")), go_addr);
     let ours = cp.client(&server("echo-mesh", "mesh"), false).await;
     let ours = ours.xds_server(mesh_addr, PATIENCE).await.unwrap();
     let handler = tower::service_fn(move |req| mesh_examples::echo::handle(mesh_addr, req));

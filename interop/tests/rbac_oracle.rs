@@ -6,14 +6,15 @@
 //! (methods, paths, queries, headers) × policies must get the same status from both: 200 or
 //! 403. Disagreements are listed with the case that caused them.
 
+mod support;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use mesh_examples::pki::{DevCa, Issued, LeafSpec};
 use mesh_interop::envoy::{Envoy, TypedFilter, answering_listener, free_port};
 use mesh_tower::Mesh;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,29 +171,6 @@ fn mesh_config(
     out
 }
 
-fn client_config(ca: &DevCa, cert: Option<&Issued>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(ca.root_der())).unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots);
-    let mut config = match cert {
-        Some(c) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).unwrap()],
-                PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.resumption = rustls::client::Resumption::disabled();
-    Arc::new(config)
-}
-
 /// One request on a fresh mTLS connection; the status.
 async fn status(
     addr: SocketAddr,
@@ -313,7 +291,7 @@ async fn our_rbac_decides_as_envoy_does() {
     let mut allowed = 0;
     let mut disagreements = Vec::new();
     for caller in &callers {
-        let tls = client_config(&ca, caller.cert.as_ref());
+        let tls = support::client_tls(&ca, caller.cert.as_ref(), b"http/1.1");
         for (p, (policy, _)) in policies.iter().enumerate() {
             for (label, method, path, headers) in requests() {
                 let theirs = status(envoy_addrs[p], tls.clone(), method, path, &headers).await;

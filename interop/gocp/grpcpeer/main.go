@@ -146,23 +146,12 @@ func server(args []string) {
 	srv.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "helloworld.Greeter",
 		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{
-			MethodName: "SayHello",
-			Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-				var in []byte
-				if err := dec(&in); err != nil {
-					return nil, err
-				}
-				who := "-"
-				if p, ok := peer.FromContext(ctx); ok {
-					if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
-						who = peerID(ti.State)
-					}
-				}
-				out := oneString(fmt.Sprintf("%s /helloworld.Greeter/SayHello %s\n", *listen, who))
-				return &out, nil
-			},
-		}},
+		// SayHelloAgain answers as SayHello does: a second registered method for the
+		// authorization matrix (grpc-go answers unregistered methods before its RBAC runs).
+		Methods: []grpc.MethodDesc{
+			{MethodName: "SayHello", Handler: hello(*listen, "SayHello")},
+			{MethodName: "SayHelloAgain", Handler: hello(*listen, "SayHelloAgain")},
+		},
 	}, struct{}{})
 	lis, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -170,6 +159,24 @@ func server(args []string) {
 	}
 	if err := srv.Serve(lis); err != nil {
 		fail(err)
+	}
+}
+
+// hello answers with "<listen> /helloworld.Greeter/<method> <peer id>\n".
+func hello(listen, method string) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
+	return func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		var in []byte
+		if err := dec(&in); err != nil {
+			return nil, err
+		}
+		who := "-"
+		if p, ok := peer.FromContext(ctx); ok {
+			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+				who = peerID(ti.State)
+			}
+		}
+		out := oneString(fmt.Sprintf("%s /helloworld.Greeter/%s %s\n", listen, method, who))
+		return &out, nil
 	}
 }
 

@@ -231,3 +231,35 @@ pub async fn until_config(mesh: &Mesh, f: impl Fn(&mesh_core::Snapshot) -> bool)
     .await
     .expect("config reached the expected state");
 }
+
+/// A rustls client config trusting `ca`, presenting `cert` (none: no client certificate),
+/// offering `alpn`, without session resumption (each connection is a full handshake, so each
+/// is judged on its own certificate).
+pub fn client_tls(
+    ca: &mesh_examples::pki::DevCa,
+    cert: Option<&mesh_examples::pki::Issued>,
+    alpn: &[u8],
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.root_der())).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut config = match cert {
+        Some(c) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
