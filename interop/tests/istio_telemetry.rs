@@ -15,7 +15,7 @@ use mesh_tower::admin::Admin;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use support::istio::*;
 use support::*;
@@ -23,20 +23,6 @@ use tower::ServiceExt;
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
 const ECHO_ID: &str = "spiffe://cluster.local/ns/default/sa/echo";
-
-fn serve_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/examples/serve");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p mesh-examples --example serve` first \
-         (`bash .ci/test` does; `cargo test` builds examples only as test harnesses)",
-        bin.display()
-    );
-    bin
-}
 
 /// A `serve` process; killed on drop.
 struct Serve(Child);
@@ -51,7 +37,7 @@ impl Drop for Serve {
 /// Starts `serve` on `listen` from `bootstrap`, with its admin endpoint on `admin` and its
 /// access log in `log`; returns once it says it serves.
 fn serve(listen: SocketAddr, bootstrap: &Path, admin: SocketAddr, log: &Path) -> Serve {
-    let mut child = Command::new(serve_binary())
+    let mut child = Command::new(example_binary("serve"))
         .args([
             "--listen",
             &listen.to_string(),

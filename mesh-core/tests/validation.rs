@@ -514,3 +514,49 @@ listeners:
         ]
     );
 }
+
+#[test]
+fn system_roots_are_for_clusters_with_a_server_name() {
+    // gRFC A82: the OS roots verify a cluster's server; `sni` (or a SAN matcher) names it.
+    let good = r#"
+clusters:
+  - name: api
+    transport_socket:
+      sni: api.example.com
+      common_tls_context: { validation_context: { system_root_certs: {} } }
+"#;
+    let config = MeshConfig::from_yaml(good).unwrap();
+    let v = config.clusters[0]
+        .transport_socket
+        .as_ref()
+        .unwrap()
+        .common_tls_context
+        .validation_context
+        .as_ref()
+        .unwrap();
+    assert!(v.uses_system_roots());
+    assert_eq!(MeshConfig::from_yaml(&config.to_yaml()).unwrap(), config);
+
+    let errs = errors(
+        r#"
+certificate_providers:
+  default: { file_watcher: { certificate_file: c.pem, private_key_file: k.pem, ca_certificate_file: ca.pem } }
+clusters:
+  - name: anyone
+    transport_socket: { common_tls_context: { validation_context: { system_root_certs: {} } } }
+servers:
+  - name: s
+    transport_socket:
+      common_tls_context:
+        tls_certificate_provider_instance: { instance_name: default }
+        validation_context: { system_root_certs: {} }
+"#,
+    );
+    assert_eq!(
+        errs,
+        [
+            "clusters[0].transport_socket.sni: system_root_certs needs sni or SAN matchers (otherwise any publicly trusted certificate would pass)",
+            "servers[0].transport_socket.common_tls_context.validation_context.system_root_certs: is not supported on servers (gRFC A82): client certificates are verified against a provider's roots",
+        ]
+    );
+}

@@ -263,3 +263,19 @@ pub fn client_tls(
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
+
+/// The plain binary of example `name` (`target/debug/examples/<name>`), which the test
+/// command builds first (`cargo test` builds examples only as test harnesses).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/examples").join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p mesh-examples --example {name}` first \
+         (`bash .ci/test` does; `cargo test` builds examples only as test harnesses)",
+        bin.display()
+    );
+    bin
+}

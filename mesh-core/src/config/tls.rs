@@ -269,6 +269,23 @@ pub struct CertificateValidationContext {
     /// A SAN of the given type matching the matcher passes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_typed_subject_alt_names: Vec<SubjectAltNameMatcher>,
+    /// Verify against the operating system's roots (gRFC A82), for TLS to hosts outside the
+    /// mesh; only on clusters, and only without `ca_certificate_provider_instance` (which
+    /// wins when both are set). Without SAN matchers the server's name must then be `sni`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_root_certs: Option<crate::policy::Empty>,
+}
+
+impl CertificateValidationContext {
+    /// Whether the OS roots verify the peer (A82: set, and no provider instance).
+    pub fn uses_system_roots(&self) -> bool {
+        self.ca_certificate_provider_instance.is_none() && self.system_root_certs.is_some()
+    }
+
+    /// Whether any SAN matcher is configured.
+    pub fn has_san_matchers(&self) -> bool {
+        !self.match_subject_alt_names.is_empty() || !self.match_typed_subject_alt_names.is_empty()
+    }
 }
 
 /// Envoy's `SubjectAltNameMatcher`.
@@ -313,6 +330,18 @@ impl UpstreamTls {
         let ctx = path.field("common_tls_context");
         // A29: a client must verify the server.
         self.common_tls_context.validate(&ctx, true, errors);
+        // The OS roots trust every public CA: with no SAN matcher, only the server name
+        // (`sni`) keeps any publicly trusted certificate from passing.
+        if let Some(v) = &self.common_tls_context.validation_context
+            && v.uses_system_roots()
+        {
+            errors.check(
+                self.sni.is_some() || v.has_san_matchers(),
+                &path.field("sni"),
+                "system_root_certs needs sni or SAN matchers (otherwise any publicly \
+                 trusted certificate would pass)",
+            );
+        }
     }
 }
 
@@ -338,6 +367,14 @@ impl DownstreamTls {
             &ctx.field("validation_context"),
             "require_client_certificate needs a validation context",
         );
+        if let Some(v) = &self.common_tls_context.validation_context {
+            errors.check(
+                v.system_root_certs.is_none() || v.ca_certificate_provider_instance.is_some(),
+                &ctx.field("validation_context").field("system_root_certs"),
+                "is not supported on servers (gRFC A82): client certificates are verified \
+                 against a provider's roots",
+            );
+        }
         self.common_tls_context.validate(&ctx, false, errors);
     }
 }
@@ -392,9 +429,12 @@ impl CertificateValidationContext {
     fn validate(&self, path: &FieldPath, errors: &mut Errors) {
         match &self.ca_certificate_provider_instance {
             Some(i) => i.validate(&path.field("ca_certificate_provider_instance"), errors),
+            // Servers refuse system roots themselves (DownstreamTls::validate).
+            None if self.system_root_certs.is_some() => {}
             None => errors.push(
                 &path.field("ca_certificate_provider_instance"),
-                "must be set: certificates are verified against its roots",
+                "must be set (or system_root_certs on a cluster): certificates are verified \
+                 against its roots",
             ),
         }
         for (k, m) in self.match_subject_alt_names.iter().enumerate() {

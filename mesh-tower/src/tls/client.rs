@@ -94,13 +94,30 @@ impl ClientTls {
             .as_ref()
             .map(|i| find(&i.instance_name));
         let v = ctx.validation_context.as_ref();
+        let system = v.is_some_and(|v| v.uses_system_roots());
         let roots = match v.and_then(|v| v.ca_certificate_provider_instance.as_ref()) {
             Some(i) => find(&i.instance_name),
+            None if system => super::system::system_roots(),
             None => {
                 broken = Some("no validation context: the server would not be verified".into());
                 CertificateProvider::new("")
             }
         };
+        // With the OS roots and no SAN matcher, the certificate must name the server (`sni`):
+        // every public CA is trusted, so the chain alone proves nothing about who answers.
+        let mut matchers = SanMatchers::new(v);
+        if system && !v.is_some_and(|v| v.has_san_matchers()) {
+            match &config.sni {
+                Some(sni) => matchers = SanMatchers::server_name(sni),
+                None => {
+                    broken = Some(
+                        "system_root_certs without sni or SAN matchers would accept any \
+                         publicly trusted certificate"
+                            .into(),
+                    )
+                }
+            }
+        }
         let server_name = match &config.sni {
             Some(sni) => ServerName::try_from(sni.clone()).unwrap_or_else(|e| {
                 broken = Some(format!("sni {sni:?} is not a server name: {e}"));
@@ -113,7 +130,7 @@ impl ClientTls {
             config: Arc::new(config.clone()),
             identity,
             roots,
-            matchers: Arc::new(SanMatchers::new(v)),
+            matchers: Arc::new(matchers),
             server_name,
             broken,
             built: Default::default(),

@@ -147,6 +147,26 @@ impl Roots {
         Ok(Roots::Ca(anchors(&certs, "CA certificates")?))
     }
 
+    /// Roots from a PEM bundle of many CAs (an operating system's), keeping every
+    /// certificate that is a usable root and counting those that are not (an OS bundle may
+    /// hold a few that webpki cannot use; one must not void the rest).
+    pub(crate) fn from_bundle(pem: &[u8]) -> Result<(Self, usize), MaterialError> {
+        let certs = parse_certs(pem, "root bundle")?;
+        let usable: Vec<TrustAnchor<'static>> = certs
+            .iter()
+            .filter_map(|c| {
+                webpki::anchor_from_trusted_cert(c)
+                    .ok()
+                    .map(|a| a.to_owned())
+            })
+            .collect();
+        if usable.is_empty() {
+            return Err(err("root bundle: no usable root certificate"));
+        }
+        let skipped = certs.len() - usable.len();
+        Ok((Roots::Ca(usable.into()), skipped))
+    }
+
     /// Roots from a SPIFFE trust bundle map (JSON):
     /// `{"trust_domains": {"example.org": {"keys": [{"use": "x509-svid", "x5c": ["<base64 DER>"]}]}}}`.
     pub fn from_spiffe_bundle_map(json: &[u8]) -> Result<Self, MaterialError> {

@@ -22,6 +22,7 @@ mod material;
 mod provider;
 mod san;
 mod server;
+mod system;
 mod verify;
 
 pub use client::ClientTls;

@@ -187,6 +187,21 @@ impl SanMatchers {
         }
     }
 
+    /// The server must be `name`: a DNS SAN equal to it (a `*.` wildcard covering one label
+    /// counts, case ignored), or an IP SAN equal to it when it is an address. What a TLS
+    /// client checks against a public CA's certificate.
+    pub(crate) fn server_name(name: &str) -> Self {
+        let kind = if name.parse::<IpAddr>().is_ok() {
+            SanType::IpAddress
+        } else {
+            SanType::Dns
+        };
+        Self {
+            any: Vec::new(),
+            typed: vec![(kind, Matcher::Exact(name.to_owned(), true))],
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.any.is_empty() && self.typed.is_empty()
     }

@@ -328,7 +328,6 @@ fn validation(
         (v.allow_expired_certificate, "allow_expired_certificate"),
         (v.trusted_ca.is_some(), "trusted_ca"),
         (v.watched_directory.is_some(), "watched_directory"),
-        (v.system_root_certs.is_some(), "system_root_certs"),
     ] {
         if set {
             errors.push(&path.field(field), "is not supported (gRFC A29)");
@@ -343,16 +342,21 @@ fn validation(
             errors,
         ),
         (None, Some(resolved)) => resolved,
+        // gRFC A82: the OS roots, when no provider instance is named (servers refuse them
+        // in validation, with the path).
+        (None, None) if v.system_root_certs.is_some() => None,
         (None, None) => {
             errors.push(
                 &path.field("ca_certificate_provider_instance"),
-                "must be set: certificates are verified against its roots",
+                "must be set (or system_root_certs): certificates are verified against its roots",
             );
             None
         }
     };
+    let system_roots = ca.is_none() && v.system_root_certs.is_some();
     let mut out = CertificateValidationContext {
         ca_certificate_provider_instance: ca,
+        system_root_certs: system_roots.then_some(mesh_core::policy::Empty {}),
         ..CertificateValidationContext::default()
     };
     for (i, m) in v.match_subject_alt_names.iter().enumerate() {

@@ -260,3 +260,81 @@ fn istio_strict_server_context_and_its_refusals() {
         "{e}"
     );
 }
+
+#[test]
+fn system_root_certs_verify_clusters_and_are_refused_on_servers() {
+    use pb::common_tls_context::ValidationContextType as V;
+    let simple = pb::UpstreamTlsContext {
+        sni: "api.example.com".into(),
+        common_tls_context: Some(pb::CommonTlsContext {
+            validation_context_type: Some(V::ValidationContext(pb::CertificateValidationContext {
+                system_root_certs: Some(Default::default()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let c = translated(&cluster(simple.clone())).unwrap();
+    let tls = c.transport_socket.unwrap();
+    assert_eq!(tls.sni.as_deref(), Some("api.example.com"));
+    let v = tls.common_tls_context.validation_context.unwrap();
+    assert!(v.uses_system_roots(), "{v:?}");
+    assert!(
+        tls.common_tls_context
+            .tls_certificate_provider_instance
+            .is_none()
+    );
+
+    // A82: a provider instance wins over system roots when both are set.
+    let mut both = istio_shape();
+    let Some(V::CombinedValidationContext(cv)) = &mut both
+        .common_tls_context
+        .as_mut()
+        .unwrap()
+        .validation_context_type
+    else {
+        panic!()
+    };
+    cv.default_validation_context
+        .as_mut()
+        .unwrap()
+        .system_root_certs = Some(Default::default());
+    let v = translated(&cluster(both))
+        .unwrap()
+        .transport_socket
+        .unwrap()
+        .common_tls_context
+        .validation_context
+        .unwrap();
+    assert!(!v.uses_system_roots());
+    assert!(v.ca_certificate_provider_instance.is_some());
+
+    // Without a server name, any public certificate would pass: NACKed.
+    let mut anyone = simple.clone();
+    anyone.sni.clear();
+    let e = translated(&cluster(anyone)).unwrap_err();
+    assert!(
+        e.contains("sni: system_root_certs needs sni or SAN matchers"),
+        "{e}"
+    );
+
+    // Servers verify clients against a provider's roots only.
+    let server = pb::DownstreamTlsContext {
+        common_tls_context: Some(pb::CommonTlsContext {
+            tls_certificate_provider_instance: Some(pb::CertificateProviderPluginInstance {
+                instance_name: "default".into(),
+                certificate_name: String::new(),
+            }),
+            ..simple.common_tls_context.unwrap()
+        }),
+        ..Default::default()
+    };
+    let e = downstream_tls(&socket(&server), &ctx())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("system_root_certs: is not supported on servers (gRFC A82)"),
+        "{e}"
+    );
+}
