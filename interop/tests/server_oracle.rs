@@ -9,6 +9,7 @@ mod support;
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::rbac::v3 as pb;
+use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
 use envoy_types::pb::envoy::r#type::matcher::v3 as m;
 use http_body_util::{BodyExt, Full};
@@ -116,8 +117,128 @@ fn rbac(
     }
 }
 
-/// The policies: (name, RBAC filters in chain order).
-fn policies() -> Vec<(&'static str, Vec<(&'static str, Rbac)>)> {
+/// A policy: (name, RBAC filters in chain order, inline routes; none: Istio's one `/`).
+type Policy = (
+    &'static str,
+    Vec<(&'static str, Rbac)>,
+    Option<Vec<rds::Route>>,
+);
+
+fn route(
+    path: &str,
+    headers: Vec<rds::HeaderMatcher>,
+    action: rds::route::Action,
+    per_filter: Option<Rbac>,
+) -> rds::Route {
+    rds::Route {
+        r#match: Some(rds::RouteMatch {
+            path_specifier: Some(rds::route_match::PathSpecifier::Path(path.into())),
+            headers,
+            ..Default::default()
+        }),
+        action: Some(action),
+        typed_per_filter_config: per_filter
+            .map(|rbac| {
+                let per_route =
+                    envoy_types::pb::envoy::extensions::filters::http::rbac::v3::RbacPerRoute {
+                        // `rbac` present without rules: the filter is off for the route. (An
+                        // RBACPerRoute without `rbac`, Envoy's way to say so, makes grpc-go's
+                        // parser panic and NACK the listener.)
+                        rbac: Some(rbac),
+                    };
+                [("envoy.filters.http.rbac".to_owned(), build::any(&per_route))].into()
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn present(name: &str, present: bool) -> rds::HeaderMatcher {
+    rds::HeaderMatcher {
+        name: name.into(),
+        header_match_specifier: Some(rds::header_matcher::HeaderMatchSpecifier::PresentMatch(
+            present,
+        )),
+        ..Default::default()
+    }
+}
+
+/// Per-route policy (A36 + A41): the filter's policy lets the frontend in; SayHelloAgain's
+/// route lets only the other namespace in (`RBACPerRoute`); SayHello with `x-role` turns RBAC
+/// off (`RBACPerRoute` without rules); SayHelloAgain with `x-block` matches a forwarding
+/// route; SayHello with `x-block` matches no route.
+fn per_route_policy() -> Policy {
+    use pb::rbac::Action::Allow;
+    let non_forwarding = || rds::route::Action::NonForwardingAction(Default::default());
+    let other_ns = rbac(
+        Allow,
+        vec![(
+            "other-ns",
+            vec![any_permission()],
+            vec![authenticated(Some(regex(".*/ns/other/.*")))],
+        )],
+    );
+    let forward = rds::route::Action::Route(rds::RouteAction {
+        cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(
+            "elsewhere".into(),
+        )),
+        ..Default::default()
+    });
+    (
+        "per-route",
+        vec![(
+            "envoy.filters.http.rbac",
+            rbac(
+                Allow,
+                vec![(
+                    "frontend",
+                    vec![any_permission()],
+                    vec![authenticated(Some(exact(
+                        "spiffe://cluster.local/ns/shop/sa/frontend",
+                    )))],
+                )],
+            ),
+        )],
+        Some(vec![
+            route(
+                "/helloworld.Greeter/SayHelloAgain",
+                vec![present("x-block", true)],
+                forward,
+                None,
+            ),
+            route(
+                "/helloworld.Greeter/SayHelloAgain",
+                vec![],
+                non_forwarding(),
+                Some(other_ns),
+            ),
+            route(
+                "/helloworld.Greeter/SayHello",
+                vec![present("x-role", true)],
+                non_forwarding(),
+                Some(Rbac::default()),
+            ),
+            route(
+                "/helloworld.Greeter/SayHello",
+                vec![present("x-block", false)],
+                non_forwarding(),
+                None,
+            ),
+        ]),
+    )
+}
+
+/// The policies.
+fn policies() -> Vec<Policy> {
+    filter_policies()
+        .into_iter()
+        .map(|(name, filters)| (name, filters, None))
+        .chain([per_route_policy()])
+        .collect()
+}
+
+/// The policies with Istio's one route (`/`, no overrides).
+fn filter_policies() -> Vec<(&'static str, Vec<(&'static str, Rbac)>)> {
     use pb::rbac::Action::{Allow, Deny};
     let say_hello = || path(exact("/helloworld.Greeter/SayHello"));
     vec![
@@ -238,16 +359,18 @@ const CALLS: [Call; 4] = [
     ("SayHelloAgain", "/helloworld.Greeter/SayHelloAgain", &[]),
 ];
 
-fn listener(addr: SocketAddr, filters: &[(&str, Rbac)]) -> envoy_types::pb::google::protobuf::Any {
-    build::any(&build::server_listener(
-        &TEMPLATE.replace("%s", &addr.to_string()),
-        addr,
-        Some(build::downstream_mtls("default")),
-        filters
-            .iter()
-            .map(|(n, r)| build::rbac_filter(n, r))
-            .collect(),
-    ))
+fn listener(addr: SocketAddr, policy: &Policy) -> envoy_types::pb::google::protobuf::Any {
+    let (_, filters, routes) = policy;
+    let name = TEMPLATE.replace("%s", &addr.to_string());
+    let tls = Some(build::downstream_mtls("default"));
+    let filters = filters
+        .iter()
+        .map(|(n, r)| build::rbac_filter(n, r))
+        .collect();
+    build::any(&match routes {
+        None => build::server_listener(&name, addr, tls, filters),
+        Some(r) => build::server_listener_with_routes(&name, addr, tls, filters, r.clone()),
+    })
 }
 
 fn bootstrap(
@@ -276,6 +399,8 @@ enum Outcome {
     Refused,
     /// `PERMISSION_DENIED`.
     Denied,
+    /// `UNAVAILABLE`: no inbound route serves the call (A36).
+    Unavailable,
     /// Any other status: the call reached the handler (whose answer is not compared: our
     /// echo knows only SayHello).
     Served,
@@ -290,6 +415,7 @@ async fn call(
 ) -> Outcome {
     match try_call(addr, tls, method, metadata).await {
         Ok(7) => Outcome::Denied,
+        Ok(14) => Outcome::Unavailable,
         Ok(_) => Outcome::Served,
         Err(_) => Outcome::Refused,
     }
@@ -369,13 +495,13 @@ async fn our_server_authorizes_as_grpc_go_does() {
     let ours: Vec<_> = policies
         .iter()
         .zip(&mesh_addrs)
-        .map(|((_, f), a)| listener(*a, f))
+        .map(|(p, a)| listener(*a, p))
         .collect();
     cp.set("mesh", "1", &ours).await;
     let mut go_servers = Vec::new();
-    for (i, ((_, f), a)) in policies.iter().zip(&go_addrs).enumerate() {
+    for (i, (p, a)) in policies.iter().zip(&go_addrs).enumerate() {
         let node = format!("go-{i}");
-        cp.set(&node, "1", &[listener(*a, f)]).await;
+        cp.set(&node, "1", &[listener(*a, p)]).await;
         let path = dir.path().join(format!("{node}.json"));
         std::fs::write(&path, bootstrap(cp.ads, &node, &files).to_string()).unwrap();
         go_servers.push(GrpcGoServer::start(&path, *a));
@@ -419,7 +545,7 @@ async fn our_server_authorizes_as_grpc_go_does() {
         (0, std::collections::BTreeMap::new(), Vec::new());
     for (who, cert) in &callers {
         let tls = support::client_tls(&ca, cert.as_ref(), b"h2");
-        for (p, (policy, _)) in policies.iter().enumerate() {
+        for (p, (policy, _, _)) in policies.iter().enumerate() {
             for (label, method, metadata) in CALLS {
                 let theirs = call(go_addrs[p], tls.clone(), method, metadata).await;
                 let mine = call(mesh_addrs[p], tls.clone(), method, metadata).await;
@@ -437,7 +563,7 @@ async fn our_server_authorizes_as_grpc_go_does() {
         "server oracle: {cases} cases (grpc-go's outcomes {seen:?}), {} disagreements",
         disagreements.len()
     );
-    for o in ["Refused", "Denied", "Served"] {
+    for o in ["Refused", "Denied", "Unavailable", "Served"] {
         assert!(seen.contains_key(o), "the matrix exercises {o}: {seen:?}");
     }
     assert!(

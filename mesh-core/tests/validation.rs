@@ -560,3 +560,38 @@ servers:
         ]
     );
 }
+
+#[test]
+fn inbound_route_overrides_name_the_servers_filters() {
+    let errs = errors(
+        r#"
+servers:
+  - name: s
+    http_filters:
+      - name: rbac
+        rbac: {}
+      - name: jwt
+        jwt_authn: {}
+    route_config:
+      virtual_hosts:
+        - name: v
+          domains: []
+          routes:
+            - match: { prefix: / }
+              typed_per_filter_config:
+                nope: { disabled: true }
+                rbac: { jwt_authn: { disabled: true } }
+                jwt: { jwt_authn: { requirement_name: strict } }
+"#,
+    );
+    assert_eq!(
+        errs,
+        [
+            "servers[0].http_filters[1]: the jwt_authn filter must come before the RBAC filters",
+            "servers[0].route_config.virtual_hosts[0].domains: must name at least one domain",
+            "servers[0].route_config.virtual_hosts[0].routes[0].typed_per_filter_config.jwt.jwt_authn.requirement_name: no requirement \"strict\" in the filter's requirement_map",
+            "servers[0].route_config.virtual_hosts[0].routes[0].typed_per_filter_config.nope: no HTTP filter named \"nope\" on this server",
+            "servers[0].route_config.virtual_hosts[0].routes[0].typed_per_filter_config.rbac.jwt_authn: \"rbac\" is not the JWT filter",
+        ]
+    );
+}

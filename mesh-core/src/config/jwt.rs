@@ -54,6 +54,9 @@ pub struct JwtAuthn {
     /// no rule matches is not checked.
     #[serde(default)]
     pub rules: Vec<JwtRule>,
+    /// Named requirements, for rules' `requirement_name` and routes' per-route config.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requirement_map: BTreeMap<String, JwtRequirement>,
     /// CORS preflights (`OPTIONS` with `origin` and `access-control-request-method`) pass
     /// unchecked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -155,9 +158,12 @@ pub struct JwtRule {
     /// Which requests (a route match: path, headers, query parameters).
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
-    /// What they need; absent: no token is checked.
+    /// What they need; absent (and no `requirement_name`): no token is checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires: Option<JwtRequirement>,
+    /// What they need, by its name in `requirement_map` (instead of `requires`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirement_name: Option<String>,
 }
 
 /// What a request needs (`JwtRequirement`): exactly one field.
@@ -318,11 +324,26 @@ impl JwtAuthn {
         for (name, p) in &self.providers {
             p.validate(&path.field("providers").field(name), errors);
         }
+        for (name, req) in &self.requirement_map {
+            req.validate(self, &path.field("requirement_map").field(name), errors, 0);
+        }
         for (i, r) in self.rules.iter().enumerate() {
             let rp = path.field("rules").index(i);
             r.matcher.validate(&rp.field("match"), errors);
             if let Some(req) = &r.requires {
                 req.validate(self, &rp.field("requires"), errors, 0);
+            }
+            if let Some(n) = &r.requirement_name {
+                errors.check(
+                    r.requires.is_none(),
+                    &rp,
+                    "at most one of requires and requirement_name",
+                );
+                errors.check(
+                    self.requirement_map.contains_key(n),
+                    &rp.field("requirement_name"),
+                    format!("no requirement {n:?} in requirement_map"),
+                );
             }
         }
     }

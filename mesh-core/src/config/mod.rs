@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod endpoint;
 pub mod headers;
+pub mod inbound;
 pub mod jwt;
 pub mod listener;
 pub mod metadata;

@@ -8,6 +8,7 @@
 //! ([`jwt`](super::jwt)), then RBAC ([`rbac`](super::rbac)); filters run in the order listed,
 //! as Envoy runs them.
 
+use super::inbound::InboundRoutes;
 use super::jwt::JwtAuthn;
 use super::rbac::RbacFilter;
 use super::tls::DownstreamTls;
@@ -55,6 +56,10 @@ pub struct Server {
     /// Limits on what callers may send (defaults apply when absent).
     #[serde(default, skip_serializing_if = "is_default")]
     pub limits: Limits,
+    /// Which requests are served, and per-route filter overrides (none: every request, under
+    /// the filters' own configs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_config: Option<InboundRoutes>,
 }
 
 fn is_default(l: &Limits) -> bool {
@@ -181,6 +186,14 @@ impl Server {
                     "exactly one filter config (rbac or jwt_authn) must be set",
                 ),
             }
+        }
+        if let Some(r) = &self.route_config {
+            let filters = self
+                .http_filters
+                .iter()
+                .map(|f| (f.name.as_str(), f.jwt_authn.as_ref()))
+                .collect();
+            r.validate(&filters, &path.field("route_config"), errors);
         }
     }
 }

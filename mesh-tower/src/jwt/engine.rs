@@ -3,12 +3,14 @@
 //! request that no rule selects costs the rule walk and nothing else.
 
 use super::error::JwtError;
+use super::locate::{Location, extract};
 use super::token::{Key, Token};
 use super::{VerifiedJwt, VerifiedToken};
-use crate::policy::headers::query_param;
+use crate::route::inbound::{InboundTable, overrides};
 use crate::route::table::{RequestMatcher, compile_match};
 use http::{HeaderName, HeaderValue, Request};
 use mesh_core::config::jwt::{JwtAuthn, JwtProvider, JwtRequirement, parse_jwks};
+use mesh_core::config::server::Server;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -20,6 +22,19 @@ pub struct JwtEngine {
     bypass_cors: bool,
     /// Some rule requires something (else every request passes unchecked).
     active: bool,
+    /// The server's inbound routes and, per route number, what that route asks.
+    routes: Option<(InboundTable, Vec<PerRoute>)>,
+}
+
+/// A route's override of the filter.
+#[derive(Debug)]
+enum PerRoute {
+    /// None: the filter's rules decide.
+    Rules,
+    /// `disabled`: no check.
+    Off,
+    /// `requirement_name`: this requirement.
+    Requires(Req),
 }
 
 #[derive(Debug)]
@@ -36,13 +51,6 @@ struct Provider {
     claim_headers: Vec<(HeaderName, String)>,
     skew: u64,
     require_exp: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Location {
-    Header(HeaderName, String),
-    Param(String),
-    Cookie(String),
 }
 
 #[derive(Debug)]
@@ -80,18 +88,25 @@ impl JwtEngine {
             .iter()
             .map(|(name, p)| provider(name, p).map_err(|e| format!("provider {name:?}: {e}")))
             .collect::<Result<_, _>>()?;
+        let named = |n: &str| {
+            let r = filter
+                .requirement_map
+                .get(n)
+                .ok_or_else(|| format!("no requirement {n:?} in requirement_map"))?;
+            requirement(r, &names)
+        };
         let rules: Vec<(RequestMatcher, Option<Req>)> = filter
             .rules
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 let m = compile_match(&r.matcher).map_err(|e| format!("rules[{i}]: {e}"))?;
-                let req = r
-                    .requires
-                    .as_ref()
-                    .map(|q| requirement(q, &names))
-                    .transpose();
-                Ok((m, req.map_err(|e| format!("rules[{i}]: {e}"))?))
+                let req = match (&r.requires, &r.requirement_name) {
+                    (Some(q), _) => Some(requirement(q, &names)),
+                    (None, Some(n)) => Some(named(n)),
+                    (None, None) => None,
+                };
+                Ok((m, req.transpose().map_err(|e| format!("rules[{i}]: {e}"))?))
             })
             .collect::<Result<_, String>>()?;
         let active = rules.iter().any(|(_, r)| r.is_some());
@@ -100,7 +115,46 @@ impl JwtEngine {
             rules,
             bypass_cors: filter.bypass_cors_preflight,
             active,
+            routes: None,
         })
+    }
+
+    /// The engine of a server: its JWT filter (none: nothing checked), and when it has
+    /// inbound routes, each route's `PerRouteConfig` (a route's own, else its virtual
+    /// host's): `disabled`, or a `requirement_name` of the filter's `requirement_map`. A
+    /// request no route serves passes here; the RBAC layer refuses it.
+    pub fn for_server(server: &Server) -> Result<Self, String> {
+        let Some(f) = server.http_filters.iter().find(|f| f.jwt_authn.is_some()) else {
+            return Ok(Self::default());
+        };
+        let filter = f.jwt_authn.as_ref().expect("found by it");
+        let mut engine = Self::new(filter)?;
+        let Some(routes) = &server.route_config else {
+            return Ok(engine);
+        };
+        let names: Vec<&String> = filter.providers.keys().collect();
+        let per_route = overrides(routes, &f.name)
+            .into_iter()
+            .map(|o| {
+                let named = o
+                    .and_then(|o| o.jwt_authn.as_ref())
+                    .and_then(|p| p.requirement_name.as_ref());
+                Ok(match (o, named) {
+                    (None, _) => PerRoute::Rules,
+                    (Some(_), Some(n)) => PerRoute::Requires(requirement(
+                        filter
+                            .requirement_map
+                            .get(n)
+                            .ok_or_else(|| format!("no requirement {n:?}"))?,
+                        &names,
+                    )?),
+                    (Some(_), None) => PerRoute::Off,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        engine.active |= per_route.iter().any(|p| matches!(p, PerRoute::Requires(_)));
+        engine.routes = Some((InboundTable::compile(routes)?, per_route));
+        Ok(engine)
     }
 
     /// Whether any rule may ask for a token.
@@ -135,6 +189,13 @@ impl JwtEngine {
     fn requirement_for<B>(&self, req: &Request<B>) -> Option<&Req> {
         if self.is_empty() {
             return None;
+        }
+        if let Some((table, per_route)) = &self.routes {
+            match table.find(req).map(|n| &per_route[n]) {
+                Ok(PerRoute::Rules) => {}
+                Ok(PerRoute::Requires(r)) => return Some(r),
+                Ok(PerRoute::Off) | Err(_) => return None,
+            }
         }
         let h = req.headers();
         if self.bypass_cors
@@ -326,54 +387,6 @@ fn normalized(claims: &Map<String, Value>, split: &[String]) -> Value {
         }
     }
     Value::Object(out)
-}
-
-/// Tokens at `locations`, in order.
-fn extract<'l, B>(locations: &'l [Location], req: &Request<B>) -> Vec<(&'l Location, String)> {
-    let mut found = Vec::new();
-    for loc in locations {
-        match loc {
-            Location::Header(name, prefix) => {
-                for v in req.headers().get_all(name) {
-                    if let Some(t) = v.to_str().ok().and_then(|v| after_prefix(v, prefix)) {
-                        found.push((loc, t.to_owned()));
-                    }
-                }
-            }
-            Location::Param(name) => {
-                if let Some(t) = query_param(req.uri().query(), name).filter(|t| !t.is_empty()) {
-                    found.push((loc, t.to_owned()));
-                }
-            }
-            Location::Cookie(name) => {
-                let cookies = req.headers().get_all(http::header::COOKIE);
-                let hit = cookies
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(';'))
-                    .find_map(|c| c.trim().strip_prefix(name.as_str())?.strip_prefix('='));
-                if let Some(t) = hit.filter(|t| !t.is_empty()) {
-                    found.push((loc, t.to_owned()));
-                }
-            }
-        }
-    }
-    found
-}
-
-/// The token after `prefix` in a header value: the run of base64url characters and dots that
-/// follows it (Envoy's reading, so `Bearer <token>, …` works).
-fn after_prefix<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
-    let start = if prefix.is_empty() {
-        0
-    } else {
-        value.find(prefix)? + prefix.len()
-    };
-    let rest = &value[start..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=')))
-        .unwrap_or(rest.len());
-    (end > 0).then(|| &rest[..end])
 }
 
 fn provider(name: &str, p: &JwtProvider) -> Result<Provider, String> {

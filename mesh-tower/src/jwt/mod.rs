@@ -23,6 +23,7 @@ mod engine;
 mod error;
 mod future;
 mod layer;
+mod locate;
 mod token;
 
 pub use engine::JwtEngine;
@@ -172,12 +173,7 @@ where
 fn refusal<B>(req: &Request<B>, e: JwtError) -> Response<crate::body::MeshBody> {
     let grpc = crate::grpc::is_grpc(req.headers());
     let mut res = crate::grpc::local_answer(grpc, e.status(), None, e.message());
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
-        .unwrap_or("");
+    let host = crate::route::inbound::authority(req);
     let mut challenge = format!("Bearer realm=\"http://{host}{}\"", req.uri().path());
     if !e.is_missing() {
         challenge.push_str(", error=\"invalid_token\"");

@@ -511,3 +511,59 @@ rules:
         "no token: JWT lets it through, RBAC refuses"
     );
 }
+
+#[test]
+fn per_route_configs_turn_the_check_off_or_name_a_requirement() {
+    use mesh_core::config::server::Server;
+    let keys = Keys::new();
+    let jwks = keys.jwks();
+    let server: Server = serde_saphyr::from_str(&format!(
+        r#"
+name: s
+http_filters:
+  - name: jwt
+    jwt_authn:
+      providers: {{ corp: {{ issuer: "{ISS}", local_jwks: {{ inline_string: '{jwks}' }} }} }}
+      requirement_map:
+        billing: {{ provider_and_audiences: {{ provider_name: corp, audiences: [billing] }} }}
+      rules: [{{ match: {{ prefix: / }}, requires: {{ provider_name: corp }} }}]
+route_config:
+  virtual_hosts:
+    - name: v
+      domains: ["*"]
+      routes:
+        - match: {{ prefix: /public }}
+          typed_per_filter_config: {{ jwt: {{ jwt_authn: {{ disabled: true }} }} }}
+        - match: {{ prefix: /billing }}
+          typed_per_filter_config: {{ jwt: {{ jwt_authn: {{ requirement_name: billing }} }} }}
+        - match: {{ prefix: / }}
+"#
+    ))
+    .unwrap();
+    let mut errors = mesh_core::error::Errors::new();
+    server.validate(&mesh_core::FieldPath::root(), &mut errors);
+    errors.into_result().unwrap();
+    let e = JwtEngine::for_server(&server).unwrap();
+    let get = |path: &str, token: Option<&str>| {
+        let mut b = http::Request::get(format!("http://svc{path}"));
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b.body(()).unwrap()
+    };
+    let orders = keys.good("ES256");
+    assert!(
+        check(&e, get("/public/x", None)).is_ok(),
+        "disabled on the route"
+    );
+    assert_eq!(
+        check(&e, get("/orders", None)).err(),
+        Some(JwtError::Missing)
+    );
+    assert!(check(&e, get("/orders", Some(&orders))).is_ok());
+    assert_eq!(
+        check(&e, get("/billing", Some(&orders))).err(),
+        Some(JwtError::AudienceNotAllowed),
+        "the route's named requirement: billing audience"
+    );
+}

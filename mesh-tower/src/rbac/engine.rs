@@ -3,16 +3,18 @@
 //! resolved), then the gRFC A41 evaluation.
 
 use super::audit::{AuditEvent, AuditSink, emit, principal};
-use super::error::Denied;
+use super::error::{Denied, Refused};
 use super::metadata::MetaMatch;
 use crate::jwt::VerifiedJwt;
 use crate::policy::headers::{HeaderKind, HeaderRule, compile_header, compile_kind};
+use crate::route::inbound::{InboundTable, authority, overrides};
 use crate::tls::PeerInfo;
 use http::{HeaderMap, Request};
 use mesh_core::config::rbac::{
     AuditCondition, CidrRange, Permission, Policy, Principal, RbacAction, RbacFilter,
 };
 use mesh_core::config::route::{HeaderMatcher, StringMatcher};
+use mesh_core::config::server::Server;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -22,6 +24,9 @@ use std::sync::Arc;
 pub struct RbacEngine {
     filters: Vec<Compiled>,
     sink: Option<AuditSink>,
+    /// The server's inbound routes, and per route number its own filters (`None`: the
+    /// filter-level ones), when the server has a route config.
+    routes: Option<(InboundTable, Vec<Option<Vec<Compiled>>>)>,
 }
 
 impl std::fmt::Debug for RbacEngine {
@@ -133,7 +138,43 @@ impl RbacEngine {
         Ok(Self {
             filters: out,
             sink: None,
+            routes: None,
         })
+    }
+
+    /// The engine of a server: its RBAC filters, and when it has inbound routes, each
+    /// route's filters with its `RBACPerRoute` overrides (a route's own, else its virtual
+    /// host's; an override without `rules`, or `disabled`, turns that filter off there).
+    pub fn for_server(server: &Server) -> Result<Self, String> {
+        let mut engine = Self::new(server.rbac_filters())?;
+        let Some(routes) = &server.route_config else {
+            return Ok(engine);
+        };
+        let table = InboundTable::compile(routes)?;
+        let filters: Vec<(&str, &RbacFilter)> = server.rbac_filters().collect();
+        let by_filter: Vec<_> = filters
+            .iter()
+            .map(|(name, _)| overrides(routes, name))
+            .collect();
+        let count: usize = routes.virtual_hosts.iter().map(|v| v.routes.len()).sum();
+        let mut per_route = Vec::with_capacity(count);
+        for n in 0..count {
+            if by_filter.iter().all(|o| o[n].is_none()) {
+                per_route.push(None);
+                continue;
+            }
+            let mut chain = Vec::new();
+            for ((name, base), o) in filters.iter().zip(&by_filter) {
+                match o[n] {
+                    Some(o) if o.disabled => {}
+                    Some(o) => chain.extend(o.rbac.as_ref().map(|r| (*name, r))),
+                    None => chain.push((*name, *base)),
+                }
+            }
+            per_route.push(Some(Self::new(chain)?.filters));
+        }
+        engine.routes = Some((table, per_route));
+        Ok(engine)
     }
 
     /// Sends audit events to `sink` instead of stdout.
@@ -158,15 +199,27 @@ impl RbacEngine {
         }
     }
 
-    /// Whether any filter applies (a chain of none lets everything through).
+    /// Whether nothing applies (no filter and no routes: everything passes).
     pub fn is_empty(&self) -> bool {
-        self.filters.is_empty()
+        self.filters.is_empty() && self.routes.is_none()
     }
 
-    /// Runs the filters in order: an `ALLOW` filter no policy of which matches, or a `DENY`
+    /// Finds the request's inbound route (when the server has routes), then runs that
+    /// route's filters in order: an `ALLOW` filter no policy of which matches, or a `DENY`
     /// filter one policy of which matches, refuses the request. The peer comes from the
     /// request's [`PeerInfo`] extension (none: no TLS, no addresses).
-    pub fn check<B>(&self, req: &Request<B>) -> Result<(), Denied> {
+    pub fn check<B>(&self, req: &Request<B>) -> Result<(), Refused> {
+        let filters = match &self.routes {
+            None => &self.filters,
+            Some((table, per_route)) => {
+                let n = table.find(req).map_err(Refused::NoRoute)?;
+                per_route[n].as_ref().unwrap_or(&self.filters)
+            }
+        };
+        self.run(filters, req).map_err(Refused::Denied)
+    }
+
+    fn run<B>(&self, filters: &[Compiled], req: &Request<B>) -> Result<(), Denied> {
         let cx = Cx {
             req: Parts {
                 method: req.method(),
@@ -178,7 +231,7 @@ impl RbacEngine {
             peer: req.extensions().get::<PeerInfo>(),
             jwt: req.extensions().get::<VerifiedJwt>(),
         };
-        for f in &self.filters {
+        for f in filters {
             let matched = f.policies.iter().find(|(_, r)| r.matches(&cx));
             if f.audit.is_some() {
                 let authorized = f.allow == matched.is_some();
@@ -202,15 +255,6 @@ impl RbacEngine {
         }
         Ok(())
     }
-}
-
-/// `:authority`, else `Host` (A41: one authority per request).
-fn authority<B>(req: &Request<B>) -> &str {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
-        .unwrap_or("")
 }
 
 struct Parts<'a> {

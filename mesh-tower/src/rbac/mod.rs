@@ -28,7 +28,7 @@ mod metadata;
 pub use audit::{AuditEvent, AuditSink};
 pub use body::RbacBody;
 pub use engine::RbacEngine;
-pub use error::Denied;
+pub use error::{Denied, Refused};
 pub use future::ResponseFuture;
 pub use layer::RbacLayer;
 
@@ -84,20 +84,23 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         match self.engine.load().check(&req) {
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(denied) => {
+            Err(refused) => {
                 tracing::debug!(
                     path = req.uri().path(),
                     peer = ?req.extensions().get::<crate::tls::PeerInfo>().and_then(|p| p.identity.as_ref()).map(|i| i.sans()),
-                    %denied,
+                    %refused,
                     "request refused"
                 );
                 let grpc = crate::grpc::is_grpc(req.headers());
-                ResponseFuture::denied(crate::grpc::local_answer(
-                    grpc,
-                    403,
-                    None,
-                    error::ACCESS_DENIED,
-                ))
+                ResponseFuture::denied(match &refused {
+                    Refused::Denied(_) => {
+                        crate::grpc::local_answer(grpc, 403, None, error::ACCESS_DENIED)
+                    }
+                    // A36: not served; UNAVAILABLE for gRPC, as grpc-go answers.
+                    Refused::NoRoute(why) => {
+                        crate::grpc::local_answer(grpc, 404, Some(14), &why.to_string())
+                    }
+                })
             }
         }
     }

@@ -79,7 +79,10 @@ rules:
     assert!(allowed(&e, &req("GET", "/", Some(spiffe(FRONTEND)))));
     let denied = e
         .check(&req("GET", "/", Some(spiffe(INTRUDER))))
-        .unwrap_err();
+        .unwrap_err()
+        .denied()
+        .cloned()
+        .unwrap();
     assert_eq!(&*denied.filter, "rbac");
     assert_eq!(denied.policy, None, "no ALLOW policy matched");
     assert!(!allowed(&e, &req("GET", "/", None)), "no peer at all");
@@ -118,7 +121,10 @@ rules:
     assert!(allowed(&e, &req("GET", "/cart", Some(spiffe(FRONTEND)))));
     let d = e
         .check(&req("GET", "/admin/users", Some(spiffe(FRONTEND))))
-        .unwrap_err();
+        .unwrap_err()
+        .denied()
+        .cloned()
+        .unwrap();
     assert_eq!(
         d.policy.as_deref(),
         Some("ns[shop]-policy[no-admin]-rule[0]")
@@ -413,4 +419,81 @@ rules:
             r#"{{"grpc_audit_log":{{"authorized":true,"matched_rule":"shop","policy_name":"allow","principal":"{FRONTEND}","rpc_method":"/cart"}}}}"#
         )
     );
+}
+
+/// A server's inbound routes: per-route overrides (a route's own over its virtual host's),
+/// a forwarding route and uncovered requests not served, JWT per-route requirements.
+#[tokio::test]
+async fn inbound_routes_select_per_route_policy() {
+    use mesh_core::config::server::Server;
+    let server: Server = serde_saphyr::from_str(
+        r#"
+name: s
+http_filters:
+  - name: envoy.filters.http.rbac
+    rbac: { rules: { policies: { frontend: { permissions: [{ any: true }], principals: [{ authenticated: { principal_name: { exact: "spiffe://cluster.local/ns/shop/sa/frontend" } } }] } } } }
+route_config:
+  virtual_hosts:
+    - name: admin
+      domains: [admin.shop]
+      typed_per_filter_config:
+        envoy.filters.http.rbac: { rbac: { rules: { policies: { other: { permissions: [{ any: true }], principals: [{ authenticated: { principal_name: { suffix: /sa/intruder } } }] } } } } }
+      routes:
+        - match: { prefix: /open }
+          typed_per_filter_config: { envoy.filters.http.rbac: { disabled: true } }
+        - match: { prefix: / }
+    - name: default
+      domains: ["*"]
+      routes:
+        - match: { prefix: /forward }
+          forwarding: true
+        - match: { prefix: /healthz }
+          typed_per_filter_config: { envoy.filters.http.rbac: { rbac: {} } }
+        - match: { prefix: /api }
+"#,
+    )
+    .unwrap();
+    let mut errors = mesh_core::error::Errors::new();
+    server.validate(&mesh_core::error::FieldPath::root(), &mut errors);
+    errors.into_result().unwrap();
+    let e = RbacEngine::for_server(&server).unwrap();
+    let at = |host: &str, path: &str, who: &str| {
+        let mut r = Request::get(format!("http://{host}{path}"))
+            .body(())
+            .unwrap();
+        r.extensions_mut().insert(spiffe(who));
+        e.check(&r)
+    };
+    let ok = |host, path, who| at(host, path, who).is_ok();
+    // The filter's own policy on an override-free route.
+    assert!(ok("api.shop", "/api/x", FRONTEND));
+    assert!(!ok("api.shop", "/api/x", INTRUDER));
+    // An override without rules, and `disabled`: no check.
+    assert!(ok("api.shop", "/healthz", INTRUDER));
+    assert!(ok("admin.shop", "/open", INTRUDER));
+    // The virtual host's override for its routes.
+    assert!(ok("admin.shop", "/users", INTRUDER));
+    assert!(!ok("admin.shop", "/users", FRONTEND));
+    // Not served: a forwarding route, and no route.
+    for path in ["/forward", "/other"] {
+        let refused = at("api.shop", path, FRONTEND).unwrap_err();
+        assert!(refused.denied().is_none(), "{path}: {refused}");
+    }
+
+    // What a caller sees: 404 for HTTP, UNAVAILABLE for gRPC.
+    let svc = RbacLayer::new(e).layer(tower::service_fn(|_r: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<Bytes>::new()))
+    }));
+    let res = svc
+        .clone()
+        .oneshot(Request::get("http://api.shop/other").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let grpc = Request::post("http://api.shop/pkg.Svc/Other")
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    let res = svc.oneshot(grpc).await.unwrap();
+    assert_eq!(res.headers()["grpc-status"], "14");
 }

@@ -48,12 +48,14 @@
 
 pub mod future;
 pub use crate::policy::hash;
+pub(crate) mod inbound;
 mod layer;
 pub(crate) mod table;
 pub(crate) mod target;
 #[cfg(test)]
 mod tests;
 
+pub use self::inbound::NoRoute;
 pub use self::layer::RouteLayer;
 pub(crate) use crate::policy::headers::query_param;
 pub use crate::policy::{RouteDecision, RoutePolicy};

@@ -20,19 +20,13 @@ use mesh_core::config::route::{
 use mesh_core::policy::FractionalPercent;
 use mesh_core::{Route, RouteConfig, RouteMatch, VirtualHost};
 use regex::Regex;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A compiled route config.
 #[derive(Debug)]
 pub(crate) struct Table {
     vhosts: Vec<VHost>,
-    exact: HashMap<String, usize>,
-    /// `*.foo.com` style, longest first.
-    suffix: Vec<(String, usize)>,
-    /// `foo.*` style, longest first.
-    prefix: Vec<(String, usize)>,
-    any: Option<usize>,
+    domains: Domains,
 }
 
 #[derive(Debug)]
@@ -75,6 +69,9 @@ enum PathMatcher {
 }
 
 mod compile;
+mod domains;
+
+pub(crate) use domains::Domains;
 
 pub(crate) use compile::compile_match;
 use compile::compile_vhost;
@@ -82,71 +79,21 @@ use compile::compile_vhost;
 impl Table {
     /// Compiles a (validated) route config.
     pub(crate) fn compile(rc: &RouteConfig, filters: &[HttpFilter]) -> Result<Self, String> {
-        let mut table = Table {
-            vhosts: Vec::with_capacity(rc.virtual_hosts.len()),
-            exact: HashMap::new(),
-            suffix: Vec::new(),
-            prefix: Vec::new(),
-            any: None,
-        };
-        for (i, vh) in rc.virtual_hosts.iter().enumerate() {
-            for d in &vh.domains {
-                let d = d.to_ascii_lowercase();
-                if d == "*" {
-                    table.any.get_or_insert(i);
-                } else if let Some(s) = d.strip_prefix('*') {
-                    table.suffix.push((s.to_owned(), i));
-                } else if let Some(p) = d.strip_suffix('*') {
-                    table.prefix.push((p.to_owned(), i));
-                } else {
-                    table.exact.entry(d).or_insert(i);
-                }
-            }
-            table.vhosts.push(compile_vhost(rc, vh, filters)?);
-        }
-        // Longest wildcard first; stable sort keeps config order among equals.
-        table
-            .suffix
-            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        table
-            .prefix
-            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        Ok(table)
+        let vhosts = rc
+            .virtual_hosts
+            .iter()
+            .map(|vh| compile_vhost(rc, vh, filters))
+            .collect::<Result<_, _>>()?;
+        Ok(Table {
+            vhosts,
+            domains: Domains::new(rc.virtual_hosts.iter().map(|vh| vh.domains.as_slice())),
+        })
     }
 
     /// The virtual host for `host`, by Envoy's precedence: exact, longest suffix wildcard,
-    /// longest prefix wildcard, `*`. A host with a port that matches nothing is retried without
-    /// the port.
+    /// longest prefix wildcard, `*`.
     fn vhost(&self, host: &str) -> Option<&VHost> {
-        let lower;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lower = host.to_ascii_lowercase();
-            lower.as_str()
-        } else {
-            host
-        };
-        self.domain_index(host)
-            .or_else(|| strip_port(host).and_then(|h| self.domain_index(h)))
-            .map(|i| &self.vhosts[i])
-    }
-
-    fn domain_index(&self, host: &str) -> Option<usize> {
-        if let Some(&i) = self.exact.get(host) {
-            return Some(i);
-        }
-        // A wildcard never matches the empty string: `*.foo.com` does not match `.foo.com`.
-        let suffix = self
-            .suffix
-            .iter()
-            .find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()));
-        if let Some((_, i)) = suffix {
-            return Some(*i);
-        }
-        let prefix = self
-            .prefix
-            .iter()
-            .find(|(p, _)| host.len() > p.len() && host.starts_with(p.as_str()));
-        prefix.map(|(_, i)| *i).or(self.any)
+        self.domains.find(host).map(|i| &self.vhosts[i])
     }
 
     /// The first route of the matching virtual host that matches the request.
@@ -177,11 +124,6 @@ impl Table {
                 )
             })
     }
-}
-
-fn strip_port(host: &str) -> Option<&str> {
-    let (h, port) = host.rsplit_once(':')?;
-    (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':')).then_some(h)
 }
 
 impl PathMatcher {

@@ -340,11 +340,8 @@ fn compile(config: &Server) -> Result<(RbacEngine, JwtEngine), MeshError> {
             format!("server {:?}: {e}", config.name),
         )
     };
-    let rbac = RbacEngine::new(config.rbac_filters()).map_err(err)?;
-    let jwt = match config.jwt_authn() {
-        Some(f) => JwtEngine::new(f).map_err(|e| err(format!("jwt_authn: {e}")))?,
-        None => JwtEngine::default(),
-    };
+    let rbac = RbacEngine::for_server(config).map_err(err)?;
+    let jwt = JwtEngine::for_server(config).map_err(|e| err(format!("jwt_authn: {e}")))?;
     Ok((rbac, jwt))
 }
 

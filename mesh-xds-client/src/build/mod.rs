@@ -9,7 +9,7 @@
 //! ```
 
 mod server;
-pub use server::{downstream_mtls, rbac_filter, server_listener};
+pub use server::{downstream_mtls, rbac_filter, server_listener, server_listener_with_routes};
 
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::core::v3 as core;

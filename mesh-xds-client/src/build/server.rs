@@ -59,9 +59,8 @@ pub fn server_listener(
     name: &str,
     addr: SocketAddr,
     tls: Option<core::TransportSocket>,
-    mut filters: Vec<hcm::HttpFilter>,
+    filters: Vec<hcm::HttpFilter>,
 ) -> lds::Listener {
-    filters.push(router_filter());
     let route = rds::Route {
         r#match: Some(rds::RouteMatch {
             path_specifier: Some(rds::route_match::PathSpecifier::Prefix("/".into())),
@@ -70,6 +69,19 @@ pub fn server_listener(
         action: Some(rds::route::Action::NonForwardingAction(Default::default())),
         ..Default::default()
     };
+    server_listener_with_routes(name, addr, tls, filters, vec![route])
+}
+
+/// [`server_listener`] whose inline route config's one virtual host (`*`) has `routes`
+/// (per-route filter overrides, forwarding actions, partial coverage).
+pub fn server_listener_with_routes(
+    name: &str,
+    addr: SocketAddr,
+    tls: Option<core::TransportSocket>,
+    mut filters: Vec<hcm::HttpFilter>,
+    routes: Vec<rds::Route>,
+) -> lds::Listener {
+    filters.push(router_filter());
     let manager = hcm::HttpConnectionManager {
         stat_prefix: name.into(),
         route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(
@@ -78,7 +90,7 @@ pub fn server_listener(
                 virtual_hosts: vec![rds::VirtualHost {
                     name: "inbound".into(),
                     domains: vec!["*".into()],
-                    routes: vec![route],
+                    routes,
                     ..Default::default()
                 }],
                 ..Default::default()

@@ -1,7 +1,7 @@
 //! `envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication` → the mesh's [`JwtAuthn`].
 //!
 //! NACKed with the field path (never silently weakened): `remote_jwks` (keys must come
-//! inline), `subjects`, `max_lifetime`, `requirement_map` and named rules, filter-state rules,
+//! inline), `subjects`, `max_lifetime`, filter-state rules,
 //! `extract_only_without_validation`, claim paths, and metadata outputs other than the
 //! payload. Ignored because they change no decision: `stat_prefix`, `jwt_cache_config`,
 //! `clear_route_cache`.
@@ -34,7 +34,6 @@ pub fn filter(any: &Any, path: &FieldPath, errors: &mut Errors) -> Option<JwtAut
         errors.check(ok, &path.field(field), "is not supported");
     };
     unsupported(m.filter_state_rules.is_none(), "filter_state_rules", errors);
-    unsupported(m.requirement_map.is_empty(), "requirement_map", errors);
     let mut providers: Vec<_> = m.providers.iter().collect();
     providers.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = JwtAuthn {
@@ -44,6 +43,11 @@ pub fn filter(any: &Any, path: &FieldPath, errors: &mut Errors) -> Option<JwtAut
     for (name, p) in providers {
         let pp = path.field("providers").field(name);
         out.providers.insert(name.clone(), provider(p, &pp, errors));
+    }
+    for (name, r) in &m.requirement_map {
+        let rp = path.field("requirement_map").field(name);
+        out.requirement_map
+            .insert(name.clone(), requirement(r, &rp, errors, 0));
     }
     for (i, r) in m.rules.iter().enumerate() {
         let rp = path.field("rules").index(i);
@@ -55,15 +59,16 @@ pub fn filter(any: &Any, path: &FieldPath, errors: &mut Errors) -> Option<JwtAut
             }
         };
         use pb::requirement_rule::RequirementType as T;
-        let requires = match &r.requirement_type {
-            None => None,
-            Some(T::Requires(q)) => Some(requirement(q, &rp.field("requires"), errors, 0)),
-            Some(T::RequirementName(_)) => {
-                errors.push(&rp.field("requirement_name"), "is not supported");
-                None
-            }
+        let (requires, requirement_name) = match &r.requirement_type {
+            None => (None, None),
+            Some(T::Requires(q)) => (Some(requirement(q, &rp.field("requires"), errors, 0)), None),
+            Some(T::RequirementName(n)) => (None, Some(n.clone())),
         };
-        out.rules.push(JwtRule { matcher, requires });
+        out.rules.push(JwtRule {
+            matcher,
+            requires,
+            requirement_name,
+        });
     }
     Some(out)
 }
@@ -211,6 +216,33 @@ fn requirement(
         None => errors.push(path, "a requirement must be set"),
     }
     out
+}
+
+/// The per-route type URL.
+pub const JWT_PER_ROUTE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig";
+
+/// A route's `PerRouteConfig`.
+pub fn per_route(
+    any: &Any,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Option<mesh_core::config::inbound::JwtPerRoute> {
+    use pb::per_route_config::RequirementSpecifier as S;
+    let m = match pb::PerRouteConfig::decode(&*any.value) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(path, format!("cannot decode PerRouteConfig: {e}"));
+            return None;
+        }
+    };
+    let mut out = mesh_core::config::inbound::JwtPerRoute::default();
+    match m.requirement_specifier {
+        Some(S::Disabled(d)) => out.disabled = d,
+        Some(S::RequirementName(n)) => out.requirement_name = Some(n),
+        None => errors.push(path, "a requirement_specifier must be set"),
+    }
+    Some(out)
 }
 
 #[cfg(test)]

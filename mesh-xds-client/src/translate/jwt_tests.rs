@@ -120,11 +120,31 @@ fn what_cannot_be_honoured_is_nacked_with_field_paths() {
     for want in [
         "providers.origins-0.remote_jwks: is not supported",
         "providers.origins-0.max_lifetime: is not supported",
-        "requirement_map: is not supported",
-        "rules[1].requirement_name: is not supported",
     ] {
         assert!(e.contains(want), "{want:?} not in {e}");
     }
+}
+
+#[test]
+fn named_requirements_translate() {
+    let mut m = istio();
+    m.requirement_map
+        .insert("strict".into(), provider_name("origins-0"));
+    m.rules.push(pb::RequirementRule {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Path("/x".into())),
+            ..Default::default()
+        }),
+        requirement_type: Some(pb::requirement_rule::RequirementType::RequirementName(
+            "strict".into(),
+        )),
+    });
+    let f = translated(&m).unwrap();
+    assert_eq!(f.rules[1].requirement_name.as_deref(), Some("strict"));
+    assert_eq!(
+        f.requirement_map["strict"].provider_name.as_deref(),
+        Some("origins-0")
+    );
 }
 
 #[test]

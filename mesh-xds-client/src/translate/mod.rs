@@ -19,6 +19,7 @@
 
 pub mod cluster;
 pub mod endpoint;
+mod inbound;
 pub mod jwt;
 pub mod listener;
 mod policy;

@@ -27,7 +27,8 @@ pub(crate) const LOCAL_RATELIMIT_TYPE: &str =
 const CORS_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
 const PREVIOUS_HOSTS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
-const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
+pub(crate) const FILTER_CONFIG_TYPE: &str =
+    "type.googleapis.com/envoy.config.route.v3.FilterConfig";
 
 pub(crate) fn fractional(p: &type_pb::FractionalPercent) -> FractionalPercent {
     use type_pb::fractional_percent::DenominatorType as D;

@@ -176,7 +176,13 @@ fn filter_chain(
     }
     use hcm::http_connection_manager::RouteSpecifier as R;
     match &manager.route_specifier {
-        Some(R::RouteConfig(_)) => {}
+        Some(R::RouteConfig(rc)) => {
+            out.route_config = Some(super::inbound::routes(
+                rc,
+                &fp.field("route_config"),
+                errors,
+            ))
+        }
         Some(R::Rds(_)) => errors.push(
             &fp.field("rds"),
             "RDS on server listeners is not supported yet (send the route config inline)",

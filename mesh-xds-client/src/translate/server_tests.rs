@@ -159,3 +159,93 @@ fn what_a36_refuses_is_nacked_with_field_paths() {
         "{e}"
     );
 }
+
+#[test]
+fn inbound_routes_and_their_overrides_translate() {
+    use crate::build::server_listener_with_routes;
+    use envoy_types::pb::envoy::config::route::v3 as rds;
+    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::RbacPerRoute;
+    let route =
+        |prefix: &str,
+         action: rds::route::Action,
+         per_filter: Vec<(&str, envoy_types::pb::google::protobuf::Any)>| rds::Route {
+            r#match: Some(rds::RouteMatch {
+                path_specifier: Some(rds::route_match::PathSpecifier::Prefix(prefix.into())),
+                ..Default::default()
+            }),
+            action: Some(action),
+            typed_per_filter_config: per_filter
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            ..Default::default()
+        };
+    let nf = || rds::route::Action::NonForwardingAction(Default::default());
+    let disabled = any(&rds::FilterConfig {
+        disabled: true,
+        ..Default::default()
+    });
+    let listener = |extra: Vec<rds::Route>| {
+        let mut routes = vec![
+            route(
+                "/open",
+                nf(),
+                vec![("envoy.filters.http.rbac", disabled.clone())],
+            ),
+            route(
+                "/health",
+                nf(),
+                vec![("envoy.filters.http.rbac", any(&RbacPerRoute::default()))],
+            ),
+            route(
+                "/fwd",
+                rds::route::Action::Route(rds::RouteAction {
+                    cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(
+                        "c".into(),
+                    )),
+                    ..Default::default()
+                }),
+                vec![],
+            ),
+            route("/", nf(), vec![]),
+        ];
+        routes.extend(extra);
+        server_listener_with_routes(
+            NAME,
+            "10.0.0.7:8080".parse().unwrap(),
+            Some(downstream_mtls("default")),
+            vec![rbac_filter("envoy.filters.http.rbac", &Rbac::default())],
+            routes,
+        )
+    };
+    let s = translated(&listener(vec![])).unwrap();
+    let want: mesh_core::config::inbound::InboundRoutes = serde_saphyr::from_str(
+        r#"
+virtual_hosts:
+  - name: inbound
+    domains: ["*"]
+    routes:
+      - match: { prefix: /open }
+        typed_per_filter_config: { envoy.filters.http.rbac: { disabled: true } }
+      - match: { prefix: /health }
+        typed_per_filter_config: { envoy.filters.http.rbac: { rbac: {} } }
+      - match: { prefix: /fwd }
+        forwarding: true
+      - match: { prefix: / }
+"#,
+    )
+    .unwrap();
+    assert_eq!(s.route_config, Some(want));
+
+    // An override of a filter type servers do not run is NACKed with its path.
+    let bad = listener(vec![route(
+        "/x",
+        nf(),
+        vec![("envoy.filters.http.fault", any(&Rbac::default()))],
+    )]);
+    let e = translated(&bad).unwrap_err();
+    assert!(
+        e.contains("routes[4].typed_per_filter_config.envoy.filters.http.fault: unsupported per-route config"),
+        "{e}"
+    );
+}

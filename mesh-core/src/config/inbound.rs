@@ -1,0 +1,174 @@
+//! A server's inbound routes (gRFC A36): which requests it serves, and per-route overrides of
+//! its HTTP filters (`RBACPerRoute`, the JWT filter's `PerRouteConfig`).
+//!
+//! Why: a server listener's route config does not forward anywhere (its action is
+//! `non_forwarding_action`); it selects requests, so that a policy can differ by path or
+//! host, as Envoy's inbound routes let it. A request no route matches, or one matching a
+//! route whose action would forward, is not served (A36: `UNAVAILABLE` for gRPC, 404 for
+//! HTTP). Without a route config every request is served under the filters' own configs.
+
+use super::jwt::JwtAuthn;
+use super::rbac::RbacFilter;
+use super::route::RouteMatch;
+use crate::error::{Errors, FieldPath};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The inline route config of a server listener.
+///
+/// ```
+/// let r: mesh_core::config::inbound::InboundRoutes = serde_saphyr::from_str(r#"
+/// virtual_hosts:
+///   - name: inbound
+///     domains: ["*"]
+///     routes:
+///       - match: { prefix: /healthz }
+///         typed_per_filter_config:
+///           envoy.filters.http.rbac: { rbac: {} }        # RBACPerRoute without rbac: off
+///       - match: { prefix: / }
+/// "#).unwrap();
+/// assert_eq!(r.virtual_hosts[0].routes.len(), 2);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundRoutes {
+    /// Virtual hosts, chosen by the request's authority (Envoy's domain precedence).
+    pub virtual_hosts: Vec<InboundVirtualHost>,
+}
+
+/// A virtual host of an inbound route config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundVirtualHost {
+    /// Its name.
+    #[serde(default)]
+    pub name: String,
+    /// Domains: exact, `*.suffix`, `prefix.*` or `*`.
+    pub domains: Vec<String>,
+    /// Routes, first match wins.
+    #[serde(default)]
+    pub routes: Vec<InboundRoute>,
+    /// Filter overrides for all its routes (a route's own win), by filter name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub typed_per_filter_config: BTreeMap<String, FilterOverride>,
+}
+
+/// A route of an inbound route config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundRoute {
+    /// Its name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Which requests.
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    /// The control plane sent a forwarding action (a route, redirect, direct response):
+    /// a server cannot forward, so requests matching it are not served (A36).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forwarding: bool,
+    /// Filter overrides for this route, by filter name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub typed_per_filter_config: BTreeMap<String, FilterOverride>,
+}
+
+/// A per-route override of one HTTP filter: exactly one of the fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterOverride {
+    /// The filter does not run for these requests (Envoy's `FilterConfig.disabled`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// `RBACPerRoute`: this policy instead of the filter's (its `rules` absent: no check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbac: Option<RbacFilter>,
+    /// The JWT filter's `PerRouteConfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_authn: Option<JwtPerRoute>,
+}
+
+/// The JWT filter's `PerRouteConfig`: exactly one field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtPerRoute {
+    /// No token check for these requests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// This requirement of the filter's `requirement_map` instead of its rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirement_name: Option<String>,
+}
+
+impl InboundRoutes {
+    /// Checks the routes against the server's filters (`filters`: name → its JWT config if
+    /// it is the JWT filter); `path` locates them.
+    pub fn validate(
+        &self,
+        filters: &BTreeMap<&str, Option<&JwtAuthn>>,
+        path: &FieldPath,
+        errors: &mut Errors,
+    ) {
+        for (i, vh) in self.virtual_hosts.iter().enumerate() {
+            let vp = path.field("virtual_hosts").index(i);
+            errors.check(
+                !vh.domains.is_empty(),
+                &vp.field("domains"),
+                "must name at least one domain",
+            );
+            overrides(&vh.typed_per_filter_config, filters, &vp, errors);
+            for (j, r) in vh.routes.iter().enumerate() {
+                let rp = vp.field("routes").index(j);
+                r.matcher.validate(&rp.field("match"), errors);
+                overrides(&r.typed_per_filter_config, filters, &rp, errors);
+            }
+        }
+    }
+}
+
+fn overrides(
+    map: &BTreeMap<String, FilterOverride>,
+    filters: &BTreeMap<&str, Option<&JwtAuthn>>,
+    path: &FieldPath,
+    errors: &mut Errors,
+) {
+    for (name, o) in map {
+        let op = path.field("typed_per_filter_config").field(name);
+        let Some(jwt) = filters.get(name.as_str()) else {
+            errors.push(&op, format!("no HTTP filter named {name:?} on this server"));
+            continue;
+        };
+        let set = usize::from(o.disabled)
+            + usize::from(o.rbac.is_some())
+            + usize::from(o.jwt_authn.is_some());
+        if set != 1 {
+            errors.push(&op, "exactly one of disabled, rbac, jwt_authn must be set");
+            continue;
+        }
+        match (jwt, &o.rbac, &o.jwt_authn) {
+            (None, Some(r), _) => r.validate(&op.field("rbac"), errors),
+            (Some(j), _, Some(p)) => {
+                let pp = op.field("jwt_authn");
+                match (&p.requirement_name, p.disabled) {
+                    (Some(n), false) => errors.check(
+                        j.requirement_map.contains_key(n),
+                        &pp.field("requirement_name"),
+                        format!("no requirement {n:?} in the filter's requirement_map"),
+                    ),
+                    (None, true) => {}
+                    _ => errors.push(
+                        &pp,
+                        "exactly one of disabled and requirement_name must be set",
+                    ),
+                }
+            }
+            (_, None, None) => {}
+            (None, _, Some(_)) => errors.push(
+                &op.field("jwt_authn"),
+                format!("{name:?} is not the JWT filter"),
+            ),
+            (Some(_), Some(_), _) => {
+                errors.push(&op.field("rbac"), format!("{name:?} is not an RBAC filter"))
+            }
+        }
+    }
+}

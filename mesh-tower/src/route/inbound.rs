@@ -1,0 +1,101 @@
+//! A server's inbound routes compiled (gRFC A36): the virtual host by authority, the first
+//! route that matches, and that route's number, which the inbound checks (JWT, RBAC) use to
+//! find their per-route configs.
+
+use super::table::{Domains, RequestMatcher, compile_match};
+use http::Request;
+use mesh_core::config::inbound::{FilterOverride, InboundRoutes};
+use std::sync::Arc;
+
+/// The compiled routes: route numbers count routes across virtual hosts, in config order.
+#[derive(Debug)]
+pub(crate) struct InboundTable {
+    domains: Domains,
+    /// Per virtual host: its routes' matchers and numbers.
+    vhosts: Vec<Vec<(RequestMatcher, usize)>>,
+    /// Per route number: whether it forwards (not servable).
+    forwarding: Vec<bool>,
+}
+
+/// Why a request is not served: no route, or a route that would forward.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoRoute(pub(crate) Arc<str>);
+
+impl std::fmt::Display for NoRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoRoute {}
+
+impl InboundTable {
+    /// Compiles (validated) routes.
+    pub(crate) fn compile(routes: &InboundRoutes) -> Result<Self, String> {
+        let mut vhosts = Vec::with_capacity(routes.virtual_hosts.len());
+        let mut forwarding = Vec::new();
+        for vh in &routes.virtual_hosts {
+            let mut compiled = Vec::with_capacity(vh.routes.len());
+            for r in &vh.routes {
+                compiled.push((compile_match(&r.matcher)?, forwarding.len()));
+                forwarding.push(r.forwarding);
+            }
+            vhosts.push(compiled);
+        }
+        Ok(Self {
+            domains: Domains::new(routes.virtual_hosts.iter().map(|v| v.domains.as_slice())),
+            vhosts,
+            forwarding,
+        })
+    }
+
+    /// The number of the route serving `req`.
+    pub(crate) fn find<B>(&self, req: &Request<B>) -> Result<usize, NoRoute> {
+        let host = authority(req);
+        let Some(vh) = self.domains.find(host) else {
+            return Err(NoRoute(
+                format!("no inbound virtual host matches authority {host:?}").into(),
+            ));
+        };
+        let (path, query) = (req.uri().path(), req.uri().query());
+        let Some((_, n)) = self.vhosts[vh]
+            .iter()
+            .find(|(m, _)| m.matches(path, query, req.headers()))
+        else {
+            return Err(NoRoute(
+                format!("no inbound route matches path {path:?}").into(),
+            ));
+        };
+        if self.forwarding[*n] {
+            return Err(NoRoute(
+                format!("the inbound route for {path:?} is not a non-forwarding route").into(),
+            ));
+        }
+        Ok(*n)
+    }
+}
+
+/// Each route's override of filter `name`, by route number: the route's own, else its
+/// virtual host's, else none.
+pub(crate) fn overrides<'a>(
+    routes: &'a InboundRoutes,
+    name: &str,
+) -> Vec<Option<&'a FilterOverride>> {
+    let mut out = Vec::new();
+    for vh in &routes.virtual_hosts {
+        let vh_level = vh.typed_per_filter_config.get(name);
+        for r in &vh.routes {
+            out.push(r.typed_per_filter_config.get(name).or(vh_level));
+        }
+    }
+    out
+}
+
+/// A request's authority: `:authority`, else `Host` (A41: one authority per request).
+pub(crate) fn authority<B>(req: &Request<B>) -> &str {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
+        .unwrap_or("")
+}
