@@ -107,6 +107,22 @@ pub struct JwtProvider {
     /// Refuse tokens without `exp`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_expiration: bool,
+    /// Remember verified tokens (Envoy's cache; absent: every request verifies its token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_cache_config: Option<JwtCacheConfig>,
+}
+
+/// `jwt_cache_config`: verified tokens are remembered, so a token seen again skips its
+/// signature check (its time and audience are still checked on every request).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtCacheConfig {
+    /// How many tokens (0: Envoy's default, 100).
+    #[serde(default)]
+    pub jwt_cache_size: u32,
+    /// Longer tokens are not cached (0: Envoy's default, 4096 bytes).
+    #[serde(default)]
+    pub jwt_max_token_size: u32,
 }
 
 /// A JWKS document (`local_jwks`): exactly one of the two.

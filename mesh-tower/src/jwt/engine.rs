@@ -2,6 +2,7 @@
 //! request matchers, requirements as a tree. Built when the server's config changes; a
 //! request that no rule selects costs the rule walk and nothing else.
 
+use super::cache::{Remembered, TokenCache};
 use super::error::JwtError;
 use super::locate::{Location, extract};
 use super::token::{Key, Token};
@@ -51,6 +52,8 @@ struct Provider {
     claim_headers: Vec<(HeaderName, String)>,
     skew: u64,
     require_exp: bool,
+    /// Verified tokens remembered (`jwt_cache_config`).
+    cache: Option<TokenCache>,
 }
 
 #[derive(Debug)]
@@ -155,6 +158,16 @@ impl JwtEngine {
         engine.active |= per_route.iter().any(|p| matches!(p, PerRoute::Requires(_)));
         engine.routes = Some((InboundTable::compile(routes)?, per_route));
         Ok(engine)
+    }
+
+    /// How many verified tokens the providers' caches hold.
+    #[cfg(test)]
+    pub(crate) fn cached_tokens(&self) -> usize {
+        self.providers
+            .iter()
+            .filter_map(|p| p.cache.as_ref())
+            .map(TokenCache::len)
+            .sum()
     }
 
     /// Whether any rule may ask for a token.
@@ -311,15 +324,40 @@ impl JwtEngine {
         now: u64,
         out: &mut Outcome,
     ) -> Result<(), JwtError> {
-        let token = Token::parse(text)?;
-        if !p.issuer.is_empty() && token.iss.as_deref() != Some(p.issuer.as_str()) {
-            return Err(JwtError::UnknownIssuer);
-        }
-        token.check_time(now, p.skew, p.require_exp)?;
-        if !token.audience_allowed(audiences) {
-            return Err(JwtError::AudienceNotAllowed);
-        }
-        token.verify(&p.keys)?;
+        let token = match p.cache.as_ref().and_then(|c| c.get(text)) {
+            Some(r) => {
+                r.limits.check_time(now, p.skew, p.require_exp)?;
+                if !r.limits.audience_allowed(audiences) {
+                    return Err(JwtError::AudienceNotAllowed);
+                }
+                r
+            }
+            None => {
+                let token = Token::parse(text)?;
+                if !p.issuer.is_empty() && token.iss.as_deref() != Some(p.issuer.as_str()) {
+                    return Err(JwtError::UnknownIssuer);
+                }
+                token.limits.check_time(now, p.skew, p.require_exp)?;
+                if !token.limits.audience_allowed(audiences) {
+                    return Err(JwtError::AudienceNotAllowed);
+                }
+                token.verify(&p.keys)?;
+                let claims = Arc::new(token.payload);
+                let metadata = p
+                    .metadata_key
+                    .is_some()
+                    .then(|| Arc::new(normalized(&claims, &p.space_delimited)));
+                let r = Arc::new(Remembered {
+                    claims,
+                    metadata,
+                    limits: token.limits,
+                });
+                if let Some(c) = &p.cache {
+                    c.put(text, r.clone());
+                }
+                r
+            }
+        };
         if let (false, Location::Header(h, _)) = (p.forward, loc) {
             out.strip.push(h.clone());
         }
@@ -332,7 +370,7 @@ impl JwtEngine {
             out.set.push((h.clone(), v));
         }
         for (h, claim) in &p.claim_headers {
-            let value = claim_path(&token.payload, claim).and_then(|v| match v {
+            let value = claim_path(&token.claims, claim).and_then(|v| match v {
                 Value::String(s) => HeaderValue::from_str(s).ok(),
                 Value::Number(_) | Value::Bool(_) => HeaderValue::from_str(&v.to_string()).ok(),
                 _ => None,
@@ -341,15 +379,10 @@ impl JwtEngine {
                 out.set.push((h.clone(), v));
             }
         }
-        let claims = Arc::new(token.payload);
-        let metadata = p
-            .metadata_key
-            .clone()
-            .map(|k| (k, normalized(&claims, &p.space_delimited)));
         out.verified.push(VerifiedToken {
             provider: p.name.clone(),
-            claims,
-            metadata,
+            claims: token.claims.clone(),
+            metadata: p.metadata_key.clone().zip(token.metadata.clone()),
         });
         Ok(())
     }
@@ -438,6 +471,7 @@ fn provider(name: &str, p: &JwtProvider) -> Result<Provider, String> {
             .collect::<Result<_, String>>()?,
         skew: u64::from(p.clock_skew_seconds.unwrap_or(60)),
         require_exp: p.require_expiration,
+        cache: p.jwt_cache_config.as_ref().map(TokenCache::new),
     })
 }
 

@@ -19,6 +19,7 @@
 //! filter's per-route override is not read. `interop/tests/jwt_oracle.rs` holds us to Envoy's
 //! statuses on the same config and tokens.
 
+mod cache;
 mod engine;
 mod error;
 mod future;
@@ -92,7 +93,7 @@ pub struct VerifiedToken {
     provider: Arc<str>,
     claims: Arc<Map<String, Value>>,
     /// (`payload_in_metadata` key, the payload as RBAC sees it).
-    metadata: Option<(Arc<str>, Value)>,
+    metadata: Option<(Arc<str>, Arc<Value>)>,
 }
 
 impl VerifiedJwt {
@@ -123,7 +124,7 @@ impl VerifiedJwt {
             .iter()
             .rev()
             .find_map(|t| t.metadata.as_ref().filter(|(k, _)| &**k == key))
-            .map(|(_, v)| v)
+            .map(|(_, v)| &**v)
     }
 }
 

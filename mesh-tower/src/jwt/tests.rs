@@ -567,3 +567,56 @@ route_config:
         "the route's named requirement: billing audience"
     );
 }
+
+#[test]
+fn remembered_tokens_are_still_checked_for_time_and_audience() {
+    let keys = Keys::new();
+    let e = engine(
+        &keys,
+        "    jwt_cache_config: { jwt_cache_size: 2 }",
+        "  - match: { prefix: /billing }\n    requires: { provider_and_audiences: { provider_name: corp, audiences: [billing] } }\n\
+         \x20 - match: { prefix: / }\n    requires: { provider_name: corp }\n",
+    );
+    let token = keys.good("ES256");
+    let at = |path: &str, now: u64| {
+        let mut r = http::Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        e.check(&mut r, now).map(|()| r)
+    };
+    let r = at("/orders", NOW).unwrap();
+    assert_eq!(e.cached_tokens(), 1, "verified once, remembered");
+    let again = at("/orders", NOW).unwrap();
+    assert_eq!(
+        again.extensions().get::<VerifiedJwt>().unwrap().subject(),
+        r.extensions().get::<VerifiedJwt>().unwrap().subject()
+    );
+    assert_eq!(
+        at("/billing", NOW).err(),
+        Some(JwtError::AudienceNotAllowed),
+        "a remembered token meets each rule's audiences"
+    );
+    assert_eq!(
+        at("/orders", NOW + 3600).err(),
+        Some(JwtError::Expired),
+        "a remembered token expires"
+    );
+    // A forged signature on the same header and payload is another token: verified, refused.
+    let (head, _) = token.rsplit_once('.').unwrap();
+    let mut forged = bearer(&format!("{head}.{}", b64(b"forged")));
+    assert_eq!(
+        e.check(&mut forged, NOW).err(),
+        Some(JwtError::VerificationFailed)
+    );
+    // Bounded: two more tokens fill it; it never holds more than its size.
+    for sub in ["bob", "carol"] {
+        let t = keys.mint(
+            "HS256",
+            None,
+            json!({"iss": ISS, "sub": sub, "aud": "orders", "exp": NOW + 60}),
+        );
+        assert!(check(&e, bearer(&t)).is_ok());
+    }
+    assert_eq!(e.cached_tokens(), 2);
+}

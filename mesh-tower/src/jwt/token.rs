@@ -129,6 +129,13 @@ pub(crate) struct Token<'a> {
     signature: Vec<u8>,
     pub(crate) payload: Map<String, Value>,
     pub(crate) iss: Option<String>,
+    pub(crate) limits: Limits,
+}
+
+/// What is checked on every use of a token, verified or remembered: its audience and its
+/// validity period.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
     aud: Vec<String>,
     exp: Option<u64>,
     nbf: Option<u64>,
@@ -204,31 +211,14 @@ impl<'a> Token<'a> {
             kid: header.get("kid").and_then(Value::as_str).map(str::to_owned),
             signed: &text[..h.len() + 1 + p.len()],
             signature,
-            exp: time(&payload, "exp")?,
-            nbf: time(&payload, "nbf")?,
+            limits: Limits {
+                exp: time(&payload, "exp")?,
+                nbf: time(&payload, "nbf")?,
+                aud,
+            },
             iss,
-            aud,
             payload,
         })
-    }
-
-    /// `exp` and `nbf` against `now` (seconds since the epoch), with `skew` either way.
-    pub(crate) fn check_time(&self, now: u64, skew: u64, need_exp: bool) -> Result<(), JwtError> {
-        if need_exp && self.exp.is_none() {
-            return Err(JwtError::MissingExp);
-        }
-        if self.nbf.is_some_and(|nbf| now.saturating_add(skew) < nbf) {
-            return Err(JwtError::NotYetValid);
-        }
-        if self.exp.is_some_and(|exp| now > exp.saturating_add(skew)) {
-            return Err(JwtError::Expired);
-        }
-        Ok(())
-    }
-
-    /// Whether `aud` names one of `allowed` (empty: anything goes).
-    pub(crate) fn audience_allowed(&self, allowed: &[String]) -> bool {
-        allowed.is_empty() || self.aud.iter().any(|a| allowed.contains(a))
     }
 
     /// The signature against `keys`: keys whose `kid` and algorithm fit are tried in order.
@@ -252,5 +242,26 @@ impl<'a> Token<'a> {
         } else {
             JwtError::NoMatchingKey
         })
+    }
+}
+
+impl Limits {
+    /// `exp` and `nbf` against `now` (seconds since the epoch), with `skew` either way.
+    pub(crate) fn check_time(&self, now: u64, skew: u64, need_exp: bool) -> Result<(), JwtError> {
+        if need_exp && self.exp.is_none() {
+            return Err(JwtError::MissingExp);
+        }
+        if self.nbf.is_some_and(|nbf| now.saturating_add(skew) < nbf) {
+            return Err(JwtError::NotYetValid);
+        }
+        if self.exp.is_some_and(|exp| now > exp.saturating_add(skew)) {
+            return Err(JwtError::Expired);
+        }
+        Ok(())
+    }
+
+    /// Whether `aud` names one of `allowed` (empty: anything goes).
+    pub(crate) fn audience_allowed(&self, allowed: &[String]) -> bool {
+        allowed.is_empty() || self.aud.iter().any(|a| allowed.contains(a))
     }
 }

@@ -3,15 +3,14 @@
 //! NACKed with the field path (never silently weakened): `remote_jwks` (keys must come
 //! inline), `subjects`, `max_lifetime`, filter-state rules,
 //! `extract_only_without_validation`, claim paths, and metadata outputs other than the
-//! payload. Ignored because they change no decision: `stat_prefix`, `jwt_cache_config`,
-//! `clear_route_cache`.
+//! payload. Ignored because they change no decision: `stat_prefix`, `clear_route_cache`.
 
 use super::route::route_match;
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3 as pb;
 use envoy_types::pb::google::protobuf::Any;
 use mesh_core::config::jwt::{
-    ClaimToHeader, JwksSource, JwtAuthn, JwtHeader, JwtProvider, JwtRequirement, JwtRule,
-    NormalizePayload, ProviderWithAudiences, RequirementList,
+    ClaimToHeader, JwksSource, JwtAuthn, JwtCacheConfig, JwtHeader, JwtProvider, JwtRequirement,
+    JwtRule, NormalizePayload, ProviderWithAudiences, RequirementList,
 };
 use mesh_core::error::{Errors, FieldPath};
 use mesh_core::policy::Empty;
@@ -168,6 +167,10 @@ fn provider(p: &pb::JwtProvider, path: &FieldPath, errors: &mut Errors) -> JwtPr
         // Envoy's default when unset (0 on the wire) is 60 s.
         clock_skew_seconds: (p.clock_skew_seconds != 0).then_some(p.clock_skew_seconds),
         require_expiration: p.require_expiration,
+        jwt_cache_config: p.jwt_cache_config.as_ref().map(|c| JwtCacheConfig {
+            jwt_cache_size: c.jwt_cache_size,
+            jwt_max_token_size: c.jwt_max_token_size,
+        }),
     }
 }
 
