@@ -36,7 +36,39 @@ async fn grpc_go(bootstrap: &Path, target: &str, n: usize, headers: &[(&str, &st
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
         .unwrap_or_else(|| panic!("grpcpeer client said nothing: {text}"));
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    outcomes(line)
+}
+
+/// grpc-go's client: `n` calls per value of metadata `key`, one process and connection for
+/// all (its xDS setup takes seconds); the outcomes by value.
+async fn grpc_go_each(
+    bootstrap: &Path,
+    target: &str,
+    n: usize,
+    key: &str,
+    values: &[String],
+) -> BTreeMap<String, Outcomes> {
+    let mut cmd = Command::new(gocp::grpc_go_peer_binary());
+    cmd.args(["client", "-target", target, "-n", &n.to_string()])
+        .args(["-each", &format!("{key}={}", values.join(","))])
+        .env("GRPC_XDS_BOOTSTRAP", bootstrap)
+        .stderr(Stdio::inherit());
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run grpcpeer"))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut by_value = BTreeMap::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("EACH ")) {
+        let (value, json) = line.split_once(' ').unwrap();
+        by_value.insert(value.to_owned(), outcomes(json));
+    }
+    assert_eq!(by_value.len(), values.len(), "grpcpeer client said: {text}");
+    by_value
+}
+
+/// A `RESULT`/`EACH` JSON object as outcomes.
+fn outcomes(json: &str) -> Outcomes {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
     let mut outcomes = Outcomes::new();
     for (msg, count) in v["replies"].as_object().unwrap() {
         outcomes.insert(format!("reply {msg}"), count.as_u64().unwrap() as usize);
@@ -245,4 +277,76 @@ spec:
             assert_eq!(ours, expected, "mesh client, {name} → {server} server");
         }
     }
+}
+
+/// Timeouts and consistent hashing: a VirtualService `timeout` (istiod writes it as
+/// `max_stream_duration` for proxyless clients) does not count a fault delay, in grpc-go as in
+/// Envoy (whose route timer starts after the fault filter), so a 300 ms delay under a 100 ms
+/// timeout still succeeds; and a DestinationRule `consistentHash` on a header: each user
+/// sticks to one backend, and grpc-go and we pick the same one (both build Envoy's ring:
+/// xxHash of `ip:port_i`, 1024 entries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_go_and_mesh_time_out_and_hash_alike() {
+    let backends = [
+        ("a", grpc_echo().await),
+        ("b", grpc_echo().await),
+        ("c", grpc_echo().await),
+    ];
+    let rules = format!(
+        "  - match: [{{headers: {{x-slow: {{exact: \"yes\"}}}}}}]\n    timeout: 100ms\n    \
+         fault: {{delay: {{fixedDelay: 300ms, percentage: {{value: 100}}}}}}\n    route: [{{destination: {{host: {HOST}}}}}]\n  \
+         - route: [{{destination: {{host: {HOST}}}}}]\n"
+    );
+    let cp = Cp::start(&[
+        (
+            "service.yaml",
+            &service(
+                &backends,
+                "  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}\n",
+            ),
+        ),
+        ("vs.yaml", &virtual_service(&rules)),
+    ]);
+    let go_bootstrap = cp.bootstrap_file(&Workload {
+        name: "client-go",
+        ..client_workload(None)
+    });
+    let mesh = cp.client(&client_workload(None), false).await;
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+
+    let slow = [("x-slow", "yes")];
+    let (theirs, ours) = (
+        grpc_go(&go_bootstrap, TARGET, 3, &slow).await,
+        mesh_calls(&mesh, 3, &slow).await,
+    );
+    for (who, seen) in [("grpc-go", &theirs), ("mesh", &ours)] {
+        let replies: usize = seen
+            .iter()
+            .filter(|(k, _)| k.starts_with("reply "))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(
+            replies, 3,
+            "{who}: the delay is outside the timeout: {seen:?}"
+        );
+    }
+
+    let users: Vec<String> = (0..12).map(|u| format!("user-{u}")).collect();
+    let theirs_by_user = grpc_go_each(&go_bootstrap, TARGET, 4, "x-user", &users).await;
+    let mut used = std::collections::BTreeSet::new();
+    for user in &users {
+        let theirs = &theirs_by_user[user];
+        let ours = mesh_calls(&mesh, 4, &[("x-user", user.as_str())]).await;
+        assert_eq!(
+            theirs.len(),
+            1,
+            "grpc-go: {user} sticks to one backend: {theirs:?}"
+        );
+        assert_eq!(&ours, theirs, "{user}: the same backend from the same ring");
+        used.extend(theirs.keys().cloned());
+    }
+    assert!(
+        used.len() >= 2,
+        "12 users spread over the backends: {used:?}"
+    );
 }

@@ -1,14 +1,15 @@
 // Command grpcpeer is grpc-go's proxyless xDS stack as a differential oracle: the same istiod
 // (or any xDS server), the same bootstrap shape, the same Greeter method as the mesh's tests.
 //
-//	grpcpeer client -target xds:///host:port -n N [-header k=v]... [-name s]
+//	grpcpeer client -target xds:///host:port -n N [-header k=v]... [-name s] [-each k=v1,v2,...]
 //	grpcpeer server -listen ip:port
 //
 // Both read the bootstrap from GRPC_XDS_BOOTSTRAP and use xDS credentials (TLS from the
 // control plane's config, plaintext when it sends none). Messages are raw protobuf bytes
 // (helloworld.HelloRequest/HelloReply have one string field each), so no generated code.
 //
-// The client prints one line: RESULT {"replies":{"<message>":n},"codes":{"<code>":n}}.
+// The client prints one line: RESULT {"replies":{"<message>":n},"codes":{"<code>":n}}; with
+// -each, one line per value instead: EACH <value> {...}, all on one connection.
 // The server answers SayHello with "<listen> /helloworld.Greeter/SayHello <peer id>\n" (the
 // peer's SPIFFE ID from its verified certificate, else "-"), as the mesh's echo server does,
 // and prints "SERVING" / "NOT_SERVING <why>" as its serving mode changes.
@@ -83,6 +84,7 @@ func client(args []string) {
 	name := fs.String("name", "a", "HelloRequest.name")
 	var hs headers
 	fs.Var(&hs, "header", "k=v request metadata (repeatable)")
+	each := fs.String("each", "", "k=v1,v2,...: n calls per value of metadata k, one EACH line per value")
 	_ = fs.Parse(args)
 	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
 	if err != nil {
@@ -107,10 +109,25 @@ func client(args []string) {
 		k, v, _ := strings.Cut(h, "=")
 		md.Append(k, v)
 	}
+	if *each == "" {
+		fmt.Printf("RESULT %s\n", batch(conn, md, *n, *name))
+		return
+	}
+	// One connection, one batch per value: the xDS setup is paid once.
+	k, values, _ := strings.Cut(*each, "=")
+	for _, v := range strings.Split(values, ",") {
+		m := md.Copy()
+		m.Set(k, v)
+		fmt.Printf("EACH %s %s\n", v, batch(conn, m, *n, *name))
+	}
+}
+
+// batch makes n calls with metadata md; the JSON of their replies and codes.
+func batch(conn *grpc.ClientConn, md metadata.MD, n int, name string) []byte {
 	replies, codesSeen := map[string]int{}, map[string]int{}
-	for i := 0; i < *n; i++ {
+	for i := 0; i < n; i++ {
 		ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), md), 10*time.Second)
-		in, out := oneString(*name), []byte(nil)
+		in, out := oneString(name), []byte(nil)
 		err := conn.Invoke(ctx, "/helloworld.Greeter/SayHello", &in, &out, grpc.ForceCodec(raw.Codec{}))
 		cancel()
 		if err != nil {
@@ -121,7 +138,7 @@ func client(args []string) {
 		replies[stringField(out)]++
 	}
 	line, _ := json.Marshal(map[string]any{"replies": replies, "codes": codesSeen})
-	fmt.Printf("RESULT %s\n", line)
+	return line
 }
 
 func server(args []string) {

@@ -229,7 +229,7 @@ impl RbacEngine {
                 headers: req.headers(),
             },
             peer: req.extensions().get::<PeerInfo>(),
-            jwt: req.extensions().get::<VerifiedJwt>(),
+            extensions: req.extensions(),
         };
         for f in filters {
             let matched = f.policies.iter().find(|(_, r)| r.matches(&cx));
@@ -268,8 +268,9 @@ struct Parts<'a> {
 struct Cx<'a> {
     req: Parts<'a>,
     peer: Option<&'a PeerInfo>,
-    /// Tokens the JWT filter verified (for `metadata` principals).
-    jwt: Option<&'a VerifiedJwt>,
+    /// Where `metadata` principals find what the JWT filter verified (looked up only
+    /// when one is evaluated).
+    extensions: &'a http::Extensions,
 }
 
 impl Rule {
@@ -318,7 +319,7 @@ impl Prin {
                 .is_some_and(|a| c.contains(a.ip())),
             Prin::Header(h) => h.matches(&cx.req),
             Prin::Path(m) => m.matches(cx.req.path),
-            Prin::Metadata(m) => m.matches(cx.jwt),
+            Prin::Metadata(m) => m.matches(cx.extensions.get::<VerifiedJwt>()),
         }
     }
 }
