@@ -2,6 +2,9 @@
 //! - `rustls-bare`: hyper over tokio-rustls at both ends (stock rustls configs, ring): the limit;
 //! - `mesh-mtls`: a mesh client (static config, `file_watcher` identity, SAN-checked cluster) to
 //!   a hyper server behind the mesh's `ServerTls`;
+//! - `mesh-server`: the server half alone: the bare rustls client to `MeshServer::serve` (mTLS
+//!   from a `servers:` entry, an RBAC filter of 10 Istio-shaped rules the caller matches only
+//!   the last of, the same echo handler);
 //! - `envoy-pair`: Istio's sidecar data path, app → Envoy → mTLS → Envoy → app (plaintext h2c
 //!   at both ends, both Envoys `--concurrency 1`);
 //! - `h2c-bare`: hyper without TLS, to show what TLS itself costs.
@@ -35,7 +38,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTENDERS: [&str; 4] = ["rustls-bare", "mesh-mtls", "envoy-pair", "h2c-bare"];
+const CONTENDERS: [&str; 5] = [
+    "rustls-bare",
+    "mesh-server",
+    "mesh-mtls",
+    "envoy-pair",
+    "h2c-bare",
+];
 const BASELINE: &str = "rustls-bare";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/bench/sa/echo";
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/bench/sa/load";
@@ -132,6 +141,35 @@ async fn serve(kind: &str, dir: &Path) {
                 tokio::spawn(echo(conn));
             }
         }
+        "mesh-server" => {
+            let mut rules = String::new();
+            for i in 0..9 {
+                rules.push_str(&format!(
+                    "r{i}: {{ permissions: [{{ any: true }}], principals: [{{ authenticated: {{ principal_name: {{ prefix: \"spiffe://cluster.local/ns/team{i}/\" }} }} }}] }}, "
+                ));
+            }
+            rules.push_str(&format!(
+                "r9: {{ permissions: [{{ any: true }}], principals: [{{ authenticated: {{ principal_name: {{ exact: \"{CLIENT_ID}\" }} }} }}] }}"
+            ));
+            let yaml = format!(
+                "certificate_providers: {{ default: {} }}\nservers:\n  - name: echo\n    \
+                 transport_socket: {{ require_client_certificate: true, common_tls_context: {{ \
+                 tls_certificate_provider_instance: {{ instance_name: default }}, \
+                 validation_context: {{ ca_certificate_provider_instance: {{ instance_name: default }} }} }} }}\n    \
+                 http_filters:\n      - {{ name: envoy.filters.http.rbac, rbac: {{ rules: {{ policies: {{ {rules} }} }} }} }}\n",
+                files.file_watcher_yaml("600s")
+            );
+            let mesh = Mesh::from_config(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
+                .await
+                .unwrap();
+            let svc = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                    body.unwrap_or_default(),
+                )))
+            });
+            let _ = mesh.server("echo").unwrap().serve(listener, svc).await;
+        }
         "bare" => {
             let acceptor = tokio_rustls::TlsAcceptor::from(bare_server_config(&files));
             loop {
@@ -221,7 +259,7 @@ async fn client(contender: &str, target: SocketAddr, dir: &Path, c: usize, secs:
     };
     let (client, _mesh) = match contender {
         "h2c-bare" | "envoy-pair" => (hyper_over(tcp().await).await, None),
-        "rustls-bare" => {
+        "rustls-bare" | "mesh-server" => {
             let connector = tokio_rustls::TlsConnector::from(bare_client_config(&files));
             let name = ServerName::try_from(SERVER_NAME).unwrap();
             let tls = connector.connect(name, tcp().await).await.unwrap();
@@ -372,10 +410,11 @@ fn main() {
         .write_workload(&tmp.path().join("client"), &ca.issue_spiffe(CLIENT_ID))
         .unwrap();
 
-    let servers: HashMap<&str, (std::process::Child, SocketAddr)> = ["plain", "bare", "mesh"]
-        .into_iter()
-        .map(|k| (k, server(k, tmp.path())))
-        .collect();
+    let servers: HashMap<&str, (std::process::Child, SocketAddr)> =
+        ["plain", "bare", "mesh", "mesh-server"]
+            .into_iter()
+            .map(|k| (k, server(k, tmp.path())))
+            .collect();
     let plain = servers["plain"].1;
     // The Envoy pair: the server-side one terminates mTLS in front of the plaintext app.
     let (front, back) = (free_port(), free_port());
@@ -426,6 +465,11 @@ fn main() {
                     let (target, server_pid, sidecars) = match contender {
                         "rustls-bare" => (servers["bare"].1, servers["bare"].0.id(), vec![]),
                         "mesh-mtls" => (servers["mesh"].1, servers["mesh"].0.id(), vec![]),
+                        "mesh-server" => (
+                            servers["mesh-server"].1,
+                            servers["mesh-server"].0.id(),
+                            vec![],
+                        ),
                         "envoy-pair" => (
                             front,
                             servers["plain"].0.id(),
