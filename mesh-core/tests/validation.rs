@@ -198,6 +198,15 @@ fn parse_errors_teach() {
         e.contains("/etc/mesh.yaml") && !e.contains("<input>"),
         "{e}"
     );
+    assert_eq!(
+        e.matches("expected one of").count(),
+        1,
+        "the expected fields are listed once: {e}"
+    );
+    assert!(
+        e.contains("^ unknown field `conect_timeout`"),
+        "the snippet still points: {e}"
+    );
     // Nothing close: no guess.
     let e = parse("clusters: [{ name: a, zzzzzzzz: 1 }]");
     assert!(!e.contains("did you mean"), "{e}");

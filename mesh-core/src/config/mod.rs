@@ -248,7 +248,18 @@ fn check_cluster_refs(
 /// A parser message made to teach: it names the document, and an unknown field gets the
 /// nearest known one as a suggestion (`did you mean `connect_timeout`?`).
 fn parse_message(message: &str, name: &str) -> String {
-    let mut out = message.replace("<input>", name);
+    // The parser repeats its message under the source snippet; the list of expected fields
+    // is said once, on the first line.
+    let mut out = String::with_capacity(message.len());
+    for (i, line) in message.replace("<input>", name).lines().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        match line.split_once(", expected one of ") {
+            Some((head, _)) if i > 0 => out.push_str(head),
+            _ => out.push_str(line),
+        }
+    }
     if let Some(rest) = message.split("unknown field `").nth(1)
         && let Some((field, rest)) = rest.split_once('`')
         && let Some(expected) = rest.split("expected one of ").nth(1)
