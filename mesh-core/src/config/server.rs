@@ -113,6 +113,10 @@ pub struct ServerHttpFilter {
     /// Request authentication (`envoy.filters.http.jwt_authn`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_authn: Option<JwtAuthn>,
+    /// Local rate limiting of callers (`envoy.filters.http.local_ratelimit`), the same
+    /// token bucket as the client side's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ratelimit: Option<crate::policy::LocalRateLimit>,
 }
 
 impl Server {
@@ -121,6 +125,13 @@ impl Server {
         self.http_filters
             .iter()
             .filter_map(|f| f.rbac.as_ref().map(|r| (f.name.as_str(), r)))
+    }
+
+    /// The local rate limit filter, if any (at most one: validation refuses more).
+    pub fn local_ratelimit(&self) -> Option<&crate::policy::LocalRateLimit> {
+        self.http_filters
+            .iter()
+            .find_map(|f| f.local_ratelimit.as_ref())
     }
 
     /// The JWT filter, if any (at most one: validation refuses more).
@@ -157,19 +168,34 @@ impl Server {
             "must be at least 1",
         );
         let mut names = HashSet::new();
-        let (mut seen_rbac, mut seen_jwt) = (false, false);
+        let (mut seen_rbac, mut seen_jwt, mut seen_rl) = (false, false, false);
         for (i, f) in self.http_filters.iter().enumerate() {
             let fp = path.field("http_filters").index(i);
             errors.check(!f.name.is_empty(), &fp.field("name"), "must not be empty");
             if !names.insert(f.name.as_str()) {
                 errors.push(&fp.field("name"), format!("duplicate filter {:?}", f.name));
             }
-            match (&f.rbac, &f.jwt_authn) {
-                (Some(r), None) => {
+            match (&f.rbac, &f.jwt_authn, &f.local_ratelimit) {
+                (None, None, Some(l)) => {
+                    // The limiter runs first, before any token or policy work.
+                    errors.check(
+                        !seen_rbac && !seen_jwt,
+                        &fp,
+                        "the local_ratelimit filter must come before the JWT and RBAC filters",
+                    );
+                    errors.check(
+                        !seen_rl,
+                        &fp,
+                        "only one local_ratelimit filter is supported",
+                    );
+                    seen_rl = true;
+                    l.validate(&fp.field("local_ratelimit"), errors)
+                }
+                (Some(r), None, None) => {
                     seen_rbac = true;
                     r.validate(&fp.field("rbac"), errors)
                 }
-                (None, Some(j)) => {
+                (None, Some(j), None) => {
                     // RBAC reads the verified claims, so it must run after the JWT filter;
                     // Istio always orders them so.
                     errors.check(
@@ -183,7 +209,7 @@ impl Server {
                 }
                 _ => errors.push(
                     &fp,
-                    "exactly one filter config (rbac or jwt_authn) must be set",
+                    "exactly one filter config (rbac, jwt_authn or local_ratelimit) must be set",
                 ),
             }
         }

@@ -10,10 +10,12 @@
 //! turn the limiter on explicitly. The bucket is one atomic word — no lock on the request path.
 //! A config change starts a new bucket.
 
+mod inbound;
 mod layer;
 #[cfg(test)]
 mod tests;
 
+pub use self::inbound::{InboundRateLimit, InboundRateLimitLayer};
 pub use self::layer::RateLimitLayer;
 
 use crate::body::MeshBody;

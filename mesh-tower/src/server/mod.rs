@@ -59,6 +59,7 @@ pub struct MeshServer {
     tls: Option<ServerTls>,
     rbac: Arc<ArcSwap<RbacEngine>>,
     jwt: Arc<ArcSwap<JwtEngine>>,
+    ratelimit: Arc<arc_swap::ArcSwapOption<crate::ratelimit::RateLimiter>>,
     /// Keeps the config watcher running while any clone lives.
     _watch: Option<Arc<WatchGuard>>,
     /// Keeps the server's config subscribed (xDS) while any clone lives.
@@ -140,6 +141,7 @@ impl MeshServer {
             tls,
             rbac: Arc::new(ArcSwap::from_pointee(rbac)),
             jwt: Arc::default(),
+            ratelimit: Arc::default(),
             _watch: None,
             _interest: None,
             telemetry: None,
@@ -166,6 +168,12 @@ impl MeshServer {
     /// principals read the claims it verified.
     pub fn jwt_layer(&self) -> JwtLayer {
         JwtLayer::live(self.jwt.clone())
+    }
+
+    /// The local rate limit layer of this server's `local_ratelimit` filter (for tonic or a
+    /// tower stack; put it first). Without the filter it passes everything.
+    pub fn ratelimit_layer(&self) -> crate::ratelimit::InboundRateLimitLayer {
+        crate::ratelimit::InboundRateLimitLayer::live(self.ratelimit.clone())
     }
 
     /// This server verifying tokens with `engine` (a server from [`Mesh::server`] takes its
@@ -230,9 +238,11 @@ impl Mesh {
             Some(t) => Some(self.server_tls(t)?),
             None => None,
         };
-        let (engine, jwt_engine) = compile(&config)?;
+        let (engine, jwt_engine, limiter) = compile(&config)?;
         let rbac = Arc::new(ArcSwap::from_pointee(engine));
         let jwt = Arc::new(ArcSwap::from_pointee(jwt_engine));
+        let ratelimit = Arc::new(arc_swap::ArcSwapOption::new(limiter));
+        let weak_rl = Arc::downgrade(&ratelimit);
         let weak: Weak<ArcSwap<RbacEngine>> = Arc::downgrade(&rbac);
         let weak_jwt = Arc::downgrade(&jwt);
         let mut changes = store.watch(ResourceKind::Server, name);
@@ -240,7 +250,9 @@ impl Mesh {
         let (serving_tx, serving) = tokio::sync::watch::channel(Serving::Serving);
         let task = self.control().spawn(async move {
             while changes.changed().await.is_ok() {
-                let (Some(rbac), Some(jwt)) = (weak.upgrade(), weak_jwt.upgrade()) else {
+                let (Some(rbac), Some(jwt), Some(rl)) =
+                    (weak.upgrade(), weak_jwt.upgrade(), weak_rl.upgrade())
+                else {
                     break;
                 };
                 let snap = store.load();
@@ -256,7 +268,9 @@ impl Mesh {
                     continue;
                 };
                 match compile(&config) {
-                    Ok((engine, jwt_engine)) => {
+                    Ok((engine, jwt_engine, limiter)) => {
+                        // A config change starts a new bucket (as on the client side).
+                        rl.store(limiter);
                         // JWT first: a request between the two stores meets the new token
                         // rules and, at worst, the old authorization.
                         jwt.store(Arc::new(jwt_engine));
@@ -280,6 +294,7 @@ impl Mesh {
             tls,
             rbac,
             jwt,
+            ratelimit,
             _watch: Some(Arc::new(WatchGuard(task))),
             _interest: None,
             telemetry: self.telemetry().cloned(),
@@ -332,8 +347,11 @@ impl Mesh {
     }
 }
 
-/// Both engines of a server, or neither: a policy is never half applied.
-fn compile(config: &Server) -> Result<(RbacEngine, JwtEngine), MeshError> {
+/// A server's limiter, when its `local_ratelimit` filter has a bucket.
+type Limiter = Option<Arc<crate::ratelimit::RateLimiter>>;
+
+/// All of a server's checks, or none: a policy is never half applied.
+fn compile(config: &Server) -> Result<(RbacEngine, JwtEngine, Limiter), MeshError> {
     let err = |e: String| {
         MeshError::new(
             ErrorKind::NoConfig,
@@ -342,7 +360,13 @@ fn compile(config: &Server) -> Result<(RbacEngine, JwtEngine), MeshError> {
     };
     let rbac = RbacEngine::for_server(config).map_err(err)?;
     let jwt = JwtEngine::for_server(config).map_err(|e| err(format!("jwt_authn: {e}")))?;
-    Ok((rbac, jwt))
+    let limiter = match config.local_ratelimit() {
+        Some(l) => crate::ratelimit::RateLimiter::new(l)
+            .map_err(|e| err(format!("local_ratelimit: {e}")))?
+            .map(Arc::new),
+        None => None,
+    };
+    Ok((rbac, jwt, limiter))
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ impl MeshServer {
     {
         let layer = self.rbac_layer();
         let jwt = self.jwt_layer();
+        let limit = self.ratelimit_layer();
         let builder = Arc::new(builder(&self.limits));
         let stats = self.stats.clone();
         let serving = self.serving.clone();
@@ -52,7 +53,13 @@ impl MeshServer {
         let wrap = move |peer: PeerInfo| WithPeer {
             peer,
             inner: InboundMetrics::maybe(
-                tower_layer::Layer::layer(&jwt, tower_layer::Layer::layer(&layer, service.clone())),
+                tower_layer::Layer::layer(
+                    &limit,
+                    tower_layer::Layer::layer(
+                        &jwt,
+                        tower_layer::Layer::layer(&layer, service.clone()),
+                    ),
+                ),
                 telemetry.clone(),
             ),
         };
@@ -113,7 +120,9 @@ async fn serve_connection<IO, S, B>(
             Request<Incoming>,
             Response = Response<
                 crate::telemetry::inbound::InboundBody<
-                    crate::refusal::RefusalBody<crate::refusal::RefusalBody<B>>,
+                    crate::refusal::RefusalBody<
+                        crate::refusal::RefusalBody<crate::refusal::RefusalBody<B>>,
+                    >,
                 >,
             >,
         > + Clone

@@ -214,7 +214,7 @@ fn filter_chain(
                     out.http_filters.push(ServerHttpFilter {
                         name: f.name.clone(),
                         rbac: Some(r),
-                        jwt_authn: None,
+                        ..ServerHttpFilter::default()
                     });
                 }
             }
@@ -224,8 +224,21 @@ fn filter_chain(
                 {
                     out.http_filters.push(ServerHttpFilter {
                         name: f.name.clone(),
-                        rbac: None,
                         jwt_authn: Some(j),
+                        ..ServerHttpFilter::default()
+                    });
+                }
+            }
+            (super::policy::LOCAL_RATELIMIT_TYPE, false) => {
+                if let Some(l) = super::policy::local_ratelimit(
+                    typed.expect("typed"),
+                    &p.field("typed_config"),
+                    errors,
+                ) {
+                    out.http_filters.push(ServerHttpFilter {
+                        name: f.name.clone(),
+                        local_ratelimit: Some(l),
+                        ..ServerHttpFilter::default()
                     });
                 }
             }

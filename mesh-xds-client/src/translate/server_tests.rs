@@ -249,3 +249,39 @@ virtual_hosts:
         "{e}"
     );
 }
+
+#[test]
+fn a_local_rate_limit_filter_translates_for_servers() {
+    use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+    use envoy_types::pb::envoy::r#type::v3::TokenBucket;
+    let rl = LocalRateLimit {
+        stat_prefix: "inbound".into(),
+        token_bucket: Some(TokenBucket {
+            max_tokens: 5,
+            tokens_per_fill: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 5 }),
+            fill_interval: Some(envoy_types::pb::google::protobuf::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+        }),
+        ..Default::default()
+    };
+    let filter = hcm::HttpFilter {
+        name: "envoy.filters.http.local_ratelimit".into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(&rl))),
+        ..Default::default()
+    };
+    let l = server_listener(
+        NAME,
+        "10.0.0.7:8080".parse().unwrap(),
+        Some(downstream_mtls("default")),
+        vec![
+            filter,
+            rbac_filter("envoy.filters.http.rbac", &Rbac::default()),
+        ],
+    );
+    let s = translated(&l).unwrap();
+    let got = s.local_ratelimit().expect("translated");
+    assert_eq!(got.token_bucket.as_ref().unwrap().max_tokens, 5);
+    assert_eq!(s.http_filters[0].name, "envoy.filters.http.local_ratelimit");
+}
