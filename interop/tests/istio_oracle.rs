@@ -19,19 +19,26 @@ use support::*;
 /// Outcomes of a batch of calls: `reply <message>` or the gRPC code's name, with counts.
 type Outcomes = BTreeMap<String, usize>;
 
-/// grpc-go's client: `n` calls to `target` with `headers`, through its xDS stack.
-async fn grpc_go(bootstrap: &Path, target: &str, n: usize, headers: &[(&str, &str)]) -> Outcomes {
+/// Runs grpc-go's client (`grpcpeer client`) for `n` calls to `target` with `args`; its stdout.
+async fn grpcpeer_client(bootstrap: &Path, target: &str, n: usize, args: Vec<String>) -> String {
     let mut cmd = Command::new(gocp::grpc_go_peer_binary());
     cmd.args(["client", "-target", target, "-n", &n.to_string()])
+        .args(args)
         .env("GRPC_XDS_BOOTSTRAP", bootstrap)
         .stderr(Stdio::inherit());
-    for (k, v) in headers {
-        cmd.args(["-header", &format!("{k}={v}")]);
-    }
     let out = tokio::task::spawn_blocking(move || cmd.output().expect("run grpcpeer"))
         .await
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// grpc-go's client: `n` calls to `target` with `headers`, through its xDS stack.
+async fn grpc_go(bootstrap: &Path, target: &str, n: usize, headers: &[(&str, &str)]) -> Outcomes {
+    let args = headers
+        .iter()
+        .flat_map(|(k, v)| ["-header".to_owned(), format!("{k}={v}")])
+        .collect();
+    let text = grpcpeer_client(bootstrap, target, n, args).await;
     let line = text
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
@@ -48,15 +55,8 @@ async fn grpc_go_each(
     key: &str,
     values: &[String],
 ) -> BTreeMap<String, Outcomes> {
-    let mut cmd = Command::new(gocp::grpc_go_peer_binary());
-    cmd.args(["client", "-target", target, "-n", &n.to_string()])
-        .args(["-each", &format!("{key}={}", values.join(","))])
-        .env("GRPC_XDS_BOOTSTRAP", bootstrap)
-        .stderr(Stdio::inherit());
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run grpcpeer"))
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let each = vec!["-each".to_owned(), format!("{key}={}", values.join(","))];
+    let text = grpcpeer_client(bootstrap, target, n, each).await;
     let mut by_value = BTreeMap::new();
     for line in text.lines().filter_map(|l| l.strip_prefix("EACH ")) {
         let (value, json) = line.split_once(' ').unwrap();

@@ -21,6 +21,8 @@ pub struct JwtEngine {
     providers: Vec<Provider>,
     rules: Vec<(RequestMatcher, Option<Req>)>,
     bypass_cors: bool,
+    /// Every provider's token locations, each once (where `allow_missing` looks).
+    all_locations: Vec<Location>,
     /// Some rule requires something (else every request passes unchecked).
     active: bool,
     /// The server's inbound routes and, per route number, what that route asks.
@@ -86,7 +88,7 @@ impl JwtEngine {
     /// Compiles a (validated) filter. Keys given by `filename` are read now.
     pub fn new(filter: &JwtAuthn) -> Result<Self, String> {
         let names: Vec<&String> = filter.providers.keys().collect();
-        let providers = filter
+        let providers: Vec<Provider> = filter
             .providers
             .iter()
             .map(|(name, p)| provider(name, p).map_err(|e| format!("provider {name:?}: {e}")))
@@ -113,10 +115,17 @@ impl JwtEngine {
             })
             .collect::<Result<_, String>>()?;
         let active = rules.iter().any(|(_, r)| r.is_some());
+        let mut all_locations: Vec<Location> = Vec::new();
+        for l in providers.iter().flat_map(|p: &Provider| &p.locations) {
+            if !all_locations.contains(l) {
+                all_locations.push(l.clone());
+            }
+        }
         Ok(Self {
             providers,
             rules,
             bypass_cors: filter.bypass_cors_preflight,
+            all_locations,
             active,
             routes: None,
         })
@@ -242,7 +251,7 @@ impl JwtEngine {
                 // Every token found must verify: a good one must not vouch for a bad one.
                 for (loc, text) in tokens {
                     let aud = audiences.as_deref().unwrap_or(&p.audiences);
-                    self.accept(p, loc, &text, aud, now, out)?;
+                    self.accept(p, loc, text, aud, now, out)?;
                 }
                 Ok(())
             }
@@ -281,16 +290,10 @@ impl JwtEngine {
                 }
             }
             Req::ByIssuer { allow_failed } => {
-                let mut locations: Vec<Location> = Vec::new();
-                for l in self.providers.iter().flat_map(|p| &p.locations) {
-                    if !locations.contains(l) {
-                        locations.push(l.clone());
-                    }
-                }
-                for (loc, text) in extract(&locations, req) {
+                for (loc, text) in extract(&self.all_locations, req) {
                     // A token's issuer must be one whose provider looks where it was found
                     // (Envoy's rule: a location belongs to its providers' issuers).
-                    let found = Token::parse(&text).and_then(|t| {
+                    let found = Token::parse(text).and_then(|t| {
                         let iss = t.iss.as_deref().unwrap_or("");
                         self.providers
                             .iter()
@@ -301,7 +304,7 @@ impl JwtEngine {
                             .ok_or(JwtError::UnknownIssuer)
                     });
                     let result =
-                        found.and_then(|p| self.accept(p, loc, &text, &p.audiences, now, out));
+                        found.and_then(|p| self.accept(p, loc, text, &p.audiences, now, out));
                     if let Err(e) = result
                         && !allow_failed
                     {

@@ -11,24 +11,24 @@ pub(super) enum Location {
     Cookie(String),
 }
 
-/// Tokens at `locations`, in order.
-pub(super) fn extract<'l, B>(
+/// Tokens at `locations`, in order, borrowed from the request.
+pub(super) fn extract<'l, 'r, B>(
     locations: &'l [Location],
-    req: &Request<B>,
-) -> Vec<(&'l Location, String)> {
+    req: &'r Request<B>,
+) -> Vec<(&'l Location, &'r str)> {
     let mut found = Vec::new();
     for loc in locations {
         match loc {
             Location::Header(name, prefix) => {
                 for v in req.headers().get_all(name) {
                     if let Some(t) = v.to_str().ok().and_then(|v| after_prefix(v, prefix)) {
-                        found.push((loc, t.to_owned()));
+                        found.push((loc, t));
                     }
                 }
             }
             Location::Param(name) => {
                 if let Some(t) = query_param(req.uri().query(), name).filter(|t| !t.is_empty()) {
-                    found.push((loc, t.to_owned()));
+                    found.push((loc, t));
                 }
             }
             Location::Cookie(name) => {
@@ -39,7 +39,7 @@ pub(super) fn extract<'l, B>(
                     .flat_map(|v| v.split(';'))
                     .find_map(|c| c.trim().strip_prefix(name.as_str())?.strip_prefix('='));
                 if let Some(t) = hit.filter(|t| !t.is_empty()) {
-                    found.push((loc, t.to_owned()));
+                    found.push((loc, t));
                 }
             }
         }
