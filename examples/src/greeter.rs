@@ -104,7 +104,6 @@ pub async fn spawn_mesh_server(
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let tls = server
         .tls()
-        .cloned()
         .ok_or_else(|| std::io::Error::other("the server has no TLS"))?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -62,8 +62,22 @@ const FRONTEND_ONLY: &str = r#"{ rules: { policies: { frontend: { permissions: [
 
 /// A caller with identity `files`: cluster `web` → `addr` over mTLS expecting BACKEND.
 async fn caller(files: &WorkloadFiles, addr: SocketAddr) -> Mesh {
+    caller_presenting(files, addr, true).await
+}
+
+/// A caller verifying BACKEND without a certificate of its own.
+async fn anonymous_caller(files: &WorkloadFiles, addr: SocketAddr) -> Mesh {
+    caller_presenting(files, addr, false).await
+}
+
+async fn caller_presenting(files: &WorkloadFiles, addr: SocketAddr, cert: bool) -> Mesh {
+    let identity = if cert {
+        "tls_certificate_provider_instance: { instance_name: default }, "
+    } else {
+        ""
+    };
     let tls = format!(
-        "transport_socket: {{ common_tls_context: {{ tls_certificate_provider_instance: {{ instance_name: default }}, \
+        "transport_socket: {{ common_tls_context: {{ {identity}\
          validation_context: {{ ca_certificate_provider_instance: {{ instance_name: default }}, \
          match_subject_alt_names: [{{ exact: \"{BACKEND}\" }}] }} }} }}"
     );
@@ -316,7 +330,6 @@ async fn an_xds_server_takes_tls_and_rbac_from_go_control_plane() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_its_config_a_server_stops_serving_new_connections_and_comes_back() {
     use mesh_tower::server::Serving;
-    use std::sync::Arc;
     let pki = Pki::new();
     let backend_files = pki.files("backend", BACKEND);
     let with_server =
@@ -327,23 +340,7 @@ async fn without_its_config_a_server_stops_serving_new_connections_and_comes_bac
     let server = backend.server("backend").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (entered, release) = (
-        Arc::new(tokio::sync::Notify::new()),
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let (e, r) = (entered.clone(), release.clone());
-    let handler = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let (e, r) = (e.clone(), r.clone());
-        async move {
-            if req.uri().path() == "/slow" {
-                e.notify_one();
-                r.notified().await;
-            }
-            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
-                Bytes::from_static(b"done"),
-            )))
-        }
-    });
+    let (entered, release, handler) = gated();
     tokio::spawn(server.clone().serve(listener, handler));
 
     let frontend_files = pki.files("frontend", FRONTEND);
@@ -373,7 +370,7 @@ async fn without_its_config_a_server_stops_serving_new_connections_and_comes_bac
     );
     // The request already in progress finishes.
     release.notify_one();
-    assert_eq!(slow.await.unwrap(), (200, "done".to_owned()));
+    assert_eq!(slow.await.unwrap(), (200, FRONTEND.to_owned()));
 
     backend.store().replace(with_server).unwrap();
     let back = tokio::time::timeout(
@@ -382,5 +379,106 @@ async fn without_its_config_a_server_stops_serving_new_connections_and_comes_bac
     );
     assert!(back.await.is_ok(), "serving again");
     let later = caller(&frontend_files, addr).await;
-    assert_eq!(http(&later, "GET", "/").await, (200, "done".to_owned()));
+    assert_eq!(http(&later, "GET", "/").await, (200, FRONTEND.to_owned()));
+}
+
+/// A36 for TLS: the server's `transport_socket` changes under it (client certificates no
+/// longer asked). The connection holding a request drains: its request finishes, and the
+/// caller's next request comes over a new connection with the new settings (no client
+/// identity); a caller without a certificate, refused before, is served after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_tls_settings_apply_to_new_connections_while_the_old_ones_drain() {
+    use std::sync::Arc;
+    let pki = Pki::new();
+    let backend_files = pki.files("backend", BACKEND);
+    let allow_all = r#"{ rules: { policies: { all: { permissions: [{ any: true }], principals: [{ any: true }] } } } }"#;
+    let strict = mesh_core::MeshConfig::from_yaml(&server_yaml(&backend_files, allow_all)).unwrap();
+    let relaxed = mesh_core::MeshConfig::from_yaml(
+        &server_yaml(&backend_files, allow_all).replace(
+            "      require_client_certificate: true\n      common_tls_context:\n        tls_certificate_provider_instance: { instance_name: default }\n        validation_context: { ca_certificate_provider_instance: { instance_name: default } }",
+            "      common_tls_context: { tls_certificate_provider_instance: { instance_name: default } }",
+        ),
+    )
+    .unwrap();
+    assert_ne!(strict, relaxed, "the replacement applied");
+    let backend = Mesh::from_config(strict).await.unwrap();
+    let server = backend.server("backend").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (entered, release, handler) = gated();
+    tokio::spawn(server.clone().serve(listener, handler));
+
+    let frontend = Arc::new(caller(&pki.files("frontend", FRONTEND), addr).await);
+    assert_eq!(
+        http(&frontend, "GET", "/").await,
+        (200, FRONTEND.to_owned())
+    );
+    let holder = frontend.clone();
+    let slow = tokio::spawn(async move { http(&holder, "GET", "/slow").await });
+    entered.notified().await;
+    let anonymous = anonymous_caller(&pki.files("anonymous", INTRUDER), addr).await;
+    let refused = anonymous
+        .channel::<Empty<Bytes>>("xds:///web")
+        .oneshot(
+            http::Request::get("http://web/")
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await;
+    assert!(refused.is_err(), "served without a client certificate");
+
+    backend.store().replace(relaxed).unwrap();
+    release.notify_one();
+    assert_eq!(slow.await.unwrap(), (200, FRONTEND.to_owned()));
+    // The old connection drains and closes (an idle one would stay in the caller's pool).
+    let mut open = server.open_connections();
+    let closed = tokio::time::timeout(support::PATIENCE, open.wait_for(|n| *n == 0));
+    assert!(closed.await.is_ok(), "the old connection never closed");
+    assert_eq!(
+        http(&frontend, "GET", "/").await,
+        (200, "-".to_owned()),
+        "a new connection, no client certificate asked"
+    );
+    assert_eq!(http(&anonymous, "GET", "/").await, (200, "-".to_owned()));
+    assert_eq!(server.stats().drain_expired, 0);
+}
+
+type Gate = std::sync::Arc<tokio::sync::Notify>;
+
+/// A handler answering the caller's SPIFFE ID (or `-`); `/slow` first tells the first gate it
+/// has begun and waits for the second.
+fn gated() -> (
+    Gate,
+    Gate,
+    impl tower::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<http_body_util::Full<Bytes>>,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static,
+) {
+    let (entered, release) = (Gate::default(), Gate::default());
+    let (e, r) = (entered.clone(), release.clone());
+    let handler = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (e, r) = (e.clone(), r.clone());
+        async move {
+            if req.uri().path() == "/slow" {
+                e.notify_one();
+                r.notified().await;
+            }
+            let who = req
+                .extensions()
+                .get::<mesh_tower::tls::PeerInfo>()
+                .and_then(|p| p.identity.as_ref())
+                .and_then(|i| i.spiffe_id())
+                .unwrap_or("-")
+                .to_owned();
+            Ok(http::Response::new(http_body_util::Full::new(Bytes::from(
+                who,
+            ))))
+        }
+    });
+    (entered, release, handler)
 }

@@ -60,6 +60,15 @@ pub struct Server {
     /// the filters' own configs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_config: Option<InboundRoutes>,
+    /// How long a draining connection (the server stopped serving, or its TLS or limits
+    /// changed) may finish its requests before it is closed (default 10 minutes, gRPC Java's
+    /// `drainGraceTime`, Envoy's `--drain-time-s`).
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub drain_grace_period: Option<std::time::Duration>,
 }
 
 fn is_default(l: &Limits) -> bool {

@@ -278,6 +278,25 @@ impl Mesh {
         self.inner.providers.get(name)
     }
 
+    /// Builds server TLS from the providers as the config is when it is called (a server's
+    /// config watcher may run before the mesh's own refresh: it syncs the providers first).
+    pub(crate) fn server_tls_maker(
+        &self,
+    ) -> impl Fn(&mesh_core::config::tls::DownstreamTls) -> Result<crate::tls::ServerTls, MeshError>
+    + Send
+    + 'static {
+        let (providers, store) = (self.inner.providers.clone(), self.inner.store.clone());
+        move |config| {
+            providers.sync(store.load().certificate_providers());
+            crate::tls::ServerTls::new(config, |name| providers.get(name)).map_err(|e| {
+                MeshError::new(
+                    crate::error::ErrorKind::NoConfig,
+                    format!("server TLS: {e}"),
+                )
+            })
+        }
+    }
+
     /// TLS for a server of this mesh, from a `DownstreamTlsContext` whose provider instances
     /// are this mesh's.
     pub fn server_tls(

@@ -14,6 +14,7 @@
 //!   .serve_with_incoming(tls.incoming(listener))` (tonic puts the connection's `PeerInfo` in
 //!   each request, see [`crate::tls`]).
 
+mod connections;
 mod serve;
 
 use crate::error::{ErrorKind, MeshError};
@@ -22,8 +23,10 @@ use crate::mesh::Mesh;
 use crate::rbac::{RbacEngine, RbacLayer};
 use crate::tls::ServerTls;
 use arc_swap::ArcSwap;
+use connections::{Connections, DEFAULT_GRACE};
 use mesh_core::ResourceKind;
 use mesh_core::config::server::{Limits, Server};
+use mesh_core::config::tls::DownstreamTls;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -53,10 +56,12 @@ pub use crate::tls::PeerInfo;
 #[derive(Clone)]
 pub struct MeshServer {
     name: Arc<str>,
-    limits: Limits,
     stats: Arc<ServerStats>,
     serving: tokio::sync::watch::Receiver<Serving>,
-    tls: Option<ServerTls>,
+    /// TLS and limits for new connections, and the drain of old ones.
+    conns: Arc<Connections>,
+    /// Connections being served now.
+    open: Arc<tokio::sync::watch::Sender<usize>>,
     rbac: Arc<ArcSwap<RbacEngine>>,
     jwt: Arc<ArcSwap<JwtEngine>>,
     ratelimit: Arc<arc_swap::ArcSwapOption<crate::ratelimit::RateLimiter>>,
@@ -74,7 +79,8 @@ pub enum Serving {
     /// Accepting connections.
     Serving,
     /// Its config is gone (removed, or the control plane says it does not exist, and why):
-    /// new connections are closed at once; those already open finish.
+    /// new connections are closed at once; those already open drain (requests in flight
+    /// finish, no new ones start).
     NotServing(String),
 }
 
@@ -85,6 +91,7 @@ pub(crate) struct ServerStats {
     pub(crate) header_timeouts: AtomicU64,
     pub(crate) http2_errors: AtomicU64,
     pub(crate) other_errors: AtomicU64,
+    pub(crate) drain_expired: AtomicU64,
 }
 
 /// What a server's limits refused, by limit.
@@ -99,6 +106,9 @@ pub struct ServerStatsSnapshot {
     pub http2_errors: u64,
     /// Other connection errors (resets, malformed requests).
     pub other_errors: u64,
+    /// Draining connections closed at the end of the drain grace period with requests still
+    /// in flight.
+    pub drain_expired: u64,
 }
 
 impl ServerStats {
@@ -109,6 +119,7 @@ impl ServerStats {
             header_timeouts: g(&self.header_timeouts),
             http2_errors: g(&self.http2_errors),
             other_errors: g(&self.other_errors),
+            drain_expired: g(&self.drain_expired),
         }
     }
 }
@@ -125,7 +136,7 @@ impl std::fmt::Debug for MeshServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshServer")
             .field("name", &self.name)
-            .field("tls", &self.tls.is_some())
+            .field("tls", &self.conns.tls().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -135,10 +146,10 @@ impl MeshServer {
     pub fn new(tls: Option<ServerTls>, rbac: RbacEngine) -> Self {
         Self {
             name: Arc::from("server"),
-            limits: Limits::default(),
             stats: Arc::default(),
             serving: tokio::sync::watch::channel(Serving::Serving).1,
-            tls,
+            conns: Arc::new(Connections::new(tls, &Limits::default(), DEFAULT_GRACE)),
+            open: Arc::default(),
             rbac: Arc::new(ArcSwap::from_pointee(rbac)),
             jwt: Arc::default(),
             ratelimit: Arc::default(),
@@ -153,9 +164,11 @@ impl MeshServer {
         &self.name
     }
 
-    /// Its TLS acceptor (`None`: plaintext).
-    pub fn tls(&self) -> Option<&ServerTls> {
-        self.tls.as_ref()
+    /// The TLS acceptor a connection accepted now gets (`None`: plaintext). It changes with
+    /// the config; [`serve`](Self::serve) follows it, an accept loop of the application's
+    /// own (tonic's `serve_with_incoming`) keeps the acceptor it took.
+    pub fn tls(&self) -> Option<ServerTls> {
+        self.conns.tls().map(|t| (*t).clone())
     }
 
     /// The RBAC layer enforcing this server's current policy (for tonic or a tower stack).
@@ -205,10 +218,45 @@ impl MeshServer {
         self.serving.clone()
     }
 
-    /// This server with other limits on callers.
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+    /// This server with other limits on callers (for connections accepted from now on,
+    /// until the config's limits change).
+    pub fn with_limits(self, limits: Limits) -> Self {
+        self.conns.set_limits(&limits);
         self
+    }
+
+    /// How long a draining connection may go on serving the requests it has (default: ten
+    /// minutes, as gRPC Java's `drainGraceTime` and Envoy's `--drain-time-s`; a server from
+    /// the config takes its `drain_grace_period`). Then it is closed.
+    ///
+    /// ```
+    /// use mesh_tower::rbac::RbacEngine;
+    /// use mesh_tower::server::MeshServer;
+    /// let server = MeshServer::new(None, RbacEngine::default())
+    ///     .with_drain_grace(std::time::Duration::from_secs(30));
+    /// assert_eq!(server.drain_grace(), std::time::Duration::from_secs(30));
+    /// ```
+    pub fn with_drain_grace(self, grace: std::time::Duration) -> Self {
+        self.conns.set_grace(grace);
+        self
+    }
+
+    /// The drain grace period in force.
+    pub fn drain_grace(&self) -> std::time::Duration {
+        self.conns.grace()
+    }
+
+    /// Drains every connection [`serve`](Self::serve) has accepted so far: HTTP/2 callers
+    /// get a GOAWAY, HTTP/1.1 callers lose keep-alive, requests in flight finish (within
+    /// the grace period). For a graceful shutdown: stop accepting (drop the `serve` future),
+    /// drain, then wait for [`open_connections`](Self::open_connections) to reach 0.
+    pub fn drain(&self) {
+        self.conns.drain();
+    }
+
+    /// The number of connections [`serve`](Self::serve) serves now, and its changes.
+    pub fn open_connections(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.open.subscribe()
     }
 
     /// What the limits refused so far.
@@ -224,8 +272,10 @@ impl MeshServer {
 
 impl Mesh {
     /// The server `name` of this mesh's config (`servers:`): its TLS from the mesh's
-    /// certificate providers, its RBAC filters compiled, and a watcher that recompiles them
-    /// when the config changes. TLS settings are fixed at creation (material still rotates).
+    /// certificate providers, its filters compiled, and a watcher that follows the config:
+    /// new policy applies to every request from then on; new TLS settings or limits apply to
+    /// new connections while the older ones drain; without its config the server does not
+    /// serve (gRFC A36).
     pub fn server(&self, name: &str) -> Result<MeshServer, MeshError> {
         let store = self.store().clone();
         let Some(config) = store.load().server(name).cloned() else {
@@ -234,50 +284,53 @@ impl Mesh {
                 format!("no server named {name:?} in the config"),
             ));
         };
+        let make_tls = self.server_tls_maker();
         let tls = match &config.transport_socket {
-            Some(t) => Some(self.server_tls(t)?),
+            Some(t) => Some(make_tls(t)?),
             None => None,
         };
         let (engine, jwt_engine, limiter) = compile(&config)?;
+        let conns = Arc::new(Connections::new(
+            tls,
+            &config.limits,
+            config.drain_grace_period.unwrap_or(DEFAULT_GRACE),
+        ));
         let rbac = Arc::new(ArcSwap::from_pointee(engine));
         let jwt = Arc::new(ArcSwap::from_pointee(jwt_engine));
         let ratelimit = Arc::new(arc_swap::ArcSwapOption::new(limiter));
-        let weak_rl = Arc::downgrade(&ratelimit);
-        let weak: Weak<ArcSwap<RbacEngine>> = Arc::downgrade(&rbac);
-        let weak_jwt = Arc::downgrade(&jwt);
+        let live = Live {
+            rbac: Arc::downgrade(&rbac),
+            jwt: Arc::downgrade(&jwt),
+            ratelimit: Arc::downgrade(&ratelimit),
+            conns: Arc::downgrade(&conns),
+        };
         let mut changes = store.watch(ResourceKind::Server, name);
         let owned = name.to_owned();
         let (serving_tx, serving) = tokio::sync::watch::channel(Serving::Serving);
+        let mut last = config;
         let task = self.control().spawn(async move {
             while changes.changed().await.is_ok() {
-                let (Some(rbac), Some(jwt), Some(rl)) =
-                    (weak.upgrade(), weak_jwt.upgrade(), weak_rl.upgrade())
-                else {
-                    break;
-                };
                 let snap = store.load();
                 let Some(config) = snap.server(&owned).cloned() else {
-                    // A36: without its listener the server does not serve; connections it
-                    // holds finish, new ones are closed, until the listener is back.
+                    // A36: without its listener the server does not serve; the connections it
+                    // holds drain, new ones are closed, until the listener is back.
                     let why = match snap.absence(ResourceKind::Server, &owned) {
                         Some(mesh_core::Absence::Missing(why)) => why.clone(),
                         _ => "removed from the config".to_owned(),
                     };
                     tracing::warn!(server = %owned, %why, "not serving");
                     serving_tx.send_replace(Serving::NotServing(why));
+                    let Some(conns) = live.conns.upgrade() else {
+                        break;
+                    };
+                    conns.drain();
                     continue;
                 };
-                match compile(&config) {
-                    Ok((engine, jwt_engine, limiter)) => {
-                        // A config change starts a new bucket (as on the client side).
-                        rl.store(limiter);
-                        // JWT first: a request between the two stores meets the new token
-                        // rules and, at worst, the old authorization.
-                        jwt.store(Arc::new(jwt_engine));
-                        rbac.store(Arc::new(engine));
-                    }
+                match live.apply(&last, &config, &make_tls) {
+                    Ok(true) => last = config,
+                    Ok(false) => break,
                     Err(e) => {
-                        tracing::warn!(server = %owned, error = %e, "keeping the last policy")
+                        tracing::warn!(server = %owned, error = %e, "keeping the last config")
                     }
                 }
                 if !matches!(*serving_tx.borrow(), Serving::Serving) {
@@ -288,10 +341,10 @@ impl Mesh {
         });
         Ok(MeshServer {
             name: Arc::from(name),
-            limits: config.limits.clone(),
             stats: Arc::default(),
             serving,
-            tls,
+            conns,
+            open: Arc::default(),
             rbac,
             jwt,
             ratelimit,
@@ -347,6 +400,54 @@ impl Mesh {
     }
 }
 
+/// What a server's config watcher updates, held weakly: the server's clones own it.
+struct Live {
+    rbac: Weak<ArcSwap<RbacEngine>>,
+    jwt: Weak<ArcSwap<JwtEngine>>,
+    ratelimit: Weak<arc_swap::ArcSwapOption<crate::ratelimit::RateLimiter>>,
+    conns: Weak<Connections>,
+}
+
+impl Live {
+    /// Applies `next` (all of it or, on error, none of it). `Ok(false)`: the server is gone.
+    fn apply(
+        &self,
+        last: &Server,
+        next: &Server,
+        make_tls: &impl Fn(&DownstreamTls) -> Result<ServerTls, MeshError>,
+    ) -> Result<bool, MeshError> {
+        let (Some(rbac), Some(jwt), Some(rl), Some(conns)) = (
+            self.rbac.upgrade(),
+            self.jwt.upgrade(),
+            self.ratelimit.upgrade(),
+            self.conns.upgrade(),
+        ) else {
+            return Ok(false);
+        };
+        let (engine, jwt_engine, limiter) = compile(next)?;
+        let new_tls = next.transport_socket != last.transport_socket;
+        let tls = match &next.transport_socket {
+            Some(t) if new_tls => Some(make_tls(t)?),
+            _ if new_tls => None,
+            _ => conns.tls().map(|t| (*t).clone()),
+        };
+        // A config change starts a new bucket (as on the client side).
+        rl.store(limiter);
+        // JWT first: a request between the two stores meets the new token rules and, at
+        // worst, the old authorization.
+        jwt.store(Arc::new(jwt_engine));
+        rbac.store(Arc::new(engine));
+        if let Some(g) = next.drain_grace_period {
+            conns.set_grace(g);
+        }
+        if new_tls || next.limits != last.limits {
+            tracing::info!(server = %next.name, tls = new_tls, "new connection settings: older connections drain");
+            conns.replace(tls, &next.limits);
+        }
+        Ok(true)
+    }
+}
+
 /// A server's limiter, when its `local_ratelimit` filter has a bucket.
 type Limiter = Option<Arc<crate::ratelimit::RateLimiter>>;
 
@@ -369,5 +470,7 @@ fn compile(config: &Server) -> Result<(RbacEngine, JwtEngine, Limiter), MeshErro
     Ok((rbac, jwt, limiter))
 }
 
+#[cfg(test)]
+mod drain_tests;
 #[cfg(test)]
 mod tests;

@@ -1,18 +1,18 @@
-//! The accept loop: TLS (or plaintext) per connection, HTTP/1.1 and HTTP/2 per connection,
-//! the caller's `PeerInfo`, the token check and the RBAC check on every request.
+//! The accept loop: TLS (or plaintext) per connection as the config says at accept time,
+//! HTTP/1.1 and HTTP/2 per connection, the caller's `PeerInfo`, the filters on every request,
+//! and the drain of connections whose settings are gone.
 
+use super::connections::Connections;
 use super::{MeshServer, ServerStats};
 use crate::telemetry::InboundMetrics;
 use crate::tls::PeerInfo;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use mesh_core::BoxError;
-use mesh_core::config::server::Limits;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -20,11 +20,14 @@ use tokio::net::TcpListener;
 use tower_service::Service;
 
 impl MeshServer {
-    /// Serves `service` on `listener` until the returned future is dropped or accepting
-    /// fails for good. Every request reaches `service` with the caller's [`PeerInfo`] in its
-    /// extensions, and only if the RBAC filters allow it. Failed handshakes are counted
+    /// Serves `service` on `listener` until the returned future is dropped (connections
+    /// already accepted run on; [`drain`](Self::drain) ends them gracefully). Every request
+    /// reaches `service` with the caller's [`PeerInfo`] in its extensions, and only if the
+    /// server's filters allow it. Failed handshakes are counted
     /// ([`ServerTls::failed_handshakes`](crate::tls::ServerTls::failed_handshakes)) and never
-    /// reach the application.
+    /// reach the application. Each connection gets the TLS and limits in force when it is
+    /// accepted; when they change, or the server stops serving, older connections drain
+    /// (see [`with_drain_grace`](Self::with_drain_grace)).
     pub async fn serve<S, B>(self, listener: TcpListener, service: S) -> std::io::Result<()>
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -36,16 +39,6 @@ impl MeshServer {
         let layer = self.rbac_layer();
         let jwt = self.jwt_layer();
         let limit = self.ratelimit_layer();
-        let builder = Arc::new(builder(&self.limits));
-        let stats = self.stats.clone();
-        let serving = self.serving.clone();
-        let refuse = move |peer: Option<std::net::SocketAddr>| {
-            let not = matches!(*serving.borrow(), super::Serving::NotServing(_));
-            if not {
-                tracing::debug!(peer = ?peer, "not serving: connection closed");
-            }
-            not
-        };
         let telemetry = self.telemetry.clone();
         // Metrics outside the token and RBAC checks (a refusal is a request too), inside
         // the peer's identity (its principal is a label). Tokens before RBAC: its principals
@@ -63,84 +56,158 @@ impl MeshServer {
                 telemetry.clone(),
             ),
         };
-        match &self.tls {
-            Some(tls) => {
-                let mut incoming = Box::pin(tls.incoming(listener));
-                while let Some(conn) = incoming.next().await {
-                    let conn = conn?;
-                    if refuse(conn.peer().remote_addr) {
-                        continue;
-                    }
-                    let svc = wrap(conn.peer().clone());
-                    let (b, st) = (builder.clone(), stats.clone());
-                    tokio::spawn(serve_connection(b, st, TokioIo::new(conn), svc));
-                }
-                Ok(())
-            }
-            None => loop {
-                let (tcp, remote) = listener.accept().await?;
-                if refuse(Some(remote)) {
+        loop {
+            let (tcp, remote) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off a little, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
+            };
+            if matches!(*self.serving.borrow(), super::Serving::NotServing(_)) {
+                tracing::debug!(peer = %remote, "not serving: connection closed");
+                continue;
+            }
+            // Enlisted before the handshake: a drain during it applies to this connection.
+            let conn = Conn {
+                conns: self.conns.clone(),
+                stats: self.stats.clone(),
+                enlisted: self.conns.enlist(),
+                builder: self.conns.builder(),
+                open: self.open.clone(),
+            };
+            let tls = self.conns.tls();
+            let handshake_timeout = self.conns.limits().request_headers_timeout;
+            let wrap = wrap.clone();
+            tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                let local = tcp.local_addr()?;
-                let svc = wrap(PeerInfo::plaintext(remote, local));
-                let (b, st) = (builder.clone(), stats.clone());
-                tokio::spawn(serve_connection(b, st, TokioIo::new(tcp), svc));
-            },
+                let local = tcp.local_addr().ok();
+                let Some(tls) = tls else {
+                    let svc = wrap(PeerInfo {
+                        remote_addr: Some(remote),
+                        local_addr: local,
+                        tls: false,
+                        identity: None,
+                    });
+                    return conn.serve(TokioIo::new(tcp), svc).await;
+                };
+                match handshake(&tls, tcp, handshake_timeout).await {
+                    Ok(mut accepted) => {
+                        accepted.set_addrs(remote, local);
+                        let svc = wrap(accepted.peer().clone());
+                        conn.serve(TokioIo::new(accepted), svc).await;
+                    }
+                    Err(e) => {
+                        tls.count_failure();
+                        tracing::warn!(peer = %remote, error = %e, "TLS handshake refused");
+                    }
+                }
+            });
         }
     }
 }
 
-/// hyper's HTTP/1.1 + HTTP/2 server with `limits` applied.
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    let header_bytes = limits.max_request_headers_kb as usize * 1024;
-    let timeout = Some(limits.request_headers_timeout).filter(|t| !t.is_zero());
-    b.http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(header_bytes.max(8192))
-        .header_read_timeout(timeout);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams as usize);
-    b
+/// The TLS handshake, within the limit on slow callers (`request_headers_timeout`; `0s`:
+/// none).
+async fn handshake(
+    tls: &crate::tls::ServerTls,
+    tcp: tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> std::io::Result<crate::tls::TlsConnection<tokio::net::TcpStream>> {
+    if limit.is_zero() {
+        return tls.accept(tcp).await;
+    }
+    match tokio::time::timeout(limit, tls.accept(tcp)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no TLS handshake within request_headers_timeout ({limit:?})"),
+        )),
+    }
 }
 
-async fn serve_connection<IO, S, B>(
-    builder: Arc<auto::Builder<TokioExecutor>>,
+/// What one accepted connection is served with.
+struct Conn {
+    conns: Arc<Connections>,
     stats: Arc<ServerStats>,
-    io: IO,
-    svc: WithPeer<S>,
-) where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: Service<
-            Request<Incoming>,
-            Response = Response<
-                crate::telemetry::inbound::InboundBody<
-                    crate::refusal::RefusalBody<
-                        crate::refusal::RefusalBody<crate::refusal::RefusalBody<B>>,
-                    >,
-                >,
-            >,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let peer = svc.peer.remote_addr;
-    let Err(e) = builder
-        .serve_connection(io, TowerToHyperService::new(svc))
-        .await
-    else {
-        return;
-    };
-    // Name the limit that ended the connection, and count it.
+    enlisted: super::connections::Enlisted,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    open: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Conn {
+    /// Serves HTTP on `io` until the connection ends, or, once its generation is drained,
+    /// shuts it down gracefully and closes it at the end of the grace period.
+    async fn serve<IO, S, B>(mut self, io: IO, svc: WithPeer<S>)
+    where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<Served<B>>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let _open = OpenGuard::new(self.open.clone());
+        let peer = svc.peer.remote_addr;
+        let conn = self
+            .builder
+            .serve_connection(io, TowerToHyperService::new(svc));
+        tokio::pin!(conn);
+        let ended = {
+            let drained = self.enlisted.drained();
+            tokio::pin!(drained);
+            tokio::select! {
+                r = conn.as_mut() => Some(r),
+                () = drained => None,
+            }
+        };
+        let result = match ended {
+            Some(r) => r,
+            None => {
+                // GOAWAY (HTTP/2) or no keep-alive (HTTP/1.1): requests in flight finish.
+                conn.as_mut().graceful_shutdown();
+                let grace = self.conns.grace();
+                match tokio::time::timeout(grace, conn.as_mut()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.stats.drain_expired.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(peer = ?peer, ?grace, "drain grace period over: connection closed");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            count_error(&self.stats, peer, &e);
+        }
+    }
+}
+
+/// The response body after the filters' refusal wrappers.
+type Served<B> = crate::telemetry::inbound::InboundBody<
+    crate::refusal::RefusalBody<crate::refusal::RefusalBody<crate::refusal::RefusalBody<B>>>,
+>;
+
+/// Counts a connection as open while it lives.
+struct OpenGuard(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl OpenGuard {
+    fn new(open: Arc<tokio::sync::watch::Sender<usize>>) -> Self {
+        open.send_modify(|n| *n += 1);
+        Self(open)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Names the limit that ended a connection, and counts it.
+fn count_error(stats: &ServerStats, peer: Option<std::net::SocketAddr>, e: &BoxError) {
     let hyper_err = e.downcast_ref::<hyper::Error>();
     let (counter, what) = if hyper_err.is_some_and(|h| h.is_parse_too_large()) {
         (

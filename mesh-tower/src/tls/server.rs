@@ -114,6 +114,11 @@ impl ServerTls {
         self.inner.failed.load(Ordering::Relaxed)
     }
 
+    /// Counts a handshake that failed (or timed out) in an accept loop of the crate's own.
+    pub(crate) fn count_failure(&self) {
+        self.inner.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn server_config(&self) -> io::Result<Arc<ServerConfig>> {
         let inner = &self.inner;
         let roots = inner.roots.as_ref().map(CertificateProvider::material);
@@ -277,6 +282,12 @@ impl<IO> fmt::Debug for TlsConnection<IO> {
 }
 
 impl<IO> TlsConnection<IO> {
+    /// Records the connection's addresses (the handshake does not know them).
+    pub(crate) fn set_addrs(&mut self, remote: SocketAddr, local: Option<SocketAddr>) {
+        self.info.remote_addr = Some(remote);
+        self.info.local_addr = local;
+    }
+
     /// The peer.
     pub fn peer(&self) -> &PeerInfo {
         &self.info
