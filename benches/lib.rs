@@ -47,6 +47,44 @@ pub fn routes_yaml(n: usize) -> String {
     )
 }
 
+/// A route config with `n` routes on one virtual host and no catch-all, cycling through the
+/// match kinds Istio writes: a path prefix, an exact path, an exact header under `/`, a regex.
+/// [`request_for_route`] builds a request that route `i` (and no earlier one) takes.
+pub fn mixed_routes_yaml(n: usize) -> String {
+    let mut routes = String::new();
+    for i in 0..n {
+        let m = match i % 4 {
+            0 => format!("{{ prefix: /svc{i}/ }}"),
+            1 => format!("{{ path: /exact{i} }}"),
+            2 => format!("{{ prefix: /, headers: [{{ name: x-route, exact_match: r{i} }}] }}"),
+            _ => format!("{{ safe_regex: {{ regex: \"/api/v{i}/[a-z]+\" }} }}"),
+        };
+        routes.push_str(&format!(
+            "            - {{ name: r{i}, match: {m}, route: {{ cluster: c }} }}\n"
+        ));
+    }
+    format!(
+        "clusters: [{{ name: c }}]\nlisteners:\n  - name: web\n    route_config:\n      virtual_hosts:\n        - name: web\n          domains: [\"web\"]\n          routes:\n{routes}"
+    )
+}
+
+/// A request for [`mixed_routes_yaml`]'s route `i`; `None`: one that no route takes.
+pub fn request_for_route(i: Option<usize>) -> http::Request<()> {
+    let (path, header) = match i {
+        None => ("/nothing/here".to_owned(), "none".to_owned()),
+        Some(i) => match i % 4 {
+            0 => (format!("/svc{i}/x"), "none".to_owned()),
+            1 => (format!("/exact{i}"), "none".to_owned()),
+            2 => ("/anything".to_owned(), format!("r{i}")),
+            _ => (format!("/api/v{i}/abc"), "none".to_owned()),
+        },
+    };
+    http::Request::get(path)
+        .header("x-route", header)
+        .body(())
+        .expect("a valid request")
+}
+
 /// An in-memory inner service answering with the mesh's response type, for the policy layers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InstantMesh;

@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
-use mesh_benches::{Instant, routes_yaml};
+use mesh_benches::{Instant, mixed_routes_yaml, request_for_route, routes_yaml};
 use mesh_core::{MeshConfig, Store};
 use mesh_tower::route::RouteLayer;
 use mesh_tower::timeout::TimeoutLayer;
@@ -56,6 +56,37 @@ fn route_matching(c: &mut Criterion) {
     group.finish();
 }
 
+/// Matching cost by position in a large virtual host (issue: sublinear route matching): the
+/// request takes the first, middle or last route, or none.
+fn indexed_matching(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route_index");
+    for n in [10, 100, 1000, 10_000] {
+        let store = Store::new();
+        store
+            .replace(MeshConfig::from_yaml(&mixed_routes_yaml(n)).unwrap())
+            .unwrap();
+        let mut svc = RouteLayer::for_target(store, "xds:///web").layer(Instant);
+        for (label, which) in [
+            ("first", Some(0)),
+            ("middle", Some(n / 2)),
+            ("last", Some(n - 1)),
+            ("none", None),
+        ] {
+            let id = BenchmarkId::new(label, n);
+            group.bench_with_input(id, &n, |b, _| {
+                b.iter(|| {
+                    let res = svc
+                        .call(black_box(request_for_route(which)))
+                        .now_or_never()
+                        .unwrap();
+                    black_box(res.is_ok())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn timeout_layer(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -86,5 +117,12 @@ fn store_read(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, baseline, route_matching, timeout_layer, store_read);
+criterion_group!(
+    benches,
+    baseline,
+    route_matching,
+    indexed_matching,
+    timeout_layer,
+    store_read
+);
 criterion_main!(benches);

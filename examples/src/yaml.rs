@@ -4,6 +4,32 @@
 use std::collections::HashMap;
 use std::fmt::Display;
 
+/// [`web_config`] over HTTP/2 with mesh mTLS: certificate provider `default` reads `files`
+/// (and its certificate is presented when `present_cert`), and the server's URI SAN must be
+/// `server_id`.
+pub fn mtls_web_config(
+    files: &crate::pki::WorkloadFiles,
+    addrs: &[impl Display],
+    server_id: &str,
+    present_cert: bool,
+) -> String {
+    let identity = if present_cert {
+        "tls_certificate_provider_instance: { instance_name: default }, "
+    } else {
+        ""
+    };
+    let tls = format!(
+        "transport_socket: {{ common_tls_context: {{ {identity}\
+         validation_context: {{ ca_certificate_provider_instance: {{ instance_name: default }}, \
+         match_subject_alt_names: [{{ exact: \"{server_id}\" }}] }} }} }}"
+    );
+    format!(
+        "certificate_providers: {{ default: {} }}\n{}",
+        files.file_watcher_yaml("600s"),
+        web_config(addrs, &format!("protocol: HTTP2, {tls}"))
+    )
+}
+
 /// A config with one listener `web` routing everything to the EDS cluster `web`, whose
 /// endpoints are `addrs`. `cluster_fields` are more entries of the cluster's flow mapping, such
 /// as `protocol: HTTP2, lb_policy: RANDOM`.

@@ -71,21 +71,7 @@ async fn anonymous_caller(files: &WorkloadFiles, addr: SocketAddr) -> Mesh {
 }
 
 async fn caller_presenting(files: &WorkloadFiles, addr: SocketAddr, cert: bool) -> Mesh {
-    let identity = if cert {
-        "tls_certificate_provider_instance: { instance_name: default }, "
-    } else {
-        ""
-    };
-    let tls = format!(
-        "transport_socket: {{ common_tls_context: {{ {identity}\
-         validation_context: {{ ca_certificate_provider_instance: {{ instance_name: default }}, \
-         match_subject_alt_names: [{{ exact: \"{BACKEND}\" }}] }} }} }}"
-    );
-    let yaml = format!(
-        "certificate_providers: {{ default: {} }}\n{}",
-        files.file_watcher_yaml("600s"),
-        mesh_examples::yaml::web_config(&[addr], &format!("protocol: HTTP2, {tls}"))
-    );
+    let yaml = mesh_examples::yaml::mtls_web_config(files, &[addr], BACKEND, cert);
     Mesh::from_config(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
         .await
         .unwrap()

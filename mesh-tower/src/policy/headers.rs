@@ -20,6 +20,8 @@ pub(crate) enum HeaderKind {
     Suffix(String, bool),
     Contains(String, bool),
     Regex(Regex),
+    /// A regex of a shape compared without the engine (see `glob.rs`).
+    Glob(Box<super::glob::Glob>),
     Range(i64, i64),
     Present(bool),
 }
@@ -45,7 +47,10 @@ pub(crate) fn compile_kind(m: HeaderMatch<'_>) -> Result<HeaderKind, String> {
         HeaderMatch::Prefix(v, ic) => HeaderKind::Prefix(fold(v, ic), ic),
         HeaderMatch::Suffix(v, ic) => HeaderKind::Suffix(fold(v, ic), ic),
         HeaderMatch::Contains(v, ic) => HeaderKind::Contains(fold(v, ic), ic),
-        HeaderMatch::Regex(re) => HeaderKind::Regex(full_regex(re)?),
+        HeaderMatch::Regex(re) => match super::glob::Glob::new(re, full_regex(re)?) {
+            Ok(glob) => HeaderKind::Glob(Box::new(glob)),
+            Err(re) => HeaderKind::Regex(re),
+        },
         HeaderMatch::Range(r) => HeaderKind::Range(r.start, r.end),
         HeaderMatch::Present(p) => HeaderKind::Present(p),
     })
@@ -65,58 +70,79 @@ impl HeaderRule {
     /// Envoy's semantics: several values are joined with `,`; a missing header matches only
     /// `present_match: false` (or, inverted, `present_match: true`).
     pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
-        let mut values = headers.get_all(&self.name).iter();
-        let Some(first) = values.next() else {
+        let Some(value) = header_value(headers, &self.name) else {
             return match self.kind {
                 HeaderKind::Present(p) => p == self.invert,
                 _ => false,
             };
         };
-        let joined;
-        let value: &[u8] = match values.next() {
-            None => first.as_bytes(),
-            Some(second) => {
-                let mut all = first.as_bytes().to_vec();
-                for v in std::iter::once(second).chain(values) {
-                    all.push(b',');
-                    all.extend_from_slice(v.as_bytes());
-                }
-                joined = all;
-                &joined
-            }
-        };
-        let value = String::from_utf8_lossy(value);
         self.kind.matches(&value) != self.invert
+    }
+
+    /// `(name, value)` when the rule is a plain case-sensitive `exact` match: it matches
+    /// exactly the requests whose [`header_value`] for `name` is `value` (route indexes
+    /// bucket routes by it).
+    pub(crate) fn exact(&self) -> Option<(&HeaderName, &str)> {
+        match &self.kind {
+            HeaderKind::Exact(v, false) if !self.invert => Some((&self.name, v)),
+            _ => None,
+        }
     }
 }
 
-impl HeaderKind {
-    pub(crate) fn matches(&self, value: &str) -> bool {
-        let eq = |a: &str, b: &str, ic: bool| {
-            if ic {
-                a.eq_ignore_ascii_case(b)
-            } else {
-                a == b
+/// A header's value as matchers see it: several values joined with `,`, invalid UTF-8
+/// replaced (borrowed, without allocating, in the usual case of one valid value).
+pub(crate) fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    Some(match values.next() {
+        None => String::from_utf8_lossy(first.as_bytes()),
+        Some(second) => {
+            let mut all = first.as_bytes().to_vec();
+            for v in std::iter::once(second).chain(values) {
+                all.push(b',');
+                all.extend_from_slice(v.as_bytes());
             }
-        };
-        fn lower(v: &str, ic: bool) -> Cow<'_, str> {
-            if ic {
-                Cow::Owned(v.to_ascii_lowercase())
-            } else {
-                Cow::Borrowed(v)
-            }
+            Cow::Owned(String::from_utf8_lossy(&all).into_owned())
         }
+    })
+}
+
+impl HeaderKind {
+    /// Whether `value` matches; patterns with `ignore_case` are stored folded, so values are
+    /// compared folded, without allocating.
+    pub(crate) fn matches(&self, value: &str) -> bool {
+        let v = value.as_bytes();
         match self {
-            HeaderKind::Exact(x, ic) => eq(value, x, *ic),
-            HeaderKind::Prefix(x, ic) => lower(value, *ic).starts_with(x.as_str()),
-            HeaderKind::Suffix(x, ic) => lower(value, *ic).ends_with(x.as_str()),
-            HeaderKind::Contains(x, ic) => lower(value, *ic).contains(x.as_str()),
+            HeaderKind::Exact(x, ic) => fold_eq(v, x.as_bytes(), *ic),
+            HeaderKind::Prefix(x, ic) => v
+                .get(..x.len())
+                .is_some_and(|h| fold_eq(h, x.as_bytes(), *ic)),
+            HeaderKind::Suffix(x, ic) => v
+                .len()
+                .checked_sub(x.len())
+                .is_some_and(|at| fold_eq(&v[at..], x.as_bytes(), *ic)),
+            HeaderKind::Contains(x, false) => value.contains(x.as_str()),
+            HeaderKind::Contains(x, true) => {
+                x.is_empty()
+                    || v.windows(x.len())
+                        .any(|w| w.eq_ignore_ascii_case(x.as_bytes()))
+            }
             HeaderKind::Regex(re) => re.is_match(value),
+            HeaderKind::Glob(g) => g.matches(value),
             HeaderKind::Range(start, end) => {
                 value.parse::<i64>().is_ok_and(|n| *start <= n && n < *end)
             }
             HeaderKind::Present(p) => *p,
         }
+    }
+}
+
+fn fold_eq(a: &[u8], b: &[u8], ic: bool) -> bool {
+    if ic {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
     }
 }
 

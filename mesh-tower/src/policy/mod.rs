@@ -10,6 +10,7 @@
 //! are unchanged.
 
 pub(crate) mod fault;
+pub(crate) mod glob;
 pub mod hash;
 pub(crate) mod headers;
 pub(crate) mod local;

@@ -33,6 +33,8 @@ pub(crate) struct Table {
 struct VHost {
     name: Arc<str>,
     routes: Vec<CompiledRoute>,
+    /// For virtual hosts with more than a few routes (a scan is as fast below that).
+    index: Option<index::RouteIndex>,
 }
 
 #[derive(Debug)]
@@ -70,6 +72,7 @@ enum PathMatcher {
 
 mod compile;
 mod domains;
+mod index;
 
 pub(crate) use domains::Domains;
 
@@ -110,19 +113,57 @@ impl Table {
                 format!("no virtual host matches authority {host:?}"),
             ));
         };
-        vh.routes
+        let found = match &vh.index {
+            Some(index) => index
+                .find(path, headers, |i| {
+                    vh.routes[i as usize].matcher.matches(path, query, headers)
+                })
+                .map(|i| &vh.routes[i as usize]),
+            None => vh.scan(path, query, headers),
+        };
+        found.map(|r| &r.info).ok_or_else(|| {
+            MeshError::new(
+                ErrorKind::NoRoute,
+                format!(
+                    "no route in virtual host {:?} matches path {path:?}",
+                    vh.name
+                ),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+impl Table {
+    /// The route a plain scan picks (the index's reference).
+    pub(crate) fn route_by_scan(
+        &self,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Option<Arc<str>> {
+        let vh = self.vhost(host)?;
+        vh.scan(path, query, headers).map(|r| r.info.name.clone())
+    }
+}
+
+impl VHost {
+    fn new(name: Arc<str>, routes: Vec<CompiledRoute>) -> Self {
+        let index = (routes.len() >= index::MIN_ROUTES)
+            .then(|| index::RouteIndex::new(routes.iter().map(|r| &r.matcher)));
+        Self {
+            name,
+            routes,
+            index,
+        }
+    }
+
+    /// Envoy's scan: the first route in order whose match holds.
+    fn scan(&self, path: &str, query: Option<&str>, headers: &HeaderMap) -> Option<&CompiledRoute> {
+        self.routes
             .iter()
             .find(|r| r.matcher.matches(path, query, headers))
-            .map(|r| &r.info)
-            .ok_or_else(|| {
-                MeshError::new(
-                    ErrorKind::NoRoute,
-                    format!(
-                        "no route in virtual host {:?} matches path {path:?}",
-                        vh.name
-                    ),
-                )
-            })
     }
 }
 

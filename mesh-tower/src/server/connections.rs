@@ -10,12 +10,12 @@
 //! rate-limit policy is read per request, so it applies to old connections too without a drain.)
 
 use crate::tls::ServerTls;
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use mesh_core::config::server::Limits;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -24,36 +24,40 @@ pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(600);
 
 /// A server's connection settings, shared by its clones and its config watcher.
 pub(crate) struct Connections {
-    tls: ArcSwapOption<ServerTls>,
-    limits: ArcSwap<Limits>,
-    builder: ArcSwap<auto::Builder<TokioExecutor>>,
+    settings: ArcSwap<Settings>,
     grace_ms: AtomicU64,
     generation: watch::Sender<u64>,
+    /// Serialises writers (the config watcher, the application's `drain`).
+    write: Mutex<()>,
+}
+
+/// What a connection accepted now is set up with. The generation is part of it, so a
+/// connection never pairs old settings with a generation that a drain would not reach.
+pub(crate) struct Settings {
+    pub(crate) tls: Option<Arc<ServerTls>>,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) builder: Arc<auto::Builder<TokioExecutor>>,
+    generation: u64,
 }
 
 impl Connections {
     pub(crate) fn new(tls: Option<ServerTls>, limits: &Limits, grace: Duration) -> Self {
         Self {
-            tls: ArcSwapOption::new(tls.map(Arc::new)),
-            limits: ArcSwap::from_pointee(limits.clone()),
-            builder: ArcSwap::from_pointee(builder(limits)),
+            settings: ArcSwap::from_pointee(Settings {
+                tls: tls.map(Arc::new),
+                limits: Arc::new(limits.clone()),
+                builder: Arc::new(builder(limits)),
+                generation: 0,
+            }),
             grace_ms: AtomicU64::new(millis(grace)),
             generation: watch::channel(0).0,
+            write: Mutex::new(()),
         }
     }
 
-    /// The TLS a connection accepted now gets (`None`: plaintext).
-    pub(crate) fn tls(&self) -> Option<Arc<ServerTls>> {
-        self.tls.load_full()
-    }
-
-    pub(crate) fn limits(&self) -> Arc<Limits> {
-        self.limits.load_full()
-    }
-
-    /// hyper's server for a connection accepted now.
-    pub(crate) fn builder(&self) -> Arc<auto::Builder<TokioExecutor>> {
-        self.builder.load_full()
+    /// The settings for a connection accepted now.
+    pub(crate) fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
     }
 
     pub(crate) fn grace(&self) -> Duration {
@@ -66,27 +70,50 @@ impl Connections {
 
     /// New settings for new connections; the old ones drain.
     pub(crate) fn replace(&self, tls: Option<ServerTls>, limits: &Limits) {
-        self.tls.store(tls.map(Arc::new));
-        self.set_limits(limits);
-        self.drain();
+        self.update(true, |s| {
+            s.tls = tls.map(Arc::new);
+            s.limits = Arc::new(limits.clone());
+            s.builder = Arc::new(builder(limits));
+        });
     }
 
     /// New limits for new connections (the old ones keep theirs until they close).
     pub(crate) fn set_limits(&self, limits: &Limits) {
-        self.limits.store(Arc::new(limits.clone()));
-        self.builder.store(Arc::new(builder(limits)));
+        self.update(false, |s| {
+            s.limits = Arc::new(limits.clone());
+            s.builder = Arc::new(builder(limits));
+        });
     }
 
     /// Every connection accepted so far drains.
     pub(crate) fn drain(&self) {
-        self.generation.send_modify(|g| *g += 1);
+        self.update(true, |_| {});
     }
 
-    /// The generation a connection accepted now belongs to, and a way to learn its end.
-    pub(crate) fn enlist(&self) -> Enlisted {
-        let rx = self.generation.subscribe();
-        let mine = *rx.borrow();
-        Enlisted { rx, mine }
+    fn update(&self, drain: bool, change: impl FnOnce(&mut Settings)) {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.settings.load();
+        let mut next = Settings {
+            tls: old.tls.clone(),
+            limits: old.limits.clone(),
+            builder: old.builder.clone(),
+            generation: old.generation + u64::from(drain),
+        };
+        change(&mut next);
+        let generation = next.generation;
+        // Settings first: a connection that sees the new generation has the new settings.
+        self.settings.store(Arc::new(next));
+        if drain {
+            self.generation.send_replace(generation);
+        }
+    }
+
+    /// A connection accepted with `settings` joins their generation.
+    pub(crate) fn enlist(&self, settings: &Settings) -> Enlisted {
+        Enlisted {
+            rx: self.generation.subscribe(),
+            mine: settings.generation,
+        }
     }
 }
 

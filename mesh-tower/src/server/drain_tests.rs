@@ -161,6 +161,10 @@ async fn new_limits_drain_old_connections_and_a_removed_server_drains_all() {
     mesh.store()
         .replace(config("{ max_concurrent_streams: 7 }"))
         .unwrap();
+    super::tests::until("the new limits are in force", || {
+        server.limits().max_concurrent_streams == 7
+    })
+    .await;
     let (mut tx2, fresh) = h2(addr).await;
     assert_eq!(get(&mut tx2, "/").await.unwrap(), (200, "ok".into()));
     gate.release.notify_one();

@@ -136,7 +136,7 @@ impl std::fmt::Debug for MeshServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshServer")
             .field("name", &self.name)
-            .field("tls", &self.conns.tls().is_some())
+            .field("tls", &self.conns.settings().tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -168,7 +168,7 @@ impl MeshServer {
     /// the config; [`serve`](Self::serve) follows it, an accept loop of the application's
     /// own (tonic's `serve_with_incoming`) keeps the acceptor it took.
     pub fn tls(&self) -> Option<ServerTls> {
-        self.conns.tls().map(|t| (*t).clone())
+        self.conns.settings().tls.as_deref().cloned()
     }
 
     /// The RBAC layer enforcing this server's current policy (for tonic or a tower stack).
@@ -257,6 +257,11 @@ impl MeshServer {
     /// The number of connections [`serve`](Self::serve) serves now, and its changes.
     pub fn open_connections(&self) -> tokio::sync::watch::Receiver<usize> {
         self.open.subscribe()
+    }
+
+    /// The limits a connection accepted now gets.
+    pub fn limits(&self) -> Limits {
+        (*self.conns.settings().limits).clone()
     }
 
     /// What the limits refused so far.
@@ -355,8 +360,9 @@ impl Mesh {
     }
 
     /// [`server`](Self::server), once its config is here: the name is subscribed (a config
-    /// source fetching on demand, such as the xDS client, asks for it) and awaited for at most
-    /// `patience`. Fails at once when the source says the server does not exist.
+    /// source fetching on demand, such as the xDS client, asks for it) and awaited, with the
+    /// SDS secrets its TLS names, for at most `patience`. Fails at once when the source says
+    /// the server does not exist.
     pub async fn server_when_ready(
         &self,
         name: &str,
@@ -364,12 +370,27 @@ impl Mesh {
     ) -> Result<MeshServer, MeshError> {
         let store = self.store().clone();
         let interest = store.register_interest(ResourceKind::Server, name);
-        let mut changes = store.watch(ResourceKind::Server, name);
+        // Any change: the listener, or an SDS secret its TLS waits for.
+        let mut changes = store.changed();
         let arrived = tokio::time::timeout(patience, async {
             loop {
                 let snap = store.load();
-                if snap.server(name).is_some() {
-                    return Ok(());
+                if let Some(server) = snap.server(name) {
+                    // As Envoy warms a listener: its SDS secrets first.
+                    let missing = server
+                        .transport_socket
+                        .iter()
+                        .flat_map(|t| t.provider_names())
+                        .find(|p| {
+                            p.starts_with(mesh_core::config::tls::SDS_PREFIX)
+                                && snap.certificate_provider(p).is_none()
+                        });
+                    match missing {
+                        None => return Ok(()),
+                        Some(p) => {
+                            tracing::debug!(server = %name, secret = %p, "waiting for a secret")
+                        }
+                    }
                 }
                 if let Some(mesh_core::Absence::Missing(why)) =
                     snap.absence(ResourceKind::Server, name)
@@ -429,7 +450,7 @@ impl Live {
         let tls = match &next.transport_socket {
             Some(t) if new_tls => Some(make_tls(t)?),
             _ if new_tls => None,
-            _ => conns.tls().map(|t| (*t).clone()),
+            _ => conns.settings().tls.as_deref().cloned(),
         };
         // A config change starts a new bucket (as on the client side).
         rl.store(limiter);

@@ -71,15 +71,16 @@ impl MeshServer {
                 continue;
             }
             // Enlisted before the handshake: a drain during it applies to this connection.
+            let settings = self.conns.settings();
             let conn = Conn {
                 conns: self.conns.clone(),
                 stats: self.stats.clone(),
-                enlisted: self.conns.enlist(),
-                builder: self.conns.builder(),
+                enlisted: self.conns.enlist(&settings),
+                builder: settings.builder.clone(),
                 open: self.open.clone(),
             };
-            let tls = self.conns.tls();
-            let handshake_timeout = self.conns.limits().request_headers_timeout;
+            let tls = settings.tls.clone();
+            let handshake_timeout = settings.limits.request_headers_timeout;
             let wrap = wrap.clone();
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);

@@ -38,7 +38,7 @@ async fn serve_counting(server: MeshServer) -> (SocketAddr, Arc<AtomicU64>) {
     (addr, handled)
 }
 
-async fn until(what: &str, f: impl Fn() -> bool) {
+pub(super) async fn until(what: &str, f: impl Fn() -> bool) {
     let ok = tokio::time::timeout(PATIENCE, async {
         while !f() {
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -9,7 +9,9 @@
 //! ```
 
 mod server;
-pub use server::{downstream_mtls, rbac_filter, server_listener, server_listener_with_routes};
+pub use server::{
+    downstream_mtls, downstream_mtls_sds, rbac_filter, server_listener, server_listener_with_routes,
+};
 
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::core::v3 as core;

@@ -18,22 +18,40 @@ pub fn downstream_mtls(instance: &str) -> core::TransportSocket {
         instance_name: instance.into(),
         certificate_name: String::new(),
     };
+    requiring_client_certificates(tls::CommonTlsContext {
+        tls_certificate_provider_instance: Some(provider.clone()),
+        validation_context_type: Some(
+            tls::common_tls_context::ValidationContextType::ValidationContext(
+                tls::CertificateValidationContext {
+                    ca_certificate_provider_instance: Some(provider),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    })
+}
+
+/// Envoy's way for servers: the certificate and the client roots as SDS secrets on the ADS
+/// stream (`cert_secret`, `roots_secret`), a client certificate required.
+pub fn downstream_mtls_sds(cert_secret: &str, roots_secret: &str) -> core::TransportSocket {
+    requiring_client_certificates(tls::CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![super::sds_over_ads(cert_secret)],
+        validation_context_type: Some(
+            tls::common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(
+                super::sds_over_ads(roots_secret),
+            ),
+        ),
+        ..Default::default()
+    })
+}
+
+fn requiring_client_certificates(common: tls::CommonTlsContext) -> core::TransportSocket {
     let context = tls::DownstreamTlsContext {
         require_client_certificate: Some(envoy_types::pb::google::protobuf::BoolValue {
             value: true,
         }),
-        common_tls_context: Some(tls::CommonTlsContext {
-            tls_certificate_provider_instance: Some(provider.clone()),
-            validation_context_type: Some(
-                tls::common_tls_context::ValidationContextType::ValidationContext(
-                    tls::CertificateValidationContext {
-                        ca_certificate_provider_instance: Some(provider),
-                        ..Default::default()
-                    },
-                ),
-            ),
-            ..Default::default()
-        }),
+        common_tls_context: Some(common),
         ..Default::default()
     };
     core::TransportSocket {

@@ -302,6 +302,18 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
             .map(str::to_owned)
             .collect();
         wanted[ResourceType::Listener.index()].extend(server_listeners.iter().cloned());
+        // SDS: the secrets their TLS names, as for clusters.
+        for server in server_listeners.iter().filter_map(|n| snap.server(n)) {
+            for provider in server
+                .transport_socket
+                .iter()
+                .flat_map(|t| t.provider_names())
+            {
+                if let Some(secret) = provider.strip_prefix(SDS_PREFIX) {
+                    wanted[ResourceType::Secret.index()].insert(secret.to_owned());
+                }
+            }
+        }
         let servers = shared.streams.len();
         let mut per_server: Vec<[BTreeSet<String>; N]> = vec![Default::default(); servers];
         for ty in ResourceType::ALL {

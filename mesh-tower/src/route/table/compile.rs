@@ -37,10 +37,7 @@ pub(super) fn compile_vhost(
         };
         routes.push(compile_route(&ctx, r, name, vname.clone())?);
     }
-    Ok(VHost {
-        name: vname,
-        routes,
-    })
+    Ok(VHost::new(vname, routes))
 }
 
 struct Ctx<'a> {
