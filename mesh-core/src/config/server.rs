@@ -126,6 +126,10 @@ pub struct ServerHttpFilter {
     /// token bucket as the client side's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_ratelimit: Option<crate::policy::LocalRateLimit>,
+    /// Fault injection (`envoy.filters.http.fault`), the same delays and aborts as the
+    /// client side's, applied to requests the other filters let through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<crate::policy::HttpFault>,
 }
 
 impl Server {
@@ -141,6 +145,11 @@ impl Server {
         self.http_filters
             .iter()
             .find_map(|f| f.local_ratelimit.as_ref())
+    }
+
+    /// The fault filter, if any (at most one: validation refuses more).
+    pub fn fault(&self) -> Option<&crate::policy::HttpFault> {
+        self.http_filters.iter().find_map(|f| f.fault.as_ref())
     }
 
     /// The JWT filter, if any (at most one: validation refuses more).
@@ -177,49 +186,62 @@ impl Server {
             "must be at least 1",
         );
         let mut names = HashSet::new();
-        let (mut seen_rbac, mut seen_jwt, mut seen_rl) = (false, false, false);
+        let (mut seen_rbac, mut seen_jwt, mut seen_rl, mut seen_fault) =
+            (false, false, false, false);
         for (i, f) in self.http_filters.iter().enumerate() {
             let fp = path.field("http_filters").index(i);
             errors.check(!f.name.is_empty(), &fp.field("name"), "must not be empty");
             if !names.insert(f.name.as_str()) {
                 errors.push(&fp.field("name"), format!("duplicate filter {:?}", f.name));
             }
-            match (&f.rbac, &f.jwt_authn, &f.local_ratelimit) {
-                (None, None, Some(l)) => {
-                    // The limiter runs first, before any token or policy work.
-                    errors.check(
-                        !seen_rbac && !seen_jwt,
-                        &fp,
-                        "the local_ratelimit filter must come before the JWT and RBAC filters",
-                    );
-                    errors.check(
-                        !seen_rl,
-                        &fp,
-                        "only one local_ratelimit filter is supported",
-                    );
-                    seen_rl = true;
-                    l.validate(&fp.field("local_ratelimit"), errors)
-                }
-                (Some(r), None, None) => {
-                    seen_rbac = true;
-                    r.validate(&fp.field("rbac"), errors)
-                }
-                (None, Some(j), None) => {
-                    // RBAC reads the verified claims, so it must run after the JWT filter;
-                    // Istio always orders them so.
-                    errors.check(
-                        !seen_rbac,
-                        &fp,
-                        "the jwt_authn filter must come before the RBAC filters",
-                    );
-                    errors.check(!seen_jwt, &fp, "only one jwt_authn filter is supported");
-                    seen_jwt = true;
-                    j.validate(&fp.field("jwt_authn"), errors)
-                }
-                _ => errors.push(
+            let set = usize::from(f.rbac.is_some())
+                + usize::from(f.jwt_authn.is_some())
+                + usize::from(f.local_ratelimit.is_some())
+                + usize::from(f.fault.is_some());
+            if set != 1 {
+                errors.push(
                     &fp,
-                    "exactly one filter config (rbac, jwt_authn or local_ratelimit) must be set",
-                ),
+                    "exactly one filter config (rbac, jwt_authn, local_ratelimit or fault) must be set",
+                );
+                continue;
+            }
+            // The order the server runs them in: rate limit, JWT, RBAC, fault.
+            if let Some(l) = &f.local_ratelimit {
+                errors.check(
+                    !seen_rbac && !seen_jwt && !seen_fault,
+                    &fp,
+                    "the local_ratelimit filter must come before the JWT, RBAC and fault filters",
+                );
+                errors.check(
+                    !seen_rl,
+                    &fp,
+                    "only one local_ratelimit filter is supported",
+                );
+                seen_rl = true;
+                l.validate(&fp.field("local_ratelimit"), errors)
+            } else if let Some(r) = &f.rbac {
+                errors.check(
+                    !seen_fault,
+                    &fp,
+                    "the RBAC filters must come before the fault filter",
+                );
+                seen_rbac = true;
+                r.validate(&fp.field("rbac"), errors)
+            } else if let Some(j) = &f.jwt_authn {
+                // RBAC reads the verified claims, so it must run after the JWT filter;
+                // Istio always orders them so.
+                errors.check(
+                    !seen_rbac && !seen_fault,
+                    &fp,
+                    "the jwt_authn filter must come before the RBAC and fault filters",
+                );
+                errors.check(!seen_jwt, &fp, "only one jwt_authn filter is supported");
+                seen_jwt = true;
+                j.validate(&fp.field("jwt_authn"), errors)
+            } else if let Some(fault) = &f.fault {
+                errors.check(!seen_fault, &fp, "only one fault filter is supported");
+                seen_fault = true;
+                fault.validate(&fp.field("fault"), errors)
             }
         }
         if let Some(r) = &self.route_config {

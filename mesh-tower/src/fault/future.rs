@@ -33,13 +33,7 @@ pin_project! {
     {
         Calling { #[pin] fut: S::Future },
         Aborted { res: Option<Response<MeshBody>> },
-        Delaying {
-            #[pin]
-            sleep: Sleep,
-            svc: S,
-            req: Option<Request<B>>,
-            abort: Option<Response<MeshBody>>,
-        },
+        Delaying { #[pin] delay: Delay<S, B> },
     }
 }
 
@@ -70,10 +64,7 @@ where
     ) -> Self {
         Self {
             state: State::Delaying {
-                sleep: tokio::time::sleep(t),
-                svc,
-                req: Some(req),
-                abort,
+                delay: Delay::new(t, svc, req, abort),
             },
             guard,
         }
@@ -97,29 +88,73 @@ where
                         MeshError::new(crate::ErrorKind::NoRoute, "polled after completion")
                     }));
                 }
-                Proj::Delaying {
-                    sleep,
-                    svc,
-                    req,
-                    abort,
-                } => {
-                    std::task::ready!(sleep.poll(cx));
-                    if let Some(res) = abort.take() {
-                        this.state.set(State::Aborted { res: Some(res) });
-                        continue;
-                    }
-                    std::task::ready!(svc.poll_ready(cx))?;
-                    let Some(req) = req.take() else {
-                        return Poll::Ready(Err(MeshError::new(
-                            crate::ErrorKind::NoRoute,
-                            "polled after completion",
-                        )));
+                Proj::Delaying { delay } => {
+                    let next = match std::task::ready!(delay.poll(cx))? {
+                        AfterDelay::Call(fut) => State::Calling { fut },
+                        AfterDelay::Abort(res) => State::Aborted { res: Some(res) },
                     };
-                    let fut = svc.call(req);
                     *this.guard = None;
-                    this.state.set(State::Calling { fut });
+                    this.state.set(next);
                 }
             }
         }
+    }
+}
+
+pin_project! {
+    /// A delayed request (both sides' fault filters): once the delay has passed, the abort
+    /// it ends in, or the call of the service it was held for.
+    pub(crate) struct Delay<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        sleep: Sleep,
+        svc: S,
+        req: Option<Request<B>>,
+        abort: Option<Response<MeshBody>>,
+    }
+}
+
+/// What a [`Delay`] ends in.
+pub(crate) enum AfterDelay<F> {
+    Call(F),
+    Abort(Response<MeshBody>),
+}
+
+impl<S, B> Delay<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn new(
+        t: Duration,
+        svc: S,
+        req: Request<B>,
+        abort: Option<Response<MeshBody>>,
+    ) -> Self {
+        Self {
+            sleep: tokio::time::sleep(t),
+            svc,
+            req: Some(req),
+            abort,
+        }
+    }
+}
+
+impl<S, B> Future for Delay<S, B>
+where
+    S: Service<Request<B>>,
+{
+    type Output = Result<AfterDelay<S::Future>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        std::task::ready!(this.sleep.poll(cx));
+        if let Some(res) = this.abort.take() {
+            return Poll::Ready(Ok(AfterDelay::Abort(res)));
+        }
+        std::task::ready!(this.svc.poll_ready(cx))?;
+        let req = this.req.take().expect("polled after completion");
+        Poll::Ready(Ok(AfterDelay::Call(this.svc.call(req))))
     }
 }

@@ -11,11 +11,13 @@
 //! request is then routed normally, outside the route timeout (the router has not started).
 
 mod future;
+mod inbound;
 mod layer;
 #[cfg(test)]
 mod tests;
 
 pub use self::future::ResponseFuture;
+pub use self::inbound::{InboundFault, InboundFaultFuture, InboundFaultLayer};
 pub use self::layer::FaultLayer;
 
 use crate::body::MeshBody;

@@ -182,3 +182,75 @@ async fn grpc_callers_get_grpc_statuses() {
     let res = svc.call(req).await.unwrap();
     assert_eq!(res.headers()["grpc-status"], "8");
 }
+
+/// The server side's layer: a fixed delay holds the request (the handler is not called until
+/// it has passed), then the handler answers; a gRPC abort answers locally.
+#[tokio::test(start_paused = true)]
+async fn the_inbound_layer_delays_then_calls_and_aborts_without_the_handler() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::ServiceExt;
+    let delay = HttpFault {
+        delay: Some(FaultDelay {
+            fixed_delay: Some(Duration::from_secs(3)),
+            percentage: Some(FractionalPercent::percent(100)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let policy = Arc::new(arc_swap::ArcSwapOption::from_pointee(
+        FaultPolicy::new(&delay).unwrap(),
+    ));
+    let called = Arc::new(AtomicUsize::new(0));
+    let c = called.clone();
+    let handler = tower::service_fn(move |_: Request<()>| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async {
+            Ok::<_, std::convert::Infallible>(Response::new(
+                http_body_util::Empty::<bytes::Bytes>::new(),
+            ))
+        }
+    });
+    let svc = tower_layer::Layer::layer(&InboundFaultLayer::live(policy.clone()), handler);
+    let call = || {
+        svc.clone()
+            .oneshot(Request::get("http://svc/x").body(()).unwrap())
+    };
+    let start = Instant::now();
+    let res = call().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(3),
+        "held for the delay"
+    );
+    assert_eq!(called.load(Ordering::SeqCst), 1);
+
+    policy.store(Some(Arc::new(
+        FaultPolicy::new(&HttpFault {
+            abort: Some(FaultAbort {
+                grpc_status: Some(8),
+                percentage: Some(FractionalPercent::percent(100)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .unwrap(),
+    )));
+    let res = call().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["grpc-status"], "8");
+    assert!(res.extensions().get::<FaultInjected>().is_some());
+    assert_eq!(
+        called.load(Ordering::SeqCst),
+        1,
+        "an abort never reaches the handler"
+    );
+
+    policy.store(None);
+    call().await.unwrap();
+    assert_eq!(
+        called.load(Ordering::SeqCst),
+        2,
+        "no policy: straight through"
+    );
+}

@@ -15,6 +15,7 @@
 //!   each request, see [`crate::tls`]).
 
 mod connections;
+mod live;
 mod serve;
 
 use crate::error::{ErrorKind, MeshError};
@@ -25,10 +26,9 @@ use crate::tls::ServerTls;
 use arc_swap::ArcSwap;
 use connections::{Connections, DEFAULT_GRACE};
 use mesh_core::ResourceKind;
-use mesh_core::config::server::{Limits, Server};
-use mesh_core::config::tls::DownstreamTls;
+use mesh_core::config::server::Limits;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 
 pub use crate::tls::PeerInfo;
 
@@ -62,9 +62,8 @@ pub struct MeshServer {
     conns: Arc<Connections>,
     /// Connections being served now.
     open: Arc<tokio::sync::watch::Sender<usize>>,
-    rbac: Arc<ArcSwap<RbacEngine>>,
-    jwt: Arc<ArcSwap<JwtEngine>>,
-    ratelimit: Arc<arc_swap::ArcSwapOption<crate::ratelimit::RateLimiter>>,
+    /// The filters' compiled state, swapped as the config changes.
+    checks: live::Checks,
     /// Keeps the config watcher running while any clone lives.
     _watch: Option<Arc<WatchGuard>>,
     /// Keeps the server's config subscribed (xDS) while any clone lives.
@@ -150,9 +149,10 @@ impl MeshServer {
             serving: tokio::sync::watch::channel(Serving::Serving).1,
             conns: Arc::new(Connections::new(tls, &Limits::default(), DEFAULT_GRACE)),
             open: Arc::default(),
-            rbac: Arc::new(ArcSwap::from_pointee(rbac)),
-            jwt: Arc::default(),
-            ratelimit: Arc::default(),
+            checks: live::Checks {
+                rbac: Arc::new(ArcSwap::from_pointee(rbac)),
+                ..Default::default()
+            },
             _watch: None,
             _interest: None,
             telemetry: None,
@@ -173,26 +173,32 @@ impl MeshServer {
 
     /// The RBAC layer enforcing this server's current policy (for tonic or a tower stack).
     pub fn rbac_layer(&self) -> RbacLayer {
-        RbacLayer::live(self.rbac.clone())
+        RbacLayer::live(self.checks.rbac.clone())
     }
 
     /// The JWT layer verifying tokens as this server's current `jwt_authn` filter says (for
     /// tonic or a tower stack). Put it before [`rbac_layer`](Self::rbac_layer): RBAC
     /// principals read the claims it verified.
     pub fn jwt_layer(&self) -> JwtLayer {
-        JwtLayer::live(self.jwt.clone())
+        JwtLayer::live(self.checks.jwt.clone())
     }
 
     /// The local rate limit layer of this server's `local_ratelimit` filter (for tonic or a
     /// tower stack; put it first). Without the filter it passes everything.
     pub fn ratelimit_layer(&self) -> crate::ratelimit::InboundRateLimitLayer {
-        crate::ratelimit::InboundRateLimitLayer::live(self.ratelimit.clone())
+        crate::ratelimit::InboundRateLimitLayer::live(self.checks.ratelimit.clone())
+    }
+
+    /// The fault layer of this server's `fault` filter (for tonic or a tower stack; put it
+    /// last, right before the service). Without the filter it passes everything.
+    pub fn fault_layer(&self) -> crate::fault::InboundFaultLayer {
+        crate::fault::InboundFaultLayer::live(self.checks.fault.clone())
     }
 
     /// This server verifying tokens with `engine` (a server from [`Mesh::server`] takes its
     /// engine from the config).
     pub fn with_jwt(self, engine: JwtEngine) -> Self {
-        self.jwt.store(Arc::new(engine));
+        self.checks.jwt.store(Arc::new(engine));
         self
     }
 
@@ -271,7 +277,7 @@ impl MeshServer {
 
     /// The engine in force now.
     pub fn rbac(&self) -> Arc<RbacEngine> {
-        self.rbac.load_full()
+        self.checks.rbac.load_full()
     }
 }
 
@@ -294,21 +300,13 @@ impl Mesh {
             Some(t) => Some(make_tls(t)?),
             None => None,
         };
-        let (engine, jwt_engine, limiter) = compile(&config)?;
+        let checks = live::Checks::new(&config)?;
         let conns = Arc::new(Connections::new(
             tls,
             &config.limits,
             config.drain_grace_period.unwrap_or(DEFAULT_GRACE),
         ));
-        let rbac = Arc::new(ArcSwap::from_pointee(engine));
-        let jwt = Arc::new(ArcSwap::from_pointee(jwt_engine));
-        let ratelimit = Arc::new(arc_swap::ArcSwapOption::new(limiter));
-        let live = Live {
-            rbac: Arc::downgrade(&rbac),
-            jwt: Arc::downgrade(&jwt),
-            ratelimit: Arc::downgrade(&ratelimit),
-            conns: Arc::downgrade(&conns),
-        };
+        let live = checks.live(&conns);
         let mut changes = store.watch(ResourceKind::Server, name);
         let owned = name.to_owned();
         let (serving_tx, serving) = tokio::sync::watch::channel(Serving::Serving);
@@ -350,9 +348,7 @@ impl Mesh {
             serving,
             conns,
             open: Arc::default(),
-            rbac,
-            jwt,
-            ratelimit,
+            checks,
             _watch: Some(Arc::new(WatchGuard(task))),
             _interest: None,
             telemetry: self.telemetry().cloned(),
@@ -419,76 +415,6 @@ impl Mesh {
         server._interest = Some(Arc::new(interest));
         Ok(server)
     }
-}
-
-/// What a server's config watcher updates, held weakly: the server's clones own it.
-struct Live {
-    rbac: Weak<ArcSwap<RbacEngine>>,
-    jwt: Weak<ArcSwap<JwtEngine>>,
-    ratelimit: Weak<arc_swap::ArcSwapOption<crate::ratelimit::RateLimiter>>,
-    conns: Weak<Connections>,
-}
-
-impl Live {
-    /// Applies `next` (all of it or, on error, none of it). `Ok(false)`: the server is gone.
-    fn apply(
-        &self,
-        last: &Server,
-        next: &Server,
-        make_tls: &impl Fn(&DownstreamTls) -> Result<ServerTls, MeshError>,
-    ) -> Result<bool, MeshError> {
-        let (Some(rbac), Some(jwt), Some(rl), Some(conns)) = (
-            self.rbac.upgrade(),
-            self.jwt.upgrade(),
-            self.ratelimit.upgrade(),
-            self.conns.upgrade(),
-        ) else {
-            return Ok(false);
-        };
-        let (engine, jwt_engine, limiter) = compile(next)?;
-        let new_tls = next.transport_socket != last.transport_socket;
-        let tls = match &next.transport_socket {
-            Some(t) if new_tls => Some(make_tls(t)?),
-            _ if new_tls => None,
-            _ => conns.settings().tls.as_deref().cloned(),
-        };
-        // A config change starts a new bucket (as on the client side).
-        rl.store(limiter);
-        // JWT first: a request between the two stores meets the new token rules and, at
-        // worst, the old authorization.
-        jwt.store(Arc::new(jwt_engine));
-        rbac.store(Arc::new(engine));
-        if let Some(g) = next.drain_grace_period {
-            conns.set_grace(g);
-        }
-        if new_tls || next.limits != last.limits {
-            tracing::info!(server = %next.name, tls = new_tls, "new connection settings: older connections drain");
-            conns.replace(tls, &next.limits);
-        }
-        Ok(true)
-    }
-}
-
-/// A server's limiter, when its `local_ratelimit` filter has a bucket.
-type Limiter = Option<Arc<crate::ratelimit::RateLimiter>>;
-
-/// All of a server's checks, or none: a policy is never half applied.
-fn compile(config: &Server) -> Result<(RbacEngine, JwtEngine, Limiter), MeshError> {
-    let err = |e: String| {
-        MeshError::new(
-            ErrorKind::NoConfig,
-            format!("server {:?}: {e}", config.name),
-        )
-    };
-    let rbac = RbacEngine::for_server(config).map_err(err)?;
-    let jwt = JwtEngine::for_server(config).map_err(|e| err(format!("jwt_authn: {e}")))?;
-    let limiter = match config.local_ratelimit() {
-        Some(l) => crate::ratelimit::RateLimiter::new(l)
-            .map_err(|e| err(format!("local_ratelimit: {e}")))?
-            .map(Arc::new),
-        None => None,
-    };
-    Ok((rbac, jwt, limiter))
 }
 
 #[cfg(test)]

@@ -39,22 +39,19 @@ impl MeshServer {
         let layer = self.rbac_layer();
         let jwt = self.jwt_layer();
         let limit = self.ratelimit_layer();
+        let fault = self.fault_layer();
         let telemetry = self.telemetry.clone();
-        // Metrics outside the token and RBAC checks (a refusal is a request too), inside
-        // the peer's identity (its principal is a label). Tokens before RBAC: its principals
-        // read the verified claims.
-        let wrap = move |peer: PeerInfo| WithPeer {
-            peer,
-            inner: InboundMetrics::maybe(
-                tower_layer::Layer::layer(
-                    &limit,
-                    tower_layer::Layer::layer(
-                        &jwt,
-                        tower_layer::Layer::layer(&layer, service.clone()),
-                    ),
-                ),
-                telemetry.clone(),
-            ),
+        // Metrics outside the checks (a refusal is a request too), inside the peer's identity
+        // (its principal is a label). Rate limit first (before any token or policy work),
+        // tokens before RBAC (its principals read the verified claims), faults last (they
+        // stand for the service misbehaving, so only requests it would serve meet them).
+        let wrap = move |peer: PeerInfo| {
+            use tower_layer::Layer;
+            let checked = limit.layer(jwt.layer(layer.layer(fault.layer(service.clone()))));
+            WithPeer {
+                peer,
+                inner: InboundMetrics::maybe(checked, telemetry.clone()),
+            }
         };
         loop {
             let (tcp, remote) = match listener.accept().await {
@@ -187,9 +184,9 @@ impl Conn {
 }
 
 /// The response body after the filters' refusal wrappers.
-type Served<B> = crate::telemetry::inbound::InboundBody<
-    crate::refusal::RefusalBody<crate::refusal::RefusalBody<crate::refusal::RefusalBody<B>>>,
->;
+type Served<B> = crate::telemetry::inbound::InboundBody<Refused<Refused<Refused<Refused<B>>>>>;
+
+type Refused<B> = crate::refusal::RefusalBody<B>;
 
 /// Counts a connection as open while it lives.
 struct OpenGuard(Arc<tokio::sync::watch::Sender<usize>>);

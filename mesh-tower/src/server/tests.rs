@@ -38,6 +38,30 @@ async fn serve_counting(server: MeshServer) -> (SocketAddr, Arc<AtomicU64>) {
     (addr, handled)
 }
 
+/// Serves server `s` of the config `yaml`, counting what reaches the handler, and an
+/// HTTP/1.1 connection to it.
+async fn serve_config(
+    yaml: &str,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+    Arc<AtomicU64>,
+) {
+    let mesh = crate::Mesh::from_config(mesh_core::MeshConfig::from_yaml(yaml).unwrap())
+        .await
+        .unwrap();
+    let (addr, handled) = serve_counting(mesh.server("s").unwrap()).await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    // The mesh's control work lives as long as the connection is driven.
+    tokio::spawn(async move {
+        let _mesh = mesh;
+        conn.await
+    });
+    (tx, handled)
+}
+
 pub(super) async fn until(what: &str, f: impl Fn() -> bool) {
     let ok = tokio::time::timeout(PATIENCE, async {
         while !f() {
@@ -176,15 +200,7 @@ servers:
           filter_enabled: { numerator: 100 }
           filter_enforced: { numerator: 100 }
 "#;
-    let mesh = crate::Mesh::from_config(mesh_core::MeshConfig::from_yaml(yaml).unwrap())
-        .await
-        .unwrap();
-    let (addr, handled) = serve_counting(mesh.server("s").unwrap()).await;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (mut tx, handled) = serve_config(yaml).await;
     let mut statuses = Vec::new();
     for grpc in [false, false, false, true] {
         let mut req = http::Request::post("/pkg.Svc/M").header("host", "s");
@@ -233,4 +249,37 @@ servers:
         late.contains("servers[0].http_filters[1]: the local_ratelimit filter must come before"),
         "{late}"
     );
+}
+
+#[tokio::test]
+async fn a_servers_fault_filter_aborts_allowed_requests_only() {
+    // RBAC lets `/open` in; the fault filter aborts what gets through when asked by header.
+    let yaml = r#"
+servers:
+  - name: s
+    http_filters:
+      - name: envoy.filters.http.rbac
+        rbac: { rules: { policies: { open: { permissions: [{ url_path: { path: { prefix: /open } } }], principals: [{ any: true }] } } } }
+      - name: envoy.filters.http.fault
+        fault:
+          abort: { http_status: 503, percentage: { numerator: 100 } }
+          headers: [{ name: x-chaos, exact_match: "on" }]
+"#;
+    let (mut tx, handled) = serve_config(yaml).await;
+    let mut statuses = Vec::new();
+    for (path, chaos) in [("/open", false), ("/open", true), ("/closed", true)] {
+        let mut req = http::Request::get(path).header("host", "s");
+        if chaos {
+            req = req.header("x-chaos", "on");
+        }
+        let res = tx
+            .send_request(req.body(http_body_util::Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        let _ = http_body_util::BodyExt::collect(res.into_body()).await;
+    }
+    // Served; aborted by the fault; refused by RBAC before any fault.
+    assert_eq!(statuses, [200, 503, 403]);
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
 }

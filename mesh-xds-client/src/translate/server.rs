@@ -242,6 +242,17 @@ fn filter_chain(
                     });
                 }
             }
+            (super::policy::FAULT_TYPE, false) => {
+                if let Some(fault) =
+                    super::policy::fault(typed.expect("typed"), &p.field("typed_config"), errors)
+                {
+                    out.http_filters.push(ServerHttpFilter {
+                        name: f.name.clone(),
+                        fault: Some(fault),
+                        ..ServerHttpFilter::default()
+                    });
+                }
+            }
             _ if f.is_optional => {}
             _ => errors.push(
                 &p,

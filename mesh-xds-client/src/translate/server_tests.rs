@@ -285,3 +285,51 @@ fn a_local_rate_limit_filter_translates_for_servers() {
     assert_eq!(got.token_bucket.as_ref().unwrap().max_tokens, 5);
     assert_eq!(s.http_filters[0].name, "envoy.filters.http.local_ratelimit");
 }
+
+#[test]
+fn a_fault_filter_translates_for_servers_after_rbac_only() {
+    use envoy_types::pb::envoy::extensions::filters::common::fault::v3::FaultDelay;
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+    let fault = HttpFault {
+        delay: Some(FaultDelay {
+            fault_delay_secifier: Some(
+                envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_delay::FaultDelaySecifier::FixedDelay(
+                    envoy_types::pb::google::protobuf::Duration { seconds: 2, nanos: 0 },
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let filter = hcm::HttpFilter {
+        name: "envoy.filters.http.fault".into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(&fault))),
+        ..Default::default()
+    };
+    let rbac = rbac_filter("envoy.filters.http.rbac", &Rbac::default());
+    let at = "10.0.0.7:8080".parse().unwrap();
+    let l = server_listener(
+        NAME,
+        at,
+        Some(downstream_mtls("default")),
+        vec![rbac.clone(), filter.clone()],
+    );
+    let s = translated(&l).unwrap();
+    let got = s.fault().expect("translated");
+    assert_eq!(
+        got.delay.as_ref().unwrap().fixed_delay,
+        Some(std::time::Duration::from_secs(2))
+    );
+    // Before RBAC it would delay requests RBAC then refuses: NACKed, with the reason.
+    let l = server_listener(
+        NAME,
+        at,
+        Some(downstream_mtls("default")),
+        vec![filter, rbac],
+    );
+    let e = translated(&l).unwrap_err().to_string();
+    assert!(
+        e.contains("the RBAC filters must come before the fault filter"),
+        "{e}"
+    );
+}
