@@ -91,7 +91,7 @@ where
                 Proj::Delaying { delay } => {
                     let next = match std::task::ready!(delay.poll(cx))? {
                         AfterDelay::Call(fut) => State::Calling { fut },
-                        AfterDelay::Abort(res) => State::Aborted { res: Some(res) },
+                        AfterDelay::Abort(res) => State::Aborted { res: Some(*res) },
                     };
                     *this.guard = None;
                     this.state.set(next);
@@ -119,7 +119,8 @@ pin_project! {
 /// What a [`Delay`] ends in.
 pub(crate) enum AfterDelay<F> {
     Call(F),
-    Abort(Response<MeshBody>),
+    /// Boxed: a rare path, and the future stays small.
+    Abort(Box<Response<MeshBody>>),
 }
 
 impl<S, B> Delay<S, B>
@@ -151,7 +152,7 @@ where
         let this = self.project();
         std::task::ready!(this.sleep.poll(cx));
         if let Some(res) = this.abort.take() {
-            return Poll::Ready(Ok(AfterDelay::Abort(res)));
+            return Poll::Ready(Ok(AfterDelay::Abort(Box::new(res))));
         }
         std::task::ready!(this.svc.poll_ready(cx))?;
         let req = this.req.take().expect("polled after completion");

@@ -149,7 +149,7 @@ where
                 }
                 Proj::Delaying { delay } => match ready!(delay.poll(cx))? {
                     AfterDelay::Call(fut) => RefusalFuture::inner(fut),
-                    AfterDelay::Abort(res) => RefusalFuture::denied(res),
+                    AfterDelay::Abort(res) => RefusalFuture::denied(*res),
                 },
             };
             this.state.set(State::Answering { fut: next });

@@ -15,8 +15,10 @@ use regex::Regex;
 pub(crate) struct Glob {
     head: bool,
     tail: bool,
-    /// `None`: `.`, any one character.
-    toks: Box<[Option<u8>]>,
+    /// The pattern's length in characters (`.` is one).
+    len: usize,
+    /// Its literal runs and where each starts (the gaps are `.`s): compared as slices.
+    runs: Box<[(usize, Box<[u8]>)]>,
     re: Regex,
 }
 
@@ -27,10 +29,19 @@ impl Glob {
         let Some((head, tail, toks)) = shape(pattern.as_bytes()) else {
             return Err(re);
         };
+        let mut runs: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, t) in toks.iter().enumerate() {
+            match (t, runs.last_mut()) {
+                (Some(b), Some((at, run))) if *at + run.len() == i => run.push(*b),
+                (Some(b), _) => runs.push((i, vec![*b])),
+                (None, _) => {}
+            }
+        }
         Ok(Self {
             head,
             tail,
-            toks: toks.into(),
+            len: toks.len(),
+            runs: runs.into_iter().map(|(at, r)| (at, r.into())).collect(),
             re,
         })
     }
@@ -40,12 +51,11 @@ impl Glob {
         if !v.is_ascii() || v.contains(&b'\n') {
             return self.re.is_match(value);
         }
-        let n = self.toks.len();
+        let n = self.len;
         let at = |start: usize| {
-            v[start..start + n]
+            self.runs
                 .iter()
-                .zip(&self.toks)
-                .all(|(b, t)| t.is_none_or(|t| t == *b))
+                .all(|(off, run)| v[start + off..start + off + run.len()] == **run)
         };
         match (self.head, self.tail) {
             (false, false) => v.len() == n && at(0),

@@ -50,7 +50,11 @@ struct Compiled {
 struct Rule {
     permissions: Vec<Perm>,
     principals: Vec<Prin>,
+    /// The path prefixes the rule can match at all (`None`: any path).
+    paths: Option<paths::Paths>,
 }
+
+mod paths;
 
 #[derive(Debug)]
 enum Perm {
@@ -230,6 +234,7 @@ impl RbacEngine {
             },
             peer: req.extensions().get::<PeerInfo>(),
             extensions: req.extensions(),
+            head: paths::Head::of(req.uri().path()),
         };
         for f in filters {
             let matched = f.policies.iter().find(|(_, r)| r.matches(&cx));
@@ -271,10 +276,16 @@ struct Cx<'a> {
     /// Where `metadata` principals find what the JWT filter verified (looked up only
     /// when one is evaluated).
     extensions: &'a http::Extensions,
+    head: paths::Head,
 }
 
 impl Rule {
     fn matches(&self, cx: &Cx<'_>) -> bool {
+        if let Some(p) = &self.paths
+            && !paths::admits(p, cx.req.path, &cx.head)
+        {
+            return false;
+        }
         self.permissions.iter().any(|p| p.matches(cx))
             && self.principals.iter().any(|p| p.matches(cx))
     }
@@ -385,8 +396,10 @@ fn prefix_eq(a: &[u8], b: &[u8], bits: u32) -> bool {
 }
 
 fn rule(p: &Policy) -> Result<Rule, String> {
+    let permissions: Vec<Perm> = p.permissions.iter().map(perm).collect::<Result<_, _>>()?;
     Ok(Rule {
-        permissions: p.permissions.iter().map(perm).collect::<Result<_, _>>()?,
+        paths: paths::required(&permissions),
+        permissions,
         principals: p.principals.iter().map(prin).collect::<Result<_, _>>()?,
     })
 }
