@@ -596,7 +596,7 @@ servers:
     assert_eq!(
         errs,
         [
-            "servers[0].http_filters[1]: the jwt_authn filter must come before the RBAC filters",
+            "servers[0].http_filters[1]: the jwt_authn filter must come before the RBAC and fault filters",
             "servers[0].route_config.virtual_hosts[0].domains: must name at least one domain",
             "servers[0].route_config.virtual_hosts[0].routes[0].typed_per_filter_config.jwt.jwt_authn.requirement_name: no requirement \"strict\" in the filter's requirement_map",
             "servers[0].route_config.virtual_hosts[0].routes[0].typed_per_filter_config.nope: no HTTP filter named \"nope\" on this server",
