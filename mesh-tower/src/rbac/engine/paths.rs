@@ -10,7 +10,13 @@ use super::Perm;
 use crate::policy::headers::HeaderKind;
 
 /// Path prefixes of which the path must start with one.
-pub(super) type Paths = Box<[Prefix]>;
+#[derive(Debug)]
+pub(super) enum Paths {
+    /// The common case, one packed prefix, kept inline in the rule (no pointer to follow):
+    /// `(bits, mask, length)`.
+    One(u128, u128, usize),
+    Any(Box<[Prefix]>),
+}
 
 /// One required prefix. Case-sensitive ones of at most 16 bytes are also kept packed, so the
 /// check is one masked compare against the path's [`Head`].
@@ -68,7 +74,16 @@ pub(super) fn required(permissions: &[Perm]) -> Option<Paths> {
     for p in permissions {
         out.extend(of(p)?);
     }
-    Some(out.into())
+    Some(match out.as_slice() {
+        [
+            Prefix {
+                packed: Some((bits, mask)),
+                text,
+                ..
+            },
+        ] => Paths::One(*bits, *mask, text.len()),
+        _ => Paths::Any(out.into()),
+    })
 }
 
 fn of(p: &Perm) -> Option<Vec<Prefix>> {
@@ -91,24 +106,28 @@ fn of(p: &Perm) -> Option<Vec<Prefix>> {
 }
 
 /// Whether `path` (whose head is `head`) starts with one of `paths`.
-pub(super) fn admits(paths: &[Prefix], path: &str, head: &Head) -> bool {
-    paths.iter().any(|p| match p.packed {
-        Some((bits, mask)) => head.len >= p.text.len() && head.bits & mask == bits,
-        None => path.as_bytes().get(..p.text.len()).is_some_and(|h| {
-            if p.cs {
-                h == p.text.as_bytes()
-            } else {
-                h.eq_ignore_ascii_case(p.text.as_bytes())
-            }
+#[inline]
+pub(super) fn admits(paths: &Paths, path: &str, head: &Head) -> bool {
+    match paths {
+        Paths::One(bits, mask, len) => head.len >= *len && head.bits & mask == *bits,
+        Paths::Any(all) => all.iter().any(|p| match p.packed {
+            Some((bits, mask)) => head.len >= p.text.len() && head.bits & mask == bits,
+            None => path.as_bytes().get(..p.text.len()).is_some_and(|h| {
+                if p.cs {
+                    h == p.text.as_bytes()
+                } else {
+                    h.eq_ignore_ascii_case(p.text.as_bytes())
+                }
+            }),
         }),
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Head, Perm, Prefix, required};
+    use super::{Head, Paths, Perm, required};
 
-    fn admits(paths: &[Prefix], path: &str) -> bool {
+    fn admits(paths: &Paths, path: &str) -> bool {
         super::admits(paths, path, &Head::of(path))
     }
     use crate::policy::headers::HeaderKind;
@@ -131,8 +150,12 @@ mod tests {
         // Packed (up to 16 bytes) and long prefixes alike.
         let long = "/a/very/long/prefix/indeed/";
         let paths = required(&[prefix("/exactly16bytes/"), prefix(long)]).unwrap();
+        assert!(matches!(paths, Paths::Any(_)));
         assert!(admits(&paths, "/exactly16bytes/x") && admits(&paths, &format!("{long}x")));
         assert!(!admits(&paths, "/exactly16bytes") && !admits(&paths, "/a/very/long/prefix/"));
+        assert!(matches!(required(&[prefix("/one/")]), Some(Paths::One(..))));
+        assert!(admits(&required(&[prefix("/one/")]).unwrap(), "/one/x"));
+        assert!(!admits(&required(&[prefix("/one/")]).unwrap(), "/one"));
         // One permission without a path requirement: the rule may match any path.
         assert!(required(&[prefix("/a/"), Perm::Any]).is_none());
         assert!(required(&[Perm::Not(Box::new(prefix("/a/")))]).is_none());
