@@ -380,6 +380,13 @@ impl DownstreamTls {
 }
 
 impl CommonTlsContext {
+    /// The SDS secrets named (provider instances `sds:<secret>`), by secret name: what a
+    /// config source must fetch before the context can be used.
+    pub fn sds_secrets(&self) -> impl Iterator<Item = &str> {
+        self.provider_names()
+            .filter_map(|p| p.strip_prefix(SDS_PREFIX))
+    }
+
     /// The provider instances named (identity first, then roots).
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
         let roots = self

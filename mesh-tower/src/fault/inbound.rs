@@ -69,7 +69,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let Some(policy) = self.policy.load_full() else {
+        // A lock-free read, no reference count taken: the policy is only used in this call.
+        let policy = self.policy.load();
+        let Some(policy) = policy.as_ref() else {
             return InboundFaultFuture::now(RefusalFuture::inner(self.inner.call(req)), None);
         };
         let d = policy.decide(req.headers(), &mut self.rng);

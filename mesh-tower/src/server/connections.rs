@@ -69,9 +69,9 @@ impl Connections {
     }
 
     /// New settings for new connections; the old ones drain.
-    pub(crate) fn replace(&self, tls: Option<ServerTls>, limits: &Limits) {
+    pub(crate) fn replace(&self, tls: Option<Arc<ServerTls>>, limits: &Limits) {
         self.update(true, |s| {
-            s.tls = tls.map(Arc::new);
+            s.tls = tls;
             s.limits = Arc::new(limits.clone());
             s.builder = Arc::new(builder(limits));
         });

@@ -74,9 +74,9 @@ impl Live {
         let c = Compiled::new(next)?;
         let new_tls = next.transport_socket != last.transport_socket;
         let tls = match &next.transport_socket {
-            Some(t) if new_tls => Some(make_tls(t)?),
+            Some(t) if new_tls => Some(Arc::new(make_tls(t)?)),
             _ if new_tls => None,
-            _ => conns.settings().tls.as_deref().cloned(),
+            _ => conns.settings().tls.clone(),
         };
         // A config change starts a new bucket (as on the client side).
         rl.store(c.limiter);

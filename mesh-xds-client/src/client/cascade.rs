@@ -304,15 +304,9 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
         wanted[ResourceType::Listener.index()].extend(server_listeners.iter().cloned());
         // SDS: the secrets their TLS names, as for clusters.
         for server in server_listeners.iter().filter_map(|n| snap.server(n)) {
-            for provider in server
-                .transport_socket
-                .iter()
-                .flat_map(|t| t.provider_names())
-            {
-                if let Some(secret) = provider.strip_prefix(SDS_PREFIX) {
-                    wanted[ResourceType::Secret.index()].insert(secret.to_owned());
-                }
-            }
+            let secrets = server.transport_socket.iter();
+            let secrets = secrets.flat_map(|t| t.common_tls_context.sds_secrets());
+            wanted[ResourceType::Secret.index()].extend(secrets.map(str::to_owned));
         }
         let servers = shared.streams.len();
         let mut per_server: Vec<[BTreeSet<String>; N]> = vec![Default::default(); servers];
@@ -467,11 +461,9 @@ fn wanted(
             out[ResourceType::ClusterLoadAssignment.index()].insert(c.endpoints_name().to_owned());
         }
         // SDS: the secrets its TLS context names.
-        for provider in c.transport_socket.iter().flat_map(|t| t.provider_names()) {
-            if let Some(secret) = provider.strip_prefix(SDS_PREFIX) {
-                out[ResourceType::Secret.index()].insert(secret.to_owned());
-            }
-        }
+        let secrets = c.transport_socket.iter();
+        let secrets = secrets.flat_map(|t| t.common_tls_context.sds_secrets());
+        out[ResourceType::Secret.index()].extend(secrets.map(str::to_owned));
     }
     out[ResourceType::Cluster.index()] = clusters;
     out
