@@ -8,114 +8,16 @@
 mod support;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use mesh_examples::pki::{DevCa, WorkloadFiles};
+use http_body_util::Empty;
+use mesh_examples::pki::WorkloadFiles;
 use mesh_interop::envoy::{Envoy, free_port};
 use mesh_tower::tls::PeerIdentity;
-use mesh_tower::{ErrorKind, Mesh, MeshService};
+use mesh_tower::{ErrorKind, Mesh};
 use mesh_xds_client::bootstrap::Bootstrap;
 use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
 use std::net::SocketAddr;
-use std::time::Duration;
+use support::envoy_tls::*;
 use support::gocp::GoControlPlane;
-use tower::ServiceExt;
-
-const NODE: &str = "mesh-client";
-const CLIENT_ID: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
-const ENVOY_ID: &str = "spiffe://cluster.local/ns/edge/sa/envoy";
-const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/backend";
-const INTRUDER_ID: &str = "spiffe://cluster.local/ns/other/sa/intruder";
-/// Envoy is another process with no readiness signal: its start is waited for, bounded.
-const ENVOY_START: Duration = Duration::from_secs(30);
-
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: DevCa,
-}
-
-impl Pki {
-    fn new() -> Self {
-        Pki {
-            dir: tempfile::tempdir().unwrap(),
-            ca: DevCa::new("envoy interop root"),
-        }
-    }
-
-    fn workload(&self, name: &str, spiffe_id: &str) -> WorkloadFiles {
-        self.ca
-            .write_workload(
-                &self.dir.path().join(name),
-                &self.ca.issue_spiffe(spiffe_id),
-            )
-            .unwrap()
-    }
-}
-
-/// Envoy's `common_tls_context` certificate and roots from `files`, matching peers whose URI
-/// SAN is `peer` (YAML, indented for the configs below).
-fn envoy_tls_context(files: &WorkloadFiles, peer: &str, alpn: &str) -> String {
-    format!(
-        r#"
-                alpn_protocols: [{alpn}]
-                tls_certificates:
-                  - certificate_chain: {{ filename: "{cert}" }}
-                    private_key: {{ filename: "{key}" }}
-                validation_context:
-                  trusted_ca: {{ filename: "{roots}" }}
-                  match_typed_subject_alt_names:
-                    - {{ san_type: URI, matcher: {{ exact: "{peer}" }} }}"#,
-        cert = files.cert.display(),
-        key = files.key.display(),
-        roots = files.roots.display(),
-    )
-}
-
-fn admin(port: SocketAddr) -> String {
-    format!(
-        "admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n",
-        port.port()
-    )
-}
-
-const ROUTER: &str = r#"[{ name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }]"#;
-
-/// An Envoy listener on `addr` that requires a client certificate with URI SAN `CLIENT_ID`
-/// and answers 200 `envoy`, echoing the caller's URI SAN in `x-peer`.
-fn envoy_server_config(addr: SocketAddr, admin_addr: SocketAddr, files: &WorkloadFiles) -> String {
-    format!(
-        r#"{admin}static_resources:
-  listeners:
-    - name: mtls
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-      filter_chains:
-        - transport_socket:
-            name: envoy.transport_sockets.tls
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-              require_client_certificate: true
-              common_tls_context:{tls}
-          filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: mtls
-                codec_type: AUTO
-                http_filters: {ROUTER}
-                route_config:
-                  virtual_hosts:
-                    - name: all
-                      domains: ["*"]
-                      response_headers_to_add:
-                        - header: {{ key: x-peer, value: "%DOWNSTREAM_PEER_URI_SAN%" }}
-                      routes:
-                        - match: {{ prefix: / }}
-                          direct_response: {{ status: 200, body: {{ inline_string: envoy }} }}
-"#,
-        admin = admin(admin_addr),
-        port = addr.port(),
-        tls = envoy_tls_context(files, CLIENT_ID, "h2, http/1.1"),
-    )
-}
 
 /// API listener `name` → route config → EDS cluster `name` (HTTP/2, mesh mTLS expecting
 /// `expect`) → `endpoint`.
@@ -124,19 +26,7 @@ fn mtls_resources(
     expect: &str,
     endpoint: SocketAddr,
 ) -> Vec<envoy_types::pb::google::protobuf::Any> {
-    let mut cluster = build::eds_cluster(name);
-    cluster.transport_socket = Some(build::mesh_tls("default", &[expect]));
-    let routes = format!("{name}-routes");
-    vec![
-        build::any(&build::api_listener_rds(name, &routes)),
-        build::any(&build::route_config(
-            &routes,
-            &["*"],
-            vec![build::route("/", name)],
-        )),
-        build::any(&cluster),
-        build::any(&build::assignment(name, &[endpoint])),
-    ]
+    tls_resources(name, build::mesh_tls("default", &[expect]), endpoint)
 }
 
 /// A mesh on `cp` whose bootstrap names provider `default` watching `files`, as Istio's agent
@@ -156,27 +46,6 @@ async fn xds_mesh(cp: &GoControlPlane, node: &str, files: &WorkloadFiles) -> Mes
     Mesh::from_xds(XdsClientBuilder::from_bootstrap(bootstrap))
         .await
         .unwrap()
-}
-
-async fn call(
-    svc: &MeshService<Empty<Bytes>>,
-) -> Result<http::Response<Bytes>, mesh_tower::MeshError> {
-    let res = svc
-        .clone()
-        .oneshot(http::Request::get("/").body(Empty::new()).unwrap())
-        .await?;
-    let (parts, body) = res.into_parts();
-    let body = body.collect().await.expect("body").to_bytes();
-    Ok(http::Response::from_parts(parts, body))
-}
-
-fn stat(stats: &str, suffix: &str) -> u64 {
-    stats
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .filter(|(name, _)| name.ends_with(suffix))
-        .map(|(_, v)| v.trim().parse::<u64>().unwrap_or(0))
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,120 +240,4 @@ async fn envoy_as_mtls_client_reaches_our_server_and_is_identified() {
         counted.await.is_ok(),
         "our server counted the refused handshake"
     );
-}
-
-/// Envoy's own way of delivering certificates: SDS secrets on the same ADS stream. The
-/// bootstrap names no certificate provider; go-control-plane sends the client's certificate
-/// and the roots as `Secret`s, which our client needs before its cluster is ready, rotates
-/// when they change, and NACKs when bad (keeping the last good). Envoy judges the result.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sds_secrets_over_ads_give_our_client_its_identity_and_roots() {
-    let pki = Pki::new();
-    let envoy_files = pki.workload("envoy", ENVOY_ID);
-    let (listener, admin_addr) = (free_port(), free_port());
-    let envoy = Envoy::start_static(
-        &envoy_server_config(listener, admin_addr, &envoy_files),
-        listener,
-    );
-    envoy.wait_listening(listener, ENVOY_START).await;
-
-    let mut cluster = build::eds_cluster("web");
-    cluster.transport_socket = Some(build::sds_tls("client-cert", "mesh-roots", &[ENVOY_ID]));
-    let base = vec![
-        build::any(&build::api_listener_rds("web", "web-routes")),
-        build::any(&build::route_config(
-            "web-routes",
-            &["*"],
-            vec![build::route("/", "web")],
-        )),
-        build::any(&cluster),
-        build::any(&build::assignment("web", &[listener])),
-    ];
-    let with = |leaf: &mesh_examples::pki::Issued| {
-        let mut r = base.clone();
-        r.push(build::any(&build::tls_secret(
-            "client-cert",
-            &leaf.cert_pem,
-            &leaf.key_pem,
-        )));
-        r.push(build::any(&build::roots_secret(
-            "mesh-roots",
-            &pki.ca.root_pem(),
-        )));
-        r
-    };
-    let cp = GoControlPlane::start();
-    cp.set(NODE, "1", &base).await;
-    let json = serde_json::json!({
-        "xds_servers": [{"server_uri": cp.ads.to_string(), "channel_creds": [{"type": "insecure"}]}],
-        "node": {"id": NODE},
-    });
-    let mesh = Mesh::from_xds(XdsClientBuilder::from_bootstrap(
-        Bootstrap::from_json(&json.to_string()).unwrap(),
-    ))
-    .await
-    .unwrap();
-    let web = mesh.channel::<Empty<Bytes>>("xds:///web");
-
-    // The cluster names secrets the server has not sent: not ready, and saying why.
-    cp.wait_for(|e| {
-        e.type_url.ends_with(".Secret")
-            && e.names.as_deref() == Some(&["client-cert".to_owned(), "mesh-roots".to_owned()][..])
-    })
-    .await;
-    let e = mesh
-        .wait_ready("xds:///web", Duration::from_millis(300))
-        .await
-        .expect_err("no identity yet");
-    assert!(e.to_string().contains("secret \"client-cert\""), "{e}");
-
-    // The secrets arrive: our client presents the SDS certificate and verifies Envoy with the
-    // SDS roots and the cluster's SAN matcher.
-    let first = pki.ca.issue_spiffe(CLIENT_ID);
-    cp.set(NODE, "2", &with(&first)).await;
-    mesh.wait_ready("xds:///web", support::PATIENCE)
-        .await
-        .unwrap();
-    let res = call(&web).await.expect("mTLS with SDS material");
-    assert_eq!(res.status(), 200);
-    assert_eq!(
-        res.headers()["x-peer"],
-        CLIENT_ID,
-        "Envoy saw our SPIFFE ID"
-    );
-    let peer = res.extensions().get::<PeerIdentity>().unwrap();
-    assert_eq!(peer.spiffe_id(), Some(ENVOY_ID));
-    let provider = mesh.certificate_provider("sds:client-cert").unwrap();
-    assert_eq!(provider.status().serial.as_deref(), Some(&*first.serial));
-
-    // Rotation: a new certificate secret replaces the material of the same provider.
-    let second = pki.ca.issue_spiffe(CLIENT_ID);
-    cp.set(NODE, "3", &with(&second)).await;
-    let rotated = tokio::time::timeout(support::PATIENCE, async {
-        while provider.status().serial.as_deref() != Some(&*second.serial) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
-    assert!(rotated.await.is_ok(), "{:?}", provider.status());
-
-    // An expired certificate is NACKed with its field path; the last good one stays.
-    let expired = pki.ca.issue(&mesh_examples::pki::LeafSpec {
-        uris: &[CLIENT_ID],
-        dns: &[],
-        validity: Some(((2001, 1, 1), (2002, 1, 1))),
-    });
-    cp.set(NODE, "4", &with(&expired)).await;
-    let nack = cp
-        .wait_for(|e| e.type_url.ends_with(".Secret") && e.nack.is_some())
-        .await;
-    let text = nack.nack.unwrap();
-    assert!(
-        text.contains("client-cert") && text.contains("tls_certificate: leaf certificate"),
-        "{text}"
-    );
-    assert_eq!(provider.status().serial.as_deref(), Some(&*second.serial));
-    let res = call(&web)
-        .await
-        .expect("still serving with the last good secret");
-    assert_eq!(res.status(), 200);
 }

@@ -129,6 +129,11 @@ impl Errors {
         }
     }
 
+    /// How many errors have been recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// True when nothing has been recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

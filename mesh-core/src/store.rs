@@ -18,7 +18,10 @@ use crate::config::endpoint::ClusterLoadAssignment;
 use crate::config::listener::{Listener, RouteSource};
 use crate::config::route::RouteConfig;
 use crate::config::server::Server;
-use crate::config::tls::{CertificateProvider, CertificateProviders, InlineMaterial, SDS_PREFIX};
+use crate::config::tls::{
+    CertificateProvider, CertificateProviders, CommonTlsContext, INLINE_PREFIX, InlineMaterial,
+    SDS_PREFIX,
+};
 use crate::error::ConfigError;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -74,6 +77,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The instances made from data sources.
+    fn inline_providers(&self) -> impl Iterator<Item = (&String, &CertificateProvider)> {
+        (self.certificate_providers.range(INLINE_PREFIX.to_owned()..))
+            .take_while(|(n, _)| n.starts_with(INLINE_PREFIX))
+    }
+
     /// The certificate provider instances, by name.
     pub fn certificate_providers(&self) -> &CertificateProviders {
         &self.certificate_providers
@@ -198,8 +207,11 @@ impl Edit {
         self.set_absence(ResourceKind::RouteConfig, &rc.name, None);
         upsert(&mut self.next.route_configs, rc.name.clone(), rc);
     }
-    /// Adds or replaces a cluster.
-    pub fn upsert_cluster(&mut self, c: Cluster) {
+    /// Adds or replaces a cluster (its TLS data sources become provider instances).
+    pub fn upsert_cluster(&mut self, mut c: Cluster) {
+        if let Some(t) = c.transport_socket.as_mut() {
+            self.hoist(&mut t.common_tls_context);
+        }
         self.set_absence(ResourceKind::Cluster, &c.name, None);
         upsert(&mut self.next.clusters, c.name.clone(), c);
     }
@@ -208,13 +220,21 @@ impl Edit {
         self.set_absence(ResourceKind::Endpoints, &e.cluster_name, None);
         upsert(&mut self.next.endpoints, e.cluster_name.clone(), e);
     }
-    /// Adds or replaces a server.
-    pub fn upsert_server(&mut self, s: Server) {
+    /// Adds or replaces a server (its TLS data sources become provider instances).
+    pub fn upsert_server(&mut self, mut s: Server) {
+        if let Some(t) = s.transport_socket.as_mut() {
+            self.hoist(&mut t.common_tls_context);
+        }
         self.set_absence(ResourceKind::Server, &s.name, None);
         upsert(&mut self.next.servers, s.name.clone(), s);
     }
     /// Replaces the certificate provider instances (the xDS client sets the bootstrap's).
-    pub fn set_certificate_providers(&mut self, providers: CertificateProviders) {
+    /// Instances made from resources' data sources ([`INLINE_PREFIX`]) stay while a resource
+    /// names them.
+    pub fn set_certificate_providers(&mut self, mut providers: CertificateProviders) {
+        for (name, p) in self.next.inline_providers() {
+            providers.entry(name.clone()).or_insert_with(|| p.clone());
+        }
         if *self.next.certificate_providers != providers {
             self.next.certificate_providers = Arc::new(providers);
         }
@@ -231,6 +251,44 @@ impl Edit {
             Arc::make_mut(&mut self.next.certificate_providers).insert(key, value);
         }
     }
+    /// Moves `ctx`'s data sources into the providers (see
+    /// [`crate::config::tls::CommonTlsContext::hoist_data_sources`]).
+    fn hoist(&mut self, ctx: &mut CommonTlsContext) {
+        for (name, p) in ctx.hoist_data_sources() {
+            if self.next.certificate_providers.get(&name) != Some(&p) {
+                Arc::make_mut(&mut self.next.certificate_providers).insert(name, p);
+            }
+        }
+    }
+
+    /// Drops the data-source instances no cluster or server names any more.
+    fn drop_unused_inline(&mut self) {
+        if self.next.inline_providers().next().is_none() {
+            return;
+        }
+        let tls = |t: &CommonTlsContext| t.provider_names().map(str::to_owned).collect::<Vec<_>>();
+        let used: BTreeSet<String> = (self.next.clusters.values())
+            .filter_map(|c| c.transport_socket.as_ref())
+            .flat_map(|t| tls(&t.common_tls_context))
+            .chain(
+                (self.next.servers.values())
+                    .filter_map(|s| s.transport_socket.as_ref())
+                    .flat_map(|t| tls(&t.common_tls_context)),
+            )
+            .filter(|n| n.starts_with(INLINE_PREFIX))
+            .collect();
+        let unused: Vec<String> = (self.next.inline_providers())
+            .map(|(n, _)| n.clone())
+            .filter(|n| !used.contains(n))
+            .collect();
+        if !unused.is_empty() {
+            let all = Arc::make_mut(&mut self.next.certificate_providers);
+            for n in unused {
+                all.remove(&n);
+            }
+        }
+    }
+
     /// Records why a resource is not here (`None` clears it). Does not remove the resource.
     pub fn set_absence(&mut self, kind: ResourceKind, name: &str, absence: Option<Absence>) {
         let key = (kind, name.to_owned());
@@ -474,6 +532,7 @@ impl Store {
             next: Snapshot::clone(&old),
         };
         f(&mut edit);
+        edit.drop_unused_inline();
         let mut changed = Vec::new();
         diff(
             &old.listeners,

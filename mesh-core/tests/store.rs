@@ -150,3 +150,72 @@ fn absence_marks_are_changes_and_upserts_clear_them() {
     );
     assert_eq!(store.version(), 3);
 }
+
+/// Envoy's `tls_certificates` / `trusted_ca` become provider instances when a cluster enters
+/// the store: equal material shares one instance, which lives while a resource names it.
+#[test]
+fn tls_data_sources_become_shared_provider_instances_while_named() {
+    let tls = r#"
+    transport_socket:
+      common_tls_context:
+        tls_certificates:
+          - certificate_chain: { filename: /certs/chain.pem }
+            private_key: { filename: /certs/key.pem }
+        validation_context:
+          trusted_ca: { inline_string: "-----BEGIN CERTIFICATE-----" }
+          match_subject_alt_names: [{ exact: spiffe://cluster.local/ns/a/sa/b }]"#;
+    let yaml = format!(
+        "clusters:\n  - name: a\n    type: STATIC\n    load_assignment: {{ cluster_name: a, endpoints: [] }}{tls}\n  - name: b\n    type: STATIC\n    load_assignment: {{ cluster_name: b, endpoints: [] }}{tls}\n"
+    );
+    let config = MeshConfig::from_yaml(&yaml).unwrap();
+    let store = Store::new();
+    store.replace(config).unwrap();
+    let snap = store.load();
+    let a = snap.cluster("a").unwrap();
+    let names: Vec<String> = a
+        .transport_socket
+        .as_ref()
+        .unwrap()
+        .provider_names()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.iter().all(|n| n.starts_with("inline:")), "{names:?}");
+    let mut providers: Vec<&String> = snap.certificate_providers().keys().collect();
+    let mut expected = vec![&names[0], &names[1]];
+    providers.sort();
+    expected.sort();
+    assert_eq!(providers, expected, "one pair, shared by a and b");
+    let fw = snap.certificate_providers()[&names[0]]
+        .file_watcher
+        .clone()
+        .unwrap();
+    assert_eq!(fw.certificate_file.as_deref(), Some("/certs/chain.pem"));
+    // The dump names the instances and round-trips.
+    let dump = snap.to_config();
+    assert!(dump.validate().is_ok());
+
+    store.apply(|e| {
+        e.remove(ResourceKind::Cluster, "a");
+    });
+    assert_eq!(
+        store.load().certificate_providers().len(),
+        2,
+        "b still names them"
+    );
+    store.apply(|e| {
+        e.set_certificate_providers(Default::default());
+    });
+    assert_eq!(
+        store.load().certificate_providers().len(),
+        2,
+        "kept across a provider reset"
+    );
+    store.apply(|e| {
+        e.remove(ResourceKind::Cluster, "b");
+    });
+    assert!(
+        store.load().certificate_providers().is_empty(),
+        "unused: dropped"
+    );
+}

@@ -4,6 +4,7 @@
 #[allow(unused_imports)]
 pub use mesh_interop::{ads, envoy, gocp, istiod};
 
+pub mod envoy_tls;
 pub mod fake;
 pub mod istio;
 

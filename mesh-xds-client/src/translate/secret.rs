@@ -49,17 +49,7 @@ fn tls_certificate(
     errors: &mut Errors,
     out: &mut InlineMaterial,
 ) {
-    for (set, field) in [
-        (c.pkcs12.is_some(), "pkcs12"),
-        (c.private_key_provider.is_some(), "private_key_provider"),
-        (c.password.is_some(), "password"),
-        (c.watched_directory.is_some(), "watched_directory"),
-        (c.ocsp_staple.is_some(), "ocsp_staple"),
-    ] {
-        if set {
-            errors.push(&path.field(field), "is not supported");
-        }
-    }
+    unsupported_certificate_fields(c, path, errors);
     let chain = inline(
         c.certificate_chain.as_ref(),
         &path.field("certificate_chain"),
@@ -130,6 +120,22 @@ fn validation_context(
     }
 }
 
+/// A `TlsCertificate`'s fields the mesh cannot honour (key providers, PKCS#12, passwords,
+/// watched directories, OCSP stapling).
+fn unsupported_certificate_fields(c: &pb::TlsCertificate, path: &FieldPath, errors: &mut Errors) {
+    for (set, field) in [
+        (c.pkcs12.is_some(), "pkcs12"),
+        (c.private_key_provider.is_some(), "private_key_provider"),
+        (c.password.is_some(), "password"),
+        (c.watched_directory.is_some(), "watched_directory"),
+        (c.ocsp_staple.is_some(), "ocsp_staple"),
+    ] {
+        if set {
+            errors.push(&path.field(field), "is not supported");
+        }
+    }
+}
+
 /// A data source's text: inline only.
 fn inline(d: Option<&DataSource>, path: &FieldPath, errors: &mut Errors) -> Option<String> {
     let text = match d.and_then(|d| d.specifier.as_ref()) {
@@ -158,4 +164,67 @@ fn inline(d: Option<&DataSource>, path: &FieldPath, errors: &mut Errors) -> Opti
         }
     };
     Some(text)
+}
+
+/// A TLS context's data source (Envoy's `trusted_ca`, `tls_certificates`): a file, or PEM
+/// inline. Inline text must be PEM; files are read by the provider the store makes of them.
+pub(super) fn data_source(
+    d: Option<&DataSource>,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Option<mesh_core::config::tls::DataSource> {
+    use mesh_core::config::tls::DataSource as Out;
+    match d.and_then(|d| d.specifier.as_ref()) {
+        Some(Specifier::Filename(f)) if f.is_empty() => {
+            errors.push(&path.field("filename"), "must not be empty");
+            None
+        }
+        Some(Specifier::Filename(f)) => Some(Out::file(f.clone())),
+        _ => inline(d, path, errors).map(Out::inline),
+    }
+}
+
+/// Envoy's `tls_certificates` entry → the mesh's; inline material is parsed now (a bad key
+/// or an expired leaf is NACKed here, not at the first handshake).
+pub(super) fn tls_certificate_source(
+    c: &pb::TlsCertificate,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Option<mesh_core::config::tls::TlsCertificate> {
+    let before = errors.len();
+    unsupported_certificate_fields(c, path, errors);
+    let chain = data_source(
+        c.certificate_chain.as_ref(),
+        &path.field("certificate_chain"),
+        errors,
+    );
+    let key = data_source(c.private_key.as_ref(), &path.field("private_key"), errors);
+    let (Some(chain), Some(key)) = (chain, key) else {
+        return None;
+    };
+    if let (Some(chain), Some(key)) = (&chain.inline_string, &key.inline_string)
+        && let Err(e) = Identity::from_pem(chain.as_bytes(), key.as_bytes())
+    {
+        errors.push(path, e.to_string());
+    }
+    (errors.len() == before).then_some(mesh_core::config::tls::TlsCertificate {
+        certificate_chain: chain,
+        private_key: key,
+    })
+}
+
+/// Envoy's `trusted_ca` → the mesh's; inline roots are parsed now.
+pub(super) fn trusted_ca_source(
+    d: &DataSource,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Option<mesh_core::config::tls::DataSource> {
+    let out = data_source(Some(d), path, errors)?;
+    if let Some(pem) = &out.inline_string
+        && let Err(e) = Roots::from_pem(pem.as_bytes())
+    {
+        errors.push(path, e.to_string());
+        return None;
+    }
+    Some(out)
 }

@@ -286,3 +286,131 @@ fn bad_secrets_are_nacked_with_field_paths() {
         );
     }
 }
+
+/// Envoy's static shape, as go-control-plane snapshots written for Envoy carry it:
+/// `tls_certificates` and `trusted_ca` as files or inline PEM (no bootstrap provider, no SDS).
+fn static_shape(
+    cert: core::DataSource,
+    key: core::DataSource,
+    ca: core::DataSource,
+) -> pb::UpstreamTlsContext {
+    use pb::common_tls_context::ValidationContextType;
+    let mut t = envoy_shape();
+    let ctx = t.common_tls_context.as_mut().unwrap();
+    ctx.tls_certificate_sds_secret_configs.clear();
+    ctx.tls_certificates = vec![pb::TlsCertificate {
+        certificate_chain: Some(cert),
+        private_key: Some(key),
+        ..Default::default()
+    }];
+    let Some(ValidationContextType::CombinedValidationContext(cv)) =
+        ctx.validation_context_type.take()
+    else {
+        panic!()
+    };
+    let mut v = cv.default_validation_context.unwrap();
+    v.trusted_ca = Some(ca);
+    ctx.validation_context_type = Some(ValidationContextType::ValidationContext(v));
+    t
+}
+
+fn file(path: &str) -> core::DataSource {
+    core::DataSource {
+        specifier: Some(core::data_source::Specifier::Filename(path.into())),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn envoys_file_and_inline_certificates_translate_and_bad_pem_is_nacked() {
+    let pki = pki();
+    let c = cluster(&static_shape(
+        file("/certs/chain.pem"),
+        file("/certs/key.pem"),
+        file("/certs/root.pem"),
+    ))
+    .unwrap();
+    let ctx = c.transport_socket.unwrap().common_tls_context;
+    assert_eq!(
+        ctx.tls_certificates[0].private_key.filename.as_deref(),
+        Some("/certs/key.pem")
+    );
+    let v = ctx.validation_context.unwrap();
+    assert_eq!(
+        v.trusted_ca.unwrap().filename.as_deref(),
+        Some("/certs/root.pem")
+    );
+    assert_eq!(
+        v.match_typed_subject_alt_names.len(),
+        1,
+        "SAN matchers kept"
+    );
+
+    let c = cluster(&static_shape(
+        inline(&pki.chain),
+        inline(&pki.key),
+        inline(&pki.ca_pem),
+    ))
+    .unwrap();
+    let ctx = c.transport_socket.unwrap().common_tls_context;
+    assert_eq!(
+        ctx.tls_certificates[0]
+            .certificate_chain
+            .inline_string
+            .as_deref(),
+        Some(pki.chain.as_str())
+    );
+
+    let p = "transport_socket.typed_config.common_tls_context";
+    for (t, want) in [
+        (
+            static_shape(
+                inline(&pki.expired_chain),
+                inline(&pki.expired_key),
+                inline(&pki.ca_pem),
+            ),
+            format!("{p}.tls_certificates[0]: leaf certificate (serial"),
+        ),
+        (
+            static_shape(
+                inline(&pki.chain),
+                inline(&pki.expired_key),
+                inline(&pki.ca_pem),
+            ),
+            format!("{p}.tls_certificates[0]: private key does not fit"),
+        ),
+        (
+            static_shape(inline(&pki.chain), inline(&pki.key), inline("not PEM")),
+            format!("{p}.validation_context.trusted_ca: "),
+        ),
+        (
+            static_shape(file("/c.pem"), file("/k.pem"), file("")),
+            format!("{p}.validation_context.trusted_ca.filename: must not be empty"),
+        ),
+    ] {
+        let e = cluster(&t).unwrap_err();
+        assert!(e.contains(&want), "missing {want:?} in {e}");
+    }
+    // A file and inline text mixed in one certificate: refused by the mesh's own validation.
+    let e = cluster(&static_shape(
+        file("/c.pem"),
+        inline(&pki.key),
+        file("/r.pem"),
+    ))
+    .unwrap_err();
+    assert!(e.contains("must both be files or both inline"), "{e}");
+    // trusted_ca beside an SDS roots secret: two sources of roots.
+    let mut t = envoy_shape();
+    let ctx = t.common_tls_context.as_mut().unwrap();
+    let Some(pb::common_tls_context::ValidationContextType::CombinedValidationContext(cv)) =
+        &mut ctx.validation_context_type
+    else {
+        panic!()
+    };
+    cv.default_validation_context.as_mut().unwrap().trusted_ca = Some(file("/r.pem"));
+    let e = cluster(&t).unwrap_err();
+    assert!(
+        e.contains("trusted_ca: must not be set with another source of roots"),
+        "{e}"
+    );
+}

@@ -5,9 +5,11 @@
 //! fields, or the deprecated ones istiod still sends; the current win), or, Envoy's way, from
 //! SDS secrets delivered on the ADS stream (instance `sds:<secret>`, see `secret.rs`). Whatever
 //! would have the mesh do weaker or different TLS than the control plane asked for is
-//! NACKed with its field path: inline certificates, SDS from anywhere but the ADS stream, TLS
-//! parameters, custom handshakers or validators, SPKI/hash pinning, CRLs, SCTs, and a
-//! provider instance the bootstrap does not define.
+//! NACKed with its field path: SDS from anywhere but the ADS stream, TLS parameters, custom
+//! handshakers or validators, SPKI/hash pinning, CRLs, SCTs, and a provider instance the
+//! bootstrap does not define. Envoy's static fields (`tls_certificates`, `trusted_ca`: a file
+//! or inline PEM) are taken too, beyond gRPC: go-control-plane snapshots written for Envoy use
+//! them; inline PEM is parsed here, so bad material is NACKed rather than failing handshakes.
 
 use super::route::string_matcher;
 use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket::ConfigType};
@@ -89,12 +91,12 @@ pub(crate) fn downstream(
     };
     let ctx = m.common_tls_context.clone().unwrap_or_default();
     let common = common(&ctx, providers, &path.field("common_tls_context"), errors);
-    if common.tls_certificate_provider_instance.is_none() {
+    if common.tls_certificate_provider_instance.is_none() && common.tls_certificates.is_empty() {
         errors.push(
             &path
                 .field("common_tls_context")
                 .field("tls_certificate_provider_instance"),
-            "must be set: a server needs its certificate",
+            "must be set (or tls_certificates, or an SDS secret): a server needs its certificate",
         );
     }
     let require = m.require_client_certificate.is_some_and(|v| v.value);
@@ -213,11 +215,22 @@ fn common(
             ),
         }
     }
-    if !c.tls_certificates.is_empty() {
-        errors.push(
+    // Envoy's static way: a file or inline PEM (the store makes a provider of it).
+    match c.tls_certificates.as_slice() {
+        [] => {}
+        [one] if out.tls_certificate_provider_instance.is_none() => {
+            let p = path.field("tls_certificates").index(0);
+            out.tls_certificates
+                .extend(super::secret::tls_certificate_source(one, &p, errors));
+        }
+        [_] => errors.push(
             &path.field("tls_certificates"),
-            "inline certificates are not supported (use a certificate provider instance or SDS)",
-        );
+            "must not be set with a certificate provider instance or SDS secret",
+        ),
+        _ => errors.push(
+            &path.field("tls_certificates"),
+            "only one certificate is supported",
+        ),
     }
     use pb::common_tls_context::ValidationContextType as V;
     let vpath = path.field("validation_context");
@@ -326,14 +339,32 @@ fn validation(
             "custom_validator_config",
         ),
         (v.allow_expired_certificate, "allow_expired_certificate"),
-        (v.trusted_ca.is_some(), "trusted_ca"),
         (v.watched_directory.is_some(), "watched_directory"),
     ] {
         if set {
             errors.push(&path.field(field), "is not supported (gRFC A29)");
         }
     }
+    // Envoy's `trusted_ca` (a file or inline PEM), when no provider instance names the roots.
+    let trusted_ca = match (
+        &v.trusted_ca,
+        &v.ca_certificate_provider_instance,
+        &fallback,
+    ) {
+        (Some(ca), None, None) => {
+            super::secret::trusted_ca_source(ca, &path.field("trusted_ca"), errors)
+        }
+        (Some(_), _, _) => {
+            errors.push(
+                &path.field("trusted_ca"),
+                "must not be set with another source of roots (a provider instance or SDS secret)",
+            );
+            None
+        }
+        (None, _, _) => None,
+    };
     let ca = match (&v.ca_certificate_provider_instance, fallback) {
+        _ if v.trusted_ca.is_some() => None,
         (Some(i), _) => instance(
             &i.instance_name,
             &i.certificate_name,
@@ -353,9 +384,10 @@ fn validation(
             None
         }
     };
-    let system_roots = ca.is_none() && v.system_root_certs.is_some();
+    let system_roots = ca.is_none() && trusted_ca.is_none() && v.system_root_certs.is_some();
     let mut out = CertificateValidationContext {
         ca_certificate_provider_instance: ca,
+        trusted_ca,
         system_root_certs: system_roots.then_some(mesh_core::policy::Empty {}),
         ..CertificateValidationContext::default()
     };

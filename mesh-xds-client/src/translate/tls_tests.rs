@@ -199,14 +199,13 @@ fn what_a29_forbids_is_nacked_with_field_paths() {
     let e = translated(&cluster(t)).unwrap_err();
     assert!(e.contains("validation_context: must be set"), "{e}");
 
-    // Inline certificates instead of a provider instance.
+    // Envoy's inline certificates *and* a provider instance: two identities.
     let mut t = istio_shape();
     let ctx = t.common_tls_context.as_mut().unwrap();
-    ctx.tls_certificate_certificate_provider_instance = None;
     ctx.tls_certificates = vec![Default::default()];
     let e = translated(&cluster(t)).unwrap_err();
     assert!(
-        e.contains("tls_certificates: inline certificates are not supported"),
+        e.contains("tls_certificates: must not be set with a certificate provider instance"),
         "{e}"
     );
 

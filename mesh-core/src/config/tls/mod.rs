@@ -12,6 +12,10 @@
 //! nothing (no validation context or no roots), an unknown provider, an empty SAN matcher
 //! (which would match everything), or a certificate without its key.
 
+mod source;
+
+pub use source::{DataSource, INLINE_PREFIX, TlsCertificate};
+
 use super::route::{StringMatcher, check_regex};
 use crate::duration;
 use crate::error::{Errors, FieldPath};
@@ -131,6 +135,18 @@ fn default_refresh() -> Duration {
     DEFAULT_REFRESH_INTERVAL
 }
 
+impl Default for FileWatcher {
+    fn default() -> Self {
+        FileWatcher {
+            certificate_file: None,
+            private_key_file: None,
+            ca_certificate_file: None,
+            spiffe_trust_bundle_map_file: None,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+        }
+    }
+}
+
 /// The `external` plugin: no config.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,13 +245,18 @@ pub struct DownstreamTls {
     pub require_client_certificate: bool,
 }
 
-/// Envoy's `CommonTlsContext`, reduced to certificate provider instances.
+/// Envoy's `CommonTlsContext`: certificate provider instances, or Envoy's data sources
+/// (`tls_certificates`, `trusted_ca`), which the store turns into provider instances.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommonTlsContext {
     /// This side's certificate and key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_certificate_provider_instance: Option<CertificateProviderInstance>,
+    /// This side's certificate and key as Envoy names them (at most one; instead of
+    /// `tls_certificate_provider_instance`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_certificates: Vec<TlsCertificate>,
     /// How the peer's certificate is verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_context: Option<CertificateValidationContext>,
@@ -263,6 +284,10 @@ pub struct CertificateValidationContext {
     /// The trusted roots (or SPIFFE trust bundles) of this provider instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificate_provider_instance: Option<CertificateProviderInstance>,
+    /// The trusted roots as Envoy names them: a PEM file or inline PEM (instead of
+    /// `ca_certificate_provider_instance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_ca: Option<DataSource>,
     /// Any SAN of any type matching any of these passes (none: any verified certificate).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_subject_alt_names: Vec<StringMatcher>,
@@ -279,7 +304,14 @@ pub struct CertificateValidationContext {
 impl CertificateValidationContext {
     /// Whether the OS roots verify the peer (A82: set, and no provider instance).
     pub fn uses_system_roots(&self) -> bool {
-        self.ca_certificate_provider_instance.is_none() && self.system_root_certs.is_some()
+        self.ca_certificate_provider_instance.is_none()
+            && self.trusted_ca.is_none()
+            && self.system_root_certs.is_some()
+    }
+
+    /// Whether roots of the mesh's own (a provider instance or `trusted_ca`) are named.
+    pub fn has_roots(&self) -> bool {
+        self.ca_certificate_provider_instance.is_some() || self.trusted_ca.is_some()
     }
 
     /// Whether any SAN matcher is configured.
@@ -354,12 +386,11 @@ impl DownstreamTls {
     /// Checks the context; `path` locates it.
     pub fn validate(&self, path: &FieldPath, errors: &mut Errors) {
         let ctx = path.field("common_tls_context");
+        let ours = &self.common_tls_context;
         errors.check(
-            self.common_tls_context
-                .tls_certificate_provider_instance
-                .is_some(),
+            ours.tls_certificate_provider_instance.is_some() || !ours.tls_certificates.is_empty(),
             &ctx.field("tls_certificate_provider_instance"),
-            "a server needs its certificate",
+            "a server needs its certificate (a provider instance or tls_certificates)",
         );
         errors.check(
             !self.require_client_certificate
@@ -369,7 +400,7 @@ impl DownstreamTls {
         );
         if let Some(v) = &self.common_tls_context.validation_context {
             errors.check(
-                v.system_root_certs.is_none() || v.ca_certificate_provider_instance.is_some(),
+                v.system_root_certs.is_none() || v.has_roots(),
                 &ctx.field("validation_context").field("system_root_certs"),
                 "is not supported on servers (gRFC A82): client certificates are verified \
                  against a provider's roots",
@@ -403,6 +434,19 @@ impl CommonTlsContext {
         if let Some(i) = &self.tls_certificate_provider_instance {
             i.validate(&path.field("tls_certificate_provider_instance"), errors);
         }
+        let certs = path.field("tls_certificates");
+        match self.tls_certificates.as_slice() {
+            [] => {}
+            [c] => {
+                c.validate(&certs.index(0), errors);
+                errors.check(
+                    self.tls_certificate_provider_instance.is_none(),
+                    &certs,
+                    "must not be set with tls_certificate_provider_instance",
+                );
+            }
+            _ => errors.push(&certs, "only one certificate is supported"),
+        }
         for (k, p) in self.alpn_protocols.iter().enumerate() {
             errors.check(
                 !p.is_empty() && p.len() < 256,
@@ -434,14 +478,19 @@ impl CertificateProviderInstance {
 
 impl CertificateValidationContext {
     fn validate(&self, path: &FieldPath, errors: &mut Errors) {
-        match &self.ca_certificate_provider_instance {
-            Some(i) => i.validate(&path.field("ca_certificate_provider_instance"), errors),
+        match (&self.ca_certificate_provider_instance, &self.trusted_ca) {
+            (Some(i), None) => i.validate(&path.field("ca_certificate_provider_instance"), errors),
+            (None, Some(ca)) => ca.validate(&path.field("trusted_ca"), errors),
+            (Some(_), Some(_)) => errors.push(
+                &path.field("trusted_ca"),
+                "must not be set with ca_certificate_provider_instance",
+            ),
             // Servers refuse system roots themselves (DownstreamTls::validate).
-            None if self.system_root_certs.is_some() => {}
-            None => errors.push(
+            (None, None) if self.system_root_certs.is_some() => {}
+            (None, None) => errors.push(
                 &path.field("ca_certificate_provider_instance"),
-                "must be set (or system_root_certs on a cluster): certificates are verified \
-                 against its roots",
+                "must be set (or trusted_ca, or system_root_certs on a cluster): certificates \
+                 are verified against its roots",
             ),
         }
         for (k, m) in self.match_subject_alt_names.iter().enumerate() {
