@@ -1,5 +1,6 @@
 //! A server's inbound routes (gRFC A36): which requests it serves, and per-route overrides of
-//! its HTTP filters (`RBACPerRoute`, the JWT filter's `PerRouteConfig`).
+//! its HTTP filters (`RBACPerRoute`, the JWT filter's `PerRouteConfig`, and, as Envoy takes
+//! them, a route's own `HTTPFault` and `LocalRateLimit`).
 //!
 //! Why: a server listener's route config does not forward anywhere (its action is
 //! `non_forwarding_action`); it selects requests, so that a policy can differ by path or
@@ -7,9 +8,9 @@
 //! route whose action would forward, is not served (A36: `UNAVAILABLE` for gRPC, 404 for
 //! HTTP). Without a route config every request is served under the filters' own configs.
 
-use super::jwt::JwtAuthn;
 use super::rbac::RbacFilter;
 use super::route::RouteMatch;
+use super::server::ServerHttpFilter;
 use crate::error::{Errors, FieldPath};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -85,6 +86,13 @@ pub struct FilterOverride {
     /// The JWT filter's `PerRouteConfig`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_authn: Option<JwtPerRoute>,
+    /// The fault filter's config for these requests instead of the filter's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<crate::policy::HttpFault>,
+    /// The local rate limit filter's config for these requests: their own token bucket, as
+    /// Envoy gives a route's `LocalRateLimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ratelimit: Option<crate::policy::LocalRateLimit>,
 }
 
 /// The JWT filter's `PerRouteConfig`: exactly one field.
@@ -100,11 +108,11 @@ pub struct JwtPerRoute {
 }
 
 impl InboundRoutes {
-    /// Checks the routes against the server's filters (`filters`: name → its JWT config if
-    /// it is the JWT filter); `path` locates them.
+    /// Checks the routes against the server's filters (`filters`: by name); `path` locates
+    /// them.
     pub fn validate(
         &self,
-        filters: &BTreeMap<&str, Option<&JwtAuthn>>,
+        filters: &BTreeMap<&str, &ServerHttpFilter>,
         path: &FieldPath,
         errors: &mut Errors,
     ) {
@@ -127,47 +135,63 @@ impl InboundRoutes {
 
 fn overrides(
     map: &BTreeMap<String, FilterOverride>,
-    filters: &BTreeMap<&str, Option<&JwtAuthn>>,
+    filters: &BTreeMap<&str, &ServerHttpFilter>,
     path: &FieldPath,
     errors: &mut Errors,
 ) {
     for (name, o) in map {
         let op = path.field("typed_per_filter_config").field(name);
-        let Some(jwt) = filters.get(name.as_str()) else {
+        let Some(f) = filters.get(name.as_str()) else {
             errors.push(&op, format!("no HTTP filter named {name:?} on this server"));
             continue;
         };
         let set = usize::from(o.disabled)
             + usize::from(o.rbac.is_some())
-            + usize::from(o.jwt_authn.is_some());
+            + usize::from(o.jwt_authn.is_some())
+            + usize::from(o.fault.is_some())
+            + usize::from(o.local_ratelimit.is_some());
         if set != 1 {
-            errors.push(&op, "exactly one of disabled, rbac, jwt_authn must be set");
+            errors.push(
+                &op,
+                "exactly one of disabled, rbac, jwt_authn, fault, local_ratelimit must be set",
+            );
             continue;
         }
-        match (jwt, &o.rbac, &o.jwt_authn) {
-            (None, Some(r), _) => r.validate(&op.field("rbac"), errors),
-            (Some(j), _, Some(p)) => {
-                let pp = op.field("jwt_authn");
-                match (&p.requirement_name, p.disabled) {
-                    (Some(n), false) => errors.check(
-                        j.requirement_map.contains_key(n),
-                        &pp.field("requirement_name"),
-                        format!("no requirement {n:?} in the filter's requirement_map"),
-                    ),
-                    (None, true) => {}
-                    _ => errors.push(
-                        &pp,
-                        "exactly one of disabled and requirement_name must be set",
-                    ),
-                }
+        let not = |field: &str, what: &str, errors: &mut Errors| {
+            errors.push(&op.field(field), format!("{name:?} is not {what}"))
+        };
+        if let Some(r) = &o.rbac {
+            match f.rbac {
+                Some(_) => r.validate(&op.field("rbac"), errors),
+                None => not("rbac", "an RBAC filter", errors),
             }
-            (_, None, None) => {}
-            (None, _, Some(_)) => errors.push(
-                &op.field("jwt_authn"),
-                format!("{name:?} is not the JWT filter"),
-            ),
-            (Some(_), Some(_), _) => {
-                errors.push(&op.field("rbac"), format!("{name:?} is not an RBAC filter"))
+        }
+        if let Some(p) = &o.jwt_authn {
+            let pp = op.field("jwt_authn");
+            match (&f.jwt_authn, &p.requirement_name, p.disabled) {
+                (None, _, _) => not("jwt_authn", "the JWT filter", errors),
+                (Some(j), Some(n), false) => errors.check(
+                    j.requirement_map.contains_key(n),
+                    &pp.field("requirement_name"),
+                    format!("no requirement {n:?} in the filter's requirement_map"),
+                ),
+                (Some(_), None, true) => {}
+                _ => errors.push(
+                    &pp,
+                    "exactly one of disabled and requirement_name must be set",
+                ),
+            }
+        }
+        if let Some(x) = &o.fault {
+            match f.fault {
+                Some(_) => x.validate(&op.field("fault"), errors),
+                None => not("fault", "the fault filter", errors),
+            }
+        }
+        if let Some(l) = &o.local_ratelimit {
+            match f.local_ratelimit {
+                Some(_) => l.validate(&op.field("local_ratelimit"), errors),
+                None => not("local_ratelimit", "the local rate limit filter", errors),
             }
         }
     }

@@ -248,7 +248,7 @@ impl Server {
             let filters = self
                 .http_filters
                 .iter()
-                .map(|f| (f.name.as_str(), f.jwt_authn.as_ref()))
+                .map(|f| (f.name.as_str(), f))
                 .collect();
             r.validate(&filters, &path.field("route_config"), errors);
         }

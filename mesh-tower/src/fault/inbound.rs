@@ -6,13 +6,15 @@
 //! decision is the client side's [`FaultPolicy`] (percentages, header-controlled faults,
 //! `headers` conditions, `max_active_faults`); an abort answers locally with the configured
 //! HTTP or gRPC status and never reaches the handler; a delay holds the request, then calls
-//! the handler.
+//! the handler. A route of the server's inbound routes may have its own faults (a per-route
+//! `HTTPFault`, as Envoy's) or none (`disabled`).
 
 use super::future::{AfterDelay, Delay};
 use crate::breaker::Guard;
 use crate::policy::fault::{FaultPolicy, abort_response};
 use crate::refusal::{RefusalBody, RefusalFuture};
-use arc_swap::ArcSwapOption;
+use crate::route::inbound::PerRoute;
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -26,20 +28,20 @@ use tower_service::Service;
 #[derive(Clone, Debug)]
 pub struct InboundFault<S> {
     inner: S,
-    policy: Arc<ArcSwapOption<FaultPolicy>>,
+    policy: Arc<ArcSwap<PerRoute<FaultPolicy>>>,
     rng: crate::draw::Draw,
 }
 
-/// Applies [`InboundFault`] with whatever policy the handle holds at each request (`None`: no
-/// faults), swapped by the owner when the config changes.
+/// Applies [`InboundFault`] with whatever policies the handle holds at each request (none for
+/// the request's route: no faults), swapped by the owner when the config changes.
 #[derive(Clone, Debug)]
 pub struct InboundFaultLayer {
-    policy: Arc<ArcSwapOption<FaultPolicy>>,
+    policy: Arc<ArcSwap<PerRoute<FaultPolicy>>>,
 }
 
 impl InboundFaultLayer {
     /// A layer reading `policy`.
-    pub fn live(policy: Arc<ArcSwapOption<FaultPolicy>>) -> Self {
+    pub fn live(policy: Arc<ArcSwap<PerRoute<FaultPolicy>>>) -> Self {
         Self { policy }
     }
 }
@@ -70,8 +72,8 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // A lock-free read, no reference count taken: the policy is only used in this call.
-        let policy = self.policy.load();
-        let Some(policy) = policy.as_ref() else {
+        let policies = self.policy.load();
+        let Some(policy) = policies.get(&req) else {
             return InboundFaultFuture::now(RefusalFuture::inner(self.inner.call(req)), None);
         };
         let d = policy.decide(req.headers(), &mut self.rng);

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::route::RoutePolicy;
+use crate::server::PerRoute;
 use crate::test_util::{BoxFut, request, response, service};
 use mesh_core::policy::{Empty, FaultAbort, FaultDelay};
 use mesh_core::policy::{FractionalPercent, HttpFault};
@@ -197,9 +198,9 @@ async fn the_inbound_layer_delays_then_calls_and_aborts_without_the_handler() {
         }),
         ..Default::default()
     };
-    let policy = Arc::new(arc_swap::ArcSwapOption::from_pointee(
+    let policy = Arc::new(arc_swap::ArcSwap::from_pointee(PerRoute::uniform(Some(
         FaultPolicy::new(&delay).unwrap(),
-    ));
+    ))));
     let called = Arc::new(AtomicUsize::new(0));
     let c = called.clone();
     let handler = tower::service_fn(move |_: Request<()>| {
@@ -225,7 +226,7 @@ async fn the_inbound_layer_delays_then_calls_and_aborts_without_the_handler() {
     );
     assert_eq!(called.load(Ordering::SeqCst), 1);
 
-    policy.store(Some(Arc::new(
+    policy.store(Arc::new(PerRoute::uniform(Some(
         FaultPolicy::new(&HttpFault {
             abort: Some(FaultAbort {
                 grpc_status: Some(8),
@@ -235,7 +236,7 @@ async fn the_inbound_layer_delays_then_calls_and_aborts_without_the_handler() {
             ..Default::default()
         })
         .unwrap(),
-    )));
+    ))));
     let res = call().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["grpc-status"], "8");
@@ -246,7 +247,7 @@ async fn the_inbound_layer_delays_then_calls_and_aborts_without_the_handler() {
         "an abort never reaches the handler"
     );
 
-    policy.store(None);
+    policy.store(Arc::new(PerRoute::uniform(None)));
     call().await.unwrap();
     assert_eq!(
         called.load(Ordering::SeqCst),

@@ -1,11 +1,13 @@
 //! The same limiter on the server side: one bucket per server (a `servers:` entry's
 //! `local_ratelimit` filter), refusing callers before any token or policy work. A refused
 //! request never reaches the handler; HTTP callers get the configured status (429), gRPC
-//! callers `UNAVAILABLE` (or `RESOURCE_EXHAUSTED`).
+//! callers `UNAVAILABLE` (or `RESOURCE_EXHAUSTED`). A route of the server's inbound routes may
+//! have its own bucket (a per-route `LocalRateLimit`, as Envoy's) or none (`disabled`).
 
 use super::RateLimiter;
 use crate::refusal::{RefusalBody, RefusalFuture};
-use arc_swap::ArcSwapOption;
+use crate::route::inbound::PerRoute;
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,20 +19,20 @@ use tower_service::Service;
 #[derive(Clone, Debug)]
 pub struct InboundRateLimit<S> {
     inner: S,
-    limiter: Arc<ArcSwapOption<RateLimiter>>,
+    limiter: Arc<ArcSwap<PerRoute<RateLimiter>>>,
     rng: crate::draw::Draw,
 }
 
-/// Applies [`InboundRateLimit`] with whatever limiter the handle holds at each request
-/// (`None`: no limit), swapped by the owner when the config changes.
+/// Applies [`InboundRateLimit`] with whatever limiters the handle holds at each request (none
+/// for the request's route: no limit), swapped by the owner when the config changes.
 #[derive(Clone, Debug)]
 pub struct InboundRateLimitLayer {
-    limiter: Arc<ArcSwapOption<RateLimiter>>,
+    limiter: Arc<ArcSwap<PerRoute<RateLimiter>>>,
 }
 
 impl InboundRateLimitLayer {
     /// A layer reading `limiter`.
-    pub fn live(limiter: Arc<ArcSwapOption<RateLimiter>>) -> Self {
+    pub fn live(limiter: Arc<ArcSwap<PerRoute<RateLimiter>>>) -> Self {
         Self { limiter }
     }
 }
@@ -60,7 +62,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Some(limiter) = &*self.limiter.load()
+        if let Some(limiter) = self.limiter.load().get(&req)
             && limiter.refuses(Instant::now(), self.rng.u64(), self.rng.u64())
         {
             let grpc = crate::grpc::is_grpc(req.headers());

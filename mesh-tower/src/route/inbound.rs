@@ -1,10 +1,11 @@
 //! A server's inbound routes compiled (gRFC A36): the virtual host by authority, the first
-//! route that matches, and that route's number, which the inbound checks (JWT, RBAC) use to
-//! find their per-route configs.
+//! route that matches, and that route's number, which the inbound checks (JWT, RBAC, local
+//! rate limit, fault) use to find their per-route configs.
 
 use super::table::{Domains, RequestMatcher, compile_match};
 use http::Request;
 use mesh_core::config::inbound::{FilterOverride, InboundRoutes};
+use mesh_core::config::server::Server;
 use std::sync::Arc;
 
 /// The compiled routes: route numbers count routes across virtual hosts, in config order.
@@ -72,6 +73,86 @@ impl InboundTable {
             ));
         }
         Ok(*n)
+    }
+}
+
+/// One inbound filter's compiled config as a server's requests read it: the filter's own,
+/// and, where the server's inbound routes override the filter (`typed_per_filter_config`),
+/// each route's. A request pays a route lookup only when some route overrides the filter.
+///
+/// ```
+/// use mesh_tower::server::PerRoute;
+/// let off: PerRoute<u32> = PerRoute::uniform(None);
+/// let req = http::Request::get("/").body(()).unwrap();
+/// assert_eq!(off.get(&req), None);
+/// assert_eq!(PerRoute::uniform(Some(7)).get(&req), Some(&7));
+/// ```
+#[derive(Debug)]
+pub struct PerRoute<T> {
+    base: Option<Arc<T>>,
+    /// The routes and, per route number, its config (`None`: the filter is off there).
+    routes: Option<(InboundTable, Vec<Option<Arc<T>>>)>,
+}
+
+impl<T> Default for PerRoute<T> {
+    fn default() -> Self {
+        Self {
+            base: None,
+            routes: None,
+        }
+    }
+}
+
+impl<T> PerRoute<T> {
+    /// The same config (or none) for every request.
+    pub fn uniform(base: Option<T>) -> Self {
+        Self {
+            base: base.map(Arc::new),
+            routes: None,
+        }
+    }
+
+    /// The config of `server`'s filter `name` (`base`: its own config compiled; `None` with
+    /// no such filter), with each route's override compiled by `own` (`disabled` turns the
+    /// filter off on that route).
+    pub(crate) fn for_server(
+        server: &Server,
+        name: Option<&str>,
+        base: Option<T>,
+        own: impl Fn(&FilterOverride) -> Result<Option<T>, String>,
+    ) -> Result<Self, String> {
+        let (Some(routes), Some(name)) = (&server.route_config, name) else {
+            return Ok(Self::uniform(base));
+        };
+        let by_route = overrides(routes, name);
+        if by_route.iter().all(Option::is_none) {
+            return Ok(Self::uniform(base));
+        }
+        let base = base.map(Arc::new);
+        let mut per = Vec::with_capacity(by_route.len());
+        for o in by_route {
+            per.push(match o {
+                None => base.clone(),
+                Some(o) if o.disabled => None,
+                Some(o) => own(o)?.map(Arc::new),
+            });
+        }
+        Ok(Self {
+            base,
+            routes: Some((InboundTable::compile(routes)?, per)),
+        })
+    }
+
+    /// The config for `req`: its route's, else the filter's (a request no route serves is
+    /// refused by the RBAC layer; here it meets the filter's own config).
+    pub fn get<B>(&self, req: &Request<B>) -> Option<&T> {
+        match &self.routes {
+            None => self.base.as_deref(),
+            Some((table, per)) => match table.find(req) {
+                Ok(n) => per[n].as_deref(),
+                Err(_) => self.base.as_deref(),
+            },
+        }
     }
 }
 

@@ -5,9 +5,11 @@ use super::connections::Connections;
 use crate::error::{ErrorKind, MeshError};
 use crate::jwt::JwtEngine;
 use crate::policy::fault::FaultPolicy;
+use crate::ratelimit::RateLimiter;
 use crate::rbac::RbacEngine;
+use crate::route::inbound::PerRoute;
 use crate::tls::ServerTls;
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use mesh_core::config::server::Server;
 use mesh_core::config::tls::DownstreamTls;
 use std::sync::{Arc, Weak};
@@ -17,8 +19,8 @@ use std::sync::{Arc, Weak};
 pub(super) struct Checks {
     pub(super) rbac: Arc<ArcSwap<RbacEngine>>,
     pub(super) jwt: Arc<ArcSwap<JwtEngine>>,
-    pub(super) ratelimit: Arc<ArcSwapOption<crate::ratelimit::RateLimiter>>,
-    pub(super) fault: Arc<ArcSwapOption<FaultPolicy>>,
+    pub(super) ratelimit: Arc<ArcSwap<PerRoute<RateLimiter>>>,
+    pub(super) fault: Arc<ArcSwap<PerRoute<FaultPolicy>>>,
 }
 
 impl Checks {
@@ -28,8 +30,8 @@ impl Checks {
         Ok(Self {
             rbac: Arc::new(ArcSwap::from_pointee(c.rbac)),
             jwt: Arc::new(ArcSwap::from_pointee(c.jwt)),
-            ratelimit: Arc::new(ArcSwapOption::new(c.limiter)),
-            fault: Arc::new(ArcSwapOption::new(c.fault)),
+            ratelimit: Arc::new(ArcSwap::from_pointee(c.limiter)),
+            fault: Arc::new(ArcSwap::from_pointee(c.fault)),
         })
     }
 
@@ -49,8 +51,8 @@ impl Checks {
 pub(super) struct Live {
     rbac: Weak<ArcSwap<RbacEngine>>,
     jwt: Weak<ArcSwap<JwtEngine>>,
-    ratelimit: Weak<ArcSwapOption<crate::ratelimit::RateLimiter>>,
-    fault: Weak<ArcSwapOption<FaultPolicy>>,
+    ratelimit: Weak<ArcSwap<PerRoute<RateLimiter>>>,
+    fault: Weak<ArcSwap<PerRoute<FaultPolicy>>>,
     pub(super) conns: Weak<Connections>,
 }
 
@@ -79,8 +81,8 @@ impl Live {
             _ => conns.settings().tls.clone(),
         };
         // A config change starts a new bucket (as on the client side).
-        rl.store(c.limiter);
-        fault.store(c.fault);
+        rl.store(Arc::new(c.limiter));
+        fault.store(Arc::new(c.fault));
         // JWT first: a request between the two stores meets the new token rules and, at
         // worst, the old authorization.
         jwt.store(Arc::new(c.jwt));
@@ -100,8 +102,8 @@ impl Live {
 struct Compiled {
     rbac: RbacEngine,
     jwt: JwtEngine,
-    limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
-    fault: Option<Arc<FaultPolicy>>,
+    limiter: PerRoute<RateLimiter>,
+    fault: PerRoute<FaultPolicy>,
 }
 
 impl Compiled {
@@ -114,18 +116,47 @@ impl Compiled {
         };
         let rbac = RbacEngine::for_server(config).map_err(err)?;
         let jwt = JwtEngine::for_server(config).map_err(|e| err(format!("jwt_authn: {e}")))?;
-        let limiter = match config.local_ratelimit() {
-            Some(l) => crate::ratelimit::RateLimiter::new(l)
-                .map_err(|e| err(format!("local_ratelimit: {e}")))?
-                .map(Arc::new),
-            None => None,
+        // The filters' own configs, and each route's override of them.
+        let name = |has: fn(&mesh_core::config::server::ServerHttpFilter) -> bool| {
+            config
+                .http_filters
+                .iter()
+                .find(|f| has(f))
+                .map(|f| f.name.as_str())
         };
-        let fault = match config.fault() {
-            Some(f) => Some(Arc::new(
-                FaultPolicy::new(f).map_err(|e| err(format!("fault: {e}")))?,
-            )),
-            None => None,
-        };
+        fn limiter_of(
+            l: &mesh_core::policy::LocalRateLimit,
+        ) -> Result<Option<RateLimiter>, String> {
+            RateLimiter::new(l).map_err(|e| format!("local_ratelimit: {e}"))
+        }
+        fn fault_of(f: &mesh_core::policy::HttpFault) -> Result<FaultPolicy, String> {
+            FaultPolicy::new(f).map_err(|e| format!("fault: {e}"))
+        }
+        let limiter = PerRoute::for_server(
+            config,
+            name(|f| f.local_ratelimit.is_some()),
+            config
+                .local_ratelimit()
+                .map(limiter_of)
+                .transpose()
+                .map_err(err)?
+                .flatten(),
+            |o| {
+                o.local_ratelimit
+                    .as_ref()
+                    .map(limiter_of)
+                    .transpose()
+                    .map(Option::flatten)
+            },
+        )
+        .map_err(err)?;
+        let fault = PerRoute::for_server(
+            config,
+            name(|f| f.fault.is_some()),
+            config.fault().map(fault_of).transpose().map_err(err)?,
+            |o| o.fault.as_ref().map(fault_of).transpose(),
+        )
+        .map_err(err)?;
         Ok(Self {
             rbac,
             jwt,

@@ -30,6 +30,7 @@ use mesh_core::config::server::Limits;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use crate::route::inbound::PerRoute;
 pub use crate::tls::PeerInfo;
 
 /// A server's inbound policy: TLS and authorization. Cheap to clone.

@@ -283,3 +283,70 @@ servers:
     assert_eq!(statuses, [200, 503, 403]);
     assert_eq!(handled.load(Ordering::SeqCst), 1);
 }
+
+/// A route's own fault and rate limit (Envoy's per-route `HTTPFault` and `LocalRateLimit`):
+/// `/health` is never limited, `/flaky` has its own bucket of 3 and always fails, every other
+/// path shares the filter's bucket of 1.
+#[tokio::test]
+async fn per_route_faults_and_rate_limits_override_the_filters() {
+    let bucket = |n: u32| {
+        format!(
+            "{{ token_bucket: {{ max_tokens: {n}, tokens_per_fill: {n}, fill_interval: 3600s }}, \
+             filter_enabled: {{ numerator: 100 }}, filter_enforced: {{ numerator: 100 }} }}"
+        )
+    };
+    let yaml = format!(
+        r#"
+servers:
+  - name: s
+    http_filters:
+      - {{ name: rl, local_ratelimit: {one} }}
+      - name: chaos
+        fault:
+          abort: {{ http_status: 503, percentage: {{ numerator: 100 }} }}
+          headers: [{{ name: x-chaos, exact_match: "on" }}]
+    route_config:
+      virtual_hosts:
+        - name: inbound
+          domains: ["*"]
+          routes:
+            - match: {{ prefix: /health }}
+              typed_per_filter_config: {{ rl: {{ disabled: true }} }}
+            - match: {{ prefix: /flaky }}
+              typed_per_filter_config:
+                rl: {{ local_ratelimit: {three} }}
+                chaos: {{ fault: {{ abort: {{ http_status: 500, percentage: {{ numerator: 100 }} }} }} }}
+            - match: {{ prefix: / }}
+"#,
+        one = bucket(1),
+        three = bucket(3),
+    );
+    let (mut tx, handled) = serve_config(&yaml).await;
+    let mut statuses = Vec::new();
+    for path in [
+        "/health", "/health", "/health", "/a", "/a", "/flaky", "/flaky", "/flaky", "/flaky",
+    ] {
+        let req = http::Request::get(path).header("host", "s");
+        let res = tx
+            .send_request(req.body(http_body_util::Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        let _ = http_body_util::BodyExt::collect(res.into_body()).await;
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 500, 500, 500, 429]);
+    assert_eq!(handled.load(Ordering::SeqCst), 4, "/health ×3 and /a once");
+
+    // An override of another filter's kind is refused with its path.
+    let wrong = mesh_core::MeshConfig::from_yaml(&yaml.replace(
+        "rl: { disabled: true }",
+        "rl: { fault: { abort: { http_status: 500, percentage: { numerator: 1 } } } }",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        wrong
+            .contains("routes[0].typed_per_filter_config.rl.fault: \"rl\" is not the fault filter"),
+        "{wrong}"
+    );
+}

@@ -1,6 +1,7 @@
 //! A server listener's inline route config (gRFC A36) → the server's [`InboundRoutes`]:
 //! virtual hosts, route matches, whether each route is non-forwarding, and the per-route
 //! overrides of the inbound filters (`RBACPerRoute`, the JWT filter's `PerRouteConfig`,
+//! `HTTPFault`, `LocalRateLimit`,
 //! Envoy's `FilterConfig` wrapper with `disabled`).
 //!
 //! A route whose action forwards is kept and marked: A36 fails the requests it matches
@@ -99,6 +100,16 @@ fn filter_override(any: &Any, path: &FieldPath, errors: &mut Errors) -> Option<F
                 }
             })
         }
+        // Envoy's per-route configs of the fault and local rate limit filters: their type is
+        // the filter's own.
+        Some(a) if a.type_url == super::policy::FAULT_TYPE => Some(FilterOverride {
+            fault: Some(super::policy::fault(&a, path, errors)?),
+            ..FilterOverride::default()
+        }),
+        Some(a) if a.type_url == super::policy::LOCAL_RATELIMIT_TYPE => Some(FilterOverride {
+            local_ratelimit: Some(super::policy::local_ratelimit(&a, path, errors)?),
+            ..FilterOverride::default()
+        }),
         Some(_) | None if optional => None,
         Some(a) => {
             errors.push(

@@ -325,11 +325,44 @@ fn a_fault_filter_translates_for_servers_after_rbac_only() {
         NAME,
         at,
         Some(downstream_mtls("default")),
-        vec![filter, rbac],
+        vec![filter.clone(), rbac.clone()],
     );
     let e = translated(&l).unwrap_err().to_string();
     assert!(
         e.contains("the RBAC filters must come before the fault filter"),
         "{e}"
     );
+
+    // A route's own HTTPFault (Envoy's per-route config of the fault filter) overrides the
+    // filter's config on that route.
+    use envoy_types::pb::envoy::config::route::v3 as rds;
+    let mut own = fault.clone();
+    own.delay = None;
+    own.abort = Some(envoy_types::pb::envoy::extensions::filters::http::fault::v3::FaultAbort {
+        error_type: Some(
+            envoy_types::pb::envoy::extensions::filters::http::fault::v3::fault_abort::ErrorType::HttpStatus(503),
+        ),
+        ..Default::default()
+    });
+    let route = rds::Route {
+        r#match: Some(rds::RouteMatch {
+            path_specifier: Some(rds::route_match::PathSpecifier::Prefix("/flaky".into())),
+            ..Default::default()
+        }),
+        action: Some(rds::route::Action::NonForwardingAction(Default::default())),
+        typed_per_filter_config: [("envoy.filters.http.fault".to_owned(), any(&own))].into(),
+        ..Default::default()
+    };
+    let l = crate::build::server_listener_with_routes(
+        NAME,
+        at,
+        Some(downstream_mtls("default")),
+        vec![rbac, filter],
+        vec![route],
+    );
+    let s = translated(&l).unwrap();
+    let routes = s.route_config.unwrap();
+    let o = &routes.virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.fault"];
+    let abort = o.fault.as_ref().unwrap().abort.as_ref().unwrap();
+    assert_eq!(abort.http_status, Some(503));
 }
