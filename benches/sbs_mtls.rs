@@ -7,6 +7,9 @@
 //!   the last of, the same echo handler);
 //! - `envoy-pair`: Istio's sidecar data path, app → Envoy → mTLS → Envoy → app (plaintext h2c
 //!   at both ends, both Envoys `--concurrency 1`);
+//! - `grpc-go-mtls`: grpc-go's proxyless xDS at both ends with xDS credentials (our Go programs
+//!   `grpcload -xds-creds` → `grpcpeer server`, configured by go-control-plane as Istio
+//!   configures proxyless gRPC), calling a raw-bytes unary echo: gRPC framing, same body size;
 //! - `h2c-bare`: hyper without TLS, to show what TLS itself costs.
 //!
 //! Every contender is its own process pinned as in `side_by_side` (clients and the client-side
@@ -38,11 +41,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTENDERS: [&str; 5] = [
+mod sbs_mtls_peers;
+
+use sbs_mtls_peers::{envoy_config, envoy_tls, grpc_go, grpc_go_client};
+
+const CONTENDERS: [&str; 6] = [
     "rustls-bare",
     "mesh-server",
     "mesh-mtls",
     "envoy-pair",
+    "grpc-go-mtls",
     "h2c-bare",
 ];
 const BASELINE: &str = "rustls-bare";
@@ -281,78 +289,6 @@ async fn client(contender: &str, target: SocketAddr, dir: &Path, c: usize, secs:
 
 // ===== the orchestrator =====
 
-fn envoy_tls(files: &WorkloadFiles, peer: &str, indent: usize) -> String {
-    let pad = " ".repeat(indent);
-    format!(
-        "\n{pad}alpn_protocols: [h2]\n{pad}tls_certificates: [{{ certificate_chain: {{ filename: \"{}\" }}, private_key: {{ filename: \"{}\" }} }}]\n{pad}validation_context:\n{pad}  trusted_ca: {{ filename: \"{}\" }}\n{pad}  match_typed_subject_alt_names: [{{ san_type: URI, matcher: {{ exact: \"{peer}\" }} }}]",
-        files.cert.display(),
-        files.key.display(),
-        files.roots.display(),
-    )
-}
-
-/// One Envoy of the pair: a listener on `listen` (TLS when `downstream` is given) proxying to
-/// `upstream` over HTTP/2 (TLS when `upstream_tls` is given).
-fn envoy_config(
-    listen: SocketAddr,
-    downstream: Option<String>,
-    upstream: SocketAddr,
-    upstream_tls: Option<String>,
-) -> String {
-    let listener_tls = downstream.map_or(String::new(), |tls| {
-        format!(
-            r#"
-          transport_socket:
-            name: envoy.transport_sockets.tls
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-              require_client_certificate: true
-              common_tls_context:{tls}"#
-        )
-    });
-    let cluster_tls = upstream_tls.map_or(String::new(), |tls| {
-        format!(
-            r#"
-      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-          sni: {SERVER_NAME}
-          common_tls_context:{tls}"#
-        )
-    });
-    format!(
-        r#"static_resources:
-  listeners:
-    - name: in
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {lport} }} }}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: in
-                codec_type: AUTO
-                http_filters: [{{ name: envoy.filters.http.router, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }} }}]
-                route_config:
-                  virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: / }}, route: {{ cluster: out }} }}] }}]{listener_tls}
-  clusters:
-    - name: out
-      type: STATIC
-      connect_timeout: 2s
-      typed_extension_protocol_options:
-        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-          explicit_http_config: {{ http2_protocol_options: {{}} }}
-      load_assignment:
-        cluster_name: out
-        endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {uport} }} }} }} }}] }}]{cluster_tls}
-"#,
-        lport = listen.port(),
-        uport = upstream.port(),
-    )
-}
-
 fn server(kind: &str, dir: &Path) -> (std::process::Child, SocketAddr) {
     let mut cmd = pinned(SERVER_CPU, std::env::current_exe().unwrap());
     cmd.env("SBS_MTLS_ROLE", format!("server-{kind}"))
@@ -455,6 +391,9 @@ fn main() {
         .expect("the Envoy pair proxies to the echo server over mTLS");
     });
 
+    let go = grpc_go(&rt(), tmp.path(), &server_files, &client_files);
+    pin_pid(SERVER_CPU, go.server.pid());
+
     let mut results: HashMap<(&str, usize, usize), Vec<Row>> = HashMap::new();
     for round in 0..rounds {
         for &c in concurrencies {
@@ -475,6 +414,7 @@ fn main() {
                             servers["plain"].0.id(),
                             vec![client_envoy.pid(), server_envoy.pid()],
                         ),
+                        "grpc-go-mtls" => (plain, go.server.pid(), vec![]),
                         _ => (plain, servers["plain"].0.id(), vec![]),
                     };
                     let others: Vec<u32> = sidecars.iter().copied().chain([server_pid]).collect();
@@ -488,6 +428,9 @@ fn main() {
                         .env("SBS_CONCURRENCY", c.to_string())
                         .env("SBS_SECS", secs.to_string())
                         .env("SBS_SIZE", size.to_string());
+                    if contender == "grpc-go-mtls" {
+                        cmd = grpc_go_client(&go, c, secs, size);
+                    }
                     let mut row = run_result(contender, cmd);
                     let others_us: u64 = others
                         .iter()

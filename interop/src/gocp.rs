@@ -75,6 +75,11 @@ impl GrpcGoServer {
         }
         Self(child)
     }
+
+    /// Its process id (to pin it or read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
 }
 
 impl Drop for GrpcGoServer {

@@ -2,7 +2,8 @@
 // generator that reaches the echo server through gRPC's own proxyless xDS client.
 //
 // It reads the gRPC bootstrap from GRPC_XDS_BOOTSTRAP (written by the harness, pointing at
-// the go-control-plane fixture), dials xds:///<target>, and calls one unary method with raw
+// the go-control-plane fixture), dials xds:///<target> (with -xds-creds, TLS as the control
+// plane's cluster says: mTLS from the bootstrap's certificate providers), and calls one unary method with raw
 // bytes (no protobuf on either side, so only the transport and xDS stack are measured). It
 // prints one line the harness parses:
 //
@@ -22,7 +23,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
 	_ "google.golang.org/grpc/xds" // registers the xds:/// resolver and balancers
 
 	"mesh.local/gocp/internal/raw"
@@ -56,9 +59,19 @@ func main() {
 	concurrency := flag.Int("concurrency", 1, "requests in flight")
 	secs := flag.Float64("secs", 1, "seconds of load")
 	size := flag.Int("size", 64, "message bytes")
+	useXds := flag.Bool("xds-creds", false, "xDS credentials: TLS as the control plane says (mTLS from the bootstrap's certificate providers)")
 	flag.Parse()
 
-	conn, err := grpc.NewClient(*target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if *useXds {
+		c, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "xds credentials:", err)
+			os.Exit(1)
+		}
+		creds = c
+	}
+	conn, err := grpc.NewClient(*target, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dial:", err)
 		os.Exit(1)

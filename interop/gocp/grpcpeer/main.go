@@ -3,6 +3,7 @@
 //
 //	grpcpeer client -target xds:///host:port -n N [-header k=v]... [-name s] [-each k=v1,v2,...]
 //	grpcpeer server -listen ip:port
+//	grpcpeer csds -server ip:port
 //
 // Both read the bootstrap from GRPC_XDS_BOOTSTRAP and use xDS credentials (TLS from the
 // control plane's config, plaintext when it sends none). Messages are raw protobuf bytes
@@ -10,6 +11,7 @@
 //
 // The client prints one line: RESULT {"replies":{"<message>":n},"codes":{"<code>":n}}; with
 // -each, one line per value instead: EACH <value> {...}, all on one connection.
+// The server also serves /bench.Echo/Unary (the bytes back) for the mTLS bench.
 // The server answers SayHello with "<listen> /helloworld.Greeter/SayHello <peer id>\n" (the
 // peer's SPIFFE ID from its verified certificate, else "-"), as the mesh's echo server does,
 // and prints "SERVING" / "NOT_SERVING <why>" as its serving mode changes.
@@ -36,6 +38,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	csdspb "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 
 	"mesh.local/gocp/internal/raw"
 )
@@ -170,6 +175,13 @@ func server(args []string) {
 			{MethodName: "SayHelloAgain", Handler: hello(*listen, "SayHelloAgain")},
 		},
 	}, struct{}{})
+	// The side-by-side harness's method: the request's bytes back (grpc-go's contender in the
+	// mTLS bench, xDS credentials at both ends).
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "bench.Echo",
+		HandlerType: (*any)(nil),
+		Methods:     []grpc.MethodDesc{{MethodName: "Unary", Handler: echo}},
+	}, struct{}{})
 	lis, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fail(err)
@@ -197,6 +209,38 @@ func hello(listen, method string) func(any, context.Context, func(any) error, gr
 	}
 }
 
+func echo(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	var in []byte
+	if err := dec(&in); err != nil {
+		return nil, err
+	}
+	return &in, nil
+}
+
+// csds asks a CSDS server (FetchClientStatus) for its client's status and prints the answer
+// as protobuf JSON on one line: CSDS {...}.
+func csds(args []string) {
+	fs := flag.NewFlagSet("csds", flag.ExitOnError)
+	addr := fs.String("server", "", "ip:port of the CSDS service")
+	_ = fs.Parse(args)
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fail(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := csdspb.NewClientStatusDiscoveryServiceClient(conn).FetchClientStatus(ctx, &csdspb.ClientStatusRequest{})
+	if err != nil {
+		fail(err)
+	}
+	out, err := protojson.Marshal(res)
+	if err != nil {
+		fail(err)
+	}
+	fmt.Printf("CSDS %s\n", out)
+}
+
 func peerID(s tls.ConnectionState) string {
 	if len(s.PeerCertificates) == 0 {
 		return "-"
@@ -214,7 +258,7 @@ func fail(err error) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: grpcpeer client|server ...")
+		fmt.Fprintln(os.Stderr, "usage: grpcpeer client|server|csds ...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -222,8 +266,10 @@ func main() {
 		client(os.Args[2:])
 	case "server":
 		server(os.Args[2:])
+	case "csds":
+		csds(os.Args[2:])
 	default:
-		fmt.Fprintln(os.Stderr, "usage: grpcpeer client|server ...")
+		fmt.Fprintln(os.Stderr, "usage: grpcpeer client|server|csds ...")
 		os.Exit(2)
 	}
 }
