@@ -2,7 +2,8 @@
 //! ADS), through our own small program `interop/gocp`. Each scenario runs in both protocols:
 //! initial config reaches the right endpoints; endpoints added and removed; a route changes
 //! cluster; a cluster removed; an invalid resource NACKed with its field path while the last
-//! good config serves; the control plane killed and restarted under traffic.
+//! good config serves (and CSDS, read by a grpc-go client, reports it NACKED with the message);
+//! the control plane killed and restarted under traffic.
 
 mod support;
 
@@ -13,7 +14,7 @@ use http_body_util::Empty;
 use mesh_examples::backend::Backend;
 use mesh_tower::{ErrorKind, Mesh, MeshService};
 use mesh_xds_client::translate::ResourceType;
-use mesh_xds_client::{XdsClientBuilder, build};
+use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
 use std::net::SocketAddr;
 use std::time::Duration;
 use support::gocp::GoControlPlane;
@@ -215,6 +216,80 @@ async fn nack(delta: bool) {
         mesh.config_dump().clusters[0].lb_policy,
         mesh_core::LbPolicy::RoundRobin
     );
+
+    // CSDS (gRFC A40), mounted on a tonic server and read by grpc-go's generated client: the
+    // listener accepted at version 2, the cluster NACKED with our message (its version-1 copy
+    // still in force), a listener asked for and not (yet) sent REQUESTED.
+    let _missing = mesh.channel::<Empty<Bytes>>("xds:///missing");
+    cp.wait_for(|e| {
+        e.type_url == ResourceType::Listener.type_url()
+            && e.names
+                .as_ref()
+                .is_some_and(|n| n.iter().any(|n| n == "missing"))
+    })
+    .await;
+    let status = csds(&mesh).await;
+    let config = &status["config"][0];
+    assert_eq!(config["node"]["id"], NODE);
+    let find = |ty: ResourceType, name: &str| {
+        config["genericXdsConfigs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["typeUrl"] == ty.type_url() && c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name:?} in {config}"))
+    };
+    let web = find(ResourceType::Listener, "web");
+    assert_eq!(web["clientStatus"], "ACKED", "{web}");
+    if !delta {
+        assert_eq!(web["versionInfo"], "2", "{web}");
+    }
+    assert!(web["lastUpdated"].is_string(), "{web}");
+    let cluster = find(ResourceType::Cluster, "web");
+    assert_eq!(cluster["clientStatus"], "NACKED", "{cluster}");
+    assert_eq!(
+        cluster["errorState"]["details"],
+        "lb_policy: ClusterProvided is not supported yet"
+    );
+    assert_eq!(
+        find(ResourceType::Listener, "missing")["clientStatus"],
+        "REQUESTED"
+    );
+}
+
+/// Serves `mesh`'s CSDS on a loopback tonic server and asks it with `grpcpeer csds` (grpc-go
+/// and go-control-plane's generated CSDS client); the answer as protobuf JSON.
+async fn csds(mesh: &Mesh) -> serde_json::Value {
+    let service = mesh
+        .xds_client()
+        .expect("an xDS mesh")
+        .csds()
+        .into_service();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let out = tokio::process::Command::new(support::gocp::grpc_go_peer_binary())
+        .args(["csds", "-server", &addr.to_string()])
+        .output()
+        .await
+        .expect("grpcpeer csds");
+    server.abort();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CSDS "))
+        .unwrap_or_else(|| panic!("no CSDS line in {text}"));
+    serde_json::from_str(json).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

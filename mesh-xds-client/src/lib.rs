@@ -28,6 +28,7 @@ pub mod ads;
 pub mod bootstrap;
 pub mod build;
 pub mod client;
+pub mod csds;
 pub mod federation;
 mod mesh;
 pub mod translate;

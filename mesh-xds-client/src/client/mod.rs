@@ -300,14 +300,14 @@ impl XdsClient {
     /// Per resource: version, last update, state and last NACK error (the data CSDS serves),
     /// over every control plane's stream.
     pub fn resource_status(&self) -> BTreeMap<ResourceType, BTreeMap<String, ads::ResourceStatus>> {
-        let st = self.shared.lock();
-        let mut all: BTreeMap<_, BTreeMap<_, _>> = BTreeMap::new();
-        for ads in &st.ads {
-            for (ty, by_name) in ads.status() {
-                all.entry(ty).or_default().extend(by_name);
-            }
-        }
-        all
+        StatusSource(self.shared.clone()).resource_status()
+    }
+
+    /// The CSDS gRPC service of this client, to mount on the application's tonic server
+    /// (see [`Csds`](crate::csds::Csds)). It reads the client's state when asked and does not
+    /// keep the client running.
+    pub fn csds(&self) -> crate::csds::Csds {
+        crate::csds::Csds::new(StatusSource(self.shared.clone()))
     }
 
     /// The control planes in use: the top-level server first, then those only authorities
@@ -407,6 +407,31 @@ struct Settings {
     tls: Option<Tls>,
     backoff: (Duration, Duration),
     token: Option<PathBuf>,
+}
+
+/// A client's resource status and node, readable after the client stopped (CSDS holds one).
+#[derive(Clone, Debug)]
+pub(crate) struct StatusSource(Arc<Shared>);
+
+impl StatusSource {
+    /// Per type and name, over every control plane's stream.
+    pub(crate) fn resource_status(
+        &self,
+    ) -> BTreeMap<ResourceType, BTreeMap<String, ads::ResourceStatus>> {
+        let st = self.0.lock();
+        let mut all: BTreeMap<_, BTreeMap<_, _>> = BTreeMap::new();
+        for ads in &st.ads {
+            for (ty, by_name) in ads.status() {
+                all.entry(ty).or_default().extend(by_name);
+            }
+        }
+        all
+    }
+
+    /// The node the client presents.
+    pub(crate) fn node(&self) -> core::Node {
+        node_proto(&self.0.bootstrap.node)
+    }
 }
 
 fn node_proto(n: &crate::bootstrap::Node) -> core::Node {
