@@ -101,14 +101,38 @@ async fn mesh_calls(mesh: &Mesh, n: usize, headers: &[(&'static str, &str)]) -> 
 
 /// A plaintext gRPC server answering SayHello with its address (the mesh's echo).
 async fn grpc_echo() -> SocketAddr {
+    grpc_server(false).await
+}
+
+/// The echo; with `flaky`, it answers `UNAVAILABLE` (trailers-only) to every other call it
+/// gets, the first included: a flaky instance whose failures a retry always gets past.
+async fn grpc_server(flaky: bool) -> SocketAddr {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let svc = hyper::service::service_fn(move |req| mesh_examples::echo::handle(addr, req));
+            let calls = calls.clone();
+            let svc = hyper::service::service_fn(move |req| {
+                let fail = flaky && calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2);
+                async move {
+                    if !fail {
+                        return mesh_examples::echo::handle(addr, req).await;
+                    }
+                    let res = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", "14")
+                        .header("grpc-message", "flaky")
+                        .body(http_body_util::Empty::new().boxed_unsync())
+                        .unwrap();
+                    Ok(res)
+                }
+            });
             tokio::spawn(async move {
                 let builder = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
@@ -349,4 +373,65 @@ async fn grpc_go_and_mesh_time_out_and_hash_alike() {
         used.len() >= 2,
         "12 users spread over the backends: {used:?}"
     );
+}
+
+/// Retries (gRFC A44 on istiod's retry policy): behind a backend that fails every other call
+/// with `UNAVAILABLE`, istiod's default policy (2 attempts, `unavailable` among the
+/// conditions) gets every call through for both clients; with `retries: {attempts: 0}` both
+/// see the same half fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_go_and_mesh_retry_alike() {
+    let flaky = grpc_server(true).await;
+    let route = format!("  - route: [{{destination: {{host: {HOST}}}}}]\n");
+    let cp = Cp::start(&[
+        ("service.yaml", &service(&[("v1", flaky)], "")),
+        ("vs.yaml", &virtual_service(&route)),
+    ]);
+    let go_bootstrap = cp.bootstrap_file(&Workload {
+        name: "client-go",
+        ..client_workload(None)
+    });
+    let mesh = cp.client(&client_workload(None), false).await;
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+
+    let all_through = Outcomes::from([(reply(flaky, "-"), 10)]);
+    let (theirs, ours) = (
+        grpc_go(&go_bootstrap, TARGET, 10, &[]).await,
+        mesh_calls(&mesh, 10, &[]).await,
+    );
+    assert_eq!(theirs, all_through, "grpc-go retries past the failures");
+    assert_eq!(ours, theirs, "so do we");
+
+    // Retries off: each client's 10 calls (an even number of attempts so far, so each batch
+    // starts on a failure) alternate between the failure and the reply.
+    cp.write(
+        "vs.yaml",
+        &virtual_service(&format!(
+            "  - route: [{{destination: {{host: {HOST}}}}}]\n    retries: {{attempts: 0}}\n"
+        )),
+    );
+    until_config(&mesh, |snap| {
+        let routes = snap.names(mesh_core::ResourceKind::RouteConfig);
+        !routes.is_empty()
+            && routes.iter().all(|name| {
+                let rc = snap.route_config(name).unwrap();
+                rc.virtual_hosts
+                    .iter()
+                    .flat_map(|vh| &vh.routes)
+                    .filter_map(|r| r.route.as_ref())
+                    .all(|a| {
+                        a.retry_policy
+                            .as_ref()
+                            .is_none_or(|p| p.num_retries == Some(0))
+                    })
+            })
+    })
+    .await;
+    let half = Outcomes::from([(reply(flaky, "-"), 5), ("Unavailable".into(), 5)]);
+    let (theirs, ours) = (
+        grpc_go(&go_bootstrap, TARGET, 10, &[]).await,
+        mesh_calls(&mesh, 10, &[]).await,
+    );
+    assert_eq!(theirs, half, "grpc-go without retries");
+    assert_eq!(ours, theirs, "the same without retries");
 }
