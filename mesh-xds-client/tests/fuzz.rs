@@ -1,0 +1,354 @@
+//! A seeded, structure-aware fuzzer for the untrusted inputs the xDS client reads: xDS
+//! resources of every type (decode + translation), the bootstrap JSON, the static YAML, and
+//! certificate material (PEM chains and keys, SPIFFE bundle maps).
+//!
+//! Why seeded rather than coverage-guided: it runs on the stable toolchain with no extra
+//! tooling, inside the test command, and a failure is reproduced by its seed and iteration.
+//! Structure comes from the corpus (real resources made by `build`, the shapes istiod and
+//! go-control-plane send) and from the mutations: besides byte edits, *splicing* appends
+//! another valid message of the same type, which protobuf decodes as a merge of the two, so
+//! mutants stay deep inside the translation rather than dying in the decoder.
+//!
+//! Properties checked for every input:
+//! - no panic (each run is under `catch_unwind`; a panic fails the test with a reproducer);
+//! - no hang: one input takes less than a second;
+//! - a rejected resource is reported with a field path or a decode error, never an empty
+//!   message;
+//! - translation is deterministic: an accepted resource translates to the same config twice.
+//!
+//! `FUZZ_ITERS` (per target, default 2 000) and `FUZZ_SEED` (default fixed) steer it; the
+//! long run is `FUZZ_ITERS=2000000 cargo test --release -p mesh-xds-client --test fuzz -- --nocapture`.
+
+use envoy_types::pb::google::protobuf::Any;
+use mesh_xds_client::build;
+use mesh_xds_client::translate::{Context, ResourceType, decode_in};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+/// The longest any one input may take.
+const HANG: Duration = Duration::from_secs(1);
+
+fn iterations() -> usize {
+    std::env::var("FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+fn seed() -> u64 {
+    std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_f0f0)
+}
+
+/// One to four edits of `input`, drawing splices from `corpus`.
+fn mutate(rng: &mut fastrand::Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..rng.usize(1..=4) {
+        let len = out.len();
+        // Splices (6 and up) are drawn as often as all byte edits together: they keep
+        // mutants decodable and deep in the translation.
+        match rng.u8(0..12) {
+            0 if len > 0 => {
+                let i = rng.usize(..len);
+                out[i] ^= 1 << rng.u8(0..8);
+            }
+            1 if len > 0 => {
+                let i = rng.usize(..len);
+                out[i] = [0, 0xff, 0x7f, 0x80, 0x01, b'"', b'{', b'-'][rng.usize(..8)];
+            }
+            2 => {
+                let at = rng.usize(..=len);
+                let n = rng.usize(1..8);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.u8(..)).collect();
+                out.splice(at..at, bytes);
+            }
+            3 if len > 1 => {
+                let a = rng.usize(..len);
+                let b = (a + rng.usize(1..16)).min(len);
+                out.drain(a..b);
+            }
+            4 if len > 1 => {
+                let a = rng.usize(..len);
+                let b = (a + rng.usize(1..32)).min(len);
+                let chunk = out[a..b].to_vec();
+                let at = rng.usize(..=out.len());
+                out.splice(at..at, chunk);
+            }
+            5 if len > 0 => out.truncate(rng.usize(..len)),
+            // Splice: a whole other entry appended (a protobuf merge), or its tail.
+            6..=8 => out.extend_from_slice(&corpus[rng.usize(..corpus.len())]),
+            _ => {
+                let other = &corpus[rng.usize(..corpus.len())];
+                if !other.is_empty() {
+                    let from = rng.usize(..other.len());
+                    out.extend_from_slice(&other[from..]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs `check` on `iters` mutants of `corpus` (and the corpus itself), failing with a
+/// reproducer on a panic, a hang or a broken property; returns how many inputs ended in each
+/// outcome `check` named.
+fn fuzz(
+    target: &str,
+    corpus: &[Vec<u8>],
+    check: impl Fn(&[u8]) -> Result<&'static str, String>,
+) -> std::collections::BTreeMap<&'static str, usize> {
+    let mut outcomes = std::collections::BTreeMap::new();
+    let (iters, seed) = (iterations(), seed());
+    let mut rng = fastrand::Rng::with_seed(seed ^ fnv(target));
+    let started = Instant::now();
+    for i in 0..iters + corpus.len() {
+        let input = match corpus.get(i) {
+            Some(c) => c.clone(),
+            None => {
+                let base = rng.usize(..corpus.len());
+                mutate(&mut rng, &corpus[base], corpus)
+            }
+        };
+        let t = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(|| check(&input)));
+        let took = t.elapsed();
+        let repro = || {
+            format!(
+                "{target}: input {i} (FUZZ_SEED={seed}), {} bytes: {}",
+                input.len(),
+                hex(&input)
+            )
+        };
+        match outcome {
+            Err(_) => panic!("panicked on {}", repro()),
+            Ok(Err(broken)) => panic!("{broken} on {}", repro()),
+            Ok(Ok(_)) if took > HANG => panic!("took {took:?} on {}", repro()),
+            Ok(Ok(outcome)) => *outcomes.entry(outcome).or_insert(0) += 1,
+        }
+    }
+    println!(
+        "{target}: {} inputs in {:?}: {outcomes:?}",
+        iters + corpus.len(),
+        started.elapsed()
+    );
+    outcomes
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().take(4096).map(|x| format!("{x:02x}")).collect()
+}
+
+fn addrs(n: u16) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|i| SocketAddr::from(([10, 0, 0, i as u8 + 1], 8080 + i)))
+        .collect()
+}
+
+/// Real resources of each type, as control planes send them.
+fn xds_corpus(ty: ResourceType) -> Vec<Any> {
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::fault_abort::ErrorType;
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{FaultAbort, HttpFault};
+    let routes = || {
+        build::route_config(
+            "web-routes",
+            &["web", "*.shop.svc.cluster.local"],
+            vec![
+                build::header_route(
+                    "/api",
+                    vec![build::header("x-canary", Some("yes"))],
+                    "canary",
+                ),
+                build::header_route("/", vec![build::header("x-user", None)], "web"),
+                build::route("/", "web"),
+            ],
+        )
+    };
+    match ty {
+        ResourceType::Listener => {
+            let mut faulty = build::api_listener_rds("faulty", "web-routes");
+            build::set_http_filters(
+                &mut faulty,
+                vec![build::fault_filter(&HttpFault {
+                    abort: Some(FaultAbort {
+                        error_type: Some(ErrorType::GrpcStatus(14)),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })],
+            );
+            let at = addrs(1)[0];
+            vec![
+                build::any(&build::api_listener_rds("web", "web-routes")),
+                build::any(&build::api_listener_inline("inline", routes())),
+                build::any(&faulty),
+                build::any(&build::server_listener(
+                    "grpc/server?xds.resource.listening_address=10.0.0.1:8080",
+                    at,
+                    Some(build::downstream_mtls("default")),
+                    vec![build::rbac_filter(
+                        "envoy.filters.http.rbac",
+                        &Default::default(),
+                    )],
+                )),
+            ]
+        }
+        ResourceType::RouteConfiguration => vec![build::any(&routes())],
+        ResourceType::Cluster => {
+            let mut tls = build::eds_cluster("tls");
+            tls.transport_socket = Some(build::mesh_tls(
+                "default",
+                &["spiffe://cluster.local/ns/shop/sa/web"],
+            ));
+            let mut sds = build::eds_cluster("sds");
+            sds.transport_socket = Some(build::sds_tls("cert", "roots", &["spiffe://a/b"]));
+            let mut files = build::eds_cluster("files");
+            files.transport_socket = Some(build::static_tls(
+                build::data_file("/c.pem"),
+                build::data_file("/k.pem"),
+                build::data_inline("-----BEGIN CERTIFICATE-----"),
+                &["spiffe://a/b"],
+            ));
+            vec![
+                build::any(&build::eds_cluster("web")),
+                build::any(&tls),
+                build::any(&sds),
+                build::any(&files),
+            ]
+        }
+        ResourceType::ClusterLoadAssignment => {
+            let mut zoned = build::assignment("zoned", &[]);
+            zoned.endpoints = vec![
+                build::locality("a", 0, 3, &addrs(2), &[true, false]),
+                build::locality("b", 1, 1, &addrs(3), &[true, true, true]),
+            ];
+            vec![
+                build::any(&build::assignment("web", &addrs(3))),
+                build::any(&zoned),
+            ]
+        }
+        ResourceType::Secret => {
+            let (cert, key) = self_signed();
+            vec![
+                build::any(&build::roots_secret("roots", &cert)),
+                build::any(&build::tls_secret("cert", &cert, &key)),
+            ]
+        }
+    }
+}
+
+/// A self-signed SPIFFE leaf and its key, PEM.
+fn self_signed() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["a.example".into()]).unwrap();
+    p.subject_alt_names.push(rcgen::SanType::URI(
+        "spiffe://cluster.local/ns/a/sa/b".try_into().unwrap(),
+    ));
+    (p.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
+#[test]
+fn xds_resources_never_panic_and_translate_deterministically() {
+    let ctx = Context {
+        certificate_providers: ["default".to_owned()].into(),
+    };
+    for ty in ResourceType::ALL {
+        let corpus: Vec<Vec<u8>> = xds_corpus(ty).into_iter().map(|a| a.value).collect();
+        let seen = fuzz(ty.short(), &corpus, |bytes| {
+            let any = Any {
+                type_url: ty.type_url().into(),
+                value: bytes.to_vec(),
+            };
+            let Ok(first) = decode_in(ty, &any, &ctx) else {
+                return Ok("undecodable"); // not this type's message: NACKed as such
+            };
+            match &first.result {
+                Err(e) if e.trim().is_empty() => Err("a rejection without a message".into()),
+                Err(e) if !e.contains(": ") => Err(format!("a rejection without a path: {e}")),
+                Err(_) => Ok("rejected"),
+                Ok(t) => {
+                    let again = decode_in(ty, &any, &ctx).unwrap();
+                    match again.result {
+                        Ok(u) if &u == t => Ok("accepted"),
+                        other => Err(format!("not deterministic: {t:?} then {other:?}")),
+                    }
+                }
+            }
+        });
+        // The mutants reach translation, both ways: the fuzzer is not stuck in the decoder.
+        let deep = iterations() / 50;
+        for outcome in ["accepted", "rejected"] {
+            assert!(
+                seen.get(outcome).copied().unwrap_or(0) >= deep,
+                "{}: too few inputs {outcome}: {seen:?}",
+                ty.short()
+            );
+        }
+    }
+}
+
+#[test]
+fn bootstraps_never_panic() {
+    let corpus: Vec<Vec<u8>> = [
+        r#"{"xds_servers":[{"server_uri":"istiod.istio-system.svc:15010","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"sidecar~10.0.0.1~a.shop~shop.svc.cluster.local","metadata":{"GENERATOR":"grpc","NAMESPACE":"shop"},"locality":{"zone":"z1"}},"certificate_providers":{"default":{"plugin_name":"file_watcher","config":{"certificate_file":"/c.pem","private_key_file":"/k.pem","ca_certificate_file":"/r.pem","refresh_interval":"900s"}}},"server_listener_resource_name_template":"xds.istio.io/grpc/lds/inbound/%s"}"#,
+        r#"{"xds_servers":[{"server_uri":"a:1","channel_creds":[{"type":"google_default"},{"type":"insecure"}]}],"node":{"id":"n"},"authorities":{"b.example":{"xds_servers":[{"server_uri":"b:1","channel_creds":[{"type":"insecure"}]}],"client_listener_resource_name_template":"xdstp://b.example/envoy.config.listener.v3.Listener/%s"}},"client_default_listener_resource_name_template":"xdstp://a/envoy.config.listener.v3.Listener/%s"}"#,
+    ]
+    .map(|s| s.as_bytes().to_vec())
+    .to_vec();
+    fuzz("bootstrap", &corpus, |bytes| {
+        let text = String::from_utf8_lossy(bytes);
+        match mesh_xds_client::bootstrap::Bootstrap::from_json(&text) {
+            Err(e) if e.to_string().trim().is_empty() => Err("an error without a message".into()),
+            Err(_) => Ok("rejected"),
+            Ok(_) => Ok("accepted"),
+        }
+    });
+}
+
+#[test]
+fn static_configs_never_panic() {
+    let corpus: Vec<Vec<u8>> = [
+        "listeners:\n  - name: web\n    route_config:\n      virtual_hosts:\n        - name: all\n          domains: [\"*\"]\n          routes:\n            - match: { prefix: /api, headers: [{ name: x-canary, exact_match: \"yes\" }] }\n              route: { weighted_clusters: { clusters: [{ name: web, weight: 80 }, { name: canary, weight: 20 }] }, retry_policy: { retry_on: \"5xx,reset\", num_retries: 2 }, timeout: 2s }\n            - match: { safe_regex: { regex: \"^/items/[0-9]+$\" } }\n              route: { cluster: web }\nclusters:\n  - name: web\n    type: STATIC\n    lb_policy: LEAST_REQUEST\n    load_assignment: { cluster_name: web, endpoints: [{ lb_endpoints: [{ address: \"127.0.0.1:8080\" }] }] }\n  - name: canary\n    type: STATIC\n    load_assignment: { cluster_name: canary, endpoints: [] }\n",
+        "certificate_providers: { default: { file_watcher: { certificate_file: /c.pem, private_key_file: /k.pem, ca_certificate_file: /r.pem } } }\nservers:\n  - name: echo\n    transport_socket: { require_client_certificate: true, common_tls_context: { tls_certificate_provider_instance: { instance_name: default }, validation_context: { ca_certificate_provider_instance: { instance_name: default } } } }\n    http_filters:\n      - { name: rl, local_ratelimit: { token_bucket: { max_tokens: 5, fill_interval: 1s } } }\n      - { name: envoy.filters.http.rbac, rbac: { rules: { policies: { a: { permissions: [{ url_path: { path: { prefix: /pkg } } }], principals: [{ authenticated: { principal_name: { exact: \"spiffe://x/y\" } } }] } } } } }\n",
+    ]
+    .map(|s| s.as_bytes().to_vec())
+    .to_vec();
+    fuzz("yaml", &corpus, |bytes| {
+        let text = String::from_utf8_lossy(bytes);
+        match mesh_core::MeshConfig::from_yaml(&text) {
+            Err(e) if e.to_string().trim().is_empty() => Err("an error without a message".into()),
+            Err(_) => Ok("rejected"),
+            Ok(_) => Ok("accepted"),
+        }
+    });
+}
+
+#[test]
+fn certificate_material_never_panics() {
+    use mesh_tower::tls::{Identity, Roots};
+    let (pem, key_pem) = self_signed();
+    let bundle = format!(
+        r#"{{"trust_domains":{{"cluster.local":{{"spiffe_sequence":1,"keys":[{{"use":"x509-svid","kty":"EC","crv":"P-256","x5c":["{}"]}}]}}}}}}"#,
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>()
+    );
+    let corpus: Vec<Vec<u8>> = vec![pem.clone().into_bytes(), bundle.into_bytes()];
+    let key_bytes = key_pem.into_bytes();
+    fuzz("pem", &corpus, |bytes| {
+        let roots = Roots::from_pem(bytes).is_ok() || Roots::from_spiffe_bundle_map(bytes).is_ok();
+        let identity = Identity::from_pem(bytes, &key_bytes).is_ok();
+        Ok(match (roots, identity) {
+            (false, false) => "rejected",
+            _ => "accepted",
+        })
+    });
+}
