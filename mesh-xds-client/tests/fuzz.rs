@@ -1,6 +1,7 @@
 //! A seeded, structure-aware fuzzer for the untrusted inputs the xDS client reads: xDS
-//! resources of every type (decode + translation), the bootstrap JSON, the static YAML, and
-//! certificate material (PEM chains and keys, SPIFFE bundle maps).
+//! resources of every type (decode + translation), the bootstrap JSON, the static YAML,
+//! certificate material (PEM chains and keys, SPIFFE bundle maps), JWTs on the server's
+//! request path, and ORCA load reports in their three wire forms.
 //!
 //! Why seeded rather than coverage-guided: it runs on the stable toolchain with no extra
 //! tooling, inside the test command, and a failure is reproduced by its seed and iteration.
@@ -14,7 +15,8 @@
 //! - no hang: one input takes less than a second;
 //! - a rejected resource is reported with a field path or a decode error, never an empty
 //!   message;
-//! - translation is deterministic: an accepted resource translates to the same config twice.
+//! - translation is deterministic: an accepted resource translates to the same config twice;
+//! - a JWT verifies only as minted: no mutant of a valid token is accepted.
 //!
 //! `FUZZ_ITERS` (per target, default 2 000) and `FUZZ_SEED` (default fixed) steer it; the
 //! long run is `FUZZ_ITERS=2000000 cargo test --release -p mesh-xds-client --test fuzz -- --nocapture`.
@@ -350,5 +352,76 @@ fn certificate_material_never_panics() {
             (false, false) => "rejected",
             _ => "accepted",
         })
+    });
+}
+
+/// An HS256 token for provider `corp` below (key `secret`, expiring in 2100), minted once with
+/// Python's `hmac`: the fuzzer needs a valid token to mutate, not a signer.
+const TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImsxIn0.eyJpc3MiOiJodHRwczovL2lzc3Vlci5leGFtcGxlIiwic3ViIjoiYWxpY2UiLCJhdWQiOiJvcmRlcnMiLCJleHAiOjQxMDI0NDQ4MDAsImdyb3VwcyI6WyJhIiwiYiJdfQ.WqNbWRQ0UvJ-7cZJsfZM0dFT-_cScDRTfW7DbiPLKaw";
+
+#[test]
+fn jwt_tokens_never_panic() {
+    let filter: mesh_core::config::jwt::JwtAuthn = serde_saphyr::from_str(
+        r#"
+providers:
+  corp:
+    issuer: https://issuer.example
+    audiences: [orders]
+    local_jwks: { inline_string: '{"keys":[{"kty":"oct","kid":"k1","k":"c2VjcmV0"}]}' }
+    claim_to_headers: [{ header_name: x-sub, claim_name: sub }]
+rules:
+  - match: { prefix: / }
+    requires: { provider_name: corp }
+"#,
+    )
+    .unwrap();
+    let engine = mesh_tower::jwt::JwtEngine::new(&filter).unwrap();
+    // Tokens, and pieces of them for splicing: headers, payloads, signatures, dots.
+    let parts: Vec<&str> = TOKEN.split('.').collect();
+    let corpus: Vec<Vec<u8>> = [TOKEN, parts[0], parts[1], parts[2], "."]
+        .map(|s| s.as_bytes().to_vec())
+        .to_vec();
+    let now = 1_800_000_000;
+    let seen = fuzz("jwt", &corpus, |bytes| {
+        let Ok(value) = http::HeaderValue::from_bytes(&[b"Bearer ", bytes].concat()) else {
+            return Ok("not a header value");
+        };
+        let mut req = http::Request::get("/orders")
+            .header(http::header::AUTHORIZATION, value)
+            .body(())
+            .unwrap();
+        // A token that verifies is the minted one, byte for byte: no mutant is accepted.
+        match engine.check(&mut req, now) {
+            Ok(()) if bytes == TOKEN.as_bytes() => Ok("accepted"),
+            Ok(()) => Err("a changed token verified".into()),
+            Err(_) => Ok("rejected"),
+        }
+    });
+    assert!(seen.get("accepted").copied().unwrap_or(0) >= 1, "{seen:?}");
+}
+
+#[test]
+fn orca_load_reports_never_panic() {
+    use mesh_tower::balance::weighted_round_robin::orca::LoadReport;
+    // OrcaLoadReport in the binary header's form: cpu_utilization 0.5 (field 1, a double) and
+    // rps_fractional 100 (field 6); and the text and JSON forms servers send.
+    let named = ["qps".to_owned(), "foo".to_owned()];
+    let proto: Vec<u8> = {
+        let mut b = vec![0x09];
+        b.extend_from_slice(&0.5f64.to_le_bytes());
+        b.push(0x31);
+        b.extend_from_slice(&100f64.to_le_bytes());
+        b
+    };
+    let corpus: Vec<Vec<u8>> = vec![
+        proto,
+        b"TEXT cpu_utilization=0.3, rps_fractional=120, named_metrics.foo=2".to_vec(),
+        b"JSON {\"cpu_utilization\":0.3,\"named_metrics\":{\"foo\":2}}".to_vec(),
+    ];
+    fuzz("orca", &corpus, |bytes| {
+        let a = LoadReport::from_proto(bytes, &named).is_ok();
+        let b = LoadReport::from_base64(bytes, &named).is_ok();
+        let c = LoadReport::from_text(&String::from_utf8_lossy(bytes), &named).is_ok();
+        Ok(if a || b || c { "accepted" } else { "rejected" })
     });
 }
