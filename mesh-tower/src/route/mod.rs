@@ -46,6 +46,7 @@
 //! # }
 //! ```
 
+mod check;
 pub mod future;
 pub use crate::policy::hash;
 pub(crate) mod inbound;
@@ -55,6 +56,7 @@ pub(crate) mod target;
 #[cfg(test)]
 mod tests;
 
+pub use self::check::RouteTable;
 pub use self::inbound::NoRoute;
 pub use self::layer::RouteLayer;
 pub(crate) use crate::policy::headers::query_param;
