@@ -16,7 +16,9 @@
 //! - a rejected resource is reported with a field path or a decode error, never an empty
 //!   message;
 //! - translation is deterministic: an accepted resource translates to the same config twice;
-//! - a JWT verifies only as minted: no mutant of a valid token is accepted.
+//! - a JWT verifies only as minted: no mutant of a valid token is accepted;
+//! - at least 1 % of the mutants of each xDS type are accepted, and 1 % rejected (the fuzzer
+//!   reaches the translation, not only the decoder).
 //!
 //! `FUZZ_ITERS` (per target, default 2 000) and `FUZZ_SEED` (default fixed) steer it; the
 //! long run is `FUZZ_ITERS=2000000 cargo test --release -p mesh-xds-client --test fuzz -- --nocapture`.
@@ -286,7 +288,7 @@ fn xds_resources_never_panic_and_translate_deterministically() {
             }
         });
         // The mutants reach translation, both ways: the fuzzer is not stuck in the decoder.
-        let deep = iterations() / 50;
+        let deep = iterations() / 100;
         for outcome in ["accepted", "rejected"] {
             assert!(
                 seen.get(outcome).copied().unwrap_or(0) >= deep,
