@@ -435,3 +435,34 @@ async fn grpc_go_and_mesh_retry_alike() {
     assert_eq!(theirs, half, "grpc-go without retries");
     assert_eq!(ours, theirs, "the same without retries");
 }
+
+/// URI matches: an `exact` URI the call does not take, then a `regex` URI it does (istiod
+/// sends gRPC's `safe_regex`), then the default route. Both clients read the matchers alike:
+/// every call reaches v2 through the regex rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_go_and_mesh_match_uris_alike() {
+    let (v1, v2) = (grpc_echo().await, grpc_echo().await);
+    let rules = format!(
+        "  - match: [{{uri: {{exact: /helloworld.Greeter/SayHelloAgain}}}}]\n    route: [{v1}]\n  \
+         - match: [{{uri: {{regex: \"/helloworld[.]Greeter/Say[A-Z][a-z]+\"}}}}]\n    route: [{v2}]\n  \
+         - route: [{v1}]\n",
+        v1 = dest("v1"),
+        v2 = dest("v2"),
+    );
+    let cp = Cp::start(&[
+        ("service.yaml", &service(&[("v1", v1), ("v2", v2)], "")),
+        ("vs.yaml", &virtual_service(&rules)),
+    ]);
+    let go_bootstrap = cp.bootstrap_file(&Workload {
+        name: "client-go",
+        ..client_workload(None)
+    });
+    let mesh = cp.client(&client_workload(None), false).await;
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    let (theirs, ours) = (
+        grpc_go(&go_bootstrap, TARGET, 10, &[]).await,
+        mesh_calls(&mesh, 10, &[]).await,
+    );
+    assert_eq!(theirs, Outcomes::from([(reply(v2, "-"), 10)]), "grpc-go");
+    assert_eq!(ours, theirs, "URI exact and regex matches");
+}
