@@ -1,8 +1,9 @@
-//! Envoy's other ways of giving a cluster its certificates, as control planes written for
-//! Envoy send them, with Envoy judging our client's certificate:
+//! Envoy's other ways of giving a cluster or server its certificates, as control planes
+//! written for Envoy send them, with Envoy judging our client's certificate:
 //! - static fields in the cluster itself (`tls_certificates` and `trusted_ca`: files or
 //!   inline PEM), which gRPC's xDS clients NACK;
-//! - SDS `Secret`s on the ADS stream.
+//! - SDS `Secret`s on the ADS stream;
+//! - the static fields on a server, from the YAML.
 
 mod support;
 
@@ -215,4 +216,67 @@ async fn sds_secrets_over_ads_give_our_client_its_identity_and_roots() {
         .await
         .expect("still serving with the last good secret");
     assert_eq!(res.status(), 200);
+}
+
+/// A server given Envoy's static fields in the YAML: its chain and key as files, the client
+/// roots inline. A caller with a certificate of that CA is served and identified; one without
+/// a certificate is refused (TLS asked: TLS or nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_takes_envoys_static_tls_fields() {
+    let pki = Pki::new();
+    let (server_files, client_files) = (
+        pki.workload("server", SERVER_ID),
+        pki.workload("client", CLIENT_ID),
+    );
+    let roots: String = pki
+        .ca
+        .root_pem()
+        .lines()
+        .map(|l| format!("\n              {l}"))
+        .collect();
+    let yaml = format!(
+        r#"
+servers:
+  - name: backend
+    transport_socket:
+      require_client_certificate: true
+      common_tls_context:
+        tls_certificates:
+          - certificate_chain: {{ filename: "{cert}" }}
+            private_key: {{ filename: "{key}" }}
+        validation_context:
+          trusted_ca:
+            inline_string: |{roots}
+"#,
+        cert = server_files.cert.display(),
+        key = server_files.key.display(),
+    );
+    let backend = mesh_tower::Mesh::from_config(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = tower::service_fn(move |req| mesh_examples::echo::handle(addr, req));
+    tokio::spawn(backend.server("backend").unwrap().serve(listener, echo));
+
+    let caller = |cert: bool| {
+        let yaml = mesh_examples::yaml::mtls_web_config(&client_files, &[addr], SERVER_ID, cert);
+        mesh_tower::Mesh::from_config(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
+    };
+    let frontend = caller(true).await.unwrap();
+    let res = call(&frontend.channel::<Empty<Bytes>>("xds:///web"))
+        .await
+        .expect("served over mTLS");
+    assert_eq!(
+        res.body().as_ref(),
+        format!("{addr} / {CLIENT_ID}\n").as_bytes()
+    );
+    let peer = res.extensions().get::<PeerIdentity>().unwrap();
+    assert_eq!(peer.spiffe_id(), Some(SERVER_ID), "the file certificate");
+
+    let anonymous = caller(false).await.unwrap();
+    let e = call(&anonymous.channel::<Empty<Bytes>>("xds:///web"))
+        .await
+        .expect_err("no client certificate: refused");
+    assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
 }
