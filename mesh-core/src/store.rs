@@ -266,20 +266,20 @@ impl Edit {
         if self.next.inline_providers().next().is_none() {
             return;
         }
-        let tls = |t: &CommonTlsContext| t.provider_names().map(str::to_owned).collect::<Vec<_>>();
-        let used: BTreeSet<String> = (self.next.clusters.values())
-            .filter_map(|c| c.transport_socket.as_ref())
-            .flat_map(|t| tls(&t.common_tls_context))
+        let snap = &self.next;
+        let used: BTreeSet<&str> = (snap.clusters.values())
+            .filter_map(|c| c.transport_socket.as_ref().map(|t| &t.common_tls_context))
             .chain(
-                (self.next.servers.values())
-                    .filter_map(|s| s.transport_socket.as_ref())
-                    .flat_map(|t| tls(&t.common_tls_context)),
+                (snap.servers.values())
+                    .filter_map(|s| s.transport_socket.as_ref().map(|t| &t.common_tls_context)),
             )
+            .flat_map(CommonTlsContext::provider_names)
             .filter(|n| n.starts_with(INLINE_PREFIX))
             .collect();
-        let unused: Vec<String> = (self.next.inline_providers())
-            .map(|(n, _)| n.clone())
-            .filter(|n| !used.contains(n))
+        let unused: Vec<String> = (snap.inline_providers())
+            .map(|(n, _)| n)
+            .filter(|n| !used.contains(n.as_str()))
+            .cloned()
             .collect();
         if !unused.is_empty() {
             let all = Arc::make_mut(&mut self.next.certificate_providers);
