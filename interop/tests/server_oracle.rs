@@ -7,17 +7,14 @@
 
 mod support;
 
-use bytes::Bytes;
 use envoy_types::pb::envoy::config::rbac::v3 as pb;
 use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
 use envoy_types::pb::envoy::r#type::matcher::v3 as m;
-use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_examples::pki::{DevCa, Issued};
 use mesh_interop::gocp::GrpcGoServer;
-use mesh_tower::Mesh;
-use mesh_xds_client::{XdsClientBuilder, XdsMesh, bootstrap::Bootstrap, build};
+use mesh_xds_client::{XdsMesh, build};
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -373,24 +370,6 @@ fn listener(addr: SocketAddr, policy: &Policy) -> envoy_types::pb::google::proto
     })
 }
 
-fn bootstrap(
-    ads: SocketAddr,
-    node: &str,
-    files: &mesh_examples::pki::WorkloadFiles,
-) -> serde_json::Value {
-    serde_json::json!({
-        "xds_servers": [{"server_uri": ads.to_string(), "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-        "node": {"id": node},
-        "server_listener_resource_name_template": TEMPLATE,
-        "certificate_providers": {"default": {"plugin_name": "file_watcher", "config": {
-            "certificate_file": files.cert,
-            "private_key_file": files.key,
-            "ca_certificate_file": files.roots,
-            "refresh_interval": "600s",
-        }}},
-    })
-}
-
 /// How a call ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
@@ -434,46 +413,21 @@ async fn try_call(
     let (mut tx, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    // helloworld.HelloRequest { name: "x" }, length-prefixed.
-    let message = [0x0a, 0x01, b'x'];
-    let mut frame = vec![0, 0, 0, 0, message.len() as u8];
-    frame.extend_from_slice(&message);
-    let mut req = http::Request::post(format!("https://localhost{method}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
+    let mut req = support::grpc_server::hello_request(method);
     for (k, v) in metadata {
         req = req.header(*k, *v);
     }
     let res = tx
-        .send_request(req.body(Full::new(Bytes::from(frame)))?)
+        .send_request(req.body(support::grpc_server::hello_body())?)
         .await?;
-    let status_of = |h: &http::HeaderMap| {
-        h.get("grpc-status")
-            .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
-    };
-    if let Some(s) = status_of(res.headers()) {
-        return Ok(s);
-    }
-    let body = res.into_body().collect().await?;
-    body.trailers()
-        .and_then(status_of)
-        .ok_or_else(|| "no grpc-status".into())
+    support::grpc_server::status(res).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_server_authorizes_as_grpc_go_does() {
     let dir = tempfile::tempdir().unwrap();
     let ca = DevCa::new("server oracle root");
-    let files = ca
-        .write_workload(
-            &dir.path().join("greeter"),
-            &ca.issue(&mesh_examples::pki::LeafSpec {
-                uris: &[SERVER_ID],
-                dns: &["localhost"],
-                validity: None,
-            }),
-        )
-        .unwrap();
+    let files = support::grpc_server::server_files(&ca, dir.path(), SERVER_ID);
     let policies = policies();
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -503,14 +457,14 @@ async fn our_server_authorizes_as_grpc_go_does() {
         let node = format!("go-{i}");
         cp.set(&node, "1", &[listener(*a, p)]).await;
         let path = dir.path().join(format!("{node}.json"));
-        std::fs::write(&path, bootstrap(cp.ads, &node, &files).to_string()).unwrap();
+        std::fs::write(
+            &path,
+            support::grpc_server::bootstrap(cp.ads, &node, TEMPLATE, &files).to_string(),
+        )
+        .unwrap();
         go_servers.push(GrpcGoServer::start(&path, *a));
     }
-    let mesh = Mesh::from_xds(XdsClientBuilder::from_bootstrap(
-        Bootstrap::from_json(&bootstrap(cp.ads, "mesh", &files).to_string()).unwrap(),
-    ))
-    .await
-    .unwrap();
+    let mesh = support::grpc_server::mesh(cp.ads, TEMPLATE, &files).await;
     for (listener, addr) in mesh_listeners.into_iter().zip(&mesh_addrs) {
         let server = mesh.xds_server(*addr, support::PATIENCE).await.unwrap();
         let addr = *addr;

@@ -222,7 +222,7 @@ impl Edit {
     }
     /// Adds or replaces a server (its TLS data sources become provider instances).
     pub fn upsert_server(&mut self, mut s: Server) {
-        if let Some(t) = s.transport_socket.as_mut() {
+        for t in s.transport_sockets_mut() {
             self.hoist(&mut t.common_tls_context);
         }
         self.set_absence(ResourceKind::Server, &s.name, None);
@@ -271,7 +271,7 @@ impl Edit {
             .filter_map(|c| c.transport_socket.as_ref().map(|t| &t.common_tls_context))
             .chain(
                 (snap.servers.values())
-                    .filter_map(|s| s.transport_socket.as_ref().map(|t| &t.common_tls_context)),
+                    .flat_map(|s| s.transport_sockets().map(|t| &t.common_tls_context)),
             )
             .flat_map(CommonTlsContext::provider_names)
             .filter(|n| n.starts_with(INLINE_PREFIX))

@@ -182,7 +182,13 @@ func server(args []string) {
 		HandlerType: (*any)(nil),
 		Methods:     []grpc.MethodDesc{{MethodName: "Unary", Handler: echo}},
 	}, struct{}{})
-	lis, err := net.Listen("tcp", *listen)
+	// An IPv4 address listens IPv4 only: Go would make 0.0.0.0 a dual-stack [::] socket,
+	// which names another listener resource (the name is built from the listening address).
+	network := "tcp"
+	if host, _, err := net.SplitHostPort(*listen); err == nil && net.ParseIP(host).To4() != nil {
+		network = "tcp4"
+	}
+	lis, err := net.Listen(network, *listen)
 	if err != nil {
 		fail(err)
 	}

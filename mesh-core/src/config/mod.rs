@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod endpoint;
+pub mod filter_chain;
 pub mod headers;
 pub mod inbound;
 pub mod jwt;
@@ -166,11 +167,18 @@ impl MeshConfig {
         for (i, s) in self.servers.iter().enumerate() {
             let p = root.field("servers").index(i);
             s.validate(&p, &mut errors);
-            if let Some(tls) = &s.transport_socket {
+            let chains = s.filter_chains.iter().enumerate();
+            let tls = (s.transport_socket.iter().map(|t| (p.clone(), t))).chain(chains.filter_map(
+                |(j, c)| {
+                    let cp = p.field("filter_chains").index(j);
+                    c.transport_socket.as_ref().map(|t| (cp, t))
+                },
+            ));
+            for (cp, t) in tls {
                 tls::check_instances(
-                    tls.provider_names(),
+                    t.provider_names(),
                     &self.certificate_providers,
-                    &p.field("transport_socket"),
+                    &cp.field("transport_socket"),
                     &mut errors,
                 );
             }

@@ -7,7 +7,13 @@
 //! the inbound HTTP filters in chain order: JWT request authentication
 //! ([`jwt`](super::jwt)), then RBAC ([`rbac`](super::rbac)); filters run in the order listed,
 //! as Envoy runs them.
+//!
+//! The top-level TLS, filters, limits and routes are the server's default chain. A server
+//! that treats some connections differently lists `filter_chains`, each with a match on the
+//! connection's addresses and its own settings ([`filter_chain`](super::filter_chain)); a
+//! connection none matches gets the default chain, or is closed with `close_unmatched`.
 
+use super::filter_chain::FilterChain;
 use super::inbound::InboundRoutes;
 use super::jwt::JwtAuthn;
 use super::rbac::RbacFilter;
@@ -69,6 +75,14 @@ pub struct Server {
         skip_serializing_if = "Option::is_none"
     )]
     pub drain_grace_period: Option<std::time::Duration>,
+    /// Chains chosen per connection by its addresses (gRFC A36); the top-level settings are
+    /// the default chain, for connections none of these matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_chains: Vec<FilterChain>,
+    /// Close connections no chain of `filter_chains` matches instead of serving them with
+    /// the top-level settings (an xDS listener without a `default_filter_chain`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub close_unmatched: bool,
 }
 
 fn is_default(l: &Limits) -> bool {
@@ -157,6 +171,47 @@ impl Server {
         self.http_filters.iter().find_map(|f| f.jwt_authn.as_ref())
     }
 
+    /// Every chain as a server of its own: index 0 is the top-level (default) chain, then
+    /// `filter_chains` in order. Each has the server's name, address and drain period, and
+    /// no chains of its own.
+    pub fn chains(&self) -> Vec<Server> {
+        let top = Server {
+            filter_chains: Vec::new(),
+            close_unmatched: false,
+            ..self.clone()
+        };
+        let mut out = Vec::with_capacity(1 + self.filter_chains.len());
+        for c in &self.filter_chains {
+            out.push(Server {
+                transport_socket: c.transport_socket.clone(),
+                http_filters: c.http_filters.clone(),
+                limits: c.limits.clone(),
+                route_config: c.route_config.clone(),
+                ..top.clone()
+            });
+        }
+        out.insert(0, top);
+        out
+    }
+
+    /// Every chain's TLS settings (the top-level chain's first).
+    pub fn transport_sockets(&self) -> impl Iterator<Item = &DownstreamTls> {
+        self.transport_socket.iter().chain(
+            self.filter_chains
+                .iter()
+                .filter_map(|c| c.transport_socket.as_ref()),
+        )
+    }
+
+    /// Every chain's TLS settings, to edit.
+    pub fn transport_sockets_mut(&mut self) -> impl Iterator<Item = &mut DownstreamTls> {
+        self.transport_socket.iter_mut().chain(
+            self.filter_chains
+                .iter_mut()
+                .filter_map(|c| c.transport_socket.as_mut()),
+        )
+    }
+
     /// Checks this server; `path` locates it.
     pub fn validate(&self, path: &FieldPath, errors: &mut Errors) {
         errors.check(
@@ -171,6 +226,21 @@ impl Server {
                 format!("{a:?} is not ip:port"),
             );
         }
+        self.validate_chain(path, errors);
+        let cp = path.field("filter_chains");
+        super::filter_chain::validate(&self.filter_chains, &|i| cp.index(i), errors);
+        for (i, c) in self.chains().iter().skip(1).enumerate() {
+            c.validate_chain(&cp.index(i), errors);
+        }
+        errors.check(
+            !self.close_unmatched || !self.filter_chains.is_empty(),
+            &path.field("close_unmatched"),
+            "needs filter_chains (without them every connection would be closed)",
+        );
+    }
+
+    /// Checks one chain's settings (this server's top-level ones).
+    fn validate_chain(&self, path: &FieldPath, errors: &mut Errors) {
         if let Some(t) = &self.transport_socket {
             t.validate(&path.field("transport_socket"), errors);
         }

@@ -8,12 +8,20 @@
 //! requests already in flight run to completion, and whatever still runs after the drain grace
 //! period is closed. New connections meet the new settings at once. (The RBAC, JWT, route and
 //! rate-limit policy is read per request, so it applies to old connections too without a drain.)
+//!
+//! A server with `filter_chains` has settings per chain; a connection's chain is chosen when
+//! it is accepted and kept for its life, as in Envoy and gRPC. A change to any chain's TLS or
+//! limits, or to which chains there are and what they match, drains every connection (Envoy
+//! drains only the changed chains' connections: simpler here, and only slower to converge).
 
+use super::live::Checks;
 use crate::tls::ServerTls;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use mesh_core::config::filter_chain::ChainSelector;
 use mesh_core::config::server::Limits;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,22 +39,77 @@ pub(crate) struct Connections {
     write: Mutex<()>,
 }
 
-/// What a connection accepted now is set up with. The generation is part of it, so a
-/// connection never pairs old settings with a generation that a drain would not reach.
+/// What a connection accepted now is set up with: its chain, chosen by its addresses. The
+/// generation is part of it, so a connection never pairs old settings with a generation that
+/// a drain would not reach.
 pub(crate) struct Settings {
-    pub(crate) tls: Option<Arc<ServerTls>>,
-    pub(crate) limits: Arc<Limits>,
-    pub(crate) builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Index 0: the top-level (default) chain; then the config's `filter_chains`.
+    pub(crate) chains: Arc<[Chain]>,
+    pub(crate) selector: Arc<ChainSelector>,
+    /// No default chain: a connection no chain matches is closed.
+    pub(crate) close_unmatched: bool,
     generation: u64,
 }
 
+/// One filter chain as its connections are served: TLS, limits, and the checks every
+/// request on them passes.
+#[derive(Clone)]
+pub(crate) struct Chain {
+    pub(crate) tls: Option<Arc<ServerTls>>,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) builder: Arc<auto::Builder<TokioExecutor>>,
+    pub(crate) checks: Checks,
+}
+
+impl Chain {
+    pub(crate) fn new(tls: Option<Arc<ServerTls>>, limits: &Limits, checks: Checks) -> Self {
+        Self {
+            tls,
+            limits: Arc::new(limits.clone()),
+            builder: Arc::new(builder(limits)),
+            checks,
+        }
+    }
+}
+
+impl Settings {
+    /// The top-level chain (the default one).
+    pub(crate) fn top(&self) -> &Chain {
+        &self.chains[0]
+    }
+
+    /// The chain a connection from `remote` to our `local` address takes (gRFC A36's
+    /// most specific match); `None`: none matches and there is no default, so it is closed.
+    pub(crate) fn chain_for(
+        &self,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+    ) -> Option<&Chain> {
+        if self.selector.is_empty() {
+            return Some(self.top());
+        }
+        match local.and_then(|l| self.selector.select(l, remote)) {
+            Some(i) => self.chains.get(i + 1),
+            None if self.close_unmatched => None,
+            None => Some(self.top()),
+        }
+    }
+}
+
 impl Connections {
-    pub(crate) fn new(tls: Option<ServerTls>, limits: &Limits, grace: Duration) -> Self {
+    /// `chains` (at least the top-level one), chosen among by `selector`.
+    pub(crate) fn new(
+        chains: Vec<Chain>,
+        selector: ChainSelector,
+        close_unmatched: bool,
+        grace: Duration,
+    ) -> Self {
+        assert!(!chains.is_empty(), "a server has its top-level chain");
         Self {
             settings: ArcSwap::from_pointee(Settings {
-                tls: tls.map(Arc::new),
-                limits: Arc::new(limits.clone()),
-                builder: Arc::new(builder(limits)),
+                chains: chains.into(),
+                selector: Arc::new(selector),
+                close_unmatched,
                 generation: 0,
             }),
             grace_ms: AtomicU64::new(millis(grace)),
@@ -68,20 +131,24 @@ impl Connections {
         self.grace_ms.store(millis(grace), Ordering::Relaxed);
     }
 
-    /// New settings for new connections; the old ones drain.
-    pub(crate) fn replace(&self, tls: Option<Arc<ServerTls>>, limits: &Limits) {
+    /// New chains for new connections; the old connections drain.
+    pub(crate) fn replace(&self, chains: Vec<Chain>, selector: ChainSelector, close: bool) {
+        assert!(!chains.is_empty(), "a server has its top-level chain");
         self.update(true, |s| {
-            s.tls = tls;
-            s.limits = Arc::new(limits.clone());
-            s.builder = Arc::new(builder(limits));
+            s.chains = chains.into();
+            s.selector = Arc::new(selector);
+            s.close_unmatched = close;
         });
     }
 
-    /// New limits for new connections (the old ones keep theirs until they close).
+    /// New limits for the top-level chain's new connections (the old ones keep theirs until
+    /// they close).
     pub(crate) fn set_limits(&self, limits: &Limits) {
         self.update(false, |s| {
-            s.limits = Arc::new(limits.clone());
-            s.builder = Arc::new(builder(limits));
+            let mut chains = s.chains.to_vec();
+            let top = chains[0].clone();
+            chains[0] = Chain::new(top.tls, limits, top.checks);
+            s.chains = chains.into();
         });
     }
 
@@ -94,9 +161,9 @@ impl Connections {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.settings.load();
         let mut next = Settings {
-            tls: old.tls.clone(),
-            limits: old.limits.clone(),
-            builder: old.builder.clone(),
+            chains: old.chains.clone(),
+            selector: old.selector.clone(),
+            close_unmatched: old.close_unmatched,
             generation: old.generation + u64::from(drain),
         };
         change(&mut next);

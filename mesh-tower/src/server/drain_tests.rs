@@ -55,11 +55,15 @@ impl Gate {
     }
 }
 
-type Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+pub(super) type Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
 /// An HTTP/2 connection to `addr`, and the task driving it (ends when the connection does).
 async fn h2(addr: SocketAddr) -> (Sender, tokio::task::JoinHandle<()>) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    h2_over(tokio::net::TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// An HTTP/2 connection over `tcp`, and the task driving it.
+pub(super) async fn h2_over(tcp: tokio::net::TcpStream) -> (Sender, tokio::task::JoinHandle<()>) {
     let (tx, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tcp),

@@ -1,7 +1,7 @@
-//! What a server's config watcher keeps current: its compiled checks (all of them or none)
-//! and, through [`Connections`], the settings of new connections.
+//! What a server's config watcher keeps current: each chain's compiled checks (all of them
+//! or none) and, through [`Connections`], the settings of new connections.
 
-use super::connections::Connections;
+use super::connections::{Chain, Connections};
 use crate::error::{ErrorKind, MeshError};
 use crate::jwt::JwtEngine;
 use crate::policy::fault::FaultPolicy;
@@ -10,13 +10,14 @@ use crate::rbac::RbacEngine;
 use crate::route::inbound::PerRoute;
 use crate::tls::ServerTls;
 use arc_swap::ArcSwap;
+use mesh_core::config::filter_chain::{ChainSelector, FilterChainMatch};
 use mesh_core::config::server::Server;
 use mesh_core::config::tls::DownstreamTls;
 use std::sync::{Arc, Weak};
 
-/// A server's checks as its requests read them, each swapped whole when the config changes.
+/// One chain's checks as its requests read them, each swapped whole when the config changes.
 #[derive(Clone, Default)]
-pub(super) struct Checks {
+pub(crate) struct Checks {
     pub(super) rbac: Arc<ArcSwap<RbacEngine>>,
     pub(super) jwt: Arc<ArcSwap<JwtEngine>>,
     pub(super) ratelimit: Arc<ArcSwap<PerRoute<RateLimiter>>>,
@@ -24,39 +25,97 @@ pub(super) struct Checks {
 }
 
 impl Checks {
-    /// `config`'s checks compiled.
-    pub(super) fn new(config: &Server) -> Result<Self, MeshError> {
-        let c = Compiled::new(config)?;
-        Ok(Self {
+    fn from(c: Compiled) -> Self {
+        Self {
             rbac: Arc::new(ArcSwap::from_pointee(c.rbac)),
             jwt: Arc::new(ArcSwap::from_pointee(c.jwt)),
             ratelimit: Arc::new(ArcSwap::from_pointee(c.limiter)),
             fault: Arc::new(ArcSwap::from_pointee(c.fault)),
-        })
-    }
-
-    /// The watcher's weak hold on these and on `conns`.
-    pub(super) fn live(&self, conns: &Arc<Connections>) -> Live {
-        Live {
-            rbac: Arc::downgrade(&self.rbac),
-            jwt: Arc::downgrade(&self.jwt),
-            ratelimit: Arc::downgrade(&self.ratelimit),
-            fault: Arc::downgrade(&self.fault),
-            conns: Arc::downgrade(conns),
         }
     }
+
+    /// The chain's layers: rate limit, JWT, RBAC, fault.
+    pub(super) fn layers(
+        &self,
+    ) -> (
+        crate::ratelimit::InboundRateLimitLayer,
+        crate::jwt::JwtLayer,
+        crate::rbac::RbacLayer,
+        crate::fault::InboundFaultLayer,
+    ) {
+        (
+            crate::ratelimit::InboundRateLimitLayer::live(self.ratelimit.clone()),
+            crate::jwt::JwtLayer::live(self.jwt.clone()),
+            crate::rbac::RbacLayer::live(self.rbac.clone()),
+            crate::fault::InboundFaultLayer::live(self.fault.clone()),
+        )
+    }
+
+    /// Puts `c` in force for every request from now on.
+    fn store(&self, c: Compiled) {
+        // A config change starts a new bucket (as on the client side).
+        self.ratelimit.store(Arc::new(c.limiter));
+        self.fault.store(Arc::new(c.fault));
+        // JWT first: a request between the two stores meets the new token rules and, at
+        // worst, the old authorization.
+        self.jwt.store(Arc::new(c.jwt));
+        self.rbac.store(Arc::new(c.rbac));
+    }
+}
+
+/// `config`'s chains (the top-level one first), their checks compiled and TLS made.
+pub(super) fn chains(
+    config: &Server,
+    make_tls: &impl Fn(&DownstreamTls) -> Result<ServerTls, MeshError>,
+) -> Result<Vec<Chain>, MeshError> {
+    let views = config.chains();
+    let compiled = compile(&views)?;
+    views
+        .iter()
+        .zip(compiled)
+        .map(|(v, c)| {
+            let tls = v.transport_socket.as_ref().map(make_tls).transpose()?;
+            Ok(Chain::new(tls.map(Arc::new), &v.limits, Checks::from(c)))
+        })
+        .collect()
+}
+
+/// The chain selector of `config`.
+pub(super) fn selector(config: &Server) -> ChainSelector {
+    ChainSelector::new(&matches(config))
+}
+
+fn matches(config: &Server) -> Vec<FilterChainMatch> {
+    (config.filter_chains.iter())
+        .map(|c| c.filter_chain_match.clone())
+        .collect()
+}
+
+fn compile(views: &[Server]) -> Result<Vec<Compiled>, MeshError> {
+    views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Compiled::new(v).map_err(|e| match i {
+                0 => e,
+                i => MeshError::new(e.kind(), format!("filter_chains[{}]: {e}", i - 1)),
+            })
+        })
+        .collect()
 }
 
 /// What a server's config watcher updates, held weakly: the server's clones own it.
 pub(super) struct Live {
-    rbac: Weak<ArcSwap<RbacEngine>>,
-    jwt: Weak<ArcSwap<JwtEngine>>,
-    ratelimit: Weak<ArcSwap<PerRoute<RateLimiter>>>,
-    fault: Weak<ArcSwap<PerRoute<FaultPolicy>>>,
     pub(super) conns: Weak<Connections>,
 }
 
 impl Live {
+    pub(super) fn new(conns: &Arc<Connections>) -> Self {
+        Self {
+            conns: Arc::downgrade(conns),
+        }
+    }
+
     /// Applies `next` (all of it or, on error, none of it). `Ok(false)`: the server is gone.
     pub(super) fn apply(
         &self,
@@ -64,35 +123,51 @@ impl Live {
         next: &Server,
         make_tls: &impl Fn(&DownstreamTls) -> Result<ServerTls, MeshError>,
     ) -> Result<bool, MeshError> {
-        let (Some(rbac), Some(jwt), Some(rl), Some(fault), Some(conns)) = (
-            self.rbac.upgrade(),
-            self.jwt.upgrade(),
-            self.ratelimit.upgrade(),
-            self.fault.upgrade(),
-            self.conns.upgrade(),
-        ) else {
+        let Some(conns) = self.conns.upgrade() else {
             return Ok(false);
         };
-        let c = Compiled::new(next)?;
-        let new_tls = next.transport_socket != last.transport_socket;
-        let tls = match &next.transport_socket {
-            Some(t) if new_tls => Some(Arc::new(make_tls(t)?)),
-            _ if new_tls => None,
-            _ => conns.settings().tls.clone(),
-        };
-        // A config change starts a new bucket (as on the client side).
-        rl.store(Arc::new(c.limiter));
-        fault.store(Arc::new(c.fault));
-        // JWT first: a request between the two stores meets the new token rules and, at
-        // worst, the old authorization.
-        jwt.store(Arc::new(c.jwt));
-        rbac.store(Arc::new(c.rbac));
+        let (old_views, views) = (last.chains(), next.chains());
+        let compiled = compile(&views)?;
+        let same_chains =
+            matches(last) == matches(next) && last.close_unmatched == next.close_unmatched;
+        let conn_settings = |v: &Server| (v.transport_socket.clone(), v.limits.clone());
+        let same_conns = same_chains
+            && old_views
+                .iter()
+                .zip(&views)
+                .all(|(a, b)| conn_settings(a) == conn_settings(b));
+        // TLS first (it can fail), reusing what did not change.
+        let current = conns.settings();
+        let mut tls = Vec::with_capacity(views.len());
+        for (i, v) in views.iter().enumerate() {
+            let kept =
+                (same_chains || i == 0) && old_views[i].transport_socket == v.transport_socket;
+            tls.push(match &v.transport_socket {
+                _ if kept => current.chains[i].tls.clone(),
+                Some(t) => Some(Arc::new(make_tls(t)?)),
+                None => None,
+            });
+        }
         if let Some(g) = next.drain_grace_period {
             conns.set_grace(g);
         }
-        if new_tls || next.limits != last.limits {
-            tracing::info!(server = %next.name, tls = new_tls, "new connection settings: older connections drain");
-            conns.replace(tls, &next.limits);
+        // The top-level chain's checks are the server's own (its layers for tonic read them):
+        // always updated in place. Other chains' too while the chains stay the same; new
+        // chains get new checks, and the old connections drain.
+        let mut chains = Vec::with_capacity(views.len());
+        for (i, ((v, c), tls)) in views.iter().zip(compiled).zip(tls).enumerate() {
+            let checks = if same_chains || i == 0 {
+                let checks = current.chains[i].checks.clone();
+                checks.store(c);
+                checks
+            } else {
+                Checks::from(c)
+            };
+            chains.push(Chain::new(tls, &v.limits, checks));
+        }
+        if !same_conns {
+            tracing::info!(server = %next.name, "new connection settings: older connections drain");
+            conns.replace(chains, selector(next), next.close_unmatched);
         }
         Ok(true)
     }

@@ -24,7 +24,7 @@ use crate::mesh::Mesh;
 use crate::rbac::{RbacEngine, RbacLayer};
 use crate::tls::ServerTls;
 use arc_swap::ArcSwap;
-use connections::{Connections, DEFAULT_GRACE};
+use connections::{Chain, Connections, DEFAULT_GRACE};
 use mesh_core::ResourceKind;
 use mesh_core::config::server::Limits;
 use std::sync::Arc;
@@ -59,11 +59,11 @@ pub struct MeshServer {
     name: Arc<str>,
     stats: Arc<ServerStats>,
     serving: tokio::sync::watch::Receiver<Serving>,
-    /// TLS and limits for new connections, and the drain of old ones.
+    /// Each chain's TLS, limits and checks for new connections, and the drain of old ones.
     conns: Arc<Connections>,
     /// Connections being served now.
     open: Arc<tokio::sync::watch::Sender<usize>>,
-    /// The filters' compiled state, swapped as the config changes.
+    /// The top-level chain's compiled filters, swapped as the config changes.
     checks: live::Checks,
     /// Keeps the config watcher running while any clone lives.
     _watch: Option<Arc<WatchGuard>>,
@@ -92,6 +92,7 @@ pub(crate) struct ServerStats {
     pub(crate) http2_errors: AtomicU64,
     pub(crate) other_errors: AtomicU64,
     pub(crate) drain_expired: AtomicU64,
+    pub(crate) unmatched: AtomicU64,
 }
 
 /// What a server's limits refused, by limit.
@@ -109,6 +110,9 @@ pub struct ServerStatsSnapshot {
     /// Draining connections closed at the end of the drain grace period with requests still
     /// in flight.
     pub drain_expired: u64,
+    /// Connections closed unanswered because no filter chain matched them and the server
+    /// has no default chain (`close_unmatched`).
+    pub unmatched: u64,
 }
 
 impl ServerStats {
@@ -120,6 +124,7 @@ impl ServerStats {
             http2_errors: g(&self.http2_errors),
             other_errors: g(&self.other_errors),
             drain_expired: g(&self.drain_expired),
+            unmatched: g(&self.unmatched),
         }
     }
 }
@@ -136,7 +141,7 @@ impl std::fmt::Debug for MeshServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshServer")
             .field("name", &self.name)
-            .field("tls", &self.conns.settings().tls.is_some())
+            .field("tls", &self.conns.settings().top().tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -144,16 +149,23 @@ impl std::fmt::Debug for MeshServer {
 impl MeshServer {
     /// A server with this TLS (none: plaintext) and RBAC engine, outside any config.
     pub fn new(tls: Option<ServerTls>, rbac: RbacEngine) -> Self {
+        let checks = live::Checks {
+            rbac: Arc::new(ArcSwap::from_pointee(rbac)),
+            ..Default::default()
+        };
+        let top = Chain::new(tls.map(Arc::new), &Limits::default(), checks.clone());
         Self {
             name: Arc::from("server"),
             stats: Arc::default(),
             serving: tokio::sync::watch::channel(Serving::Serving).1,
-            conns: Arc::new(Connections::new(tls, &Limits::default(), DEFAULT_GRACE)),
+            conns: Arc::new(Connections::new(
+                vec![top],
+                Default::default(),
+                false,
+                DEFAULT_GRACE,
+            )),
             open: Arc::default(),
-            checks: live::Checks {
-                rbac: Arc::new(ArcSwap::from_pointee(rbac)),
-                ..Default::default()
-            },
+            checks,
             _watch: None,
             _interest: None,
             telemetry: None,
@@ -168,8 +180,11 @@ impl MeshServer {
     /// The TLS acceptor a connection accepted now gets (`None`: plaintext). It changes with
     /// the config; [`serve`](Self::serve) follows it, an accept loop of the application's
     /// own (tonic's `serve_with_incoming`) keeps the acceptor it took.
+    ///
+    /// With `filter_chains` this and the `*_layer` methods are the top-level (default)
+    /// chain's; only [`serve`](Self::serve) chooses a chain per connection.
     pub fn tls(&self) -> Option<ServerTls> {
-        self.conns.settings().tls.as_deref().cloned()
+        self.conns.settings().top().tls.as_deref().cloned()
     }
 
     /// The RBAC layer enforcing this server's current policy (for tonic or a tower stack).
@@ -268,7 +283,7 @@ impl MeshServer {
 
     /// The limits a connection accepted now gets.
     pub fn limits(&self) -> Limits {
-        (*self.conns.settings().limits).clone()
+        (*self.conns.settings().top().limits).clone()
     }
 
     /// What the limits refused so far.
@@ -297,17 +312,15 @@ impl Mesh {
             ));
         };
         let make_tls = self.server_tls_maker();
-        let tls = match &config.transport_socket {
-            Some(t) => Some(make_tls(t)?),
-            None => None,
-        };
-        let checks = live::Checks::new(&config)?;
+        let chains = live::chains(&config, &make_tls)?;
+        let checks = chains[0].checks.clone();
         let conns = Arc::new(Connections::new(
-            tls,
-            &config.limits,
+            chains,
+            live::selector(&config),
+            config.close_unmatched,
             config.drain_grace_period.unwrap_or(DEFAULT_GRACE),
         ));
-        let live = checks.live(&conns);
+        let live = live::Live::new(&conns);
         let mut changes = store.watch(ResourceKind::Server, name);
         let owned = name.to_owned();
         let (serving_tx, serving) = tokio::sync::watch::channel(Serving::Serving);
@@ -375,8 +388,7 @@ impl Mesh {
                 if let Some(server) = snap.server(name) {
                     // As Envoy warms a listener: its SDS secrets first.
                     let missing = server
-                        .transport_socket
-                        .iter()
+                        .transport_sockets()
                         .flat_map(|t| t.provider_names())
                         .find(|p| {
                             p.starts_with(mesh_core::config::tls::SDS_PREFIX)
@@ -418,6 +430,8 @@ impl Mesh {
     }
 }
 
+#[cfg(test)]
+mod chains_tests;
 #[cfg(test)]
 mod drain_tests;
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The accept loop: TLS (or plaintext) per connection as the config says at accept time,
+//! The accept loop: the filter chain per connection, its TLS (or plaintext) as the config
+//! says at accept time,
 //! HTTP/1.1 and HTTP/2 per connection, the caller's `PeerInfo`, the filters on every request,
 //! and the drain of connections whose settings are gone.
 
@@ -36,18 +37,16 @@ impl MeshServer {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let layer = self.rbac_layer();
-        let jwt = self.jwt_layer();
-        let limit = self.ratelimit_layer();
-        let fault = self.fault_layer();
         let telemetry = self.telemetry.clone();
         // Metrics outside the checks (a refusal is a request too), inside the peer's identity
         // (its principal is a label). Rate limit first (before any token or policy work),
         // tokens before RBAC (its principals read the verified claims), faults last (they
         // stand for the service misbehaving, so only requests it would serve meet them).
-        let wrap = move |peer: PeerInfo| {
+        // The checks are those of the connection's filter chain.
+        let wrap = move |peer: PeerInfo, checks: &super::live::Checks| {
             use tower_layer::Layer;
-            let checked = limit.layer(jwt.layer(layer.layer(fault.layer(service.clone()))));
+            let (limit, jwt, rbac, fault) = checks.layers();
+            let checked = limit.layer(jwt.layer(rbac.layer(fault.layer(service.clone()))));
             WithPeer {
                 peer,
                 inner: InboundMetrics::maybe(checked, telemetry.clone()),
@@ -69,32 +68,39 @@ impl MeshServer {
             }
             // Enlisted before the handshake: a drain during it applies to this connection.
             let settings = self.conns.settings();
+            let local = tcp.local_addr().ok();
+            // gRFC A36: the connection's chain, chosen once by its addresses.
+            let Some(chain) = settings.chain_for(local, remote) else {
+                self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %remote, "no filter chain matches: connection closed");
+                continue;
+            };
             let conn = Conn {
                 conns: self.conns.clone(),
                 stats: self.stats.clone(),
                 enlisted: self.conns.enlist(&settings),
-                builder: settings.builder.clone(),
+                builder: chain.builder.clone(),
                 open: self.open.clone(),
             };
-            let tls = settings.tls.clone();
-            let handshake_timeout = settings.limits.request_headers_timeout;
+            let tls = chain.tls.clone();
+            let checks = chain.checks.clone();
+            let handshake_timeout = chain.limits.request_headers_timeout;
             let wrap = wrap.clone();
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                let local = tcp.local_addr().ok();
                 let Some(tls) = tls else {
-                    let svc = wrap(PeerInfo {
+                    let peer = PeerInfo {
                         remote_addr: Some(remote),
                         local_addr: local,
                         tls: false,
                         identity: None,
-                    });
-                    return conn.serve(TokioIo::new(tcp), svc).await;
+                    };
+                    return conn.serve(TokioIo::new(tcp), wrap(peer, &checks)).await;
                 };
                 match handshake(&tls, tcp, handshake_timeout).await {
                     Ok(mut accepted) => {
                         accepted.set_addrs(remote, local);
-                        let svc = wrap(accepted.peer().clone());
+                        let svc = wrap(accepted.peer().clone(), &checks);
                         conn.serve(TokioIo::new(accepted), svc).await;
                     }
                     Err(e) => {

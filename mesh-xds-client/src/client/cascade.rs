@@ -304,7 +304,7 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
         wanted[ResourceType::Listener.index()].extend(server_listeners.iter().cloned());
         // SDS: the secrets their TLS names, as for clusters.
         for server in server_listeners.iter().filter_map(|n| snap.server(n)) {
-            let secrets = server.transport_socket.iter();
+            let secrets = server.transport_sockets();
             let secrets = secrets.flat_map(|t| t.common_tls_context.sds_secrets());
             wanted[ResourceType::Secret.index()].extend(secrets.map(str::to_owned));
         }

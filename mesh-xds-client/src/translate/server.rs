@@ -3,13 +3,16 @@
 //!
 //! NACKed as A36 says: `listener_filters`, `use_original_dst`, a chain whose network filters
 //! are not exactly one HttpConnectionManager, an HCM filter list not ending in the router, and
-//! (A41) `xff_num_trusted_hops` or IP detection extensions. The chain used is the one that
-//! matches every connection: chains that can never match in-process (`destination_port`,
-//! `server_names`, `application_protocols`, a transport protocol other than `raw_buffer`) are
-//! skipped; if one chain is left it is used, with none the `default_filter_chain`. Per-connection
-//! choice among several chains (by address ranges or source) is not implemented and is NACKed
-//! rather than guessed. The route config must be inline (Istio sends it so); its routes'
-//! non-forwarding action means "serve here".
+//! (A41) `xff_num_trusted_hops` or IP detection extensions. Chains that can never match
+//! in-process (`destination_port`, `server_names`, `application_protocols`, a transport
+//! protocol other than `raw_buffer`) are dropped, as gRPC drops them. One chain left that
+//! takes every connection becomes the server's only chain (Istio sends such listeners);
+//! otherwise the chains are kept with their matches, chosen per connection
+//! ([`mesh_core::config::filter_chain`]), the `default_filter_chain` becoming the top-level
+//! settings (none: unmatched connections are closed). Chains that could tie are NACKed.
+//! `direct_source_prefix_ranges` is NACKed (gRPC ignores it; ignoring it here would widen a
+//! chain). The route config must be inline (Istio sends it so); its routes' non-forwarding
+//! action means "serve here".
 
 use super::listener::{HCM_TYPE, ROUTER_TYPE};
 use super::{Context, finish, jwt, rbac, tls};
@@ -17,6 +20,8 @@ use envoy_types::pb::envoy::config::core::v3::address::Address as PbAddress;
 use envoy_types::pb::envoy::config::listener::v3 as pb;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use mesh_core::ConfigError;
+use mesh_core::config::filter_chain::{FilterChain, FilterChainMatch, SourceType};
+use mesh_core::config::rbac::CidrRange;
 use mesh_core::config::server::{Server, ServerHttpFilter};
 use mesh_core::error::{Errors, FieldPath};
 use prost::Message;
@@ -58,36 +63,59 @@ pub fn translate(l: &pb::Listener, ctx: &Context) -> Result<Server, ConfigError>
             "is not supported (gRFC A36)",
         );
     }
+    // Chains in-process matching can never pick are dropped, as gRPC drops them.
     let usable: Vec<(usize, &pb::FilterChain)> = l
         .filter_chains
         .iter()
         .enumerate()
-        .filter(|(_, c)| matches_every_connection(c))
+        .filter(|(_, c)| can_match(c))
         .collect();
-    let chain = match usable.as_slice() {
-        [(i, c)] => Some((root.field("filter_chains").index(*i), *c)),
-        [] => l
-            .default_filter_chain
-            .as_ref()
-            .map(|c| (root.field("default_filter_chain"), c)),
-        _ => {
-            errors.push(
-                &root.field("filter_chains"),
-                format!(
-                    "{} chains could match a connection; choosing among them per connection is not supported yet",
-                    usable.len()
-                ),
-            );
-            None
-        }
-    };
-    match chain {
-        Some((path, c)) => filter_chain(c, ctx, &path, &mut errors, &mut out),
-        None if errors.is_empty() => errors.push(
-            &root.field("filter_chains"),
-            "no filter chain matches every connection and there is no default_filter_chain",
+    let default = l
+        .default_filter_chain
+        .as_ref()
+        .map(|c| (root.field("default_filter_chain"), c));
+    match usable.as_slice() {
+        // The common case (Istio's): one chain taking every connection is the server's only
+        // chain; the default could never be used.
+        [(i, c)] if c.filter_chain_match.as_ref().is_none_or(matches_everything) => filter_chain(
+            c,
+            ctx,
+            &root.field("filter_chains").index(*i),
+            &mut errors,
+            &mut out,
         ),
-        None => {}
+        [] => match default {
+            Some((path, c)) => filter_chain(c, ctx, &path, &mut errors, &mut out),
+            None => errors.push(
+                &root.field("filter_chains"),
+                "no filter chain can match a connection and there is no default_filter_chain",
+            ),
+        },
+        chains => {
+            match default {
+                Some((path, c)) => filter_chain(c, ctx, &path, &mut errors, &mut out),
+                None => out.close_unmatched = true,
+            }
+            for (i, c) in chains {
+                let path = root.field("filter_chains").index(*i);
+                let mut chain = Server::default();
+                filter_chain(c, ctx, &path, &mut errors, &mut chain);
+                out.filter_chains.push(FilterChain {
+                    name: c.name.clone(),
+                    filter_chain_match: chain_match(
+                        c.filter_chain_match.as_ref(),
+                        &path.field("filter_chain_match"),
+                        &mut errors,
+                    ),
+                    transport_socket: chain.transport_socket,
+                    http_filters: chain.http_filters,
+                    limits: chain.limits,
+                    route_config: chain.route_config,
+                });
+            }
+            let at = |i: usize| root.field("filter_chains").index(chains[i].0);
+            mesh_core::config::filter_chain::validate(&out.filter_chains, &at, &mut errors);
+        }
     }
     if errors.is_empty() {
         out.validate(&root, &mut errors);
@@ -95,10 +123,9 @@ pub fn translate(l: &pb::Listener, ctx: &Context) -> Result<Server, ConfigError>
     finish(out, errors)
 }
 
-/// A chain in-process matching can take for every connection: A36's never-matching fields
-/// unset, and (when set) the raw-buffer transport. Address and source ranges would select per
-/// connection: such a chain does not match every connection.
-fn matches_every_connection(c: &pb::FilterChain) -> bool {
+/// Whether in-process matching can ever pick `c`: A36's never-matching fields unset, and
+/// (when set) the raw-buffer transport.
+fn can_match(c: &pb::FilterChain) -> bool {
     let Some(m) = &c.filter_chain_match else {
         return true;
     };
@@ -106,11 +133,71 @@ fn matches_every_connection(c: &pb::FilterChain) -> bool {
         && m.server_names.is_empty()
         && m.application_protocols.is_empty()
         && (m.transport_protocol.is_empty() || m.transport_protocol == "raw_buffer")
-        && m.prefix_ranges.is_empty()
+}
+
+/// Whether a (usable) chain's match takes every connection.
+fn matches_everything(m: &pb::FilterChainMatch) -> bool {
+    m.prefix_ranges.is_empty()
         && m.direct_source_prefix_ranges.is_empty()
         && m.source_prefix_ranges.is_empty()
         && m.source_ports.is_empty()
         && m.source_type == 0
+}
+
+/// A usable chain's match → the mesh's.
+fn chain_match(
+    m: Option<&pb::FilterChainMatch>,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> FilterChainMatch {
+    let Some(m) = m else {
+        return FilterChainMatch::default();
+    };
+    if !m.direct_source_prefix_ranges.is_empty() {
+        // Behind a proxy protocol header only; matching on the source instead would let
+        // more callers in than the chain means to.
+        errors.push(
+            &path.field("direct_source_prefix_ranges"),
+            "is not supported (no proxy protocol in-process)",
+        );
+    }
+    let ranges = |v: &[envoy_types::pb::envoy::config::core::v3::CidrRange]| -> Vec<CidrRange> {
+        v.iter()
+            .map(|r| CidrRange {
+                address_prefix: r.address_prefix.clone(),
+                prefix_len: r.prefix_len.as_ref().map_or(0, |l| l.value),
+            })
+            .collect()
+    };
+    let source_type = match m.source_type {
+        0 => SourceType::Any,
+        1 => SourceType::SameIpOrLoopback,
+        2 => SourceType::External,
+        t => {
+            errors.push(
+                &path.field("source_type"),
+                format!("unknown source type {t}"),
+            );
+            SourceType::Any
+        }
+    };
+    let mut source_ports = Vec::with_capacity(m.source_ports.len());
+    for (i, p) in m.source_ports.iter().enumerate() {
+        match u16::try_from(*p) {
+            Ok(p) => source_ports.push(p),
+            Err(_) => errors.push(
+                &path.field("source_ports").index(i),
+                format!("{p} is not a port"),
+            ),
+        }
+    }
+    FilterChainMatch {
+        prefix_ranges: ranges(&m.prefix_ranges),
+        transport_protocol: m.transport_protocol.clone(),
+        source_type,
+        source_prefix_ranges: ranges(&m.source_prefix_ranges),
+        source_ports,
+    }
 }
 
 fn filter_chain(

@@ -93,12 +93,21 @@ fn what_a36_refuses_is_nacked_with_field_paths() {
     );
     assert!(e.contains("use_original_dst: is not supported"), "{e}");
 
-    // Two chains that both match every connection.
+    // Two chains that both match every connection tie (after a dropped one: the paths are
+    // the listener's).
     let mut l = istio();
-    l.filter_chains.push(l.filter_chains[0].clone());
+    let mut sni = l.filter_chains[0].clone();
+    sni.filter_chain_match = Some(lds::FilterChainMatch {
+        server_names: vec!["a.example".into()],
+        ..Default::default()
+    });
+    l.filter_chains.insert(0, sni);
+    l.filter_chains.push(l.filter_chains[1].clone());
     let e = translated(&l).unwrap_err();
     assert!(
-        e.contains("filter_chains: 2 chains could match a connection"),
+        e.contains(
+            "filter_chains[2].filter_chain_match: matches the same connections as filter_chains[1]"
+        ),
         "{e}"
     );
 
@@ -365,4 +374,96 @@ fn a_fault_filter_translates_for_servers_after_rbac_only() {
     let o = &routes.virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.fault"];
     let abort = o.fault.as_ref().unwrap().abort.as_ref().unwrap();
     assert_eq!(abort.http_status, Some(503));
+}
+
+fn cidr(a: &str, len: u32) -> envoy_types::pb::envoy::config::core::v3::CidrRange {
+    envoy_types::pb::envoy::config::core::v3::CidrRange {
+        address_prefix: a.into(),
+        prefix_len: Some(envoy_types::pb::google::protobuf::UInt32Value { value: len }),
+    }
+}
+
+#[test]
+fn chains_chosen_per_connection_keep_their_matches_and_settings() {
+    use mesh_core::config::filter_chain::SourceType;
+    let mut l = istio();
+    let mut local = server_listener(NAME, "10.0.0.7:8080".parse().unwrap(), None, vec![])
+        .filter_chains
+        .remove(0);
+    local.name = "node-local".into();
+    local.filter_chain_match = Some(lds::FilterChainMatch {
+        source_type: 1,
+        source_prefix_ranges: vec![cidr("127.0.0.0", 8)],
+        source_ports: vec![9000],
+        transport_protocol: "raw_buffer".into(),
+        ..Default::default()
+    });
+    let mut partner = l.filter_chains[0].clone();
+    partner.filter_chain_match = Some(lds::FilterChainMatch {
+        prefix_ranges: vec![cidr("10.0.0.7", 32)],
+        source_prefix_ranges: vec![cidr("192.168.0.0", 16)],
+        ..Default::default()
+    });
+    l.filter_chains = vec![local, partner];
+    // No default chain: unmatched connections are closed.
+    let s = translated(&l).unwrap();
+    assert!(s.close_unmatched);
+    assert!(s.transport_socket.is_none() && s.http_filters.is_empty());
+    assert_eq!(s.filter_chains.len(), 2);
+    let (a, b) = (&s.filter_chains[0], &s.filter_chains[1]);
+    assert_eq!(a.name, "node-local");
+    assert!(a.transport_socket.is_none());
+    assert_eq!(
+        a.filter_chain_match.source_type,
+        SourceType::SameIpOrLoopback
+    );
+    assert_eq!(a.filter_chain_match.source_ports, [9000]);
+    assert_eq!(a.filter_chain_match.transport_protocol, "raw_buffer");
+    assert_eq!(a.filter_chain_match.source_prefix_ranges[0].prefix_len, 8);
+    assert!(
+        b.transport_socket
+            .as_ref()
+            .unwrap()
+            .require_client_certificate
+    );
+    assert_eq!(b.http_filters.len(), 2);
+    assert_eq!(
+        b.filter_chain_match.prefix_ranges[0].address_prefix,
+        "10.0.0.7"
+    );
+    // With a default chain, it is the top-level settings.
+    l.default_filter_chain = Some(istio().filter_chains.remove(0));
+    let s = translated(&l).unwrap();
+    assert!(!s.close_unmatched);
+    assert!(s.transport_socket.is_some());
+    assert_eq!(s.http_filters.len(), 2);
+
+    // What cannot be matched in-process, or is not a match, is NACKed with its place.
+    let mut l = istio();
+    let mut bad = l.filter_chains[0].clone();
+    bad.filter_chain_match = Some(lds::FilterChainMatch {
+        direct_source_prefix_ranges: vec![cidr("10.0.0.0", 8)],
+        source_prefix_ranges: vec![cidr("10.0.0.0", 33)],
+        source_ports: vec![70000],
+        source_type: 7,
+        ..Default::default()
+    });
+    l.filter_chains.push(bad);
+    let e = translated(&l).unwrap_err();
+    for want in [
+        "filter_chains[1].filter_chain_match.direct_source_prefix_ranges: is not supported",
+        "filter_chains[1].filter_chain_match.source_ports[0]: 70000 is not a port",
+        "filter_chains[1].filter_chain_match.source_type: unknown source type 7",
+    ] {
+        assert!(e.contains(want), "{want} in {e}");
+    }
+    l.filter_chains[1].filter_chain_match = Some(lds::FilterChainMatch {
+        source_prefix_ranges: vec![cidr("10.0.0.0", 33)],
+        ..Default::default()
+    });
+    let e = translated(&l).unwrap_err();
+    assert!(
+        e.contains("filter_chains[1].filter_chain_match.source_prefix_ranges[0]: 10.0.0.0/33 is not an IP range"),
+        "{e}"
+    );
 }
