@@ -153,6 +153,9 @@ static_resources:
                 "-l",
                 "warning",
                 "--disable-hot-restart",
+                // Access log files written within a tenth of a second (default: 10 s).
+                "--file-flush-interval-msec",
+                "100",
             ])
             .args(["--base-id", &(u32::from(listener.port()) * 10).to_string()])
             .stdout(Stdio::null())

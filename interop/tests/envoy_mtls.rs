@@ -166,18 +166,7 @@ fn envoy_client_config(
         files.roots.display()
     );
     format!(
-        r#"{admin}static_resources:
-  listeners:
-    - name: edge
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: edge
-                http_filters: {ROUTER}
-                route_config:
+        r#"{head}                route_config:
                   virtual_hosts:
                     - name: all
                       domains: ["*"]
@@ -186,8 +175,7 @@ fn envoy_client_config(
                         - {{ match: {{ prefix: / }}, route: {{ cluster: mesh }} }}
   clusters:{mesh}{anon}
 "#,
-        admin = admin(admin_addr),
-        port = listener.port(),
+        head = hcm_listener_head(admin_addr, "edge", listener.port()),
         mesh = cluster("mesh", &with_cert.replace("\n    ", "\n")),
         anon = cluster("anonymous", &anonymous),
     )

@@ -3,7 +3,7 @@
 use crate::bootstrap::Bootstrap;
 use crate::client::{ClientError, XdsClient, XdsClientBuilder};
 use mesh_tower::Mesh;
-use mesh_tower::telemetry::{AccessLog, Telemetry, Workload};
+use mesh_tower::telemetry::{AccessLog, LogFormat, Telemetry, Workload};
 use std::future::Future;
 use std::path::Path;
 
@@ -30,7 +30,8 @@ pub trait XdsMesh: Sized {
     /// A mesh fed by a client built in code. It records Istio's request metrics
     /// ([`mesh_tower::telemetry`]) as the workload the bootstrap's node metadata describes, and
     /// writes access logs when `MESH_ACCESS_LOG` is `stdout` or a file path (as Istio's
-    /// `accessLogFile`).
+    /// `accessLogFile`), in Envoy's format strings when `MESH_ACCESS_LOG_FORMAT` gives one
+    /// (`accessLogFormat`; `MESH_ACCESS_LOG_ENCODING=JSON` for a JSON format).
     fn from_xds(
         builder: XdsClientBuilder,
     ) -> impl Future<Output = Result<Self, ClientError>> + Send;
@@ -148,25 +149,79 @@ impl XdsMesh for Mesh {
 }
 
 /// Istio's request metrics, labelled with the workload the node metadata describes (Istio's
-/// agent writes WORKLOAD_NAME, NAMESPACE, LABELS, … there); access logs as Istio's
-/// `accessLogFile`: `MESH_ACCESS_LOG=stdout` or a file path.
+/// agent writes WORKLOAD_NAME, NAMESPACE, LABELS, … there); access logs as Istio's mesh
+/// settings say: `MESH_ACCESS_LOG` (`accessLogFile`: `stdout` or a file path),
+/// `MESH_ACCESS_LOG_FORMAT` (`accessLogFormat`: Envoy's format strings) and
+/// `MESH_ACCESS_LOG_ENCODING` (`accessLogEncoding`: `TEXT`, the default, or `JSON`).
 fn telemetry(node: &crate::bootstrap::Node) -> Result<Telemetry, ClientError> {
     let meta = serde_json::Value::Object(node.metadata.clone().unwrap_or_default());
     let telemetry = Telemetry::new(Workload::from_node_metadata(&meta));
-    Ok(
-        match std::env::var("MESH_ACCESS_LOG")
-            .ok()
-            .filter(|v| !v.is_empty())
-        {
-            None => telemetry,
-            Some(v) if v == "stdout" || v == "/dev/stdout" => {
-                telemetry.with_access_log(AccessLog::stdout())
-            }
-            Some(path) => {
-                let log = AccessLog::file(&path)
-                    .map_err(|e| ClientError::Config(format!("MESH_ACCESS_LOG {path:?}: {e}")))?;
-                telemetry.with_access_log(log)
-            }
-        },
-    )
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let log = match var("MESH_ACCESS_LOG") {
+        None => return Ok(telemetry),
+        Some(v) if v == "stdout" || v == "/dev/stdout" => AccessLog::stdout(),
+        Some(path) => AccessLog::file(&path)
+            .map_err(|e| ClientError::Config(format!("MESH_ACCESS_LOG {path:?}: {e}")))?,
+    };
+    let format = access_log_format(
+        var("MESH_ACCESS_LOG_FORMAT").as_deref(),
+        var("MESH_ACCESS_LOG_ENCODING").as_deref(),
+    )?;
+    Ok(telemetry.with_access_log(match format {
+        Some(f) => log.with_format(f),
+        None => log,
+    }))
+}
+
+/// Istio's `accessLogFormat` and `accessLogEncoding`: a text format gets its newline if it
+/// lacks one, as Istio adds it.
+fn access_log_format(
+    format: Option<&str>,
+    encoding: Option<&str>,
+) -> Result<Option<LogFormat>, ClientError> {
+    let bad = |e: String| ClientError::Config(format!("MESH_ACCESS_LOG_FORMAT: {e}"));
+    match (format, encoding) {
+        (None, None | Some("TEXT" | "JSON")) => Ok(None),
+        (Some(f), None | Some("TEXT")) if f.ends_with('\n') => {
+            LogFormat::text(f).map(Some).map_err(bad)
+        }
+        (Some(f), None | Some("TEXT")) => LogFormat::text(&format!("{f}\n")).map(Some).map_err(bad),
+        (Some(f), Some("JSON")) => LogFormat::json(f).map(Some).map_err(bad),
+        (_, Some(e)) => Err(ClientError::Config(format!(
+            "MESH_ACCESS_LOG_ENCODING {e:?}: TEXT or JSON"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::access_log_format;
+
+    #[test]
+    fn istios_access_log_settings_choose_the_format() {
+        assert!(access_log_format(None, None).unwrap().is_none());
+        assert!(
+            access_log_format(Some("%RESPONSE_CODE%"), None)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            access_log_format(Some("%RESPONSE_CODE%\n"), Some("TEXT"))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            access_log_format(Some(r#"{"code":"%RESPONSE_CODE%"}"#), Some("JSON"))
+                .unwrap()
+                .is_some()
+        );
+        let e = access_log_format(Some("%NOPE%"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MESH_ACCESS_LOG_FORMAT: %NOPE%"), "{e}");
+        let e = access_log_format(None, Some("XML"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MESH_ACCESS_LOG_ENCODING \"XML\""), "{e}");
+    }
 }

@@ -152,3 +152,25 @@ pub fn tls_resources(
         build::any(&build::assignment(name, &[endpoint])),
     ]
 }
+
+/// The head of a static Envoy config: admin on `admin_addr`, then listener `name` on
+/// loopback `port` with one HttpConnectionManager (stat prefix `name`, the router only).
+/// The caller goes on with more HCM fields, indented 16 spaces (`route_config:`, …), then
+/// `  clusters:` if any.
+pub fn hcm_listener_head(admin_addr: SocketAddr, name: &str, port: u16) -> String {
+    format!(
+        r#"{admin}static_resources:
+  listeners:
+    - name: {name}
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: {name}
+                http_filters: {ROUTER}
+"#,
+        admin = admin(admin_addr),
+    )
+}

@@ -8,6 +8,7 @@
 //! endpoint, the peer's identity); allocation happens only for requests that are logged.
 
 use super::Outcome;
+use super::format::{LogFormat, Values};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,6 +35,8 @@ use std::time::SystemTime;
 #[derive(Clone)]
 pub struct AccessLog {
     out: Arc<Mutex<Box<dyn Write + Send>>>,
+    /// Envoy's format (none: the JSON line below).
+    format: Option<Arc<LogFormat>>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -61,7 +64,22 @@ impl AccessLog {
     pub fn writer(out: impl Write + Send + 'static) -> Self {
         Self {
             out: Arc::new(Mutex::new(Box::new(out))),
+            format: None,
         }
+    }
+
+    /// This log writing its lines in `format` (Envoy's format strings) instead of the
+    /// default JSON line.
+    ///
+    /// ```
+    /// use mesh_tower::telemetry::{AccessLog, LogFormat};
+    /// let format = LogFormat::text("%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS%\n").unwrap();
+    /// let log = AccessLog::stdout().with_format(format);
+    /// # let _ = log;
+    /// ```
+    pub fn with_format(mut self, format: LogFormat) -> Self {
+        self.format = Some(Arc::new(format));
+        self
     }
 
     fn write(&self, line: &str) {
@@ -86,6 +104,13 @@ pub(crate) struct LogLine {
     pub(crate) upstream_host: Option<SocketAddr>,
     /// The other end's verified SPIFFE ID (the server's on a client, the caller's on a server).
     pub(crate) peer: Option<String>,
+    /// The caller's and our address (servers).
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) local: Option<SocketAddr>,
+    /// The values of the headers the format names (request ones now, response ones at the
+    /// answer).
+    request_headers: Vec<Option<String>>,
+    response_headers: Vec<Option<String>>,
 }
 
 impl LogLine {
@@ -105,7 +130,23 @@ impl LogLine {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_owned)
             });
+        let request_headers = match &sink.format {
+            None => Vec::new(),
+            Some(f) => (f.request_headers.iter())
+                .map(|h| match h.as_str() {
+                    ":method" => Some(req.method().as_str().to_owned()),
+                    ":path" => req.uri().path_and_query().map(|p| p.as_str().to_owned()),
+                    ":authority" => authority.clone(),
+                    ":scheme" => req.uri().scheme_str().map(str::to_owned),
+                    h => header(req.headers(), h),
+                })
+                .collect(),
+        };
         Box::new(LogLine {
+            request_headers,
+            response_headers: Vec::new(),
+            remote: None,
+            local: None,
             sink: sink.clone(),
             start_time: SystemTime::now(),
             reporter,
@@ -119,8 +160,45 @@ impl LogLine {
         })
     }
 
+    /// Keeps the response headers the format names.
+    pub(crate) fn response(&mut self, headers: &http::HeaderMap) {
+        if let Some(f) = &self.sink.format {
+            self.response_headers = (f.response_headers.iter())
+                .map(|h| header(headers, h))
+                .collect();
+        }
+    }
+
     /// Writes the line with the request's outcome.
     pub(crate) fn write(&self, outcome: Outcome, millis: f64, bytes: u64) {
+        if let Some(format) = &self.sink.format {
+            let protocol = match self.protocol {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_11 => "HTTP/1.1",
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_3 => "HTTP/3",
+                _ => "-",
+            };
+            let line = format.render(&Values {
+                start_time: &rfc3339(self.start_time),
+                duration_ms: millis as u64,
+                request_headers: &self.request_headers,
+                response_headers: &self.response_headers,
+                protocol,
+                code: outcome.code,
+                flags: &outcome.flags.as_str(),
+                grpc: outcome.grpc,
+                bytes_sent: bytes,
+                upstream_host: self.upstream_host,
+                upstream_cluster: self.upstream_cluster.as_deref(),
+                peer: self.peer.as_deref(),
+                client_side: self.reporter == "source",
+                remote: self.remote,
+                local: self.local,
+            });
+            self.sink.write(&line);
+            return;
+        }
         let mut line = serde_json::json!({
             "start_time": rfc3339(self.start_time),
             "reporter": self.reporter,
@@ -141,6 +219,13 @@ impl LogLine {
         line.push('\n');
         self.sink.write(&line);
     }
+}
+
+/// A header's value (lossy UTF-8), if present.
+fn header(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 /// `2026-12-02T03:04:05.678Z` (UTC, milliseconds), without a date crate: days since the

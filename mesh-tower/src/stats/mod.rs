@@ -6,10 +6,12 @@
 //! on the body (routing, clusters, TLS); the label sets that need those live in
 //! `telemetry`, which hands this module finished labels.
 
+mod format;
 mod grpc;
 mod log;
 mod record;
 
+pub use format::LogFormat;
 pub use grpc::{CLIENT_CALL_DURATION, LATENCY_BUCKETS, SERVER_CALL_DURATION, SERVER_CALL_STARTED};
 pub use log::AccessLog;
 pub(crate) use log::{LogLine, rfc3339};

@@ -153,7 +153,7 @@ impl ClientCall {
 
     /// The record of a response (the upstream's, or one the mesh made), to finish when its
     /// body ends.
-    pub(crate) fn response<B>(self, res: &http::Response<B>) -> Recording {
+    pub(crate) fn response<B>(mut self, res: &http::Response<B>) -> Recording {
         let served = res.extensions().get::<crate::ServedBy>();
         let peer = res
             .extensions()
@@ -185,6 +185,9 @@ impl ClientCall {
             grpc: grpc_status(res.headers()),
             flags,
         };
+        if let Some(line) = &mut self.log {
+            line.response(res.headers());
+        }
         self.recording(to, outcome)
     }
 
@@ -234,9 +237,8 @@ impl InboundCall {
         metadata: Option<&http::HeaderValue>,
     ) -> Self {
         let grpc = crate::grpc::is_grpc(req.headers());
-        let peer = req
-            .extensions()
-            .get::<crate::tls::PeerInfo>()
+        let info = req.extensions().get::<crate::tls::PeerInfo>();
+        let peer = info
             .and_then(|p| p.identity.as_ref())
             .and_then(|i| i.spiffe_id());
         let authority = req
@@ -265,6 +267,8 @@ impl InboundCall {
         let log = telemetry.access_log().map(|sink| {
             let mut line = LogLine::start(sink, "destination", req);
             line.peer = peer.map(str::to_owned);
+            line.remote = info.and_then(|p| p.remote_addr);
+            line.local = info.and_then(|p| p.local_addr);
             line
         });
         let edge = telemetry.server().get(&at, server_labels(telemetry));
@@ -277,7 +281,10 @@ impl InboundCall {
     }
 
     /// The record of the answer: `code` 0 when the handler failed and there is none.
-    pub(crate) fn answered(self, code: u16, headers: Option<&http::HeaderMap>) -> Recording {
+    pub(crate) fn answered(mut self, code: u16, headers: Option<&http::HeaderMap>) -> Recording {
+        if let (Some(line), Some(h)) = (&mut self.log, headers) {
+            line.response(h);
+        }
         let outcome = Outcome {
             code,
             grpc: headers.and_then(grpc_status),

@@ -35,7 +35,7 @@ mod labels;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 
-pub use crate::stats::AccessLog;
+pub use crate::stats::{AccessLog, LogFormat};
 pub(crate) use edge::{ClientCall, InboundCall};
 pub use inbound::{InboundBody, InboundMetrics, InboundMetricsLayer};
 pub use labels::Workload;

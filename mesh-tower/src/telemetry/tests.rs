@@ -392,6 +392,31 @@ fn access_log_lines_say_what_each_request_did() {
 }
 
 #[test]
+fn a_formatted_line_on_a_server_names_the_caller_and_the_trailers_status() {
+    let lines = Lines::default();
+    let format = crate::telemetry::LogFormat::text(
+        "%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_PEER_URI_SAN% %REQ(:METHOD)% %REQ(:PATH)% %REQ(CONTENT-TYPE)% %PROTOCOL% %RESPONSE_CODE% %GRPC_STATUS% %BYTES_SENT% %DURATION%\n",
+    )
+    .unwrap();
+    let t = echo_workload().with_access_log(AccessLog::writer(lines.clone()).with_format(format));
+    with_series(&Series::default(), async {
+        let mut svc = InboundMetricsLayer::new(t.clone()).layer(tower::service_fn(grpc_answer));
+        let mut req = grpc_request("echo.default.svc.cluster.local:7070");
+        req.extensions_mut().insert(crate::tls::PeerInfo::plaintext(
+            "10.1.2.3:40000".parse().unwrap(),
+            "10.0.0.7:7070".parse().unwrap(),
+        ));
+        let res = svc.call(req).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    });
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        text,
+        "10.1.2.3:40000 10.0.0.7 - POST /echo.Echo/Say application/grpc HTTP/1.1 200 PermissionDenied 5 30\n"
+    );
+}
+
+#[test]
 fn rfc3339_times_are_utc_civil_dates() {
     use std::time::{Duration, UNIX_EPOCH};
     let at = |secs: u64, millis: u64| {
