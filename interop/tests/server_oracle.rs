@@ -230,7 +230,11 @@ fn policies() -> Vec<Policy> {
     filter_policies()
         .into_iter()
         .map(|(name, filters)| (name, filters, None))
-        .chain([per_route_policy()])
+        .chain([per_route_policy(), {
+            // The same routes by RDS (a route config of their own).
+            let (_, filters, routes) = per_route_policy();
+            ("per-route (RDS)", filters, routes)
+        }])
         .collect()
 }
 
@@ -356,18 +360,36 @@ const CALLS: [Call; 4] = [
     ("SayHelloAgain", "/helloworld.Greeter/SayHelloAgain", &[]),
 ];
 
-fn listener(addr: SocketAddr, policy: &Policy) -> envoy_types::pb::google::protobuf::Any {
-    let (_, filters, routes) = policy;
+/// The listener of `policy` at `addr`, and its route config when it comes by RDS.
+fn listener(addr: SocketAddr, policy: &Policy) -> Vec<envoy_types::pb::google::protobuf::Any> {
+    let (label, filters, routes) = policy;
     let name = TEMPLATE.replace("%s", &addr.to_string());
     let tls = Some(build::downstream_mtls("default"));
     let filters = filters
         .iter()
         .map(|(n, r)| build::rbac_filter(n, r))
         .collect();
-    build::any(&match routes {
-        None => build::server_listener(&name, addr, tls, filters),
-        Some(r) => build::server_listener_with_routes(&name, addr, tls, filters, r.clone()),
-    })
+    match routes {
+        None => vec![build::any(&build::server_listener(
+            &name, addr, tls, filters,
+        ))],
+        Some(r) if label.ends_with("(RDS)") => {
+            let rc = format!("inbound-{}", addr.port());
+            vec![
+                build::any(&build::server_listener_with_rds(
+                    &name, addr, tls, filters, &rc,
+                )),
+                build::any(&build::inbound_route_config(&rc, r.clone())),
+            ]
+        }
+        Some(r) => vec![build::any(&build::server_listener_with_routes(
+            &name,
+            addr,
+            tls,
+            filters,
+            r.clone(),
+        ))],
+    }
 }
 
 /// How a call ended.
@@ -449,13 +471,13 @@ async fn our_server_authorizes_as_grpc_go_does() {
     let ours: Vec<_> = policies
         .iter()
         .zip(&mesh_addrs)
-        .map(|(p, a)| listener(*a, p))
+        .flat_map(|(p, a)| listener(*a, p))
         .collect();
     cp.set("mesh", "1", &ours).await;
     let mut go_servers = Vec::new();
     for (i, (p, a)) in policies.iter().zip(&go_addrs).enumerate() {
         let node = format!("go-{i}");
-        cp.set(&node, "1", &[listener(*a, p)]).await;
+        cp.set(&node, "1", &listener(*a, p)).await;
         let path = dir.path().join(format!("{node}.json"));
         std::fs::write(
             &path,

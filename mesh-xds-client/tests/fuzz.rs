@@ -205,7 +205,23 @@ fn xds_corpus(ty: ResourceType) -> Vec<Any> {
                 )),
             ]
         }
-        ResourceType::RouteConfiguration => vec![build::any(&routes())],
+        ResourceType::RouteConfiguration => {
+            // A server's (RDS on servers): a non-forwarding route with an RBAC override.
+            use envoy_types::pb::envoy::config::route::v3 as rds;
+            let mut serve = build::route("/", "");
+            serve.action = Some(rds::route::Action::NonForwardingAction(Default::default()));
+            serve.typed_per_filter_config = [(
+                "envoy.filters.http.rbac".to_owned(),
+                build::any(
+                    &envoy_types::pb::envoy::extensions::filters::http::rbac::v3::RbacPerRoute::default(),
+                ),
+            )]
+            .into();
+            vec![
+                build::any(&routes()),
+                build::any(&build::inbound_route_config("inbound-routes", vec![serve])),
+            ]
+        }
         ResourceType::Cluster => {
             let mut tls = build::eds_cluster("tls");
             tls.transport_socket = Some(build::mesh_tls(
@@ -263,6 +279,7 @@ fn self_signed() -> (String, String) {
 fn xds_resources_never_panic_and_translate_deterministically() {
     let ctx = Context {
         certificate_providers: ["default".to_owned()].into(),
+        inbound_route_configs: ["inbound-routes".to_owned()].into(),
     };
     for ty in ResourceType::ALL {
         let corpus: Vec<Vec<u8>> = xds_corpus(ty).into_iter().map(|a| a.value).collect();

@@ -62,6 +62,9 @@ pub struct FilterChain {
     /// Its inbound routes (none: every request, under the filters' own configs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_config: Option<InboundRoutes>,
+    /// Or its routes come from this route config (RDS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rds: Option<String>,
 }
 
 fn is_default_match(m: &FilterChainMatch) -> bool {

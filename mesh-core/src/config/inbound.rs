@@ -116,6 +116,22 @@ impl InboundRoutes {
         path: &FieldPath,
         errors: &mut Errors,
     ) {
+        self.check(Some(filters), path, errors);
+    }
+
+    /// Checks what can be checked without the server: domains and matches (a route config
+    /// delivered on its own, by RDS; its overrides are checked against the server's filters
+    /// when the server takes it).
+    pub fn validate_alone(&self, path: &FieldPath, errors: &mut Errors) {
+        self.check(None, path, errors);
+    }
+
+    fn check(
+        &self,
+        filters: Option<&BTreeMap<&str, &ServerHttpFilter>>,
+        path: &FieldPath,
+        errors: &mut Errors,
+    ) {
         for (i, vh) in self.virtual_hosts.iter().enumerate() {
             let vp = path.field("virtual_hosts").index(i);
             errors.check(
@@ -123,11 +139,15 @@ impl InboundRoutes {
                 &vp.field("domains"),
                 "must name at least one domain",
             );
-            overrides(&vh.typed_per_filter_config, filters, &vp, errors);
+            if let Some(filters) = filters {
+                overrides(&vh.typed_per_filter_config, filters, &vp, errors);
+            }
             for (j, r) in vh.routes.iter().enumerate() {
                 let rp = vp.field("routes").index(j);
                 r.matcher.validate(&rp.field("match"), errors);
-                overrides(&r.typed_per_filter_config, filters, &rp, errors);
+                if let Some(filters) = filters {
+                    overrides(&r.typed_per_filter_config, filters, &rp, errors);
+                }
             }
         }
     }

@@ -167,6 +167,14 @@ impl MeshConfig {
         for (i, s) in self.servers.iter().enumerate() {
             let p = root.field("servers").index(i);
             s.validate(&p, &mut errors);
+            for name in s.rds_names() {
+                let found = self.route_configs.iter().find(|rc| rc.name == name);
+                errors.check(
+                    found.is_some_and(|rc| rc.inbound.is_some()),
+                    &p,
+                    format!("rds {name:?}: no route config of that name with inbound routes"),
+                );
+            }
             let chains = s.filter_chains.iter().enumerate();
             let tls = (s.transport_socket.iter().map(|t| (p.clone(), t))).chain(chains.filter_map(
                 |(j, c)| {

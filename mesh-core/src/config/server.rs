@@ -66,6 +66,10 @@ pub struct Server {
     /// the filters' own configs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_config: Option<InboundRoutes>,
+    /// Or the routes come from this route config (RDS; its `inbound` routes). Until it is
+    /// there, no request is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rds: Option<String>,
     /// How long a draining connection (the server stopped serving, or its TLS or limits
     /// changed) may finish its requests before it is closed (default 10 minutes, gRPC Java's
     /// `drainGraceTime`, Envoy's `--drain-time-s`).
@@ -187,10 +191,35 @@ impl Server {
                 http_filters: c.http_filters.clone(),
                 limits: c.limits.clone(),
                 route_config: c.route_config.clone(),
+                rds: c.rds.clone(),
                 ..top.clone()
             });
         }
         out.insert(0, top);
+        out
+    }
+
+    /// The route configs its chains name through `rds`.
+    pub fn rds_names(&self) -> impl Iterator<Item = &str> {
+        (self.rds.iter())
+            .chain(self.filter_chains.iter().filter_map(|c| c.rds.as_ref()))
+            .map(String::as_str)
+    }
+
+    /// This server with each `rds` replaced by the routes it names (`lookup` finds a route
+    /// config's server routes): what requests meet. A route config not there (yet) serves
+    /// no request, as gRPC serves none before its RDS arrives.
+    pub fn resolved<'a>(&self, lookup: impl Fn(&str) -> Option<&'a InboundRoutes>) -> Server {
+        let mut out = self.clone();
+        let fill = |rds: &mut Option<String>, routes: &mut Option<InboundRoutes>| {
+            if let Some(name) = rds.take() {
+                *routes = Some(lookup(&name).cloned().unwrap_or_default());
+            }
+        };
+        fill(&mut out.rds, &mut out.route_config);
+        for c in &mut out.filter_chains {
+            fill(&mut c.rds, &mut c.route_config);
+        }
         out
     }
 
@@ -314,6 +343,11 @@ impl Server {
                 fault.validate(&fp.field("fault"), errors)
             }
         }
+        errors.check(
+            self.route_config.is_none() || self.rds.is_none(),
+            &path.field("rds"),
+            "route_config and rds are exclusive",
+        );
         if let Some(r) = &self.route_config {
             let filters = self
                 .http_filters

@@ -68,6 +68,7 @@ pub(super) fn chains(
     config: &Server,
     make_tls: &impl Fn(&DownstreamTls) -> Result<ServerTls, MeshError>,
 ) -> Result<Vec<Chain>, MeshError> {
+    check(config)?;
     let views = config.chains();
     let compiled = compile(&views)?;
     views
@@ -89,6 +90,19 @@ fn matches(config: &Server) -> Vec<FilterChainMatch> {
     (config.filter_chains.iter())
         .map(|c| c.filter_chain_match.clone())
         .collect()
+}
+
+/// Checks `config` whole: its routes from RDS meet its filters only here (an override of a
+/// filter the server does not have is refused, and the last config stays).
+fn check(config: &Server) -> Result<(), MeshError> {
+    let mut errors = mesh_core::error::Errors::new();
+    config.validate(&mesh_core::error::FieldPath::root(), &mut errors);
+    errors.into_result().map_err(|e| {
+        MeshError::new(
+            ErrorKind::NoConfig,
+            format!("server {:?}: {e}", config.name),
+        )
+    })
 }
 
 fn compile(views: &[Server]) -> Result<Vec<Compiled>, MeshError> {
@@ -126,6 +140,7 @@ impl Live {
         let Some(conns) = self.conns.upgrade() else {
             return Ok(false);
         };
+        check(next)?;
         let (old_views, views) = (last.chains(), next.chains());
         let compiled = compile(&views)?;
         let same_chains =

@@ -305,7 +305,8 @@ impl Mesh {
     /// serve (gRFC A36).
     pub fn server(&self, name: &str) -> Result<MeshServer, MeshError> {
         let store = self.store().clone();
-        let Some(config) = store.load().server(name).cloned() else {
+        let snap = store.load();
+        let Some(config) = snap.server(name).map(|s| resolved(&snap, s)) else {
             return Err(MeshError::new(
                 ErrorKind::NoConfig,
                 format!("no server named {name:?} in the config"),
@@ -321,14 +322,19 @@ impl Mesh {
             config.drain_grace_period.unwrap_or(DEFAULT_GRACE),
         ));
         let live = live::Live::new(&conns);
-        let mut changes = store.watch(ResourceKind::Server, name);
+        // Any change: the server, or a route config it names through RDS.
+        let mut changes = store.changed();
         let owned = name.to_owned();
         let (serving_tx, serving) = tokio::sync::watch::channel(Serving::Serving);
         let mut last = config;
         let task = self.control().spawn(async move {
             while changes.changed().await.is_ok() {
                 let snap = store.load();
-                let Some(config) = snap.server(&owned).cloned() else {
+                let serving_now = matches!(*serving_tx.borrow(), Serving::Serving);
+                let Some(config) = snap.server(&owned).map(|s| resolved(&snap, s)) else {
+                    if !serving_now {
+                        continue;
+                    }
                     // A36: without its listener the server does not serve; the connections it
                     // holds drain, new ones are closed, until the listener is back.
                     let why = match snap.absence(ResourceKind::Server, &owned) {
@@ -343,6 +349,9 @@ impl Mesh {
                     conns.drain();
                     continue;
                 };
+                if config == last && serving_now {
+                    continue;
+                }
                 match live.apply(&last, &config, &make_tls) {
                     Ok(true) => last = config,
                     Ok(false) => break,
@@ -350,7 +359,7 @@ impl Mesh {
                         tracing::warn!(server = %owned, error = %e, "keeping the last config")
                     }
                 }
-                if !matches!(*serving_tx.borrow(), Serving::Serving) {
+                if !serving_now {
                     tracing::info!(server = %owned, "serving again");
                     serving_tx.send_replace(Serving::Serving);
                 }
@@ -386,18 +395,22 @@ impl Mesh {
             loop {
                 let snap = store.load();
                 if let Some(server) = snap.server(name) {
-                    // As Envoy warms a listener: its SDS secrets first.
-                    let missing = server
+                    // As Envoy warms a listener: its SDS secrets and RDS routes first.
+                    let secret = server
                         .transport_sockets()
                         .flat_map(|t| t.provider_names())
                         .find(|p| {
                             p.starts_with(mesh_core::config::tls::SDS_PREFIX)
                                 && snap.certificate_provider(p).is_none()
                         });
-                    match missing {
-                        None => return Ok(()),
-                        Some(p) => {
+                    let routes = server.rds_names().find(|n| inbound(&snap, n).is_none());
+                    match (secret, routes) {
+                        (None, None) => return Ok(()),
+                        (Some(p), _) => {
                             tracing::debug!(server = %name, secret = %p, "waiting for a secret")
+                        }
+                        (_, Some(r)) => {
+                            tracing::debug!(server = %name, rds = %r, "waiting for its routes")
                         }
                     }
                 }
@@ -432,7 +445,25 @@ impl Mesh {
 
 #[cfg(test)]
 mod chains_tests;
+/// `server` with the routes its `rds` names in place (none yet: it serves no request).
+fn resolved(
+    snap: &mesh_core::Snapshot,
+    server: &mesh_core::config::server::Server,
+) -> mesh_core::config::server::Server {
+    server.resolved(|n| inbound(snap, n))
+}
+
+/// The server routes of route config `name`.
+fn inbound<'a>(
+    snap: &'a mesh_core::Snapshot,
+    name: &str,
+) -> Option<&'a mesh_core::config::inbound::InboundRoutes> {
+    snap.route_config(name).and_then(|rc| rc.inbound.as_ref())
+}
+
 #[cfg(test)]
 mod drain_tests;
+#[cfg(test)]
+mod rds_tests;
 #[cfg(test)]
 mod tests;

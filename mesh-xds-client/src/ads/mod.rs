@@ -194,6 +194,14 @@ impl Ads {
         }
     }
 
+    /// The route configs server listeners name through RDS (translated in server form from
+    /// the next response on).
+    pub fn set_inbound_route_configs(&mut self, names: &BTreeSet<String>) {
+        if self.config.context.inbound_route_configs != *names {
+            self.config.context.inbound_route_configs = names.clone();
+        }
+    }
+
     /// Sets the names wanted for a type; unsubscribed names are forgotten.
     pub fn set_wanted(
         &mut self,

@@ -11,7 +11,8 @@
 mod server;
 mod tls;
 pub use server::{
-    downstream_mtls, downstream_mtls_sds, rbac_filter, server_listener, server_listener_with_routes,
+    downstream_mtls, downstream_mtls_sds, inbound_route_config, rbac_filter, server_listener,
+    server_listener_with_rds, server_listener_with_routes,
 };
 pub use tls::{
     data_file, data_inline, mesh_tls, roots_secret, sds_over_ads, sds_tls, static_tls, tls_secret,

@@ -96,24 +96,68 @@ pub fn server_listener_with_routes(
     name: &str,
     addr: SocketAddr,
     tls: Option<core::TransportSocket>,
-    mut filters: Vec<hcm::HttpFilter>,
+    filters: Vec<hcm::HttpFilter>,
     routes: Vec<rds::Route>,
+) -> lds::Listener {
+    let inline = inbound_route_config("inbound", routes);
+    use hcm::http_connection_manager::RouteSpecifier;
+    with_routes(
+        name,
+        addr,
+        tls,
+        filters,
+        RouteSpecifier::RouteConfig(inline),
+    )
+}
+
+/// [`server_listener`] whose routes come by RDS from route config `route_config_name`
+/// (over ADS; see [`inbound_route_config`]).
+pub fn server_listener_with_rds(
+    name: &str,
+    addr: SocketAddr,
+    tls: Option<core::TransportSocket>,
+    filters: Vec<hcm::HttpFilter>,
+    route_config_name: &str,
+) -> lds::Listener {
+    use hcm::http_connection_manager::RouteSpecifier;
+    let rds = hcm::Rds {
+        config_source: Some(core::ConfigSource {
+            config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+                Default::default(),
+            )),
+            resource_api_version: core::ApiVersion::V3 as i32,
+            ..Default::default()
+        }),
+        route_config_name: route_config_name.into(),
+    };
+    with_routes(name, addr, tls, filters, RouteSpecifier::Rds(rds))
+}
+
+/// A server's route config `name`: one virtual host (`*`) with `routes`.
+pub fn inbound_route_config(name: &str, routes: Vec<rds::Route>) -> rds::RouteConfiguration {
+    rds::RouteConfiguration {
+        name: name.into(),
+        virtual_hosts: vec![rds::VirtualHost {
+            name: "inbound".into(),
+            domains: vec!["*".into()],
+            routes,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn with_routes(
+    name: &str,
+    addr: SocketAddr,
+    tls: Option<core::TransportSocket>,
+    mut filters: Vec<hcm::HttpFilter>,
+    routes: hcm::http_connection_manager::RouteSpecifier,
 ) -> lds::Listener {
     filters.push(router_filter());
     let manager = hcm::HttpConnectionManager {
         stat_prefix: name.into(),
-        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(
-            rds::RouteConfiguration {
-                name: "inbound".into(),
-                virtual_hosts: vec![rds::VirtualHost {
-                    name: "inbound".into(),
-                    domains: vec!["*".into()],
-                    routes,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-        )),
+        route_specifier: Some(routes),
         http_filters: filters,
         ..Default::default()
     };

@@ -302,12 +302,15 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
             .map(str::to_owned)
             .collect();
         wanted[ResourceType::Listener.index()].extend(server_listeners.iter().cloned());
-        // SDS: the secrets their TLS names, as for clusters.
+        // SDS: the secrets their TLS names, as for clusters; RDS: their route configs.
+        let mut inbound_routes = BTreeSet::new();
         for server in server_listeners.iter().filter_map(|n| snap.server(n)) {
             let secrets = server.transport_sockets();
             let secrets = secrets.flat_map(|t| t.common_tls_context.sds_secrets());
             wanted[ResourceType::Secret.index()].extend(secrets.map(str::to_owned));
+            inbound_routes.extend(server.rds_names().map(str::to_owned));
         }
+        wanted[ResourceType::RouteConfiguration.index()].extend(inbound_routes.iter().cloned());
         let servers = shared.streams.len();
         let mut per_server: Vec<[BTreeSet<String>; N]> = vec![Default::default(); servers];
         for ty in ResourceType::ALL {
@@ -336,6 +339,7 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
         let mut outputs = Vec::new();
         let mut start = Vec::new();
         for (i, names) in per_server.into_iter().enumerate() {
+            st.ads[i].set_inbound_route_configs(&inbound_routes);
             let needed = names.iter().any(|n| !n.is_empty());
             for (ty, names) in ResourceType::ALL.into_iter().zip(names) {
                 let out = st.ads[i].set_wanted(ty, names, now);

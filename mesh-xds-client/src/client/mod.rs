@@ -186,6 +186,7 @@ impl XdsClientBuilder {
         let providers = self.bootstrap.mesh_certificate_providers()?;
         let context = crate::translate::Context {
             certificate_providers: providers.keys().cloned().collect(),
+            inbound_route_configs: Default::default(),
         };
         let mut machines = Vec::new();
         let mut streams = Vec::new();

@@ -17,6 +17,23 @@ use mesh_core::error::{Errors, FieldPath};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 
+/// A route config a server names through RDS: its routes in server form, alone.
+pub(crate) fn translate_config(
+    rc: &pb::RouteConfiguration,
+) -> Result<mesh_core::config::route::RouteConfig, mesh_core::ConfigError> {
+    let mut errors = Errors::new();
+    let root = FieldPath::root();
+    let out = mesh_core::config::route::RouteConfig {
+        name: rc.name.clone(),
+        inbound: Some(routes(rc, &root, &mut errors)),
+        ..Default::default()
+    };
+    if errors.is_empty() {
+        out.validate(&root, &mut errors);
+    }
+    super::finish(out, errors)
+}
+
 /// The routes of `rc`.
 pub(crate) fn routes(
     rc: &pb::RouteConfiguration,

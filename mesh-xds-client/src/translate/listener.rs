@@ -77,7 +77,7 @@ pub fn translate(l: &pb::Listener) -> Result<Listener, ConfigError> {
     finish(out, errors)
 }
 
-fn is_ads_or_self(cs: &envoy_types::pb::envoy::config::core::v3::ConfigSource) -> bool {
+pub(crate) fn is_ads_or_self(cs: &envoy_types::pb::envoy::config::core::v3::ConfigSource) -> bool {
     use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier as S;
     matches!(
         cs.config_source_specifier,

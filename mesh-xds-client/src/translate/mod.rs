@@ -156,6 +156,9 @@ pub struct Decoded {
 pub struct Context {
     /// Instance names of `certificate_providers`.
     pub certificate_providers: std::collections::BTreeSet<String>,
+    /// Route configs that server listeners name through RDS: translated in server form
+    /// (inbound routes: non-forwarding actions, the inbound filters' overrides).
+    pub inbound_route_configs: std::collections::BTreeSet<String>,
 }
 
 /// Decodes and translates one resource of type `ty`, without certificate providers.
@@ -188,10 +191,16 @@ pub fn decode_in(ty: ResourceType, any: &Any, ctx: &Context) -> Result<Decoded, 
             let m =
                 envoy_types::pb::envoy::config::route::v3::RouteConfiguration::decode(&*any.value)
                     .map_err(bad)?;
-            (
-                m.name.clone(),
-                route::translate_config(&m).map(Translated::RouteConfig),
-            )
+            let inbound = ctx.inbound_route_configs.contains(&m.name)
+                || ctx
+                    .inbound_route_configs
+                    .contains(crate::federation::canonical(&m.name).as_ref());
+            let t = if inbound {
+                inbound::translate_config(&m)
+            } else {
+                route::translate_config(&m)
+            };
+            (m.name.clone(), t.map(Translated::RouteConfig))
         }
         ResourceType::Cluster => {
             let m = envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(&*any.value)

@@ -11,8 +11,9 @@
 //! ([`mesh_core::config::filter_chain`]), the `default_filter_chain` becoming the top-level
 //! settings (none: unmatched connections are closed). Chains that could tie are NACKed.
 //! `direct_source_prefix_ranges` is NACKed (gRPC ignores it; ignoring it here would widen a
-//! chain). The route config must be inline (Istio sends it so); its routes' non-forwarding
-//! action means "serve here".
+//! chain). The route config is inline (Istio sends it so) or named for RDS (then the
+//! `RouteConfiguration` is translated in server form, see [`super::Context`]); its routes'
+//! non-forwarding action means "serve here".
 
 use super::listener::{HCM_TYPE, ROUTER_TYPE};
 use super::{Context, finish, jwt, rbac, tls};
@@ -111,6 +112,7 @@ pub fn translate(l: &pb::Listener, ctx: &Context) -> Result<Server, ConfigError>
                     http_filters: chain.http_filters,
                     limits: chain.limits,
                     route_config: chain.route_config,
+                    rds: chain.rds,
                 });
             }
             let at = |i: usize| root.field("filter_chains").index(chains[i].0);
@@ -270,10 +272,21 @@ fn filter_chain(
                 errors,
             ))
         }
-        Some(R::Rds(_)) => errors.push(
-            &fp.field("rds"),
-            "RDS on server listeners is not supported yet (send the route config inline)",
-        ),
+        Some(R::Rds(rds)) => {
+            let rp = fp.field("rds");
+            match &rds.config_source {
+                Some(cs) if super::listener::is_ads_or_self(cs) => {}
+                Some(_) => errors.push(
+                    &rp.field("config_source"),
+                    "only ads and self config sources are supported",
+                ),
+                None => errors.push(&rp.field("config_source"), "field not present"),
+            }
+            if rds.route_config_name.is_empty() {
+                errors.push(&rp.field("route_config_name"), "must not be empty");
+            }
+            out.rds = Some(rds.route_config_name.clone());
+        }
         _ => errors.push(&fp, "an inline route_config is required"),
     }
     let hp = fp.field("http_filters");

@@ -13,6 +13,7 @@ const NAME: &str = "xds.istio.io/grpc/lds/inbound/10.0.0.7:8080";
 fn ctx() -> Context {
     Context {
         certificate_providers: ["default".to_owned()].into(),
+        ..Context::default()
     }
 }
 
@@ -466,4 +467,64 @@ fn chains_chosen_per_connection_keep_their_matches_and_settings() {
         e.contains("filter_chains[1].filter_chain_match.source_prefix_ranges[0]: 10.0.0.0/33 is not an IP range"),
         "{e}"
     );
+}
+
+#[test]
+fn routes_by_rds_are_named_and_their_route_config_translates_in_server_form() {
+    use crate::build::{inbound_route_config, server_listener_with_rds};
+    use envoy_types::pb::envoy::config::route::v3 as rds;
+    let l = server_listener_with_rds(
+        NAME,
+        "10.0.0.7:8080".parse().unwrap(),
+        Some(downstream_mtls("default")),
+        vec![rbac_filter("envoy.filters.http.rbac", &Rbac::default())],
+        "inbound-routes",
+    );
+    let s = translated(&l).unwrap();
+    assert_eq!(s.rds.as_deref(), Some("inbound-routes"));
+    assert!(s.route_config.is_none());
+    assert_eq!(s.rds_names().collect::<Vec<_>>(), ["inbound-routes"]);
+
+    // The route config, with a non-forwarding route and an RBAC override.
+    let mut serve = crate::build::route("/", "");
+    serve.action = Some(rds::route::Action::NonForwardingAction(Default::default()));
+    serve.typed_per_filter_config = [(
+        "envoy.filters.http.rbac".to_owned(),
+        any(&envoy_types::pb::envoy::extensions::filters::http::rbac::v3::RbacPerRoute::default()),
+    )]
+    .into();
+    let rc = any(&inbound_route_config("inbound-routes", vec![serve]));
+    let mut ctx = ctx();
+    ctx.inbound_route_configs.insert("inbound-routes".into());
+    let d = decode_in(ResourceType::RouteConfiguration, &rc, &ctx).unwrap();
+    let Ok(Translated::RouteConfig(rc_out)) = d.result else {
+        panic!("{:?}", d.result)
+    };
+    let inbound = rc_out.inbound.expect("server form");
+    assert!(rc_out.virtual_hosts.is_empty());
+    let route = &inbound.virtual_hosts[0].routes[0];
+    assert!(!route.forwarding);
+    assert!(
+        route
+            .typed_per_filter_config
+            .contains_key("envoy.filters.http.rbac")
+    );
+    // Not named by a server: the client's form, which has no non-forwarding routes.
+    let d = decode_in(
+        ResourceType::RouteConfiguration,
+        &rc,
+        &super::Context::default(),
+    )
+    .unwrap();
+    assert!(!matches!(d.result, Ok(Translated::RouteConfig(ref r)) if r.inbound.is_some()));
+
+    // RDS from elsewhere than ADS is NACKed.
+    let mut l = l;
+    edit_hcm(&mut l, |m| {
+        if let Some(hcm::http_connection_manager::RouteSpecifier::Rds(r)) = &mut m.route_specifier {
+            r.config_source = Some(Default::default());
+        }
+    });
+    let e = translated(&l).unwrap_err();
+    assert!(e.contains("rds.config_source: only ads and self"), "{e}");
 }

@@ -13,6 +13,7 @@ use mesh_core::config::tls::SanType;
 fn ctx() -> Context {
     Context {
         certificate_providers: ["default".to_owned()].into(),
+        ..Context::default()
     }
 }
 

@@ -41,6 +41,11 @@ pub struct RouteConfig {
     /// Headers removed from every response.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub response_headers_to_remove: Vec<String>,
+    /// A server's routes instead (RDS on servers, gRFC A36): set when a server names this
+    /// route config through `rds`, whose routes select requests to serve rather than
+    /// clusters to forward to. A client listener finds no virtual host in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<crate::config::inbound::InboundRoutes>,
 }
 
 /// Per-filter overrides, keyed by the HTTP filter's name in the listener (Envoy's
@@ -159,6 +164,14 @@ pub const DEFAULT_BUFFER_LIMIT: u32 = 64 * 1024;
 impl RouteConfig {
     /// Checks this route config; `path` locates it in the enclosing document.
     pub fn validate(&self, path: &FieldPath, errors: &mut Errors) {
+        if let Some(inbound) = &self.inbound {
+            errors.check(
+                self.virtual_hosts.is_empty(),
+                &path.field("virtual_hosts"),
+                "must be empty in a server's route config (its routes are under inbound)",
+            );
+            inbound.validate_alone(&path.field("inbound"), errors);
+        }
         self.mutations().validate(path, errors);
         let mut names = HashSet::new();
         let mut domains = HashSet::new();
