@@ -284,5 +284,7 @@ mod tests;
 mod secret_tests;
 
 #[cfg(test)]
+mod server_chain_tests;
+#[cfg(test)]
 #[path = "server_tests.rs"]
 mod server_tests;
