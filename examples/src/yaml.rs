@@ -34,6 +34,21 @@ pub fn mtls_web_config(
 /// endpoints are `addrs`. `cluster_fields` are more entries of the cluster's flow mapping, such
 /// as `protocol: HTTP2, lb_policy: RANDOM`.
 pub fn web_config(addrs: &[impl Display], cluster_fields: &str) -> String {
+    web_config_routing(addrs, cluster_fields, "")
+}
+
+/// [`web_config`] whose route has `route_fields` too (more entries of its `route` flow
+/// mapping, such as `retry_policy: { retry_on: 5xx, num_retries: 1 }`).
+pub fn web_config_routing(
+    addrs: &[impl Display],
+    cluster_fields: &str,
+    route_fields: &str,
+) -> String {
+    let route_fields = if route_fields.is_empty() {
+        String::new()
+    } else {
+        format!(", {route_fields}")
+    };
     let eps: Vec<String> = addrs
         .iter()
         .map(|a| format!("{{ address: \"{a}\" }}"))
@@ -48,7 +63,7 @@ listeners:
           domains: ["*"]
           routes:
             - match: {{ prefix: / }}
-              route: {{ cluster: web }}
+              route: {{ cluster: web{route_fields} }}
 clusters:
   - {{ name: web, type: EDS, {cluster_fields} }}
 endpoints:

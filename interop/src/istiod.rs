@@ -15,46 +15,17 @@ use std::sync::OnceLock;
 /// Istio's version this peer is built from (the module pinned in `interop/istiod/go.mod`).
 pub const ISTIO_MODULE: &str = "istio.io/istio v0.0.0-20260827124520-eed52ebb66ad";
 
-fn source_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("istiod")
-}
-
-/// The cache key: FNV-1a over the files that decide the binary.
-fn source_hash() -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for name in ["go.mod", "go.sum", "main.go"] {
-        let data = std::fs::read(source_dir().join(name))
-            .unwrap_or_else(|e| panic!("interop/istiod/{name}: {e}"));
-        for b in data {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
-}
-
 /// The path of the cached binary (built on first use when missing).
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/interop-bin");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        let out = out_dir.join(format!("istiod-{}", source_hash()));
-        if out.exists() {
-            return out;
-        }
-        let tmp = out_dir.join(format!("istiod.{}", std::process::id()));
-        let status = Command::new("go")
-            .args(["build", "-buildvcs=false", "-tags", "vtprotobuf", "-o"])
-            .arg(&tmp)
-            .arg(".")
-            .env("CGO_ENABLED", "0")
-            .current_dir(source_dir())
-            .status()
-            .unwrap_or_else(|e| panic!("the istiod peer needs the Go toolchain (`go`): {e}"));
-        assert!(status.success(), "go build of interop/istiod failed");
-        std::fs::rename(&tmp, &out).unwrap();
-        out
+        crate::gobin::cached(
+            "istiod",
+            "istiod",
+            &["go.mod", "go.sum", "main.go"],
+            &["-buildvcs=false", "-tags", "vtprotobuf"],
+            ".",
+        )
     })
     .clone()
 }

@@ -6,8 +6,10 @@
 
 pub mod ads;
 pub mod envoy;
+mod gobin;
 pub mod gocp;
 pub mod istiod;
+pub mod jaeger;
 pub mod prometheus;
 
 /// One HTTP/1.1 request to a peer's plain-text admin/debug port; returns status and body.

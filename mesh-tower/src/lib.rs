@@ -69,6 +69,7 @@ pub mod telemetry;
 mod test_util;
 pub mod timeout;
 pub mod tls;
+pub mod trace;
 
 pub use body::MeshBody;
 

@@ -31,6 +31,7 @@ pub mod client;
 pub mod csds;
 pub mod federation;
 mod mesh;
+pub mod otlp;
 pub mod translate;
 
 pub use client::{ClientError, XdsClient, XdsClientBuilder};

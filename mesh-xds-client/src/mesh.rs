@@ -157,6 +157,10 @@ fn telemetry(node: &crate::bootstrap::Node) -> Result<Telemetry, ClientError> {
     let meta = serde_json::Value::Object(node.metadata.clone().unwrap_or_default());
     let telemetry = Telemetry::new(Workload::from_node_metadata(&meta));
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let telemetry = match tracer(telemetry.workload(), &var)? {
+        Some(t) => telemetry.with_tracer(t),
+        None => telemetry,
+    };
     let log = match var("MESH_ACCESS_LOG") {
         None => return Ok(telemetry),
         Some(v) if v == "stdout" || v == "/dev/stdout" => AccessLog::stdout(),
@@ -171,6 +175,76 @@ fn telemetry(node: &crate::bootstrap::Node) -> Result<Telemetry, ClientError> {
         Some(f) => log.with_format(f),
         None => log,
     }))
+}
+
+/// Traces as OpenTelemetry's environment says: exported over OTLP/gRPC to
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (or `OTEL_EXPORTER_OTLP_ENDPOINT`), sampled by
+/// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, propagated as `OTEL_PROPAGATORS`
+/// says, as service `OTEL_SERVICE_NAME` (default: the workload's name). No endpoint: no
+/// tracing.
+fn tracer(
+    workload: &Workload,
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<mesh_tower::trace::Tracer>, ClientError> {
+    use mesh_tower::trace::{Propagation, Tracer};
+    let Some(endpoint) =
+        var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    else {
+        return Ok(None);
+    };
+    let sampler = sampler(
+        var("OTEL_TRACES_SAMPLER").as_deref(),
+        var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+    )?;
+    let propagation = match var("OTEL_PROPAGATORS") {
+        Some(p) => Propagation::from_otel(&p)
+            .map_err(|e| ClientError::Config(format!("OTEL_PROPAGATORS: {e}")))?,
+        None => Propagation::W3C_AND_B3,
+    };
+    let service = var("OTEL_SERVICE_NAME").unwrap_or_else(|| workload.name.clone());
+    let exporter = crate::otlp::OtlpExporter::start(
+        &endpoint,
+        &[
+            ("service.name", &service),
+            ("service.namespace", &workload.namespace),
+        ],
+    )?;
+    Ok(Some(
+        Tracer::new(sampler, exporter).with_propagation(propagation),
+    ))
+}
+
+/// OpenTelemetry's sampler names. The mesh always follows a caller's decision (the
+/// `parentbased_` forms); the plain forms are taken as their parent-based ones.
+fn sampler(
+    name: Option<&str>,
+    arg: Option<&str>,
+) -> Result<mesh_tower::trace::Sampler, ClientError> {
+    use mesh_tower::trace::Sampler;
+    let ratio = || -> Result<f64, ClientError> {
+        match arg {
+            None => Ok(1.0),
+            Some(a) => a
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    ClientError::Config(format!(
+                        "OTEL_TRACES_SAMPLER_ARG {a:?}: a ratio from 0 to 1"
+                    ))
+                }),
+        }
+    };
+    Ok(match name.map(|n| n.trim_start_matches("parentbased_")) {
+        None | Some("always_on") => Sampler::AlwaysOn,
+        Some("always_off") => Sampler::AlwaysOff,
+        Some("traceidratio") => Sampler::Ratio(ratio()?),
+        Some(other) => {
+            return Err(ClientError::Config(format!(
+                "OTEL_TRACES_SAMPLER {other:?}: always_on, always_off or traceidratio (parentbased_ or not)"
+            )));
+        }
+    })
 }
 
 /// Istio's `accessLogFormat` and `accessLogEncoding`: a text format gets its newline if it
@@ -196,6 +270,26 @@ fn access_log_format(
 #[cfg(test)]
 mod tests {
     use super::access_log_format;
+
+    #[test]
+    fn opentelemetrys_sampler_settings_are_read() {
+        use mesh_tower::trace::Sampler;
+        assert_eq!(super::sampler(None, None).unwrap(), Sampler::AlwaysOn);
+        assert_eq!(
+            super::sampler(Some("parentbased_traceidratio"), Some("0.1")).unwrap(),
+            Sampler::Ratio(0.1)
+        );
+        assert_eq!(
+            super::sampler(Some("always_off"), None).unwrap(),
+            Sampler::AlwaysOff
+        );
+        let e = super::sampler(Some("traceidratio"), Some("2")).unwrap_err();
+        assert!(
+            e.to_string().contains("OTEL_TRACES_SAMPLER_ARG \"2\""),
+            "{e}"
+        );
+        assert!(super::sampler(Some("jaeger_remote"), None).is_err());
+    }
 
     #[test]
     fn istios_access_log_settings_choose_the_format() {

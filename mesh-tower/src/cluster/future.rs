@@ -46,6 +46,8 @@ pub(crate) struct After {
     /// Client-side weighted round robin: how load reports become weights.
     pub(crate) reports: Option<Arc<ReportSettings>>,
     pub(crate) served: ServedBy,
+    /// The attempt's span (sampled calls of a tracing mesh).
+    pub(crate) span: Option<Box<crate::trace::OpenSpan>>,
 }
 
 impl After {
@@ -62,6 +64,7 @@ impl After {
             ewma,
             reports,
             served,
+            span,
         } = self;
         if let Some((decay, sent)) = ewma {
             // Failures count too: a fast error is not a fast endpoint, so they record the time
@@ -82,6 +85,17 @@ impl After {
                 .with_cluster(served.cluster.clone())
                 .with_endpoint(served.endpoint),
         });
+        if let Some(span) = span {
+            // The attempt ends with its answer's head (the call's span covers the stream).
+            match &res {
+                Ok(r) => span.end(
+                    r.status().as_u16(),
+                    crate::stats::grpc_status(r.headers()),
+                    None,
+                ),
+                Err(e) => span.end(0, None, Some(e.to_string())),
+            }
+        }
         let mut res = res?;
         // One hold, released when the response stream ends (see `body.rs`).
         let hold = Hold {

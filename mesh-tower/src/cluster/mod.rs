@@ -176,6 +176,11 @@ where
                 endpoint: info.address,
                 workload: info.workload.clone(),
             },
+            // A traced call: this attempt's context goes out in the headers.
+            span: match req.extensions().get::<crate::trace::CallTrace>() {
+                Some(call) => call.clone().attempt(&mut req, &cluster.name, info.address),
+                None => None,
+            },
         };
         // Istio's metadata exchange, to the mesh's own (mTLS) clusters only.
         if state.mutual

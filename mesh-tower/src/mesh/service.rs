@@ -199,7 +199,7 @@ where
             .shared
             .telemetry
             .as_ref()
-            .map(|t| ClientCall::start(t, &req, self.shared.target.as_ref()));
+            .map(|t| ClientCall::start(t, &mut req, self.shared.target.as_ref()));
         let wait = req
             .extensions()
             .get::<WaitForReady>()
@@ -387,13 +387,19 @@ where
                 let mut res = grpc::local_reply(&e);
                 res.extensions_mut().insert(LocalReply(e.kind()));
                 if let Some(call) = call {
+                    if let Some(ctx) = call.context() {
+                        res.extensions_mut().insert(ctx.clone());
+                    }
                     let record = call.failed(&e);
                     return Poll::Ready(Ok(res.map(|b| b.recording(record))));
                 }
                 Poll::Ready(Ok(res))
             }
-            Poll::Ready(Ok(res)) => Poll::Ready(Ok(match call {
+            Poll::Ready(Ok(mut res)) => Poll::Ready(Ok(match call {
                 Some(call) => {
+                    if let Some(ctx) = call.context() {
+                        res.extensions_mut().insert(ctx.clone());
+                    }
                     let record = call.response(&res);
                     res.map(|b| b.recording(record))
                 }

@@ -15,6 +15,8 @@ pub(crate) struct Recording {
     done: bool,
     /// The access log line to write with the record (only when access logs are on).
     log: Option<Box<LogLine>>,
+    /// The request's span (sampled requests of a tracing mesh).
+    span: Option<Box<crate::trace::OpenSpan>>,
 }
 
 impl std::fmt::Debug for Recording {
@@ -48,6 +50,16 @@ impl Recording {
         if let Some(line) = self.log.take() {
             line.write(self.outcome, millis, self.bytes);
         }
+        if let Some(mut span) = self.span.take() {
+            let flags = self.outcome.flags.as_str();
+            if flags != "-" {
+                span.attr(
+                    "response_flags",
+                    crate::trace::AttrValue::Str(flags.into_owned()),
+                );
+            }
+            span.end(self.outcome.code, self.outcome.grpc, None);
+        }
     }
 }
 
@@ -67,12 +79,19 @@ impl Recording {
             bytes: 0,
             done: false,
             log: None,
+            span: None,
         }
     }
 
     /// The same, writing `log` as its access log line when it ends.
     pub(crate) fn logging(mut self, log: Option<Box<LogLine>>) -> Self {
         self.log = log;
+        self
+    }
+
+    /// The same, ending `span` when it ends.
+    pub(crate) fn tracing(mut self, span: Option<Box<crate::trace::OpenSpan>>) -> Self {
+        self.span = span;
         self
     }
 }

@@ -3,6 +3,7 @@
 use super::Telemetry;
 use super::labels;
 use crate::stats::{Edge, EdgeRef, Flags, LogLine, Outcome, Recording, UNKNOWN, grpc_status};
+use crate::trace::{CallTrace, OpenSpan, TraceContext};
 use metrics::Label;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -92,6 +93,9 @@ pub(crate) struct ClientCall {
     method: Option<http::uri::PathAndQuery>,
     /// The channel's target (A66's `grpc.target`).
     target: Option<Arc<str>>,
+    /// The call's span (sampled calls of a tracing mesh) and context (traced calls).
+    span: Option<Box<OpenSpan>>,
+    context: Option<TraceContext>,
 }
 
 /// Where a client call went, as far as the mesh knows.
@@ -113,11 +117,18 @@ impl ClientCall {
     /// A call of `req` starting now, on a channel to `target` (none: the HTTP client).
     pub(crate) fn start<B>(
         telemetry: &Telemetry,
-        req: &http::Request<B>,
+        req: &mut http::Request<B>,
         target: Option<&Arc<str>>,
     ) -> Self {
         let grpc = crate::grpc::is_grpc(req.headers());
+        let span = telemetry.tracer().and_then(|t| t.client_call(req));
+        let context = req
+            .extensions()
+            .get::<CallTrace>()
+            .map(|c| c.context().clone());
         Self {
+            span,
+            context,
             telemetry: telemetry.clone(),
             start: Instant::now(),
             log: telemetry
@@ -148,7 +159,14 @@ impl ClientCall {
             line.upstream_host = to.endpoint;
             line.peer = to.peer.map(str::to_owned);
         }
-        Recording::new(edge, self.start, outcome).logging(self.log)
+        Recording::new(edge, self.start, outcome)
+            .logging(self.log)
+            .tracing(self.span)
+    }
+
+    /// The call's trace context, when the mesh traces.
+    pub(crate) fn context(&self) -> Option<&TraceContext> {
+        self.context.as_ref()
     }
 
     /// The record of a response (the upstream's, or one the mesh made), to finish when its
@@ -226,6 +244,7 @@ pub(crate) struct InboundCall {
     edge: Arc<Edge>,
     start: Instant,
     log: Option<Box<LogLine>>,
+    span: Option<Box<OpenSpan>>,
 }
 
 impl InboundCall {
@@ -233,9 +252,10 @@ impl InboundCall {
     /// identity ([`PeerInfo`](crate::tls::PeerInfo)), the authority's host, gRPC or not.
     pub(crate) fn start<B>(
         telemetry: &Telemetry,
-        req: &http::Request<B>,
+        req: &mut http::Request<B>,
         metadata: Option<&http::HeaderValue>,
     ) -> Self {
+        let span = telemetry.tracer().and_then(|t| t.server(req));
         let grpc = crate::grpc::is_grpc(req.headers());
         let info = req.extensions().get::<crate::tls::PeerInfo>();
         let peer = info
@@ -277,6 +297,7 @@ impl InboundCall {
             edge,
             start: Instant::now(),
             log,
+            span,
         }
     }
 
@@ -290,6 +311,8 @@ impl InboundCall {
             grpc: headers.and_then(grpc_status),
             flags: Flags::NONE,
         };
-        Recording::new(self.edge, self.start, outcome).logging(self.log)
+        Recording::new(self.edge, self.start, outcome)
+            .logging(self.log)
+            .tracing(self.span)
     }
 }

@@ -84,6 +84,7 @@ struct Inner {
     client: Edges,
     server: Edges,
     access_log: Option<AccessLog>,
+    tracer: Option<crate::trace::Tracer>,
     /// Istio's metadata exchange headers this workload sends (see `exchange`).
     exchange: Option<(http::HeaderValue, http::HeaderValue)>,
 }
@@ -91,10 +92,14 @@ struct Inner {
 impl Telemetry {
     /// Telemetry reporting as `workload`.
     pub fn new(workload: Workload) -> Self {
-        Self::build(workload, None)
+        Self::build(workload, None, None)
     }
 
-    fn build(workload: Workload, access_log: Option<AccessLog>) -> Self {
+    fn build(
+        workload: Workload,
+        access_log: Option<AccessLog>,
+        tracer: Option<crate::trace::Tracer>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client: Edges::new(
@@ -108,6 +113,7 @@ impl Telemetry {
                 exchange: exchange::headers(&workload),
                 workload,
                 access_log,
+                tracer,
             }),
         }
     }
@@ -116,7 +122,26 @@ impl Telemetry {
     /// response stream ends, with what its metrics record plus the method, authority, path,
     /// protocol, upstream cluster and endpoint and the peer's identity).
     pub fn with_access_log(self, log: AccessLog) -> Self {
-        Self::build(self.inner.workload.clone(), Some(log))
+        Self::build(
+            self.inner.workload.clone(),
+            Some(log),
+            self.inner.tracer.clone(),
+        )
+    }
+
+    /// The same workload, also tracing its calls and served requests with `tracer` (see
+    /// [`crate::trace`]).
+    pub fn with_tracer(self, tracer: crate::trace::Tracer) -> Self {
+        Self::build(
+            self.inner.workload.clone(),
+            self.inner.access_log.clone(),
+            Some(tracer),
+        )
+    }
+
+    /// The tracer, if the mesh traces.
+    pub fn tracer(&self) -> Option<&crate::trace::Tracer> {
+        self.inner.tracer.as_ref()
     }
 
     /// The metadata exchange headers a client sends on mTLS clusters.

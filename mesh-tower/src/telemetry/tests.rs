@@ -177,7 +177,7 @@ fn hostile_authorities_cannot_grow_the_label_sets_without_bound() {
     let t = echo_workload();
     with_series(&series, async {
         for i in 0..5000 {
-            let call = InboundCall::start(&t, &grpc_request(&format!("host-{i}")), None);
+            let call = InboundCall::start(&t, &mut grpc_request(&format!("host-{i}")), None);
             call.answered(200, None).finish(Flags::NONE);
         }
     });
@@ -196,7 +196,7 @@ fn a_client_reports_as_the_source_with_the_cluster_as_the_service() {
     let series = Series::default();
     let t = echo_workload();
     with_series(&series, async {
-        let call = ClientCall::start(&t, &get("/x"), None);
+        let call = ClientCall::start(&t, &mut get("/x"), None);
         tokio::time::advance(Duration::from_millis(12)).await;
         let res = crate::test_util::response(503, 8080);
         let mut rec = call.response(&res);
@@ -204,13 +204,13 @@ fn a_client_reports_as_the_source_with_the_cluster_as_the_service() {
         // A failure the mesh answered itself: the flag says what happened.
         // A gRPC call on a channel: gRPC's call metric too (A66).
         let target = Arc::from("xds:///echo.default.svc.cluster.local:7070");
-        let call = ClientCall::start(&t, &grpc_request("echo"), Some(&target));
+        let call = ClientCall::start(&t, &mut grpc_request("echo"), Some(&target));
         tokio::time::advance(Duration::from_millis(3)).await;
         let e = MeshError::new(ErrorKind::NoEndpoint, "no endpoint")
             .with_cluster("outbound|7070|v1|echo.default.svc.cluster.local".into());
         call.failed(&e).finish(Flags::NONE);
         let e = MeshError::new(ErrorKind::NoRoute, "no route");
-        ClientCall::start(&t, &get("/x"), None)
+        ClientCall::start(&t, &mut get("/x"), None)
             .failed(&e)
             .finish(Flags::NONE);
     });
@@ -285,7 +285,7 @@ fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
             .get_mut::<crate::ServedBy>()
             .unwrap()
             .workload = Some("reviews-v2;bookinfo;reviews;v2;Kubernetes".into());
-        ClientCall::start(&t, &get("/x"), None)
+        ClientCall::start(&t, &mut get("/x"), None)
             .response(&res)
             .finish(Flags::NONE);
         // istiod leaves the revision out when it is the default.
@@ -294,7 +294,7 @@ fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
             .get_mut::<crate::ServedBy>()
             .unwrap()
             .workload = Some("ratings;bookinfo;ratings;;Kubernetes".into());
-        ClientCall::start(&t, &get("/x"), None)
+        ClientCall::start(&t, &mut get("/x"), None)
             .response(&res)
             .finish(Flags::NONE);
     });
@@ -357,7 +357,7 @@ fn access_log_lines_say_what_each_request_did() {
         // A client's call the mesh failed: no endpoint in the cluster.
         let e = MeshError::new(ErrorKind::NoEndpoint, "no endpoint")
             .with_cluster("outbound|7070|v1|echo.default.svc.cluster.local".into());
-        ClientCall::start(&t, &get("/items?id=1"), None)
+        ClientCall::start(&t, &mut get("/items?id=1"), None)
             .failed(&e)
             .finish(Flags::NONE);
     });

@@ -79,7 +79,7 @@ where
                     h.remove(&crate::stats::PEER_METADATA)
                 })
                 .flatten();
-            InboundCall::start(t, &req, metadata.as_ref())
+            InboundCall::start(t, &mut req, metadata.as_ref())
         });
         ResponseFuture::new(self.inner.call(req), call)
     }
