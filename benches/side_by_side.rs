@@ -52,10 +52,19 @@ const CONTENDERS: [&str; 8] = [
 /// Measured only when asked for (`SBS_CONTENDERS`) and in the smoke run.
 const FLOOR: &str = "h2-direct";
 
+/// Likewise: the xDS mesh with all its telemetry on (Istio's metrics into Prometheus's
+/// exporter, an access log line per request to /dev/null, traces sampled at 1% exported to
+/// Jaeger), as a bootstrap mesh takes it from its environment.
+const ALL_TELEMETRY: &str = "mesh-ads-all";
+
 /// The contenders of this run: `SBS_CONTENDERS` (plus the baselines they are compared with),
 /// or the default set (plus the floor in a smoke run).
 fn contenders(smoke: bool) -> Vec<&'static str> {
-    let all: Vec<&'static str> = CONTENDERS.iter().copied().chain([FLOOR]).collect();
+    let all: Vec<&'static str> = CONTENDERS
+        .iter()
+        .copied()
+        .chain([FLOOR, ALL_TELEMETRY])
+        .collect();
     match std::env::var("SBS_CONTENDERS") {
         Ok(list) => {
             let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -188,8 +197,8 @@ async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f
                 .unwrap();
             (Client::Mesh(mesh.channel("xds:///web")), Some(mesh))
         }
-        "mesh-ads" | "mesh-ads-metrics" | "tonic-mesh-ads" => {
-            if contender == "mesh-ads-metrics" {
+        "mesh-ads" | "mesh-ads-metrics" | "mesh-ads-all" | "tonic-mesh-ads" => {
+            if contender == "mesh-ads-metrics" || contender == ALL_TELEMETRY {
                 // Istio's metrics recorded into a real exporter (a mesh from xDS always
                 // records; without a recorder the handles are no-ops).
                 mesh_tower::telemetry::prometheus::install().unwrap();
@@ -201,7 +210,9 @@ async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f
                 .await
                 .unwrap();
             let client = match contender {
-                "mesh-ads" | "mesh-ads-metrics" => Client::Mesh(mesh.channel("xds:///web")),
+                "mesh-ads" | "mesh-ads-metrics" | "mesh-ads-all" => {
+                    Client::Mesh(mesh.channel("xds:///web"))
+                }
                 _ => Client::Grpc(sbs_grpc::Tonic::mesh(&mesh)),
             };
             (client, Some(mesh))
@@ -218,14 +229,21 @@ async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f
 
 // ===== the orchestrator =====
 
-fn run_client(
-    contender: &str,
-    target: SocketAddr,
+/// One client run's load: concurrency, seconds, body size.
+#[derive(Clone, Copy)]
+struct Load {
     c: usize,
     secs: f64,
     size: usize,
+}
+
+fn run_client(
+    contender: &str,
+    target: SocketAddr,
+    Load { c, secs, size }: Load,
     envoy_pid: Option<u32>,
     bootstrap: &std::path::Path,
+    env: &[(&str, String)],
 ) -> Row {
     let envoy0 = envoy_pid.map(|p| cpu_ticks(&p.to_string()));
     let cmd = if contender == "grpc-go-xds" {
@@ -237,7 +255,8 @@ fn run_client(
             .env("SBS_TARGET", target.to_string())
             .env("SBS_CONCURRENCY", c.to_string())
             .env("SBS_SECS", secs.to_string())
-            .env("SBS_SIZE", size.to_string());
+            .env("SBS_SIZE", size.to_string())
+            .envs(env.iter().map(|(k, v)| (*k, v)));
         cmd
     };
     let mut row = run_result(contender, cmd);
@@ -334,6 +353,20 @@ fn main() {
         (cp, envoy)
     });
 
+    // The all-telemetry contender's trace receiver, and what its environment says.
+    let jaeger = run
+        .contains(&ALL_TELEMETRY)
+        .then(|| rt.block_on(mesh_interop::jaeger::Jaeger::start()));
+    let telemetry_env: Vec<(&str, String)> = match &jaeger {
+        Some(j) => vec![
+            ("MESH_ACCESS_LOG", "/dev/null".to_owned()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", j.otlp)),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.01".to_owned()),
+        ],
+        None => Vec::new(),
+    };
+
     // grpc-go reads the same snapshot as the mesh (node `bench-mesh`); built before timing.
     let bootstrap = sbs_grpc::bootstrap(cp.ads, "bench-mesh");
     mesh_interop::gocp::grpc_go_load_binary();
@@ -347,13 +380,18 @@ fn main() {
                 order.rotate_left(round % run.len());
                 for contender in order {
                     let (target, pid) = match contender {
-                        "mesh-ads" | "mesh-ads-metrics" | "tonic-mesh-ads" | "grpc-go-xds" => {
-                            (cp.ads, None)
-                        }
+                        "mesh-ads" | "mesh-ads-metrics" | "mesh-ads-all" | "tonic-mesh-ads"
+                        | "grpc-go-xds" => (cp.ads, None),
                         "envoy-sidecar" => (envoy.listener, Some(envoy.pid())),
                         _ => (echo, None),
                     };
-                    let row = run_client(contender, target, c, secs, size, pid, &bootstrap);
+                    let env = if contender == ALL_TELEMETRY {
+                        &telemetry_env[..]
+                    } else {
+                        &[]
+                    };
+                    let load = Load { c, secs, size };
+                    let row = run_client(contender, target, load, pid, &bootstrap, env);
                     results
                         .entry((contender.to_owned(), c, size))
                         .or_default()
