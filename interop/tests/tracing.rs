@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tower::ServiceExt;
 
 /// A mesh of `yaml` tracing every call to `exporter`.
-async fn traced_mesh(yaml: &str, exporter: Arc<OtlpExporter>) -> Mesh {
+async fn traced_mesh(yaml: &str, exporter: Arc<dyn mesh_tower::trace::SpanSink>) -> Mesh {
     let telemetry =
         Telemetry::new(Default::default()).with_tracer(Tracer::new(Sampler::AlwaysOn, exporter));
     let store = mesh_core::Store::new();
@@ -41,6 +41,19 @@ fn client_yaml(addr: std::net::SocketAddr) -> String {
         "protocol: HTTP2",
         "retry_policy: { retry_on: 5xx, num_retries: 1, retry_back_off: { base_interval: 0.001s } }",
     )
+}
+
+/// A GET through `mesh`'s HTTP client, read to its end: its status and the call's trace.
+async fn get(mesh: &Mesh, uri: &str) -> (u16, TraceContext) {
+    let res = mesh
+        .http_client::<Empty<Bytes>>()
+        .oneshot(http::Request::get(uri).body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let ctx = res.extensions().get::<TraceContext>().cloned().unwrap();
+    let status = res.status().as_u16();
+    res.into_body().collect().await.unwrap();
+    (status, ctx)
 }
 
 /// The tags of a Jaeger span, by key.
@@ -84,18 +97,8 @@ async fn jaeger_assembles_one_trace_across_both_meshes() {
         OtlpExporter::start(&endpoint, &[("service.name", "frontend")]).unwrap(),
     )
     .await;
-    let res = frontend
-        .http_client::<Empty<Bytes>>()
-        .oneshot(
-            http::Request::get("http://web/items")
-                .body(Empty::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let ctx = res.extensions().get::<TraceContext>().cloned().unwrap();
-    res.into_body().collect().await.unwrap();
+    let (status, ctx) = get(&frontend, "http://web/items").await;
+    assert_eq!(status, 200);
     assert_eq!(served.load(Ordering::SeqCst), 2);
 
     // Jaeger gets the spans within the exporters' batching delay.
@@ -210,4 +213,56 @@ async fn a_receiver_that_is_down_fails_no_request() {
         "all 400 spans dropped and counted: {}",
         exporter.dropped()
     );
+}
+
+/// Log lines in memory.
+#[derive(Clone, Default)]
+struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Spans nowhere (the log lines are the point here).
+struct Nowhere;
+
+impl mesh_tower::trace::SpanSink for Nowhere {
+    fn record(&self, _: mesh_tower::trace::SpanRecord) {}
+}
+
+// One thread: the handler runs where the test's log subscriber is the default.
+#[tokio::test(flavor = "current_thread")]
+async fn a_handlers_log_lines_carry_the_trace_id() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let yaml = support::web_config(&[addr], "HTTP2") + "servers: [{ name: s }]\n";
+    let mesh = traced_mesh(&yaml, Arc::new(Nowhere)).await;
+    let handler = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+        tracing::info!("looking up the items");
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+            Bytes::from("ok"),
+        )))
+    });
+    tokio::spawn(mesh.server("s").unwrap().serve(listener, handler));
+    let trace = get(&mesh, "http://web/").await.1.trace_id;
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("looking up the items"))
+        .unwrap_or_else(|| panic!("the handler's line: {text}"));
+    assert!(line.contains(&format!("trace_id={trace}")), "{line}");
 }

@@ -245,6 +245,9 @@ pub(crate) struct InboundCall {
     start: Instant,
     log: Option<Box<LogLine>>,
     span: Option<Box<OpenSpan>>,
+    /// A `tracing` span naming the trace, entered while the handler runs, so that the
+    /// application's own log lines carry the trace id (traced requests only).
+    log_span: Option<tracing::Span>,
 }
 
 impl InboundCall {
@@ -256,6 +259,10 @@ impl InboundCall {
         metadata: Option<&http::HeaderValue>,
     ) -> Self {
         let span = telemetry.tracer().and_then(|t| t.server(req));
+        let log_span = req
+            .extensions()
+            .get::<TraceContext>()
+            .map(|c| tracing::info_span!("request", trace_id = %c.trace_id, span_id = %c.span_id));
         let grpc = crate::grpc::is_grpc(req.headers());
         let info = req.extensions().get::<crate::tls::PeerInfo>();
         let peer = info
@@ -298,7 +305,13 @@ impl InboundCall {
             start: Instant::now(),
             log,
             span,
+            log_span,
         }
+    }
+
+    /// The `tracing` span to enter while the handler runs (traced requests).
+    pub(crate) fn log_span(&self) -> Option<&tracing::Span> {
+        self.log_span.as_ref()
     }
 
     /// The record of the answer: `code` 0 when the handler failed and there is none.

@@ -32,7 +32,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        // The handler's log lines name the trace (a traced request's `tracing` span).
+        let in_trace = this
+            .call
+            .as_ref()
+            .and_then(InboundCall::log_span)
+            .map(tracing::Span::enter);
         let out = ready!(this.inner.poll(cx));
+        drop(in_trace);
         let call = this.call.take();
         Poll::Ready(match out {
             Ok(res) => {
