@@ -357,15 +357,21 @@ fn main() {
     let jaeger = run
         .contains(&ALL_TELEMETRY)
         .then(|| rt.block_on(mesh_interop::jaeger::Jaeger::start()));
-    let telemetry_env: Vec<(&str, String)> = match &jaeger {
-        Some(j) => vec![
-            ("MESH_ACCESS_LOG", "/dev/null".to_owned()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", j.otlp)),
-            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
-            ("OTEL_TRACES_SAMPLER_ARG", "0.01".to_owned()),
-        ],
-        None => Vec::new(),
-    };
+    // `SBS_TELEMETRY=log` or `=trace` keeps one part only, to see what each costs.
+    let parts = std::env::var("SBS_TELEMETRY").unwrap_or_else(|_| "log,trace".into());
+    let mut telemetry_env: Vec<(&str, String)> = Vec::new();
+    if let Some(j) = &jaeger {
+        if parts.contains("log") {
+            telemetry_env.push(("MESH_ACCESS_LOG", "/dev/null".to_owned()));
+        }
+        if parts.contains("trace") {
+            telemetry_env.extend([
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", j.otlp)),
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.01".to_owned()),
+            ]);
+        }
+    }
 
     // grpc-go reads the same snapshot as the mesh (node `bench-mesh`); built before timing.
     let bootstrap = sbs_grpc::bootstrap(cp.ads, "bench-mesh");

@@ -199,7 +199,7 @@ fn tracer(
     let propagation = match var("OTEL_PROPAGATORS") {
         Some(p) => Propagation::from_otel(&p)
             .map_err(|e| ClientError::Config(format!("OTEL_PROPAGATORS: {e}")))?,
-        None => Propagation::W3C_AND_B3,
+        None => Propagation::W3C,
     };
     let service = var("OTEL_SERVICE_NAME").unwrap_or_else(|| workload.name.clone());
     let exporter = crate::otlp::OtlpExporter::start(

@@ -46,21 +46,45 @@ impl std::fmt::Debug for AccessLog {
 }
 
 impl AccessLog {
-    /// Lines to the process's stdout.
+    /// Lines to the process's stdout, buffered and flushed every second (as Envoy flushes its
+    /// access logs on a timer rather than per line: a write per request costs a system call).
     pub fn stdout() -> Self {
-        Self::writer(std::io::stdout())
+        Self::buffered(std::io::stdout())
     }
 
-    /// Lines appended to the file at `path` (created if missing).
+    /// Lines appended to the file at `path` (created if missing), buffered and flushed every
+    /// second.
     pub fn file(path: impl AsRef<Path>) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
-        Ok(Self::writer(file))
+        Ok(Self::buffered(file))
     }
 
-    /// Lines to `out`, one `write_all` and `flush` per line.
+    /// Lines to `out` through a 64 KiB buffer, flushed when full and every second by a thread
+    /// that ends with the last clone of the log.
+    fn buffered(out: impl Write + Send + 'static) -> Self {
+        let log = Self::writer(std::io::BufWriter::with_capacity(64 * 1024, out));
+        let weak = Arc::downgrade(&log.out);
+        let flusher = std::thread::Builder::new()
+            .name("mesh-access-log".into())
+            .spawn(move || {
+                while let Some(out) = {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    weak.upgrade()
+                } {
+                    let _ = out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+                }
+            });
+        if let Err(e) = flusher {
+            tracing::warn!(error = %e, "no access log flusher: lines are written when the buffer fills");
+        }
+        log
+    }
+
+    /// Lines to `out`, one `write_all` and `flush` per line (buffer in `out` if that is too
+    /// many writes).
     pub fn writer(out: impl Write + Send + 'static) -> Self {
         Self {
             out: Arc::new(Mutex::new(Box::new(out))),
@@ -199,26 +223,78 @@ impl LogLine {
             self.sink.write(&line);
             return;
         }
-        let mut line = serde_json::json!({
-            "start_time": rfc3339(self.start_time),
-            "reporter": self.reporter,
-            "method": self.method.as_str(),
-            "authority": self.authority,
-            "path": self.path.as_ref().map(|p| p.as_str()),
-            "protocol": format!("{:?}", self.protocol),
-            "response_code": outcome.code,
-            "grpc_status": outcome.grpc,
-            "response_flags": outcome.flags.as_str(),
-            "upstream_cluster": self.upstream_cluster.as_deref(),
-            "upstream_host": self.upstream_host.map(|h| h.to_string()),
-            "duration_ms": (millis * 1000.0).round() / 1000.0,
-            "response_bytes": bytes,
-            "peer_identity": self.peer,
-        })
-        .to_string();
-        line.push('\n');
+        // Written out by hand, keys sorted as before: building a `serde_json` map per line
+        // cost more than the rest of the log.
+        use std::fmt::Write as _;
+        let mut line = String::with_capacity(384);
+        line.push('{');
+        field(&mut line, "authority", self.authority.as_deref());
+        let _ = write!(
+            line,
+            ",\"duration_ms\":{:?}",
+            (millis * 1000.0).round() / 1000.0
+        );
+        let _ = match outcome.grpc {
+            Some(g) => write!(line, ",\"grpc_status\":{g}"),
+            None => write!(line, ",\"grpc_status\":null"),
+        };
+        line.push(',');
+        field(&mut line, "method", Some(self.method.as_str()));
+        line.push(',');
+        field(&mut line, "path", self.path.as_ref().map(|p| p.as_str()));
+        line.push(',');
+        field(&mut line, "peer_identity", self.peer.as_deref());
+        line.push(',');
+        field(&mut line, "protocol", Some(protocol_name(self.protocol)));
+        line.push(',');
+        field(&mut line, "reporter", Some(self.reporter));
+        let _ = write!(
+            line,
+            ",\"response_bytes\":{bytes},\"response_code\":{},",
+            outcome.code
+        );
+        field(&mut line, "response_flags", Some(&outcome.flags.as_str()));
+        line.push_str(",\"start_time\":\"");
+        rfc3339_into(&mut line, self.start_time);
+        line.push_str("\",");
+        field(
+            &mut line,
+            "upstream_cluster",
+            self.upstream_cluster.as_deref(),
+        );
+        match self.upstream_host {
+            Some(h) => {
+                let _ = write!(line, ",\"upstream_host\":\"{h}\"");
+            }
+            None => line.push_str(",\"upstream_host\":null"),
+        }
+        line.push_str("}\n");
         self.sink.write(&line);
     }
+}
+
+/// `"key":value` with `value` a JSON string (escaped) or `null`.
+fn field(line: &mut String, key: &str, value: Option<&str>) {
+    line.push('"');
+    line.push_str(key);
+    line.push_str("\":");
+    let Some(v) = value else {
+        line.push_str("null");
+        return;
+    };
+    line.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            c if (c as u32) < 0x20 => line.push_str(&format!("\\u{:04x}", c as u32)),
+            c => line.push(c),
+        }
+    }
+    line.push('"');
 }
 
 /// A header's value (lossy UTF-8), if present.
@@ -231,8 +307,36 @@ fn header(headers: &http::HeaderMap, name: &str) -> Option<String> {
 /// `2026-12-02T03:04:05.678Z` (UTC, milliseconds), without a date crate: days since the
 /// epoch to a civil date (Howard Hinnant's algorithm).
 pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let mut out = String::with_capacity(24);
+    rfc3339_into(&mut out, t);
+    out
+}
+
+/// [`rfc3339`] appended to `out`. The civil date and time of day are worked out once per
+/// second (per thread) and reused: a busy log asks for the same second thousands of times.
+pub(crate) fn rfc3339_into(out: &mut String, t: SystemTime) {
+    use std::cell::RefCell;
+    use std::fmt::Write as _;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
     let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != secs {
+            text.clear();
+            civil(text, secs);
+            *cached = secs;
+        }
+        out.push_str(text);
+    });
+    let _ = write!(out, ".{:03}Z", since.subsec_millis());
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of `secs` since the epoch (UTC), without a date crate: days since
+/// the epoch to a civil date (Howard Hinnant's algorithm).
+fn civil(out: &mut String, secs: u64) {
+    use std::fmt::Write as _;
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -243,11 +347,38 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
-        since.subsec_millis()
-    )
+    );
+}
+
+/// HTTP's version as the log names it (`HTTP/1.1`, `HTTP/2.0`).
+fn protocol_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_fields_are_escaped_as_json_requires() {
+        let mut line = String::from("{");
+        super::field(&mut line, "a", Some("say \"hi\"\\\n\u{1}é"));
+        line.push(',');
+        super::field(&mut line, "b", None);
+        line.push('}');
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["a"], "say \"hi\"\\\n\u{1}é");
+        assert!(v["b"].is_null());
+    }
 }

@@ -31,15 +31,43 @@ pub struct TraceId(pub [u8; 16]);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SpanId(pub [u8; 8]);
 
+/// Lowercase hex of `bytes` into `out` (twice as long): ids go into headers on every traced
+/// attempt, so without `fmt`'s per-byte machinery.
+pub(crate) fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+}
+
+impl TraceId {
+    /// Its 32 hex digits.
+    pub(crate) fn hex(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        hex_into(&mut out, &self.0);
+        out
+    }
+}
+
+impl SpanId {
+    /// Its 16 hex digits.
+    pub(crate) fn hex(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        hex_into(&mut out, &self.0);
+        out
+    }
+}
+
 impl std::fmt::Display for TraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        f.write_str(std::str::from_utf8(&self.hex()).unwrap_or_default())
     }
 }
 
 impl std::fmt::Display for SpanId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        f.write_str(std::str::from_utf8(&self.hex()).unwrap_or_default())
     }
 }
 
@@ -98,12 +126,18 @@ impl TraceContext {
 
     /// The `traceparent` value for this context.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{}",
-            self.trace_id,
-            self.span_id,
-            if self.sampled { "01" } else { "00" }
-        )
+        String::from_utf8(self.traceparent_bytes().to_vec()).unwrap_or_default()
+    }
+
+    /// `00-<trace>-<span>-<flags>`, on the stack.
+    pub(crate) fn traceparent_bytes(&self) -> [u8; 55] {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        out[3..35].copy_from_slice(&self.trace_id.hex());
+        out[36..52].copy_from_slice(&self.span_id.hex());
+        if self.sampled {
+            out[54] = b'1';
+        }
+        out
     }
 }
 
@@ -150,7 +184,7 @@ pub trait SpanSink: Send + Sync + 'static {
 ///     fn record(&self, span: SpanRecord) { self.0.lock().unwrap().push(span) }
 /// }
 /// let tracer = Tracer::new(Sampler::Ratio(0.01), Arc::new(Spans::default()))
-///     .with_propagation(Propagation::W3C);
+///     .with_propagation(Propagation::W3C_AND_B3);
 /// let telemetry = mesh_tower::telemetry::Telemetry::new(Default::default()).with_tracer(tracer);
 /// # let _ = telemetry;
 /// ```
@@ -176,12 +210,12 @@ impl std::fmt::Debug for Tracer {
 
 impl Tracer {
     /// A tracer sampling new traces with `sampler`, handing spans to `sink`, propagating W3C
-    /// `traceparent` and B3 headers.
+    /// `traceparent` (B3 too with [`with_propagation`](Self::with_propagation)).
     pub fn new(sampler: Sampler, sink: Arc<dyn SpanSink>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 sampler,
-                propagation: Propagation::W3C_AND_B3,
+                propagation: Propagation::W3C,
                 sink,
             }),
         }

@@ -16,12 +16,12 @@ pub struct Propagation {
 }
 
 impl Propagation {
-    /// W3C only.
+    /// W3C only (the default, as OpenTelemetry's `tracecontext`: one header per hop).
     pub const W3C: Self = Self {
         w3c: true,
         b3: false,
     };
-    /// W3C and B3 (the default: either kind of peer continues the trace).
+    /// W3C and B3 (for peers that read only B3: Envoy's Zipkin tracer, older sidecars).
     pub const W3C_AND_B3: Self = Self {
         w3c: true,
         b3: true,
@@ -141,9 +141,15 @@ pub(crate) fn inject(
     parent: Option<SpanId>,
     headers: &mut HeaderMap,
 ) {
-    let value = |s: String| HeaderValue::try_from(s).expect("hex is a header value");
+    // Never indexed in HPACK: a fresh id per request would only churn both ends' dynamic
+    // tables (HTTP/2 encodes a sensitive value as a literal that is never added).
+    let value = |s: &[u8]| {
+        let mut v = HeaderValue::from_bytes(s).expect("hex is a header value");
+        v.set_sensitive(true);
+        v
+    };
     if p.w3c {
-        headers.insert(TRACEPARENT.clone(), value(ctx.traceparent()));
+        headers.insert(TRACEPARENT.clone(), value(&ctx.traceparent_bytes()));
         match &ctx.tracestate {
             Some(ts) => {
                 headers.insert(TRACESTATE.clone(), ts.clone());
@@ -155,11 +161,11 @@ pub(crate) fn inject(
     }
     if p.b3 {
         headers.remove(&B3);
-        headers.insert(B3_TRACE.clone(), value(ctx.trace_id.to_string()));
-        headers.insert(B3_SPAN.clone(), value(ctx.span_id.to_string()));
+        headers.insert(B3_TRACE.clone(), value(&ctx.trace_id.hex()));
+        headers.insert(B3_SPAN.clone(), value(&ctx.span_id.hex()));
         match parent {
             Some(parent) => {
-                headers.insert(B3_PARENT.clone(), value(parent.to_string()));
+                headers.insert(B3_PARENT.clone(), value(&parent.hex()));
             }
             None => {
                 headers.remove(&B3_PARENT);
