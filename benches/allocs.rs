@@ -4,7 +4,10 @@
 //! - `mesh-plain`: `mesh.channel("xds:///web")`, a route with no policy (the plain path);
 //! - `mesh-policy`: the same with every policy layer configured but not firing (fault and
 //!   rate-limit filters, header mutations, a prefix rewrite, a retry policy);
-//! - the same three over HTTP/1.1 (hyper's pooled client connection for the floor).
+//! - the same three over HTTP/1.1 (hyper's pooled client connection for the floor);
+//! - `mesh-telemetry`: the plain path with all of the mesh's telemetry on (Istio's metrics
+//!   into no recorder, the default JSON access log into a sink, a tracer that samples
+//!   nothing, so each call still carries and sends its trace context).
 //!
 //! Client and server share the process (one current-thread runtime, so nothing else runs):
 //! the server's allocations are the same for every contender, so the difference to
@@ -49,6 +52,7 @@ async fn run(n: u64) {
         let per = match only.trim_end_matches("-h1").trim_end_matches("-h2") {
             "bare-hyper" => bare_hyper(addr, http2, n).await,
             "mesh-plain" => through_mesh(&plain_yaml(addr, http2), n).await,
+            "mesh-telemetry" => with_telemetry(&plain_yaml(addr, http2), n).await,
             _ => through_mesh(&policy_yaml(addr, http2), n).await,
         };
         println!("{only}: {per:.2} allocations per request");
@@ -58,14 +62,16 @@ async fn run(n: u64) {
         let bare = bare_hyper(addr, http2, n).await;
         let plain = through_mesh(&plain_yaml(addr, http2), n).await;
         let policy = through_mesh(&policy_yaml(addr, http2), n).await;
+        let telemetry = with_telemetry(&plain_yaml(addr, http2), n).await;
         rows.push(format!(
-            "| {protocol} | {bare:.2} | {plain:.2} (+{:.2}) | {policy:.2} (+{:.2}) |",
+            "| {protocol} | {bare:.2} | {plain:.2} (+{:.2}) | {policy:.2} (+{:.2}) | {telemetry:.2} (+{:.2}) |",
             plain - bare,
-            policy - bare
+            policy - bare,
+            telemetry - bare
         ));
     }
     println!(
-        "| protocol | bare-hyper | mesh-plain (added) | mesh-policy (added) |\n|---|---|---|---|\n{}",
+        "| protocol | bare-hyper | mesh-plain (added) | mesh-policy (added) | mesh-telemetry (added) |\n|---|---|---|---|---|\n{}",
         rows.join("\n")
     );
 }
@@ -127,10 +133,44 @@ async fn bare_hyper(addr: SocketAddr, http2: bool, n: u64) -> f64 {
     }
 }
 
+/// Spans nowhere (the tracer samples none).
+struct NoSpans;
+
+impl mesh_tower::trace::SpanSink for NoSpans {
+    fn record(&self, _: mesh_tower::trace::SpanRecord) {}
+}
+
+async fn with_telemetry(yaml: &str, n: u64) -> f64 {
+    use mesh_tower::telemetry::{AccessLog, Telemetry};
+    use mesh_tower::trace::{Sampler, Tracer};
+    let telemetry = Telemetry::new(Default::default())
+        .with_access_log(AccessLog::writer(std::io::sink()))
+        .with_tracer(Tracer::new(
+            Sampler::AlwaysOff,
+            std::sync::Arc::new(NoSpans),
+        ));
+    let store = mesh_core::Store::new();
+    store
+        .replace(mesh_core::MeshConfig::from_yaml(yaml).expect("valid config"))
+        .expect("applied");
+    let mesh = Mesh::builder()
+        .store(store)
+        .telemetry(telemetry)
+        .build()
+        .await
+        .expect("the mesh");
+    send(&mesh, n).await
+}
+
 async fn through_mesh(yaml: &str, n: u64) -> f64 {
     let mesh = Mesh::from_config(mesh_core::MeshConfig::from_yaml(yaml).expect("valid config"))
         .await
         .expect("the mesh");
+    send(&mesh, n).await
+}
+
+/// Allocations per request through `mesh`'s channel to `web`.
+async fn send(mesh: &Mesh, n: u64) -> f64 {
     let svc = mesh.channel::<Empty<Bytes>>("xds:///web");
     per_request(n, || {
         let svc = svc.clone();

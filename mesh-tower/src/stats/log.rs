@@ -113,6 +113,23 @@ impl AccessLog {
     }
 }
 
+/// A request's authority, kept by reference count (the URI's, else the `Host` header's,
+/// which is checked to be text when kept).
+#[derive(Debug)]
+pub(crate) enum Authority {
+    Uri(http::uri::Authority),
+    Host(http::HeaderValue),
+}
+
+impl Authority {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Authority::Uri(a) => a.as_str(),
+            Authority::Host(h) => h.to_str().unwrap_or_default(),
+        }
+    }
+}
+
 /// A request's access log line, but for its outcome.
 #[derive(Debug)]
 pub(crate) struct LogLine {
@@ -121,7 +138,7 @@ pub(crate) struct LogLine {
     /// `source` (a client's call) or `destination` (a server's request).
     pub(crate) reporter: &'static str,
     pub(crate) method: http::Method,
-    pub(crate) authority: Option<String>,
+    pub(crate) authority: Option<Authority>,
     pub(crate) path: Option<http::uri::PathAndQuery>,
     pub(crate) protocol: http::Version,
     pub(crate) upstream_cluster: Option<Arc<str>>,
@@ -144,23 +161,21 @@ impl LogLine {
         reporter: &'static str,
         req: &http::Request<B>,
     ) -> Box<Self> {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
+        let authority = match req.uri().authority() {
+            Some(a) => Some(Authority::Uri(a.clone())),
+            None => req
+                .headers()
+                .get(http::header::HOST)
+                .filter(|h| h.to_str().is_ok())
+                .map(|h| Authority::Host(h.clone())),
+        };
         let request_headers = match &sink.format {
             None => Vec::new(),
             Some(f) => (f.request_headers.iter())
                 .map(|h| match h.as_str() {
                     ":method" => Some(req.method().as_str().to_owned()),
                     ":path" => req.uri().path_and_query().map(|p| p.as_str().to_owned()),
-                    ":authority" => authority.clone(),
+                    ":authority" => authority.as_ref().map(|a| a.as_str().to_owned()),
                     ":scheme" => req.uri().scheme_str().map(str::to_owned),
                     h => header(req.headers(), h),
                 })
@@ -228,7 +243,11 @@ impl LogLine {
         use std::fmt::Write as _;
         let mut line = String::with_capacity(384);
         line.push('{');
-        field(&mut line, "authority", self.authority.as_deref());
+        field(
+            &mut line,
+            "authority",
+            self.authority.as_ref().map(Authority::as_str),
+        );
         let _ = write!(
             line,
             ",\"duration_ms\":{:?}",

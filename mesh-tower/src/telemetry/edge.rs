@@ -155,7 +155,9 @@ impl ClientCall {
             .client()
             .get(&at, client_labels(&self.telemetry));
         if let Some(line) = &mut self.log {
-            line.upstream_cluster = (to.service != UNKNOWN).then(|| to.service.into());
+            if line.upstream_cluster.is_none() {
+                line.upstream_cluster = (to.service != UNKNOWN).then(|| to.service.into());
+            }
             line.upstream_host = to.endpoint;
             line.peer = to.peer.map(str::to_owned);
         }
@@ -205,6 +207,8 @@ impl ClientCall {
         };
         if let Some(line) = &mut self.log {
             line.response(res.headers());
+            // The cluster's own name (a reference count, not a copy).
+            line.upstream_cluster = served.map(|s| s.cluster.clone());
         }
         self.recording(to, outcome)
     }
