@@ -157,6 +157,38 @@ fn addrs(n: u16) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// A server listener choosing among chains per connection (addresses, source type, ports,
+/// raw_buffer), one of them taking its routes by RDS, with a default chain.
+fn chained_server(at: SocketAddr) -> envoy_types::pb::envoy::config::listener::v3::Listener {
+    use envoy_types::pb::envoy::config::core::v3::CidrRange;
+    use envoy_types::pb::envoy::config::listener::v3 as lds;
+    let cidr = |a: &str, len: u32| CidrRange {
+        address_prefix: a.into(),
+        prefix_len: Some(envoy_types::pb::google::protobuf::UInt32Value { value: len }),
+    };
+    let name = "grpc/server?xds.resource.listening_address=0.0.0.0:8443";
+    let mut l = build::server_listener(name, at, Some(build::downstream_mtls("default")), vec![]);
+    let mut by_rds = build::server_listener_with_rds(name, at, None, vec![], "inbound-routes")
+        .filter_chains
+        .remove(0);
+    by_rds.filter_chain_match = Some(lds::FilterChainMatch {
+        prefix_ranges: vec![cidr("10.0.0.0", 8)],
+        source_type: 1,
+        source_prefix_ranges: vec![cidr("10.1.0.0", 16)],
+        source_ports: vec![9000, 9001],
+        transport_protocol: "raw_buffer".into(),
+        ..Default::default()
+    });
+    let mut external = l.filter_chains[0].clone();
+    external.filter_chain_match = Some(lds::FilterChainMatch {
+        source_type: 2,
+        ..Default::default()
+    });
+    l.default_filter_chain = Some(l.filter_chains.remove(0));
+    l.filter_chains = vec![by_rds, external];
+    l
+}
+
 /// Real resources of each type, as control planes send them.
 fn xds_corpus(ty: ResourceType) -> Vec<Any> {
     use envoy_types::pb::envoy::extensions::filters::http::fault::v3::fault_abort::ErrorType;
@@ -203,6 +235,7 @@ fn xds_corpus(ty: ResourceType) -> Vec<Any> {
                         &Default::default(),
                     )],
                 )),
+                build::any(&chained_server(at)),
             ]
         }
         ResourceType::RouteConfiguration => {
@@ -423,6 +456,74 @@ rules:
         }
     });
     assert!(seen.get("accepted").copied().unwrap_or(0) >= 1, "{seen:?}");
+}
+
+#[test]
+fn trace_context_headers_never_panic() {
+    // A server reads these from any caller: W3C and both B3 forms.
+    use mesh_tower::trace::TraceContext;
+    let corpus: Vec<Vec<u8>> = vec![
+        b"traceparent\n00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_vec(),
+        b"traceparent\n01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-extra".to_vec(),
+        b"b3\n80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90".to_vec(),
+        b"x-b3-traceid\n64fe8b2a57d3eff7".to_vec(),
+        b"x-b3-spanid\ne457b5a2e4d86bd1".to_vec(),
+    ];
+    // Each input is `name\nvalue`; the five headers together make the request.
+    let seen = fuzz("trace headers", &corpus, |bytes| {
+        let mut headers = http::HeaderMap::new();
+        for line in bytes.split(|b| *b == b'|') {
+            let mut parts = line.splitn(2, |b| *b == b'\n');
+            let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name),
+                http::HeaderValue::from_bytes(value),
+            ) else {
+                continue;
+            };
+            headers.insert(n, v);
+        }
+        headers.insert(
+            "x-b3-spanid",
+            http::HeaderValue::from_static("e457b5a2e4d86bd1"),
+        );
+        match TraceContext::from_headers(&headers) {
+            None => Ok("rejected"),
+            Some(ctx) => {
+                // What is accepted goes out again as a traceparent that reads back the same.
+                let back = TraceContext::from_traceparent(&ctx.traceparent());
+                match back {
+                    Some(b)
+                        if (b.trace_id, b.span_id, b.sampled)
+                            == (ctx.trace_id, ctx.span_id, ctx.sampled) =>
+                    {
+                        Ok("accepted")
+                    }
+                    other => Err(format!("{ctx:?} does not round-trip: {other:?}")),
+                }
+            }
+        }
+    });
+    assert!(seen.get("accepted").copied().unwrap_or(0) >= 5, "{seen:?}");
+}
+
+#[test]
+fn access_log_formats_never_panic() {
+    use mesh_tower::telemetry::LogFormat;
+    let corpus: Vec<Vec<u8>> = vec![
+        br#"[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(X-USER):5% 100%%"#.to_vec(),
+        br#"{"code":"%RESPONSE_CODE%","grpc":"%GRPC_STATUS(NUMBER)%","h":"%RESP(X-A?X-B)%"}"#.to_vec(),
+        "%DOWNSTREAM_REMOTE_ADDRESS% é %UPSTREAM_HOST%".as_bytes().to_vec(),
+    ];
+    let seen = fuzz("access log format", &corpus, |bytes| {
+        let text = String::from_utf8_lossy(bytes);
+        let a = LogFormat::text(&text).is_ok();
+        let b = LogFormat::json(&text).is_ok();
+        Ok(if a || b { "accepted" } else { "rejected" })
+    });
+    assert!(seen.get("accepted").copied().unwrap_or(0) >= 3, "{seen:?}");
 }
 
 #[test]

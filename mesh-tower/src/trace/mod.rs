@@ -124,6 +124,12 @@ impl TraceContext {
         propagation::parse_traceparent(v)
     }
 
+    /// The caller's context in request headers, as a server reads it: W3C `traceparent`
+    /// (with `tracestate`), else B3 (the `b3` header, then `x-b3-*`).
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        propagation::extract(headers)
+    }
+
     /// The `traceparent` value for this context.
     pub fn traceparent(&self) -> String {
         String::from_utf8(self.traceparent_bytes().to_vec()).unwrap_or_default()
