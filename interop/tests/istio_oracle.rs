@@ -99,6 +99,19 @@ async fn mesh_calls(mesh: &Mesh, n: usize, headers: &[(&'static str, &str)]) -> 
     outcomes
 }
 
+/// istiod serving `files`, the bootstrap a grpc-go client reads (workload `client-go`), and
+/// our mesh as the client workload, ready for `TARGET`: each test's two clients on one config.
+async fn side_by_side(files: &[(&str, &str)]) -> (Cp, PathBuf, Mesh) {
+    let cp = Cp::start(files);
+    let go_bootstrap = cp.bootstrap_file(&Workload {
+        name: "client-go",
+        ..client_workload(None)
+    });
+    let mesh = cp.client(&client_workload(None), false).await;
+    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    (cp, go_bootstrap, mesh)
+}
+
 /// A plaintext gRPC server answering SayHello with its address (the mesh's echo).
 async fn grpc_echo() -> SocketAddr {
     grpc_server(false).await
@@ -163,16 +176,11 @@ async fn grpc_go_and_mesh_route_alike() {
         v1 = dest("v1"),
         v2 = dest("v2"),
     );
-    let cp = Cp::start(&[
+    let (_cp, go_bootstrap, mesh) = side_by_side(&[
         ("service.yaml", &service(&[("v1", v1), ("v2", v2)], "")),
         ("vs.yaml", &virtual_service(&rules)),
-    ]);
-    let go_bootstrap = cp.bootstrap_file(&Workload {
-        name: "client-go",
-        ..client_workload(None)
-    });
-    let mesh = cp.client(&client_workload(None), false).await;
-    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    ])
+    .await;
 
     let canary = [("x-canary", "yes")];
     let (theirs, ours) = (
@@ -321,7 +329,7 @@ async fn grpc_go_and_mesh_time_out_and_hash_alike() {
          fault: {{delay: {{fixedDelay: 300ms, percentage: {{value: 100}}}}}}\n    route: [{{destination: {{host: {HOST}}}}}]\n  \
          - route: [{{destination: {{host: {HOST}}}}}]\n"
     );
-    let cp = Cp::start(&[
+    let (_cp, go_bootstrap, mesh) = side_by_side(&[
         (
             "service.yaml",
             &service(
@@ -330,13 +338,8 @@ async fn grpc_go_and_mesh_time_out_and_hash_alike() {
             ),
         ),
         ("vs.yaml", &virtual_service(&rules)),
-    ]);
-    let go_bootstrap = cp.bootstrap_file(&Workload {
-        name: "client-go",
-        ..client_workload(None)
-    });
-    let mesh = cp.client(&client_workload(None), false).await;
-    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    ])
+    .await;
 
     let slow = [("x-slow", "yes")];
     let (theirs, ours) = (
@@ -383,16 +386,11 @@ async fn grpc_go_and_mesh_time_out_and_hash_alike() {
 async fn grpc_go_and_mesh_retry_alike() {
     let flaky = grpc_server(true).await;
     let route = format!("  - route: [{{destination: {{host: {HOST}}}}}]\n");
-    let cp = Cp::start(&[
+    let (cp, go_bootstrap, mesh) = side_by_side(&[
         ("service.yaml", &service(&[("v1", flaky)], "")),
         ("vs.yaml", &virtual_service(&route)),
-    ]);
-    let go_bootstrap = cp.bootstrap_file(&Workload {
-        name: "client-go",
-        ..client_workload(None)
-    });
-    let mesh = cp.client(&client_workload(None), false).await;
-    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    ])
+    .await;
 
     let all_through = Outcomes::from([(reply(flaky, "-"), 10)]);
     let (theirs, ours) = (
@@ -449,16 +447,11 @@ async fn grpc_go_and_mesh_match_uris_alike() {
         v1 = dest("v1"),
         v2 = dest("v2"),
     );
-    let cp = Cp::start(&[
+    let (_cp, go_bootstrap, mesh) = side_by_side(&[
         ("service.yaml", &service(&[("v1", v1), ("v2", v2)], "")),
         ("vs.yaml", &virtual_service(&rules)),
-    ]);
-    let go_bootstrap = cp.bootstrap_file(&Workload {
-        name: "client-go",
-        ..client_workload(None)
-    });
-    let mesh = cp.client(&client_workload(None), false).await;
-    mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
+    ])
+    .await;
     let (theirs, ours) = (
         grpc_go(&go_bootstrap, TARGET, 10, &[]).await,
         mesh_calls(&mesh, 10, &[]).await,
