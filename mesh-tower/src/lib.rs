@@ -58,6 +58,7 @@ mod policy;
 pub mod ratelimit;
 pub mod rbac;
 pub mod refusal;
+mod request;
 pub mod retry;
 pub mod rewrite;
 pub mod route;

@@ -305,11 +305,7 @@ impl Connection {
 
 /// True for `content-type: application/grpc` and its `+proto`/`+json` variants: a gRPC
 /// request, which always goes over HTTP/2.
-pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
+pub(crate) use crate::request::is_grpc;
 
 /// HTTP/1.1 sends the path in the request line and the authority in `Host`.
 fn to_origin_form<B>(req: &mut Request<B>) {

@@ -174,9 +174,5 @@ pub(crate) fn overrides<'a>(
 
 /// A request's authority: `:authority`, else `Host` (A41: one authority per request).
 pub(crate) fn authority<B>(req: &Request<B>) -> &str {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
-        .unwrap_or("")
+    crate::request::authority(req).unwrap_or("")
 }

@@ -191,15 +191,7 @@ fn decide<B>(
 }
 
 /// The request's authority, borrowed: from its URI, else from `Host`.
-fn request_authority<B>(req: &Request<B>) -> Option<&str> {
-    match req.uri().authority() {
-        Some(a) => Some(a.as_str()),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok()),
-    }
-}
+use crate::request::authority as request_authority;
 
 /// Gives a path-only URI (as tonic sends) a scheme and the target's authority.
 fn complete_uri<B>(req: &mut Request<B>, target_authority: Option<&Authority>) {

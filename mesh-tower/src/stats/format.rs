@@ -231,14 +231,12 @@ fn command(c: &Command, v: &Values<'_>, out: &mut String) -> bool {
         Command::Protocol => show(out, Some(v.protocol)),
         Command::ResponseCode => show(out, Some(v.code)),
         Command::ResponseFlags => show(out, Some(v.flags)),
-        Command::GrpcStatus(style) => show(
-            out,
-            v.grpc.map(|n| match style {
-                GrpcStyle::Number => n.to_string(),
-                GrpcStyle::Camel => grpc_name(n).0.to_owned(),
-                GrpcStyle::Snake => grpc_name(n).1.to_owned(),
-            }),
-        ),
+        Command::GrpcStatus(style) => match (v.grpc, style) {
+            (Some(n), GrpcStyle::Number) => show(out, Some(n)),
+            (Some(n), GrpcStyle::Camel) => show(out, Some(grpc_name(n).0)),
+            (Some(n), GrpcStyle::Snake) => show(out, Some(grpc_name(n).1)),
+            (None, _) => show(out, None::<u16>),
+        },
         Command::BytesSent => show(out, Some(v.bytes_sent)),
         Command::UpstreamHost => show(out, v.upstream_host),
         Command::UpstreamCluster => show(out, v.upstream_cluster),

@@ -135,13 +135,7 @@ impl OpenSpan {
 /// The name of a request's span: A72's `<prefix>.<service>.<method>` for gRPC, else
 /// `<METHOD> <what>`.
 fn name<B>(prefix: &str, req: &http::Request<B>, what: &str) -> String {
-    // gRPC by its content type, as `connect::is_grpc` tells it (not imported: the module
-    // graph keeps trace below stats, which connect sits above).
-    let grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if grpc {
+    if crate::request::is_grpc(req.headers()) {
         let method = req.uri().path().trim_start_matches('/').replace('/', ".");
         format!("{prefix}.{method}")
     } else {
@@ -150,15 +144,7 @@ fn name<B>(prefix: &str, req: &http::Request<B>, what: &str) -> String {
 }
 
 fn authority<B>(req: &http::Request<B>) -> &str {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("-")
+    crate::request::authority(req).unwrap_or("-")
 }
 
 /// A call's trace, as its attempts find it (a request extension).
