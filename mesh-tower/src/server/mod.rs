@@ -327,10 +327,19 @@ impl Mesh {
         let owned = name.to_owned();
         let (serving_tx, serving) = tokio::sync::watch::channel(Serving::Serving);
         let mut last = config;
+        let mut inputs = snap.server(name).map(|s| Inputs::of(&snap, s));
         let task = self.control().spawn(async move {
             while changes.changed().await.is_ok() {
                 let snap = store.load();
                 let serving_now = matches!(*serving_tx.borrow(), Serving::Serving);
+                // Most store changes are other resources': with the server and its routes
+                // the same as last applied, there is nothing to resolve or compare. (After a
+                // failed apply every change retries: a certificate provider may have come.)
+                let now = snap.server(&owned).map(|s| Inputs::of(&snap, s));
+                if serving_now && now.is_some() && now == inputs {
+                    continue;
+                }
+                inputs = now;
                 let Some(config) = snap.server(&owned).map(|s| resolved(&snap, s)) else {
                     if !serving_now {
                         continue;
@@ -356,6 +365,7 @@ impl Mesh {
                     Ok(true) => last = config,
                     Ok(false) => break,
                     Err(e) => {
+                        inputs = None;
                         tracing::warn!(server = %owned, error = %e, "keeping the last config")
                     }
                 }
@@ -445,6 +455,38 @@ impl Mesh {
 
 #[cfg(test)]
 mod chains_tests;
+/// What a server's resolved config is made of, by identity: the store keeps a resource's
+/// `Arc` while it does not change, so equal pointers mean nothing to do.
+#[derive(Clone)]
+struct Inputs {
+    server: Arc<mesh_core::config::server::Server>,
+    routes: Vec<Option<Arc<mesh_core::RouteConfig>>>,
+}
+
+impl Inputs {
+    fn of(snap: &mesh_core::Snapshot, server: &Arc<mesh_core::config::server::Server>) -> Self {
+        Self {
+            server: server.clone(),
+            routes: server
+                .rds_names()
+                .map(|n| snap.route_config(n).cloned())
+                .collect(),
+        }
+    }
+}
+
+impl PartialEq for Inputs {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.server, &other.server)
+            && self.routes.len() == other.routes.len()
+            && (self.routes.iter().zip(&other.routes)).all(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            })
+    }
+}
+
 /// `server` with the routes its `rds` names in place (none yet: it serves no request).
 fn resolved(
     snap: &mesh_core::Snapshot,
