@@ -15,6 +15,7 @@
 //!   each request, see [`crate::tls`]).
 
 mod connections;
+mod frames;
 mod live;
 mod serve;
 
@@ -93,6 +94,7 @@ pub(crate) struct ServerStats {
     pub(crate) other_errors: AtomicU64,
     pub(crate) drain_expired: AtomicU64,
     pub(crate) unmatched: AtomicU64,
+    pub(crate) refused_streams: AtomicU64,
 }
 
 /// What a server's limits refused, by limit.
@@ -113,6 +115,9 @@ pub struct ServerStatsSnapshot {
     /// Connections closed unanswered because no filter chain matched them and the server
     /// has no default chain (`close_unmatched`).
     pub unmatched: u64,
+    /// HTTP/2 streams refused (`RST_STREAM REFUSED_STREAM`) because the caller opened more
+    /// than `max_concurrent_streams` at once.
+    pub refused_streams: u64,
 }
 
 impl ServerStats {
@@ -125,6 +130,7 @@ impl ServerStats {
             other_errors: g(&self.other_errors),
             drain_expired: g(&self.drain_expired),
             unmatched: g(&self.unmatched),
+            refused_streams: g(&self.refused_streams),
         }
     }
 }

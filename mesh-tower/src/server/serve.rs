@@ -4,6 +4,7 @@
 //! and the drain of connections whose settings are gone.
 
 use super::connections::Connections;
+use super::frames::Frames;
 use super::{MeshServer, ServerStats};
 use crate::telemetry::InboundMetrics;
 use crate::tls::PeerInfo;
@@ -95,13 +96,15 @@ impl MeshServer {
                         tls: false,
                         identity: None,
                     };
-                    return conn.serve(TokioIo::new(tcp), wrap(peer, &checks)).await;
+                    let io = Frames::new(tcp, conn.stats.clone());
+                    return conn.serve(TokioIo::new(io), wrap(peer, &checks)).await;
                 };
                 match handshake(&tls, tcp, handshake_timeout).await {
                     Ok(mut accepted) => {
                         accepted.set_addrs(remote, local);
                         let svc = wrap(accepted.peer().clone(), &checks);
-                        conn.serve(TokioIo::new(accepted), svc).await;
+                        let io = Frames::new(accepted, conn.stats.clone());
+                        conn.serve(TokioIo::new(io), svc).await;
                     }
                     Err(e) => {
                         tls.count_failure();

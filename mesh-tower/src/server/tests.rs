@@ -144,6 +144,65 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// A client's connection preface and empty SETTINGS.
+fn preface() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    out
+}
+
+/// GET http://x/ as a header block: indexed :method GET, :scheme http, :path /; literal
+/// :authority "x".
+const GET_X: [u8; 6] = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
+
+/// Streams beyond `max_concurrent_streams` (a caller ignoring the SETTINGS) are refused by
+/// h2 itself; the server counts them from the resets it writes.
+#[tokio::test]
+async fn streams_beyond_the_limit_are_refused_and_counted() {
+    let (addr, server, handled) = start(Limits {
+        max_concurrent_streams: 7,
+        ..Limits::default()
+    })
+    .await;
+    // Ten requests whose bodies never end (HEADERS without END_STREAM): each stays open.
+    let mut burst = preface();
+    for i in 0..10u32 {
+        burst.extend(frame(0x1, 0x4, 2 * i + 1, &GET_X)); // HEADERS, END_HEADERS
+    }
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&burst).await.unwrap();
+    // The server's frames until three REFUSED_STREAM resets (0x7) have come.
+    let mut got = Vec::new();
+    let refused = |got: &[u8]| {
+        let (mut at, mut n) = (0, 0);
+        while at + 9 <= got.len() {
+            let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+            if got[at + 3] == 0x3 && at + 9 + 4 <= got.len() && got[at + 9..at + 13] == [0, 0, 0, 7]
+            {
+                n += 1;
+            }
+            at += 9 + len;
+        }
+        n
+    };
+    let read = tokio::time::timeout(PATIENCE, async {
+        let mut buf = [0u8; 4096];
+        while refused(&got) < 3 {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the server closed the connection");
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "three streams refused");
+    until("counted", || server.stats().refused_streams == 3).await;
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        7,
+        "the seven admitted reached the handler"
+    );
+}
+
 #[tokio::test]
 async fn rapid_resets_close_the_connection_and_are_counted() {
     let (addr, server, handled) = start(Limits {
@@ -153,13 +212,10 @@ async fn rapid_resets_close_the_connection_and_are_counted() {
     .await;
     // The CVE-2023-44487 pattern, by hand: many streams opened (HEADERS) and cancelled
     // (RST_STREAM) in one burst, so they are reset before the server accepts them.
-    let mut burst = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    burst.extend(frame(0x4, 0, 0, &[])); // SETTINGS
-    // GET http://x/: indexed :method GET, :scheme http, :path /; literal :authority "x".
-    let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
+    let mut burst = preface();
     for i in 0..50u32 {
         let id = 2 * i + 1;
-        burst.extend(frame(0x1, 0x5, id, &block)); // HEADERS, END_STREAM | END_HEADERS
+        burst.extend(frame(0x1, 0x5, id, &GET_X)); // HEADERS, END_STREAM | END_HEADERS
         burst.extend(frame(0x3, 0, id, &8u32.to_be_bytes())); // RST_STREAM CANCEL
     }
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
