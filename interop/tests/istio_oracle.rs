@@ -5,99 +5,13 @@
 
 mod support;
 
-use mesh_examples::greeter::{GreeterClient, HelloRequest};
 use mesh_tower::Mesh;
 use mesh_xds_client::XdsMesh;
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use support::go_oracle::*;
 use support::istio::*;
 
 use support::*;
-
-/// Outcomes of a batch of calls: `reply <message>` or the gRPC code's name, with counts.
-type Outcomes = BTreeMap<String, usize>;
-
-/// Runs grpc-go's client (`grpcpeer client`) for `n` calls to `target` with `args`; its stdout.
-async fn grpcpeer_client(bootstrap: &Path, target: &str, n: usize, args: Vec<String>) -> String {
-    let mut cmd = Command::new(gocp::grpc_go_peer_binary());
-    cmd.args(["client", "-target", target, "-n", &n.to_string()])
-        .args(args)
-        .env("GRPC_XDS_BOOTSTRAP", bootstrap)
-        .stderr(Stdio::inherit());
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run grpcpeer"))
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// grpc-go's client: `n` calls to `target` with `headers`, through its xDS stack.
-async fn grpc_go(bootstrap: &Path, target: &str, n: usize, headers: &[(&str, &str)]) -> Outcomes {
-    let args = headers
-        .iter()
-        .flat_map(|(k, v)| ["-header".to_owned(), format!("{k}={v}")])
-        .collect();
-    let text = grpcpeer_client(bootstrap, target, n, args).await;
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("grpcpeer client said nothing: {text}"));
-    outcomes(line)
-}
-
-/// grpc-go's client: `n` calls per value of metadata `key`, one process and connection for
-/// all (its xDS setup takes seconds); the outcomes by value.
-async fn grpc_go_each(
-    bootstrap: &Path,
-    target: &str,
-    n: usize,
-    key: &str,
-    values: &[String],
-) -> BTreeMap<String, Outcomes> {
-    let each = vec!["-each".to_owned(), format!("{key}={}", values.join(","))];
-    let text = grpcpeer_client(bootstrap, target, n, each).await;
-    let mut by_value = BTreeMap::new();
-    for line in text.lines().filter_map(|l| l.strip_prefix("EACH ")) {
-        let (value, json) = line.split_once(' ').unwrap();
-        by_value.insert(value.to_owned(), outcomes(json));
-    }
-    assert_eq!(by_value.len(), values.len(), "grpcpeer client said: {text}");
-    by_value
-}
-
-/// A `RESULT`/`EACH` JSON object as outcomes.
-fn outcomes(json: &str) -> Outcomes {
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    let mut outcomes = Outcomes::new();
-    for (msg, count) in v["replies"].as_object().unwrap() {
-        outcomes.insert(format!("reply {msg}"), count.as_u64().unwrap() as usize);
-    }
-    for (code, count) in v["codes"].as_object().unwrap() {
-        if code != "OK" {
-            outcomes.insert(code.clone(), count.as_u64().unwrap() as usize);
-        }
-    }
-    outcomes
-}
-
-/// Ours: the same calls through `Mesh::channel` with tonic.
-async fn mesh_calls(mesh: &Mesh, n: usize, headers: &[(&'static str, &str)]) -> Outcomes {
-    let mut client = GreeterClient::new(mesh.channel(TARGET));
-    let mut outcomes = Outcomes::new();
-    for _ in 0..n {
-        let mut req = tonic::Request::new(HelloRequest { name: "a".into() });
-        for (k, v) in headers {
-            req.metadata_mut().insert(*k, v.parse().unwrap());
-        }
-        let key = match client.say_hello(req).await {
-            Ok(reply) => format!("reply {}", reply.into_inner().message),
-            Err(status) => format!("{:?}", status.code()),
-        };
-        *outcomes.entry(key).or_default() += 1;
-    }
-    outcomes
-}
 
 /// istiod serving `files`, the bootstrap a grpc-go client reads (workload `client-go`), and
 /// our mesh as the client workload, ready for `TARGET`: each test's two clients on one config.
@@ -110,57 +24,6 @@ async fn side_by_side(files: &[(&str, &str)]) -> (Cp, PathBuf, Mesh) {
     let mesh = cp.client(&client_workload(None), false).await;
     mesh.wait_ready(TARGET, PATIENCE).await.unwrap();
     (cp, go_bootstrap, mesh)
-}
-
-/// A plaintext gRPC server answering SayHello with its address (the mesh's echo).
-async fn grpc_echo() -> SocketAddr {
-    grpc_server(false).await
-}
-
-/// The echo; with `flaky`, it answers `UNAVAILABLE` (trailers-only) to every other call it
-/// gets, the first included: a flaky instance whose failures a retry always gets past.
-async fn grpc_server(flaky: bool) -> SocketAddr {
-    use http_body_util::BodyExt;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let calls = std::sync::Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let calls = calls.clone();
-            let svc = hyper::service::service_fn(move |req| {
-                let fail = flaky && calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2);
-                async move {
-                    if !fail {
-                        return mesh_examples::echo::handle(addr, req).await;
-                    }
-                    let res = http::Response::builder()
-                        .header("content-type", "application/grpc")
-                        .header("grpc-status", "14")
-                        .header("grpc-message", "flaky")
-                        .body(http_body_util::Empty::new().boxed_unsync())
-                        .unwrap();
-                    Ok(res)
-                }
-            });
-            tokio::spawn(async move {
-                let builder = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                );
-                let _ = builder
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-fn reply(addr: SocketAddr, who: &str) -> String {
-    format!("reply {addr} /helloworld.Greeter/SayHello {who}\n")
 }
 
 /// Routing and fault injection: header match, an 80/20 split, a gRPC abort.
@@ -347,11 +210,7 @@ async fn grpc_go_and_mesh_time_out_and_hash_alike() {
         mesh_calls(&mesh, 3, &slow).await,
     );
     for (who, seen) in [("grpc-go", &theirs), ("mesh", &ours)] {
-        let replies: usize = seen
-            .iter()
-            .filter(|(k, _)| k.starts_with("reply "))
-            .map(|(_, n)| n)
-            .sum();
+        let replies = replied(seen);
         assert_eq!(
             replies, 3,
             "{who}: the delay is outside the timeout: {seen:?}"
@@ -458,4 +317,77 @@ async fn grpc_go_and_mesh_match_uris_alike() {
     );
     assert_eq!(theirs, Outcomes::from([(reply(v2, "-"), 10)]), "grpc-go");
     assert_eq!(ours, theirs, "URI exact and regex matches");
+}
+
+/// Load-aware picks and admission, with requests held in flight at the backends: a
+/// DestinationRule `LEAST_REQUEST` (istiod sends Envoy's `LEAST_REQUEST`, two choices, drawn
+/// with replacement by both clients as by Envoy) sends about 3/4 of new calls to the backend
+/// holding fewer (round robin would send half); `connectionPool.http.http2MaxRequests: 3`
+/// (the cluster's `max_requests`, gRFC A32) fails new calls with `UNAVAILABLE` while three are
+/// in flight, and admits them again once those end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_go_and_mesh_balance_and_limit_by_load_alike() {
+    let held = Held::new();
+    let (a, b) = (held.server().await, held.server().await);
+    let route =
+        format!("  - route: [{{destination: {{host: {HOST}}}}}]\n    retries: {{attempts: 0}}\n");
+    let least = "  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n";
+    let (cp, go_bootstrap, mesh) = side_by_side(&[
+        ("service.yaml", &service(&[("a", a), ("b", b)], least)),
+        ("vs.yaml", &virtual_service(&route)),
+    ])
+    .await;
+
+    // Five held (an odd number: one backend holds fewer), then 100 calls. With p = 3/4 the
+    // less loaded one's share has σ ≈ 4.3: 62 is 3σ below, and round robin gives 50.
+    let (theirs, ours) = (
+        grpc_go_holding(&go_bootstrap, TARGET, &held, 5, 100).await,
+        mesh_holding(&mesh, &held, 5, 100).await,
+    );
+    for (who, (at_hold, seen)) in [("grpc-go", &theirs), ("mesh", &ours)] {
+        let count = |addr| at_hold.get(&addr).copied().unwrap_or(0);
+        let lighter = if count(a) < count(b) { a } else { b };
+        let to_lighter = seen.get(&reply(lighter, "-")).copied().unwrap_or(0);
+        let replies = replied(seen);
+        assert_eq!(replies, 100, "{who}: every call answered: {seen:?}");
+        assert!(
+            to_lighter >= 62,
+            "{who}: {to_lighter} of 100 to the backend holding fewer ({at_hold:?}): {seen:?}"
+        );
+    }
+
+    cp.write(
+        "service.yaml",
+        &service(
+            &[("a", a), ("b", b)],
+            "  trafficPolicy: {connectionPool: {http: {http2MaxRequests: 3}}}\n",
+        ),
+    );
+    until_config(&mesh, |snap| {
+        let clusters = snap.names(mesh_core::ResourceKind::Cluster);
+        let echo: Vec<_> = clusters.iter().filter(|n| n.contains(HOST)).collect();
+        !echo.is_empty()
+            && echo.iter().all(|name| {
+                snap.cluster(name)
+                    .and_then(|c| c.circuit_breakers.as_ref())
+                    .is_some_and(|cb| cb.thresholds.iter().any(|t| t.max_requests == Some(3)))
+            })
+    })
+    .await;
+    let refused = Outcomes::from([("Unavailable".into(), 5)]);
+    let (theirs, ours) = (
+        grpc_go_holding(&go_bootstrap, TARGET, &held, 3, 5).await,
+        mesh_holding(&mesh, &held, 3, 5).await,
+    );
+    assert_eq!(theirs.1, refused, "grpc-go: three in flight, none admitted");
+    assert_eq!(ours.1, theirs.1, "the same limit");
+    // The held calls ended with their callers: calls are admitted again.
+    let (theirs, ours) = (
+        grpc_go(&go_bootstrap, TARGET, 4, &[]).await,
+        mesh_calls(&mesh, 4, &[]).await,
+    );
+    for (who, seen) in [("grpc-go", &theirs), ("mesh", &ours)] {
+        let replies = replied(seen);
+        assert_eq!(replies, 4, "{who}: admitted again: {seen:?}");
+    }
 }

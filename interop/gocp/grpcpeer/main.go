@@ -2,6 +2,7 @@
 // (or any xDS server), the same bootstrap shape, the same Greeter method as the mesh's tests.
 //
 //	grpcpeer client -target xds:///host:port -n N [-header k=v]... [-name s] [-each k=v1,v2,...]
+//	                [-hold K -hold-header k=v]
 //	grpcpeer server -listen ip:port
 //	grpcpeer csds -server ip:port
 //
@@ -10,7 +11,10 @@
 // (helloworld.HelloRequest/HelloReply have one string field each), so no generated code.
 //
 // The client prints one line: RESULT {"replies":{"<message>":n},"codes":{"<code>":n}}; with
-// -each, one line per value instead: EACH <value> {...}, all on one connection.
+// -each, one line per value instead: EACH <value> {...}, all on one connection. With -hold K,
+// K calls carrying -hold-header are started first and left in flight (a test's backend holds
+// them); the client prints HOLDING once they are started and reads a line from stdin (the
+// test's "go", sent when its backends have them all) before its batch.
 // The server also serves /bench.Echo/Unary (the bytes back) for the mTLS bench.
 // The server answers SayHello with "<listen> /helloworld.Greeter/SayHello <peer id>\n" (the
 // peer's SPIFFE ID from its verified certificate, else "-"), as the mesh's echo server does,
@@ -18,6 +22,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -90,6 +95,8 @@ func client(args []string) {
 	var hs headers
 	fs.Var(&hs, "header", "k=v request metadata (repeatable)")
 	each := fs.String("each", "", "k=v1,v2,...: n calls per value of metadata k, one EACH line per value")
+	hold := fs.Int("hold", 0, "calls left in flight before the batch")
+	holdHeader := fs.String("hold-header", "x-hold=1", "k=v metadata of the held calls")
 	_ = fs.Parse(args)
 	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
 	if err != nil {
@@ -113,6 +120,20 @@ func client(args []string) {
 	for _, h := range hs {
 		k, v, _ := strings.Cut(h, "=")
 		md.Append(k, v)
+	}
+	if *hold > 0 {
+		k, v, _ := strings.Cut(*holdHeader, "=")
+		held := metadata.NewOutgoingContext(context.Background(), metadata.Pairs(k, v))
+		for i := 0; i < *hold; i++ {
+			go func() {
+				in, out := oneString(*name), []byte(nil)
+				_ = conn.Invoke(held, "/helloworld.Greeter/SayHello", &in, &out, grpc.ForceCodec(raw.Codec{}))
+			}()
+		}
+		fmt.Println("HOLDING")
+		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+			fail(err)
+		}
 	}
 	if *each == "" {
 		fmt.Printf("RESULT %s\n", batch(conn, md, *n, *name))

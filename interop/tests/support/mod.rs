@@ -6,6 +6,7 @@ pub use mesh_interop::{ads, envoy, gocp, istiod};
 
 pub mod envoy_tls;
 pub mod fake;
+pub mod go_oracle;
 pub mod grpc_server;
 pub mod istio;
 
