@@ -41,6 +41,8 @@ pub struct MeshBody {
     hold: Option<Hold>,
     /// The request's metrics, written when its stream ends (see [`crate::telemetry`]).
     record: Option<Recording>,
+    /// The attempt's gRPC metrics (A66), written when its stream ends.
+    attempt: Option<Box<crate::stats::AttemptRecord>>,
 }
 
 /// A request's place in its endpoint's in-flight count (least request, peak EWMA), in its
@@ -80,6 +82,7 @@ impl MeshBody {
             kind: Kind::Local(Some(data.into())),
             hold: None,
             record: None,
+            attempt: None,
         }
     }
 
@@ -88,6 +91,7 @@ impl MeshBody {
             kind: Kind::Upstream(body),
             hold: None,
             record: None,
+            attempt: None,
         }
     }
 
@@ -106,6 +110,7 @@ impl MeshBody {
             })),
             hold: None,
             record: None,
+            attempt: None,
         }
     }
 
@@ -119,6 +124,7 @@ impl MeshBody {
             })),
             hold: None,
             record: None,
+            attempt: None,
         }
     }
 
@@ -129,6 +135,15 @@ impl MeshBody {
             record.finish(Flags::NONE);
         } else {
             self.record = Some(record);
+        }
+        self
+    }
+
+    /// Writes the attempt's gRPC metrics when this body's stream ends (at once if it already
+    /// has).
+    pub(crate) fn attempt(mut self, attempt: Box<crate::stats::AttemptRecord>) -> Self {
+        if !self.is_end_stream() {
+            self.attempt = Some(attempt);
         }
         self
     }
@@ -166,6 +181,22 @@ impl Body for MeshBody {
                     record.finish(flags);
                     self.record = None;
                 }
+            }
+        }
+        if self.attempt.is_some() {
+            let ended = match &frame {
+                None | Some(Err(_)) => true,
+                Some(Ok(f)) => f.is_trailers() || self.kind_end_stream(),
+            };
+            if let Some(attempt) = &mut self.attempt {
+                match &frame {
+                    Some(Ok(f)) => attempt.frame(f),
+                    Some(Err(_)) => attempt.broken(),
+                    None => {}
+                }
+            }
+            if ended {
+                self.attempt = None;
             }
         }
         if self.hold.is_some() {

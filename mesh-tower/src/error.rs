@@ -102,6 +102,8 @@ struct Inner {
     cluster: Option<Arc<str>>,
     endpoint: Option<SocketAddr>,
     source: Option<BoxError>,
+    /// The call's retries and hedges, when it had any (for gRPC's A96 metrics).
+    retried: Option<Retried>,
 }
 
 impl MeshError {
@@ -115,6 +117,7 @@ impl MeshError {
             cluster: None,
             endpoint: None,
             source: None,
+            retried: None,
         }))
     }
 
@@ -168,7 +171,19 @@ impl MeshError {
             cluster: i.cluster.clone(),
             endpoint: i.endpoint,
             source: i.source.as_ref().map(|s| s.to_string().into()),
+            retried: i.retried,
         }))
+    }
+
+    /// Notes the call's retries and hedges.
+    pub(crate) fn with_retried(mut self, retried: Retried) -> Self {
+        self.0.retried = Some(retried);
+        self
+    }
+
+    /// The call's retries and hedges, when it had any.
+    pub(crate) fn retried(&self) -> Option<&Retried> {
+        self.0.retried.as_ref()
     }
 
     /// Whether the upstream refused the HTTP/2 stream (REFUSED_STREAM: never processed, safe
@@ -274,4 +289,26 @@ impl std::error::Error for MeshError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source.as_deref().map(|e| e as _)
     }
+}
+
+/// What a call's attempts beyond the first were: the retry layer's account, in the response
+/// extensions of a call that was retried or hedged (gRPC's A96 metrics read it there). It
+/// lives here, below the layers that use it, so that errors can carry it too.
+///
+/// ```
+/// use mesh_tower::telemetry::Retried;
+///
+/// fn retries<B>(res: &http::Response<B>) -> u32 {
+///     res.extensions().get::<Retried>().map_or(0, |r| r.retries)
+/// }
+/// assert_eq!(retries(&http::Response::new(())), 0, "not retried: nothing to read");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retried {
+    /// Attempts started after a failed one.
+    pub retries: u32,
+    /// Attempts started beside a slow one (hedging).
+    pub hedges: u32,
+    /// Time spent waiting in backoff between attempts.
+    pub delay: Duration,
 }

@@ -201,3 +201,44 @@ impl Series {
             .sum()
     }
 }
+
+/// Listener `web` routing everything (with route fields `route_extra`, e.g. a
+/// `retry_policy`) to the STATIC HTTP/2 cluster `web` at `addr`, and a server `s`.
+pub(crate) fn web_h2_yaml(addr: std::net::SocketAddr, route_extra: &str) -> String {
+    format!(
+        r#"
+listeners:
+  - name: web
+    route_config:
+      virtual_hosts:
+        - name: web
+          domains: ["*"]
+          routes:
+            - match: {{ prefix: / }}
+              route:
+                cluster: web
+                {route_extra}
+clusters:
+  - name: web
+    type: STATIC
+    protocol: HTTP2
+    load_assignment: {{ cluster_name: web, endpoints: [{{ lb_endpoints: [{{ address: "{addr}" }}] }}] }}
+servers:
+  - name: s
+"#
+    )
+}
+
+/// A mesh of `yaml` with `telemetry`.
+pub(crate) async fn mesh_of(yaml: &str, telemetry: crate::telemetry::Telemetry) -> crate::Mesh {
+    let store = mesh_core::Store::new();
+    store
+        .replace(mesh_core::MeshConfig::from_yaml(yaml).unwrap())
+        .unwrap();
+    crate::Mesh::builder()
+        .store(store)
+        .telemetry(telemetry)
+        .build()
+        .await
+        .unwrap()
+}

@@ -203,15 +203,15 @@ impl Held {
     /// Waits (bounded) until `total` calls are held in all; how they are spread.
     pub async fn until(&self, total: usize) -> BTreeMap<SocketAddr, usize> {
         let mut rx = self.0.subscribe();
-        let seen = tokio::time::timeout(
+        let waited = tokio::time::timeout(
             PATIENCE,
             rx.wait_for(|by| by.values().sum::<usize>() == total),
         )
-        .await
-        .unwrap_or_else(|_| panic!("{total} calls held: {:?}", *self.0.borrow()))
-        .unwrap()
-        .clone();
-        seen
+        .await;
+        match waited {
+            Ok(Ok(seen)) => seen.clone(),
+            _ => panic!("{total} calls held: {:?}", *self.0.borrow()),
+        }
     }
 
     fn add(&self, addr: SocketAddr, delta: isize) {

@@ -25,6 +25,8 @@ pub struct ResponseFuture {
     state: State,
 }
 
+// Boxing the large variant would allocate for every request; the small one is the rare path.
+#[allow(clippy::large_enum_variant)]
 enum State {
     Sending(Sending, Option<After>),
     Failed(Option<MeshError>),
@@ -48,6 +50,8 @@ pub(crate) struct After {
     pub(crate) served: ServedBy,
     /// The attempt's span (sampled calls of a tracing mesh).
     pub(crate) span: Option<Box<crate::trace::OpenSpan>>,
+    /// The attempt's gRPC metrics (A66), for gRPC calls with metrics on.
+    pub(crate) attempt: Option<Box<crate::stats::AttemptRecord>>,
 }
 
 impl After {
@@ -65,6 +69,7 @@ impl After {
             reports,
             served,
             span,
+            attempt,
         } = self;
         if let Some((decay, sent)) = ewma {
             // Failures count too: a fast error is not a fast endpoint, so they record the time
@@ -96,6 +101,20 @@ impl After {
                 Err(e) => span.end(0, None, Some(e.to_string())),
             }
         }
+        let mut attempt = attempt;
+        if let Some(a) = &mut attempt {
+            match &res {
+                Ok(r) => match crate::stats::grpc_status(r.headers()) {
+                    Some(code) => a.set_status(code),
+                    None if r.status() != http::StatusCode::OK => {
+                        a.set_status(crate::grpc::http_to_grpc(r.status().as_u16()));
+                    }
+                    // The status comes in the trailers.
+                    None => {}
+                },
+                Err(e) => a.set_status(e.kind().grpc_code()),
+            }
+        }
         let mut res = res?;
         // One hold, released when the response stream ends (see `body.rs`).
         let hold = Hold {
@@ -119,6 +138,10 @@ impl After {
             }
         }
         res.extensions_mut().insert(served);
+        let res = match attempt {
+            Some(a) => res.map(|b| b.attempt(a)),
+            None => res,
+        };
         Ok(res.map(|b| b.holding(hold)))
     }
 }

@@ -163,7 +163,20 @@ where
             Ok(p) => p,
             Err(e) => return ResponseFuture::failed(e.with_cluster(cluster.name.clone())),
         };
+        // A gRPC call with metrics on: this attempt's record (A66), and the counter its
+        // request's message bytes go to.
+        let attempt = match req.extensions().get::<crate::stats::CallAttempts>() {
+            Some(call) => {
+                let handles = call.0.clone();
+                let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                req.extensions_mut()
+                    .insert(crate::stats::SentMessages(sent.clone()));
+                Some(Box::new(crate::stats::AttemptRecord::start(handles, sent)))
+            }
+            None => None,
+        };
         let after = future::After {
+            attempt,
             in_flight: info.stats.start(),
             admitted,
             stats: info.stats.clone(),

@@ -240,10 +240,15 @@ fn start<B: RequestBody>(
     {
         head.headers.insert(header::CONTENT_LENGTH, len.into());
     }
+    // A gRPC attempt with metrics on counts its request's message bytes.
+    let sent = (!end)
+        .then(|| head.extensions.get::<crate::stats::SentMessages>())
+        .flatten()
+        .map(|s| super::pump::Sent::new(s.0.clone()));
     match tx.send_request(Request::from_parts(head, ()), end) {
         Ok((answer, stream)) => {
             if !end {
-                super::pump::feed(stream, body);
+                super::pump::feed(stream, body, sent);
             }
             Sending::h2(answer, slot, peer.cloned())
         }

@@ -20,7 +20,13 @@ use std::task::{Context, Poll, Waker};
 /// frame ending the stream. h2 holds what the window does not yet allow and sends it as the
 /// window opens; a body with more than one chunk ready goes to the task, which keeps to the
 /// window.
-pub(super) fn feed<B: RequestBody>(mut stream: SendStream<Bytes>, mut body: B) {
+///
+/// `sent`, for a gRPC attempt whose metrics are on, counts the request's message bytes.
+pub(super) fn feed<B: RequestBody>(
+    mut stream: SendStream<Bytes>,
+    mut body: B,
+    mut sent: Option<Sent>,
+) {
     // Looks without a waker: a body that is not ready is polled again (with one) by the task.
     let mut cx = Context::from_waker(Waker::noop());
     let mut held: Option<Bytes> = None;
@@ -29,6 +35,9 @@ pub(super) fn feed<B: RequestBody>(mut stream: SendStream<Bytes>, mut body: B) {
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                 Ok(mut data) => {
                     let data = data.copy_to_bytes(data.remaining());
+                    if let Some(sent) = &mut sent {
+                        sent.count(&data);
+                    }
                     if held.is_none() && body.is_end_stream() {
                         let _ = stream.send_data(data, true);
                         return;
@@ -40,7 +49,7 @@ pub(super) fn feed<B: RequestBody>(mut stream: SendStream<Bytes>, mut body: B) {
                         } else {
                             // More than two chunks: the rest may be large, so the task
                             // takes over and keeps to the window.
-                            tokio::spawn(pump(stream, body, held));
+                            tokio::spawn(pump(stream, body, held, sent));
                         }
                         return;
                     }
@@ -58,7 +67,7 @@ pub(super) fn feed<B: RequestBody>(mut stream: SendStream<Bytes>, mut body: B) {
             }
             Poll::Ready(Some(Err(e))) => return fail(&mut stream, e.into()),
             Poll::Pending => {
-                tokio::spawn(pump(stream, body, held));
+                tokio::spawn(pump(stream, body, held, sent));
                 return;
             }
         }
@@ -66,7 +75,12 @@ pub(super) fn feed<B: RequestBody>(mut stream: SendStream<Bytes>, mut body: B) {
 }
 
 /// Sends the rest of `body` (after `first`), within the stream's flow-control window.
-async fn pump<B: RequestBody>(mut stream: SendStream<Bytes>, mut body: B, first: Option<Bytes>) {
+async fn pump<B: RequestBody>(
+    mut stream: SendStream<Bytes>,
+    mut body: B,
+    first: Option<Bytes>,
+    mut sent: Option<Sent>,
+) {
     if let Some(data) = first
         && send_all(&mut stream, data, false).await.is_err()
     {
@@ -94,6 +108,9 @@ async fn pump<B: RequestBody>(mut stream: SendStream<Bytes>, mut body: B, first:
                 Ok(mut data) => {
                     let end = body.is_end_stream();
                     let data = data.copy_to_bytes(data.remaining());
+                    if let Some(sent) = &mut sent {
+                        sent.count(&data);
+                    }
                     if send_all(&mut stream, data, end).await.is_err() || end {
                         return;
                     }
@@ -101,6 +118,29 @@ async fn pump<B: RequestBody>(mut stream: SendStream<Bytes>, mut body: B, first:
                 Err(frame) => return finish(&mut stream, frame),
             },
         }
+    }
+}
+
+/// A gRPC attempt's request message bytes, counted as the body is read (see
+/// [`crate::stats::MessageSizes`]) and published for the attempt's record.
+#[derive(Debug)]
+pub(super) struct Sent {
+    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sizes: crate::stats::MessageSizes,
+}
+
+impl Sent {
+    pub(super) fn new(total: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self {
+            total,
+            sizes: crate::stats::MessageSizes::default(),
+        }
+    }
+
+    fn count(&mut self, data: &[u8]) {
+        self.sizes.feed(data);
+        self.total
+            .store(self.sizes.total(), std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -179,6 +179,8 @@ struct Attempts<S, B> {
     previous: Vec<SocketAddr>,
     started: u32,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Retries and hedges so far (gRPC's A96 metrics read them from the answer).
+    retried: crate::stats::Retried,
 }
 
 impl<S, B> Attempts<S, B>
@@ -235,9 +237,82 @@ where
         })
         .await
     }
+
+    /// The attempts of one request until one is the answer.
+    async fn drive(&mut self) -> Result<Response<MeshBody>, MeshError> {
+        let a = self;
+        let policy = a.policy.clone();
+        let mut last: Option<Result<Response<MeshBody>, MeshError>> = None;
+        a.start().await?;
+        loop {
+            let outcome = match a.next_event().await {
+                Event::Done(res) => {
+                    if let Some(ep) = endpoint_of(&res) {
+                        a.previous.push(ep);
+                    }
+                    let retriable = match &res {
+                        Ok(r) => policy.retriable_response(r),
+                        Err(e) => policy.retriable_error(e),
+                    };
+                    if !retriable {
+                        return res;
+                    }
+                    if !a.pending.is_empty() {
+                        // A hedged sibling is still running: its answer may yet be good.
+                        last = Some(res);
+                        continue;
+                    }
+                    res
+                }
+                Event::PerTryTimeout => {
+                    let timed_out = Err(MeshError::new(
+                        ErrorKind::PerTryTimeout,
+                        format!(
+                            "attempt {} got no response within per_try_timeout {:?}",
+                            a.started,
+                            policy.per_try_timeout.unwrap_or_default()
+                        ),
+                    )
+                    .with_cluster(a.cluster.clone()));
+                    if policy.hedge_on_per_try_timeout {
+                        if a.started <= policy.max_retries && a.start().await.unwrap_or(false) {
+                            a.retried.hedges += 1;
+                            continue;
+                        }
+                        if !a.pending.is_empty() {
+                            continue; // no more hedges: wait for the ones in flight
+                        }
+                    } else {
+                        a.pending = FuturesUnordered::new(); // cancel the slow attempt
+                    }
+                    if let Err(e) = &timed_out
+                        && !policy.retriable_error(e)
+                    {
+                        return timed_out;
+                    }
+                    timed_out
+                }
+            };
+            let last_outcome = last.take().unwrap_or(outcome);
+            if a.started > policy.max_retries {
+                return last_outcome;
+            }
+            let wait = policy.backoff(a.started, fastrand::u64(..));
+            a.retried.delay += wait;
+            tokio::time::sleep(wait).await;
+            match a.start().await {
+                Ok(true) => a.retried.retries += 1,
+                Ok(false) => return last_outcome,
+                Err(refused) => {
+                    tracing::debug!(error = %refused, "retry not admitted");
+                    return last_outcome;
+                }
+            }
+        }
+    }
 }
 
-/// The retry loop of one request.
+/// The retry loop of one request; the answer (or error) notes its retries and hedges.
 async fn run<S, B>(
     svc: S,
     head: http::request::Parts,
@@ -258,76 +333,25 @@ where
         head,
         template: body.try_clone(),
         first: Some(body),
-        policy: policy.clone(),
+        policy,
         limits,
         cluster,
         pending: FuturesUnordered::new(),
         previous: Vec::new(),
         started: 0,
         deadline: None,
+        retried: crate::stats::Retried::default(),
     };
-    let mut last: Option<Result<Response<MeshBody>, MeshError>> = None;
-    a.start().await?;
-    loop {
-        let outcome = match a.next_event().await {
-            Event::Done(res) => {
-                if let Some(ep) = endpoint_of(&res) {
-                    a.previous.push(ep);
-                }
-                let retriable = match &res {
-                    Ok(r) => policy.retriable_response(r),
-                    Err(e) => policy.retriable_error(e),
-                };
-                if !retriable {
-                    return res;
-                }
-                if !a.pending.is_empty() {
-                    // A hedged sibling is still running: its answer may yet be good.
-                    last = Some(res);
-                    continue;
-                }
-                res
-            }
-            Event::PerTryTimeout => {
-                let timed_out = Err(MeshError::new(
-                    ErrorKind::PerTryTimeout,
-                    format!(
-                        "attempt {} got no response within per_try_timeout {:?}",
-                        a.started,
-                        policy.per_try_timeout.unwrap_or_default()
-                    ),
-                )
-                .with_cluster(a.cluster.clone()));
-                if policy.hedge_on_per_try_timeout {
-                    if a.started <= policy.max_retries && a.start().await.unwrap_or(false) {
-                        continue;
-                    }
-                    if !a.pending.is_empty() {
-                        continue; // no more hedges: wait for the ones in flight
-                    }
-                } else {
-                    a.pending = FuturesUnordered::new(); // cancel the slow attempt
-                }
-                if let Err(e) = &timed_out
-                    && !policy.retriable_error(e)
-                {
-                    return timed_out;
-                }
-                timed_out
-            }
-        };
-        let last_outcome = last.take().unwrap_or(outcome);
-        if a.started > policy.max_retries {
-            return last_outcome;
+    let res = a.drive().await;
+    let retried = a.retried;
+    if retried == crate::stats::Retried::default() {
+        return res;
+    }
+    match res {
+        Ok(mut r) => {
+            r.extensions_mut().insert(retried);
+            Ok(r)
         }
-        tokio::time::sleep(policy.backoff(a.started, fastrand::u64(..))).await;
-        match a.start().await {
-            Ok(true) => {}
-            Ok(false) => return last_outcome,
-            Err(refused) => {
-                tracing::debug!(error = %refused, "retry not admitted");
-                return last_outcome;
-            }
-        }
+        Err(e) => Err(e.with_retried(retried)),
     }
 }

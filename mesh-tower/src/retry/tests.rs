@@ -93,11 +93,20 @@ fn err(kind: ErrorKind) -> Result<Response<MeshBody>, MeshError> {
 #[tokio::test(start_paused = true)]
 async fn retries_up_to_num_retries_with_attempt_count() {
     let (svc, seen) = scripted(|_| status(503));
+    let start = Instant::now();
     let res = call(svc, &route(policy("5xx", |_| {})), None)
         .await
         .unwrap();
     assert_eq!(res.status(), 503, "the last attempt's response is returned");
     assert_eq!(*seen.lock().unwrap(), ["1", "2", "3"]);
+    // The answer tells gRPC's metrics (A96) what the call took.
+    let retried = res.extensions().get::<crate::stats::Retried>().unwrap();
+    assert_eq!((retried.retries, retried.hedges), (2, 0));
+    // The attempts answer at once (paused time): the call's time is its backoff (each of the
+    // two sleeps rounded up to tokio's millisecond).
+    let took = start.elapsed();
+    assert!(retried.delay <= took && took - retried.delay <= Duration::from_millis(2));
+    assert!(retried.delay > Duration::ZERO, "{retried:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -108,6 +117,8 @@ async fn a_good_response_ends_the_retries() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(seen.lock().unwrap().len(), 2);
+    let retried = res.extensions().get::<crate::stats::Retried>().unwrap();
+    assert_eq!(retried.retries, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -321,6 +332,12 @@ async fn hedging_keeps_the_slow_attempt_and_takes_the_first_answer() {
     let (svc, attempts) = timed(slow_then_fast(Duration::from_secs(3)));
     let res = call(svc, &route(p), None).await.unwrap();
     assert_eq!((served_by(&res), attempts.load(Ordering::SeqCst)), (2, 2));
+    let retried = res.extensions().get::<crate::stats::Retried>().unwrap();
+    assert_eq!(
+        (retried.retries, retried.hedges),
+        (0, 1),
+        "a hedge, not a retry"
+    );
 
     // The original answers first (the hedge is slower still): it is not cancelled.
     let p = RetryPolicy::new(&base, Some(&hedge), None).unwrap();

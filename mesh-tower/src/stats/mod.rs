@@ -6,11 +6,20 @@
 //! on the body (routing, clusters, TLS); the label sets that need those live in
 //! `telemetry`, which hands this module finished labels.
 
+mod attempt;
 mod format;
 mod grpc;
 mod log;
 mod record;
 
+pub use crate::error::Retried;
+pub(crate) use attempt::{
+    AttemptCache, AttemptHandles, AttemptRecord, CallAttempts, MessageSizes, SentMessages,
+};
+pub use attempt::{
+    CLIENT_ATTEMPT_DURATION, CLIENT_ATTEMPT_RCVD, CLIENT_ATTEMPT_SENT, CLIENT_ATTEMPT_STARTED,
+    CLIENT_CALL_HEDGES, CLIENT_CALL_RETRIES, CLIENT_CALL_RETRY_DELAY, COUNT_BUCKETS, SIZE_BUCKETS,
+};
 pub use format::LogFormat;
 pub use grpc::{CLIENT_CALL_DURATION, LATENCY_BUCKETS, SERVER_CALL_DURATION, SERVER_CALL_STARTED};
 pub use log::AccessLog;

@@ -96,6 +96,8 @@ pub(crate) struct ClientCall {
     /// The call's span (sampled calls of a tracing mesh) and context (traced calls).
     span: Option<Box<OpenSpan>>,
     context: Option<TraceContext>,
+    /// gRPC's per-attempt and retry handles of the call's method (gRPC calls only).
+    attempts: Option<Arc<crate::stats::AttemptHandles>>,
 }
 
 /// Where a client call went, as far as the mesh knows.
@@ -126,9 +128,19 @@ impl ClientCall {
             .extensions()
             .get::<CallTrace>()
             .map(|c| c.context().clone());
+        // Each attempt finds the method's handles in the request (A66).
+        let attempts = grpc.then(|| {
+            let h = telemetry
+                .attempts()
+                .get(req.uri().path(), target.map_or("", |t| &**t));
+            req.extensions_mut()
+                .insert(crate::stats::CallAttempts(h.clone()));
+            h
+        });
         Self {
             span,
             context,
+            attempts,
             telemetry: telemetry.clone(),
             start: Instant::now(),
             log: telemetry
@@ -205,6 +217,12 @@ impl ClientCall {
             grpc: grpc_status(res.headers()),
             flags,
         };
+        if let (Some(h), Some(r)) = (
+            &self.attempts,
+            res.extensions().get::<crate::stats::Retried>(),
+        ) {
+            h.retried(r);
+        }
         if let Some(line) = &mut self.log {
             line.response(res.headers());
             // The cluster's own name (a reference count, not a copy).
@@ -228,6 +246,9 @@ impl ClientCall {
     /// error).
     pub(crate) fn failed(self, e: &crate::MeshError) -> Recording {
         let grpc = self.grpc;
+        if let (Some(h), Some(r)) = (&self.attempts, e.retried()) {
+            h.retried(r);
+        }
         let to = Dest {
             service: e.cluster().unwrap_or(UNKNOWN),
             endpoint: e.endpoint(),

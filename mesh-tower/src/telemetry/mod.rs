@@ -45,8 +45,10 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use crate::stats::{
-    CLIENT_CALL_DURATION, LATENCY_BUCKETS, REQUEST_DURATION, REQUESTS_TOTAL, RESPONSE_BYTES,
-    SERVER_CALL_DURATION, SERVER_CALL_STARTED,
+    CLIENT_ATTEMPT_DURATION, CLIENT_ATTEMPT_RCVD, CLIENT_ATTEMPT_SENT, CLIENT_ATTEMPT_STARTED,
+    CLIENT_CALL_DURATION, CLIENT_CALL_HEDGES, CLIENT_CALL_RETRIES, CLIENT_CALL_RETRY_DELAY,
+    COUNT_BUCKETS, LATENCY_BUCKETS, REQUEST_DURATION, REQUESTS_TOTAL, RESPONSE_BYTES, Retried,
+    SERVER_CALL_DURATION, SERVER_CALL_STARTED, SIZE_BUCKETS,
 };
 
 /// Envoy's default histogram buckets (milliseconds for durations), which Istio's dashboards
@@ -83,6 +85,8 @@ struct Inner {
     workload: Workload,
     client: Edges,
     server: Edges,
+    /// gRPC's per-attempt and retry handles, by method and channel (A66, A96).
+    attempts: crate::stats::AttemptCache,
     access_log: Option<AccessLog>,
     tracer: Option<crate::trace::Tracer>,
     /// Istio's metadata exchange headers this workload sends (see `exchange`).
@@ -110,6 +114,7 @@ impl Telemetry {
                     labels::local_destination(&workload),
                     crate::stats::SERVER_CALL_DURATION,
                 ),
+                attempts: Default::default(),
                 exchange: exchange::headers(&workload),
                 workload,
                 access_log,
@@ -166,6 +171,10 @@ impl Telemetry {
     pub(crate) fn server(&self) -> &Edges {
         &self.inner.server
     }
+
+    pub(crate) fn attempts(&self) -> &crate::stats::AttemptCache {
+        &self.inner.attempts
+    }
 }
 
 impl fmt::Debug for Telemetry {
@@ -176,5 +185,7 @@ impl fmt::Debug for Telemetry {
     }
 }
 
+#[cfg(test)]
+mod attempt_tests;
 #[cfg(test)]
 mod tests;

@@ -24,14 +24,22 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
 }
 
 /// The builder [`install`] uses (Envoy's buckets for `istio_*` histograms, gRPC's for its
-/// call durations), to add to or to build a recorder without installing it.
+/// durations, message sizes and retry counts), to add to or to build a recorder without
+/// installing it.
 pub fn builder() -> Result<PrometheusBuilder, BuildError> {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Prefix("istio_".into()), &super::ENVOY_BUCKETS)?
-        .set_buckets_for_metric(
-            Matcher::Suffix("call.duration".into()),
-            &super::LATENCY_BUCKETS,
-        )
+    let mut b = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Prefix("istio_".into()), &super::ENVOY_BUCKETS)?;
+    for suffix in ["call.duration", "attempt.duration", "call.retry_delay"] {
+        b = b.set_buckets_for_metric(Matcher::Suffix(suffix.into()), &super::LATENCY_BUCKETS)?;
+    }
+    b = b.set_buckets_for_metric(
+        Matcher::Suffix("compressed_message_size".into()),
+        &super::SIZE_BUCKETS,
+    )?;
+    for name in [super::CLIENT_CALL_RETRIES, super::CLIENT_CALL_HEDGES] {
+        b = b.set_buckets_for_metric(Matcher::Full(name.into()), &super::COUNT_BUCKETS)?;
+    }
+    Ok(b)
 }
 
 /// The text format's content type.

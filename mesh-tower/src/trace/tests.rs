@@ -157,41 +157,14 @@ async fn a_retried_call_and_the_requests_it_reached_make_one_trace() {
     use tower::ServiceExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let yaml = format!(
-        r#"
-listeners:
-  - name: web
-    route_config:
-      virtual_hosts:
-        - name: web
-          domains: ["*"]
-          routes:
-            - match: {{ prefix: / }}
-              route:
-                cluster: web
-                retry_policy: {{ retry_on: 5xx, num_retries: 1, retry_back_off: {{ base_interval: 0.001s }} }}
-clusters:
-  - name: web
-    type: STATIC
-    protocol: HTTP2
-    load_assignment: {{ cluster_name: web, endpoints: [{{ lb_endpoints: [{{ address: "{addr}" }}] }}] }}
-servers:
-  - name: s
-"#
+    let yaml = crate::test_util::web_h2_yaml(
+        addr,
+        "retry_policy: { retry_on: 5xx, num_retries: 1, retry_back_off: { base_interval: 0.001s } }",
     );
     let spans = Arc::new(Spans::default());
     let tracer = Tracer::new(Sampler::AlwaysOn, spans.clone());
     let telemetry = crate::telemetry::Telemetry::new(Default::default()).with_tracer(tracer);
-    let store = mesh_core::Store::new();
-    store
-        .replace(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
-        .unwrap();
-    let mesh = crate::Mesh::builder()
-        .store(store)
-        .telemetry(telemetry)
-        .build()
-        .await
-        .unwrap();
+    let mesh = crate::test_util::mesh_of(&yaml, telemetry).await;
     let served = Arc::new(AtomicU32::new(0));
     let (count, seen) = (served.clone(), Arc::new(std::sync::Mutex::new(Vec::new())));
     let seen_in = seen.clone();
