@@ -112,25 +112,30 @@ pub fn canonical(name: &str) -> Cow<'_, str> {
 pub struct Routing {
     /// Distinct servers; `[0]` is the top-level one.
     servers: Vec<XdsServer>,
+    /// Each server's fallbacks (gRFC A71): the rest of the `xds_servers` list it heads.
+    fallbacks: Vec<Vec<XdsServer>>,
     /// Authority → index into `servers`.
     authorities: BTreeMap<String, usize>,
 }
 
 impl Routing {
     /// From a checked bootstrap: each authority uses its first server (the top-level one when
-    /// it names none); equal servers are one stream.
+    /// it names none), the others of its list as fallbacks; equal first servers are one
+    /// stream.
     pub fn new(bootstrap: &Bootstrap) -> Self {
         let mut servers = vec![bootstrap.xds_servers[0].clone()];
+        let mut fallbacks = vec![bootstrap.xds_servers[1..].to_vec()];
         let mut authorities = BTreeMap::new();
         for (name, authority) in &bootstrap.authorities {
-            let server = authority
-                .xds_servers
-                .first()
-                .unwrap_or(&bootstrap.xds_servers[0]);
-            let index = match servers.iter().position(|s| s == server) {
+            let list = match authority.xds_servers.is_empty() {
+                true => &bootstrap.xds_servers,
+                false => &authority.xds_servers,
+            };
+            let index = match servers.iter().position(|s| *s == list[0]) {
                 Some(i) => i,
                 None => {
-                    servers.push(server.clone());
+                    servers.push(list[0].clone());
+                    fallbacks.push(list[1..].to_vec());
                     servers.len() - 1
                 }
             };
@@ -138,6 +143,7 @@ impl Routing {
         }
         Self {
             servers,
+            fallbacks,
             authorities,
         }
     }
@@ -145,6 +151,13 @@ impl Routing {
     /// The distinct servers, in stream order.
     pub fn servers(&self) -> &[XdsServer] {
         &self.servers
+    }
+
+    /// The fallbacks of stream `index`'s server, in order (gRFC A71: used while it is
+    /// unreachable and a wanted resource has no cached copy). A stream shared by several
+    /// authorities with the same first server takes the first list seen.
+    pub fn fallbacks(&self, index: usize) -> &[XdsServer] {
+        self.fallbacks.get(index).map_or(&[], Vec::as_slice)
     }
 
     /// The stream that serves `name` of type `ty`, or why none can.

@@ -139,6 +139,8 @@ pub struct Ads {
     types: [TypeState; ResourceType::ALL.len()],
     node_sent: bool,
     streaming: bool,
+    /// The next stream goes to another server than the last: versions mean nothing there.
+    new_server: bool,
 }
 
 const NACK_BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -152,6 +154,7 @@ impl Ads {
             types: Default::default(),
             node_sent: false,
             streaming: false,
+            new_server: false,
         }
     }
 
@@ -181,7 +184,30 @@ impl Ads {
                 out.requests.push(req);
             }
         }
+        self.new_server = false;
         out
+    }
+
+    /// The next stream is to another server (gRFC A71's fallback, or back): the versions the
+    /// last one gave are not stated (SotW's `version_info`, Delta's initial versions), so it
+    /// sends every wanted resource; the cache stays in force meanwhile.
+    pub fn server_changed(&mut self) {
+        self.new_server = true;
+        for st in &mut self.types {
+            st.version.clear();
+        }
+    }
+
+    /// Whether a wanted resource has no copy yet (neither a value nor known not to exist):
+    /// gRFC A71 falls back from an unreachable server only then.
+    pub fn has_uncached(&self) -> bool {
+        self.types.iter().any(|st| {
+            st.wanted.iter().any(|name| {
+                st.resources
+                    .get(name)
+                    .is_none_or(|m| !m.has_value && !m.missing)
+            })
+        })
     }
 
     /// The stream broke: timers stop until the next stream (the cache stays).
@@ -260,6 +286,7 @@ impl Ads {
             return self.response_request(ty, None);
         }
         let node = self.node();
+        let new_server = self.new_server;
         let st = &mut self.types[ty.index()];
         st.sent_any = true;
         match self.config.protocol {
@@ -271,7 +298,7 @@ impl Ads {
                     st.wanted.difference(&st.told).cloned().collect()
                 };
                 let unsubscribe: Vec<String> = st.told.difference(&st.wanted).cloned().collect();
-                let initial = if st.told.is_empty() {
+                let initial = if st.told.is_empty() && !new_server {
                     st.resources
                         .iter()
                         .filter(|(n, m)| m.has_value && st.wanted.contains(*n))
@@ -592,6 +619,8 @@ impl Ads {
     }
 }
 
+#[cfg(test)]
+mod fallback_tests;
 #[cfg(test)]
 mod tests;
 

@@ -3,7 +3,7 @@ use crate::build;
 use envoy_types::pb::envoy::service::discovery::v3::Resource;
 use envoy_types::pb::google::protobuf::Any;
 
-fn ads(protocol: Protocol) -> Ads {
+pub(super) fn ads(protocol: Protocol) -> Ads {
     Ads::new(Config {
         protocol,
         node: Node {
@@ -16,25 +16,40 @@ fn ads(protocol: Protocol) -> Ads {
     })
 }
 
-fn names(n: &[&str]) -> BTreeSet<String> {
+pub(super) fn names(n: &[&str]) -> BTreeSet<String> {
     n.iter().map(|s| s.to_string()).collect()
 }
 
-fn sotw(r: &Request) -> &DiscoveryRequest {
+pub(super) fn sotw(r: &Request) -> &DiscoveryRequest {
     match r {
         Request::Sotw(r) => r,
         other => panic!("expected SotW, got {other:?}"),
     }
 }
 
-fn delta(r: &Request) -> &DeltaDiscoveryRequest {
+pub(super) fn delta(r: &Request) -> &DeltaDiscoveryRequest {
     match r {
         Request::Delta(r) => r,
         other => panic!("expected Delta, got {other:?}"),
     }
 }
 
-fn response(
+/// A Delta response with EDS cluster `name` at `version`.
+pub(super) fn delta_cluster(nonce: &str, name: &str, version: &str) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        type_url: ResourceType::Cluster.type_url().into(),
+        nonce: nonce.into(),
+        resources: vec![Resource {
+            name: name.into(),
+            version: version.into(),
+            resource: Some(build::any(&build::eds_cluster(name))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+pub(super) fn response(
     ty: ResourceType,
     version: &str,
     nonce: &str,
@@ -348,18 +363,7 @@ fn delta_subscribes_by_difference_and_resumes_with_versions() {
         delta(&out.requests[0]).resource_names_subscribe,
         vec!["a", "b"]
     );
-    let resp = DeltaDiscoveryResponse {
-        type_url: ResourceType::Cluster.type_url().into(),
-        nonce: "n1".into(),
-        resources: vec![Resource {
-            name: "a".into(),
-            version: "va".into(),
-            resource: Some(build::any(&build::eds_cluster("a"))),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let out = a.on_delta(resp, t0);
+    let out = a.on_delta(delta_cluster("n1", "a", "va"), t0);
     assert_eq!(upserted(&out), vec!["a"]);
     let ack = delta(&out.requests[0]);
     assert_eq!(ack.response_nonce, "n1");

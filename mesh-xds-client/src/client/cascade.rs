@@ -93,7 +93,7 @@ pub(super) fn tick(shared: &Arc<Shared>, index: usize) {
 /// Applies server `index`'s output: changes to the store (one atomic edit), requests to its
 /// stream.
 pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
-    super::metrics::updates(&shared.streams[index].settings.uri, &out.updates);
+    super::metrics::updates(&shared.streams[index].settings().uri, &out.updates);
     let nack = out.requests.iter().find_map(|r| match r {
         Request::Sotw(r) => r.error_detail.as_ref().map(|e| e.message.clone()),
         Request::Delta(r) => r.error_detail.as_ref().map(|e| e.message.clone()),
@@ -338,9 +338,19 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
         let now = Instant::now().into_std();
         let mut outputs = Vec::new();
         let mut start = Vec::new();
+        // Streams whose subscriptions changed: a stream waiting out a backoff looks again
+        // (gRFC A71: a new uncached resource may make its fallback worth a switch).
+        let mut changed = Vec::new();
         for (i, names) in per_server.into_iter().enumerate() {
             st.ads[i].set_inbound_route_configs(&inbound_routes);
             let needed = names.iter().any(|n| !n.is_empty());
+            if ResourceType::ALL
+                .into_iter()
+                .zip(&names)
+                .any(|(ty, names)| st.ads[i].wanted(ty) != names)
+            {
+                changed.push(i);
+            }
             for (ty, names) in ResourceType::ALL.into_iter().zip(names) {
                 let out = st.ads[i].set_wanted(ty, names, now);
                 if !out.requests.is_empty() || !out.changes.is_empty() {
@@ -370,6 +380,9 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
         let stable = outputs.is_empty();
         for (i, out) in outputs {
             deliver(shared, i, out);
+            shared.streams[i].wake.notify_one();
+        }
+        for i in changed {
             shared.streams[i].wake.notify_one();
         }
         for i in start {

@@ -33,6 +33,7 @@ use mesh_core::Store;
 use mesh_tower::control::Control;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -192,7 +193,6 @@ impl XdsClientBuilder {
         let mut streams = Vec::new();
         let mut sources = Vec::new();
         for server in routing.servers() {
-            let tls = tls_for(server)?;
             let protocol = self
                 .protocol
                 .unwrap_or(if server.has_feature(FEATURE_DELTA) {
@@ -200,7 +200,13 @@ impl XdsClientBuilder {
                 } else {
                     ads::Protocol::Sotw
                 });
-            sources.push(format!("{} ({protocol:?})", server.server_uri));
+            let fallbacks = routing.fallbacks(machines.len());
+            let mut source = format!("{} ({protocol:?})", server.server_uri);
+            if !fallbacks.is_empty() {
+                let uris: Vec<&str> = fallbacks.iter().map(|f| f.server_uri.as_str()).collect();
+                source.push_str(&format!(" [fallback: {}]", uris.join(", ")));
+            }
+            sources.push(source);
             machines.push(Ads::new(ads::Config {
                 protocol,
                 node: node.clone(),
@@ -208,13 +214,22 @@ impl XdsClientBuilder {
                 ignore_resource_deletion: server.has_feature(FEATURE_IGNORE_RESOURCE_DELETION),
                 context: context.clone(),
             }));
-            streams.push(StreamSlot {
-                settings: Settings {
+            let settings = |server: &XdsServer| -> Result<Settings, ClientError> {
+                let tls = tls_for(server)?;
+                Ok(Settings {
                     uri: endpoint_uri(&server.server_uri, tls.is_some()),
                     tls,
                     backoff: self.backoff,
                     token: self.access_token_file.clone(),
-                },
+                })
+            };
+            let mut servers = vec![settings(server)?];
+            for f in fallbacks {
+                servers.push(settings(f)?);
+            }
+            streams.push(StreamSlot {
+                servers,
+                current: AtomicUsize::new(0),
                 wake: Notify::new(),
             });
         }
@@ -343,9 +358,19 @@ struct Shared {
 /// What one server's stream task needs beside the state.
 #[derive(Debug)]
 struct StreamSlot {
-    settings: Settings,
+    /// `[0]`: the server; then its fallbacks in order (gRFC A71).
+    servers: Vec<Settings>,
+    /// Which of `servers` the stream uses now.
+    current: AtomicUsize,
     /// Woken when the cascade changes this server's subscriptions (its timers moved).
     wake: Notify,
+}
+
+impl StreamSlot {
+    /// The settings of the server in use.
+    fn settings(&self) -> &Settings {
+        &self.servers[self.current.load(Ordering::Relaxed)]
+    }
 }
 
 #[derive(Debug)]

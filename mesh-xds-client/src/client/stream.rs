@@ -2,11 +2,12 @@
 //! reconnect with backoff when the stream breaks (the cached config keeps serving).
 
 use super::cascade::{cascade, deliver, tick};
-use super::{Shared, Tls};
+use super::{Settings, Shared, Tls};
 use crate::ads::{self, Ads, Output, Request};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -14,38 +15,121 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 /// Server `index`'s task: streams until dropped, reconnecting with exponential backoff and
 /// full jitter.
+///
+/// gRFC A71's fallback: when the server in use cannot be reached (a stream that got no
+/// response) while a wanted resource has no cached copy, the next server of its list is
+/// tried at once; with everything cached, the client stays on its server and the cache
+/// serves (a fallback could only bring different config). On a fallback, the primary is
+/// probed at the backoff's pace, and once it accepts a connection the stream goes back to it.
+/// Resources from any server stay cached across the switches.
 pub(super) async fn run(shared: Arc<Shared>, index: usize) {
-    let settings = &shared.streams[index].settings;
-    let (initial, max) = settings.backoff;
+    let slot = &shared.streams[index];
+    let (initial, max) = slot.servers[0].backoff;
     let mut failures: u32 = 0;
     loop {
-        let answered = match stream_once(&shared, index).await {
-            Ok(answered) => answered,
-            Err(e) => {
-                tracing::warn!(uri = %settings.uri, error = %e, "xDS stream failed; serving the cached config");
-                false
+        let current = slot.current.load(Ordering::Relaxed);
+        let settings = &slot.servers[current];
+        let ended = if current == 0 {
+            Some(stream_once(&shared, index, settings).await)
+        } else {
+            tokio::select! {
+                r = stream_once(&shared, index, settings) => Some(r),
+                () = reachable(&slot.servers[0]) => None,
             }
         };
         super::metrics::connected(&settings.uri, false);
-        if answered {
-            failures = 0;
-        } else {
-            failures += 1;
-            super::metrics::server_failure(&settings.uri);
-        }
         {
             let mut st = shared.lock();
             st.ads[index].stream_ended();
             st.tx[index] = None;
         }
+        let answered = match ended {
+            None => {
+                tracing::info!(primary = %slot.servers[0].uri, fallback = %settings.uri, "xDS primary reachable again: switching back");
+                switch(&shared, index, 0);
+                failures = 0;
+                continue;
+            }
+            Some(Ok(answered)) => answered,
+            Some(Err(e)) => {
+                tracing::warn!(uri = %settings.uri, error = %e, "xDS stream failed; serving the cached config");
+                false
+            }
+        };
+        // The next server of the list, while this one fails.
+        let mut fallback = None;
+        if answered {
+            failures = 0;
+        } else {
+            failures += 1;
+            super::metrics::server_failure(&settings.uri);
+            let next = current + 1;
+            if next < slot.servers.len() {
+                if shared.lock().ads[index].has_uncached() {
+                    fall_back(&shared, index, next);
+                    continue;
+                }
+                fallback = Some(next);
+            } else if current != 0 {
+                // The fallbacks failed too: start over from the primary, after the backoff.
+                switch(&shared, index, 0);
+            }
+        }
+        let cap = initial.saturating_mul(1u32 << failures.min(16)).min(max);
+        let backoff = tokio::time::sleep(cap.mul_f64(fastrand::f64()));
+        tokio::pin!(backoff);
+        loop {
+            tokio::select! {
+                () = &mut backoff => break,
+                // Subscriptions changed: a resource wanted now and not cached is worth the
+                // fallback at once rather than after the backoff.
+                () = slot.wake.notified() => {
+                    if let Some(next) = fallback
+                        && shared.lock().ads[index].has_uncached()
+                    {
+                        fall_back(&shared, index, next);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Moves stream `index` to fallback server `next` (logged).
+fn fall_back(shared: &Shared, index: usize, next: usize) {
+    let slot = &shared.streams[index];
+    let from = &slot.settings().uri;
+    tracing::info!(unreachable = %from, fallback = %slot.servers[next].uri, "xDS fallback: resources wanted and not cached");
+    switch(shared, index, next);
+}
+
+/// Moves stream `index` to its server `to`.
+fn switch(shared: &Shared, index: usize, to: usize) {
+    shared.streams[index].current.store(to, Ordering::Relaxed);
+    shared.lock().ads[index].server_changed();
+}
+
+/// Resolves when `server` accepts a connection, tried at its backoff's pace.
+async fn reachable(server: &Settings) {
+    let (initial, max) = server.backoff;
+    let mut failures: u32 = 0;
+    loop {
         let cap = initial.saturating_mul(1u32 << failures.min(16)).min(max);
         tokio::time::sleep(cap.mul_f64(fastrand::f64())).await;
+        if connect(&server.uri, server.tls.as_ref()).await.is_ok() {
+            return;
+        }
+        failures += 1;
     }
 }
 
 /// One stream: returns whether any response arrived (to reset the backoff).
-async fn stream_once(shared: &Arc<Shared>, index: usize) -> Result<bool, BoxError> {
-    let settings = &shared.streams[index].settings;
+async fn stream_once(
+    shared: &Arc<Shared>,
+    index: usize,
+    settings: &Settings,
+) -> Result<bool, BoxError> {
     let channel = connect(&settings.uri, settings.tls.as_ref()).await?;
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
@@ -119,7 +203,7 @@ where
             msg = inbound.message() => match msg? {
                 Some(resp) => {
                     if !got_response {
-                        super::metrics::connected(&shared.streams[index].settings.uri, true);
+                        super::metrics::connected(&shared.streams[index].settings().uri, true);
                     }
                     got_response = true;
                     let out = on_message(&mut shared.lock().ads[index], resp, Instant::now().into_std());
