@@ -3,6 +3,8 @@
 //!   the `x-key` header; for 10k keys, each must land on the same endpoint through both;
 //! - priorities and localities: a half-unhealthy P0 spills 30% to P1 and locality weights 1:3
 //!   split 25/75, through both within statistical tolerance;
+//! - aggregate clusters (gRFC A37): a primary with 1 of 4 endpoints healthy keeps 35% and
+//!   spills 65% to the next cluster; with the first cluster down, a DNS cluster serves all;
 //! - client-side weighted round robin: three endpoints reporting CPU 0.2, 0.4 and 0.8 at the
 //!   same QPS (one in gRPC-style binary trailers) get 4/7, 2/7 and 1/7 through both.
 
@@ -217,6 +219,65 @@ async fn priority_spill_and_locality_weights_agree_with_envoy() {
     for (who, s) in [("Envoy", theirs), ("mesh", ours)] {
         assert!((s - 0.75).abs() <= 0.075, "{who} sent {s} to zone b");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_clusters_fail_over_as_envoy_does() {
+    let mut b = Vec::new();
+    for _ in 0..8 {
+        b.push(Backend::start().await.unwrap());
+    }
+    let a: Vec<SocketAddr> = b.iter().map(Backend::addr).collect();
+    // primary: 1 of 4 healthy (health 1.4 × 25% = 35%); secondary: 2 healthy; dead: none
+    // healthy; last: a STRICT_DNS name for the eighth backend.
+    let cla = |name: &str, addrs: &[SocketAddr], healthy: &[bool]| {
+        let mut cla = build::assignment(name, &[]);
+        cla.endpoints = vec![build::locality("a", 0, 1, addrs, healthy)];
+        build::any(&cla)
+    };
+    let rc = build::route_config(
+        "lb-routes",
+        &["*"],
+        vec![build::route("/agg", "agg"), build::route("/dns", "agg-dns")],
+    );
+    let (_cp, envoy, _mesh, web) = envoy_and_mesh(
+        &rc,
+        vec![
+            build::any(&build::aggregate_cluster("agg", &["primary", "secondary"])),
+            build::any(&build::aggregate_cluster("agg-dns", &["dead", "last"])),
+            build::any(&build::eds_cluster("primary")),
+            build::any(&build::eds_cluster("secondary")),
+            build::any(&build::eds_cluster("dead")),
+            build::any(&build::dns_cluster("last", "localhost", a[7].port())),
+            cla("primary", &a[0..4], &[true, false, false, false]),
+            cla("secondary", &a[4..6], &[true, true]),
+            cla("dead", &a[6..7], &[false]),
+        ],
+        "/agg",
+    )
+    .await;
+
+    let n = 600;
+    let secondary: Vec<String> = a[4..6].iter().map(ToString::to_string).collect();
+    let (theirs, ours) = shares(envoy.listener, &web, "/agg", &secondary, n).await;
+    // 65% of 600: sd ≈ 1.9%; ±4 sd for both.
+    for (who, s) in [("Envoy", theirs), ("mesh", ours)] {
+        assert!((s - 0.65).abs() <= 0.075, "{who} sent {s} to the secondary");
+    }
+    // The DNS cluster resolves on first use: once a request reached it, all do.
+    let last = vec![a[7].to_string()];
+    tokio::time::timeout(PATIENCE, async {
+        while via_mesh(&web, "/dns", "k").await != last[0] {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the DNS cluster served");
+    assert_eq!(
+        shares(envoy.listener, &web, "/dns", &last, 50).await,
+        (1.0, 1.0),
+        "with the first cluster down, the DNS cluster takes everything"
+    );
 }
 
 /// The backend that answered one request through the mesh, with the body (and so its

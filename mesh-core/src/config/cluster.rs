@@ -8,7 +8,9 @@ use crate::policy::{CircuitBreakers, OutlierDetection};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+mod aggregate;
 mod lb;
+pub use aggregate::*;
 pub use lb::*;
 
 /// Envoy's `Cluster`, reduced to what an in-process client acts on.
@@ -82,6 +84,10 @@ pub struct Cluster {
     /// directly). A TLS cluster never falls back to plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport_socket: Option<UpstreamTls>,
+    /// A custom cluster type instead of `type`: the aggregate cluster (gRFC A37), failover
+    /// across the clusters it names. It has no endpoints of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_type: Option<ClusterType>,
 }
 
 /// Envoy's connect timeout default.
@@ -116,7 +122,15 @@ impl Cluster {
             circuit_breakers: None,
             outlier_detection: None,
             transport_socket: None,
+            cluster_type: None,
         }
+    }
+
+    /// For an aggregate cluster, the clusters it fails over across, highest priority first.
+    pub fn aggregate(&self) -> Option<&[String]> {
+        self.cluster_type
+            .as_ref()
+            .map(|t| t.typed_config.clusters.as_slice())
     }
 
     /// The name under which this cluster's endpoints are published (EDS service name or name).
@@ -186,6 +200,14 @@ impl Cluster {
                 "DNS clusters list their names in `dns_endpoints`",
             ),
             (DiscoveryType::StrictDns | DiscoveryType::LogicalDns, None) => {}
+        }
+        if let Some(t) = &self.cluster_type {
+            t.validate(&self.name, &path.field("cluster_type"), errors);
+            errors.check(
+                self.load_assignment.is_none() && self.eds_service_name.is_none(),
+                &path.field("cluster_type"),
+                "an aggregate cluster has no endpoints of its own (no load_assignment or eds_service_name)",
+            );
         }
         if self.discovery == DiscoveryType::Static && self.eds_service_name.is_some() {
             errors.push(&path.field("eds_service_name"), "is only for EDS clusters");

@@ -149,6 +149,25 @@ impl MeshConfig {
         for (i, c) in self.clusters.iter().enumerate() {
             let p = root.field("clusters").index(i);
             c.validate(&p, &mut errors);
+            // An aggregate's clusters must be in the document, and be no aggregates themselves
+            // (one level, as Envoy's aggregate cluster takes).
+            for (j, name) in c.aggregate().unwrap_or_default().iter().enumerate() {
+                let at = p
+                    .field("cluster_type")
+                    .field("typed_config")
+                    .field("clusters")
+                    .index(j);
+                match self.clusters.iter().find(|o| o.name == *name) {
+                    None if !name.is_empty() => {
+                        errors.push(&at, format!("unknown cluster {name:?}"))
+                    }
+                    Some(o) if o.aggregate().is_some() && *name != c.name => errors.push(
+                        &at,
+                        format!("{name:?} is an aggregate cluster: aggregates do not nest"),
+                    ),
+                    _ => {}
+                }
+            }
             if let Some(tls) = &c.transport_socket {
                 tls::check_instances(
                     tls.provider_names(),

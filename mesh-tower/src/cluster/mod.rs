@@ -9,6 +9,7 @@
 //! that stay keep their connections and counters; endpoints that leave are dropped from the
 //! picker at once, and their connections close when the last in-flight request on them ends.
 
+mod aggregate;
 pub(crate) mod dns;
 mod future;
 pub(crate) mod plan;
@@ -129,7 +130,7 @@ where
         cluster: &Arc<str>,
         headers: &http::HeaderMap,
     ) -> Result<(), MeshError> {
-        let handle = self.registry.get(cluster);
+        let handle = self.resolve(cluster, None)?;
         let state = handle.current();
         match state.pick(&PickContext::new(headers)) {
             Ok(_) => Ok(()),
@@ -137,10 +138,39 @@ where
         }
     }
 
+    /// The cluster a request to `name` goes to: itself, or for an aggregate cluster (gRFC
+    /// A37) the one of its clusters their health gives this request (drawn by `hash` when
+    /// the route hashes, so a key stays put).
+    fn resolve(
+        &self,
+        name: &Arc<str>,
+        hash: Option<u64>,
+    ) -> Result<Arc<registry::ClusterHandle>, MeshError> {
+        let handle = self.registry.get(name);
+        let (children, threshold) = {
+            let state = handle.current();
+            match &state.aggregate {
+                None => return Ok(handle),
+                Some(c) => (c.clone(), state.panic_threshold()),
+            }
+        };
+        let r = hash.unwrap_or_else(|| fastrand::u64(..));
+        aggregate::choose(&self.registry, &children, threshold, r).ok_or_else(|| {
+            MeshError::new(
+                ErrorKind::NoEndpoint,
+                format!("aggregate cluster: none of {children:?} has an endpoint"),
+            )
+            .with_cluster(name.clone())
+        })
+    }
+
     /// Sends `req` to an endpoint of `to.cluster` (the mesh's lean path calls this directly,
     /// with the decision it holds, instead of through the request's extensions).
     pub(crate) fn dispatch(&self, mut req: Request<B>, to: &Destination) -> ResponseFuture {
-        let cluster = self.registry.get(&to.cluster);
+        let cluster = match self.resolve(&to.cluster, to.hash) {
+            Ok(c) => c,
+            Err(e) => return ResponseFuture::failed(e),
+        };
         let admitted = match cluster.limits.try_request() {
             Ok(guard) => guard,
             Err(e) => return ResponseFuture::failed(e),

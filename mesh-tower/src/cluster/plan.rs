@@ -88,6 +88,10 @@ pub(crate) struct Plan {
     /// Cumulative load per level, out of 100.
     loads: Vec<u32>,
     pub(crate) panic: bool,
+    /// (healthy, total) endpoints per level and the overprovisioning factor they were
+    /// weighed with: what an aggregate cluster weighs this one by.
+    counts: Vec<(usize, usize)>,
+    factor: u32,
 }
 
 /// Envoy's priority loads: health per level from `(healthy, total)`, the overprovisioning
@@ -269,7 +273,14 @@ impl Plan {
             levels,
             loads,
             panic,
+            counts,
+            factor,
         }
+    }
+
+    /// (healthy, total) endpoints per level, and the overprovisioning factor (percent).
+    pub(crate) fn level_counts(&self) -> (&[(usize, usize)], u32) {
+        (&self.counts, self.factor)
     }
 
     /// An empty plan (no cluster).
@@ -278,6 +289,8 @@ impl Plan {
             levels: Vec::new(),
             loads: Vec::new(),
             panic: false,
+            counts: Vec::new(),
+            factor: mesh_core::config::endpoint::DEFAULT_OVERPROVISIONING_FACTOR,
         }
     }
 

@@ -163,6 +163,8 @@ pub(crate) struct ClusterState {
     resolved: Option<Arc<super::dns::Resolved>>,
     /// For zone-aware clusters: the callers' zones this state was built for.
     view: Option<super::plan::LocalView>,
+    /// For an aggregate cluster (gRFC A37): its clusters in priority order.
+    pub(crate) aggregate: Option<Arc<[Arc<str>]>>,
 }
 
 impl ClusterHandle {
@@ -199,6 +201,7 @@ impl ClusterHandle {
                 reports: None,
                 resolved: None,
                 view: None,
+                aggregate: None,
             }),
             rebuild: Mutex::new(()),
         };
@@ -387,6 +390,10 @@ impl ClusterHandle {
                         .unwrap_or_default(),
                 ))
             });
+        let aggregate = cluster
+            .as_ref()
+            .and_then(|c| c.aggregate())
+            .map(|names| names.iter().map(|n| Arc::from(n.as_str())).collect());
         ClusterState {
             cluster,
             eds,
@@ -402,11 +409,26 @@ impl ClusterHandle {
             detector,
             resolved,
             view: None,
+            aggregate,
         }
     }
 }
 
 impl ClusterState {
+    /// (healthy, total) endpoints per priority level, and the overprovisioning factor.
+    pub(crate) fn level_counts(&self) -> (&[(usize, usize)], u32) {
+        self.plan.level_counts()
+    }
+
+    /// The panic threshold of its `common_lb_config` (percent; Envoy's default 50).
+    pub(crate) fn panic_threshold(&self) -> f64 {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.common_lb_config.as_ref())
+            .and_then(|c| c.healthy_panic_threshold)
+            .map_or(50.0, |p| p.value)
+    }
+
     /// Its usable endpoints.
     pub(crate) fn endpoints(&self) -> &[EndpointInfo] {
         &self.endpoints

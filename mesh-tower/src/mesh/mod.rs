@@ -506,6 +506,27 @@ pub(super) fn readiness(snap: &mesh_core::Snapshot, listener: &str, on_demand: b
         },
         None => return Ready::No("listener has no route config".into()),
     };
+    // What one cluster needs; `None`: nothing more.
+    let needs = |cluster: &str| -> Option<Ready> {
+        let Some(c) = snap.cluster(cluster) else {
+            return Some(absent(K::Cluster, cluster, "cluster"));
+        };
+        if c.discovery == DiscoveryType::Eds
+            && c.aggregate().is_none()
+            && snap.endpoints(c.endpoints_name()).is_none()
+        {
+            return Some(absent(K::Endpoints, c.endpoints_name(), "endpoints"));
+        }
+        // SDS secrets the cluster's TLS names (Envoy warms such a cluster until they come).
+        for provider in c.transport_socket.iter().flat_map(|t| t.provider_names()) {
+            if let Some(secret) = provider.strip_prefix(SDS_PREFIX)
+                && snap.certificate_provider(provider).is_none()
+            {
+                return Some(absent(K::Secret, secret, "secret"));
+            }
+        }
+        None
+    };
     for action in rc
         .virtual_hosts
         .iter()
@@ -513,18 +534,14 @@ pub(super) fn readiness(snap: &mesh_core::Snapshot, listener: &str, on_demand: b
         .filter_map(|r| r.route.as_ref())
     {
         for cluster in action.cluster_names() {
-            let Some(c) = snap.cluster(cluster) else {
-                return absent(K::Cluster, cluster, "cluster");
-            };
-            if c.discovery == DiscoveryType::Eds && snap.endpoints(c.endpoints_name()).is_none() {
-                return absent(K::Endpoints, c.endpoints_name(), "endpoints");
+            if let Some(missing) = needs(cluster) {
+                return missing;
             }
-            // SDS secrets the cluster's TLS names (Envoy warms such a cluster until they come).
-            for provider in c.transport_socket.iter().flat_map(|t| t.provider_names()) {
-                if let Some(secret) = provider.strip_prefix(SDS_PREFIX)
-                    && snap.certificate_provider(provider).is_none()
-                {
-                    return absent(K::Secret, secret, "secret");
+            // An aggregate (gRFC A37) needs its clusters (one level: aggregates do not nest).
+            let children = snap.cluster(cluster).and_then(|c| c.aggregate());
+            for child in children.unwrap_or_default() {
+                if let Some(missing) = needs(child) {
+                    return missing;
                 }
             }
         }

@@ -188,6 +188,63 @@ pub fn eds_cluster(name: &str) -> cds::Cluster {
     }
 }
 
+/// An aggregate cluster (`envoy.clusters.aggregate`, gRFC A37) over `clusters`, highest
+/// priority first, with the `CLUSTER_PROVIDED` policy Envoy requires.
+pub fn aggregate_cluster(name: &str, clusters: &[&str]) -> cds::Cluster {
+    // envoy-types lacks `ClusterConfig`; its one field is `repeated string clusters = 1`.
+    let mut value = Vec::new();
+    for c in clusters {
+        prost::encoding::string::encode(1, &c.to_string(), &mut value);
+    }
+    cds::Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::ClusterType(
+            cds::cluster::CustomClusterType {
+                name: mesh_core::config::cluster::AGGREGATE_CLUSTER.into(),
+                typed_config: Some(Any {
+                    type_url: mesh_core::config::cluster::AGGREGATE_CONFIG_TYPE.into(),
+                    value,
+                }),
+            },
+        )),
+        lb_policy: cds::cluster::LbPolicy::ClusterProvided as i32,
+        ..Default::default()
+    }
+}
+
+/// A `STRICT_DNS` cluster of `host:port` (IPv4 lookups), speaking HTTP/2 as [`eds_cluster`].
+pub fn dns_cluster(name: &str, host: &str, port: u16) -> cds::Cluster {
+    let mut c = eds_cluster(name);
+    c.eds_cluster_config = None;
+    c.cluster_discovery_type = Some(cds::cluster::ClusterDiscoveryType::Type(
+        cds::cluster::DiscoveryType::StrictDns as i32,
+    ));
+    c.dns_lookup_family = cds::cluster::DnsLookupFamily::V4Only as i32;
+    c.load_assignment = Some(eds::ClusterLoadAssignment {
+        cluster_name: name.into(),
+        endpoints: vec![eds::LocalityLbEndpoints {
+            lb_endpoints: vec![eds::LbEndpoint {
+                host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(eds::Endpoint {
+                    address: Some(core::Address {
+                        address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                            address: host.into(),
+                            port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
+                                u32::from(port),
+                            )),
+                            ..Default::default()
+                        })),
+                    }),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    c
+}
+
 /// A socket listener on `addr` whose HttpConnectionManager takes routes from RDS over ADS: the
 /// shape Envoy (a proxy) needs where a client uses an API listener.
 pub fn socket_listener(name: &str, addr: SocketAddr, route_config: &str) -> lds::Listener {

@@ -235,11 +235,22 @@ fn route_clusters(rc: &mesh_core::config::route::RouteConfig) -> impl Iterator<I
         .flat_map(|a| a.cluster_names())
 }
 
-/// Present with its endpoints (EDS), or known not to exist: either way nothing more will come.
+/// Present with its endpoints (EDS; an aggregate: its clusters), or known not to exist:
+/// either way nothing more will come.
 fn cluster_resolved(snap: &Snapshot, name: &str) -> bool {
     let missing = |kind, n: &str| matches!(snap.absence(kind, n), Some(Absence::Missing(_)));
     match snap.cluster(name) {
         None => missing(ResourceKind::Cluster, name),
+        Some(c) if c.aggregate().is_some() => c
+            .aggregate()
+            .unwrap_or_default()
+            .iter()
+            .filter(|child| **child != c.name)
+            .all(|child| match snap.cluster(child) {
+                // One level: a nested aggregate counts as resolved (it serves nothing).
+                Some(cc) if cc.aggregate().is_some() => true,
+                _ => cluster_resolved(snap, child),
+            }),
         Some(c) if c.discovery == DiscoveryType::Eds => {
             let eds = c.endpoints_name();
             snap.endpoints(eds).is_some() || missing(ResourceKind::Endpoints, eds)
@@ -473,8 +484,17 @@ fn wanted(
     }
     let kept = keep(&clusters);
     clusters.extend(kept);
+    // An aggregate's clusters are wanted with it (gRFC A37; aggregates do not nest, so one
+    // step).
+    let children: Vec<String> = clusters
+        .iter()
+        .filter_map(|name| snap.cluster(name))
+        .flat_map(|c| c.aggregate().unwrap_or_default())
+        .cloned()
+        .collect();
+    clusters.extend(children);
     for c in clusters.iter().filter_map(|name| snap.cluster(name)) {
-        if c.discovery == DiscoveryType::Eds {
+        if c.discovery == DiscoveryType::Eds && c.aggregate().is_none() {
             out[ResourceType::ClusterLoadAssignment.index()].insert(c.endpoints_name().to_owned());
         }
         // SDS: the secrets its TLS context names.

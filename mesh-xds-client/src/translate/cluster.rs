@@ -56,6 +56,48 @@ macro_rules! least_request_config {
     };
 }
 
+/// `envoy.extensions.clusters.aggregate.v3.ClusterConfig`, which envoy-types lacks: one field.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AggregateClusterConfig {
+    #[prost(string, repeated, tag = "1")]
+    clusters: Vec<String>,
+}
+
+/// A custom cluster type: the aggregate cluster (gRFC A37), or an error at `path`.
+fn aggregate(
+    ct: &pb::cluster::CustomClusterType,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Option<mesh_core::config::cluster::ClusterType> {
+    use mesh_core::config::cluster::{AGGREGATE_CLUSTER, AGGREGATE_CONFIG_TYPE, ClusterType};
+    if ct.name != AGGREGATE_CLUSTER {
+        errors.push(
+            &path.field("name"),
+            format!("custom cluster type {:?} is not supported", ct.name),
+        );
+        return None;
+    }
+    let config = path.field("typed_config");
+    let Some(any) = &ct.typed_config else {
+        errors.push(&config, "field not present (the aggregate's clusters)");
+        return None;
+    };
+    if any.type_url != AGGREGATE_CONFIG_TYPE {
+        errors.push(
+            &config.field("type_url"),
+            format!("{:?}: expected {AGGREGATE_CONFIG_TYPE}", any.type_url),
+        );
+        return None;
+    }
+    match AggregateClusterConfig::decode(any.value.as_slice()) {
+        Ok(c) => Some(ClusterType::aggregate(c.clusters)),
+        Err(e) => {
+            errors.push(&config, format!("does not decode: {e}"));
+            None
+        }
+    }
+}
+
 /// Translates and validates a cluster; TLS contexts may name the instances in `ctx`.
 pub fn translate(c: &pb::Cluster, ctx: &super::Context) -> Result<Cluster, ConfigError> {
     let mut errors = Errors::new();
@@ -76,12 +118,13 @@ pub fn translate(c: &pb::Cluster, ctx: &super::Context) -> Result<Cluster, Confi
             ),
             Err(_) => errors.push(&root.field("type"), format!("unknown discovery type {t}")),
         },
-        Some(T::ClusterType(ct)) => errors.push(
-            &root.field("cluster_type"),
-            format!("custom cluster type {:?} is not supported", ct.name),
-        ),
+        Some(T::ClusterType(ct)) => {
+            out.cluster_type = aggregate(ct, &root.field("cluster_type"), &mut errors);
+        }
     }
+    let aggregate = out.cluster_type.is_some();
     if out.discovery == DiscoveryType::Eds
+        && !aggregate
         && let Some(eds) = &c.eds_cluster_config
         && !eds.service_name.is_empty()
     {
@@ -90,6 +133,7 @@ pub fn translate(c: &pb::Cluster, ctx: &super::Context) -> Result<Cluster, Confi
     // gRFC A47: an `xdstp:` cluster cannot name its endpoints after itself (the EDS name must
     // be a ClusterLoadAssignment URI), so it has to say which.
     if out.discovery == DiscoveryType::Eds
+        && !aggregate
         && out.eds_service_name.is_none()
         && c.name.starts_with(crate::federation::XDSTP)
     {
@@ -116,7 +160,11 @@ pub fn translate(c: &pb::Cluster, ctx: &super::Context) -> Result<Cluster, Confi
             ),
         }
     }
-    out.lb_policy = lb_policy(c, &mut out, &root, &mut errors);
+    // An aggregate's requests are balanced by the cluster each goes to (Envoy requires
+    // CLUSTER_PROVIDED here; gRPC ignores the field): nothing to translate.
+    if !aggregate {
+        out.lb_policy = lb_policy(c, &mut out, &root, &mut errors);
+    }
     if let Some(t) = &c.connect_timeout
         && let Some(d) = duration(t, &root.field("connect_timeout"), &mut errors)
     {

@@ -280,6 +280,10 @@ pub(crate) fn duration(d: &PbDuration, path: &FieldPath, errors: &mut Errors) ->
 mod tests;
 
 #[cfg(test)]
+#[path = "aggregate_tests.rs"]
+mod aggregate_tests;
+
+#[cfg(test)]
 #[path = "secret_tests.rs"]
 mod secret_tests;
 
