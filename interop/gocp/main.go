@@ -5,6 +5,7 @@
 //
 //	POST /snapshot/<node id>   body: {"version": "v1", "resources": ["<base64 google.protobuf.Any>", ...]}
 //	GET  /events               every discovery request seen, in order, with NACK details
+//	GET  /lrs                  every load report received (see lrs.go)
 //
 // On start it prints one line, "READY ads=<port> http=<port>", and serves until killed.
 // Everything binds 127.0.0.1.
@@ -28,6 +29,7 @@ import (
 	"sync"
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	lrsv3 "github.com/envoyproxy/go-control-plane/envoy/service/load_stats/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
@@ -115,6 +117,8 @@ func main() {
 	srv := serverv3.NewServer(ctx, cache, callbacks)
 	grpcServer := grpc.NewServer()
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(grpcServer, srv)
+	lrs := &lrsServer{}
+	lrsv3.RegisterLoadReportingServiceServer(grpcServer, lrs)
 
 	adsLis, err := net.Listen("tcp", "127.0.0.1:"+envOr("GOCP_ADS_PORT", "0"))
 	if err != nil {
@@ -170,6 +174,7 @@ func main() {
 		_ = json.NewEncoder(w).Encode(rec.events)
 	})
 
+	mux.HandleFunc("/lrs", lrs.serveHTTP)
 	go func() { logger.Fatal(http.Serve(httpLis, mux)) }()
 	fmt.Printf("READY ads=%d http=%d\n", adsLis.Addr().(*net.TCPAddr).Port, httpLis.Addr().(*net.TCPAddr).Port)
 	if err := grpcServer.Serve(adsLis); err != nil {

@@ -122,6 +122,27 @@ pub struct Event {
     pub nack: Option<String>,
 }
 
+/// One locality of one cluster in one load report.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct LrsEntry {
+    /// The reporting node's id.
+    pub node: String,
+    /// The cluster.
+    pub cluster: String,
+    /// The locality's zone.
+    pub zone: String,
+    /// `total_successful_requests`.
+    pub successful: u64,
+    /// `total_requests_in_progress`.
+    pub in_progress: u64,
+    /// `total_error_requests`.
+    pub errors: u64,
+    /// `total_issued_requests`.
+    pub issued: u64,
+    /// The cluster's `total_dropped_requests`.
+    pub dropped: u64,
+}
+
 impl GoControlPlane {
     /// Starts on a free port.
     pub fn start() -> Self {
@@ -177,6 +198,15 @@ impl GoControlPlane {
         let body = serde_json::json!({"version": version, "resources": encoded}).to_string();
         let (status, text) = self.http("POST", &format!("/snapshot/{node}"), body).await;
         assert_eq!(status, 204, "gocp rejected the snapshot: {text}");
+    }
+
+    /// Every load report received (LRS), one entry per locality per report.
+    pub async fn lrs(&self) -> Vec<LrsEntry> {
+        let (status, text) = self.http("GET", "/lrs", String::new()).await;
+        assert_eq!(status, 200);
+        serde_json::from_str::<Option<Vec<LrsEntry>>>(&text)
+            .unwrap()
+            .unwrap_or_default()
     }
 
     /// Every request seen so far.

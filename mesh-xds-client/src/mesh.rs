@@ -94,9 +94,15 @@ impl XdsMesh for Mesh {
             let cluster = (!node.cluster.is_empty()).then_some(node.cluster.as_str());
             mesh = mesh.local_zone(zone, cluster);
         }
-        mesh.build()
+        let mesh = mesh
+            .build()
             .await
-            .map_err(|e| ClientError::Config(e.to_string()))
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        // Clusters that ask for load reports (LRS) get the mesh's counts.
+        if let Some(client) = mesh.xds_client() {
+            client.report_load(mesh.load_reporter());
+        }
+        Ok(mesh)
     }
 
     fn xds_client(&self) -> Option<&XdsClient> {

@@ -88,6 +88,10 @@ pub struct Cluster {
     /// across the clusters it names. It has no endpoints of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_type: Option<ClusterType>,
+    /// Report this cluster's load (LRS) to the control plane it came from: Envoy's
+    /// `lrs_server: { self: {} }`, the only form gRPC takes (xDS only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lrs_report: bool,
 }
 
 /// Envoy's connect timeout default.
@@ -123,6 +127,7 @@ impl Cluster {
             outlier_detection: None,
             transport_socket: None,
             cluster_type: None,
+            lrs_report: false,
         }
     }
 

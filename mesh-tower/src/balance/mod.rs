@@ -14,6 +14,8 @@
 //! `ring_hash/`, `maglev/` and `weighted_round_robin/` (weights from the endpoints' own load
 //! reports), with `slow_start/` wrapping the first and third.
 
+mod load_counters;
+pub use load_counters::LoadCounters;
 pub mod least_request;
 pub mod maglev;
 pub mod peak_ewma;
@@ -51,6 +53,8 @@ pub struct EndpointStats {
     pub ewma: peak_ewma::Ewma,
     /// The weight from the endpoint's own load reports (client-side weighted round robin).
     pub reported: weighted_round_robin::ReportedWeight,
+    /// Requests counted for load reports (LRS), when its cluster reports.
+    pub(crate) load: load_counters::LoadCounters,
 }
 
 impl Default for EndpointStats {
@@ -61,6 +65,7 @@ impl Default for EndpointStats {
             outlier: Default::default(),
             ewma: Default::default(),
             reported: Default::default(),
+            load: Default::default(),
         }
     }
 }

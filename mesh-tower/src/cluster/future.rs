@@ -52,6 +52,8 @@ pub(crate) struct After {
     pub(crate) span: Option<Box<crate::trace::OpenSpan>>,
     /// The attempt's gRPC metrics (A66), for gRPC calls with metrics on.
     pub(crate) attempt: Option<Box<crate::stats::AttemptRecord>>,
+    /// Whether the cluster reports its load (LRS): the outcome is counted.
+    pub(crate) report_load: bool,
 }
 
 impl After {
@@ -70,7 +72,18 @@ impl After {
             served,
             span,
             attempt,
+            report_load,
         } = self;
+        if report_load {
+            let ok = match &res {
+                Ok(r) => {
+                    r.status().as_u16() < 500
+                        && crate::stats::grpc_status(r.headers()).is_none_or(|s| s == 0)
+                }
+                Err(_) => false,
+            };
+            stats.load.finished(ok);
+        }
         if let Some((decay, sent)) = ewma {
             // Failures count too: a fast error is not a fast endpoint, so they record the time
             // they took like any answer.

@@ -12,6 +12,7 @@
 mod aggregate;
 pub(crate) mod dns;
 mod future;
+pub mod load;
 pub(crate) mod plan;
 pub(crate) mod registry;
 
@@ -173,7 +174,15 @@ where
         };
         let admitted = match cluster.limits.try_request() {
             Ok(guard) => guard,
-            Err(e) => return ResponseFuture::failed(e),
+            Err(e) => {
+                // Dropped, for a cluster that reports its load (LRS).
+                if cluster.current().reports_load {
+                    cluster
+                        .dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return ResponseFuture::failed(e);
+            }
         };
         let state = cluster.current();
         let (avoid, attempts) = match req.extensions().get::<PreviousHosts>() {
@@ -205,7 +214,11 @@ where
             }
             None => None,
         };
+        if state.reports_load {
+            info.stats.load.issued();
+        }
         let after = future::After {
+            report_load: state.reports_load,
             attempt,
             in_flight: info.stats.start(),
             admitted,

@@ -64,6 +64,11 @@ impl Registry {
         self
     }
 
+    /// The handle for `name` if requests have used it.
+    pub(crate) fn existing(&self, name: &str) -> Option<Arc<ClusterHandle>> {
+        self.clusters.load().get(name).cloned()
+    }
+
     /// The handle for `name`, created on first use. Lock-free when it exists.
     pub(crate) fn get(&self, name: &Arc<str>) -> Arc<ClusterHandle> {
         if let Some(h) = self.clusters.load().get(name) {
@@ -133,6 +138,8 @@ pub(crate) struct ClusterHandle {
     rebuild: Mutex<()>,
     /// Circuit-breaker counters; they outlive config updates.
     pub(crate) limits: Arc<Limits>,
+    /// Requests the breaker refused since the last load report (LRS).
+    pub(crate) dropped: AtomicU64,
     /// Name resolution of DNS clusters.
     dns: super::dns::DnsState,
     /// The caller's zone, for zone-aware routing.
@@ -165,6 +172,8 @@ pub(crate) struct ClusterState {
     view: Option<super::plan::LocalView>,
     /// For an aggregate cluster (gRFC A37): its clusters in priority order.
     pub(crate) aggregate: Option<Arc<[Arc<str>]>>,
+    /// Whether the cluster reports its load (LRS): requests are counted per endpoint.
+    pub(crate) reports_load: bool,
 }
 
 impl ClusterHandle {
@@ -186,6 +195,7 @@ impl ClusterHandle {
             store,
             connector,
             seen: AtomicU64::new(u64::MAX),
+            dropped: AtomicU64::new(0),
             state: ArcSwap::from_pointee(ClusterState {
                 cluster: None,
                 eds: None,
@@ -202,6 +212,7 @@ impl ClusterHandle {
                 resolved: None,
                 view: None,
                 aggregate: None,
+                reports_load: false,
             }),
             rebuild: Mutex::new(()),
         };
@@ -390,6 +401,7 @@ impl ClusterHandle {
                         .unwrap_or_default(),
                 ))
             });
+        let reports_load = cluster.as_ref().is_some_and(|c| c.lrs_report);
         let aggregate = cluster
             .as_ref()
             .and_then(|c| c.aggregate())
@@ -410,11 +422,19 @@ impl ClusterHandle {
             resolved,
             view: None,
             aggregate,
+            reports_load,
         }
     }
 }
 
 impl ClusterState {
+    /// The cluster's EDS service name, when it has one.
+    pub(crate) fn eds_service_name(&self) -> Option<String> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.eds_service_name.clone())
+    }
+
     /// (healthy, total) endpoints per priority level, and the overprovisioning factor.
     pub(crate) fn level_counts(&self) -> (&[(usize, usize)], u32) {
         self.plan.level_counts()

@@ -241,6 +241,14 @@ impl Mesh {
             .find_map(|e| e.downcast_ref::<T>())
     }
 
+    /// What this mesh sent to each cluster's localities since the last look, for a
+    /// load-reporting client (LRS; see [`LoadReporter`](crate::cluster::load::LoadReporter)).
+    pub fn load_reporter(&self) -> crate::cluster::load::LoadReporter {
+        crate::cluster::load::LoadReporter {
+            registry: Arc::downgrade(&self.inner.registry),
+        }
+    }
+
     /// Every cluster's live state (the admin endpoint reads it).
     pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry

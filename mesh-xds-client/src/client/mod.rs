@@ -19,6 +19,7 @@
 //! the client reconnects with exponential backoff and full jitter, then resubscribes.
 
 mod cascade;
+mod lrs;
 mod metrics;
 mod stream;
 
@@ -324,6 +325,21 @@ impl XdsClient {
     /// keep the client running.
     pub fn csds(&self) -> crate::csds::Csds {
         crate::csds::Csds::new(StatusSource(self.shared.clone()))
+    }
+
+    /// Reports the load `reporter` counts (the mesh this client feeds, see
+    /// `Mesh::load_reporter`) to the control planes whose clusters ask for it (LRS,
+    /// `lrs_server: { self: {} }`): one task per control plane, on the client's control
+    /// runtime, stopped with the client. `Mesh::from_xds` calls this.
+    pub fn report_load(&self, reporter: mesh_tower::cluster::load::LoadReporter) {
+        let mut tasks = self.shared.tasks();
+        if tasks.closed {
+            return;
+        }
+        for index in 0..self.shared.streams.len() {
+            let task = lrs::run(self.shared.clone(), index, reporter.clone());
+            tasks.handles.push(self.shared.control.spawn(task));
+        }
     }
 
     /// The control planes in use: the top-level server first, then those only authorities

@@ -221,7 +221,10 @@ where
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The streaming request, with the bearer token when one is configured.
-fn with_token<T>(stream: T, token: &Option<String>) -> Result<tonic::Request<T>, BoxError> {
+pub(super) fn with_token<T>(
+    stream: T,
+    token: &Option<String>,
+) -> Result<tonic::Request<T>, BoxError> {
     let mut req = tonic::Request::new(stream);
     if let Some(t) = token {
         req.metadata_mut()
@@ -245,7 +248,10 @@ async fn forward<T>(
     }
 }
 
-async fn connect(uri: &str, tls: Option<&Tls>) -> Result<tonic::transport::Channel, BoxError> {
+pub(super) async fn connect(
+    uri: &str,
+    tls: Option<&Tls>,
+) -> Result<tonic::transport::Channel, BoxError> {
     if let Some(path) = uri
         .strip_prefix("unix://")
         .or_else(|| uri.strip_prefix("unix:"))

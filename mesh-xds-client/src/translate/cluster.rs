@@ -170,6 +170,18 @@ pub fn translate(c: &pb::Cluster, ctx: &super::Context) -> Result<Cluster, Confi
     {
         out.connect_timeout = d;
     }
+    // Load reports (LRS) go to the control plane this cluster came from: `self`, as gRPC
+    // takes it; another server is refused.
+    if let Some(lrs) = &c.lrs_server {
+        use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+        match lrs.config_source_specifier {
+            Some(ConfigSourceSpecifier::Self_(_)) => out.lrs_report = true,
+            _ => errors.push(
+                &root.field("lrs_server"),
+                "only `self` is supported (reports go to the control plane the cluster came from)",
+            ),
+        }
+    }
     out.protocol = protocol(c, &root, &mut errors);
     if let Some(ts) = &c.transport_socket {
         out.transport_socket = super::tls::upstream(

@@ -728,3 +728,32 @@ fn typed_lb_policies_take_the_first_supported_entry() {
         "client_side_weighted_round_robin_lb_config.error_utilization_penalty: -1 must be a finite number >= 0"
     );
 }
+
+#[test]
+fn lrs_server_self_asks_for_load_reports_and_another_server_is_refused() {
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    let mut c = eds_cluster("web");
+    c.lrs_server = Some(core::ConfigSource {
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Self_(
+            Default::default(),
+        )),
+        ..Default::default()
+    });
+    match decode(ResourceType::Cluster, &build::any(&c))
+        .unwrap()
+        .result
+    {
+        Ok(Translated::Cluster(t)) => assert!(t.lrs_report),
+        other => panic!("{other:?}"),
+    }
+    c.lrs_server = Some(core::ConfigSource {
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+            Default::default(),
+        )),
+        ..Default::default()
+    });
+    assert!(
+        rejected(ResourceType::Cluster, &build::any(&c))
+            .contains("lrs_server: only `self` is supported"),
+    );
+}
