@@ -131,8 +131,7 @@ where
         cluster: &Arc<str>,
         headers: &http::HeaderMap,
     ) -> Result<(), MeshError> {
-        let handle = self.resolve(cluster, None)?;
-        let state = handle.current();
+        let (handle, state) = self.resolve(cluster, None)?;
         match state.pick(&PickContext::new(headers)) {
             Ok(_) => Ok(()),
             Err(e) => Err(e.with_cluster(handle.name.clone())),
@@ -146,29 +145,38 @@ where
         &self,
         name: &Arc<str>,
         hash: Option<u64>,
-    ) -> Result<Arc<registry::ClusterHandle>, MeshError> {
+    ) -> Result<
+        (
+            Arc<registry::ClusterHandle>,
+            impl std::ops::Deref<Target = Arc<registry::ClusterState>> + use<B>,
+        ),
+        MeshError,
+    > {
         let handle = self.registry.get(name);
-        let (children, threshold) = {
-            let state = handle.current();
-            match &state.aggregate {
-                None => return Ok(handle),
-                Some(c) => (c.clone(), state.panic_threshold()),
-            }
+        // One state load for a plain cluster: the state is handed on with its handle.
+        let state = handle.current();
+        let Some(children) = state.aggregate.clone() else {
+            return Ok((handle, state));
         };
+        let threshold = state.panic_threshold();
+        drop(state);
         let r = hash.unwrap_or_else(|| fastrand::u64(..));
-        aggregate::choose(&self.registry, &children, threshold, r).ok_or_else(|| {
-            MeshError::new(
-                ErrorKind::NoEndpoint,
-                format!("aggregate cluster: none of {children:?} has an endpoint"),
-            )
-            .with_cluster(name.clone())
-        })
+        let child =
+            aggregate::choose(&self.registry, &children, threshold, r).ok_or_else(|| {
+                MeshError::new(
+                    ErrorKind::NoEndpoint,
+                    format!("aggregate cluster: none of {children:?} has an endpoint"),
+                )
+                .with_cluster(name.clone())
+            })?;
+        let state = child.current();
+        Ok((child, state))
     }
 
     /// Sends `req` to an endpoint of `to.cluster` (the mesh's lean path calls this directly,
     /// with the decision it holds, instead of through the request's extensions).
     pub(crate) fn dispatch(&self, mut req: Request<B>, to: &Destination) -> ResponseFuture {
-        let cluster = match self.resolve(&to.cluster, to.hash) {
+        let (cluster, state) = match self.resolve(&to.cluster, to.hash) {
             Ok(c) => c,
             Err(e) => return ResponseFuture::failed(e),
         };
@@ -176,7 +184,7 @@ where
             Ok(guard) => guard,
             Err(e) => {
                 // Dropped, for a cluster that reports its load (LRS).
-                if cluster.current().reports_load {
+                if state.reports_load {
                     cluster
                         .dropped
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -184,7 +192,6 @@ where
                 return ResponseFuture::failed(e);
             }
         };
-        let state = cluster.current();
         let (avoid, attempts) = match req.extensions().get::<PreviousHosts>() {
             Some(p) => (p.hosts.as_slice(), p.attempts),
             None => (&[][..], 0),
