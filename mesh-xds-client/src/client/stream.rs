@@ -1,7 +1,7 @@
 //! One server's ADS stream: connect, subscribe, pump responses into its state machine, and
 //! reconnect with backoff when the stream breaks (the cached config keeps serving).
 
-use super::cascade::{cascade, deliver, tick};
+use super::cascade::{cascade, deliver, quiet, tick};
 use super::{Settings, Shared, Tls};
 use crate::ads::{self, Ads, Output, Request};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -207,8 +207,11 @@ where
                     }
                     got_response = true;
                     let out = on_message(&mut shared.lock().ads[index], resp, Instant::now().into_std());
+                    let skip_cascade = quiet(shared, &out);
                     deliver(shared, index, out);
-                    cascade(shared);
+                    if !skip_cascade {
+                        cascade(shared);
+                    }
                 }
                 None => return Ok(got_response),
             },
