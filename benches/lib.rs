@@ -3,6 +3,7 @@
 //! Shared helpers for the bench targets live here.
 
 pub mod harness;
+pub mod scale;
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};

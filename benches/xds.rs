@@ -5,7 +5,8 @@
 //!    new config, over 100 updates (p50/p99);
 //! 2. a snapshot of 10k clusters × 10 endpoints referenced by one route config: time from
 //!    subscribing to a ready target, and the client's memory growth (RSS);
-//! 3. bytes the client receives for a one-endpoint change in that snapshot, SotW vs Delta.
+//! 3. bytes the client receives for a one-endpoint change in that snapshot, SotW vs Delta, and
+//!    the time from the push to the client's store holding the change.
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it does a seconds-long smoke run
 //! with small sizes, so the harness cannot rot.
@@ -13,8 +14,8 @@
 #![allow(missing_docs)]
 
 use bytes::Bytes;
-use envoy_types::pb::google::protobuf::Any;
 use http_body_util::Empty;
+use mesh_benches::scale::{self, ListenerKind};
 use mesh_examples::backend::Backend;
 use mesh_interop::ads::{FakeAds, Resources};
 use mesh_tower::{Mesh, ServedBy};
@@ -24,52 +25,18 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
-fn put(r: &mut Resources, ty: ResourceType, name: &str, any: Any) {
-    r.entry(ty.type_url().to_owned())
-        .or_default()
-        .insert(name.to_owned(), any);
-}
-
 /// Listener `web` → route config with one route per cluster → `clusters` EDS clusters with
 /// `per` endpoints each. Endpoints are synthetic except cluster 0's, given by `first`.
 fn snapshot(clusters: usize, per: usize, first: &[SocketAddr]) -> Resources {
+    let synthetic = |i: usize, j: usize| match i {
+        0 => first[j],
+        _ => SocketAddr::from(([10, (i >> 8) as u8, i as u8, j as u8], 8080)),
+    };
     let mut r = Resources::new();
-    put(
-        &mut r,
-        ResourceType::Listener,
-        "web",
-        build::any(&build::api_listener_rds("web", "routes")),
-    );
-    let routes = (0..clusters)
-        .map(|i| build::route(&format!("/c{i}/"), &format!("c{i}")))
-        .collect();
-    put(
-        &mut r,
-        ResourceType::RouteConfiguration,
-        "routes",
-        build::any(&build::route_config("routes", &["*"], routes)),
-    );
-    for i in 0..clusters {
-        let name = format!("c{i}");
-        put(
-            &mut r,
-            ResourceType::Cluster,
-            &name,
-            build::any(&build::eds_cluster(&name)),
-        );
-        let eps: Vec<SocketAddr> = if i == 0 {
-            first.to_vec()
-        } else {
-            (0..per)
-                .map(|j| SocketAddr::from(([10, (i >> 8) as u8, i as u8, j as u8], 8080)))
-                .collect()
-        };
-        put(
-            &mut r,
-            ResourceType::ClusterLoadAssignment,
-            &name,
-            build::any(&build::assignment(&name, &eps)),
-        );
+    for (ty, name, any) in scale::snapshot(clusters, per, ListenerKind::Api, synthetic) {
+        r.entry(ty.type_url().to_owned())
+            .or_default()
+            .insert(name, any);
     }
     r
 }
@@ -126,10 +93,17 @@ async fn push_to_served(updates: usize) -> (Duration, Duration) {
     (pct(&samples, 0.5), pct(&samples, 0.99))
 }
 
+/// One-endpoint changes timed after the big snapshot is ready.
+const CHANGES: usize = 20;
+
 struct Big {
     ready: Duration,
     rss_mib: f64,
     change_bytes: u64,
+    /// From the control plane's push of a one-endpoint change to the client's store holding
+    /// it, median over [`CHANGES`]
+    /// (the server's encoding, the wire, decoding, validation, the store's edit).
+    applied: Duration,
 }
 
 /// 2 and 3 for one protocol.
@@ -150,27 +124,49 @@ async fn big_snapshot(clusters: usize, per: usize, delta: bool) -> Big {
     let ready = start.elapsed();
     let rss_mib = rss_kib().saturating_sub(before) as f64 / 1024.0;
 
-    // One endpoint of cluster 0 changes.
-    let mut changed = first.clone();
-    changed[0] = SocketAddr::from(([10, 254, 254, 254], 8080));
-    let sent_before = ads.bytes_sent();
+    // One endpoint of cluster 0 changes, CHANGES times in a row, each pushed once the last
+    // is applied. Pushed as an incremental control plane would (the server's work does not
+    // grow with the snapshot), so the time is the wire and the client. The first change can
+    // queue behind the tail of the initial load (ready is declared before the client has
+    // finished its bookkeeping), hence the median.
     let mut watch = mesh.store().changed();
-    ads.set(snapshot(clusters, per, &changed));
-    let want = changed[0];
-    while !mesh
-        .store()
-        .load()
-        .endpoints("c0")
-        .is_some_and(|e| e.iter_endpoints().any(|(_, _, ep)| ep.address == want))
-    {
-        watch.changed().await.unwrap();
+    let mut applied = Vec::with_capacity(CHANGES);
+    let mut change_bytes = 0;
+    for k in 0..CHANGES {
+        let mut changed = first.clone();
+        changed[0] = SocketAddr::from(([10, 254, 254, k as u8], 8080));
+        let c0 = build::any(&build::assignment("c0", &changed));
+        let sent_before = ads.bytes_sent();
+        let pushed = Instant::now();
+        ads.update(
+            ResourceType::ClusterLoadAssignment.type_url(),
+            "c0",
+            Some(c0),
+        );
+        let want = changed[0];
+        while !mesh
+            .store()
+            .load()
+            .endpoints("c0")
+            .is_some_and(|e| e.iter_endpoints().any(|(_, _, ep)| ep.address == want))
+        {
+            watch.changed().await.unwrap();
+        }
+        applied.push(pushed.elapsed());
+        change_bytes = ads.bytes_sent() - sent_before;
+        // The next push waits for this one's ACK: the fake server re-answers a request that
+        // carries an older version than its current one.
+        let acked = format!("{}-", ads.version());
+        ads.wait_for(|s| s.nonce.starts_with(&acked)).await;
     }
-    let change_bytes = ads.bytes_sent() - sent_before;
+    applied.sort();
+    let applied = pct(&applied, 0.5);
     drop(mesh);
     Big {
         ready,
         rss_mib,
         change_bytes,
+        applied,
     }
 }
 
@@ -206,6 +202,10 @@ fn main() {
             println!(
                 "| … bytes received for a one-endpoint change ({name}) | {} |",
                 b.change_bytes
+            );
+            println!(
+                "| … push → applied for that change, p50 of {CHANGES} ({name}) | {:.2} ms |",
+                b.applied.as_secs_f64() * 1e3
             );
         }
         assert!(

@@ -6,9 +6,13 @@
 //	POST /snapshot/<node id>   body: {"version": "v1", "resources": ["<base64 google.protobuf.Any>", ...]}
 //	GET  /events               every discovery request seen, in order, with NACK details
 //	GET  /lrs                  every load report received (see lrs.go)
+//	GET  /acked?node=…         waits until a node has ACKed a whole snapshot (see acks.go)
 //
 // On start it prints one line, "READY ads=<port> http=<port>", and serves until killed.
 // Everything binds 127.0.0.1.
+//
+// GOCP_RECORD=0 keeps no events (/events stays empty): a client that subscribes to N names one
+// at a time sends N requests naming up to N resources each, too much to keep for large N.
 //
 // GOCP_ADS_CONSISTENT=1 turns on the snapshot cache's ADS consistency mode. In that mode a
 // SotW response is withheld unless the request names every resource of its type in the
@@ -27,6 +31,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	lrsv3 "github.com/envoyproxy/go-control-plane/envoy/service/load_stats/v3"
@@ -58,15 +63,20 @@ type event struct {
 	Nonce   string   `json:"nonce"`
 	Names   []string `json:"names"`
 	Nack    *string  `json:"nack"`
+	AtUs    int64    `json:"at_us"`
 }
 
 type recorder struct {
+	off    bool
 	mu     sync.Mutex
 	nodes  map[int64]string
 	events []event
 }
 
 func (r *recorder) add(e event) {
+	if r.off {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, e)
@@ -90,27 +100,36 @@ func main() {
 	ctx := context.Background()
 	logger := log.New(os.Stderr, "gocp ", log.LstdFlags)
 	cache := cachev3.NewSnapshotCache(os.Getenv("GOCP_ADS_CONSISTENT") == "1", cachev3.IDHash{}, nil)
-	rec := &recorder{nodes: map[int64]string{}}
+	rec := &recorder{nodes: map[int64]string{}, off: os.Getenv("GOCP_RECORD") == "0"}
+	acked := newAcks()
 
 	callbacks := serverv3.CallbackFuncs{
 		StreamRequestFunc: func(id int64, req *discoverygrpc.DiscoveryRequest) error {
 			e := event{Node: rec.node(id, req.GetNode().GetId()), TypeURL: req.TypeUrl, Version: req.VersionInfo,
-				Nonce: req.ResponseNonce, Names: req.ResourceNames}
+				Nonce: req.ResponseNonce, Names: req.ResourceNames, AtUs: time.Now().UnixMicro()}
 			if req.ErrorDetail != nil {
 				msg := req.ErrorDetail.Message
 				e.Nack = &msg
 			}
 			rec.add(e)
+			acked.onRequest(id, e.Node, req)
 			return nil
+		},
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
+			acked.response(streamKey{false, id}, resp.TypeUrl, resp.Nonce, len(resp.Resources))
+		},
+		StreamDeltaResponseFunc: func(id int64, _ *discoverygrpc.DeltaDiscoveryRequest, resp *discoverygrpc.DeltaDiscoveryResponse) {
+			acked.response(streamKey{true, id}, resp.TypeUrl, resp.Nonce, len(resp.Resources))
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
 			e := event{Node: rec.node(id, req.GetNode().GetId()), Delta: true, TypeURL: req.TypeUrl,
-				Nonce: req.ResponseNonce, Names: req.ResourceNamesSubscribe}
+				Nonce: req.ResponseNonce, Names: req.ResourceNamesSubscribe, AtUs: time.Now().UnixMicro()}
 			if req.ErrorDetail != nil {
 				msg := req.ErrorDetail.Message
 				e.Nack = &msg
 			}
 			rec.add(e)
+			acked.onDeltaRequest(id, e.Node, req)
 			return nil
 		},
 	}
@@ -175,6 +194,7 @@ func main() {
 	})
 
 	mux.HandleFunc("/lrs", lrs.serveHTTP)
+	mux.HandleFunc("/acked", acked.serveHTTP)
 	go func() { logger.Fatal(http.Serve(httpLis, mux)) }()
 	fmt.Printf("READY ads=%d http=%d\n", adsLis.Addr().(*net.TCPAddr).Port, httpLis.Addr().(*net.TCPAddr).Port)
 	if err := grpcServer.Serve(adsLis); err != nil {

@@ -160,48 +160,36 @@ impl FakeAds {
 
     /// Replaces the snapshot and pushes what changed to every open stream.
     pub fn set(&self, resources: Resources) {
-        let mut st = self.state.lock().unwrap();
-        st.version += 1;
+        let mut guard = self.state.lock().unwrap();
+        let st = &mut *guard;
         let old = std::mem::replace(&mut st.resources, resources);
-        let version = st.version;
-        let all = st.resources.clone();
-        let changed = |type_url: &str, name: &str| {
-            let get = |r: &Resources| {
-                r.get(type_url)
-                    .and_then(|m| m.get(name))
-                    .map(|a| a.value.clone())
-            };
-            get(&old) != get(&all)
-        };
-        let mut sent = 0;
-        for live in &st.live {
-            match live {
-                Live::Sotw(tx, subs) => {
-                    for (type_url, names) in subs.lock().unwrap().iter() {
-                        if names.iter().any(|n| changed(type_url, n)) {
-                            let resp = sotw_response(&all, type_url, names, version);
-                            sent += resp.encoded_len() as u64;
-                            let _ = tx.send(Ok(resp));
-                        }
-                    }
-                }
-                Live::Delta(tx, subs) => {
-                    for (type_url, names) in subs.lock().unwrap().iter() {
-                        let diff: BTreeSet<String> = names
-                            .iter()
-                            .filter(|n| changed(type_url, n))
-                            .cloned()
-                            .collect();
-                        if !diff.is_empty() {
-                            let resp = delta_response(&all, type_url, &diff, version, true);
-                            sent += resp.encoded_len() as u64;
-                            let _ = tx.send(Ok(resp));
-                        }
-                    }
-                }
-            }
+        fn value<'a>(r: &'a Resources, type_url: &str, name: &str) -> Option<&'a [u8]> {
+            r.get(type_url)
+                .and_then(|m| m.get(name))
+                .map(|a| a.value.as_slice())
         }
-        st.bytes_sent += sent;
+        let new = &st.resources;
+        let changed: Vec<(String, String)> = (old.iter().chain(new.iter()))
+            .flat_map(|(t, m)| m.keys().map(move |n| (t, n)))
+            .filter(|(t, n)| value(&old, t, n) != value(new, t, n))
+            .map(|(t, n)| (t.clone(), n.clone()))
+            .collect();
+        push(st, &changed);
+    }
+
+    /// Changes one resource (`None` removes it) and pushes it where it is subscribed, as an
+    /// incremental control plane does: the server's work is O(1) in the snapshot's size (a
+    /// SotW push still resends the type's subscribed names, as that protocol requires), so
+    /// benches that time a push measure the client.
+    pub fn update(&self, type_url: &str, name: &str, resource: Option<Any>) {
+        let mut guard = self.state.lock().unwrap();
+        let st = &mut *guard;
+        let table = st.resources.entry(type_url.to_owned()).or_default();
+        match resource {
+            Some(any) => table.insert(name.to_owned(), any),
+            None => table.remove(name),
+        };
+        push(st, &[(type_url.to_owned(), name.to_owned())]);
     }
 
     /// The snapshot's version: bumped by every [`set`](Self::set); responses to it carry nonces
@@ -297,6 +285,47 @@ impl FakeAds {
                 .expect("request seen in time");
         }
     }
+}
+
+/// Bumps the version and sends what `changed` (type URL, name) touches to every open stream
+/// subscribed to it.
+fn push(st: &mut State, changed: &[(String, String)]) {
+    st.version += 1;
+    let version = st.version;
+    let all = &st.resources;
+    let touched: BTreeSet<(&str, &str)> = (changed.iter())
+        .map(|(t, n)| (t.as_str(), n.as_str()))
+        .collect();
+    let changed = |type_url: &str, name: &str| touched.contains(&(type_url, name));
+    let mut sent = 0;
+    for live in &st.live {
+        match live {
+            Live::Sotw(tx, subs) => {
+                for (type_url, names) in subs.lock().unwrap().iter() {
+                    if names.iter().any(|n| changed(type_url, n)) {
+                        let resp = sotw_response(all, type_url, names, version);
+                        sent += resp.encoded_len() as u64;
+                        let _ = tx.send(Ok(resp));
+                    }
+                }
+            }
+            Live::Delta(tx, subs) => {
+                for (type_url, names) in subs.lock().unwrap().iter() {
+                    let diff: BTreeSet<String> = names
+                        .iter()
+                        .filter(|n| changed(type_url, n))
+                        .cloned()
+                        .collect();
+                    if !diff.is_empty() {
+                        let resp = delta_response(all, type_url, &diff, version, true);
+                        sent += resp.encoded_len() as u64;
+                        let _ = tx.send(Ok(resp));
+                    }
+                }
+            }
+        }
+    }
+    st.bytes_sent += sent;
 }
 
 fn sotw_response(

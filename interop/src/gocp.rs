@@ -120,6 +120,9 @@ pub struct Event {
     pub names: Option<Vec<String>>,
     /// The NACK's error message, if it is one.
     pub nack: Option<String>,
+    /// When the server saw it, µs since the Unix epoch.
+    #[serde(default)]
+    pub at_us: u64,
 }
 
 /// One locality of one cluster in one load report.
@@ -151,18 +154,25 @@ impl GoControlPlane {
 
     /// Starts with ADS on `port` (0: any), e.g. to restart where a killed one was.
     pub fn start_on(port: u16) -> Self {
-        Self::spawn(port, false)
+        Self::spawn(port, false, true)
+    }
+
+    /// Starts on a free port without recording events ([`Self::events`] stays empty): for
+    /// large snapshots, whose requests name thousands of resources each.
+    pub fn start_unrecorded() -> Self {
+        Self::spawn(0, false, false)
     }
 
     /// Starts with the snapshot cache's ADS consistency mode on (see `interop/gocp/main.go`).
     pub fn start_consistent() -> Self {
-        Self::spawn(0, true)
+        Self::spawn(0, true, true)
     }
 
-    fn spawn(port: u16, consistent: bool) -> Self {
+    fn spawn(port: u16, consistent: bool, record: bool) -> Self {
         let mut child = Command::new(binary())
             .env("GOCP_ADS_PORT", port.to_string())
             .env("GOCP_ADS_CONSISTENT", if consistent { "1" } else { "0" })
+            .env("GOCP_RECORD", if record { "1" } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -207,6 +217,31 @@ impl GoControlPlane {
         serde_json::from_str::<Option<Vec<LrsEntry>>>(&text)
             .unwrap()
             .unwrap_or_default()
+    }
+
+    /// Waits until `node` has ACKed, for each `(type, count)` of `want` (`lds`, `rds`, `cds`,
+    /// `eds`), a response after which it held at least `count` resources of that type, and
+    /// returns when the last of those ACKs arrived (µs since the Unix epoch); `None` if that did
+    /// not happen within `timeout`. The server blocks on the ACKs as they come (see
+    /// `interop/gocp/acks.go`): the one definition of "ready" the xDS-scale bench applies to
+    /// every client.
+    pub async fn acked(
+        &self,
+        node: &str,
+        want: &[(&str, usize)],
+        timeout: std::time::Duration,
+    ) -> Option<u64> {
+        let mut path = format!("/acked?node={node}&timeout_ms={}", timeout.as_millis());
+        for (ty, n) in want {
+            path.push_str(&format!("&{ty}={n}"));
+        }
+        let (status, text) = self.http("GET", &path, String::new()).await;
+        assert_eq!(status, 200, "gocp /acked: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["ready"]
+            .as_bool()
+            .unwrap()
+            .then(|| v["at_us"].as_u64().unwrap())
     }
 
     /// Every request seen so far.

@@ -28,6 +28,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -97,6 +98,7 @@ func client(args []string) {
 	each := fs.String("each", "", "k=v1,v2,...: n calls per value of metadata k, one EACH line per value")
 	hold := fs.Int("hold", 0, "calls left in flight before the batch")
 	holdHeader := fs.String("hold-header", "x-hold=1", "k=v metadata of the held calls")
+	stay := fs.Bool("stay", false, "start the channel's xDS resolution, make no call, exit when stdin closes")
 	_ = fs.Parse(args)
 	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
 	if err != nil {
@@ -107,6 +109,13 @@ func client(args []string) {
 		fail(err)
 	}
 	defer conn.Close()
+	if *stay {
+		// The xDS-scale bench: the control plane times the ACKs, the bench reads the memory.
+		conn.Connect()
+		fmt.Println("STARTED")
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		return
+	}
 	// Ready first (config resolved, connected), within a bound.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	conn.Connect()
