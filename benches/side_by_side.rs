@@ -3,6 +3,9 @@
 //! echo server — each contender in its own process, alternated, repeated, medians reported.
 //! The gRPC contenders (unary calls to the same server) are tonic straight to the server, tonic
 //! through the mesh over ADS, and grpc-go's proxyless xDS client on the same control plane.
+//! The `-h1` contenders are the same over HTTP/1.1 (bare hyper's HTTP/1.1 connections behind
+//! the simplest pool, the mesh with an `HTTP1` cluster, Envoy's listener taking HTTP/1.1) and
+//! are compared with `bare-hyper-h1`.
 //!
 //! `cargo bench -p mesh-benches --bench side_by_side` runs concurrency 1, 32 and 256 with
 //! 64 B and 4 KiB bodies, 3 rounds of 3 s each, prints a markdown table and writes it to
@@ -38,9 +41,12 @@ use std::time::Duration;
 
 mod sbs_grpc;
 
-const CONTENDERS: [&str; 8] = [
+const CONTENDERS: [&str; 11] = [
     "bare-hyper",
     "mesh-static",
+    "bare-hyper-h1",
+    "mesh-static-h1",
+    "envoy-sidecar-h1",
     "mesh-ads",
     "mesh-ads-metrics",
     "envoy-sidecar",
@@ -80,11 +86,13 @@ fn contenders(smoke: bool) -> Vec<&'static str> {
     }
 }
 
-/// The contender each one's throughput is compared with: bare hyper for HTTP, tonic straight
-/// to the server for gRPC.
+/// The contender each one's throughput is compared with: bare hyper for HTTP (its HTTP/1.1
+/// client for the `-h1` contenders), tonic straight to the server for gRPC.
 fn baseline(contender: &str) -> &'static str {
     if contender.starts_with("tonic") || contender.starts_with("grpc") {
         "tonic-bare"
+    } else if contender.ends_with("-h1") {
+        "bare-hyper-h1"
     } else {
         "bare-hyper"
     }
@@ -133,6 +141,7 @@ async fn serve() {
 #[derive(Clone)]
 enum Client {
     Hyper(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+    HyperH1(std::sync::Arc<H1Pool>),
     H2(h2::client::SendRequest<Bytes>),
     Mesh(mesh_tower::MeshService<Full<Bytes>>),
     Grpc(sbs_grpc::Tonic),
@@ -142,6 +151,7 @@ impl Client {
     async fn send(&self, body: Bytes) -> Result<usize, String> {
         match self {
             Client::Hyper(tx) => harness::send_hyper(tx, body).await,
+            Client::HyperH1(pool) => pool.send(body).await,
             Client::H2(tx) => {
                 // What hyper does for this request, by hand: the head, the body as one DATA
                 // frame ending the stream, the answer's DATA frames with their flow-control
@@ -167,6 +177,47 @@ impl Client {
     }
 }
 
+/// Bare hyper's HTTP/1.1 connections with the simplest pool in front: an idle connection if
+/// there is one, else a new one, handed back once the answer is read (HTTP/1.1 carries one
+/// request at a time, so concurrency c keeps c connections). The request is what the mesh
+/// sends upstream: origin form with a `host` header.
+struct H1Pool {
+    target: SocketAddr,
+    idle: std::sync::Mutex<Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
+}
+
+impl H1Pool {
+    async fn send(&self, body: Bytes) -> Result<usize, String> {
+        let idle = {
+            let mut idle = self.idle.lock().unwrap();
+            std::iter::from_fn(|| idle.pop()).find(|tx| tx.is_ready())
+        };
+        let mut tx = match idle {
+            Some(tx) => tx,
+            None => {
+                let stream = tokio::net::TcpStream::connect(self.target)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = stream.set_nodelay(true);
+                let (tx, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                tx
+            }
+        };
+        let req = http::Request::post("/echo")
+            .header(http::header::HOST, "web")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let res = tx.send_request(req).await.map_err(|e| e.to_string())?;
+        let b = res.into_body().collect().await.map_err(|e| e.to_string())?;
+        self.idle.lock().unwrap().push(tx);
+        Ok(b.to_bytes().len())
+    }
+}
+
 async fn h2(addr: SocketAddr) -> Client {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let _ = stream.set_nodelay(true);
@@ -183,6 +234,13 @@ async fn h2(addr: SocketAddr) -> Client {
 async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f64, size: usize) {
     let (client, _mesh) = match contender {
         "bare-hyper" | "envoy-sidecar" => (h2(target).await, None),
+        "bare-hyper-h1" | "envoy-sidecar-h1" => {
+            let pool = H1Pool {
+                target,
+                idle: Default::default(),
+            };
+            (Client::HyperH1(std::sync::Arc::new(pool)), None)
+        }
         "h2-direct" => {
             let stream = tokio::net::TcpStream::connect(target).await.unwrap();
             let _ = stream.set_nodelay(true);
@@ -192,6 +250,13 @@ async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f
         }
         "mesh-static" => {
             let yaml = mesh_examples::yaml::web_config(&[target], "protocol: HTTP2");
+            let mesh = Mesh::from_config(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
+                .await
+                .unwrap();
+            (Client::Mesh(mesh.channel("xds:///web")), Some(mesh))
+        }
+        "mesh-static-h1" => {
+            let yaml = mesh_examples::yaml::web_config(&[target], "protocol: HTTP1");
             let mesh = Mesh::from_config(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
                 .await
                 .unwrap();
@@ -388,7 +453,7 @@ fn main() {
                     let (target, pid) = match contender {
                         "mesh-ads" | "mesh-ads-metrics" | "mesh-ads-all" | "tonic-mesh-ads"
                         | "grpc-go-xds" => (cp.ads, None),
-                        "envoy-sidecar" => (envoy.listener, Some(envoy.pid())),
+                        "envoy-sidecar" | "envoy-sidecar-h1" => (envoy.listener, Some(envoy.pid())),
                         _ => (echo, None),
                     };
                     let env = if contender == ALL_TELEMETRY {

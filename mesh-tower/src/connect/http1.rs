@@ -8,6 +8,7 @@ use crate::tls::PeerIdentity;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 /// Connections kept for reuse; more than this many are closed when handed back.
@@ -17,7 +18,9 @@ pub(crate) struct Pool<B> {
     target: ConnectTarget,
     connector: Connector,
     limits: Arc<Limits>,
-    pooled: Mutex<Vec<(SendRequest<B>, Option<PeerIdentity>)>>,
+    /// Handed back when the answer's head arrives, so the newest may still be streaming its
+    /// body: taken oldest first, the first one tried is almost always ready.
+    pooled: Mutex<VecDeque<(SendRequest<B>, Option<PeerIdentity>)>>,
 }
 
 impl<B> Pool<B>
@@ -29,7 +32,7 @@ where
             target,
             connector,
             limits,
-            pooled: Mutex::new(Vec::new()),
+            pooled: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -63,18 +66,28 @@ where
         Ok(res)
     }
 
-    /// An idle connection, dropping dead ones and keeping busy ones (body still streaming).
+    /// An idle connection, dropping dead ones and keeping busy ones (body still streaming) for
+    /// later. O(1) in the steady state: a scan of the whole pool per request cost ~1 µs of CPU
+    /// per request at 256 connections.
     fn checkout(&self) -> Option<(SendRequest<B>, Option<PeerIdentity>)> {
         let mut pooled = self.pooled.lock().unwrap_or_else(|e| e.into_inner());
-        pooled.retain(|(tx, _)| !tx.is_closed());
-        let idx = pooled.iter().rposition(|(tx, _)| tx.is_ready())?;
-        Some(pooled.swap_remove(idx))
+        for _ in 0..pooled.len() {
+            let (tx, peer) = pooled.pop_front()?;
+            if tx.is_closed() {
+                continue;
+            }
+            if tx.is_ready() {
+                return Some((tx, peer));
+            }
+            pooled.push_back((tx, peer));
+        }
+        None
     }
 
     fn checkin(&self, tx: SendRequest<B>, peer: Option<PeerIdentity>) {
         let mut pooled = self.pooled.lock().unwrap_or_else(|e| e.into_inner());
         if pooled.len() < MAX_POOLED {
-            pooled.push((tx, peer));
+            pooled.push_back((tx, peer));
         }
     }
 

@@ -232,6 +232,9 @@ pub(crate) struct Connection {
     /// HTTP/1.1 pools by request body type.
     h1: ArcSwap<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
     h1_insert: Mutex<()>,
+    /// The `host` header for the authority HTTP/1.1 requests to this endpoint carry (one,
+    /// in practice): cloned per request, a reference count instead of a copy.
+    host: OnceLock<(uri::Authority, http::HeaderValue)>,
 }
 
 impl Connection {
@@ -245,6 +248,7 @@ impl Connection {
             h2: OnceLock::new(),
             h1: ArcSwap::from_pointee(Vec::new()),
             h1_insert: Mutex::new(()),
+            host: OnceLock::new(),
         }
     }
 
@@ -292,12 +296,41 @@ impl Connection {
         pool
     }
 
+    /// HTTP/1.1 sends the path in the request line and the authority in `Host`.
+    fn to_origin_form<B>(&self, req: &mut Request<B>) {
+        if let Some(authority) = req.uri().authority()
+            && !req.headers().contains_key(header::HOST)
+        {
+            let value = match self.host.get() {
+                Some((a, v)) if a == authority => Some(v.clone()),
+                _ => http::HeaderValue::from_str(authority.as_str())
+                    .ok()
+                    .map(|v| {
+                        // The first authority seen is the one cached.
+                        let (a, cached) = self.host.get_or_init(|| (authority.clone(), v.clone()));
+                        if a == authority { cached.clone() } else { v }
+                    }),
+            };
+            if let Some(v) = value {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        if req.uri().scheme().is_some() {
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(path);
+        }
+    }
+
     /// Sends `req`, whose URI is absolute (scheme and authority set by the route layer).
     pub(crate) fn send<B: RequestBody>(&self, mut req: Request<B>) -> Sending {
         if self.target.protocol == Protocol::Http2 || is_grpc(req.headers()) {
             return self.h2().send(req);
         }
-        to_origin_form(&mut req);
+        self.to_origin_form(&mut req);
         let pool = self.h1::<B>();
         Sending::boxed(async move { pool.send(req).await.map(|r| r.map(Upstream::Http1)) })
     }
@@ -306,24 +339,6 @@ impl Connection {
 /// True for `content-type: application/grpc` and its `+proto`/`+json` variants: a gRPC
 /// request, which always goes over HTTP/2.
 pub(crate) use crate::request::is_grpc;
-
-/// HTTP/1.1 sends the path in the request line and the authority in `Host`.
-fn to_origin_form<B>(req: &mut Request<B>) {
-    if let Some(authority) = req.uri().authority()
-        && !req.headers().contains_key(header::HOST)
-        && let Ok(v) = http::HeaderValue::from_str(authority.as_str())
-    {
-        req.headers_mut().insert(header::HOST, v);
-    }
-    if req.uri().scheme().is_some() {
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(path);
-    }
-}
 
 /// Opens the byte stream for `target`, ready for an HTTP handshake: TCP (the connector's),
 /// then TLS if the cluster has it, both within the connect timeout. With TLS, the peer's

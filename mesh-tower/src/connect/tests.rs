@@ -188,3 +188,58 @@ async fn trailers_follow_the_data() {
     assert!(body.frame().await.is_none());
     assert!(body.is_end_stream());
 }
+
+/// A connector whose every connection is an in-memory stream to a hyper HTTP/1.1 server that
+/// answers with the request's `host` header and its request line's target.
+struct EchoHost {
+    connections: Arc<AtomicUsize>,
+}
+
+impl Connect for EchoHost {
+    fn connect(&self, _: &ConnectTarget) -> ConnectFuture {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        let (client, server) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                let host = req.headers().get(header::HOST).map(|v| v.to_str().unwrap());
+                let answer = format!("{} {}", host.unwrap_or("-"), req.uri());
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(answer))))
+            });
+            let io = hyper_util::rt::TokioIo::new(server);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+        Box::pin(async move { Ok(Box::new(client) as BoxIo) })
+    }
+}
+
+#[tokio::test]
+async fn http1_requests_carry_their_own_authority_as_host_and_reuse_the_connection() {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let target = ConnectTarget {
+        address: "127.0.0.1:1".parse().unwrap(),
+        cluster: "c".into(),
+        connect_timeout: Duration::from_secs(5),
+        protocol: Protocol::Http1,
+        tls: None,
+    };
+    let connector = Connector::new(EchoHost {
+        connections: connections.clone(),
+    });
+    let conn = Connection::new(target, connector, Arc::new(Limits::new("c".into())));
+    let send = |uri: &'static str| {
+        let req = Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+        let answer = conn.send(req);
+        async move {
+            let body = answer.await.unwrap().into_body().collect().await.unwrap();
+            String::from_utf8(body.to_bytes().to_vec()).unwrap()
+        }
+    };
+    // The first authority is cached; another one (a second virtual host on the same
+    // endpoint) must still get its own.
+    assert_eq!(send("http://a.example/x?q=1").await, "a.example /x?q=1");
+    assert_eq!(send("http://b.example:8080/y").await, "b.example:8080 /y");
+    assert_eq!(send("http://a.example/z").await, "a.example /z");
+    assert_eq!(connections.load(Ordering::Relaxed), 1, "one connection, reused");
+}
