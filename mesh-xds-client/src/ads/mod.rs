@@ -660,6 +660,16 @@ impl Ads {
             .min()
     }
 
+    /// Every known resource's status, by reference (the cascade walks them after each
+    /// response: [`status`](Self::status) would copy tens of thousands of names each time).
+    pub fn for_each_status(&self, mut f: impl FnMut(ResourceType, &str, &ResourceStatus)) {
+        for ty in ResourceType::ALL {
+            for (name, meta) in &self.types[ty.index()].resources {
+                f(ty, name, &meta.status);
+            }
+        }
+    }
+
     /// Status of every subscribed resource, by type and name.
     pub fn status(&self) -> BTreeMap<ResourceType, BTreeMap<String, ResourceStatus>> {
         ResourceType::ALL

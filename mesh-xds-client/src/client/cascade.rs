@@ -396,15 +396,13 @@ pub(super) fn cascade(shared: &Arc<Shared>) {
         let mut pending = Vec::new();
         let mut resources = super::metrics::Resources::default();
         for ads in &st.ads {
-            for (ty, by_name) in ads.status() {
-                for (name, status) in by_name {
-                    resources.add(ty, &name, status.state, status.last_error.is_some());
-                    if status.state == "requested" {
-                        let kind = kind_of(&st.server_listeners, ty, &name);
-                        pending.push((kind, store_name(&st.listener_targets, ty, name)));
-                    }
+            ads.for_each_status(|ty, name, status| {
+                resources.add(ty, name, status.state, status.last_error.is_some());
+                if status.state == "requested" {
+                    let kind = kind_of(&st.server_listeners, ty, name);
+                    pending.push((kind, store_name(&st.listener_targets, ty, name.to_owned())));
                 }
-            }
+            });
         }
         drop(st);
         resources.publish();

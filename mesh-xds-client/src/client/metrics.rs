@@ -7,6 +7,7 @@
 //! subscription changes), never per request.
 
 use crate::translate::ResourceType;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 const TARGET: &str = "mesh";
@@ -42,7 +43,7 @@ pub(super) fn updates(server: &str, counts: &[(u64, u64); ResourceType::ALL.len(
 /// How many resources are in each cache state, by authority and type (`grpc.xds_client.resources`).
 /// Every state of every type seen is set, so a state that empties reads 0.
 #[derive(Debug, Default)]
-pub(super) struct Resources(BTreeMap<(String, ResourceType, &'static str), u64>);
+pub(super) struct Resources(BTreeMap<(Cow<'static, str>, ResourceType, &'static str), u64>);
 
 /// gRPC's cache states.
 const STATES: [&str; 5] = [
@@ -56,9 +57,10 @@ const STATES: [&str; 5] = [
 impl Resources {
     /// Counts one resource.
     pub(super) fn add(&mut self, ty: ResourceType, name: &str, state: &str, has_error: bool) {
+        // Called for every resource after every response: no allocation for the usual case.
         let authority = match crate::federation::XdstpName::parse(name) {
-            Some(Ok(n)) => n.authority.to_owned(),
-            Some(Err(_)) | None => "#old".to_owned(),
+            Some(Ok(n)) => Cow::Owned(n.authority.to_owned()),
+            Some(Err(_)) | None => Cow::Borrowed("#old"),
         };
         let state = match (state, has_error) {
             ("acked", true) => "nacked_but_cached",
@@ -73,7 +75,7 @@ impl Resources {
 
     /// Sets the gauges.
     pub(super) fn publish(self) {
-        let mut keys: BTreeMap<(String, ResourceType), ()> = BTreeMap::new();
+        let mut keys: BTreeMap<(Cow<'static, str>, ResourceType), ()> = BTreeMap::new();
         for (a, ty, _) in self.0.keys() {
             keys.insert((a.clone(), *ty), ());
         }
@@ -84,7 +86,7 @@ impl Resources {
                     .get(&(authority.clone(), ty, state))
                     .copied()
                     .unwrap_or(0);
-                metrics::gauge!("grpc.xds_client.resources", "grpc.target" => TARGET, "grpc.xds.authority" => authority.clone(), "grpc.xds.cache_state" => state, "grpc.xds.resource_type" => ty.type_url())
+                metrics::gauge!("grpc.xds_client.resources", "grpc.target" => TARGET, "grpc.xds.authority" => authority.to_string(), "grpc.xds.cache_state" => state, "grpc.xds.resource_type" => ty.type_url())
                     .set(n as f64);
             }
         }
