@@ -19,6 +19,7 @@
 //! the client reconnects with exponential backoff and full jitter, then resubscribes.
 
 mod cascade;
+mod deliver;
 mod lrs;
 mod metrics;
 mod stream;
@@ -418,7 +419,7 @@ struct State {
     /// LDS names that are server listeners (gRFC A36), as the store's interest asks.
     server_listeners: BTreeSet<String>,
     /// Route configs received but not applied yet: some cluster they name (or its endpoints)
-    /// has not arrived (gRFC A74; see `cascade::promote`).
+    /// has not arrived (gRFC A74; see `deliver::promote`).
     staged_routes: BTreeMap<String, mesh_core::config::route::RouteConfig>,
 }
 

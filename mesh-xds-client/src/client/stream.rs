@@ -1,7 +1,8 @@
 //! One server's ADS stream: connect, subscribe, pump responses into its state machine, and
 //! reconnect with backoff when the stream breaks (the cached config keeps serving).
 
-use super::cascade::{cascade, deliver, quiet, tick};
+use super::cascade::{cascade, tick};
+use super::deliver::{deliver, quiet};
 use super::{Settings, Shared, Tls};
 use crate::ads::{self, Ads, Output, Request};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
