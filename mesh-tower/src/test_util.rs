@@ -242,3 +242,31 @@ pub(crate) async fn mesh_of(yaml: &str, telemetry: crate::telemetry::Telemetry) 
         .await
         .unwrap()
 }
+
+/// Captured access log lines (a `Write` that keeps what it is given).
+#[derive(Clone, Default)]
+pub(crate) struct Lines(pub(crate) Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    /// Everything written, as text.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Each line parsed as JSON.
+    pub(crate) fn json(&self) -> Vec<serde_json::Value> {
+        (self.text().lines())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}

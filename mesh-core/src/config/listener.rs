@@ -26,6 +26,37 @@ pub struct Listener {
     /// router itself implied). Their order in the mesh is fixed: local rate limit, then fault.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_filters: Vec<HttpFilter>,
+    /// This target's access log (Envoy's HttpConnectionManager `access_log`, its file and
+    /// stdout loggers): requests through the target write here instead of the mesh-wide
+    /// log. Only the first entry is written to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_log: Vec<AccessLogConfig>,
+}
+
+/// Where a listener's access log lines go and how they look.
+///
+/// ```
+/// use mesh_core::MeshConfig;
+/// let config = MeshConfig::from_yaml(r#"
+/// listeners:
+///   - name: web
+///     route_config: { name: r, virtual_hosts: [] }
+///     access_log:
+///       - { path: /dev/stdout, text_format: "%REQ(:METHOD)% %RESPONSE_CODE%\n" }
+/// "#).unwrap();
+/// assert_eq!(config.listeners[0].access_log[0].path, "/dev/stdout");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// A file (appended to), or `/dev/stdout` / `/dev/stderr`.
+    pub path: String,
+    /// Envoy's `text_format` (add the `\n` yourself). Neither format: the mesh's JSON line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_format: Option<String>,
+    /// Envoy's `json_format`: each key's value is a format string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_format: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// One HTTP filter: a name (the key of route-level overrides) and exactly one config.
@@ -109,6 +140,15 @@ impl Listener {
                 errors.check(!name.is_empty(), &path.field("rds"), "must not be empty")
             }
             Some(RouteSource::Inline(rc)) => rc.validate(&path.field("route_config"), errors),
+        }
+        for (i, log) in self.access_log.iter().enumerate() {
+            let lp = path.field("access_log").index(i);
+            errors.check(!log.path.is_empty(), &lp.field("path"), "must not be empty");
+            errors.check(
+                log.text_format.is_none() || log.json_format.is_none(),
+                &lp,
+                "at most one of text_format and json_format may be set",
+            );
         }
         let mut names = HashSet::new();
         for (i, f) in self.http_filters.iter().enumerate() {

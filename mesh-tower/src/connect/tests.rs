@@ -200,11 +200,12 @@ impl Connect for EchoHost {
         self.connections.fetch_add(1, Ordering::Relaxed);
         let (client, server) = tokio::io::duplex(1 << 16);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                let host = req.headers().get(header::HOST).map(|v| v.to_str().unwrap());
-                let answer = format!("{} {}", host.unwrap_or("-"), req.uri());
-                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(answer))))
-            });
+            let svc =
+                hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let host = req.headers().get(header::HOST).map(|v| v.to_str().unwrap());
+                    let answer = format!("{} {}", host.unwrap_or("-"), req.uri());
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(answer))))
+                });
             let io = hyper_util::rt::TokioIo::new(server);
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, svc)
@@ -241,5 +242,9 @@ async fn http1_requests_carry_their_own_authority_as_host_and_reuse_the_connecti
     assert_eq!(send("http://a.example/x?q=1").await, "a.example /x?q=1");
     assert_eq!(send("http://b.example:8080/y").await, "b.example:8080 /y");
     assert_eq!(send("http://a.example/z").await, "a.example /z");
-    assert_eq!(connections.load(Ordering::Relaxed), 1, "one connection, reused");
+    assert_eq!(
+        connections.load(Ordering::Relaxed),
+        1,
+        "one connection, reused"
+    );
 }

@@ -60,6 +60,11 @@ where
 {
     /// Whether `req` could be sent now: routed, to a cluster with an endpoint to pick. The
     /// error is what the call would fail with at once. (Wait-for-ready calls check first.)
+    /// The access log of the listener `req` goes through, when it has its own.
+    pub(crate) fn listener_log(&self, req: &Request<B>) -> Option<crate::stats::AccessLog> {
+        self.targets.listener_log(req)
+    }
+
     pub(crate) fn check(&self, req: &mut Request<B>) -> Result<(), MeshError> {
         let decision = self.targets.decide(req)?;
         self.lean

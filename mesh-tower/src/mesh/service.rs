@@ -195,11 +195,10 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let grpc = grpc::is_grpc(req.headers());
-        let call = self
-            .shared
-            .telemetry
-            .as_ref()
-            .map(|t| ClientCall::start(t, &mut req, self.shared.target.as_ref()));
+        let call = self.shared.telemetry.as_ref().map(|t| {
+            let log = self.shared.router.listener_log(&req);
+            ClientCall::start(t, &mut req, self.shared.target.as_ref(), log.as_ref())
+        });
         let wait = req
             .extensions()
             .get::<WaitForReady>()

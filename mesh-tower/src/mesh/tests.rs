@@ -158,3 +158,64 @@ async fn a_config_that_cannot_serve_is_walked_once_per_version() {
     assert_eq!(call(&mut nowhere).kind(), ErrorKind::NoConfig);
     assert_eq!(nowhere.startup().unwrap().refused_at(), v);
 }
+
+#[tokio::test]
+async fn a_listener_with_its_own_access_log_writes_there_and_others_to_the_mesh_log() {
+    use crate::telemetry::{AccessLog, Telemetry};
+    use crate::test_util::Lines;
+    let file = std::env::temp_dir().join(format!("mesh-listener-log-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let yaml = format!(
+        r#"
+listeners:
+  - name: web
+    route_config:
+      virtual_hosts:
+        - {{ name: web, domains: ["*"], routes: [ {{ match: {{ prefix: / }}, route: {{ cluster: web }} }} ] }}
+    access_log:
+      - {{ path: {:?}, text_format: "%RESPONSE_FLAGS% %REQ(:PATH)%\n" }}
+  - name: other
+    route_config:
+      virtual_hosts:
+        - {{ name: other, domains: ["*"], routes: [ {{ match: {{ prefix: / }}, route: {{ cluster: web }} }} ] }}
+clusters:
+  - {{ name: web, type: EDS }}
+endpoints:
+  - {{ cluster_name: web, endpoints: [ {{ lb_endpoints: [] }} ] }}
+"#,
+        file.display().to_string()
+    );
+    let mesh_wide = Lines::default();
+    let store = Store::new();
+    store
+        .replace(MeshConfig::from_yaml(&yaml).unwrap())
+        .unwrap();
+    let mesh = Mesh::builder()
+        .store(store)
+        .control(Control::runtime(tokio::runtime::Handle::current()))
+        .telemetry(
+            Telemetry::new(Default::default())
+                .with_access_log(AccessLog::writer(mesh_wide.clone())),
+        )
+        .build()
+        .await
+        .unwrap();
+    let mut web = mesh.channel::<http_body_util::Empty<bytes::Bytes>>("xds:///web");
+    let mut other = mesh.channel::<http_body_util::Empty<bytes::Bytes>>("xds:///other");
+    let req = |path: &str| {
+        http::Request::get(path)
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    let e = web.call(req("/a")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoEndpoint, "{e}");
+    other.call(req("/b")).await.unwrap_err();
+    // The last clone of the file's log goes with the mesh: its buffer is flushed then.
+    drop((web, other, mesh));
+    let written = std::fs::read_to_string(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(written, "UH /a\n");
+    let mesh_wide = mesh_wide.text();
+    assert!(mesh_wide.contains(r#""path":"/b""#), "{mesh_wide}");
+    assert!(!mesh_wide.contains(r#""path":"/a""#), "{mesh_wide}");
+}

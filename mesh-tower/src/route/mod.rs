@@ -136,6 +136,18 @@ where
 }
 
 impl Targets {
+    /// The access log of the listener `req` goes through, when it has its own.
+    pub(crate) fn listener_log<B>(&self, req: &Request<B>) -> Option<crate::stats::AccessLog> {
+        match self {
+            Targets::One(state) => state.current().access_log.clone(),
+            Targets::ByAuthority(map) => {
+                let authority = request_authority(req)?;
+                map.get(authority).current().access_log.clone()
+            }
+            Targets::Invalid(..) => None,
+        }
+    }
+
     /// Routes `req` (and completes its URI) without recording the decision in it.
     pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Result<RouteDecision, MeshError> {
         match self {

@@ -22,6 +22,8 @@ pub(crate) struct Compiled {
     listener: Option<Arc<Listener>>,
     rds: Option<Arc<RouteConfig>>,
     pub(crate) table: Result<Table, String>,
+    /// The listener's own access log (its `access_log`), opened when the listener changes.
+    pub(crate) access_log: Option<crate::stats::AccessLog>,
 }
 
 /// Routing state of one target.
@@ -51,6 +53,7 @@ impl TargetState {
                 listener: None,
                 rds: None,
                 table: Err("not resolved yet".into()),
+                access_log: None,
             }),
             rebuild: Mutex::new(()),
             store,
@@ -89,13 +92,36 @@ impl TargetState {
         // An error state is recompiled on every change so its message stays current.
         if !same || old.table.is_err() {
             let table = self.compile(listener.as_deref(), rds.as_deref(), &snap);
+            let access_log = self.access_log(&old, listener.as_deref());
             self.compiled.store(Arc::new(Compiled {
                 listener,
                 rds,
                 table,
+                access_log,
             }));
         }
         self.seen.store(snap.version(), Ordering::Release);
+    }
+
+    /// The listener's access log: the one already open when its config is unchanged, else
+    /// opened anew. One that cannot be opened is reported and the mesh-wide log is used.
+    fn access_log(
+        &self,
+        old: &Compiled,
+        listener: Option<&Listener>,
+    ) -> Option<crate::stats::AccessLog> {
+        let config = listener.and_then(|l| l.access_log.first())?;
+        let before = old.listener.as_ref().and_then(|l| l.access_log.first());
+        if before == Some(config) && old.access_log.is_some() {
+            return old.access_log.clone();
+        }
+        match crate::stats::AccessLog::from_config(config) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                tracing::warn!(target = %self.name, error = %e, "listener access log not written; using the mesh-wide log");
+                None
+            }
+        }
     }
 
     fn compile(

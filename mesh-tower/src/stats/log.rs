@@ -9,11 +9,16 @@
 
 use super::Outcome;
 use super::format::{LogFormat, Values};
+use mesh_core::config::listener::AccessLogConfig;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
+
+/// A log's writer, shared by its clones (and by logs of one path, see
+/// [`AccessLog::from_config`]).
+type Out = Mutex<Box<dyn Write + Send>>;
 
 /// Where access log lines go: stdout, a file (appended), or any writer. Cheap to clone; lines
 /// from concurrent requests never interleave.
@@ -34,7 +39,7 @@ use std::time::SystemTime;
 /// ```
 #[derive(Clone)]
 pub struct AccessLog {
-    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    out: Arc<Out>,
     /// Envoy's format (none: the JSON line below).
     format: Option<Arc<LogFormat>>,
 }
@@ -60,6 +65,58 @@ impl AccessLog {
             .append(true)
             .open(path)?;
         Ok(Self::buffered(file))
+    }
+
+    /// The log a listener's config names (`access_log` on a listener, from YAML or an xDS
+    /// HttpConnectionManager): `/dev/stdout`, `/dev/stderr` or a file, in the config's format.
+    /// Logs of one path share one writer (and buffer) in the process, so lines of different
+    /// listeners never interleave inside a line; only the format is each log's own.
+    ///
+    /// ```
+    /// use mesh_core::config::listener::AccessLogConfig;
+    /// use mesh_tower::telemetry::AccessLog;
+    /// let config = AccessLogConfig {
+    ///     path: "/dev/stdout".into(),
+    ///     text_format: Some("%REQ(:METHOD)% %RESPONSE_CODE%\n".into()),
+    ///     json_format: None,
+    /// };
+    /// let log = AccessLog::from_config(&config).unwrap();
+    /// # let _ = log;
+    /// ```
+    pub fn from_config(config: &AccessLogConfig) -> Result<Self, String> {
+        static OPEN: Mutex<Vec<(String, Weak<Out>)>> = Mutex::new(Vec::new());
+        let out = {
+            let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+            open.retain(|(_, w)| w.strong_count() > 0);
+            match open
+                .iter()
+                .find_map(|(p, w)| (*p == config.path).then(|| w.upgrade()))
+            {
+                Some(Some(out)) => out,
+                _ => {
+                    let log = match config.path.as_str() {
+                        "/dev/stdout" => Self::stdout(),
+                        "/dev/stderr" => Self::buffered(std::io::stderr()),
+                        path => Self::file(path)
+                            .map_err(|e| format!("access log {path:?} cannot be opened: {e}"))?,
+                    };
+                    open.push((config.path.clone(), Arc::downgrade(&log.out)));
+                    log.out
+                }
+            }
+        };
+        let format = match (&config.text_format, &config.json_format) {
+            (Some(text), _) => Some(LogFormat::text(text)?),
+            (None, Some(json)) => {
+                let text = serde_json::to_string(json).map_err(|e| e.to_string())?;
+                Some(LogFormat::json(&text)?)
+            }
+            (None, None) => None,
+        };
+        Ok(Self {
+            out,
+            format: format.map(Arc::new),
+        })
     }
 
     /// Lines to `out` through a 64 KiB buffer, flushed when full and every second by a thread

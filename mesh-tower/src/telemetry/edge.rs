@@ -2,7 +2,9 @@
 
 use super::Telemetry;
 use super::labels;
-use crate::stats::{Edge, EdgeRef, Flags, LogLine, Outcome, Recording, UNKNOWN, grpc_status};
+use crate::stats::{
+    AccessLog, Edge, EdgeRef, Flags, LogLine, Outcome, Recording, UNKNOWN, grpc_status,
+};
 use crate::trace::{CallTrace, OpenSpan, TraceContext};
 use metrics::Label;
 use std::sync::Arc;
@@ -121,6 +123,7 @@ impl ClientCall {
         telemetry: &Telemetry,
         req: &mut http::Request<B>,
         target: Option<&Arc<str>>,
+        listener_log: Option<&AccessLog>,
     ) -> Self {
         let grpc = crate::grpc::is_grpc(req.headers());
         let span = telemetry.tracer().and_then(|t| t.client_call(req));
@@ -143,8 +146,7 @@ impl ClientCall {
             attempts,
             telemetry: telemetry.clone(),
             start: Instant::now(),
-            log: telemetry
-                .access_log()
+            log: (listener_log.or(telemetry.access_log()))
                 .map(|sink| LogLine::start(sink, "source", req)),
             grpc,
             method: req.uri().path_and_query().filter(|_| grpc).cloned(),

@@ -196,7 +196,7 @@ fn a_client_reports_as_the_source_with_the_cluster_as_the_service() {
     let series = Series::default();
     let t = echo_workload();
     with_series(&series, async {
-        let call = ClientCall::start(&t, &mut get("/x"), None);
+        let call = ClientCall::start(&t, &mut get("/x"), None, None);
         tokio::time::advance(Duration::from_millis(12)).await;
         let res = crate::test_util::response(503, 8080);
         let mut rec = call.response(&res);
@@ -204,13 +204,13 @@ fn a_client_reports_as_the_source_with_the_cluster_as_the_service() {
         // A failure the mesh answered itself: the flag says what happened.
         // A gRPC call on a channel: gRPC's call metric too (A66).
         let target = Arc::from("xds:///echo.default.svc.cluster.local:7070");
-        let call = ClientCall::start(&t, &mut grpc_request("echo"), Some(&target));
+        let call = ClientCall::start(&t, &mut grpc_request("echo"), Some(&target), None);
         tokio::time::advance(Duration::from_millis(3)).await;
         let e = MeshError::new(ErrorKind::NoEndpoint, "no endpoint")
             .with_cluster("outbound|7070|v1|echo.default.svc.cluster.local".into());
         call.failed(&e).finish(Flags::NONE);
         let e = MeshError::new(ErrorKind::NoRoute, "no route");
-        ClientCall::start(&t, &mut get("/x"), None)
+        ClientCall::start(&t, &mut get("/x"), None, None)
             .failed(&e)
             .finish(Flags::NONE);
     });
@@ -285,7 +285,7 @@ fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
             .get_mut::<crate::ServedBy>()
             .unwrap()
             .workload = Some("reviews-v2;bookinfo;reviews;v2;Kubernetes".into());
-        ClientCall::start(&t, &mut get("/x"), None)
+        ClientCall::start(&t, &mut get("/x"), None, None)
             .response(&res)
             .finish(Flags::NONE);
         // istiod leaves the revision out when it is the default.
@@ -294,7 +294,7 @@ fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
             .get_mut::<crate::ServedBy>()
             .unwrap()
             .workload = Some("ratings;bookinfo;ratings;;Kubernetes".into());
-        ClientCall::start(&t, &mut get("/x"), None)
+        ClientCall::start(&t, &mut get("/x"), None, None)
             .response(&res)
             .finish(Flags::NONE);
     });
@@ -316,29 +316,7 @@ fn a_client_reads_the_destination_workload_from_endpoint_metadata() {
     assert_eq!(series.requests(&ratings), 1);
 }
 
-/// Captured access log lines.
-#[derive(Clone, Default)]
-struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    fn json(&self) -> Vec<serde_json::Value> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
+use crate::test_util::Lines;
 
 #[test]
 fn access_log_lines_say_what_each_request_did() {
@@ -357,7 +335,7 @@ fn access_log_lines_say_what_each_request_did() {
         // A client's call the mesh failed: no endpoint in the cluster.
         let e = MeshError::new(ErrorKind::NoEndpoint, "no endpoint")
             .with_cluster("outbound|7070|v1|echo.default.svc.cluster.local".into());
-        ClientCall::start(&t, &mut get("/items?id=1"), None)
+        ClientCall::start(&t, &mut get("/items?id=1"), None, None)
             .failed(&e)
             .finish(Flags::NONE);
     });

@@ -48,7 +48,7 @@ pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
                         if let Some(t) = targets.get(&l.name) {
                             l.name = t.clone();
                         }
-                        edit.upsert_listener(l)
+                        edit.upsert_listener(*l)
                     }
                     Change::Upsert(Translated::RouteConfig(rc)) => edit.upsert_route_config(rc),
                     Change::Upsert(Translated::Cluster(c)) => edit.upsert_cluster(*c),

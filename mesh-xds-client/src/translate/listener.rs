@@ -1,5 +1,6 @@
 //! `Listener` (an API listener with an HttpConnectionManager) → [`Listener`].
 
+use super::access_log::access_logs;
 use super::policy::{FAULT_TYPE, LOCAL_RATELIMIT_TYPE, fault, local_ratelimit};
 use super::{finish, route};
 use envoy_types::pb::envoy::config::listener::v3 as pb;
@@ -22,6 +23,7 @@ pub fn translate(l: &pb::Listener) -> Result<Listener, ConfigError> {
         rds: None,
         route_config: None,
         http_filters: Vec::new(),
+        access_log: Vec::new(),
     };
     let ap = root.field("api_listener");
     let Some(api) = l
@@ -71,6 +73,7 @@ pub fn translate(l: &pb::Listener) -> Result<Listener, ConfigError> {
         &ap.field("http_filters"),
         &mut errors,
     );
+    out.access_log = access_logs(&manager.access_log, &ap.field("access_log"), &mut errors);
     if errors.is_empty() {
         out.validate(&root, &mut errors);
     }

@@ -17,6 +17,7 @@
 //! route hash policies. The virtual host's `include_request_attempt_count` is accepted and not
 //! applied: the header is always sent on retried routes.
 
+mod access_log;
 pub mod cluster;
 pub mod endpoint;
 mod inbound;
@@ -108,7 +109,7 @@ impl ResourceType {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Translated {
     /// From LDS.
-    Listener(Listener),
+    Listener(Box<Listener>),
     /// From RDS.
     RouteConfig(RouteConfig),
     /// From CDS (boxed: much larger than the others).
@@ -183,7 +184,7 @@ pub fn decode_in(ty: ResourceType, any: &Any, ctx: &Context) -> Result<Decoded, 
             let t = if server::is_server(&m) {
                 server::translate(&m, ctx).map(|s| Translated::Server(Box::new(s)))
             } else {
-                listener::translate(&m).map(Translated::Listener)
+                listener::translate(&m).map(|l| Translated::Listener(Box::new(l)))
             };
             (m.name.clone(), t)
         }
@@ -287,6 +288,8 @@ mod aggregate_tests;
 #[path = "secret_tests.rs"]
 mod secret_tests;
 
+#[cfg(test)]
+mod access_log_tests;
 #[cfg(test)]
 mod server_chain_tests;
 #[cfg(test)]

@@ -1,0 +1,165 @@
+//! An HttpConnectionManager's `access_log` → [`AccessLogConfig`]s.
+//!
+//! The file, stdout and stderr loggers are what go-control-plane users and Istio's Telemetry
+//! API configure; their format strings are parsed here, so a format the mesh cannot write is
+//! NACKed with its field path (as Envoy rejects an unknown command) instead of failing later.
+//! A logger the mesh does not implement (gRPC, OpenTelemetry, …) or one with a `filter` is
+//! skipped with a warning rather than NACKed: a listener's traffic must not stop because of
+//! how it would be logged, and a filtered log written unfiltered would be a different log.
+
+use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
+use envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format;
+use envoy_types::pb::envoy::config::core::v3::{SubstitutionFormatString, data_source};
+use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
+    FileAccessLog, file_access_log,
+};
+use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
+    StderrAccessLog, StdoutAccessLog, stderr_access_log, stdout_access_log,
+};
+use envoy_types::pb::google::protobuf::{Struct, value::Kind};
+use mesh_core::config::listener::AccessLogConfig;
+use mesh_core::error::{Errors, FieldPath};
+use mesh_tower::telemetry::LogFormat;
+use prost::Message;
+use std::collections::BTreeMap;
+
+pub(crate) const FILE_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
+pub(crate) const STDOUT_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+pub(crate) const STDERR_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
+
+/// The loggers of `logs` the mesh writes; format errors go to `errors` under `path`.
+pub(crate) fn access_logs(
+    logs: &[accesslog::AccessLog],
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Vec<AccessLogConfig> {
+    let mut out = Vec::new();
+    for (i, log) in logs.iter().enumerate() {
+        let lp = path.index(i);
+        let Some(accesslog::access_log::ConfigType::TypedConfig(any)) = &log.config_type else {
+            errors.push(&lp.field("typed_config"), "field not present");
+            continue;
+        };
+        if log.filter.is_some() {
+            tracing::warn!(logger = %log.name, field = %lp.field("filter"), "access log filters are not supported; this log is not written");
+            continue;
+        }
+        let tp = lp.field("typed_config");
+        let decoded = match any.type_url.as_str() {
+            FILE_TYPE => FileAccessLog::decode(&*any.value).map(|f| {
+                let path = f.path.clone();
+                (path, file(f, &tp, errors))
+            }),
+            STDOUT_TYPE => StdoutAccessLog::decode(&*any.value).map(|s| {
+                let format = s.access_log_format.map(|f| match f {
+                    stdout_access_log::AccessLogFormat::LogFormat(f) => {
+                        substitution(&f, &tp.field("log_format"), errors)
+                    }
+                });
+                ("/dev/stdout".to_owned(), format)
+            }),
+            STDERR_TYPE => StderrAccessLog::decode(&*any.value).map(|s| {
+                let format = s.access_log_format.map(|f| match f {
+                    stderr_access_log::AccessLogFormat::LogFormat(f) => {
+                        substitution(&f, &tp.field("log_format"), errors)
+                    }
+                });
+                ("/dev/stderr".to_owned(), format)
+            }),
+            other => {
+                tracing::warn!(logger = %log.name, type_url = %other, "access logger not supported; this log is not written");
+                continue;
+            }
+        };
+        let (path_of, format) = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(&tp, format!("cannot decode {}: {e}", any.type_url));
+                continue;
+            }
+        };
+        if path_of.is_empty() {
+            errors.push(&tp.field("path"), "must not be empty");
+            continue;
+        }
+        let (text_format, json_format) = format.unwrap_or_default();
+        out.push(AccessLogConfig {
+            path: path_of,
+            text_format,
+            json_format,
+        });
+    }
+    out
+}
+
+type Formats = (Option<String>, Option<BTreeMap<String, String>>);
+
+#[allow(deprecated)]
+fn file(f: FileAccessLog, path: &FieldPath, errors: &mut Errors) -> Option<Formats> {
+    use file_access_log::AccessLogFormat as F;
+    Some(match f.access_log_format? {
+        F::Format(text) => text_format(text, &path.field("format"), errors),
+        F::JsonFormat(s) | F::TypedJsonFormat(s) => {
+            json_format(&s, &path.field("json_format"), errors)
+        }
+        F::LogFormat(sfs) => substitution(&sfs, &path.field("log_format"), errors),
+    })
+}
+
+#[allow(deprecated)]
+fn substitution(f: &SubstitutionFormatString, path: &FieldPath, errors: &mut Errors) -> Formats {
+    match &f.format {
+        Some(Format::TextFormat(t)) => text_format(t.clone(), &path.field("text_format"), errors),
+        Some(Format::TextFormatSource(ds)) => match &ds.specifier {
+            Some(data_source::Specifier::InlineString(t)) => {
+                text_format(t.clone(), &path.field("text_format_source"), errors)
+            }
+            Some(data_source::Specifier::InlineBytes(b)) => match String::from_utf8(b.clone()) {
+                Ok(t) => text_format(t, &path.field("text_format_source"), errors),
+                Err(_) => {
+                    errors.push(&path.field("text_format_source"), "not UTF-8");
+                    (None, None)
+                }
+            },
+            _ => {
+                errors.push(
+                    &path.field("text_format_source"),
+                    "only inline_string and inline_bytes are supported",
+                );
+                (None, None)
+            }
+        },
+        Some(Format::JsonFormat(s)) => json_format(s, &path.field("json_format"), errors),
+        None => (None, None),
+    }
+}
+
+fn text_format(text: String, path: &FieldPath, errors: &mut Errors) -> Formats {
+    if let Err(e) = LogFormat::text(&text) {
+        errors.push(path, e);
+    }
+    (Some(text), None)
+}
+
+fn json_format(s: &Struct, path: &FieldPath, errors: &mut Errors) -> Formats {
+    let mut map = BTreeMap::new();
+    for (k, v) in &s.fields {
+        match &v.kind {
+            Some(Kind::StringValue(f)) => {
+                map.insert(k.clone(), f.clone());
+            }
+            _ => errors.push(
+                &path.field(k),
+                "only format strings are supported as values",
+            ),
+        }
+    }
+    let text = serde_json::to_string(&map).unwrap_or_default();
+    if let Err(e) = LogFormat::json(&text) {
+        errors.push(path, e);
+    }
+    (None, Some(map))
+}
