@@ -4,6 +4,10 @@
 //! durations) and uses every command whose value both know: request line and headers with
 //! fallbacks and truncation, response headers, code, flags, bytes sent, upstream host and
 //! cluster, gRPC status.
+//!
+//! The last test gives both the log through go-control-plane, in the same HttpConnectionManager
+//! `access_log` (Envoy's socket listener, the mesh's API listener): the mesh must translate the
+//! file logger and its format as Envoy reads it.
 
 mod support;
 
@@ -243,4 +247,134 @@ async fn access_log_lines_match_envoys_in_text_and_json() {
         l.iter().map(|l| serde_json::from_str(l).unwrap()).collect()
     };
     assert_eq!(parse(&ours), parse(&theirs));
+}
+
+/// The file logger both get over xDS, writing `FORMAT` to `path`.
+fn file_logger(path: &std::path::Path) -> envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
+    use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    use envoy_types::pb::envoy::extensions::access_loggers::file::v3 as file;
+    let format = core::SubstitutionFormatString {
+        format: Some(core::substitution_format_string::Format::TextFormatSource(
+            core::DataSource {
+                specifier: Some(core::data_source::Specifier::InlineString(format!(
+                    "{FORMAT}\n"
+                ))),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let config = file::FileAccessLog {
+        path: path.display().to_string(),
+        access_log_format: Some(file::file_access_log::AccessLogFormat::LogFormat(format)),
+    };
+    accesslog::AccessLog {
+        name: "envoy.access_loggers.file".into(),
+        config_type: Some(accesslog::access_log::ConfigType::TypedConfig(
+            mesh_xds_client::build::any(&config),
+        )),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_log_from_go_control_plane_matches_envoys() {
+    use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
+    let backend = Backend::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (theirs_log, ours_log) = (dir.path().join("envoy.log"), dir.path().join("mesh.log"));
+    let cp = support::gocp::GoControlPlane::start();
+    let envoy_addr = free_port();
+    let mut socket = build::socket_listener("ingress", envoy_addr, "routes");
+    build::edit_manager(&mut socket, |m| {
+        m.access_log = vec![file_logger(&theirs_log)]
+    });
+    let mut api = build::api_listener_rds("web", "routes");
+    build::edit_manager(&mut api, |m| m.access_log = vec![file_logger(&ours_log)]);
+    for (node, listener) in [("envoy", socket), ("mesh-client", api)] {
+        let resources = [
+            build::any(&listener),
+            build::any(&build::route_config(
+                "routes",
+                &["*"],
+                vec![build::route("/", "web")],
+            )),
+            build::any(&build::eds_cluster("web")),
+            build::any(&build::assignment("web", &[backend.addr()])),
+        ];
+        cp.set(node, "1", &resources).await;
+    }
+    let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
+    let mesh = Mesh::from_xds(XdsClientBuilder::new(cp.ads.to_string(), "mesh-client"))
+        .await
+        .unwrap();
+    let web = mesh.channel::<Full<Bytes>>("xds:///web");
+    mesh.wait_ready("xds:///web", support::PATIENCE)
+        .await
+        .unwrap();
+    let nack = (cp.events().await.into_iter()).find_map(|e| e.nack.map(|n| (e.node, n)));
+    assert_eq!(nack, None, "nobody NACKed");
+    let plain = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    // Envoy listens once it has its config from the control plane; each answered probe is
+    // a line of its log, before the requests' lines.
+    let ready = tokio::time::timeout(support::PATIENCE, async {
+        let mut answered = 0;
+        loop {
+            let probe = request("GET", format!("http://{}/", envoy.listener), &[]);
+            if let Ok(res) = plain.request(probe).await {
+                answered += 1;
+                let ok = res.status().is_success();
+                drain(res.into_body()).await;
+                if ok {
+                    return answered;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    let skip = ready.await.expect("Envoy serves its listener");
+    for (method, path, headers) in requests() {
+        let via_envoy = plain
+            .request(request(
+                method,
+                format!("http://{}{path}", envoy.listener),
+                &headers,
+            ))
+            .await
+            .unwrap();
+        drain(via_envoy.into_body()).await;
+        let via_mesh = web
+            .clone()
+            .oneshot(request(method, format!("http://web{path}"), &headers))
+            .await
+            .unwrap();
+        drain(via_mesh.into_body()).await;
+    }
+    // The mesh's file log is flushed when its last user (the mesh) goes.
+    drop((web, mesh));
+    let ours: Vec<String> = (std::fs::read_to_string(&ours_log).unwrap().lines())
+        .map(str::to_owned)
+        .collect();
+    // Envoy flushes its file every second: wait for all the lines (after the probes').
+    let n = skip + requests().len();
+    let theirs = tokio::time::timeout(support::PATIENCE, async {
+        loop {
+            let text = std::fs::read_to_string(&theirs_log).unwrap_or_default();
+            if text.lines().count() >= n {
+                return text
+                    .lines()
+                    .skip(skip)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("Envoy writes its access log");
+    eprintln!("Envoy:\n{}\nmesh:\n{}", theirs.join("\n"), ours.join("\n"));
+    assert_eq!(ours.len(), requests().len());
+    assert_eq!(ours, theirs);
 }

@@ -368,11 +368,23 @@ pub fn fault_filter(
 /// Replaces the HTTP filters of a listener built here (API or socket listener); the router
 /// stays last.
 pub fn set_http_filters(listener: &mut lds::Listener, mut filters: Vec<hcm::HttpFilter>) {
-    use prost::Message;
     filters.push(router_filter());
+    edit_manager(listener, |m| m.http_filters = filters.clone());
+}
+
+/// Edits the HttpConnectionManager of a listener built here (API or socket listener), e.g.
+/// to give it an `access_log`.
+///
+/// ```
+/// use mesh_xds_client::build;
+/// let mut l = build::api_listener_rds("web", "web-routes");
+/// build::edit_manager(&mut l, |m| m.stat_prefix = "web".into());
+/// ```
+pub fn edit_manager(listener: &mut lds::Listener, f: impl Fn(&mut hcm::HttpConnectionManager)) {
+    use prost::Message;
     let edit = |a: &mut Any| {
         if let Ok(mut m) = hcm::HttpConnectionManager::decode(&*a.value) {
-            m.http_filters = filters.clone();
+            f(&mut m);
             *a = any(&m);
         }
     };
