@@ -65,6 +65,9 @@ pub struct FilterChain {
     /// Or its routes come from this route config (RDS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rds: Option<String>,
+    /// Its access log (as the server's top-level `access_log`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_log: Vec<crate::config::listener::AccessLogConfig>,
 }
 
 fn is_default_match(m: &FilterChainMatch) -> bool {

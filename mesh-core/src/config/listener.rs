@@ -89,6 +89,21 @@ pub struct FilterConfig {
     pub disabled: bool,
 }
 
+impl AccessLogConfig {
+    /// Checks `logs`; `path` locates the list.
+    pub fn validate_all(logs: &[AccessLogConfig], path: &FieldPath, errors: &mut Errors) {
+        for (i, log) in logs.iter().enumerate() {
+            let lp = path.index(i);
+            errors.check(!log.path.is_empty(), &lp.field("path"), "must not be empty");
+            errors.check(
+                log.text_format.is_none() || log.json_format.is_none(),
+                &lp,
+                "at most one of text_format and json_format may be set",
+            );
+        }
+    }
+}
+
 impl FilterConfig {
     pub(crate) fn validate(&self, path: &FieldPath, errors: &mut Errors) {
         let n = usize::from(self.fault.is_some())
@@ -141,15 +156,7 @@ impl Listener {
             }
             Some(RouteSource::Inline(rc)) => rc.validate(&path.field("route_config"), errors),
         }
-        for (i, log) in self.access_log.iter().enumerate() {
-            let lp = path.field("access_log").index(i);
-            errors.check(!log.path.is_empty(), &lp.field("path"), "must not be empty");
-            errors.check(
-                log.text_format.is_none() || log.json_format.is_none(),
-                &lp,
-                "at most one of text_format and json_format may be set",
-            );
-        }
+        AccessLogConfig::validate_all(&self.access_log, &path.field("access_log"), errors);
         let mut names = HashSet::new();
         for (i, f) in self.http_filters.iter().enumerate() {
             let fp = path.field("http_filters").index(i);

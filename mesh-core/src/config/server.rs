@@ -87,6 +87,10 @@ pub struct Server {
     /// the top-level settings (an xDS listener without a `default_filter_chain`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub close_unmatched: bool,
+    /// The top-level chain's access log (its HttpConnectionManager's `access_log`):
+    /// requests it serves are written there instead of the mesh-wide log (first entry only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_log: Vec<crate::config::listener::AccessLogConfig>,
 }
 
 fn is_default(l: &Limits) -> bool {
@@ -192,6 +196,7 @@ impl Server {
                 limits: c.limits.clone(),
                 route_config: c.route_config.clone(),
                 rds: c.rds.clone(),
+                access_log: c.access_log.clone(),
                 ..top.clone()
             });
         }
@@ -273,6 +278,11 @@ impl Server {
         if let Some(t) = &self.transport_socket {
             t.validate(&path.field("transport_socket"), errors);
         }
+        crate::config::listener::AccessLogConfig::validate_all(
+            &self.access_log,
+            &path.field("access_log"),
+            errors,
+        );
         let lp = path.field("limits");
         errors.check(
             (1..=8192).contains(&self.limits.max_request_headers_kb),

@@ -8,8 +8,9 @@ use crate::policy::fault::FaultPolicy;
 use crate::ratelimit::RateLimiter;
 use crate::rbac::RbacEngine;
 use crate::route::inbound::PerRoute;
+use crate::stats::AccessLog;
 use crate::tls::ServerTls;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use mesh_core::config::filter_chain::{ChainSelector, FilterChainMatch};
 use mesh_core::config::server::Server;
 use mesh_core::config::tls::DownstreamTls;
@@ -22,6 +23,8 @@ pub(crate) struct Checks {
     pub(super) jwt: Arc<ArcSwap<JwtEngine>>,
     pub(super) ratelimit: Arc<ArcSwap<PerRoute<RateLimiter>>>,
     pub(super) fault: Arc<ArcSwap<PerRoute<FaultPolicy>>>,
+    /// The chain's own access log (none: the mesh-wide one).
+    pub(super) access_log: Arc<ArcSwapOption<AccessLog>>,
 }
 
 impl Checks {
@@ -31,6 +34,7 @@ impl Checks {
             jwt: Arc::new(ArcSwap::from_pointee(c.jwt)),
             ratelimit: Arc::new(ArcSwap::from_pointee(c.limiter)),
             fault: Arc::new(ArcSwap::from_pointee(c.fault)),
+            access_log: Arc::new(ArcSwapOption::new(c.access_log.map(Arc::new))),
         }
     }
 
@@ -60,6 +64,7 @@ impl Checks {
         // worst, the old authorization.
         self.jwt.store(Arc::new(c.jwt));
         self.rbac.store(Arc::new(c.rbac));
+        self.access_log.store(c.access_log.map(Arc::new));
     }
 }
 
@@ -194,6 +199,7 @@ struct Compiled {
     jwt: JwtEngine,
     limiter: PerRoute<RateLimiter>,
     fault: PerRoute<FaultPolicy>,
+    access_log: Option<AccessLog>,
 }
 
 impl Compiled {
@@ -247,11 +253,19 @@ impl Compiled {
             |o| o.fault.as_ref().map(fault_of).transpose(),
         )
         .map_err(err)?;
+        // A log that cannot be opened is reported, and the mesh-wide one is used: how a
+        // request is logged never stops it being served.
+        let access_log = config.access_log.first().and_then(|c| {
+            AccessLog::from_config(c)
+                .map_err(|e| tracing::warn!(server = %config.name, error = %e, "server access log not written; using the mesh-wide log"))
+                .ok()
+        });
         Ok(Self {
             rbac,
             jwt,
             limiter,
             fault,
+            access_log,
         })
     }
 }

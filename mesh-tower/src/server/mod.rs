@@ -235,9 +235,9 @@ impl MeshServer {
     /// tower stack (`None`: this server records no metrics). Put it before
     /// [`rbac_layer`](Self::rbac_layer) so denied requests are counted too.
     pub fn metrics_layer(&self) -> Option<crate::telemetry::InboundMetricsLayer> {
-        self.telemetry
-            .clone()
-            .map(crate::telemetry::InboundMetricsLayer::new)
+        let log = self.checks.access_log.clone();
+        (self.telemetry.clone())
+            .map(|t| crate::telemetry::InboundMetricsLayer::new(t).with_listener_log(Some(log)))
     }
 
     /// Whether the server serves now, and changes to it (gRFC A36's serving mode: the

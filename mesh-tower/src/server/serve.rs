@@ -50,7 +50,8 @@ impl MeshServer {
             let checked = limit.layer(jwt.layer(rbac.layer(fault.layer(service.clone()))));
             WithPeer {
                 peer,
-                inner: InboundMetrics::maybe(checked, telemetry.clone()),
+                inner: InboundMetrics::maybe(checked, telemetry.clone())
+                    .with_listener_log(Some(checks.access_log.clone())),
             }
         };
         loop {

@@ -406,3 +406,55 @@ servers:
         "{wrong}"
     );
 }
+
+/// A server with its own `access_log` writes its requests' lines there, in its format.
+#[tokio::test]
+async fn a_servers_own_access_log_gets_its_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inbound.log");
+    let yaml = format!(
+        r#"
+servers:
+  - name: s
+    access_log:
+      - {{ path: {:?}, text_format: "%RESPONSE_CODE% %REQ(:PATH)% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\n" }}
+"#,
+        file.display().to_string()
+    );
+    let store = mesh_core::Store::new();
+    store
+        .replace(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
+        .unwrap();
+    let mesh = crate::Mesh::builder()
+        .store(store)
+        .telemetry(crate::telemetry::Telemetry::new(Default::default()))
+        .build()
+        .await
+        .unwrap();
+    let server = mesh.server("s").unwrap();
+    let (addr, _) = serve_counting(server.clone()).await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/hello")
+        .header("host", "s")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let res = tx.send_request(req).await.unwrap();
+    let _ = http_body_util::BodyExt::collect(res.into_body()).await;
+    // The line is written when the server sees the answer's stream end (hyper may finish
+    // writing it first); flush the buffer until it is there.
+    let log = server
+        .checks
+        .access_log
+        .load_full()
+        .expect("the server's own log");
+    let written = || {
+        log.flush();
+        std::fs::read_to_string(&file).unwrap_or_default()
+    };
+    until("the line is written", || !written().is_empty()).await;
+    assert_eq!(written(), "200 /hello 127.0.0.1\n");
+}

@@ -163,6 +163,13 @@ impl AccessLog {
         self
     }
 
+    /// Writes out what is buffered (tests read the file at once instead of waiting for the
+    /// flusher).
+    #[cfg(test)]
+    pub(crate) fn flush(&self) {
+        let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    }
+
     fn write(&self, line: &str) {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         // A log that cannot be written must not fail the request it describes.

@@ -284,6 +284,7 @@ impl InboundCall {
         telemetry: &Telemetry,
         req: &mut http::Request<B>,
         metadata: Option<&http::HeaderValue>,
+        listener_log: Option<&AccessLog>,
     ) -> Self {
         let span = telemetry.tracer().and_then(|t| t.server(req));
         let log_span = req
@@ -318,7 +319,7 @@ impl InboundCall {
             method: grpc.then(|| req.uri().path()),
             target: None,
         };
-        let log = telemetry.access_log().map(|sink| {
+        let log = (listener_log.or(telemetry.access_log())).map(|sink| {
             let mut line = LogLine::start(sink, "destination", req);
             line.peer = peer.map(str::to_owned);
             line.remote = info.and_then(|p| p.remote_addr);

@@ -150,3 +150,34 @@ fn filtered_and_unknown_loggers_are_skipped_not_nacked() {
     // The listener itself is unaffected.
     assert_eq!(l.rds.as_deref(), Some("routes"));
 }
+
+#[test]
+fn a_server_listeners_logger_becomes_the_servers_log() {
+    use super::server_tests::{edit_hcm, istio, translated as server};
+    let mut l = istio();
+    edit_hcm(&mut l, |m| {
+        m.access_log = vec![logger(
+            "f",
+            file_log("/var/log/inbound.log", Some(text("%RESPONSE_CODE%\n"))),
+        )]
+    });
+    let s = server(&l).unwrap();
+    assert_eq!(
+        s.access_log,
+        [AccessLogConfig {
+            path: "/var/log/inbound.log".into(),
+            text_format: Some("%RESPONSE_CODE%\n".into()),
+            json_format: None,
+        }]
+    );
+    edit_hcm(&mut l, |m| {
+        m.access_log = vec![logger("f", file_log("/x.log", Some(text("%NOPE%"))))]
+    });
+    let e = server(&l).unwrap_err();
+    assert!(
+        e.contains(
+            "filter_chains[0].filters[0].typed_config.access_log[0].typed_config.log_format"
+        ),
+        "{e}"
+    );
+}

@@ -113,6 +113,7 @@ pub fn translate(l: &pb::Listener, ctx: &Context) -> Result<Server, ConfigError>
                     limits: chain.limits,
                     route_config: chain.route_config,
                     rds: chain.rds,
+                    access_log: chain.access_log,
                 });
             }
             let at = |i: usize| root.field("filter_chains").index(chains[i].0);
@@ -238,6 +239,8 @@ fn filter_chain(
             return;
         }
     };
+    out.access_log =
+        super::access_log::access_logs(&manager.access_log, &fp.field("access_log"), errors);
     if manager.xff_num_trusted_hops != 0 {
         errors.push(&fp.field("xff_num_trusted_hops"), "must be 0 (gRFC A41)");
     }

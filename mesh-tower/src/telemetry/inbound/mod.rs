@@ -18,6 +18,7 @@ pub use layer::InboundMetricsLayer;
 
 use super::{InboundCall, Telemetry};
 use http::{Request, Response};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
@@ -37,7 +38,13 @@ use tower_service::Service;
 pub struct InboundMetrics<S> {
     inner: S,
     telemetry: Option<Telemetry>,
+    /// The server chain's own access log, kept current by its config (none: the mesh-wide
+    /// log).
+    listener_log: Option<ListenerLog>,
 }
+
+/// A server chain's access log as its config keeps it.
+pub(crate) type ListenerLog = Arc<arc_swap::ArcSwapOption<crate::stats::AccessLog>>;
 
 impl<S> InboundMetrics<S> {
     /// Wraps `inner`.
@@ -47,7 +54,17 @@ impl<S> InboundMetrics<S> {
 
     /// Wraps `inner`, recording nothing without `telemetry`.
     pub(crate) fn maybe(inner: S, telemetry: Option<Telemetry>) -> Self {
-        Self { inner, telemetry }
+        Self {
+            inner,
+            telemetry,
+            listener_log: None,
+        }
+    }
+
+    /// Writing to `log` when it holds one, instead of the mesh-wide log.
+    pub(crate) fn with_listener_log(mut self, log: Option<ListenerLog>) -> Self {
+        self.listener_log = log;
+        self
     }
 }
 
@@ -79,7 +96,8 @@ where
                     h.remove(&crate::stats::PEER_METADATA)
                 })
                 .flatten();
-            InboundCall::start(t, &mut req, metadata.as_ref())
+            let log = self.listener_log.as_ref().and_then(|l| l.load_full());
+            InboundCall::start(t, &mut req, metadata.as_ref(), log.as_deref())
         });
         ResponseFuture::new(self.inner.call(req), call)
     }
