@@ -247,8 +247,21 @@ async fn nack(delta: bool) {
         assert_eq!(web["versionInfo"], "2", "{web}");
     }
     assert!(web["lastUpdated"].is_string(), "{web}");
+    // The accepted copy itself, as the control plane sent it.
+    assert_eq!(
+        web["xdsConfig"]["@type"],
+        ResourceType::Listener.type_url(),
+        "{web}"
+    );
+    assert_eq!(web["xdsConfig"]["name"], "web", "{web}");
     let cluster = find(ResourceType::Cluster, "web");
     assert_eq!(cluster["clientStatus"], "NACKED", "{cluster}");
+    // The copy in force is the last accepted one, not the rejected one.
+    assert_eq!(cluster["xdsConfig"]["name"], "web", "{cluster}");
+    assert!(
+        cluster["xdsConfig"]["lbPolicy"].is_null(),
+        "the version-1 copy (round robin, the default): {cluster}"
+    );
     assert_eq!(
         cluster["errorState"]["details"],
         "lb_policy: ClusterProvided is not supported yet"

@@ -11,9 +11,10 @@
 //! the accepted copy and when it arrived, and a status: `REQUESTED` (asked, nothing yet),
 //! `DOES_NOT_EXIST`, `ACKED`, or `NACKED` with the rejection's field-path message in
 //! `error_state.details` (also when an earlier copy is still in force, as gRFC A40 says).
-//! `xds_config` (the resource itself) is left empty: the client keeps validated config, not
-//! the wire copies (`Mesh::config_dump` shows what is in force). `node_matchers` are
-//! ignored, as gRPC does: a client only knows itself.
+//! `xds_config` is the last accepted copy as it came from the control plane (a NACKed copy is
+//! not kept: the error says what was wrong with it), as gRPC reports it; `Mesh::config_dump`
+//! shows the same config as the mesh holds it. `node_matchers` are ignored, as gRPC does: a
+//! client only knows itself.
 
 use crate::client::StatusSource;
 use crate::translate::ResourceType;
@@ -25,7 +26,7 @@ use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service
 use envoy_types::pb::envoy::service::status::v3::{
     ClientConfig, ClientStatusRequest, ClientStatusResponse,
 };
-use envoy_types::pb::google::protobuf::Timestamp;
+use envoy_types::pb::google::protobuf::{Any, Timestamp};
 use futures_util::{Stream, StreamExt};
 use std::pin::Pin;
 use std::time::SystemTime;
@@ -95,6 +96,7 @@ fn generic(ty: ResourceType, name: String, s: crate::ads::ResourceStatus) -> Gen
             details,
             ..UpdateFailureState::default()
         }),
+        xds_config: s.resource.map(|a| Any::clone(&a)),
         ..GenericXdsConfig::default()
     }
 }

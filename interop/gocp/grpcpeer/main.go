@@ -48,6 +48,12 @@ import (
 
 	csdspb "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 
+	// Types that appear inside resources CSDS returns (xds_config), registered so protojson
+	// can print them; grpc-go's xds package registers the rest.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+
 	"mesh.local/gocp/internal/raw"
 )
 

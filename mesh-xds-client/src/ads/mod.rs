@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Which ADS variant.
@@ -111,6 +112,9 @@ pub struct ResourceStatus {
     pub state: &'static str,
     /// Why the last copy was rejected, if it was.
     pub last_error: Option<String>,
+    /// The last accepted copy as it came (CSDS's `xds_config`).
+    #[serde(skip)]
+    pub resource: Option<Arc<Any>>,
 }
 
 #[derive(Debug, Default)]
@@ -358,7 +362,7 @@ impl Ads {
                 continue;
             }
             match translate::decode_in(ty, any, &self.config.context) {
-                Ok(d) => decoded.push((d, h)),
+                Ok(d) => decoded.push((d, h, Arc::new(any.clone()))),
                 Err(e) => errors.push(format!("resources[{i}]: {e}")),
             }
         }
@@ -367,12 +371,12 @@ impl Ads {
             // A top-level error: nothing from this response applies.
             return self.nack(ty, errors, out);
         }
-        for (d, h) in decoded {
+        for (d, h, raw) in decoded {
             seen.insert(crate::federation::canonical(&d.name).into_owned());
             self.accept(
                 ty,
                 d.name,
-                (d.result, h),
+                (d.result, h, raw),
                 &resp.version_info,
                 now,
                 &mut errors,
@@ -425,7 +429,7 @@ impl Ads {
                     "resources[{i}]: named {:?} but contains {:?}",
                     r.name, d.name
                 )),
-                Ok(d) => decoded.push((d, h, r.version.clone())),
+                Ok(d) => decoded.push((d, h, Arc::new(any.clone()), r.version.clone())),
                 Err(e) => errors.push(format!("resources[{i}]: {e}")),
             }
         }
@@ -433,11 +437,11 @@ impl Ads {
         if !errors.is_empty() {
             return self.nack(ty, errors, out);
         }
-        for (d, h, version) in decoded {
+        for (d, h, raw, version) in decoded {
             self.accept(
                 ty,
                 d.name,
-                (d.result, h),
+                (d.result, h, raw),
                 &version,
                 now,
                 &mut errors,
@@ -473,7 +477,7 @@ impl Ads {
         &mut self,
         ty: ResourceType,
         name: String,
-        (result, content): (Result<Translated, String>, u64),
+        (result, content, raw): (Result<Translated, String>, u64, Arc<Any>),
         version: &str,
         now: Instant,
         errors: &mut Vec<String>,
@@ -513,6 +517,7 @@ impl Ads {
                     last_updated: Some(SystemTime::now()),
                     state: "acked",
                     last_error: None,
+                    resource: Some(raw),
                 };
                 out.updates[ty.index()].0 += 1;
                 out.changes.push(Change::Upsert(t));
