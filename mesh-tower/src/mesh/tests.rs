@@ -163,8 +163,8 @@ async fn a_config_that_cannot_serve_is_walked_once_per_version() {
 async fn a_listener_with_its_own_access_log_writes_there_and_others_to_the_mesh_log() {
     use crate::telemetry::{AccessLog, Telemetry};
     use crate::test_util::Lines;
-    let file = std::env::temp_dir().join(format!("mesh-listener-log-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&file);
+    let dir = tempfile::tempdir().unwrap();
+    let (file, errors) = (dir.path().join("web.log"), dir.path().join("quiet.log"));
     let yaml = format!(
         r#"
 listeners:
@@ -173,7 +173,13 @@ listeners:
       virtual_hosts:
         - {{ name: web, domains: ["*"], routes: [ {{ match: {{ prefix: / }}, route: {{ cluster: web }} }} ] }}
     access_log:
-      - {{ path: {:?}, text_format: "%RESPONSE_FLAGS% %REQ(:PATH)%\n" }}
+      - {{ path: {:?}, text_format: "%RESPONSE_FLAGS% %REQ(:PATH)%\n", filter: {{ response_flag: [UH] }} }}
+  - name: quiet
+    route_config:
+      virtual_hosts:
+        - {{ name: quiet, domains: ["*"], routes: [ {{ match: {{ prefix: / }}, route: {{ cluster: web }} }} ] }}
+    access_log:
+      - {{ path: {:?}, filter: {{ status_code: {{ op: GE, value: 400 }} }} }}
   - name: other
     route_config:
       virtual_hosts:
@@ -183,7 +189,8 @@ clusters:
 endpoints:
   - {{ cluster_name: web, endpoints: [ {{ lb_endpoints: [] }} ] }}
 "#,
-        file.display().to_string()
+        file.display().to_string(),
+        errors.display().to_string()
     );
     let mesh_wide = Lines::default();
     let store = Store::new();
@@ -210,11 +217,17 @@ endpoints:
     let e = web.call(req("/a")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NoEndpoint, "{e}");
     other.call(req("/b")).await.unwrap_err();
+    // Failed before any answer: code 0, which the quiet target's filter (>= 400) leaves out.
+    let mut quiet = mesh.channel::<http_body_util::Empty<bytes::Bytes>>("xds:///quiet");
+    quiet.call(req("/c")).await.unwrap_err();
     // The last clone of the file's log goes with the mesh: its buffer is flushed then.
-    drop((web, other, mesh));
-    let written = std::fs::read_to_string(&file).unwrap();
-    let _ = std::fs::remove_file(&file);
-    assert_eq!(written, "UH /a\n");
+    drop((web, other, quiet, mesh));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "UH /a\n");
+    assert_eq!(
+        std::fs::read_to_string(&errors).unwrap(),
+        "",
+        "filtered out"
+    );
     let mesh_wide = mesh_wide.text();
     assert!(mesh_wide.contains(r#""path":"/b""#), "{mesh_wide}");
     assert!(!mesh_wide.contains(r#""path":"/a""#), "{mesh_wide}");

@@ -9,7 +9,7 @@
 
 use super::Outcome;
 use super::format::{LogFormat, Values};
-use mesh_core::config::listener::AccessLogConfig;
+use mesh_core::config::listener::{AccessLogConfig, AccessLogFilter};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -42,6 +42,8 @@ pub struct AccessLog {
     out: Arc<Out>,
     /// Envoy's format (none: the JSON line below).
     format: Option<Arc<LogFormat>>,
+    /// Which requests are written (none: all).
+    filter: Option<Arc<AccessLogFilter>>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -78,7 +80,7 @@ impl AccessLog {
     /// let config = AccessLogConfig {
     ///     path: "/dev/stdout".into(),
     ///     text_format: Some("%REQ(:METHOD)% %RESPONSE_CODE%\n".into()),
-    ///     json_format: None,
+    ///     ..AccessLogConfig::default()
     /// };
     /// let log = AccessLog::from_config(&config).unwrap();
     /// # let _ = log;
@@ -116,6 +118,7 @@ impl AccessLog {
         Ok(Self {
             out,
             format: format.map(Arc::new),
+            filter: config.filter.clone().map(Arc::new),
         })
     }
 
@@ -146,6 +149,7 @@ impl AccessLog {
         Self {
             out: Arc::new(Mutex::new(Box::new(out))),
             format: None,
+            filter: None,
         }
     }
 
@@ -160,6 +164,20 @@ impl AccessLog {
     /// ```
     pub fn with_format(mut self, format: LogFormat) -> Self {
         self.format = Some(Arc::new(format));
+        self
+    }
+
+    /// This log writing only the requests `filter` passes (Envoy's access log filters).
+    ///
+    /// ```
+    /// use mesh_core::config::listener::{AccessLogFilter, CompareOp, Comparison};
+    /// use mesh_tower::telemetry::AccessLog;
+    /// let errors_only = AccessLogFilter::StatusCode(Comparison { op: CompareOp::Ge, value: 400 });
+    /// let log = AccessLog::stdout().with_filter(errors_only);
+    /// # let _ = log;
+    /// ```
+    pub fn with_filter(mut self, filter: AccessLogFilter) -> Self {
+        self.filter = Some(Arc::new(filter));
         self
     }
 
@@ -274,6 +292,16 @@ impl LogLine {
 
     /// Writes the line with the request's outcome.
     pub(crate) fn write(&self, outcome: Outcome, millis: f64, bytes: u64) {
+        if let Some(filter) = &self.sink.filter
+            && !filter.passes(
+                outcome.code,
+                millis as u64,
+                &outcome.flags.as_str(),
+                outcome.grpc,
+            )
+        {
+            return;
+        }
         if let Some(format) = &self.sink.format {
             let protocol = match self.protocol {
                 http::Version::HTTP_10 => "HTTP/1.0",

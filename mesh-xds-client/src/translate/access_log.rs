@@ -3,9 +3,11 @@
 //! The file, stdout and stderr loggers are what go-control-plane users and Istio's Telemetry
 //! API configure; their format strings are parsed here, so a format the mesh cannot write is
 //! NACKed with its field path (as Envoy rejects an unknown command) instead of failing later.
-//! A logger the mesh does not implement (gRPC, OpenTelemetry, …) or one with a `filter` is
-//! skipped with a warning rather than NACKed: a listener's traffic must not stop because of
-//! how it would be logged, and a filtered log written unfiltered would be a different log.
+//! Filters on status code, duration, response flags and gRPC status, and their and/or, are
+//! kept; a logger the mesh does not implement (gRPC, OpenTelemetry, …) or with a filter it
+//! cannot evaluate (runtime keys, CEL, headers, …) is skipped with a warning rather than
+//! NACKed: a listener's traffic must not stop because of how it would be logged, and a
+//! filtered log written unfiltered would be a different log.
 
 use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
 use envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format;
@@ -17,7 +19,7 @@ use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
     StderrAccessLog, StdoutAccessLog, stderr_access_log, stdout_access_log,
 };
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
-use mesh_core::config::listener::AccessLogConfig;
+use mesh_core::config::listener::{AccessLogConfig, AccessLogFilter, CompareOp, Comparison};
 use mesh_core::error::{Errors, FieldPath};
 use mesh_tower::telemetry::LogFormat;
 use prost::Message;
@@ -43,10 +45,14 @@ pub(crate) fn access_logs(
             errors.push(&lp.field("typed_config"), "field not present");
             continue;
         };
-        if log.filter.is_some() {
-            tracing::warn!(logger = %log.name, field = %lp.field("filter"), "access log filters are not supported; this log is not written");
-            continue;
-        }
+        let filter = match log.filter.as_ref().map(filter) {
+            None => None,
+            Some(Ok(f)) => Some(f),
+            Some(Err(kind)) => {
+                tracing::warn!(logger = %log.name, field = %lp.field("filter"), %kind, "access log filter not supported; this log is not written");
+                continue;
+            }
+        };
         let tp = lp.field("typed_config");
         let decoded = match any.type_url.as_str() {
             FILE_TYPE => FileAccessLog::decode(&*any.value).map(|f| {
@@ -90,6 +96,7 @@ pub(crate) fn access_logs(
             path: path_of,
             text_format,
             json_format,
+            filter,
         });
     }
     out
@@ -162,4 +169,52 @@ fn json_format(s: &Struct, path: &FieldPath, errors: &mut Errors) -> Formats {
         errors.push(path, e);
     }
     (None, Some(map))
+}
+
+/// `f` as the mesh evaluates it, or the kind it cannot.
+fn filter(f: &accesslog::AccessLogFilter) -> Result<AccessLogFilter, String> {
+    use accesslog::access_log_filter::FilterSpecifier as F;
+    let comparison = |c: Option<&accesslog::ComparisonFilter>| -> Result<Comparison, String> {
+        let c = c.ok_or("a comparison without its fields")?;
+        let v = c.value.as_ref().ok_or("a comparison without a value")?;
+        if !v.runtime_key.is_empty() {
+            return Err("a comparison with a runtime key".into());
+        }
+        use accesslog::comparison_filter::Op;
+        let op = match Op::try_from(c.op) {
+            Ok(Op::Eq) => CompareOp::Eq,
+            Ok(Op::Ge) => CompareOp::Ge,
+            Ok(Op::Le) => CompareOp::Le,
+            Ok(Op::Ne) => CompareOp::Ne,
+            Err(_) => return Err(format!("comparison op {}", c.op)),
+        };
+        Ok(Comparison {
+            op,
+            value: u64::from(v.default_value),
+        })
+    };
+    let all =
+        |fs: &[accesslog::AccessLogFilter]| fs.iter().map(filter).collect::<Result<Vec<_>, _>>();
+    match f.filter_specifier.as_ref().ok_or("an empty filter")? {
+        F::StatusCodeFilter(s) => Ok(AccessLogFilter::StatusCode(comparison(
+            s.comparison.as_ref(),
+        )?)),
+        F::DurationFilter(d) => Ok(AccessLogFilter::Duration(comparison(
+            d.comparison.as_ref(),
+        )?)),
+        F::ResponseFlagFilter(r) => Ok(AccessLogFilter::ResponseFlag(r.flags.clone())),
+        F::GrpcStatusFilter(g) => Ok(AccessLogFilter::GrpcStatus {
+            statuses: (g.statuses.iter())
+                .map(|s| u16::try_from(*s).map_err(|_| format!("gRPC status {s}")))
+                .collect::<Result<_, _>>()?,
+            exclude: g.exclude,
+        }),
+        F::AndFilter(a) => Ok(AccessLogFilter::And(all(&a.filters)?)),
+        F::OrFilter(o) => Ok(AccessLogFilter::Or(all(&o.filters)?)),
+        other => Err(format!("{other:?}")
+            .split('(')
+            .next()
+            .unwrap_or("?")
+            .to_owned()),
+    }
 }

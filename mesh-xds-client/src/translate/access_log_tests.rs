@@ -97,7 +97,7 @@ fn file_and_stdout_loggers_become_the_listeners_logs() {
             AccessLogConfig {
                 path: "/var/log/web.log".into(),
                 text_format: Some("%RESPONSE_CODE%\n".into()),
-                json_format: None,
+                ..Default::default()
             },
             AccessLogConfig {
                 path: "/dev/stdout".into(),
@@ -108,6 +108,7 @@ fn file_and_stdout_loggers_become_the_listeners_logs() {
                         .map(|(k, v)| (k.to_owned(), v.to_owned()))
                         .collect()
                 ),
+                ..Default::default()
             },
             AccessLogConfig {
                 path: "/var/log/default.log".into(),
@@ -136,9 +137,71 @@ fn a_format_the_mesh_cannot_write_is_nacked_with_its_field_path() {
 }
 
 #[test]
+fn status_duration_flag_and_grpc_filters_are_kept() {
+    use accesslog::access_log_filter::FilterSpecifier as F;
+    use mesh_core::config::listener::{AccessLogFilter, CompareOp, Comparison};
+    let spec = |f: F| accesslog::AccessLogFilter {
+        filter_specifier: Some(f),
+    };
+    let compare = |op: accesslog::comparison_filter::Op, value: u32| accesslog::ComparisonFilter {
+        op: op as i32,
+        value: Some(core::RuntimeUInt32 {
+            default_value: value,
+            runtime_key: String::new(),
+        }),
+    };
+    let mut l = logger("f", file_log("/tmp/f.log", None));
+    l.filter = Some(spec(F::OrFilter(accesslog::OrFilter {
+        filters: vec![
+            spec(F::StatusCodeFilter(accesslog::StatusCodeFilter {
+                comparison: Some(compare(accesslog::comparison_filter::Op::Ge, 500)),
+            })),
+            spec(F::AndFilter(accesslog::AndFilter {
+                filters: vec![
+                    spec(F::DurationFilter(accesslog::DurationFilter {
+                        comparison: Some(compare(accesslog::comparison_filter::Op::Ge, 1000)),
+                    })),
+                    spec(F::ResponseFlagFilter(accesslog::ResponseFlagFilter {
+                        flags: vec!["UT".into()],
+                    })),
+                    spec(F::GrpcStatusFilter(accesslog::GrpcStatusFilter {
+                        statuses: vec![0],
+                        exclude: true,
+                    })),
+                ],
+            })),
+        ],
+    })));
+    let got = translated(&with_logs(vec![l])).unwrap().access_log;
+    let ge = |value| Comparison {
+        op: CompareOp::Ge,
+        value,
+    };
+    assert_eq!(
+        got[0].filter,
+        Some(AccessLogFilter::Or(vec![
+            AccessLogFilter::StatusCode(ge(500)),
+            AccessLogFilter::And(vec![
+                AccessLogFilter::Duration(ge(1000)),
+                AccessLogFilter::ResponseFlag(vec!["UT".into()]),
+                AccessLogFilter::GrpcStatus {
+                    statuses: vec![0],
+                    exclude: true,
+                },
+            ]),
+        ]))
+    );
+}
+
+#[test]
 fn filtered_and_unknown_loggers_are_skipped_not_nacked() {
+    // A filter the mesh cannot evaluate (runtime sampling): not written rather than unfiltered.
     let mut filtered = logger("f", file_log("/tmp/f.log", None));
-    filtered.filter = Some(accesslog::AccessLogFilter::default());
+    filtered.filter = Some(accesslog::AccessLogFilter {
+        filter_specifier: Some(
+            accesslog::access_log_filter::FilterSpecifier::RuntimeFilter(Default::default()),
+        ),
+    });
     let grpc = Any {
         type_url:
             "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"
@@ -167,7 +230,7 @@ fn a_server_listeners_logger_becomes_the_servers_log() {
         [AccessLogConfig {
             path: "/var/log/inbound.log".into(),
             text_format: Some("%RESPONSE_CODE%\n".into()),
-            json_format: None,
+            ..Default::default()
         }]
     );
     edit_hcm(&mut l, |m| {
