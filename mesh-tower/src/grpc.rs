@@ -58,18 +58,7 @@ pub(crate) fn local_answer(
     res
 }
 
-/// The gRPC code for an HTTP status (gRPC's HTTP-to-gRPC mapping, as Envoy applies it to
-/// local replies).
-pub(crate) fn http_to_grpc(status: u16) -> u16 {
-    match status {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502 | 503 | 504 => 14,
-        _ => 2,
-    }
-}
+pub(crate) use mesh_core::config::listener::http_to_grpc;
 
 /// gRPC's `grpc-message` encoding: printable ASCII except `%` as is, everything else `%XX`.
 fn percent_encode(text: &str) -> String {

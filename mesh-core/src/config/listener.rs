@@ -153,7 +153,7 @@ impl AccessLogFilter {
                 }
             }
             Self::GrpcStatus { statuses, exclude } => {
-                let status = grpc.unwrap_or_else(|| grpc_from_http(code));
+                let status = grpc.unwrap_or_else(|| http_to_grpc(code));
                 statuses.contains(&status) != *exclude
             }
             Self::And(all) => all.iter().all(|f| f.passes(code, millis, flags, grpc)),
@@ -188,9 +188,14 @@ impl AccessLogFilter {
     }
 }
 
-/// The gRPC status a response without one stands for, as Envoy's filter infers it (its HTTP
-/// mapping; anything else, 200 included, is `UNKNOWN`).
-fn grpc_from_http(code: u16) -> u16 {
+/// The gRPC status an HTTP status stands for (gRPC's HTTP-to-gRPC mapping, as Envoy applies
+/// it to local replies and to a response without `grpc-status`; anything else, 200
+/// included, is `UNKNOWN`).
+///
+/// ```
+/// assert_eq!(mesh_core::config::listener::http_to_grpc(503), 14);
+/// ```
+pub fn http_to_grpc(code: u16) -> u16 {
     match code {
         400 => 13,
         401 => 16,
