@@ -2,18 +2,23 @@
 //! route that matches, and that route's number, which the inbound checks (JWT, RBAC, local
 //! rate limit, fault) use to find their per-route configs.
 
+use super::table::index::{MIN_ROUTES, RouteIndex};
 use super::table::{Domains, RequestMatcher, compile_match};
 use http::Request;
 use mesh_core::config::inbound::{FilterOverride, InboundRoutes};
 use mesh_core::config::server::Server;
 use std::sync::Arc;
 
+/// One virtual host's route matchers, each with its route number.
+type VhostRoutes = Vec<(RequestMatcher, usize)>;
+
 /// The compiled routes: route numbers count routes across virtual hosts, in config order.
 #[derive(Debug)]
 pub(crate) struct InboundTable {
     domains: Domains,
-    /// Per virtual host: its routes' matchers and numbers.
-    vhosts: Vec<Vec<(RequestMatcher, usize)>>,
+    /// Per virtual host: its routes' matchers and numbers, and (with many routes) the
+    /// client tables' index over them, so a request meets only routes that could match.
+    vhosts: Vec<(VhostRoutes, Option<RouteIndex>)>,
     /// Per route number: whether it forwards (not servable).
     forwarding: Vec<bool>,
 }
@@ -41,7 +46,9 @@ impl InboundTable {
                 compiled.push((compile_match(&r.matcher)?, forwarding.len()));
                 forwarding.push(r.forwarding);
             }
-            vhosts.push(compiled);
+            let index = (compiled.len() >= MIN_ROUTES)
+                .then(|| RouteIndex::new(compiled.iter().map(|(m, _)| m)));
+            vhosts.push((compiled, index));
         }
         Ok(Self {
             domains: Domains::new(routes.virtual_hosts.iter().map(|v| v.domains.as_slice())),
@@ -58,11 +65,17 @@ impl InboundTable {
                 format!("no inbound virtual host matches authority {host:?}").into(),
             ));
         };
-        let (path, query) = (req.uri().path(), req.uri().query());
-        let Some((_, n)) = self.vhosts[vh]
-            .iter()
-            .find(|(m, _)| m.matches(path, query, req.headers()))
-        else {
+        let (path, query, headers) = (req.uri().path(), req.uri().query(), req.headers());
+        let (routes, index) = &self.vhosts[vh];
+        let found = match index {
+            Some(index) => index
+                .find(path, headers, |i| {
+                    routes[i as usize].0.matches(path, query, headers)
+                })
+                .map(|i| &routes[i as usize]),
+            None => routes.iter().find(|(m, _)| m.matches(path, query, headers)),
+        };
+        let Some((_, n)) = found else {
             return Err(NoRoute(
                 format!("no inbound route matches path {path:?}").into(),
             ));
@@ -175,4 +188,90 @@ pub(crate) fn overrides<'a>(
 /// A request's authority: `:authority`, else `Host` (A41: one authority per request).
 pub(crate) fn authority<B>(req: &Request<B>) -> &str {
     crate::request::authority(req).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Routes of every kind the index treats differently, in an order where earlier routes
+    /// shadow later ones.
+    const ROUTES: &str = r#"
+virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { path: /exact }
+      - match: { prefix: /api/v1/, headers: [{ name: x-tier, exact_match: gold }] }
+      - match: { prefix: /api/v1/users }
+      - match: { safe_regex: { regex: "/api/v[0-9]+/items/[0-9]+" } }
+      - match: { prefix: /API/, case_sensitive: false }
+      - match: { path_separated_prefix: /docs }
+      - match: { prefix: /api/, headers: [{ name: x-tier, exact_match: silver }] }
+      - match: { safe_regex: { regex: ".*\\.png" } }
+      - match: { prefix: /static/ }
+      - match: { prefix: /api/v2/ }
+      - match: { path: /health }
+      - match: { prefix: /api/ }
+      - match: { safe_regex: { regex: "/x+" } }
+      - match: { prefix: /, headers: [{ name: x-tier, exact_match: gold }] }
+"#;
+
+    #[test]
+    fn the_indexed_table_finds_what_a_scan_finds() {
+        let routes: InboundRoutes = serde_saphyr::from_str(ROUTES).unwrap();
+        let table = InboundTable::compile(&routes).unwrap();
+        assert!(table.vhosts[0].1.is_some(), "enough routes to be indexed");
+        let scan = |req: &Request<()>| {
+            let (path, query) = (req.uri().path(), req.uri().query());
+            (table.vhosts[0].0.iter())
+                .find(|(m, _)| m.matches(path, query, req.headers()))
+                .map(|(_, n)| *n)
+        };
+        let paths = [
+            "/exact",
+            "/exact/",
+            "/api/v1/users/7",
+            "/api/v1/items/12",
+            "/api/v3/items/9",
+            "/api/v2/x",
+            "/api/other",
+            "/Api/Thing",
+            "/docs",
+            "/docs/a",
+            "/docsx",
+            "/a.png",
+            "/static/a.png",
+            "/static/b",
+            "/health",
+            "/xxx",
+            "/",
+            "/nothing",
+        ];
+        let mut compared = 0;
+        for path in paths {
+            for tier in [None, Some("gold"), Some("silver")] {
+                let mut req = Request::get(path).header("host", "svc");
+                if let Some(t) = tier {
+                    req = req.header("x-tier", t);
+                }
+                let req = req.body(()).unwrap();
+                assert_eq!(table.find(&req).ok(), scan(&req), "{path} {tier:?}");
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, paths.len() * 3);
+        // And the answers are the first-match ones: a gold caller's /api/v1/users goes to
+        // route 1 (the header route before it), a plain one to route 2.
+        let get = |path: &str, tier: Option<&str>| {
+            let mut req = Request::get(path).header("host", "svc");
+            if let Some(t) = tier {
+                req = req.header("x-tier", t);
+            }
+            table.find(&req.body(()).unwrap()).ok()
+        };
+        assert_eq!(get("/api/v1/users", Some("gold")), Some(1));
+        assert_eq!(get("/api/v1/users", None), Some(2));
+        assert_eq!(get("/nothing", None), None);
+    }
 }

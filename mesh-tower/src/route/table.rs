@@ -72,7 +72,7 @@ enum PathMatcher {
 
 mod compile;
 mod domains;
-mod index;
+pub(super) mod index;
 
 pub(crate) use domains::Domains;
 

@@ -29,7 +29,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// Below this many routes a plain scan is as fast as the index.
-pub(super) const MIN_ROUTES: usize = 12;
+pub(in crate::route) const MIN_ROUTES: usize = 12;
 /// Below this many regex routes each is checked on its own rather than through a set.
 const MIN_SET: usize = 8;
 /// A list gets header buckets when at least this many of its routes share one exact header.
@@ -37,7 +37,7 @@ const MIN_BUCKETED: usize = 6;
 
 /// The index of one virtual host's routes (route numbers are their positions).
 #[derive(Debug)]
-pub(super) struct RouteIndex {
+pub(in crate::route) struct RouteIndex {
     sensitive: Radix,
     folded: Radix,
     regex: Regexes,
@@ -52,7 +52,9 @@ enum Regexes {
 }
 
 impl RouteIndex {
-    pub(super) fn new<'a>(matchers: impl IntoIterator<Item = &'a RequestMatcher>) -> Self {
+    pub(in crate::route) fn new<'a>(
+        matchers: impl IntoIterator<Item = &'a RequestMatcher>,
+    ) -> Self {
         let (mut sensitive, mut folded) = (Builder::default(), Builder::default());
         let mut regexes: Vec<(u32, &str)> = Vec::new();
         let mut all = Vec::new();
@@ -112,7 +114,7 @@ impl RouteIndex {
     }
 
     /// The lowest-numbered route for which `full` (the route's whole match) holds.
-    pub(super) fn find(
+    pub(in crate::route) fn find(
         &self,
         path: &str,
         headers: &HeaderMap,
