@@ -33,13 +33,6 @@ pub struct Listener {
     pub access_log: Vec<AccessLogConfig>,
 }
 
-/// Set (for the process's life) when a store first takes a listener with its own
-/// `access_log`: the data plane looks for a target's log only after that, so a process with
-/// none pays one relaxed load per request.
-#[doc(hidden)]
-pub static ANY_LISTENER_LOG: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
 /// Where a listener's access log lines go and how they look.
 ///
 /// ```

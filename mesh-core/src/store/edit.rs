@@ -60,10 +60,6 @@ impl Edit {
 
     /// Adds or replaces a listener.
     pub fn upsert_listener(&mut self, l: Listener) {
-        if !l.access_log.is_empty() {
-            crate::config::listener::ANY_LISTENER_LOG
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
         let name = l.name.clone();
         self.upsert(ResourceKind::Listener, name, l, |s| &mut s.listeners);
     }

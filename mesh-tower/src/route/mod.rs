@@ -136,13 +136,9 @@ where
 }
 
 impl Targets {
-    /// The access log of the listener `req` goes through, when it has its own.
+    /// The access log of the listener `req` goes through, when it has its own: the compiled
+    /// state routing reads next (lock-free; a version check and a load when nothing changed).
     pub(crate) fn listener_log<B>(&self, req: &Request<B>) -> Option<crate::stats::AccessLog> {
-        // Until a store holds a listener with its own log, requests do not look for one.
-        if !mesh_core::config::listener::ANY_LISTENER_LOG.load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return None;
-        }
         match self {
             Targets::One(state) => state.current().access_log.clone(),
             Targets::ByAuthority(map) => {

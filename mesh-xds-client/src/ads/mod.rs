@@ -354,11 +354,15 @@ impl Ads {
         let mut out = Output::default();
         let mut errors = Vec::new();
         let mut decoded = Vec::with_capacity(resp.resources.len());
+        // The names present, for SotW's deletion rule (listeners and clusters only).
+        let track = matches!(ty, ResourceType::Listener | ResourceType::Cluster);
         let mut seen = BTreeSet::new();
         for (i, any) in resp.resources.iter().enumerate() {
             let h = content_hash(any);
             if let Some(name) = self.unchanged(ty, h, &resp.version_info) {
-                seen.insert(crate::federation::canonical(&name).into_owned());
+                if track {
+                    seen.insert(crate::federation::canonical(name).into_owned());
+                }
                 continue;
             }
             match translate::decode_in(ty, any, &self.config.context) {
@@ -372,7 +376,9 @@ impl Ads {
             return self.nack(ty, errors, out);
         }
         for (d, h, raw) in decoded {
-            seen.insert(crate::federation::canonical(&d.name).into_owned());
+            if track {
+                seen.insert(crate::federation::canonical(&d.name).into_owned());
+            }
             self.accept(
                 ty,
                 d.name,
@@ -386,7 +392,7 @@ impl Ads {
         // SotW: a listener or cluster we hold that is absent from the response was deleted.
         // One we never received is left to the timer: the response may answer an older
         // subscription that did not name it yet (gRPC does the same).
-        if matches!(ty, ResourceType::Listener | ResourceType::Cluster) {
+        if track {
             let st = &self.types[ty.index()];
             let absent: Vec<String> = st
                 .wanted
@@ -536,7 +542,7 @@ impl Ads {
 
     /// The name of the resource whose accepted copy has these bytes, if it is still held and
     /// its last copy was not rejected: then this copy changes nothing but its version.
-    fn unchanged(&mut self, ty: ResourceType, content: u64, version: &str) -> Option<String> {
+    fn unchanged(&mut self, ty: ResourceType, content: u64, version: &str) -> Option<&str> {
         let st = &mut self.types[ty.index()];
         let name = st.by_content.get(&content)?;
         let meta = st.resources.get_mut(name)?;
@@ -548,7 +554,7 @@ impl Ads {
         if meta.status.version != version {
             meta.status.version = version.to_owned();
         }
-        Some(name.clone())
+        Some(name)
     }
 
     fn missing(&mut self, ty: ResourceType, name: &str, why: &str, out: &mut Output) {

@@ -211,10 +211,12 @@ fn filter(f: &accesslog::AccessLogFilter) -> Result<AccessLogFilter, String> {
         }),
         F::AndFilter(a) => Ok(AccessLogFilter::And(all(&a.filters)?)),
         F::OrFilter(o) => Ok(AccessLogFilter::Or(all(&o.filters)?)),
-        other => Err(format!("{other:?}")
-            .split('(')
-            .next()
-            .unwrap_or("?")
-            .to_owned()),
+        F::NotHealthCheckFilter(_) => Err("not_health_check_filter".into()),
+        F::TraceableFilter(_) => Err("traceable_filter".into()),
+        F::RuntimeFilter(_) => Err("runtime_filter".into()),
+        F::HeaderFilter(_) => Err("header_filter".into()),
+        F::ExtensionFilter(_) => Err("extension_filter (e.g. CEL)".into()),
+        F::MetadataFilter(_) => Err("metadata_filter".into()),
+        F::LogTypeFilter(_) => Err("log_type_filter".into()),
     }
 }

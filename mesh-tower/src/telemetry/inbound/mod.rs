@@ -96,8 +96,9 @@ where
                     h.remove(&crate::stats::PEER_METADATA)
                 })
                 .flatten();
-            let log = self.listener_log.as_ref().and_then(|l| l.load_full());
-            InboundCall::start(t, &mut req, metadata.as_ref(), log.as_deref())
+            let log = self.listener_log.as_ref().map(|l| l.load());
+            let log = log.as_ref().and_then(|g| g.as_deref());
+            InboundCall::start(t, &mut req, metadata.as_ref(), log)
         });
         ResponseFuture::new(self.inner.call(req), call)
     }
