@@ -451,13 +451,12 @@ async fn our_server_authorizes_as_grpc_go_does() {
     let ca = DevCa::new("server oracle root");
     let files = support::grpc_server::server_files(&ca, dir.path(), SERVER_ID);
     let policies = policies();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let go_addrs: Vec<SocketAddr> = policies.iter().map(|_| free()).collect();
+    // Below the ephemeral range: a port taken from `bind(":0")` and released could be handed
+    // out again to the mesh listeners bound next (a CI run failed with "address in use").
+    let go_addrs: Vec<SocketAddr> = policies
+        .iter()
+        .map(|_| support::envoy::free_port())
+        .collect();
     let mut mesh_listeners = Vec::new();
     for _ in &policies {
         mesh_listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
