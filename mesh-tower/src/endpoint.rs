@@ -63,4 +63,51 @@ pub struct PreviousHosts {
     pub hosts: Vec<SocketAddr>,
     /// Extra picks allowed to find another host (`host_selection_retry_max_attempts`).
     pub attempts: u32,
+    /// What the retry layer and the cluster share about this attempt (see [`AttemptNote`]).
+    pub note: Option<Arc<AttemptNote>>,
+}
+
+/// One attempt of a retried request, as the retry layer and the cluster see it.
+///
+/// An attempt cut by its per-try timeout returns nothing: no [`ServedBy`], no outcome. The
+/// cluster writes here the endpoint it picked, so the next attempt can avoid it (Envoy records
+/// a host when it selects it); and the retry layer marks the attempt timed out before dropping
+/// it, so the cluster counts the timeout against that endpoint for outlier detection, as
+/// Envoy does (a frozen endpoint that answers nothing is ejected like one that fails).
+///
+/// ```
+/// use mesh_tower::cluster::AttemptNote;
+/// let note = AttemptNote::default();
+/// note.picked("10.0.0.7:8080".parse().unwrap());
+/// note.time_out();
+/// assert_eq!(note.endpoint(), Some("10.0.0.7:8080".parse().unwrap()));
+/// assert!(note.timed_out());
+/// ```
+#[derive(Debug, Default)]
+pub struct AttemptNote {
+    picked: std::sync::OnceLock<SocketAddr>,
+    timed_out: std::sync::atomic::AtomicBool,
+}
+
+impl AttemptNote {
+    /// Records the endpoint picked for the attempt (the first record stands).
+    pub fn picked(&self, endpoint: SocketAddr) {
+        let _ = self.picked.set(endpoint);
+    }
+
+    /// The endpoint picked for the attempt, once it has been.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.picked.get().copied()
+    }
+
+    /// Marks the attempt as cut by its per-try timeout.
+    pub fn time_out(&self) {
+        self.timed_out
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the attempt was cut by its per-try timeout.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out.load(std::sync::atomic::Ordering::Acquire)
+    }
 }

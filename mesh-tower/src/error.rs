@@ -186,11 +186,20 @@ impl MeshError {
         self.0.retried.as_ref()
     }
 
-    /// Whether the upstream refused the HTTP/2 stream (REFUSED_STREAM: never processed, safe
-    /// to retry), judged from the error chain hyper and h2 report.
+    /// Whether the upstream refused the HTTP/2 stream, so that it was never processed and is
+    /// safe to retry: a REFUSED_STREAM reset, or a stream the peer's GOAWAY left out (its id
+    /// above the GOAWAY's last-stream-id, which RFC 9113 §6.8 guarantees went unprocessed; h2
+    /// fails exactly those streams with the peer's GOAWAY). Envoy reports both as a refused
+    /// stream (`retry_on: refused-stream`); judged from the error chain hyper and h2 report.
     pub fn is_refused_stream(&self) -> bool {
         let mut source = std::error::Error::source(self);
         while let Some(e) = source {
+            if let Some(h2) = e.downcast_ref::<h2::Error>()
+                && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                    || (h2.is_go_away() && h2.is_remote()))
+            {
+                return true;
+            }
             if e.to_string().contains("refused stream")
                 || format!("{e:?}").contains("REFUSED_STREAM")
             {
@@ -311,4 +320,29 @@ pub struct Retried {
     pub hedges: u32,
     /// Time spent waiting in backoff between attempts.
     pub delay: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(source: h2::Error) -> MeshError {
+        MeshError::new(ErrorKind::Upstream, "request to endpoint failed").with_source(source)
+    }
+
+    #[test]
+    fn a_refused_stream_is_recognised_from_h2s_reason_and_other_resets_are_not() {
+        assert!(upstream(h2::Error::from(h2::Reason::REFUSED_STREAM)).is_refused_stream());
+        for reason in [
+            h2::Reason::INTERNAL_ERROR,
+            h2::Reason::CANCEL,
+            h2::Reason::NO_ERROR,
+        ] {
+            assert!(
+                !upstream(h2::Error::from(reason)).is_refused_stream(),
+                "{reason:?}"
+            );
+        }
+        assert!(!MeshError::new(ErrorKind::Upstream, "x").is_refused_stream());
+    }
 }

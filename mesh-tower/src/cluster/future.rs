@@ -48,6 +48,8 @@ pub(crate) struct After {
     /// Client-side weighted round robin: how load reports become weights.
     pub(crate) reports: Option<Arc<ReportSettings>>,
     pub(crate) served: ServedBy,
+    /// A retried attempt's note: a per-try timeout that cuts it counts as its failure.
+    pub(crate) note: Option<std::sync::Arc<crate::endpoint::AttemptNote>>,
     /// The attempt's span (sampled calls of a tracing mesh).
     pub(crate) span: Option<Box<crate::trace::OpenSpan>>,
     /// The attempt's gRPC metrics (A66), for gRPC calls with metrics on.
@@ -70,6 +72,7 @@ impl After {
             ewma,
             reports,
             served,
+            note: _,
             span,
             attempt,
             report_load,
@@ -169,6 +172,20 @@ impl ResponseFuture {
     pub(crate) fn failed(e: MeshError) -> Self {
         Self {
             state: State::Failed(Some(e)),
+        }
+    }
+}
+
+impl Drop for ResponseFuture {
+    /// An attempt dropped unanswered because its per-try timeout passed failed at its
+    /// endpoint: outlier detection counts it (Envoy's timeout outcome). Any other drop (the
+    /// caller gave up) says nothing about the endpoint.
+    fn drop(&mut self) {
+        if let State::Sending(_, Some(after)) = &self.state
+            && let (Some(note), Some(detector)) = (&after.note, &after.detector)
+            && note.timed_out()
+        {
+            detector.report(&after.stats, Outcome::LocalFailure);
         }
     }
 }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
-pub use crate::endpoint::{PreviousHosts, ServedBy};
+pub use crate::endpoint::{AttemptNote, PreviousHosts, ServedBy};
 
 /// The status outlier detection sees: the HTTP status, or for a trailers-only gRPC response
 /// its `grpc-status` mapped as Envoy maps it (UNAVAILABLE is a 503, INTERNAL a 500, …).
@@ -192,9 +192,9 @@ where
                 return ResponseFuture::failed(e);
             }
         };
-        let (avoid, attempts) = match req.extensions().get::<PreviousHosts>() {
-            Some(p) => (p.hosts.as_slice(), p.attempts),
-            None => (&[][..], 0),
+        let (avoid, attempts, note) = match req.extensions().get::<PreviousHosts>() {
+            Some(p) => (p.hosts.as_slice(), p.attempts, p.note.clone()),
+            None => (&[][..], 0, None),
         };
         let picked = state.pick_avoiding(
             &PickContext {
@@ -209,6 +209,9 @@ where
             Ok(p) => p,
             Err(e) => return ResponseFuture::failed(e.with_cluster(cluster.name.clone())),
         };
+        if let Some(note) = &note {
+            note.picked(info.address);
+        }
         // A gRPC call with metrics on: this attempt's record (A66), and the counter its
         // request's message bytes go to.
         let attempt = match req.extensions().get::<crate::stats::CallAttempts>() {
@@ -234,6 +237,7 @@ where
             idle: to.idle,
             ewma: state.ewma_decay.map(|d| (d, std::time::Instant::now())),
             reports: state.reports.clone(),
+            note,
             served: ServedBy {
                 cluster: cluster.name.clone(),
                 endpoint: info.address,

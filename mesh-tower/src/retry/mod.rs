@@ -35,7 +35,7 @@ pub use crate::policy::retry::RetryPolicy;
 
 use self::future::ResponseFuture;
 use crate::body::MeshBody;
-use crate::endpoint::{PreviousHosts, ServedBy};
+use crate::endpoint::{AttemptNote, PreviousHosts, ServedBy};
 use crate::error::{ErrorKind, MeshError};
 use crate::policy::RouteDecision;
 use futures_util::StreamExt;
@@ -128,13 +128,16 @@ where
 
 type Attempt = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, MeshError>> + Send>>;
 
+/// Attempt `n`'s request. With the previous-hosts predicate it carries the hosts to avoid;
+/// with it or a per-try timeout, the attempt's note (returned too), where the cluster records
+/// its pick and the retry layer a timeout.
 fn attempt_request<B>(
     head: &http::request::Parts,
     body: ReplayBody<B>,
     n: u32,
     previous: &[SocketAddr],
     policy: &RetryPolicy,
-) -> Request<ReplayBody<B>> {
+) -> (Request<ReplayBody<B>>, Option<Arc<AttemptNote>>) {
     let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = head.uri.clone();
@@ -143,13 +146,21 @@ fn attempt_request<B>(
     *req.extensions_mut() = head.extensions.clone();
     req.headers_mut()
         .insert("x-envoy-attempt-count", HeaderValue::from(n));
-    if policy.previous_hosts && !previous.is_empty() {
+    let mut note = None;
+    if policy.previous_hosts || policy.per_try_timeout.is_some() {
+        let shared = Arc::new(AttemptNote::default());
         req.extensions_mut().insert(PreviousHosts {
-            hosts: previous.to_vec(),
+            hosts: if policy.previous_hosts {
+                previous.to_vec()
+            } else {
+                Vec::new()
+            },
             attempts: policy.host_attempts,
+            note: Some(shared.clone()),
         });
+        note = Some(shared);
     }
-    req
+    (req, note)
 }
 
 fn endpoint_of(res: &Result<Response<MeshBody>, MeshError>) -> Option<SocketAddr> {
@@ -177,6 +188,8 @@ struct Attempts<S, B> {
     cluster: Arc<str>,
     pending: FuturesUnordered<Attempt>,
     previous: Vec<SocketAddr>,
+    /// Each attempt's note (with the previous-hosts predicate or a per-try timeout).
+    notes: Vec<Arc<AttemptNote>>,
     started: u32,
     deadline: Option<Pin<Box<Sleep>>>,
     /// Retries and hedges so far (gRPC's A96 metrics read them from the answer).
@@ -208,7 +221,15 @@ where
         };
         poll_fn(|cx| self.svc.poll_ready(cx)).await?;
         self.started += 1;
-        let req = attempt_request(&self.head, body, self.started, &self.previous, &self.policy);
+        // Every host an earlier attempt was sent to is avoided, answered or not.
+        for host in self.notes.iter().filter_map(|n| n.endpoint()) {
+            if !self.previous.contains(&host) {
+                self.previous.push(host);
+            }
+        }
+        let (req, note) =
+            attempt_request(&self.head, body, self.started, &self.previous, &self.policy);
+        self.notes.extend(note);
         let fut = self.svc.call(req);
         self.pending.push(Box::pin(async move {
             let res = fut.await;
@@ -247,7 +268,9 @@ where
         loop {
             let outcome = match a.next_event().await {
                 Event::Done(res) => {
-                    if let Some(ep) = endpoint_of(&res) {
+                    if let Some(ep) = endpoint_of(&res)
+                        && !a.previous.contains(&ep)
+                    {
                         a.previous.push(ep);
                     }
                     let retriable = match &res {
@@ -283,7 +306,12 @@ where
                             continue; // no more hedges: wait for the ones in flight
                         }
                     } else {
-                        a.pending = FuturesUnordered::new(); // cancel the slow attempt
+                        // Cancel the slow attempt; the cluster counts the timeout against
+                        // its endpoint as it drops it.
+                        if let Some(note) = a.notes.last() {
+                            note.time_out();
+                        }
+                        a.pending = FuturesUnordered::new();
                     }
                     if let Err(e) = &timed_out
                         && !policy.retriable_error(e)
@@ -338,6 +366,7 @@ where
         cluster,
         pending: FuturesUnordered::new(),
         previous: Vec::new(),
+        notes: Vec::new(),
         started: 0,
         deadline: None,
         retried: crate::stats::Retried::default(),

@@ -432,10 +432,43 @@ async fn previous_hosts_are_passed_to_the_pick() {
     assert_eq!(
         *avoid.lock().unwrap(),
         [
-            None,
+            Some((vec![], 5)),
             Some((vec![port(9000)], 5)),
             Some((vec![port(9000), port(9001)], 5))
         ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_whose_attempt_timed_out_is_avoided_by_the_next() {
+    // The first attempt's endpoint never answers: no ServedBy comes back, only the pick the
+    // cluster recorded tells the retry where it went.
+    let p = policy("5xx", |p| {
+        p.retry_host_predicate = vec![RetryHostPredicate {
+            name: mesh_core::policy::retry::PREVIOUS_HOSTS.into(),
+        }];
+        p.per_try_timeout = Some(Duration::from_secs(1));
+    });
+    let avoided = Arc::new(Mutex::new(Vec::new()));
+    let log = avoided.clone();
+    let n = Arc::new(AtomicU32::new(0));
+    let svc = service(move |req: Request<ReplayBody<Full<Bytes>>>| -> BoxFut {
+        let prev = req.extensions().get::<PreviousHosts>().cloned().unwrap();
+        let i = n.fetch_add(1, Ordering::SeqCst) as u16;
+        let host: SocketAddr = ([127, 0, 0, 1], 9000 + i).into();
+        prev.note.as_ref().unwrap().picked(host);
+        log.lock().unwrap().push(prev.hosts);
+        if i == 0 {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(async move { Ok(response(200, 9000 + i)) })
+        }
+    });
+    let res = call(svc, &route(p), None).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        *avoided.lock().unwrap(),
+        [vec![], vec![SocketAddr::from(([127, 0, 0, 1], 9000))]]
     );
 }
 
