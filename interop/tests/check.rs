@@ -89,18 +89,7 @@ fn a_bootstrap_is_checked_offline_with_the_files_it_names() {
 async fn what_a_control_plane_serves_is_listed_with_its_nacks() {
     let cp = support::gocp::GoControlPlane::start();
     let backend = "127.0.0.1:9".parse().unwrap();
-    let resources = |cluster| {
-        vec![
-            build::any(&build::api_listener_rds("web", "web-routes")),
-            build::any(&build::route_config(
-                "web-routes",
-                &["*"],
-                vec![build::route("/", "web")],
-            )),
-            build::any(&cluster),
-            build::any(&build::assignment("web", &[backend])),
-        ]
-    };
+    let resources = |cluster| support::web_resources(cluster, &[backend]);
     let bootstrap = support::config_file(
         &serde_json::json!({
             "xds_servers": [{"server_uri": cp.ads.to_string(), "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],

@@ -13,10 +13,9 @@ use mesh_interop::envoy::free_port;
 use mesh_interop::prometheus::Prometheus;
 use mesh_tower::admin::Admin;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use support::echo_process::EchoProcess;
 use support::istio::*;
 use support::*;
 use tower::ServiceExt;
@@ -24,44 +23,15 @@ use tower::ServiceExt;
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
 const ECHO_ID: &str = "spiffe://cluster.local/ns/default/sa/echo";
 
-/// A `serve` process; killed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `serve` on `listen` from `bootstrap`, with its admin endpoint on `admin` and its
 /// access log in `log`; returns once it says it serves.
-fn serve(listen: SocketAddr, bootstrap: &Path, admin: SocketAddr, log: &Path) -> Serve {
-    let mut child = Command::new(example_binary("serve"))
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--admin",
-            &admin.to_string(),
-        ])
-        .arg("--bootstrap")
-        .arg(bootstrap)
-        .stdout(Stdio::null())
-        .env("MESH_ACCESS_LOG", log)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("serve: ") && line.contains(" on ") => break,
-            Some(Ok(line)) => seen.push(line),
-            _ => panic!("serve exited before serving: {seen:?}"),
-        }
-    }
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-    Serve(child)
+fn serve(listen: SocketAddr, bootstrap: &Path, admin: SocketAddr, log: &Path) -> EchoProcess {
+    EchoProcess::spawn(listen, |cmd| {
+        cmd.args(["--admin", &admin.to_string()])
+            .arg("--bootstrap")
+            .arg(bootstrap)
+            .env("MESH_ACCESS_LOG", log);
+    })
 }
 
 /// The value of each series of `promql`, keyed by the values of `by` (joined with `|`).

@@ -4,11 +4,13 @@
 #[allow(unused_imports)]
 pub use mesh_interop::{ads, envoy, gocp, istiod};
 
+pub mod echo_process;
 pub mod envoy_tls;
 pub mod fake;
 pub mod go_oracle;
 pub mod grpc_server;
 pub mod istio;
+pub mod load;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -68,6 +70,25 @@ impl Connect for CountingConnector {
             .or_insert(0) += 1;
         TcpConnector::default().connect(target)
     }
+}
+
+/// The xDS resources of one service: listener `web` → route config `web-routes` → `/` to
+/// `cluster` (its `Cluster` resource) → EDS assignment `endpoints`.
+pub fn web_resources(
+    cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster,
+    endpoints: &[SocketAddr],
+) -> Vec<envoy_types::pb::google::protobuf::Any> {
+    use mesh_xds_client::build;
+    vec![
+        build::any(&build::api_listener_rds("web", "web-routes")),
+        build::any(&build::route_config(
+            "web-routes",
+            &["*"],
+            vec![build::route("/", "web")],
+        )),
+        build::any(&build::assignment(&cluster.name, endpoints)),
+        build::any(&cluster),
+    ]
 }
 
 /// Writes `yaml` to a fresh temp file and returns it (kept alive by the handle).
