@@ -1,6 +1,7 @@
 //! Config churn under load (issue "reliability"): go-control-plane alternates between two
 //! snapshots 100 times a second while 32 callers keep sending. Checked: no request fails, the
-//! last snapshot is ACKed and in force, the process's CPU stays bounded, and live heap memory
+//! last snapshot is ACKed and in force, applying the updates costs a bounded share of a core
+//! (measured without traffic, so the callers' CPU does not hide it), and live heap memory
 //! returns to its level before the churn once the config is back where it started.
 //!
 //! Live heap is counted by this binary's global allocator (`stats_alloc`: bytes allocated and
@@ -12,6 +13,7 @@
 mod support;
 
 use bytes::Bytes;
+use envoy_types::pb::google::protobuf::Any;
 use http_body_util::Empty;
 use mesh_examples::backend::Backend;
 use mesh_tower::Mesh;
@@ -58,6 +60,19 @@ fn churn_secs() -> u64 {
         .unwrap_or(5)
 }
 
+/// Pushes `n` (made even) more versions after `from`, one every 10 ms, alternating B (odd) and
+/// A (even), so the last is A; returns the last version.
+async fn alternate(cp: &GoControlPlane, a: &[Any], b: &[Any], from: u64, n: u64) -> u64 {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let last = from + n + n % 2;
+    for v in from + 1..=last {
+        tick.tick().await;
+        cp.set(NODE, &v.to_string(), if v % 2 == 0 { a } else { b })
+            .await;
+    }
+    last
+}
+
 /// The two tests share the process's allocation counter: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -87,22 +102,21 @@ async fn churn(delta: bool) {
     drop(warm.stop().await);
     let heap_before = live_heap();
 
-    // The load alone first, for its throughput and CPU without churn.
+    // What applying costs: 2 s of churn with no traffic, this process's CPU (the control
+    // plane is another process).
+    let (cpu0, wall0) = (cpu_time(), Instant::now());
+    let mut version = alternate(&cp, &a, &b, 0, 200).await;
+    let apply_cpu = (cpu_time() - cpu0).as_secs_f64() / wall0.elapsed().as_secs_f64();
+
+    // The load alone, for its throughput without churn; then the churn under it.
     let load = Load::start(web.clone(), 32);
-    let (cpu0, wall0, sent0) = (cpu_time(), Instant::now(), load.sent());
+    let (wall0, sent0) = (Instant::now(), load.sent());
     tokio::time::sleep(Duration::from_secs(2)).await; // the baseline's length
     let base_rate = (load.sent() - sent0) as f64 / wall0.elapsed().as_secs_f64();
-    let base_cpu = (cpu_time() - cpu0).as_secs_f64() / wall0.elapsed().as_secs_f64();
-    let (cpu0, wall0, sent0) = (cpu_time(), Instant::now(), load.sent());
+    let (wall0, sent0) = (Instant::now(), load.sent());
     let updates = churn_secs() * 100;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    // Version n is A for even n, B for odd: the last (even) is A again.
-    for n in 1..=updates + updates % 2 {
-        tick.tick().await;
-        let snap = if n % 2 == 0 { &a } else { &b };
-        cp.set(NODE, &n.to_string(), snap).await;
-    }
-    let last = (updates + updates % 2).to_string();
+    version = alternate(&cp, &a, &b, version, updates).await;
+    let last = version.to_string();
     // Over SotW the last version is ACKed for every type (Delta requests carry no version;
     // there the endpoints below show the last snapshot, A after B, is in force).
     if !delta {
@@ -112,7 +126,7 @@ async fn churn(delta: bool) {
                 .await;
         }
     }
-    let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
+    let wall = wall0.elapsed();
     let churn_rate = (load.sent() - sent0) as f64 / wall.as_secs_f64();
     load.wait_served(addrs[0], 500).await;
     let report = load.stop().await;
@@ -142,20 +156,21 @@ async fn churn(delta: bool) {
     let heap_after = live_heap();
     eprintln!(
         "config churn ({}): {updates} updates in {wall:?} under load: {sent} requests, {failed} \
-         failed, p99 {p99:?}; {churn_rate:.0} req/s during the churn vs {base_rate:.0} without; \
-         CPU {:.0}% of one core vs {:.0}% without; live heap {} KiB before, {} KiB after",
+         failed, p99 {p99:?}; {churn_rate:.0} req/s during the churn vs {base_rate:.0} without \
+         (go-control-plane shares the cores); applying 100 updates/s without load: {:.1}% of \
+         one core; live heap {} KiB before, {} KiB after",
         if delta { "Delta" } else { "SotW" },
-        cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
-        base_cpu * 100.0,
+        apply_cpu * 100.0,
         heap_before / 1024,
         heap_after / 1024,
     );
     assert_eq!(failed, 0, "no request fails: {failures:#?}");
-    // Bounded CPU: applying 100 updates a second (with go-control-plane on the same two
-    // cores) leaves the callers at least half their throughput.
+    // Bounded CPU: applying 100 updates a second costs a share of one core (18-23 % in this
+    // unoptimised test build on the 2-core VM; half a core is the bound).
     assert!(
-        churn_rate >= base_rate / 2.0,
-        "{churn_rate:.0} req/s during the churn, {base_rate:.0} without"
+        apply_cpu < 0.5,
+        "applying 100 updates/s took {:.0}% of a core",
+        apply_cpu * 100.0
     );
     // Memory returns: what the churn allocated is freed once the config is back on A (the
     // slack is for connections re-made to an endpoint that left and came back).

@@ -54,14 +54,7 @@ spec:
     ]);
 
     // The server: its own workload (IP = the WorkloadEntry's address), inbound config by A36.
-    let echo = Workload {
-        name: "echo-v1",
-        namespace: "default",
-        ip: "127.0.0.1",
-        service_account: "echo",
-        labels: &[("app", "echo"), ("version", "v1")],
-        cert_dir: Some(&echo_dir),
-    };
+    let echo = echo_workload(&echo_dir);
     let server_mesh = cp.client(&echo, delta).await;
     let server = server_mesh.xds_server(addr, PATIENCE).await.unwrap();
     assert!(

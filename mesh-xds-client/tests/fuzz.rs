@@ -5,10 +5,11 @@
 //!
 //! Why seeded rather than coverage-guided: it runs on the stable toolchain with no extra
 //! tooling, inside the test command, and a failure is reproduced by its seed and iteration.
-//! Structure comes from the corpus (real resources made by `build`, the shapes istiod and
-//! go-control-plane send) and from the mutations: besides byte edits, *splicing* appends
-//! another valid message of the same type, which protobuf decodes as a merge of the two, so
-//! mutants stay deep inside the translation rather than dying in the decoder.
+//! Structure comes from the corpus (resources made by `build` in the shapes control planes
+//! send, and the resources a real istiod sent, checked in under `tests/corpus/istiod/`) and
+//! from the mutations: besides byte edits, *splicing* appends another valid message of the
+//! same type, which protobuf decodes as a merge of the two, so mutants stay deep inside the
+//! translation rather than dying in the decoder.
 //!
 //! Properties checked for every input:
 //! - no panic (each run is under `catch_unwind`; a panic fails the test with a reproducer);
@@ -298,6 +299,25 @@ fn xds_corpus(ty: ResourceType) -> Vec<Any> {
     }
 }
 
+/// The resources of type `ty` a real istiod sent (`tests/corpus/istiod/<type>-<name>.pb`,
+/// captured by `interop/tests/istio_corpus.rs`).
+fn istiod_seeds(ty: ResourceType) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/istiod");
+    let prefix = format!("{}-", ty.short().to_lowercase());
+    let mut seeds: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    // Directory order varies; the fuzzer's draws must not.
+    seeds.sort();
+    seeds.into_iter().map(|(_, bytes)| bytes).collect()
+}
+
 /// A self-signed SPIFFE leaf and its key, PEM.
 fn self_signed() -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
@@ -315,7 +335,8 @@ fn xds_resources_never_panic_and_translate_deterministically() {
         inbound_route_configs: ["inbound-routes".to_owned()].into(),
     };
     for ty in ResourceType::ALL {
-        let corpus: Vec<Vec<u8>> = xds_corpus(ty).into_iter().map(|a| a.value).collect();
+        let mut corpus: Vec<Vec<u8>> = xds_corpus(ty).into_iter().map(|a| a.value).collect();
+        corpus.extend(istiod_seeds(ty));
         let seen = fuzz(ty.short(), &corpus, |bytes| {
             let any = Any {
                 type_url: ty.type_url().into(),

@@ -89,6 +89,19 @@ pub fn client_workload(dir: Option<&Path>) -> Workload<'_> {
     }
 }
 
+/// The `echo-v1` server workload (127.0.0.1, service account `echo`, labels app=echo and
+/// version=v1), its certificates in `dir`.
+pub fn echo_workload(dir: &Path) -> Workload<'_> {
+    Workload {
+        name: "echo-v1",
+        namespace: "default",
+        ip: "127.0.0.1",
+        service_account: "echo",
+        labels: &[("app", "echo"), ("version", "v1")],
+        cert_dir: Some(dir),
+    }
+}
+
 /// ServiceEntry `echo` (port 7070 named `http`) selecting WorkloadEntries `echo-<version>`,
 /// one per backend; a DestinationRule with a subset per version (and `extra` DR fields).
 pub fn service(backends: &[(&str, SocketAddr)], dr_extra: &str) -> String {
