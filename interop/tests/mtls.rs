@@ -83,12 +83,8 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ca = DevCa::new("interop root");
-    let client_files = ca
-        .write_workload(&dir.path().join("client"), &ca.issue_spiffe(CLIENT_ID))
-        .unwrap();
-    let server_files = ca
-        .write_workload(&dir.path().join("server"), &ca.issue_spiffe(SERVER_ID))
-        .unwrap();
+    let (client_files, server_files) =
+        support::identity_pair(&ca, dir.path(), CLIENT_ID, SERVER_ID);
     Setup {
         _dir: dir,
         ca,

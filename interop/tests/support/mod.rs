@@ -91,6 +91,24 @@ pub fn web_resources(
     ]
 }
 
+/// A client's and a server's identity files from `ca` under `dir` (`client/`, `server/`),
+/// with SPIFFE IDs `client_id` and `server_id`.
+pub fn identity_pair(
+    ca: &mesh_examples::pki::DevCa,
+    dir: &std::path::Path,
+    client_id: &str,
+    server_id: &str,
+) -> (
+    mesh_examples::pki::WorkloadFiles,
+    mesh_examples::pki::WorkloadFiles,
+) {
+    let write = |name: &str, id: &str| {
+        ca.write_workload(&dir.join(name), &ca.issue_spiffe(id))
+            .unwrap()
+    };
+    (write("client", client_id), write("server", server_id))
+}
+
 /// Writes `yaml` to a fresh temp file and returns it (kept alive by the handle).
 pub fn config_file(yaml: &str) -> tempfile::NamedTempFile {
     let f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
