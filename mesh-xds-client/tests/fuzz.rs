@@ -1,10 +1,12 @@
 //! A seeded, structure-aware fuzzer for the untrusted inputs the xDS client reads: xDS
 //! resources of every type (decode + translation), the bootstrap JSON, the static YAML,
-//! certificate material (PEM chains and keys, SPIFFE bundle maps), JWTs on the server's
-//! request path, and ORCA load reports in their three wire forms.
+//! certificate material (PEM chains and keys, SPIFFE bundle maps), the server's request path
+//! (JWTs, callers' trace headers, request heads against RBAC), access log formats, and ORCA
+//! load reports in their three wire forms.
 //!
-//! Why seeded rather than coverage-guided: it runs on the stable toolchain with no extra
-//! tooling, inside the test command, and a failure is reproduced by its seed and iteration.
+//! Why seeded: it runs on the stable toolchain with no extra tooling, inside the test
+//! command, and a failure is reproduced by its seed and iteration. The coverage-guided
+//! companion for xDS resources is AFL++'s (`interop/fuzz/afl_xds.rs`).
 //! Structure comes from the corpus (resources made by `build` in the shapes control planes
 //! send, and the resources a real istiod sent, checked in under `tests/corpus/istiod/`) and
 //! from the mutations: besides byte edits, *splicing* appends another valid message of the
@@ -18,6 +20,7 @@
 //!   message;
 //! - translation is deterministic: an accepted resource translates to the same config twice;
 //! - a JWT verifies only as minted: no mutant of a valid token is accepted;
+//! - RBAC allows exactly what its policies name, whatever method, URI and headers come;
 //! - at least 1 % of the mutants of each xDS type are accepted, and 1 % rejected (the fuzzer
 //!   reaches the translation, not only the decoder).
 //!
@@ -571,4 +574,83 @@ fn orca_load_reports_never_panic() {
         let c = LoadReport::from_text(&String::from_utf8_lossy(bytes), &named).is_ok();
         Ok(if a || b || c { "accepted" } else { "rejected" })
     });
+}
+
+#[test]
+fn server_requests_never_get_past_rbac_unnamed() {
+    // The server's request path: any method, URI and headers a caller sends, against a DENY
+    // `/admin` then ALLOW (`/public/…`, or `GET /health`) chain. What is allowed is exactly
+    // what the policies name, on the path as the engine reads it (without the query).
+    let deny: mesh_core::config::rbac::RbacFilter = serde_saphyr::from_str(
+        "rules: { action: DENY, policies: { admin: { permissions: [{ url_path: { path: { prefix: /admin } } }], principals: [{ any: true }] } } }",
+    )
+    .unwrap();
+    let allow: mesh_core::config::rbac::RbacFilter = serde_saphyr::from_str(
+        r#"rules: { action: ALLOW, policies: {
+             public: { permissions: [{ url_path: { path: { prefix: /public/ } } }], principals: [{ any: true }] },
+             health: { permissions: [{ and_rules: { rules: [{ header: { name: ":method", string_match: { exact: GET } } }, { url_path: { path: { exact: /health } } }] } }],
+                       principals: [{ not_id: { header: { name: x-banned, present_match: true } } }] } } }"#,
+    )
+    .unwrap();
+    let engine = mesh_tower::rbac::RbacEngine::new([
+        ("envoy.filters.http.rbac.DENY", &deny),
+        ("envoy.filters.http.rbac", &allow),
+    ])
+    .unwrap();
+    // Each input is `METHOD\nURI\nname: value\n…`.
+    let corpus: Vec<Vec<u8>> = [
+        "GET\n/public/a?x=1\nx-a: b",
+        "POST\n/admin/users\nx-banned: 1",
+        "GET\n/health\nhost: echo",
+        "GET\nhttp://echo:8080/public/../admin\n",
+        "DELETE\n/health?probe=1\nx-banned: yes",
+    ]
+    .map(|s| s.as_bytes().to_vec())
+    .to_vec();
+    let seen = fuzz("server request", &corpus, |bytes| {
+        let mut lines = bytes.split(|b| *b == b'\n');
+        let (Some(method), Some(uri)) = (lines.next(), lines.next()) else {
+            return Ok("not a request");
+        };
+        let (Ok(method), Ok(uri)) = (http::Method::from_bytes(method), http::Uri::try_from(uri))
+        else {
+            return Ok("not a request");
+        };
+        let mut req = http::Request::builder().method(method).uri(uri);
+        for line in lines {
+            let mut kv = line.splitn(2, |b| *b == b':');
+            let (Some(k), Some(v)) = (kv.next(), kv.next()) else {
+                continue;
+            };
+            let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k),
+                http::HeaderValue::from_bytes(v.trim_ascii()),
+            ) else {
+                continue;
+            };
+            req = req.header(k, v);
+        }
+        let Ok(req) = req.body(()) else {
+            return Ok("not a request");
+        };
+        let first = engine.check(&req).is_ok();
+        if engine.check(&req).is_ok() != first {
+            return Err("not deterministic".into());
+        }
+        let path = req.uri().path();
+        let named = !path.starts_with("/admin")
+            && (path.starts_with("/public/")
+                || (req.method() == http::Method::GET
+                    && path == "/health"
+                    && !req.headers().contains_key("x-banned")));
+        match (first, named) {
+            (true, true) => Ok("allowed"),
+            (false, false) => Ok("denied"),
+            (true, false) => Err(format!("allowed {} {path}", req.method())),
+            (false, true) => Err(format!("denied {} {path}", req.method())),
+        }
+    });
+    for outcome in ["allowed", "denied"] {
+        assert!(seen.get(outcome).copied().unwrap_or(0) >= 10, "{seen:?}");
+    }
 }
