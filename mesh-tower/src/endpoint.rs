@@ -63,30 +63,27 @@ pub struct PreviousHosts {
     pub hosts: Vec<SocketAddr>,
     /// Extra picks allowed to find another host (`host_selection_retry_max_attempts`).
     pub attempts: u32,
-    /// What the retry layer and the cluster share about this attempt (see [`AttemptNote`]).
+    /// Where the cluster records this attempt's pick (see [`AttemptNote`]).
     pub note: Option<Arc<AttemptNote>>,
 }
 
-/// One attempt of a retried request, as the retry layer and the cluster see it.
+/// Where the cluster records the endpoint it picked for one attempt of a retried request.
 ///
-/// An attempt cut by its per-try timeout returns nothing: no [`ServedBy`], no outcome. The
-/// cluster writes here the endpoint it picked, so the next attempt can avoid it (Envoy records
-/// a host when it selects it); and the retry layer marks the attempt timed out before dropping
-/// it, so the cluster counts the timeout against that endpoint for outlier detection, as
-/// Envoy does (a frozen endpoint that answers nothing is ejected like one that fails).
+/// An attempt cut by its per-try timeout returns nothing: no [`ServedBy`], no error naming an
+/// endpoint. Through this note the retry layer still knows where it went, and with the
+/// previous-hosts predicate the next attempt avoids it (Envoy records a host when it selects
+/// it, not when it answers).
 ///
 /// ```
 /// use mesh_tower::cluster::AttemptNote;
 /// let note = AttemptNote::default();
+/// assert_eq!(note.endpoint(), None);
 /// note.picked("10.0.0.7:8080".parse().unwrap());
-/// note.time_out();
 /// assert_eq!(note.endpoint(), Some("10.0.0.7:8080".parse().unwrap()));
-/// assert!(note.timed_out());
 /// ```
 #[derive(Debug, Default)]
 pub struct AttemptNote {
     picked: std::sync::OnceLock<SocketAddr>,
-    timed_out: std::sync::atomic::AtomicBool,
 }
 
 impl AttemptNote {
@@ -99,15 +96,26 @@ impl AttemptNote {
     pub fn endpoint(&self) -> Option<SocketAddr> {
         self.picked.get().copied()
     }
+}
 
-    /// Marks the attempt as cut by its per-try timeout.
-    pub fn time_out(&self) {
-        self.timed_out
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
+thread_local! {
+    /// Set while a timeout drops the requests it cut (see [`dropping_timed_out`]).
+    static TIMING_OUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
-    /// Whether the attempt was cut by its per-try timeout.
-    pub fn timed_out(&self) -> bool {
-        self.timed_out.load(std::sync::atomic::Ordering::Acquire)
-    }
+/// Runs `drop_them`, which drops requests a timeout (the route's, or an attempt's per-try
+/// timeout) cut short. A cluster's response future dropped meanwhile, still waiting for its
+/// answer, counts as a failure of its endpoint for outlier detection, as Envoy counts
+/// timeouts: an endpoint that accepts and never answers is ejected like one that fails. Any
+/// other drop (the caller went away) says nothing about the endpoint. Drops are synchronous,
+/// so a thread-local flag carries this without a per-request allocation.
+pub(crate) fn dropping_timed_out(drop_them: impl FnOnce()) {
+    TIMING_OUT.with(|t| t.set(true));
+    drop_them();
+    TIMING_OUT.with(|t| t.set(false));
+}
+
+/// Whether the current drop is a timeout's (see [`dropping_timed_out`]).
+pub(crate) fn is_dropping_timed_out() -> bool {
+    TIMING_OUT.with(std::cell::Cell::get)
 }

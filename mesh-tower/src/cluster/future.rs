@@ -48,8 +48,6 @@ pub(crate) struct After {
     /// Client-side weighted round robin: how load reports become weights.
     pub(crate) reports: Option<Arc<ReportSettings>>,
     pub(crate) served: ServedBy,
-    /// A retried attempt's note: a per-try timeout that cuts it counts as its failure.
-    pub(crate) note: Option<std::sync::Arc<crate::endpoint::AttemptNote>>,
     /// The attempt's span (sampled calls of a tracing mesh).
     pub(crate) span: Option<Box<crate::trace::OpenSpan>>,
     /// The attempt's gRPC metrics (A66), for gRPC calls with metrics on.
@@ -72,7 +70,6 @@ impl After {
             ewma,
             reports,
             served,
-            note: _,
             span,
             attempt,
             report_load,
@@ -177,13 +174,13 @@ impl ResponseFuture {
 }
 
 impl Drop for ResponseFuture {
-    /// An attempt dropped unanswered because its per-try timeout passed failed at its
-    /// endpoint: outlier detection counts it (Envoy's timeout outcome). Any other drop (the
-    /// caller gave up) says nothing about the endpoint.
+    /// A request dropped unanswered because a timeout passed (the route's or its per-try
+    /// timeout) failed at its endpoint: outlier detection counts it, as Envoy counts a
+    /// timeout. Any other drop (the caller gave up) says nothing about the endpoint.
     fn drop(&mut self) {
         if let State::Sending(_, Some(after)) = &self.state
-            && let (Some(note), Some(detector)) = (&after.note, &after.detector)
-            && note.timed_out()
+            && let Some(detector) = &after.detector
+            && crate::endpoint::is_dropping_timed_out()
         {
             detector.report(&after.stats, Outcome::LocalFailure);
         }

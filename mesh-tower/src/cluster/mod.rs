@@ -193,7 +193,7 @@ where
             }
         };
         let (avoid, attempts, note) = match req.extensions().get::<PreviousHosts>() {
-            Some(p) => (p.hosts.as_slice(), p.attempts, p.note.clone()),
+            Some(p) => (p.hosts.as_slice(), p.attempts, p.note.as_deref()),
             None => (&[][..], 0, None),
         };
         let picked = state.pick_avoiding(
@@ -209,7 +209,7 @@ where
             Ok(p) => p,
             Err(e) => return ResponseFuture::failed(e.with_cluster(cluster.name.clone())),
         };
-        if let Some(note) = &note {
+        if let Some(note) = note {
             note.picked(info.address);
         }
         // A gRPC call with metrics on: this attempt's record (A66), and the counter its
@@ -237,7 +237,6 @@ where
             idle: to.idle,
             ewma: state.ewma_decay.map(|d| (d, std::time::Instant::now())),
             reports: state.reports.clone(),
-            note,
             served: ServedBy {
                 cluster: cluster.name.clone(),
                 endpoint: info.address,

@@ -128,9 +128,8 @@ where
 
 type Attempt = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, MeshError>> + Send>>;
 
-/// Attempt `n`'s request. With the previous-hosts predicate it carries the hosts to avoid;
-/// with it or a per-try timeout, the attempt's note (returned too), where the cluster records
-/// its pick and the retry layer a timeout.
+/// Attempt `n`'s request. With the previous-hosts predicate it carries the hosts to avoid and
+/// the attempt's note (returned too), where the cluster records its pick.
 fn attempt_request<B>(
     head: &http::request::Parts,
     body: ReplayBody<B>,
@@ -147,14 +146,10 @@ fn attempt_request<B>(
     req.headers_mut()
         .insert("x-envoy-attempt-count", HeaderValue::from(n));
     let mut note = None;
-    if policy.previous_hosts || policy.per_try_timeout.is_some() {
+    if policy.previous_hosts {
         let shared = Arc::new(AttemptNote::default());
         req.extensions_mut().insert(PreviousHosts {
-            hosts: if policy.previous_hosts {
-                previous.to_vec()
-            } else {
-                Vec::new()
-            },
+            hosts: previous.to_vec(),
             attempts: policy.host_attempts,
             note: Some(shared.clone()),
         });
@@ -188,7 +183,7 @@ struct Attempts<S, B> {
     cluster: Arc<str>,
     pending: FuturesUnordered<Attempt>,
     previous: Vec<SocketAddr>,
-    /// Each attempt's note (with the previous-hosts predicate or a per-try timeout).
+    /// Each attempt's note (with the previous-hosts predicate).
     notes: Vec<Arc<AttemptNote>>,
     started: u32,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -308,10 +303,9 @@ where
                     } else {
                         // Cancel the slow attempt; the cluster counts the timeout against
                         // its endpoint as it drops it.
-                        if let Some(note) = a.notes.last() {
-                            note.time_out();
-                        }
-                        a.pending = FuturesUnordered::new();
+                        crate::endpoint::dropping_timed_out(|| {
+                            a.pending = FuturesUnordered::new();
+                        });
                     }
                     if let Err(e) = &timed_out
                         && !policy.retriable_error(e)

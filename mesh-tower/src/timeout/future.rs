@@ -13,8 +13,10 @@ pin_project! {
     /// Response future of [`Timeout`](super::Timeout).
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
+        // `None` once the limit passed: dropped there, so the cluster below can tell a timeout
+        // from a caller going away.
         #[pin]
-        inner: F,
+        inner: Option<F>,
         #[pin]
         sleep: Option<Sleep>,
         limit: Option<super::Limit>,
@@ -24,7 +26,7 @@ pin_project! {
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, limit: Option<super::Limit>) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             sleep: limit.map(|l| tokio::time::sleep(l.after)),
             limit,
         }
@@ -39,15 +41,21 @@ where
     type Output = Result<T, MeshError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(res) = this.inner.poll(cx) {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(Err(MeshError::timeout(Duration::ZERO)));
+        };
+        if let Poll::Ready(res) = inner.poll(cx) {
             return Poll::Ready(res.map_err(MeshError::from_inner));
         }
         match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(match this.limit {
-                Some(l) => l.error(),
-                None => MeshError::timeout(Duration::ZERO),
-            })),
+            Some(Poll::Ready(())) => {
+                crate::endpoint::dropping_timed_out(|| this.inner.set(None));
+                Poll::Ready(Err(match this.limit {
+                    Some(l) => l.error(),
+                    None => MeshError::timeout(Duration::ZERO),
+                }))
+            }
             _ => Poll::Pending,
         }
     }
