@@ -241,4 +241,32 @@ mod tests {
         bytes.extend(frame(0x7, 0, &[0, 0, 0, 7, 0, 0, 0, 7]));
         assert_eq!(scan.feed(&bytes), 0);
     }
+
+    /// Any bytes a connection writes, cut anywhere: no panic, the same count as in one write.
+    #[test]
+    fn any_bytes_cut_anywhere_count_as_in_one_write() {
+        let mut rng = fastrand::Rng::with_seed(0x6832_7363);
+        for _ in 0..5_000 {
+            // Mostly frames with small lengths (so many fit), some RST_STREAMs, any bytes.
+            let mut bytes = Vec::new();
+            for _ in 0..rng.usize(0..12) {
+                let payload: Vec<u8> = (0..rng.usize(0..8)).map(|_| rng.u8(0..9)).collect();
+                let kind = if rng.bool() { RST_STREAM } else { rng.u8(..) };
+                bytes.extend(frame(kind, rng.u32(..), &payload));
+                if rng.u8(0..4) == 0 {
+                    bytes.push(rng.u8(..));
+                }
+            }
+            let whole = Scan::default().feed(&bytes);
+            let mut scan = Scan::default();
+            let mut rest = &bytes[..];
+            let mut parts = 0;
+            while !rest.is_empty() {
+                let n = rng.usize(1..=rest.len());
+                parts += scan.feed(&rest[..n]);
+                rest = &rest[n..];
+            }
+            assert_eq!(whole, parts, "{bytes:?}");
+        }
+    }
 }

@@ -347,4 +347,28 @@ mod tests {
             "byte by byte: the fourth's length is announced"
         );
     }
+
+    /// Untrusted bytes (an upstream's response body), cut anywhere: no panic, and the same
+    /// count as when read whole (seeded; zeros are frequent so prefixes announce short
+    /// messages and many of them fit).
+    #[test]
+    fn any_bytes_cut_anywhere_count_as_when_read_whole() {
+        let mut rng = fastrand::Rng::with_seed(0x6772_7063);
+        for _ in 0..5_000 {
+            let len = rng.usize(0..300);
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| if rng.bool() { 0 } else { rng.u8(..) })
+                .collect();
+            let mut whole = MessageSizes::default();
+            whole.feed(&bytes);
+            let mut parts = MessageSizes::default();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let n = rng.usize(1..=rest.len());
+                parts.feed(&rest[..n]);
+                rest = &rest[n..];
+            }
+            assert_eq!(whole.total(), parts.total(), "{bytes:?}");
+        }
+    }
 }
