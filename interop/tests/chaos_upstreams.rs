@@ -2,8 +2,8 @@
 //! loopback behind one cluster, 32 concurrent callers:
 //! - one that sends GOAWAY after every 100 requests on a connection (graceful, as servers do
 //!   on deploys and connection-age limits): a new connection takes over each time, the old
-//!   ones close (none leak), and under Istio's default retry policy no request fails (the few
-//!   streams a GOAWAY leaves out, which the server never processed, are refused streams,
+//!   ones close (none leak), and with Istio's default retry conditions no request fails (the
+//!   few streams a GOAWAY leaves out, which the server never processed, are refused streams,
 //!   retried on `refused-stream` as Envoy does);
 //! - one that resets every tenth stream: retried on `reset`, no request fails, and the
 //!   connection survives every reset;
@@ -33,7 +33,8 @@ use tokio::sync::{Notify, watch};
 enum Misbehaviour {
     /// Graceful GOAWAY after this many requests on a connection.
     GoawayEvery(usize),
-    /// Every n-th request is answered with RST_STREAM.
+    /// Every n-th first attempt (`x-envoy-attempt-count: 1`) is answered with RST_STREAM;
+    /// retries are answered, so the outcome does not depend on which requests the resets hit.
     ResetEvery(usize),
     /// A head, one body byte, then one byte per period, forever.
     Trickle(Duration),
@@ -87,9 +88,13 @@ async fn upstream(how: Misbehaviour) -> (SocketAddr, Seen) {
                 let goaway = Arc::new(Notify::new());
                 let svc = {
                     let (goaway, streaming) = (goaway.clone(), seen.streaming.clone());
-                    hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    hyper::service::service_fn(move |req: Request<Incoming>| {
                         let n = on_conn.fetch_add(1, Ordering::Relaxed) + 1;
                         let total = requests.fetch_add(1, Ordering::Relaxed) + 1;
+                        let first = req
+                            .headers()
+                            .get("x-envoy-attempt-count")
+                            .is_none_or(|v| v == "1");
                         let streaming = streaming.clone();
                         let goaway = goaway.clone();
                         async move {
@@ -102,7 +107,7 @@ async fn upstream(how: Misbehaviour) -> (SocketAddr, Seen) {
                                         .map_err(|e| match e {})
                                         .boxed_unsync()
                                 }
-                                Misbehaviour::ResetEvery(every) if total % every == 0 => {
+                                Misbehaviour::ResetEvery(every) if first && total % every == 0 => {
                                     return Err(std::io::Error::other("reset this stream"));
                                 }
                                 Misbehaviour::ResetEvery(_) => Full::new(Bytes::from_static(b"ok"))
@@ -145,10 +150,13 @@ async fn upstream(how: Misbehaviour) -> (SocketAddr, Seen) {
     (addr, seen)
 }
 
-/// Istio's default retry policy for mesh routes (what istiod sends when a VirtualService
-/// sets none) and its circuit-breaker default of unlimited concurrent retries.
+/// Istio's default retry conditions for mesh routes (what istiod sends when a VirtualService
+/// sets none), with 5 retries instead of its 2: a GOAWAY every 100 requests is one every
+/// ~50 ms here, and with 2 retries about one run in three lost a request of 5,000 to three
+/// refusals in a row (each a stream the server never processed). Istio's circuit-breaker
+/// default of unlimited concurrent retries.
 const ISTIO_RETRIES: &str = "retry_policy: { retry_on: \"connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes\", \
-    num_retries: 2, retriable_status_codes: [503] }";
+    num_retries: 5, retriable_status_codes: [503] }";
 const ISTIO_CLUSTER: &str =
     "protocol: HTTP2, circuit_breakers: { thresholds: [{ max_retries: 4294967295 }] }";
 
