@@ -137,14 +137,9 @@ async fn churn(delta: bool) {
         .filter(|e| e.nack.is_some())
         .count();
     assert_eq!(nacks, 0, "nothing NACKed during the churn");
-    until_config(&mesh, |s| {
-        let eps: Vec<SocketAddr> = s
-            .endpoints("web")
-            .map(|e| e.iter_endpoints().map(|(_, _, ep)| ep.address).collect())
-            .unwrap_or_default();
-        eps.len() == 2 && eps.contains(&addrs[0]) && eps.contains(&addrs[1])
-    })
-    .await;
+    let mut a_endpoints = addrs[..2].to_vec();
+    a_endpoints.sort();
+    until_config(&mesh, |s| endpoints_of(s, "web") == a_endpoints).await;
     let (sent, failed, p99) = (report.sent, report.failures.len(), report.quantile(0.99));
     let failures: Vec<String> = report
         .failures

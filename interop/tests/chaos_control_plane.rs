@@ -21,15 +21,6 @@ use support::*;
 const NODE: &str = "mesh-client";
 const RESTARTS: usize = 10;
 
-fn sorted_endpoints(snap: &mesh_core::Snapshot) -> Vec<SocketAddr> {
-    let mut out: Vec<SocketAddr> = snap
-        .endpoints("web")
-        .map(|e| e.iter_endpoints().map(|(_, _, ep)| ep.address).collect())
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
 async fn restarts(delta: bool) {
     let backends = [
         Backend::start().await.unwrap(),
@@ -71,7 +62,7 @@ async fn restarts(delta: bool) {
             &web_resources(build::eds_cluster("web"), new),
         )
         .await;
-        until_config(&mesh, |s| sorted_endpoints(s) == *new).await;
+        until_config(&mesh, |s| endpoints_of(s, "web") == *new).await;
         let joined = *new.iter().find(|a| !old.contains(a)).unwrap();
         load.wait_served(joined, 100).await;
     }

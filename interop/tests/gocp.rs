@@ -98,12 +98,6 @@ async fn until(svc: &MeshService<Empty<Bytes>>, want: (&str, SocketAddr)) {
     .unwrap_or_else(|_| panic!("traffic never reached {want:?}"));
 }
 
-fn endpoints_of(snap: &mesh_core::Snapshot, cluster: &str) -> Vec<SocketAddr> {
-    snap.endpoints(cluster)
-        .map(|e| e.iter_endpoints().map(|(_, _, ep)| ep.address).collect())
-        .unwrap_or_default()
-}
-
 async fn lifecycle(delta: bool) {
     let (b1, b2, b3) = (
         Backend::start().await.unwrap(),

@@ -110,9 +110,17 @@ thread_local! {
 /// other drop (the caller went away) says nothing about the endpoint. Drops are synchronous,
 /// so a thread-local flag carries this without a per-request allocation.
 pub(crate) fn dropping_timed_out(drop_them: impl FnOnce()) {
+    /// Clears the flag even if a drop panics (a task's panic is caught, and the worker thread
+    /// would otherwise count every later drop as a timeout).
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            TIMING_OUT.with(|t| t.set(false));
+        }
+    }
     TIMING_OUT.with(|t| t.set(true));
+    let _clear = Clear;
     drop_them();
-    TIMING_OUT.with(|t| t.set(false));
 }
 
 /// Whether the current drop is a timeout's (see [`dropping_timed_out`]).

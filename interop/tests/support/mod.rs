@@ -109,6 +109,16 @@ pub fn identity_pair(
     (write("client", client_id), write("server", server_id))
 }
 
+/// The endpoint addresses of `cluster` in `snap`, sorted.
+pub fn endpoints_of(snap: &mesh_core::Snapshot, cluster: &str) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = snap
+        .endpoints(cluster)
+        .map(|e| e.iter_endpoints().map(|(_, _, ep)| ep.address).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
 /// Writes `yaml` to a fresh temp file and returns it (kept alive by the handle).
 pub fn config_file(yaml: &str) -> tempfile::NamedTempFile {
     let f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
