@@ -342,16 +342,10 @@ async fn client_side_weighted_round_robin_agrees_with_envoy() {
         }),
         ..Default::default()
     };
-    cluster.load_balancing_policy = Some(cds::LoadBalancingPolicy {
-        policies: vec![cds::load_balancing_policy::Policy {
-            typed_extension_config: Some(
-                envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig {
-                    name: "envoy.load_balancing_policies.client_side_weighted_round_robin".into(),
-                    typed_config: Some(build::any(&policy)),
-                },
-            ),
-        }],
-    });
+    cluster.load_balancing_policy = Some(build::typed_lb_policy(
+        "envoy.load_balancing_policies.client_side_weighted_round_robin",
+        &policy,
+    ));
     let rc = build::route_config("lb-routes", &["*"], vec![build::route("/orca", "orca")]);
     let (_cp, envoy, _mesh, web) = envoy_and_mesh(
         &rc,

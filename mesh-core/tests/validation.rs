@@ -460,6 +460,14 @@ clusters:
       weight_update_period: 0.01s
       error_utilization_penalty: 2.5
       metric_names_for_computing_utilization: [named_metrics.gpu]
+  - name: e
+    lb_policy: CLIENT_SIDE_WEIGHTED_ROUND_ROBIN
+    client_side_weighted_round_robin_lb_config:
+      enable_oob_load_report: true
+      oob_reporting_period: 0.25s
+  - name: f
+    lb_policy: CLIENT_SIDE_WEIGHTED_ROUND_ROBIN
+    client_side_weighted_round_robin_lb_config: { enable_oob_load_report: true, oob_reporting_period: 0s }
 listeners:
   - name: l
     route_config:
@@ -489,6 +497,20 @@ listeners:
         "defaults apply and the update period is raised to 100ms"
     );
     assert_eq!(wrr.error_utilization_penalty.map(|p| p.0), Some(2.5));
+    let oob = |i: usize| {
+        config.clusters[i]
+            .client_side_weighted_round_robin_lb_config
+            .as_ref()
+            .unwrap()
+            .oob_period()
+    };
+    assert_eq!(oob(3), None, "per-response reports unless enabled");
+    assert_eq!(oob(4), Some(std::time::Duration::from_millis(250)));
+    assert_eq!(
+        oob(5),
+        Some(std::time::Duration::from_secs(10)),
+        "0 is the default"
+    );
     let bad = r#"
 clusters:
   - { name: a, lb_policy: MAGLEV, maglev_lb_config: { table_size: 65536 } }
@@ -496,7 +518,6 @@ clusters:
   - name: c
     lb_policy: CLIENT_SIDE_WEIGHTED_ROUND_ROBIN
     client_side_weighted_round_robin_lb_config:
-      enable_oob_load_report: true
       error_utilization_penalty: -1
       metric_names_for_computing_utilization: [""]
 listeners:
@@ -516,7 +537,6 @@ listeners:
         [
             "clusters[0].maglev_lb_config.table_size: 65536 must be a prime below 5000011",
             "clusters[1].ring_hash_lb_config: need 1 <= minimum_ring_size <= maximum_ring_size <= 8388608",
-            "clusters[2].client_side_weighted_round_robin_lb_config.enable_oob_load_report: out-of-band load reports are not supported; endpoints report per response (endpoint-load-metrics)",
             "clusters[2].client_side_weighted_round_robin_lb_config.error_utilization_penalty: -1 must be a finite number >= 0",
             "clusters[2].client_side_weighted_round_robin_lb_config.metric_names_for_computing_utilization[0]: must not be empty",
             "listeners[0].route_config.virtual_hosts[0].routes[0].route.hash_policy[0]: exactly one of header, cookie, query_parameter must be set",

@@ -5,6 +5,7 @@
 //	                [-hold K -hold-header k=v]
 //	grpcpeer server -listen ip:port
 //	grpcpeer csds -server ip:port
+//	grpcpeer orca -listen ip:port -cpu F [-qps F]   (see orca.go)
 //
 // Both read the bootstrap from GRPC_XDS_BOOTSTRAP and use xDS credentials (TLS from the
 // control plane's config, plaintext when it sends none). Messages are raw protobuf bytes
@@ -300,7 +301,7 @@ func fail(err error) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: grpcpeer client|server|csds ...")
+		fmt.Fprintln(os.Stderr, "usage: grpcpeer client|server|csds|orca ...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -310,8 +311,10 @@ func main() {
 		server(os.Args[2:])
 	case "csds":
 		csds(os.Args[2:])
+	case "orca":
+		orcaServer(os.Args[2:])
 	default:
-		fmt.Fprintln(os.Stderr, "usage: grpcpeer client|server|csds ...")
+		fmt.Fprintln(os.Stderr, "usage: grpcpeer client|server|csds|orca ...")
 		os.Exit(2)
 	}
 }

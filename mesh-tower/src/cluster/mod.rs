@@ -15,6 +15,7 @@ mod future;
 pub mod load;
 pub(crate) mod plan;
 pub(crate) mod registry;
+mod state;
 
 pub use self::dns::DnsResolver;
 pub use self::future::ResponseFuture;

@@ -3,16 +3,16 @@
 //! endpoint stats and HTTP/2 connections per cluster (only HTTP/1.1 pools are per body type,
 //! inside each endpoint's [`Connection`]).
 
-use crate::balance::{self, EndpointInfo, EndpointStats, PickContext};
+pub(crate) use super::state::ClusterState;
+use crate::balance::weighted_round_robin::oob;
+use crate::balance::{self, EndpointInfo, EndpointStats};
 use crate::breaker::Limits;
 use crate::connect::{ConnectTarget, Connection, Connector};
-use crate::error::{ErrorKind, MeshError};
+use crate::error::MeshError;
 use crate::outlier::Detector;
 use crate::tls::ClientTls;
 use arc_swap::ArcSwap;
-use mesh_core::{
-    Absence, Cluster, ClusterLoadAssignment, DiscoveryType, Locality, ResourceKind, Store,
-};
+use mesh_core::{Cluster, ClusterLoadAssignment, DiscoveryType, Locality, ResourceKind, Store};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -144,36 +144,9 @@ pub(crate) struct ClusterHandle {
     dns: super::dns::DnsState,
     /// The caller's zone, for zone-aware routing.
     local: Option<super::plan::LocalZone>,
-}
-
-/// An immutable view of a cluster: config, usable endpoints, their connections, the picker.
-pub(crate) struct ClusterState {
-    cluster: Option<Arc<Cluster>>,
-    eds: Option<Arc<ClusterLoadAssignment>>,
-    endpoints: Vec<EndpointInfo>,
-    conns: Vec<Arc<Connection>>,
-    /// The cluster's TLS, resolved against the certificate providers.
-    tls: Option<Arc<ClientTls>>,
-    /// Whether that TLS is mutual (the mesh's own: metadata exchange headers go there).
-    pub(crate) mutual: bool,
-    plan: super::plan::Plan,
-    /// Endpoints in the assignment, usable or not (for error messages).
-    total: usize,
-    /// Why the cluster, or its endpoint set, is absent (from the config source).
-    absence: (Option<Absence>, Option<Absence>),
-    pub(crate) detector: Option<Arc<Detector>>,
-    /// For `PEAK_EWMA` clusters: the decay of the latency average responses feed.
-    pub(crate) ewma_decay: Option<std::time::Duration>,
-    /// For client-side weighted round robin: how responses' load reports become weights.
-    pub(crate) reports: Option<Arc<balance::weighted_round_robin::ReportSettings>>,
-    /// For DNS clusters: the resolution this state was built from.
-    resolved: Option<Arc<super::dns::Resolved>>,
-    /// For zone-aware clusters: the callers' zones this state was built for.
-    view: Option<super::plan::LocalView>,
-    /// For an aggregate cluster (gRFC A37): its clusters in priority order.
-    pub(crate) aggregate: Option<Arc<[Arc<str>]>>,
-    /// Whether the cluster reports its load (LRS): requests are counted per endpoint.
-    pub(crate) reports_load: bool,
+    /// The runtime that first used the cluster: out-of-band load report streams run there,
+    /// beside the connections they share.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl ClusterHandle {
@@ -189,6 +162,7 @@ impl ClusterHandle {
         let handle = Self {
             providers,
             local,
+            runtime: tokio::runtime::Handle::try_current().ok(),
             dns: super::dns::DnsState::new(dns, control),
             limits: Arc::new(Limits::new(name.clone())),
             name,
@@ -209,6 +183,7 @@ impl ClusterHandle {
                 detector: None,
                 ewma_decay: None,
                 reports: None,
+                oob: Vec::new(),
                 resolved: None,
                 view: None,
                 aggregate: None,
@@ -391,16 +366,31 @@ impl ClusterHandle {
                     .and_then(|p| p.decay)
                     .unwrap_or(balance::peak_ewma::DEFAULT_DECAY)
             });
-        let reports = cluster
+        let wrr = cluster
             .as_ref()
             .filter(|c| c.lb_policy == mesh_core::LbPolicy::ClientSideWeightedRoundRobin)
             .map(|c| {
-                Arc::new(balance::weighted_round_robin::ReportSettings::new(
-                    &c.client_side_weighted_round_robin_lb_config
-                        .clone()
-                        .unwrap_or_default(),
-                ))
+                c.client_side_weighted_round_robin_lb_config
+                    .clone()
+                    .unwrap_or_default()
             });
+        let settings = wrr
+            .as_ref()
+            .map(|w| Arc::new(balance::weighted_round_robin::ReportSettings::new(w)));
+        let (reports, oob) = match (wrr.as_ref().and_then(|w| w.oob_period()), settings) {
+            (Some(period), Some(settings)) => match &self.runtime {
+                Some(rt) => (
+                    None,
+                    oob::streams(&old.oob, &endpoints, &conns, &settings, period, rt),
+                ),
+                None => {
+                    tracing::warn!(cluster = %self.name, "no runtime for out-of-band load reports");
+                    (None, Vec::new())
+                }
+            },
+            (None, settings) => (settings, Vec::new()),
+            (Some(_), None) => (None, Vec::new()),
+        };
         let reports_load = cluster.as_ref().is_some_and(|c| c.lrs_report);
         let aggregate = cluster
             .as_ref()
@@ -418,128 +408,12 @@ impl ClusterHandle {
             absence: (None, None),
             ewma_decay,
             reports,
+            oob,
             detector,
             resolved,
             view: None,
             aggregate,
             reports_load,
-        }
-    }
-}
-
-impl ClusterState {
-    /// The cluster's EDS service name, when it has one.
-    pub(crate) fn eds_service_name(&self) -> Option<String> {
-        self.cluster
-            .as_ref()
-            .and_then(|c| c.eds_service_name.clone())
-    }
-
-    /// (healthy, total) endpoints per priority level, and the overprovisioning factor.
-    pub(crate) fn level_counts(&self) -> (&[(usize, usize)], u32) {
-        self.plan.level_counts()
-    }
-
-    /// The panic threshold of its `common_lb_config` (percent; Envoy's default 50).
-    pub(crate) fn panic_threshold(&self) -> f64 {
-        self.cluster
-            .as_ref()
-            .and_then(|c| c.common_lb_config.as_ref())
-            .and_then(|c| c.healthy_panic_threshold)
-            .map_or(50.0, |p| p.value)
-    }
-
-    /// Its usable endpoints.
-    pub(crate) fn endpoints(&self) -> &[EndpointInfo] {
-        &self.endpoints
-    }
-
-    /// Picks an endpoint and its connection.
-    /// Picks an endpoint that is not ejected and not in `avoid` (previous attempts' hosts),
-    /// trying up to `attempts` extra picks for `avoid` (Envoy's
-    /// `host_selection_retry_max_attempts`) and skipping ejected endpoints while any other is
-    /// left (when all are ejected the pick stands: an ejected endpoint beats none, as in
-    /// Envoy's panic mode).
-    pub(crate) fn pick_avoiding(
-        &self,
-        ctx: &PickContext<'_>,
-        avoid: &[SocketAddr],
-        attempts: u32,
-    ) -> Result<(&EndpointInfo, Arc<Connection>), MeshError> {
-        let (mut first, mut tries) = (None, 0u32);
-        let limit = self.endpoints.len().max(1) + attempts as usize;
-        let mut ctx = *ctx;
-        for _ in 0..limit {
-            let picked = self.pick(&ctx)?;
-            ctx.attempt += 1;
-            let ejected = picked.0.stats.outlier.is_ejected();
-            let avoided = avoid.contains(&picked.0.address);
-            if !ejected && (!avoided || tries >= attempts) {
-                return Ok(picked);
-            }
-            if avoided && !ejected {
-                tries += 1;
-            }
-            first.get_or_insert(picked);
-        }
-        Ok(first.expect("at least one pick"))
-    }
-
-    pub(crate) fn pick(
-        &self,
-        ctx: &PickContext<'_>,
-    ) -> Result<(&EndpointInfo, Arc<Connection>), MeshError> {
-        let Some(cluster) = &self.cluster else {
-            let why = match &self.absence.0 {
-                Some(Absence::Pending) => {
-                    "waiting for the cluster from the control plane".to_owned()
-                }
-                Some(Absence::Missing(why)) => format!("cluster does not exist: {why}"),
-                None => "cluster is not in the config".to_owned(),
-            };
-            return Err(MeshError::new(ErrorKind::UnknownCluster, why));
-        };
-        match self.plan.pick(ctx) {
-            Some(i) if i < self.endpoints.len() => Ok((&self.endpoints[i], self.conns[i].clone())),
-            _ if self.total == 0 && cluster.discovery.is_dns() => {
-                let names: Vec<&str> = cluster
-                    .dns_endpoints
-                    .iter()
-                    .map(|d| d.hostname.as_str())
-                    .collect();
-                let why = match self.resolved.as_ref().and_then(|r| r.error.as_deref()) {
-                    Some(e) => format!("no address for {names:?}: {e}"),
-                    None => format!("no address for {names:?} resolved yet"),
-                };
-                Err(MeshError::new(ErrorKind::NoEndpoint, why))
-            }
-            _ if self.total == 0
-                && cluster.discovery == DiscoveryType::Eds
-                && self.eds.is_none() =>
-            {
-                let name = cluster.endpoints_name();
-                let why = match &self.absence.1 {
-                    Some(Absence::Pending) => {
-                        format!("waiting for endpoints {name:?} from the control plane")
-                    }
-                    Some(Absence::Missing(why)) => {
-                        format!("endpoints {name:?} do not exist: {why}")
-                    }
-                    None => format!("no endpoints: no endpoint set named {name:?} in the config"),
-                };
-                Err(MeshError::new(ErrorKind::NoEndpoint, why))
-            }
-            _ => Err(MeshError::new(
-                ErrorKind::NoEndpoint,
-                format!(
-                    "no usable endpoint ({} of {} usable)",
-                    self.endpoints
-                        .iter()
-                        .filter(|e| e.health_status.is_usable())
-                        .count(),
-                    self.total
-                ),
-            )),
         }
     }
 }

@@ -147,6 +147,21 @@ pub fn route_config(
     }
 }
 
+/// A `load_balancing_policy` of one typed policy: extension `name` configured by `config`.
+pub fn typed_lb_policy<M: prost::Message + prost::Name>(
+    name: &str,
+    config: &M,
+) -> cds::LoadBalancingPolicy {
+    cds::LoadBalancingPolicy {
+        policies: vec![cds::load_balancing_policy::Policy {
+            typed_extension_config: Some(core::TypedExtensionConfig {
+                name: name.into(),
+                typed_config: Some(any(config)),
+            }),
+        }],
+    }
+}
+
 /// An EDS cluster speaking HTTP/2 (explicit `HttpProtocolOptions`, as Envoy wants it), round
 /// robin.
 pub fn eds_cluster(name: &str) -> cds::Cluster {

@@ -437,9 +437,6 @@ fn typed_policy(
             match lbp::client_side_weighted_round_robin::v3::ClientSideWeightedRoundRobin::decode(
                 &*t.value,
             ) {
-                // Out-of-band reports need an ORCA stream per endpoint, which we do not open:
-                // not supported, so the next policy in the list gets its turn.
-                Ok(w) if w.enable_oob_load_report.as_ref().is_some_and(|b| b.value) => None,
                 Ok(w) => {
                     let d = |v: &Option<envoy_types::pb::google::protobuf::Duration>,
                              name: &str,
@@ -449,7 +446,15 @@ fn typed_policy(
                     };
                     out.client_side_weighted_round_robin_lb_config = Some(
                         mesh_core::config::cluster::ClientSideWeightedRoundRobinConfig {
-                            enable_oob_load_report: false,
+                            enable_oob_load_report: w
+                                .enable_oob_load_report
+                                .as_ref()
+                                .is_some_and(|b| b.value),
+                            oob_reporting_period: d(
+                                &w.oob_reporting_period,
+                                "oob_reporting_period",
+                                errors,
+                            ),
                             blackout_period: d(&w.blackout_period, "blackout_period", errors),
                             weight_expiration_period: d(
                                 &w.weight_expiration_period,

@@ -661,13 +661,10 @@ fn typed_lb_policies_take_the_first_supported_entry() {
         Ok(Translated::Cluster(out)) => out,
         other => panic!("{other:?}"),
     };
-    // Out-of-band reporting is not supported: the entry is skipped for the next one.
+    // The first entry we support wins.
     let mut c = eds_cluster("wrr");
     c.load_balancing_policy = typed_policies(vec![
-        any(&ClientSideWeightedRoundRobin {
-            enable_oob_load_report: Some(BoolValue { value: true }),
-            ..Default::default()
-        }),
+        any(&cds::Cluster::default()),
         any(&ClientSideWeightedRoundRobin {
             blackout_period: Some(PbDuration {
                 seconds: 0,
@@ -709,11 +706,22 @@ fn typed_lb_policies_take_the_first_supported_entry() {
     ]);
     assert_eq!(translated(&c).lb_policy, LbPolicy::PeakEwma);
 
-    // Nothing supported: the cluster is refused, with the reason.
+    // Out-of-band reports (gRFC A51), with the period asked for.
     c.load_balancing_policy = typed_policies(vec![any(&ClientSideWeightedRoundRobin {
         enable_oob_load_report: Some(BoolValue { value: true }),
+        oob_reporting_period: Some(PbDuration {
+            seconds: 2,
+            nanos: 0,
+        }),
         ..Default::default()
     })]);
+    let w = translated(&c)
+        .client_side_weighted_round_robin_lb_config
+        .unwrap();
+    assert_eq!(w.oob_period(), Some(std::time::Duration::from_secs(2)));
+
+    // Nothing supported: the cluster is refused, with the reason.
+    c.load_balancing_policy = typed_policies(vec![any(&cds::Cluster::default())]);
     assert_eq!(
         rejected(ResourceType::Cluster, &any(&c)),
         "load_balancing_policy: no supported policy in the list"

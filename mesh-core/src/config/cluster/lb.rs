@@ -153,10 +153,16 @@ pub struct PeakEwmaConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientSideWeightedRoundRobinConfig {
-    /// Ask endpoints for out-of-band reports on a separate stream. Not supported: weights
-    /// come from the reports endpoints attach to responses.
+    /// Take weights from out-of-band reports instead of the reports on responses: one ORCA
+    /// stream (`xds.service.orca.v3.OpenRcaService/StreamCoreMetrics`) per endpoint on its
+    /// HTTP/2 connection, asking for a report every `oob_reporting_period` (gRFC A51; as in
+    /// gRPC, reports on responses are then ignored).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub enable_oob_load_report: bool,
+    /// How often out-of-band reports are asked for (default 10 s; the endpoint may send
+    /// them less often). Zero means the default, as in gRPC.
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub oob_reporting_period: Option<Duration>,
     /// How long a new weight is held back after an endpoint starts reporting (default 10 s),
     /// so one early report does not swing traffic.
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
@@ -183,6 +189,8 @@ pub struct ClientSideWeightedRoundRobinConfig {
 pub const DEFAULT_BLACKOUT_PERIOD: Duration = Duration::from_secs(10);
 /// Default `weight_expiration_period`.
 pub const DEFAULT_WEIGHT_EXPIRATION_PERIOD: Duration = Duration::from_secs(180);
+/// Default `oob_reporting_period`.
+pub const DEFAULT_OOB_REPORTING_PERIOD: Duration = Duration::from_secs(10);
 /// Default `weight_update_period`.
 pub const DEFAULT_WEIGHT_UPDATE_PERIOD: Duration = Duration::from_secs(1);
 /// Shortest `weight_update_period`; shorter ones are raised to it.
@@ -190,12 +198,6 @@ pub const MIN_WEIGHT_UPDATE_PERIOD: Duration = Duration::from_millis(100);
 
 impl ClientSideWeightedRoundRobinConfig {
     fn validate(&self, path: &FieldPath, errors: &mut Errors) {
-        errors.check(
-            !self.enable_oob_load_report,
-            &path.field("enable_oob_load_report"),
-            "out-of-band load reports are not supported; endpoints report per response \
-             (endpoint-load-metrics)",
-        );
         if let Some(p) = self.error_utilization_penalty {
             errors.check(
                 p.0.is_finite() && p.0 >= 0.0,
@@ -216,6 +218,16 @@ impl ClientSideWeightedRoundRobinConfig {
                 "must not be empty",
             );
         }
+    }
+
+    /// The out-of-band reporting period to ask endpoints for, when out-of-band reports are
+    /// enabled.
+    pub fn oob_period(&self) -> Option<Duration> {
+        self.enable_oob_load_report.then(|| {
+            self.oob_reporting_period
+                .filter(|p| !p.is_zero())
+                .unwrap_or(DEFAULT_OOB_REPORTING_PERIOD)
+        })
     }
 
     /// `blackout_period`, `weight_expiration_period` and `weight_update_period` with defaults

@@ -18,6 +18,7 @@
 //! from the endpoints' reported weights (the clock is read on every eighth pick only). No
 //! timer task is needed and a cluster nobody calls costs nothing.
 
+pub(crate) mod oob;
 pub mod orca;
 
 use super::peak_ewma::{instant_of, now_nanos};
@@ -93,7 +94,7 @@ impl ReportedWeight {
 }
 
 /// What the response path needs to turn reports into weights (one per cluster state).
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct ReportSettings {
     penalty: f64,
     metric_names: Vec<String>,

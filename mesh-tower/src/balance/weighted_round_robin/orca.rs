@@ -264,7 +264,7 @@ fn map_entry(mut buf: &[u8], prefix: &str, wanted: &[String]) -> Result<Option<f
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Encodes a report the way protobuf would (doubles as fixed64, maps as entries).
