@@ -5,6 +5,7 @@
 //! cargo run --example check -- --config FILE
 //! cargo run --example check -- --bootstrap FILE
 //! cargo run --example check -- --bootstrap FILE [--delta] --target T... [--server ADDR]... [--wait SECS]
+//! cargo run --example check -- --resources PATH
 //! ```
 //!
 //! - `--config`: the YAML config, every problem with its field path.
@@ -14,6 +15,11 @@
 //!   control plane for them as this node, waits until each is complete (at most `--wait`,
 //!   default 20 s), then lists every resource it received with its state: accepted, or
 //!   NACKed with the field path and why, or missing.
+//! - `--resources`: xDS resource files (a file or a directory of Envoy's JSON/YAML
+//!   `DiscoveryResponse`s, what a `file://` source or Envoy's `path_config_source` reads),
+//!   offline: files that do not parse, resources the client would refuse (with field paths),
+//!   and references no file satisfies (a listener's route config, a route's cluster, an EDS
+//!   cluster's endpoints).
 //!
 //! Each problem is one line, `<where>: <what>`, followed by a `hint:` line when there is a
 //! likely fix. Exit status: 0 when nothing is wrong, 1 when something is, 2 on bad usage. For
@@ -32,6 +38,7 @@ USAGE:
     check --config FILE
     check --bootstrap FILE
     check --bootstrap FILE [--delta] --target T... [--server ADDR]... [--wait SECS]
+    check --resources PATH
 
 OPTIONS:
     --config FILE      mesh config (YAML, the embedded-default format)
@@ -40,6 +47,7 @@ OPTIONS:
     --server ADDR      a server listening address to fetch (gRFC A36); repeatable
     --delta            use Delta ADS
     --wait SECS        how long to wait for the control plane (default 20)
+    --resources PATH   xDS resource files (Envoy's JSON/YAML), a file or a directory
     -h, --help         this text
 
 Exit status: 0 nothing wrong, 1 problems found (listed), 2 bad usage.
@@ -49,6 +57,7 @@ Exit status: 0 nothing wrong, 1 problems found (listed), 2 bad usage.
 struct Args {
     config: Option<String>,
     bootstrap: Option<String>,
+    resources: Option<String>,
     targets: Vec<String>,
     servers: Vec<std::net::SocketAddr>,
     delta: bool,
@@ -63,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--config" => a.config = Some(value("--config")?),
             "--bootstrap" => a.bootstrap = Some(value("--bootstrap")?),
+            "--resources" => a.resources = Some(value("--resources")?),
             "--target" => a.targets.push(value("--target")?),
             "--server" => {
                 let v = value("--server")?;
@@ -83,10 +93,14 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    match (&a.config, &a.bootstrap) {
-        (Some(_), None) if a.targets.is_empty() && a.servers.is_empty() => Ok(a),
-        (None, Some(_)) => Ok(a),
-        _ => Err("exactly one of --config and --bootstrap (targets go with --bootstrap)".into()),
+    let online = !a.targets.is_empty() || !a.servers.is_empty();
+    match (&a.config, &a.bootstrap, &a.resources) {
+        (Some(_), None, None) | (None, None, Some(_)) if !online => Ok(a),
+        (None, Some(_), None) => Ok(a),
+        _ => Err(
+            "exactly one of --config, --bootstrap and --resources (targets go with --bootstrap)"
+                .into(),
+        ),
     }
 }
 
@@ -95,7 +109,7 @@ type Problems = Vec<(String, String)>;
 
 /// A likely fix for a problem, from what it says.
 fn hint(what: &str) -> Option<&'static str> {
-    let rules: [(&str, &str); 8] = [
+    let rules: [(&str, &str); 11] = [
         (
             "unknown certificate provider instance",
             "name an instance of the bootstrap's (or the config's) certificate_providers",
@@ -123,6 +137,18 @@ fn hint(what: &str) -> Option<&'static str> {
         (
             "is not ip:port",
             "addresses are written ip:port, [v6]:port for IPv6",
+        ),
+        (
+            "which no file defines",
+            "add the resource to the files, or fix the name that refers to it",
+        ),
+        (
+            "in the files",
+            "an EDS cluster's endpoints come from a ClusterLoadAssignment named by its service_name (else its name)",
+        ),
+        (
+            "unrecognized field name",
+            "a misspelt or unsupported field: Envoy's v3 API, snake_case or lowerCamelCase",
         ),
         (
             "unknown field",
@@ -263,7 +289,17 @@ fn main() -> ExitCode {
     if let Some(config) = &args.config {
         return report(&check_config(config));
     }
-    let path = args.bootstrap.clone().expect("parse_args: one of the two");
+    if let Some(path) = &args.resources {
+        let problems = mesh_xds_client::files::check(std::path::Path::new(path))
+            .into_iter()
+            .map(|p| (p.place, p.what))
+            .collect();
+        return report(&problems);
+    }
+    let path = args
+        .bootstrap
+        .clone()
+        .expect("parse_args: one of the three");
     let bootstrap = match check_bootstrap(&path) {
         Ok(b) => b,
         Err(problems) => return report(&problems),

@@ -28,6 +28,7 @@ fn context() -> Context {
     Context {
         certificate_providers: ["default".to_owned()].into(),
         inbound_route_configs: ["inbound-routes".to_owned()].into(),
+        ..Default::default()
     }
 }
 

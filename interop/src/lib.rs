@@ -11,6 +11,7 @@ pub mod gocp;
 pub mod istiod;
 pub mod jaeger;
 pub mod prometheus;
+pub mod sovereign;
 
 /// One HTTP/1.1 request to a peer's plain-text admin/debug port; returns status and body.
 pub(crate) async fn http1(

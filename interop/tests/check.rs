@@ -138,3 +138,71 @@ async fn what_a_control_plane_serves_is_listed_with_its_nacks() {
         assert!(out.contains(want), "{want:?} in\n{out}");
     }
 }
+
+#[test]
+fn resource_files_are_checked_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    let path = dir.path().to_str().unwrap();
+    // A listener, its route config and an EDS cluster with its endpoints: clean.
+    write(
+        "listener.yaml",
+        r#"
+resources:
+  - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+    name: web
+    api_listener:
+      api_listener:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: web
+        rds: { route_config_name: routes, config_source: { path_config_source: { path: routes.yaml } } }
+        http_filters: [{ name: router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }]
+"#,
+    );
+    let routes = r#"{"@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "name": "routes",
+  "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "api"}}]}]}"#;
+    write("routes.json", routes);
+    write(
+        "cluster.yaml",
+        r#"
+resources:
+  - "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+    name: api
+    type: EDS
+    eds_cluster_config: { eds_config: { ads: {} } }
+  - "@type": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment
+    cluster_name: api
+    endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8080 } } } }] }]
+"#,
+    );
+    let (code, out) = check(&["--resources", path]);
+    assert_eq!((code, out.trim()), (0, "ok: nothing to fix"));
+
+    // A misspelt field (JSON: with its line), and a route to a cluster no file defines.
+    write(
+        "routes.json",
+        &routes
+            .replace("\"domains\"", "\"domain\"")
+            .replace("\"api\"", "\"apj\""),
+    );
+    let (code, out) = check(&["--resources", path]);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "routes.json: unrecognized field name 'domain' at line 2",
+        "  hint: a misspelt or unsupported field",
+        // The file that does not parse leaves the listener's route config undefined.
+        "LDS \"web\": names RDS \"routes\", which no file defines",
+        "2 problem(s)",
+    ] {
+        assert!(out.contains(want), "{want:?} in\n{out}");
+    }
+    write("routes.json", &routes.replace("\"api\"", "\"apj\""));
+    let (code, out) = check(&["--resources", path]);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "RDS \"routes\": names CDS \"apj\", which no file defines",
+        "  hint: add the resource to the files",
+    ] {
+        assert!(out.contains(want), "{want:?} in\n{out}");
+    }
+}

@@ -124,6 +124,7 @@ async fn every_resource_istiod_sends_is_a_seed_of_the_fuzzer() {
     let ctx = Context {
         certificate_providers: ["default".to_owned()].into(),
         inbound_route_configs: ["inbound-routes".to_owned()].into(),
+        ..Default::default()
     };
     for (ty, name, any) in &seeds {
         let decoded = decode_in(*ty, any, &ctx).unwrap();

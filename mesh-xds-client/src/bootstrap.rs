@@ -29,6 +29,9 @@ pub const BOOTSTRAP_CONFIG_ENV: &str = "GRPC_XDS_BOOTSTRAP_CONFIG";
 pub const FEATURE_DELTA: &str = "delta_ads";
 /// gRFC A53: keep resources the server deletes.
 pub const FEATURE_IGNORE_RESOURCE_DELETION: &str = "ignore_resource_deletion";
+/// Our server feature selecting REST-JSON polling (Envoy's `api_type: REST`; needs the
+/// `json` feature): `server_uri` is the server's base URL.
+pub const FEATURE_REST_JSON: &str = "rest_json";
 
 /// A parsed, checked bootstrap.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]

@@ -30,6 +30,10 @@ pub mod build;
 pub mod client;
 pub mod csds;
 pub mod federation;
+#[cfg(feature = "json")]
+pub mod files;
+#[cfg(feature = "json")]
+pub mod json;
 mod mesh;
 pub mod otlp;
 pub mod translate;

@@ -336,6 +336,7 @@ fn xds_resources_never_panic_and_translate_deterministically() {
     let ctx = Context {
         certificate_providers: ["default".to_owned()].into(),
         inbound_route_configs: ["inbound-routes".to_owned()].into(),
+        ..Default::default()
     };
     for ty in ResourceType::ALL {
         let mut corpus: Vec<Vec<u8>> = xds_corpus(ty).into_iter().map(|a| a.value).collect();

@@ -166,7 +166,7 @@ fn promote(shared: &Arc<Shared>) {
     }
 }
 
-pub(super) fn route_clusters(
+pub(crate) fn route_clusters(
     rc: &mesh_core::config::route::RouteConfig,
 ) -> impl Iterator<Item = &str> {
     rc.virtual_hosts

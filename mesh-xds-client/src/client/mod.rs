@@ -20,19 +20,25 @@
 
 mod cascade;
 mod deliver;
+#[cfg(feature = "json")]
+pub(crate) use deliver::route_clusters;
+#[cfg(feature = "json")]
+mod files;
 mod lrs;
 mod metrics;
+#[cfg(feature = "json")]
+mod rest;
+mod servers;
 mod stream;
 
 use crate::ads::{self, Ads, Request};
-use crate::bootstrap::{
-    Bootstrap, Credentials, FEATURE_DELTA, FEATURE_IGNORE_RESOURCE_DELETION, XdsServer,
-};
+use crate::bootstrap::{Bootstrap, FEATURE_DELTA, FEATURE_IGNORE_RESOURCE_DELETION, XdsServer};
 use crate::federation::Routing;
 use crate::translate::ResourceType;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use mesh_core::Store;
 use mesh_tower::control::Control;
+use servers::Settings;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,7 +69,12 @@ pub struct XdsClientBuilder {
     control: Option<Control>,
     linger: Duration,
     telemetry: bool,
+    refresh: Duration,
 }
+
+/// How often REST-JSON control planes are polled and resource files read again (see
+/// [`XdsClientBuilder::refresh_delay`]).
+pub const REFRESH_DELAY: Duration = Duration::from_secs(1);
 
 /// How long a target stays subscribed after its last user went away (see
 /// [`XdsClientBuilder::unsubscribe_delay`]).
@@ -87,6 +98,7 @@ impl XdsClientBuilder {
             control: None,
             linger: UNSUBSCRIBE_DELAY,
             telemetry: true,
+            refresh: REFRESH_DELAY,
         }
     }
 
@@ -123,6 +135,28 @@ impl XdsClientBuilder {
     /// How long a subscribed resource may take before it is reported as not existing (15 s).
     pub fn resource_timeout(mut self, timeout: Duration) -> Self {
         self.resource_timeout = timeout;
+        self
+    }
+
+    /// Poll the bootstrap's top-level servers over REST-JSON (Envoy's `api_type: REST`:
+    /// `POST <server_uri>/v3/discovery:<type>`) instead of an ADS stream; the same as the
+    /// server feature [`FEATURE_REST_JSON`](crate::bootstrap::FEATURE_REST_JSON). Needs the
+    /// `json` feature; SotW only.
+    pub fn rest_json(mut self) -> Self {
+        for s in &mut self.bootstrap.xds_servers {
+            if !s.has_feature(crate::bootstrap::FEATURE_REST_JSON) {
+                s.server_features
+                    .push(crate::bootstrap::FEATURE_REST_JSON.into());
+            }
+        }
+        self
+    }
+
+    /// How often a REST-JSON control plane is polled and resource files are read again
+    /// (default [`REFRESH_DELAY`]; Envoy's `refresh_delay`). gRPC streams are pushed to and
+    /// do not poll.
+    pub fn refresh_delay(mut self, delay: Duration) -> Self {
+        self.refresh = delay;
         self
     }
 
@@ -190,18 +224,25 @@ impl XdsClientBuilder {
         let context = crate::translate::Context {
             certificate_providers: providers.keys().cloned().collect(),
             inbound_route_configs: Default::default(),
+            files: false,
         };
         let mut machines = Vec::new();
         let mut streams = Vec::new();
         let mut sources = Vec::new();
         for server in routing.servers() {
-            let protocol = self
-                .protocol
-                .unwrap_or(if server.has_feature(FEATURE_DELTA) {
-                    ads::Protocol::Delta
-                } else {
-                    ads::Protocol::Sotw
-                });
+            let transport = Settings::new(server, self.backoff, None, self.refresh)?.transport;
+            let sotw_only = transport.sotw_only();
+            let protocol = match self.protocol {
+                Some(ads::Protocol::Delta) if sotw_only => {
+                    return Err(ClientError::Config(format!(
+                        "{}: REST-JSON and resource files speak SotW, not Delta",
+                        server.server_uri
+                    )));
+                }
+                Some(p) => p,
+                None if server.has_feature(FEATURE_DELTA) && !sotw_only => ads::Protocol::Delta,
+                None => ads::Protocol::Sotw,
+            };
             let fallbacks = routing.fallbacks(machines.len());
             let mut source = format!("{} ({protocol:?})", server.server_uri);
             if !fallbacks.is_empty() {
@@ -214,16 +255,18 @@ impl XdsClientBuilder {
                 node: node.clone(),
                 resource_timeout: self.resource_timeout,
                 ignore_resource_deletion: server.has_feature(FEATURE_IGNORE_RESOURCE_DELETION),
-                context: context.clone(),
+                context: crate::translate::Context {
+                    files: transport.is_files(),
+                    ..context.clone()
+                },
             }));
-            let settings = |server: &XdsServer| -> Result<Settings, ClientError> {
-                let tls = tls_for(server)?;
-                Ok(Settings {
-                    uri: endpoint_uri(&server.server_uri, tls.is_some()),
-                    tls,
-                    backoff: self.backoff,
-                    token: self.access_token_file.clone(),
-                })
+            let settings = |server: &XdsServer| {
+                Settings::new(
+                    server,
+                    self.backoff,
+                    self.access_token_file.clone(),
+                    self.refresh,
+                )
             };
             let mut servers = vec![settings(server)?];
             for f in fallbacks {
@@ -271,26 +314,6 @@ impl XdsClientBuilder {
         shared.ensure_stream(0);
         Ok(XdsClient { shared })
     }
-}
-
-/// The TLS settings for a server's credentials.
-fn tls_for(server: &XdsServer) -> Result<Option<Tls>, ClientError> {
-    Ok(match server.credentials()? {
-        Credentials::Insecure => None,
-        Credentials::Tls { ca_file: None } => {
-            return Err(ClientError::Config(format!(
-                "{}: tls channel_creds need config.ca_certificate_file (system roots are not used)",
-                server.server_uri
-            )));
-        }
-        Credentials::Tls {
-            ca_file: Some(path),
-        } => Some(Tls {
-            ca_pem: std::fs::read(&path)
-                .map_err(|e| ClientError::Config(format!("CA file {}: {e}", path.display())))?,
-            domain: server_host(&server.server_uri),
-        }),
-    })
 }
 
 /// A running xDS client. Dropping it stops it (the store keeps the last config).
@@ -444,14 +467,6 @@ impl Shared {
     }
 }
 
-#[derive(Debug)]
-struct Settings {
-    uri: String,
-    tls: Option<Tls>,
-    backoff: (Duration, Duration),
-    token: Option<PathBuf>,
-}
-
 /// A client's resource status and node, readable after the client stopped (CSDS holds one).
 #[derive(Clone, Debug)]
 pub(crate) struct StatusSource(Arc<Shared>);
@@ -525,62 +540,9 @@ fn json_value(v: &serde_json::Value) -> envoy_types::pb::google::protobuf::Value
     Value { kind: Some(kind) }
 }
 
-/// TLS to the control plane: the CA to trust and the name to verify (and send as SNI).
-#[derive(Debug)]
-struct Tls {
-    ca_pem: Vec<u8>,
-    domain: String,
-}
-
-fn endpoint_uri(server_uri: &str, tls: bool) -> String {
-    let s = server_uri.strip_prefix("dns:///").unwrap_or(server_uri);
-    if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("unix:") {
-        s.to_owned()
-    } else if tls {
-        format!("https://{s}")
-    } else {
-        format!("http://{s}")
-    }
-}
-
-/// The host part of a server URI (`dns:///istiod.istio-system.svc:15012` → `istiod.istio-system.svc`).
-fn server_host(server_uri: &str) -> String {
-    let s = server_uri.strip_prefix("dns:///").unwrap_or(server_uri);
-    let s = s.split("://").nth(1).unwrap_or(s);
-    let authority = s.split('/').next().unwrap_or(s);
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
-            host.trim_matches(['[', ']']).to_owned()
-        }
-        _ => authority.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn server_uris_become_endpoints_and_tls_names() {
-        assert_eq!(
-            endpoint_uri("127.0.0.1:18000", false),
-            "http://127.0.0.1:18000"
-        );
-        assert_eq!(
-            endpoint_uri("dns:///istiod.istio-system.svc:15012", true),
-            "https://istiod.istio-system.svc:15012"
-        );
-        assert_eq!(
-            endpoint_uri("unix:///etc/istio/proxy/XDS", false),
-            "unix:///etc/istio/proxy/XDS"
-        );
-        assert_eq!(
-            server_host("dns:///istiod.istio-system.svc:15012"),
-            "istiod.istio-system.svc"
-        );
-        assert_eq!(server_host("https://cp.example:443/x"), "cp.example");
-        assert_eq!(server_host("[::1]:18000"), "::1");
-    }
 
     #[test]
     fn node_metadata_reaches_the_wire_as_a_struct() {

@@ -1,9 +1,10 @@
 //! One server's ADS stream: connect, subscribe, pump responses into its state machine, and
 //! reconnect with backoff when the stream breaks (the cached config keeps serving).
 
+use super::Shared;
 use super::cascade::{cascade, tick};
 use super::deliver::{deliver, quiet};
-use super::{Settings, Shared, Tls};
+use super::servers::{Settings, Tls, Transport};
 use crate::ads::{self, Ads, Output, Request};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use std::path::PathBuf;
@@ -131,25 +132,21 @@ async fn stream_once(
     index: usize,
     settings: &Settings,
 ) -> Result<bool, BoxError> {
+    match &settings.transport {
+        Transport::Grpc => {}
+        #[cfg(feature = "json")]
+        Transport::Rest => return super::rest::poll(shared, index, settings).await,
+        #[cfg(feature = "json")]
+        Transport::Files(path) => {
+            return super::files::watch(shared, index, path, settings.refresh).await;
+        }
+    }
     let channel = connect(&settings.uri, settings.tls.as_ref()).await?;
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::unbounded_channel::<Request>();
     // Queue the first requests before the call: servers may not answer before they see them.
-    let protocol = {
-        let mut st = shared.lock();
-        st.tx[index] = Some(tx);
-        let out = st.ads[index].start_stream(Instant::now().into_std());
-        let protocol = st.ads[index].protocol();
-        drop(st);
-        deliver(shared, index, out);
-        cascade(shared);
-        protocol
-    };
-    let token = match &settings.token {
-        Some(path) => Some(tokio::fs::read_to_string(path).await?.trim().to_owned()),
-        None => None,
-    };
+    let (rx, protocol) = begin(shared, index);
+    let token = read_token(settings).await?;
     match protocol {
         ads::Protocol::Sotw => {
             let (otx, orx) = mpsc::unbounded_channel();
@@ -174,6 +171,54 @@ async fn stream_once(
             pump(shared, index, call, Ads::on_delta).await
         }
     }
+}
+
+/// Starts a new session with server `index`: its state machine's first requests go to the
+/// returned queue (with any config change they imply applied).
+pub(super) fn begin(
+    shared: &Arc<Shared>,
+    index: usize,
+) -> (mpsc::UnboundedReceiver<Request>, ads::Protocol) {
+    let (tx, rx) = mpsc::unbounded_channel::<Request>();
+    let mut st = shared.lock();
+    st.tx[index] = Some(tx);
+    let out = st.ads[index].start_stream(Instant::now().into_std());
+    let protocol = st.ads[index].protocol();
+    drop(st);
+    deliver(shared, index, out);
+    cascade(shared);
+    (rx, protocol)
+}
+
+#[cfg(feature = "json")]
+/// Handles one SotW response from server `index` (any transport): into its state machine,
+/// then the changes to the store and the requests to the queue.
+pub(super) fn on_sotw(
+    shared: &Arc<Shared>,
+    index: usize,
+    resp: envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse,
+) {
+    let out = shared.lock().ads[index].on_sotw(resp, Instant::now().into_std());
+    let skip_cascade = quiet(shared, &out);
+    deliver(shared, index, out);
+    if !skip_cascade {
+        cascade(shared);
+    }
+}
+
+/// The bearer token, read afresh (rotated tokens are picked up at each session).
+pub(super) async fn read_token(settings: &Settings) -> Result<Option<String>, BoxError> {
+    Ok(match &settings.token {
+        Some(path) => Some(tokio::fs::read_to_string(path).await?.trim().to_owned()),
+        None => None,
+    })
+}
+
+#[cfg(feature = "json")]
+/// Resolves at server `index`'s next timer deadline, after handling it.
+pub(super) async fn next_tick(shared: &Arc<Shared>, index: usize) {
+    deadline(shared, index).await;
+    tick(shared, index);
 }
 
 /// Runs one stream: waits for the call to be answered and then for responses, while serving
@@ -222,7 +267,7 @@ where
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The streaming request, with the bearer token when one is configured.
 pub(super) fn with_token<T>(

@@ -16,6 +16,11 @@ pub(crate) const ROUTER_TYPE: &str =
 
 /// Translates and validates a client listener.
 pub fn translate(l: &pb::Listener) -> Result<Listener, ConfigError> {
+    translate_in(l, &super::Context::default())
+}
+
+/// Translates and validates a client listener in `ctx` (which says what config sources mean).
+pub fn translate_in(l: &pb::Listener, ctx: &super::Context) -> Result<Listener, ConfigError> {
     let mut errors = Errors::new();
     let root = FieldPath::root();
     let mut out = Listener {
@@ -53,10 +58,10 @@ pub fn translate(l: &pb::Listener) -> Result<Listener, ConfigError> {
         Some(hcm::http_connection_manager::RouteSpecifier::Rds(rds)) => {
             let rp = ap.field("rds");
             match &rds.config_source {
-                Some(cs) if is_ads_or_self(cs) => {}
+                Some(cs) if is_same_source(cs, ctx) => {}
                 Some(_) => errors.push(
                     &rp.field("config_source"),
-                    "only ads and self config sources are supported",
+                    "only ads and self config sources are supported (and files, for resources read from files)",
                 ),
                 None => errors.push(&rp.field("config_source"), "field not present"),
             }
@@ -80,12 +85,21 @@ pub fn translate(l: &pb::Listener) -> Result<Listener, ConfigError> {
     finish(out, errors)
 }
 
-pub(crate) fn is_ads_or_self(cs: &envoy_types::pb::envoy::config::core::v3::ConfigSource) -> bool {
+/// Whether a referenced resource comes from where the referring one came from: `ads` or
+/// `self` (gRPC's rule), or, for resources read from files, a file (`path`,
+/// `path_config_source`): the client reads the whole file set, so the file named is one of
+/// them (Envoy's file-based configs name their RDS and EDS files this way).
+pub(crate) fn is_same_source(
+    cs: &envoy_types::pb::envoy::config::core::v3::ConfigSource,
+    ctx: &super::Context,
+) -> bool {
     use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier as S;
-    matches!(
-        cs.config_source_specifier,
-        Some(S::Ads(_)) | Some(S::Self_(_))
-    )
+    match cs.config_source_specifier {
+        Some(S::Ads(_)) | Some(S::Self_(_)) => true,
+        #[allow(deprecated)]
+        Some(S::Path(_)) | Some(S::PathConfigSource(_)) => ctx.files,
+        _ => false,
+    }
 }
 
 /// The filter chain must end in the router (gRFC A39); the fault and local rate limit filters

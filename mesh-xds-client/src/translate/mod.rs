@@ -160,6 +160,9 @@ pub struct Context {
     /// Route configs that server listeners name through RDS: translated in server form
     /// (inbound routes: non-forwarding actions, the inbound filters' overrides).
     pub inbound_route_configs: std::collections::BTreeSet<String>,
+    /// The resources are read from files (a `file://` source): config sources naming files
+    /// refer to the same file set.
+    pub files: bool,
 }
 
 /// Decodes and translates one resource of type `ty`, without certificate providers.
@@ -184,7 +187,7 @@ pub fn decode_in(ty: ResourceType, any: &Any, ctx: &Context) -> Result<Decoded, 
             let t = if server::is_server(&m) {
                 server::translate(&m, ctx).map(|s| Translated::Server(Box::new(s)))
             } else {
-                listener::translate(&m).map(|l| Translated::Listener(Box::new(l)))
+                listener::translate_in(&m, ctx).map(|l| Translated::Listener(Box::new(l)))
             };
             (m.name.clone(), t)
         }

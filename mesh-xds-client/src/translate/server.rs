@@ -278,10 +278,10 @@ fn filter_chain(
         Some(R::Rds(rds)) => {
             let rp = fp.field("rds");
             match &rds.config_source {
-                Some(cs) if super::listener::is_ads_or_self(cs) => {}
+                Some(cs) if super::listener::is_same_source(cs, ctx) => {}
                 Some(_) => errors.push(
                     &rp.field("config_source"),
-                    "only ads and self config sources are supported",
+                    "only ads and self config sources are supported (and files, for resources read from files)",
                 ),
                 None => errors.push(&rp.field("config_source"), "field not present"),
             }
