@@ -58,15 +58,21 @@ pub struct LoadReport {
     /// Send it base64-encoded in the trailers (`endpoint-load-metrics-bin`, as gRPC servers
     /// do) instead of as a `TEXT` header.
     pub in_trailers: bool,
+    /// One entry of `named_metrics` (what load reports to the control plane carry).
+    pub named: Option<(&'static str, f64)>,
 }
 
 impl LoadReport {
     /// The `TEXT` header value.
     pub fn text(&self) -> String {
-        format!(
+        let mut t = format!(
             "TEXT cpu_utilization={}, rps_fractional={}",
             self.cpu_utilization, self.rps_fractional
-        )
+        );
+        if let Some((k, v)) = self.named {
+            t.push_str(&format!(", named_metrics.{k}={v}"));
+        }
+        t
     }
 
     /// The `-bin` value: a base64 `xds.data.orca.v3.OrcaLoadReport` with fields 1 and 6.
@@ -76,6 +82,16 @@ impl LoadReport {
         proto.extend_from_slice(&self.cpu_utilization.to_le_bytes());
         proto.push((6 << 3) | 1);
         proto.extend_from_slice(&self.rps_fractional.to_le_bytes());
+        if let Some((k, v)) = self.named {
+            // named_metrics (field 8): a map entry of key (1) and double value (2).
+            let mut entry = vec![0x0a, k.len() as u8];
+            entry.extend_from_slice(k.as_bytes());
+            entry.push(0x11);
+            entry.extend_from_slice(&v.to_le_bytes());
+            proto.push((8 << 3) | 2);
+            proto.push(entry.len() as u8);
+            proto.extend(entry);
+        }
         base64::engine::general_purpose::STANDARD.encode(proto)
     }
 }

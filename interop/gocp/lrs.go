@@ -24,6 +24,15 @@ type lrsEntry struct {
 	Errors     uint64 `json:"errors"`
 	Issued     uint64 `json:"issued"`
 	Dropped    uint64 `json:"dropped"`
+	// Metrics are the locality's load_metric_stats (named ORCA metrics, gRFC A64).
+	Metrics []lrsMetric `json:"metrics"`
+}
+
+// lrsMetric is one load_metric_stats entry.
+type lrsMetric struct {
+	Name     string  `json:"name"`
+	Requests uint64  `json:"requests"`
+	Total    float64 `json:"total"`
 }
 
 type lrsServer struct {
@@ -52,11 +61,16 @@ func (s *lrsServer) StreamLoadStats(stream lrsv3.LoadReportingService_StreamLoad
 		s.mu.Lock()
 		for _, c := range req.ClusterStats {
 			for _, l := range c.UpstreamLocalityStats {
+				metrics := []lrsMetric{}
+				for _, m := range l.LoadMetricStats {
+					metrics = append(metrics, lrsMetric{Name: m.MetricName, Requests: m.NumRequestsFinishedWithMetric, Total: m.TotalMetricValue})
+				}
 				s.entries = append(s.entries, lrsEntry{
 					Node: node, Cluster: c.ClusterName, Service: c.ClusterServiceName,
 					Zone: l.GetLocality().GetZone(), Successful: l.TotalSuccessfulRequests,
 					InProgress: l.TotalRequestsInProgress, Errors: l.TotalErrorRequests,
 					Issued: l.TotalIssuedRequests, Dropped: c.TotalDroppedRequests,
+					Metrics: metrics,
 				})
 			}
 		}

@@ -144,6 +144,19 @@ pub struct LrsEntry {
     pub issued: u64,
     /// The cluster's `total_dropped_requests`.
     pub dropped: u64,
+    /// `load_metric_stats`: (name, requests finished with it, total value).
+    pub metrics: Vec<LrsMetric>,
+}
+
+/// One `load_metric_stats` entry of a locality's report.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct LrsMetric {
+    /// `metric_name`.
+    pub name: String,
+    /// `num_requests_finished_with_metric`.
+    pub requests: u64,
+    /// `total_metric_value`.
+    pub total: f64,
 }
 
 impl GoControlPlane {

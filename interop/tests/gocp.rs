@@ -398,11 +398,23 @@ async fn delta_ads_consistency_mode() {
 
 /// LRS: a cluster with `lrs_server: {self: {}}` over two localities, one of whose endpoints
 /// fails every request: go-control-plane's LRS stream (our fixture asks for all clusters every
-/// 200 ms) receives, summed over its reports, exactly what was sent.
+/// 200 ms) receives, summed over its reports, exactly what was sent, and the named ORCA
+/// metric the healthy endpoint reports on its answers (gRFC A64).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_reports_reach_the_control_plane_per_locality() {
     use envoy_types::pb::envoy::config::core::v3 as core;
-    let ok = Backend::start().await.unwrap();
+    // The healthy endpoint attaches an ORCA report with a named metric to each answer.
+    let ok = Backend::start_with(mesh_examples::backend::Mode {
+        report: Some(mesh_examples::backend::LoadReport {
+            cpu_utilization: 0.5,
+            rps_fractional: 10.0,
+            in_trailers: false,
+            named: Some(("queue", 2.5)),
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let failing = Backend::start_with(mesh_examples::backend::Mode {
         fail_percent: 100,
         ..Default::default()
@@ -440,11 +452,25 @@ async fn load_reports_reach_the_control_plane_per_locality() {
                 (i + e.issued, s + e.successful, f + e.errors)
             })
     };
+    // gRFC A64: zone a's reports carry the named metric of its 20 answers (2.5 each, summed
+    // over the reports); zone b's endpoint sent none.
+    let named = |entries: &[support::gocp::LrsEntry], zone: &str| {
+        entries
+            .iter()
+            .filter(|e| e.node == NODE && e.zone == zone)
+            .flat_map(|e| &e.metrics)
+            .fold((0, 0.0), |(n, t), m| {
+                assert_eq!(m.name, "queue");
+                (n + m.requests, t + m.total)
+            })
+    };
     let want = [("a", (20, 20, 0)), ("b", (20, 0, 20))];
     let entries = tokio::time::timeout(PATIENCE, async {
         loop {
             let entries = cp.lrs().await;
-            if want.iter().all(|(zone, t)| totals(&entries, zone) == *t) {
+            if want.iter().all(|(zone, t)| totals(&entries, zone) == *t)
+                && named(&entries, "a") == (20, 50.0)
+            {
                 return entries;
             }
             tokio::task::yield_now().await;
@@ -456,6 +482,7 @@ async fn load_reports_reach_the_control_plane_per_locality() {
         entries.iter().all(|e| e.dropped == 0),
         "nothing was dropped"
     );
+    assert_eq!(named(&entries, "b"), (0, 0.0));
     assert_eq!(
         entries.last().map(|e| e.in_progress),
         Some(0),

@@ -322,6 +322,7 @@ async fn client_side_weighted_round_robin_agrees_with_envoy() {
             cpu_utilization: cpu,
             rps_fractional: 100.0,
             in_trailers,
+            named: None,
         };
         b.push(
             Backend::start_with(Mode {

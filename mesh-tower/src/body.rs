@@ -253,7 +253,7 @@ impl MeshBody {
                 let frame = std::task::ready!(Pin::new(&mut r.body).poll_frame(cx));
                 if let Some(Ok(f)) = &frame
                     && let Some(trailers) = f.trailers_ref()
-                    && let Err(e) = r.settings.record(trailers, &r.stats.reported)
+                    && let Err(e) = r.settings.observe(trailers, &r.stats)
                 {
                     tracing::debug!(error = %e, "ignoring a malformed load report in trailers");
                 }

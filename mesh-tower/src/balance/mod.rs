@@ -15,7 +15,7 @@
 //! reports), with `slow_start/` wrapping the first and third.
 
 mod load_counters;
-pub use load_counters::LoadCounters;
+pub use load_counters::{LoadCounters, NamedMetric};
 pub mod least_request;
 pub mod maglev;
 pub mod peak_ewma;

@@ -140,9 +140,11 @@ impl After {
             None => res.map(MeshBody::upstream),
         };
         if let Some(settings) = reports {
-            match settings.record(res.headers(), &stats.reported) {
-                Ok(true) => {}
-                Ok(false) => res = res.map(|b| b.reporting_to(settings, stats)),
+            match settings.observe(res.headers(), &stats) {
+                Ok(false) if settings.watch_trailers(res.headers()) => {
+                    res = res.map(|b| b.reporting_to(settings, stats))
+                }
+                Ok(_) => {}
                 Err(e) => tracing::debug!(
                     endpoint = %served.endpoint,
                     error = %e,

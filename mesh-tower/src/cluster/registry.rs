@@ -377,21 +377,27 @@ impl ClusterHandle {
         let settings = wrr
             .as_ref()
             .map(|w| Arc::new(balance::weighted_round_robin::ReportSettings::new(w)));
-        let (reports, oob) = match (wrr.as_ref().and_then(|w| w.oob_period()), settings) {
-            (Some(period), Some(settings)) => match &self.runtime {
-                Some(rt) => (
-                    None,
-                    oob::streams(&old.oob, &endpoints, &conns, &settings, period, rt),
-                ),
-                None => {
-                    tracing::warn!(cluster = %self.name, "no runtime for out-of-band load reports");
-                    (None, Vec::new())
-                }
-            },
-            (None, settings) => (settings, Vec::new()),
-            (Some(_), None) => (None, Vec::new()),
-        };
         let reports_load = cluster.as_ref().is_some_and(|c| c.lrs_report);
+        let oob_period = wrr.as_ref().and_then(|w| w.oob_period());
+        let oob = match (oob_period, &settings, &self.runtime) {
+            (Some(period), Some(settings), Some(rt)) => {
+                oob::streams(&old.oob, &endpoints, &conns, settings, period, rt)
+            }
+            (Some(_), _, None) => {
+                tracing::warn!(cluster = %self.name, "no runtime for out-of-band load reports");
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        // Reports on responses: weights unless out of band; named metrics when reporting load.
+        let weights = settings.is_some() && oob_period.is_none();
+        let reports = (weights || reports_load).then(|| {
+            let config = wrr.clone().unwrap_or_default();
+            Arc::new(
+                balance::weighted_round_robin::ReportSettings::new(&config)
+                    .reading(weights, reports_load),
+            )
+        });
         let aggregate = cluster
             .as_ref()
             .and_then(|c| c.aggregate())

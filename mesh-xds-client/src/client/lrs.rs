@@ -13,7 +13,9 @@
 
 use super::{Shared, stream};
 use envoy_types::pb::envoy::config::core::v3 as core;
-use envoy_types::pb::envoy::config::endpoint::v3::{ClusterStats, UpstreamLocalityStats};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterStats, EndpointLoadMetricStats, UpstreamLocalityStats,
+};
 use envoy_types::pb::envoy::service::load_stats::v3::load_reporting_service_client::LoadReportingServiceClient;
 use envoy_types::pb::envoy::service::load_stats::v3::{LoadStatsRequest, LoadStatsResponse};
 use mesh_tower::cluster::load::{ClusterLoad, LoadReporter};
@@ -173,6 +175,16 @@ fn stats_of(load: ClusterLoad, interval: Duration) -> ClusterStats {
                 total_requests_in_progress: l.in_progress,
                 total_error_requests: l.errored,
                 total_issued_requests: l.issued,
+                // gRFC A64: named metrics from per-response ORCA reports.
+                load_metric_stats: l
+                    .metrics
+                    .into_iter()
+                    .map(|m| EndpointLoadMetricStats {
+                        metric_name: m.name,
+                        num_requests_finished_with_metric: m.requests,
+                        total_metric_value: m.total,
+                    })
+                    .collect(),
                 ..Default::default()
             })
             .collect(),

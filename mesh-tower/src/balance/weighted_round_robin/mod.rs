@@ -98,6 +98,10 @@ impl ReportedWeight {
 pub struct ReportSettings {
     penalty: f64,
     metric_names: Vec<String>,
+    /// Reports on responses become weights (client-side WRR without out-of-band reports).
+    weights: bool,
+    /// Their named metrics go to load reports (LRS, gRFC A64).
+    load: bool,
 }
 
 impl ReportSettings {
@@ -106,7 +110,47 @@ impl ReportSettings {
         Self {
             penalty: config.error_utilization_penalty.map_or(1.0, |p| p.0),
             metric_names: config.metric_names_for_computing_utilization.clone(),
+            weights: true,
+            load: false,
         }
+    }
+
+    /// What responses' reports are read for: weights, load reports (named metrics), or both.
+    pub(crate) fn reading(mut self, weights: bool, load: bool) -> Self {
+        self.weights = weights;
+        self.load = load;
+        self
+    }
+
+    /// Whether a response without a report in its head may carry one in its trailers worth
+    /// watching for: always for weights (the body wrapper is the WRR policy's cost); for
+    /// load reports alone, only gRPC answers (whose servers send reports there), so that an
+    /// HTTP cluster reporting load pays nothing per response.
+    pub(crate) fn watch_trailers(&self, headers: &http::HeaderMap) -> bool {
+        self.weights
+            || headers
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    }
+
+    /// Reads a response's report (headers or trailers) for what this cluster uses it for.
+    /// `Ok(false)` when there was none.
+    pub(crate) fn observe(
+        &self,
+        headers: &http::HeaderMap,
+        stats: &super::EndpointStats,
+    ) -> Result<bool, orca::ReportError> {
+        let mut found = false;
+        if self.weights {
+            found = self.record(headers, &stats.reported)?;
+        }
+        if self.load
+            && let Some(named) = orca::named_metrics(headers)?
+        {
+            stats.load.named(&named);
+            found = true;
+        }
+        Ok(found)
     }
 
     /// Reads a report from response headers or trailers into `weight`. `Ok(false)` when

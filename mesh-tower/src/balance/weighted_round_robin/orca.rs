@@ -216,6 +216,93 @@ impl LoadReport {
     }
 }
 
+/// Every `named_metrics` entry of the report in `headers` (response headers or trailers), as
+/// load reports carry them (gRFC A64: all of them, keys as sent); `Ok(None)` when there is
+/// no report.
+pub fn named_metrics(headers: &HeaderMap) -> Result<Option<Vec<(String, f64)>>, ReportError> {
+    let (text, b64) = match (headers.get(HEADER_BIN), headers.get(HEADER)) {
+        (Some(v), _) => (None, v.as_bytes()),
+        (None, Some(v)) => match v.as_bytes() {
+            b if b.starts_with(b"BIN ") => (None, &b[4..]),
+            b if b.starts_with(b"TEXT ") => (Some(&b[5..]), &b""[..]),
+            _ => return Err(err("unsupported format (want TEXT or BIN)")),
+        },
+        (None, None) => return Ok(None),
+    };
+    let mut out = Vec::new();
+    if let Some(t) = text {
+        let t = std::str::from_utf8(t).map_err(|_| err("TEXT report is not UTF-8"))?;
+        for pair in t.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((name, value)) = pair.split_once(['=', ':']) else {
+                return Err(err(format!("{pair:?} is not name=value")));
+            };
+            if let Some(key) = name.trim().strip_prefix("named_metrics.") {
+                let v: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| err(format!("{name}: {value:?} is not a number")))?;
+                if v.is_finite() && !key.is_empty() {
+                    out.push((key.to_owned(), v));
+                }
+            }
+        }
+        return Ok(Some(out));
+    }
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine
+        .decode(b64.trim_ascii())
+        .map_err(|e| err(format!("bad base64: {e}")))?;
+    let mut buf = &bytes[..];
+    while !buf.is_empty() {
+        let key = varint(&mut buf)?;
+        match key & 7 {
+            0 => drop(varint(&mut buf)?),
+            1 => buf = buf.get(8..).ok_or_else(truncated)?,
+            5 => buf = buf.get(4..).ok_or_else(truncated)?,
+            2 => {
+                let len = usize::try_from(varint(&mut buf)?).map_err(|_| truncated())?;
+                let body = buf.get(..len).ok_or_else(truncated)?;
+                buf = &buf[len..];
+                if key >> 3 == 8
+                    && let Some((k, v)) = entry(body)?
+                {
+                    out.push((k, v));
+                }
+            }
+            w => return Err(err(format!("wire type {w} not expected"))),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// One `map<string, double>` entry's key and value (finite values with a key only).
+fn entry(buf: &[u8]) -> Result<Option<(String, f64)>, ReportError> {
+    let (key, value) = raw_entry(buf)?;
+    let key = std::str::from_utf8(key).map_err(|_| err("metric key is not UTF-8"))?;
+    Ok((!key.is_empty() && value.is_finite()).then(|| (key.to_owned(), value)))
+}
+
+/// One `map<string, double>` entry's key bytes and value.
+fn raw_entry(mut buf: &[u8]) -> Result<(&[u8], f64), ReportError> {
+    let (mut key, mut value) = (&b""[..], 0.0);
+    while !buf.is_empty() {
+        match varint(&mut buf)? {
+            0x0a => {
+                let len = usize::try_from(varint(&mut buf)?).map_err(|_| truncated())?;
+                key = buf.get(..len).ok_or_else(truncated)?;
+                buf = &buf[len..];
+            }
+            0x11 => value = fixed64(&mut buf)?,
+            tag => return Err(err(format!("map entry: unexpected tag {tag}"))),
+        }
+    }
+    Ok((key, value))
+}
+
 fn truncated() -> ReportError {
     err("truncated protobuf")
 }
@@ -243,20 +330,8 @@ fn fixed64(buf: &mut &[u8]) -> Result<f64, ReportError> {
 }
 
 /// One `map<string, double>` entry; its value when `prefix + key` is wanted.
-fn map_entry(mut buf: &[u8], prefix: &str, wanted: &[String]) -> Result<Option<f64>, ReportError> {
-    let (mut key, mut value) = (&b""[..], 0.0);
-    while !buf.is_empty() {
-        let tag = varint(&mut buf)?;
-        match tag {
-            0x0a => {
-                let len = usize::try_from(varint(&mut buf)?).map_err(|_| truncated())?;
-                key = buf.get(..len).ok_or_else(truncated)?;
-                buf = &buf[len..];
-            }
-            0x11 => value = fixed64(&mut buf)?,
-            _ => return Err(err(format!("map entry: unexpected tag {tag}"))),
-        }
-    }
+fn map_entry(buf: &[u8], prefix: &str, wanted: &[String]) -> Result<Option<f64>, ReportError> {
+    let (key, value) = raw_entry(buf)?;
     let hit = wanted
         .iter()
         .any(|w| w.strip_prefix(prefix).is_some_and(|k| k.as_bytes() == key));
@@ -284,6 +359,33 @@ pub(crate) mod tests {
             out.extend(entry);
         }
         out
+    }
+
+    #[test]
+    fn named_metrics_come_out_whole_for_load_reports() {
+        let none = named_metrics(&HeaderMap::new()).unwrap();
+        assert_eq!(none, None);
+        let text = headers(
+            HEADER,
+            "TEXT cpu_utilization=0.5, named_metrics.queue=3, named_metrics.gpu=0.25",
+        );
+        assert_eq!(
+            named_metrics(&text).unwrap(),
+            Some(vec![("queue".to_owned(), 3.0), ("gpu".to_owned(), 0.25)])
+        );
+        use base64::Engine;
+        let bin = base64::engine::general_purpose::STANDARD
+            .encode(encode(&[(1, 0.5)], &[("queue", 2.0), ("disk", 7.5)]));
+        assert_eq!(
+            named_metrics(&headers(HEADER_BIN, &bin)).unwrap(),
+            Some(vec![("queue".to_owned(), 2.0), ("disk".to_owned(), 7.5)])
+        );
+        assert_eq!(
+            named_metrics(&headers(HEADER, "TEXT cpu_utilization=0.1")).unwrap(),
+            Some(vec![]),
+            "a report without named metrics"
+        );
+        assert!(named_metrics(&headers(HEADER_BIN, "////")).is_err());
     }
 
     fn headers(name: &'static str, value: &str) -> HeaderMap {
