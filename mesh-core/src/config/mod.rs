@@ -149,24 +149,26 @@ impl MeshConfig {
         for (i, c) in self.clusters.iter().enumerate() {
             let p = root.field("clusters").index(i);
             c.validate(&p, &mut errors);
-            // An aggregate's clusters must be in the document, and be no aggregates themselves
-            // (one level, as Envoy's aggregate cluster takes).
+            // An aggregate's clusters must be in the document; nested aggregates flatten
+            // (gRFC A37) within the depth limit, to at least one cluster that is not one.
             for (j, name) in c.aggregate().unwrap_or_default().iter().enumerate() {
                 let at = p
                     .field("cluster_type")
                     .field("typed_config")
                     .field("clusters")
                     .index(j);
-                match self.clusters.iter().find(|o| o.name == *name) {
-                    None if !name.is_empty() => {
-                        errors.push(&at, format!("unknown cluster {name:?}"))
-                    }
-                    Some(o) if o.aggregate().is_some() && *name != c.name => errors.push(
-                        &at,
-                        format!("{name:?} is an aggregate cluster: aggregates do not nest"),
-                    ),
-                    _ => {}
+                if !name.is_empty() && !self.clusters.iter().any(|o| o.name == *name) {
+                    errors.push(&at, format!("unknown cluster {name:?}"));
                 }
+            }
+            if c.aggregate()
+                .is_some_and(|l| !l.is_empty() && !l.contains(&c.name))
+                && let Err(e) = cluster::flatten_aggregate(&c.name, |n| {
+                    let found = self.clusters.iter().find(|o| o.name == n);
+                    found.and_then(|o| o.aggregate()).map(<[String]>::to_vec)
+                })
+            {
+                errors.push(&p.field("cluster_type"), e);
             }
             if let Some(tls) = &c.transport_socket {
                 tls::check_instances(

@@ -127,6 +127,19 @@ impl Snapshot {
         self.clusters.get(name)
     }
 
+    /// For an aggregate cluster, the clusters its traffic goes to: nested aggregates flattened
+    /// depth-first, each cluster once (see
+    /// [`flatten_aggregate`](crate::config::cluster::flatten_aggregate)); an error for a
+    /// graph too deep or with no cluster that is not an aggregate. `None` for any other name.
+    pub fn aggregate_leaves(&self, name: &str) -> Option<Result<Vec<String>, String>> {
+        self.cluster(name)?.aggregate()?;
+        Some(crate::config::cluster::flatten_aggregate(name, |n| {
+            self.cluster(n)
+                .and_then(|c| c.aggregate())
+                .map(<[String]>::to_vec)
+        }))
+    }
+
     /// A server (inbound listener).
     pub fn server(&self, name: &str) -> Option<&Arc<Server>> {
         self.servers.get(name)

@@ -235,6 +235,9 @@ impl ClusterHandle {
             .as_ref()
             .filter(|_| zone_aware)
             .map(|l| l.view(&snap));
+        // An aggregate's clusters, nested aggregates flattened (gRFC A37): a change anywhere
+        // in its graph changes the state.
+        let leaves = snap.aggregate_leaves(&self.name);
         let tls = cluster
             .as_ref()
             .and_then(|c| c.transport_socket.as_ref())
@@ -252,13 +255,23 @@ impl ClusterHandle {
             && same(&old.eds, &eds)
             && same(&old.resolved, &resolved)
             && old.view == view
-            && old.absence == (absence.clone(), eds_absence.clone()))
+            && old.absence == (absence.clone(), eds_absence.clone())
+            && same_leaves(&old.aggregate, &leaves))
         {
             self.limits
                 .configure(cluster.as_ref().and_then(|c| c.circuit_breakers.as_ref()));
             let mut state = self.build(cluster, eds, resolved, view.as_ref(), tls, &old);
             state.absence = (absence, eds_absence);
             state.view = view;
+            if let Some(Err(e)) = &leaves {
+                tracing::warn!(cluster = %self.name, error = %e, "aggregate cluster cannot serve");
+            }
+            state.aggregate = leaves.map(|l| {
+                l.unwrap_or_default()
+                    .iter()
+                    .map(|n| Arc::from(n.as_str()))
+                    .collect()
+            });
             self.state.store(Arc::new(state));
         }
         self.seen.store(snap.version(), Ordering::Release);
@@ -398,10 +411,6 @@ impl ClusterHandle {
                     .reading(weights, reports_load),
             )
         });
-        let aggregate = cluster
-            .as_ref()
-            .and_then(|c| c.aggregate())
-            .map(|names| names.iter().map(|n| Arc::from(n.as_str())).collect());
         ClusterState {
             cluster,
             eds,
@@ -418,9 +427,21 @@ impl ClusterHandle {
             detector,
             resolved,
             view: None,
-            aggregate,
+            aggregate: None,
             reports_load,
         }
+    }
+}
+
+/// Whether the state's aggregate list is the flattened graph's (an error counts as empty).
+fn same_leaves(held: &Option<Arc<[Arc<str>]>>, now: &Option<Result<Vec<String>, String>>) -> bool {
+    match (held, now) {
+        (None, None) => true,
+        (Some(h), Some(n)) => {
+            let n = n.as_deref().unwrap_or_default();
+            h.len() == n.len() && h.iter().zip(n).all(|(a, b)| **a == **b)
+        }
+        _ => false,
     }
 }
 

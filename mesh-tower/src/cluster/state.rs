@@ -40,7 +40,8 @@ pub(crate) struct ClusterState {
     pub(super) resolved: Option<Arc<super::dns::Resolved>>,
     /// For zone-aware clusters: the callers' zones this state was built for.
     pub(super) view: Option<super::plan::LocalView>,
-    /// For an aggregate cluster (gRFC A37): its clusters in priority order.
+    /// For an aggregate cluster (gRFC A37): the clusters its traffic goes to, in priority
+    /// order (nested aggregates flattened; empty when its graph cannot serve).
     pub(crate) aggregate: Option<Arc<[Arc<str>]>>,
     /// Whether the cluster reports its load (LRS): requests are counted per endpoint.
     pub(crate) reports_load: bool,

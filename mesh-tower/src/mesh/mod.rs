@@ -545,11 +545,13 @@ pub(super) fn readiness(snap: &mesh_core::Snapshot, listener: &str, on_demand: b
             if let Some(missing) = needs(cluster) {
                 return missing;
             }
-            // An aggregate (gRFC A37) needs its clusters (one level: aggregates do not nest).
-            let children = snap.cluster(cluster).and_then(|c| c.aggregate());
-            for child in children.unwrap_or_default() {
-                if let Some(missing) = needs(child) {
-                    return missing;
+            // An aggregate (gRFC A37) needs every cluster of its flattened graph (one not
+            // here yet, aggregate or not, is in the list as a leaf).
+            if let Some(Ok(leaves)) = snap.aggregate_leaves(cluster) {
+                for leaf in &leaves {
+                    if let Some(missing) = needs(leaf) {
+                        return missing;
+                    }
                 }
             }
         }

@@ -296,15 +296,23 @@ fn wanted(
     }
     let kept = keep(&clusters);
     clusters.extend(kept);
-    // An aggregate's clusters are wanted with it (gRFC A37; aggregates do not nest, so one
-    // step).
-    let children: Vec<String> = clusters
-        .iter()
-        .filter_map(|name| snap.cluster(name))
-        .flat_map(|c| c.aggregate().unwrap_or_default())
-        .cloned()
-        .collect();
-    clusters.extend(children);
+    // An aggregate's clusters are wanted with it, and theirs if they are aggregates too
+    // (gRFC A37), up to gRPC's depth limit.
+    let mut frontier: Vec<String> = clusters.iter().cloned().collect();
+    for _ in 0..mesh_core::config::cluster::MAX_AGGREGATE_DEPTH {
+        let children: Vec<String> = frontier
+            .iter()
+            .filter_map(|name| snap.cluster(name))
+            .flat_map(|c| c.aggregate().unwrap_or_default())
+            .filter(|child| !clusters.contains(*child))
+            .cloned()
+            .collect();
+        if children.is_empty() {
+            break;
+        }
+        clusters.extend(children.iter().cloned());
+        frontier = children;
+    }
     for c in clusters.iter().filter_map(|name| snap.cluster(name)) {
         if c.discovery == DiscoveryType::Eds && c.aggregate().is_none() {
             out[ResourceType::ClusterLoadAssignment.index()].insert(c.endpoints_name().to_owned());

@@ -182,16 +182,13 @@ fn cluster_resolved(snap: &Snapshot, name: &str) -> bool {
     let missing = |kind, n: &str| matches!(snap.absence(kind, n), Some(Absence::Missing(_)));
     match snap.cluster(name) {
         None => missing(ResourceKind::Cluster, name),
-        Some(c) if c.aggregate().is_some() => c
-            .aggregate()
-            .unwrap_or_default()
-            .iter()
-            .filter(|child| **child != c.name)
-            .all(|child| match snap.cluster(child) {
-                // One level: a nested aggregate counts as resolved (it serves nothing).
-                Some(cc) if cc.aggregate().is_some() => true,
-                _ => cluster_resolved(snap, child),
-            }),
+        // An aggregate: every cluster of its flattened graph (gRFC A37). A graph that cannot
+        // serve (a cycle, too deep) is as resolved as it will get.
+        Some(c) if c.aggregate().is_some() => match snap.aggregate_leaves(&c.name) {
+            // A cluster not here yet is a leaf of the list: unresolved until it arrives.
+            Some(Ok(leaves)) => leaves.iter().all(|leaf| cluster_resolved(snap, leaf)),
+            _ => true,
+        },
         Some(c) if c.discovery == DiscoveryType::Eds => {
             let eds = c.endpoints_name();
             snap.endpoints(eds).is_some() || missing(ResourceKind::Endpoints, eds)

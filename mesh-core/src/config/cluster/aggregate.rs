@@ -104,8 +104,70 @@ impl ClusterType {
     }
 }
 
+/// How deep aggregates may nest (gRPC's limit): deeper graphs are refused.
+pub const MAX_AGGREGATE_DEPTH: usize = 16;
+
+/// The clusters an aggregate's traffic goes to: its graph of clusters flattened depth-first
+/// in priority order, aggregates replaced by their own clusters, each cluster once (where it
+/// first appears), as gRPC flattens nested aggregates (gRFC A37). `lookup` gives a cluster's
+/// own list when it is an aggregate (`Some`), `None` for any other cluster, and the name of
+/// one not known yet stays in the list as a leaf (it serves nothing until it arrives).
+///
+/// An error when the graph is deeper than [`MAX_AGGREGATE_DEPTH`] or leads to no cluster
+/// that is not an aggregate (a cycle of aggregates).
+///
+/// ```
+/// use mesh_core::config::cluster::flatten_aggregate;
+/// let lists = |n: &str| match n {
+///     "top" => Some(vec!["mid".to_owned(), "c".to_owned()]),
+///     "mid" => Some(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]),
+///     _ => None,
+/// };
+/// assert_eq!(flatten_aggregate("top", lists).unwrap(), ["a", "b", "c"]);
+/// ```
+pub fn flatten_aggregate(
+    name: &str,
+    lookup: impl Fn(&str) -> Option<Vec<String>>,
+) -> Result<Vec<String>, String> {
+    fn visit(
+        name: &str,
+        depth: usize,
+        lookup: &dyn Fn(&str) -> Option<Vec<String>>,
+        seen: &mut Vec<String>,
+        leaves: &mut Vec<String>,
+    ) -> Result<(), String> {
+        if seen.iter().any(|s| s == name) {
+            return Ok(());
+        }
+        seen.push(name.to_owned());
+        match lookup(name) {
+            None => leaves.push(name.to_owned()),
+            Some(_) if depth >= MAX_AGGREGATE_DEPTH => {
+                return Err(format!(
+                    "aggregate clusters nest deeper than {MAX_AGGREGATE_DEPTH} at {name:?}"
+                ));
+            }
+            Some(children) => {
+                for c in &children {
+                    visit(c, depth + 1, lookup, seen, leaves)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    let (mut seen, mut leaves) = (Vec::new(), Vec::new());
+    visit(name, 0, &lookup, &mut seen, &mut leaves)?;
+    if leaves.is_empty() {
+        return Err(format!(
+            "aggregate cluster {name:?} leads to no cluster that is not an aggregate"
+        ));
+    }
+    Ok(leaves)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::flatten_aggregate;
     use crate::MeshConfig;
 
     /// The validation errors of a document with these clusters.
@@ -156,11 +218,15 @@ mod tests {
                 "{at}.typed_config.clusters[0]: unknown cluster \"nowhere\""
             )]
         );
+        // Nested aggregates flatten (gRFC A37); a cycle of aggregates serves nothing.
+        assert!(errors(&agg("[inner, b]")).is_empty());
+        let cycle = "  - { name: x, cluster_type: { name: envoy.clusters.aggregate, typed_config: { clusters: [y] } } }\n  - { name: y, cluster_type: { name: envoy.clusters.aggregate, typed_config: { clusters: [x] } } }\n";
         assert_eq!(
-            errors(&agg("[inner]")),
-            [format!(
-                "{at}.typed_config.clusters[0]: \"inner\" is an aggregate cluster: aggregates do not nest"
-            )]
+            errors(cycle),
+            [
+                "clusters[0].cluster_type: aggregate cluster \"x\" leads to no cluster that is not an aggregate",
+                "clusters[1].cluster_type: aggregate cluster \"y\" leads to no cluster that is not an aggregate",
+            ]
         );
     }
 
@@ -182,5 +248,30 @@ mod tests {
                 "clusters[1].cluster_type: an aggregate cluster has no endpoints of its own (no load_assignment or eds_service_name)"
             ]
         );
+    }
+
+    #[test]
+    fn nested_aggregates_flatten_depth_first_once_each() {
+        let graph = |n: &str| -> Option<Vec<String>> {
+            let list: &[&str] = match n {
+                "a" => &["b", "x", "c"],
+                "b" => &["y", "c"],
+                "c" => &["z", "x", "b"],
+                "loop1" => &["loop2"],
+                "loop2" => &["loop1"],
+                _ => return None,
+            };
+            Some(list.iter().map(|s| s.to_string()).collect())
+        };
+        assert_eq!(flatten_aggregate("a", graph).unwrap(), ["y", "z", "x"]);
+        assert_eq!(flatten_aggregate("plain", graph).unwrap(), ["plain"]);
+        let e = flatten_aggregate("loop1", graph).unwrap_err();
+        assert!(e.contains("no cluster that is not an aggregate"), "{e}");
+        let deep = |n: &str| -> Option<Vec<String>> {
+            let i: usize = n.strip_prefix('d')?.parse().ok()?;
+            Some(vec![format!("d{}", i + 1)])
+        };
+        let e = flatten_aggregate("d0", deep).unwrap_err();
+        assert!(e.contains("deeper than 16"), "{e}");
     }
 }
