@@ -206,3 +206,25 @@ async fn an_unknown_name_fails_requests_with_the_reason() {
     assert_eq!(err.kind(), mesh_tower::ErrorKind::NoEndpoint);
     assert!(err.to_string().contains("nowhere.mesh.test"), "{err}");
 }
+
+/// An aggregate whose first cluster is down and whose last resort is a DNS name: after
+/// `wait_ready` (which looks the name up, as Envoy does when the cluster is added), the very
+/// first request is served by the DNS cluster instead of failing with "no address resolved
+/// yet" because nothing had asked for the name before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_ready_resolves_an_aggregates_last_resort_before_the_first_request() {
+    let backend = mesh_examples::backend::Backend::start().await.unwrap();
+    let zone: Zone = Arc::default();
+    zone.lock()
+        .unwrap()
+        .insert("last.test".into(), (vec![Ipv4Addr::LOCALHOST], 60));
+    let clusters = format!(
+        r#"{{ name: ext, cluster_type: {{ name: envoy.clusters.aggregate, typed_config: {{ clusters: [down, last] }} }} }}
+  - {{ name: down, type: STATIC, load_assignment: {{ cluster_name: down, endpoints: [{{ lb_endpoints: [{{ address: "127.0.0.1:1", health_status: UNHEALTHY }}] }}] }} }}
+  - {{ name: last, type: STRICT_DNS, dns_endpoints: [{{ hostname: last.test, port: {} }}] }}"#,
+        backend.addr().port()
+    );
+    let (mesh, web) = mesh(&zone, &clusters).await;
+    mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
+    assert_eq!(served_by(&web).await.unwrap(), backend.addr());
+}

@@ -145,6 +145,8 @@ pub(crate) struct DnsState {
     control: crate::control::Control,
     dirty: Arc<AtomicBool>,
     resolved: Arc<ArcSwapOption<Resolved>>,
+    /// Woken after each lookup round that changed the resolution.
+    settled: Arc<tokio::sync::Notify>,
     running: Mutex<Option<(Key, tokio::task::AbortHandle)>>,
 }
 
@@ -155,6 +157,7 @@ impl DnsState {
             control,
             dirty: Arc::default(),
             resolved: Arc::default(),
+            settled: Arc::default(),
             running: Mutex::new(None),
         }
     }
@@ -172,6 +175,19 @@ impl DnsState {
     /// The latest resolution.
     pub(crate) fn resolved(&self) -> Option<Arc<Resolved>> {
         self.resolved.load_full()
+    }
+
+    /// Returns once the names have been looked up at least once (addresses, or an error).
+    pub(crate) async fn first_lookup(&self) {
+        loop {
+            let woken = self.settled.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.resolved().is_some() {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// Starts (or restarts, or stops) the watch for `cluster`'s current config.
@@ -208,6 +224,7 @@ impl DnsState {
             self.resolver.clone(),
             self.resolved.clone(),
             self.dirty.clone(),
+            self.settled.clone(),
         ));
         *running = Some((key, task));
     }
@@ -231,6 +248,7 @@ async fn watch(
     resolver: DnsResolver,
     out: Arc<ArcSwapOption<Resolved>>,
     dirty: Arc<AtomicBool>,
+    settled: Arc<tokio::sync::Notify>,
 ) {
     loop {
         let mut addrs = Vec::new();
@@ -273,6 +291,7 @@ async fn watch(
         if previous.as_deref() != Some(&resolved) {
             out.store(Some(Arc::new(resolved)));
             dirty.store(true, Ordering::Release);
+            settled.notify_waiters();
         }
         tokio::time::sleep(next).await;
     }

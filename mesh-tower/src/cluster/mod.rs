@@ -16,6 +16,7 @@ pub mod load;
 pub(crate) mod plan;
 pub(crate) mod registry;
 mod state;
+pub(crate) mod warm;
 
 pub use self::dns::DnsResolver;
 pub use self::future::ResponseFuture;

@@ -195,6 +195,18 @@ impl ClusterHandle {
         handle
     }
 
+    /// Returns once a DNS cluster's names have been looked up once (at once for any other).
+    pub(crate) async fn first_lookup(&self) {
+        let is_dns = self
+            .current()
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.discovery.is_dns());
+        if is_dns {
+            self.dns.first_lookup().await;
+        }
+    }
+
     /// The current state, rebuilt first if the config changed.
     pub(crate) fn current(&self) -> impl Deref<Target = Arc<ClusterState>> + use<> {
         if self.seen.load(Ordering::Acquire) != self.store.version() || self.dns.is_dirty() {

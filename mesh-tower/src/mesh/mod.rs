@@ -187,7 +187,9 @@ impl Mesh {
     }
 
     /// Waits until `target`'s config is complete (listener, route config, every cluster its
-    /// routes use and their endpoints), so the first request does not race the control plane.
+    /// routes use, an aggregate's clusters included, and their endpoints) and its DNS
+    /// clusters have been looked up once, so the first request does not race the control
+    /// plane or the resolver.
     /// Fails at once with [`ErrorKind::NoConfig`](crate::ErrorKind) when the source says a
     /// resource does not exist, and with `Timeout` after `limit`.
     pub async fn wait_ready(&self, target: &str, limit: Duration) -> Result<(), MeshError> {
@@ -205,7 +207,18 @@ impl Mesh {
             let on_demand = self.inner.store.source_status().borrow().on_demand;
             let snap = self.inner.store.load();
             match readiness(&snap, &name, on_demand) {
-                Ready::Yes => return Ok(()),
+                Ready::Yes => {
+                    // And its DNS clusters looked up once (see `cluster::warm`).
+                    let warm = crate::cluster::warm::warm(&self.inner.registry, &snap, &name);
+                    return match tokio::time::timeout_at(deadline, warm).await {
+                        Ok(()) => Ok(()),
+                        Err(_) => Err(MeshError::new(
+                            ErrorKind::Timeout,
+                            format!("DNS lookups not done after {limit:?}"),
+                        )
+                        .with_target(name.as_str().into())),
+                    };
+                }
                 Ready::No(why) => {
                     return Err(
                         MeshError::new(ErrorKind::NoConfig, why).with_target(name.as_str().into())
