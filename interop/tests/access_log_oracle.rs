@@ -284,14 +284,21 @@ async fn a_listener_log_from_go_control_plane_matches_envoys() {
     let backend = Backend::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (theirs_log, ours_log) = (dir.path().join("envoy.log"), dir.path().join("mesh.log"));
+    // Each listener has a second logger too: both write every request to each.
+    let (theirs_2, ours_2) = (
+        dir.path().join("envoy-2.log"),
+        dir.path().join("mesh-2.log"),
+    );
     let cp = support::gocp::GoControlPlane::start();
     let envoy_addr = free_port();
     let mut socket = build::socket_listener("ingress", envoy_addr, "routes");
     build::edit_manager(&mut socket, |m| {
-        m.access_log = vec![file_logger(&theirs_log)]
+        m.access_log = vec![file_logger(&theirs_log), file_logger(&theirs_2)]
     });
     let mut api = build::api_listener_rds("web", "routes");
-    build::edit_manager(&mut api, |m| m.access_log = vec![file_logger(&ours_log)]);
+    build::edit_manager(&mut api, |m| {
+        m.access_log = vec![file_logger(&ours_log), file_logger(&ours_2)]
+    });
     for (node, listener) in [("envoy", socket), ("mesh-client", api)] {
         let resources = [
             build::any(&listener),
@@ -354,9 +361,13 @@ async fn a_listener_log_from_go_control_plane_matches_envoys() {
     }
     // The mesh's file log is flushed when its last user (the mesh) goes.
     drop((web, mesh));
-    let ours: Vec<String> = (std::fs::read_to_string(&ours_log).unwrap().lines())
-        .map(str::to_owned)
-        .collect();
+    let read = |p: &std::path::Path| -> Vec<String> {
+        (std::fs::read_to_string(p).unwrap_or_default().lines())
+            .map(str::to_owned)
+            .collect()
+    };
+    let ours = read(&ours_log);
+    assert_eq!(read(&ours_2), ours, "the second logger has every line too");
     // Envoy flushes its file every second: wait for all the lines (after the probes').
     let n = skip + requests().len();
     let theirs = tokio::time::timeout(support::PATIENCE, async {
@@ -377,4 +388,17 @@ async fn a_listener_log_from_go_control_plane_matches_envoys() {
     eprintln!("Envoy:\n{}\nmesh:\n{}", theirs.join("\n"), ours.join("\n"));
     assert_eq!(ours.len(), requests().len());
     assert_eq!(ours, theirs);
+    // Envoy's second logger too (flushed on its own timer).
+    let theirs_second = tokio::time::timeout(support::PATIENCE, async {
+        loop {
+            let lines = read(&theirs_2);
+            if lines.len() >= n {
+                return lines.into_iter().skip(skip).collect::<Vec<_>>();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("Envoy writes its second log");
+    assert_eq!(theirs_second, theirs);
 }

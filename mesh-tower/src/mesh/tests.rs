@@ -159,6 +159,19 @@ async fn a_config_that_cannot_serve_is_walked_once_per_version() {
     assert_eq!(nowhere.startup().unwrap().refused_at(), v);
 }
 
+/// A mesh of `yaml` recording `telemetry`, its control work on the test's runtime.
+async fn logging_mesh(yaml: &str, telemetry: crate::telemetry::Telemetry) -> Mesh {
+    let store = Store::new();
+    store.replace(MeshConfig::from_yaml(yaml).unwrap()).unwrap();
+    Mesh::builder()
+        .store(store)
+        .control(Control::runtime(tokio::runtime::Handle::current()))
+        .telemetry(telemetry)
+        .build()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_listener_with_its_own_access_log_writes_there_and_others_to_the_mesh_log() {
     use crate::telemetry::{AccessLog, Telemetry};
@@ -193,20 +206,11 @@ endpoints:
         errors.display().to_string()
     );
     let mesh_wide = Lines::default();
-    let store = Store::new();
-    store
-        .replace(MeshConfig::from_yaml(&yaml).unwrap())
-        .unwrap();
-    let mesh = Mesh::builder()
-        .store(store)
-        .control(Control::runtime(tokio::runtime::Handle::current()))
-        .telemetry(
-            Telemetry::new(Default::default())
-                .with_access_log(AccessLog::writer(mesh_wide.clone())),
-        )
-        .build()
-        .await
-        .unwrap();
+    let mesh = logging_mesh(
+        &yaml,
+        Telemetry::new(Default::default()).with_access_log(AccessLog::writer(mesh_wide.clone())),
+    )
+    .await;
     let mut web = mesh.channel::<http_body_util::Empty<bytes::Bytes>>("xds:///web");
     let mut other = mesh.channel::<http_body_util::Empty<bytes::Bytes>>("xds:///other");
     let req = |path: &str| {
@@ -231,4 +235,55 @@ endpoints:
     let mesh_wide = mesh_wide.text();
     assert!(mesh_wide.contains(r#""path":"/b""#), "{mesh_wide}");
     assert!(!mesh_wide.contains(r#""path":"/a""#), "{mesh_wide}");
+}
+
+#[tokio::test]
+async fn every_log_of_a_listener_is_written_in_its_own_format_and_filter() {
+    use crate::telemetry::Telemetry;
+    let dir = tempfile::tempdir().unwrap();
+    let (all, flagged, coded) = (
+        dir.path().join("all.log"),
+        dir.path().join("flagged.log"),
+        dir.path().join("coded.log"),
+    );
+    // Three loggers on one listener, as an HttpConnectionManager's `access_log` list, each
+    // with its own format and filter: every request (with a request header its format
+    // names), requests with an upstream-unhealthy flag, and requests with a status of 400 or
+    // more (none: a request failed before any answer has code 0).
+    let yaml = format!(
+        r#"
+listeners:
+  - name: web
+    route_config:
+      virtual_hosts:
+        - {{ name: web, domains: ["*"], routes: [ {{ match: {{ prefix: / }}, route: {{ cluster: web }} }} ] }}
+    access_log:
+      - {{ path: {:?}, text_format: "%REQ(X-ID)% %REQ(:PATH)% %RESPONSE_FLAGS%\n" }}
+      - {{ path: {:?}, text_format: "%REQ(:PATH)% flagged\n", filter: {{ response_flag: [UH] }} }}
+      - {{ path: {:?}, filter: {{ status_code: {{ op: GE, value: 400 }} }} }}
+clusters:
+  - {{ name: web, type: EDS }}
+endpoints:
+  - {{ cluster_name: web, endpoints: [ {{ lb_endpoints: [] }} ] }}
+"#,
+        all.display().to_string(),
+        flagged.display().to_string(),
+        coded.display().to_string()
+    );
+    let mesh = logging_mesh(&yaml, Telemetry::new(Default::default())).await;
+    let mut web = mesh.channel::<http_body_util::Empty<bytes::Bytes>>("xds:///web");
+    for (path, id) in [("/a", "1"), ("/b", "2")] {
+        let req = http::Request::get(path)
+            .header("x-id", id)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        web.call(req).await.unwrap_err();
+    }
+    drop((web, mesh));
+    assert_eq!(std::fs::read_to_string(&all).unwrap(), "1 /a UH\n2 /b UH\n");
+    assert_eq!(
+        std::fs::read_to_string(&flagged).unwrap(),
+        "/a flagged\n/b flagged\n"
+    );
+    assert_eq!(std::fs::read_to_string(&coded).unwrap(), "", "filtered out");
 }

@@ -103,25 +103,29 @@ impl TargetState {
         self.seen.store(snap.version(), Ordering::Release);
     }
 
-    /// The listener's access log: the one already open when its config is unchanged, else
-    /// opened anew. One that cannot be opened is reported and the mesh-wide log is used.
+    /// The listener's access logs (each request written to all): the ones already open when
+    /// their config is unchanged, else opened anew. One that cannot be opened is reported
+    /// and left out; with none left, the mesh-wide log is used.
     fn access_log(
         &self,
         old: &Compiled,
         listener: Option<&Listener>,
     ) -> Option<crate::stats::AccessLog> {
-        let config = listener.and_then(|l| l.access_log.first())?;
-        let before = old.listener.as_ref().and_then(|l| l.access_log.first());
-        if before == Some(config) && old.access_log.is_some() {
+        let configs = listener
+            .map(|l| l.access_log.as_slice())
+            .unwrap_or_default();
+        if configs.is_empty() {
+            return None;
+        }
+        let before = old.listener.as_ref().map(|l| l.access_log.as_slice());
+        if before == Some(configs) && old.access_log.is_some() {
             return old.access_log.clone();
         }
-        match crate::stats::AccessLog::from_config(config) {
-            Ok(log) => Some(log),
-            Err(e) => {
-                tracing::warn!(target = %self.name, error = %e, "listener access log not written; using the mesh-wide log");
-                None
-            }
+        let (log, problems) = crate::stats::AccessLog::from_configs(configs);
+        for e in problems {
+            tracing::warn!(target = %self.name, error = %e, "listener access log not written");
         }
+        log
     }
 
     fn compile(

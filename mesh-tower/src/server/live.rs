@@ -255,11 +255,10 @@ impl Compiled {
         .map_err(err)?;
         // A log that cannot be opened is reported, and the mesh-wide one is used: how a
         // request is logged never stops it being served.
-        let access_log = config.access_log.first().and_then(|c| {
-            AccessLog::from_config(c)
-                .map_err(|e| tracing::warn!(server = %config.name, error = %e, "server access log not written; using the mesh-wide log"))
-                .ok()
-        });
+        let (access_log, problems) = AccessLog::from_configs(&config.access_log);
+        for e in problems {
+            tracing::warn!(server = %config.name, error = %e, "server access log not written");
+        }
         Ok(Self {
             rbac,
             jwt,

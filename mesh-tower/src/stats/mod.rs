@@ -9,6 +9,7 @@
 mod attempt;
 mod format;
 mod grpc;
+mod line;
 mod log;
 mod record;
 
@@ -22,8 +23,8 @@ pub use attempt::{
 };
 pub use format::LogFormat;
 pub use grpc::{CLIENT_CALL_DURATION, LATENCY_BUCKETS, SERVER_CALL_DURATION, SERVER_CALL_STARTED};
+pub(crate) use line::{LogLine, rfc3339};
 pub use log::AccessLog;
-pub(crate) use log::{LogLine, rfc3339};
 pub(crate) use record::Recording;
 
 use metrics::{Counter, Histogram, Key, Label, Level, Metadata};
