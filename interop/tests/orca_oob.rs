@@ -3,10 +3,11 @@
 //! Two grpc-go servers (`grpcpeer orca`: Greeter plus `orca.Register` with a
 //! `ServerMetricsRecorder`) report CPU 0.8 and 0.2 at the same QPS on their
 //! `OpenRcaService/StreamCoreMetrics` streams and attach nothing to responses. go-control-plane
-//! configures the mesh with a `client_side_weighted_round_robin` cluster of both with
-//! `enable_oob_load_report` and a 0.2 s `oob_reporting_period`. The mesh opens one stream per
-//! endpoint, sends the lighter one 80 % of the calls, follows a swap of the two loads within
-//! the reporting period, and cancels a removed endpoint's stream.
+//! configures the mesh, and Envoy 1.40 (which implements the same streams) as a second
+//! opinion, with a `client_side_weighted_round_robin` cluster of both with
+//! `enable_oob_load_report` and a 0.2 s `oob_reporting_period`. Both send the lighter one 80 %
+//! of the calls and follow a swap of the two loads; the mesh cancels a removed endpoint's
+//! stream.
 
 mod support;
 
@@ -21,7 +22,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use support::envoy::free_port;
+use support::envoy::{Envoy, free_port};
 use support::gocp::GoControlPlane;
 use support::*;
 
@@ -111,9 +112,15 @@ fn oob_cluster() -> cds::Cluster {
     cluster
 }
 
-async fn snapshot(cp: &GoControlPlane, version: &str, endpoints: &[SocketAddr]) {
+async fn snapshot(
+    cp: &GoControlPlane,
+    node: &str,
+    listener: envoy_types::pb::envoy::config::listener::v3::Listener,
+    version: &str,
+    endpoints: &[SocketAddr],
+) {
     let resources = [
-        build::any(&build::api_listener_rds("web", "routes")),
+        build::any(&listener),
         build::any(&build::route_config(
             "routes",
             &["*"],
@@ -122,7 +129,40 @@ async fn snapshot(cp: &GoControlPlane, version: &str, endpoints: &[SocketAddr]) 
         build::any(&oob_cluster()),
         build::any(&build::assignment("orca", endpoints)),
     ];
-    cp.set("mesh-client", version, &resources).await;
+    cp.set(node, version, &resources).await;
+}
+
+/// `n` SayHello calls through Envoy's listener at `envoy` (HTTP/2 without TLS): the replies.
+async fn envoy_calls(envoy: SocketAddr, n: usize) -> Result<Vec<String>, mesh_core::BoxError> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = tokio::net::TcpStream::connect(envoy).await?;
+    // Headers and data go out as separate writes: without this, each call waits out Nagle
+    // and the peer's delayed ACK (~40 ms).
+    tcp.set_nodelay(true)?;
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let mut replies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let req = http::Request::post(format!("http://{envoy}/helloworld.Greeter/SayHello"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(grpc_server::hello_body())?;
+        let res = tx.send_request(req).await?;
+        let body = res.into_body().collect().await?.to_bytes();
+        replies.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    Ok(replies)
+}
+
+/// The share of `n` SayHello calls through Envoy answered by `server`.
+async fn envoy_share(envoy: SocketAddr, server: SocketAddr, n: usize) -> f64 {
+    let replies = envoy_calls(envoy, n).await.expect("Envoy answers");
+    let hits = replies
+        .iter()
+        .filter(|r| r.contains(&format!("{server} ")))
+        .count();
+    hits as f64 / n as f64
 }
 
 /// The share of `n` SayHello calls answered by `server`.
@@ -143,17 +183,18 @@ async fn share(web: &MeshService<Full<Bytes>>, server: SocketAddr, n: usize) -> 
     hits as f64 / n as f64
 }
 
-/// Calls until `server`'s share is within 0.05 of `want`, for at most three patience periods.
-async fn settles(web: &MeshService<Full<Bytes>>, server: SocketAddr, want: f64) {
+/// Measures `share` (400 calls a round) until it is within 0.05 of `want`, for at most three
+/// patience periods; `who` names the client in the failure.
+async fn settles(who: &str, want: f64, share: impl AsyncFn() -> f64) {
     let deadline = tokio::time::Instant::now() + PATIENCE * 3;
     loop {
-        let got = share(web, server, 400).await;
+        let got = share().await;
         if (got - want).abs() <= 0.05 {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{server}'s share stayed at {got}, expected {want}"
+            "{who}: the share stayed at {got}, expected {want}"
         );
     }
 }
@@ -163,32 +204,59 @@ async fn weights_follow_grpc_go_out_of_band_reports() {
     let mut busy = OrcaServer::start(0.8);
     let mut idle = OrcaServer::start(0.2);
     let cp = GoControlPlane::start();
-    snapshot(&cp, "1", &[busy.addr, idle.addr]).await;
+    let api = || build::api_listener_rds("web", "routes");
+    let both = [busy.addr, idle.addr];
+    snapshot(&cp, "mesh-client", api(), "1", &both).await;
+    let envoy_addr = free_port();
+    let socket = build::socket_listener("ingress", envoy_addr, "routes");
+    snapshot(&cp, "envoy", socket, "1", &both).await;
+    let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
     let mesh = Mesh::from_xds(XdsClientBuilder::new(cp.ads.to_string(), "mesh-client"))
         .await
         .unwrap();
     mesh.wait_ready("xds:///web", PATIENCE).await.unwrap();
     let web = mesh.channel::<Full<Bytes>>("xds:///web");
-    // The first call brings the cluster up: one report stream to each endpoint.
+    // The first call brings the cluster up: one report stream to each endpoint (Envoy opens
+    // its own when it takes the cluster).
     share(&web, idle.addr, 1).await;
+    assert!(
+        envoy_routes_grpc(envoy.listener).await,
+        "Envoy took its config"
+    );
+    busy.expect("ORCA_OPEN");
     busy.expect("ORCA_OPEN");
     idle.expect("ORCA_OPEN");
+    idle.expect("ORCA_OPEN");
     // Weight qps/cpu: 100/0.2 = 500 against 100/0.8 = 125, so 80 % to the idle one.
-    settles(&web, idle.addr, 0.8).await;
+    let (e, i) = (envoy.listener, idle.addr);
+    settles("mesh", 0.8, async || share(&web, i, 400).await).await;
+    settles("Envoy", 0.8, async || envoy_share(e, i, 400).await).await;
     let steady = share(&web, idle.addr, 1000).await;
     assert!((steady - 0.8).abs() <= 0.05, "idle share {steady}");
 
     // The loads swap: the reports on the open streams carry it, and the shares follow.
     busy.set_cpu("0.2");
     idle.set_cpu("0.8");
-    settles(&web, idle.addr, 0.2).await;
+    settles("mesh", 0.2, async || share(&web, i, 400).await).await;
+    settles("Envoy", 0.2, async || envoy_share(e, i, 400).await).await;
 
-    // The busy endpoint leaves: its stream is cancelled, the other one's stays open.
-    snapshot(&cp, "2", &[idle.addr]).await;
+    // The busy endpoint leaves the mesh's cluster: its stream is cancelled (Envoy's, on an
+    // unchanged snapshot, stays; the kept stream not reopening is a unit test's).
+    snapshot(&cp, "mesh-client", api(), "2", &[idle.addr]).await;
     busy.expect("ORCA_CLOSE");
     assert_eq!(share(&web, idle.addr, 20).await, 1.0);
-    assert!(
-        idle.lines.try_recv().is_err(),
-        "the kept endpoint's stream was never reopened or closed"
-    );
+}
+
+/// Waits until Envoy answers a gRPC call on its listener (it listens once its config came).
+async fn envoy_routes_grpc(envoy: SocketAddr) -> bool {
+    tokio::time::timeout(PATIENCE, async {
+        while !envoy_calls(envoy, 1)
+            .await
+            .is_ok_and(|r| r[0].contains("/helloworld.Greeter/SayHello"))
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_ok()
 }
