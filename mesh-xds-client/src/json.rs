@@ -36,6 +36,12 @@ fn err(msg: impl Into<String>) -> JsonError {
     JsonError(msg.into())
 }
 
+/// envoy-types' `FileDescriptorSet` as embedded (for tools and benches that build their own
+/// pool).
+pub fn descriptor_set() -> &'static [u8] {
+    DESCRIPTORS
+}
+
 /// Every Envoy, xDS, udpa and well-known type, decoded on first use (about 3 MB of
 /// descriptors; only programs that read JSON pay for it).
 pub fn pool() -> Result<&'static DescriptorPool, JsonError> {
