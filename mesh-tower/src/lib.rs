@@ -71,6 +71,7 @@ mod test_util;
 pub mod timeout;
 pub mod tls;
 pub mod trace;
+mod wire;
 
 pub use body::MeshBody;
 

@@ -146,8 +146,8 @@ pub fn check(path: &Path) -> Vec<Problem> {
     };
     let mut out = Vec::new();
     let mut by_type: [Vec<Any>; 5] = Default::default();
-    for (file, bytes) in &files {
-        match parse(&[(file.clone(), bytes.clone())]) {
+    for one in &files {
+        match parse(std::slice::from_ref(one)) {
             Ok(t) => {
                 for (all, these) in by_type.iter_mut().zip(t) {
                     all.extend(these);

@@ -13,6 +13,7 @@
 //! handler. A client sends them only on mTLS clusters (the mesh's own), never to other hosts.
 
 use super::Workload;
+use crate::wire::put_bytes;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderValue;
@@ -69,21 +70,6 @@ fn to_json(v: &Val) -> serde_json::Value {
             serde_json::Value::Object(f.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
         }
     }
-}
-
-fn put_varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// A length-delimited field.
-fn put_bytes(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
-    put_varint(field << 3 | 2, out);
-    put_varint(bytes.len() as u64, out);
-    out.extend_from_slice(bytes);
 }
 
 /// `Struct { map<string, Value> fields = 1 }`; `Value { string_value = 3, struct_value = 5 }`.

@@ -19,8 +19,6 @@
 
 use super::Shared;
 use super::stream::{BoxError, begin, next_tick, on_sotw};
-use crate::ads::Request;
-use crate::translate::ResourceType;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use envoy_types::pb::google::protobuf::Any;
 use std::path::Path;
@@ -39,9 +37,8 @@ pub(super) async fn watch(
     // The set in force, and the fingerprint of the bytes last read (good or not).
     let mut set: Option<(String, [Vec<Any>; 5])> = None;
     let mut read_last = None;
-    // Per type: the names last asked for (None: never), and whether to hand the set over.
-    let mut wanted: [Option<Vec<String>>; 5] = Default::default();
-    let mut dirty = [false; 5];
+    // Per type: what is subscribed, and whether to hand the set over.
+    let mut requests = super::polled::Requests::default();
     loop {
         let at = path.to_owned();
         let files = tokio::task::spawn_blocking(move || crate::files::read(&at)).await;
@@ -55,7 +52,7 @@ pub(super) async fn watch(
                             let version = format!("{fingerprint:016x}");
                             tracing::info!(path = %path.display(), %version, files = files.len(), "xDS resource files read");
                             set = Some((version, by_type));
-                            dirty = [true; 5];
+                            requests.mark_all();
                         }
                         Err(e) => report(shared, path, &e),
                     }
@@ -69,17 +66,14 @@ pub(super) async fn watch(
             }
         }
         while let Ok(r) = rx.try_recv() {
-            take(r, &mut wanted, &mut dirty);
+            requests.take(r);
         }
         if let Some((version, by_type)) = &set {
-            for ty in ResourceType::ALL {
-                let i = ty.index();
-                if !std::mem::take(&mut dirty[i]) || wanted[i].is_none() {
-                    continue;
-                }
+            // Subscribed types, when the set changed or their names did.
+            for ty in requests.due(false) {
                 let resp = DiscoveryResponse {
                     version_info: version.clone(),
-                    resources: by_type[i].clone(),
+                    resources: by_type[ty.index()].clone(),
                     type_url: ty.type_url().to_owned(),
                     ..Default::default()
                 };
@@ -95,24 +89,10 @@ pub(super) async fn watch(
             () = wake.notified() => {}
             () = next_tick(shared, index) => {}
             r = rx.recv() => match r {
-                Some(r) => take(r, &mut wanted, &mut dirty),
+                Some(r) => requests.take(r),
                 None => return Ok(true),
             },
         }
-    }
-}
-
-/// Notes a request from the state machine: a new set of names (a subscription change, not an
-/// ACK) is answered from the files at once.
-fn take(r: Request, wanted: &mut [Option<Vec<String>>; 5], dirty: &mut [bool; 5]) {
-    let Request::Sotw(r) = r else { return };
-    let Some(ty) = ResourceType::from_type_url(&r.type_url) else {
-        return;
-    };
-    let i = ty.index();
-    if wanted[i].as_ref() != Some(&r.resource_names) {
-        wanted[i] = Some(r.resource_names);
-        dirty[i] = true;
     }
 }
 

@@ -27,6 +27,8 @@ mod files;
 mod lrs;
 mod metrics;
 #[cfg(feature = "json")]
+mod polled;
+#[cfg(feature = "json")]
 mod rest;
 mod servers;
 mod stream;
@@ -230,7 +232,7 @@ impl XdsClientBuilder {
         let mut streams = Vec::new();
         let mut sources = Vec::new();
         for server in routing.servers() {
-            let transport = Settings::new(server, self.backoff, None, self.refresh)?.transport;
+            let transport = servers::transport_of(server)?;
             let sotw_only = transport.sotw_only();
             let protocol = match self.protocol {
                 Some(ads::Protocol::Delta) if sotw_only => {

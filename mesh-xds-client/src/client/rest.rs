@@ -16,7 +16,6 @@
 use super::Shared;
 use super::servers::Settings;
 use super::stream::{BoxError, begin, next_tick, on_sotw, read_token};
-use crate::ads::Request;
 use crate::translate::ResourceType;
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -46,33 +45,21 @@ pub(super) async fn poll(
     let (mut rx, _) = begin(shared, index);
     let wake = &shared.streams[index].wake;
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
-    let mut latest: [Option<DiscoveryRequest>; 5] = Default::default();
-    let mut dirty = [false; 5];
-    // The node goes out on the first request of a session only; every POST stands alone and
-    // carries it.
-    let mut node = None;
+    let mut requests = super::polled::Requests::default();
     let mut answered = false;
     let mut next = Instant::now();
     loop {
         while let Ok(r) = rx.try_recv() {
-            take(r, &mut latest, &mut dirty, &mut node);
+            requests.take(r);
         }
-        let due = Instant::now() >= next;
-        if due {
+        let all = Instant::now() >= next;
+        if all {
             next = Instant::now() + settings.refresh;
         }
-        for ty in ResourceType::ALL {
-            let i = ty.index();
-            let Some(mut req) = latest[i].clone() else {
+        for ty in requests.due(all) {
+            let Some(req) = requests.request(ty) else {
                 continue;
             };
-            if req.node.is_none() {
-                req.node = node.clone();
-            }
-            if !(due || std::mem::take(&mut dirty[i])) {
-                continue;
-            }
-            dirty[i] = false;
             let path = format!("{prefix}/v3/discovery:{}", kind(ty));
             let sent = tokio::time::timeout(
                 POLL_TIMEOUT,
@@ -96,10 +83,10 @@ pub(super) async fn poll(
             }
             // What that response caused (an ACK, new names) before the next type.
             while let Ok(r) = rx.try_recv() {
-                take(r, &mut latest, &mut dirty, &mut node);
+                requests.take(r);
             }
         }
-        if dirty.iter().any(|d| *d) {
+        if requests.any_due() {
             continue;
         }
         tokio::select! {
@@ -107,32 +94,11 @@ pub(super) async fn poll(
             () = wake.notified() => {}
             () = next_tick(shared, index) => {}
             r = rx.recv() => match r {
-                Some(r) => take(r, &mut latest, &mut dirty, &mut node),
+                Some(r) => requests.take(r),
                 None => return Ok(answered),
             },
         }
     }
-}
-
-/// Keeps a type's latest request; new names make it due at once.
-fn take(
-    r: Request,
-    latest: &mut [Option<DiscoveryRequest>; 5],
-    dirty: &mut [bool; 5],
-    node: &mut Option<envoy_types::pb::envoy::config::core::v3::Node>,
-) {
-    let Request::Sotw(r) = r else { return };
-    if r.node.is_some() {
-        node.clone_from(&r.node);
-    }
-    let Some(ty) = ResourceType::from_type_url(&r.type_url) else {
-        return;
-    };
-    let i = ty.index();
-    if latest[i].as_ref().map(|l| &l.resource_names) != Some(&r.resource_names) {
-        dirty[i] = true;
-    }
-    latest[i] = Some(r);
 }
 
 /// The discovery path's type name (`/v3/discovery:clusters`).

@@ -70,7 +70,7 @@ impl Settings {
 }
 
 /// The transport a server's URI and features ask for.
-fn transport_of(server: &XdsServer) -> Result<Transport, ClientError> {
+pub(super) fn transport_of(server: &XdsServer) -> Result<Transport, ClientError> {
     let uri = &server.server_uri;
     let file = uri
         .strip_prefix("file://")

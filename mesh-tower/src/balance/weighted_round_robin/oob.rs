@@ -24,7 +24,8 @@ use super::ReportSettings;
 use crate::balance::EndpointStats;
 use crate::balance::peak_ewma::now_nanos;
 use crate::connect::Connection;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use crate::wire::{put_bytes, put_varint};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
@@ -230,32 +231,22 @@ fn status_end(headers: &HeaderMap) -> Option<End> {
 
 /// The gRPC-framed `OrcaLoadReportRequest { report_interval: period }`.
 fn request_message(period: Duration) -> Bytes {
-    let mut duration = BytesMut::new();
+    let mut duration = Vec::new();
     if period.as_secs() > 0 {
-        duration.put_u8(0x08); // seconds: field 1, varint
-        put_varint(&mut duration, period.as_secs());
+        put_varint(0x08, &mut duration); // seconds: field 1, varint
+        put_varint(period.as_secs(), &mut duration);
     }
     if period.subsec_nanos() > 0 {
-        duration.put_u8(0x10); // nanos: field 2, varint
-        put_varint(&mut duration, u64::from(period.subsec_nanos()));
+        put_varint(0x10, &mut duration); // nanos: field 2, varint
+        put_varint(u64::from(period.subsec_nanos()), &mut duration);
     }
-    let mut msg = BytesMut::new();
-    msg.put_u8(0x0a); // report_interval: field 1, length-delimited
-    put_varint(&mut msg, duration.len() as u64);
-    msg.extend_from_slice(&duration);
-    let mut framed = BytesMut::with_capacity(5 + msg.len());
-    framed.put_u8(0); // not compressed
-    framed.put_u32(msg.len() as u32);
+    let mut msg = Vec::new();
+    put_bytes(1, &duration, &mut msg); // report_interval
+    let mut framed = Vec::with_capacity(5 + msg.len());
+    framed.push(0); // not compressed
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     framed.extend_from_slice(&msg);
-    framed.freeze()
-}
-
-fn put_varint(buf: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
+    framed.into()
 }
 
 /// Takes the next whole gRPC message off `buf`, if one is there.

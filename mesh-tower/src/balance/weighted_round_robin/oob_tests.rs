@@ -125,7 +125,7 @@ fn messages_are_cut_from_split_frames_and_bad_ones_refused() {
     // Byte by byte: a message comes out exactly when its last byte is in.
     let mut got = Vec::new();
     for b in &two {
-        buf.put_u8(*b);
+        buf.extend_from_slice(&[*b]);
         while let Some(m) = next_message(&mut buf).unwrap() {
             got.push(m);
         }
