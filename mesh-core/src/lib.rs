@@ -28,6 +28,7 @@
 //! assert_eq!(store.version(), 0); // nothing applied
 //! ```
 
+pub mod cel;
 pub mod config;
 pub mod duration;
 pub mod error;

@@ -10,6 +10,11 @@ use crate::policy::{HttpFault, LocalRateLimit};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
+pub use super::access_log::{
+    AccessLogConfig, AccessLogFilter, CompareOp, Comparison, LOG_TYPES, RuntimeFraction,
+    http_to_grpc,
+};
+
 /// An API listener: the routes for one target.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,179 +36,6 @@ pub struct Listener {
     /// log. Only the first entry is written to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_log: Vec<AccessLogConfig>,
-}
-
-/// Where a listener's access log lines go and how they look.
-///
-/// ```
-/// use mesh_core::MeshConfig;
-/// let config = MeshConfig::from_yaml(r#"
-/// listeners:
-///   - name: web
-///     route_config: { name: r, virtual_hosts: [] }
-///     access_log:
-///       - { path: /dev/stdout, text_format: "%REQ(:METHOD)% %RESPONSE_CODE%\n" }
-/// "#).unwrap();
-/// assert_eq!(config.listeners[0].access_log[0].path, "/dev/stdout");
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessLogConfig {
-    /// A file (appended to), or `/dev/stdout` / `/dev/stderr`.
-    pub path: String,
-    /// Envoy's `text_format` (add the `\n` yourself). Neither format: the mesh's JSON line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text_format: Option<String>,
-    /// Envoy's `json_format`: each key's value is a format string.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub json_format: Option<std::collections::BTreeMap<String, String>>,
-    /// Which requests are written (none: all).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<AccessLogFilter>,
-}
-
-/// Which requests an access log writes: the kinds of Envoy's `AccessLogFilter` that need
-/// neither runtime nor an extension.
-///
-/// ```
-/// use mesh_core::config::listener::{AccessLogFilter, CompareOp, Comparison};
-/// // Errors, and anything slower than a second.
-/// let f = AccessLogFilter::Or(vec![
-///     AccessLogFilter::StatusCode(Comparison { op: CompareOp::Ge, value: 500 }),
-///     AccessLogFilter::Duration(Comparison { op: CompareOp::Ge, value: 1000 }),
-/// ]);
-/// assert!(f.passes(503, 12, "-", None));
-/// assert!(!f.passes(200, 12, "-", None));
-/// assert!(f.passes(200, 1500, "-", None));
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum AccessLogFilter {
-    /// The response code compared with a value (a request the mesh failed before any answer
-    /// has code 0).
-    StatusCode(Comparison),
-    /// The whole request's duration in milliseconds compared with a value.
-    Duration(Comparison),
-    /// The request has one of these response flags (Envoy's short names, `UH`, `URX`, …); an
-    /// empty list: any flag at all.
-    ResponseFlag(Vec<String>),
-    /// The gRPC status is one of these codes (with `exclude`: is none of them). Without a
-    /// gRPC status, it is inferred from the HTTP code as Envoy does.
-    GrpcStatus {
-        /// The codes (0 `OK` … 16 `UNAUTHENTICATED`).
-        statuses: Vec<u16>,
-        /// Match the codes not listed.
-        #[serde(default)]
-        exclude: bool,
-    },
-    /// Every filter passes.
-    And(Vec<AccessLogFilter>),
-    /// Any filter passes.
-    Or(Vec<AccessLogFilter>),
-}
-
-/// A comparison with a fixed value (Envoy's `ComparisonFilter`, without runtime keys).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Comparison {
-    /// How to compare.
-    pub op: CompareOp,
-    /// With what.
-    pub value: u64,
-}
-
-/// Envoy's comparison operators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum CompareOp {
-    /// Equal.
-    Eq,
-    /// Greater or equal.
-    Ge,
-    /// Less or equal.
-    Le,
-    /// Not equal.
-    Ne,
-}
-
-impl Comparison {
-    fn holds(self, x: u64) -> bool {
-        match self.op {
-            CompareOp::Eq => x == self.value,
-            CompareOp::Ge => x >= self.value,
-            CompareOp::Le => x <= self.value,
-            CompareOp::Ne => x != self.value,
-        }
-    }
-}
-
-impl AccessLogFilter {
-    /// Whether a request that ended with HTTP `code` (0: no answer) after `millis`, with
-    /// response `flags` (Envoy's form: `-` or `UH,URX`) and gRPC status `grpc`, is written.
-    pub fn passes(&self, code: u16, millis: u64, flags: &str, grpc: Option<u16>) -> bool {
-        match self {
-            Self::StatusCode(c) => c.holds(u64::from(code)),
-            Self::Duration(c) => c.holds(millis),
-            Self::ResponseFlag(want) => {
-                let has = flags.split(',').filter(|f| !f.is_empty() && *f != "-");
-                let mut has = has.peekable();
-                match want.is_empty() {
-                    true => has.peek().is_some(),
-                    false => has.any(|f| want.iter().any(|w| w == f)),
-                }
-            }
-            Self::GrpcStatus { statuses, exclude } => {
-                let status = grpc.unwrap_or_else(|| http_to_grpc(code));
-                statuses.contains(&status) != *exclude
-            }
-            Self::And(all) => all.iter().all(|f| f.passes(code, millis, flags, grpc)),
-            Self::Or(any) => any.iter().any(|f| f.passes(code, millis, flags, grpc)),
-        }
-    }
-
-    fn validate(&self, path: &FieldPath, errors: &mut Errors) {
-        match self {
-            Self::GrpcStatus { statuses, .. } => {
-                for (i, s) in statuses.iter().enumerate() {
-                    errors.check(
-                        *s <= 16,
-                        &path.field("statuses").index(i),
-                        "not a gRPC status code (0..=16)",
-                    );
-                }
-            }
-            Self::And(fs) | Self::Or(fs) => {
-                let name = if matches!(self, Self::And(_)) {
-                    "and"
-                } else {
-                    "or"
-                };
-                errors.check(!fs.is_empty(), &path.field(name), "must not be empty");
-                for (i, f) in fs.iter().enumerate() {
-                    f.validate(&path.field(name).index(i), errors);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The gRPC status an HTTP status stands for (gRPC's HTTP-to-gRPC mapping, as Envoy applies
-/// it to local replies and to a response without `grpc-status`; anything else, 200
-/// included, is `UNKNOWN`).
-///
-/// ```
-/// assert_eq!(mesh_core::config::listener::http_to_grpc(503), 14);
-/// ```
-pub fn http_to_grpc(code: u16) -> u16 {
-    match code {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502 | 503 | 504 => 14,
-        _ => 2,
-    }
 }
 
 /// One HTTP filter: a name (the key of route-level overrides) and exactly one config.
@@ -234,24 +66,6 @@ pub struct FilterConfig {
     /// Turn the filter off for these routes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
-}
-
-impl AccessLogConfig {
-    /// Checks `logs`; `path` locates the list.
-    pub fn validate_all(logs: &[AccessLogConfig], path: &FieldPath, errors: &mut Errors) {
-        for (i, log) in logs.iter().enumerate() {
-            let lp = path.index(i);
-            errors.check(!log.path.is_empty(), &lp.field("path"), "must not be empty");
-            errors.check(
-                log.text_format.is_none() || log.json_format.is_none(),
-                &lp,
-                "at most one of text_format and json_format may be set",
-            );
-            if let Some(f) = &log.filter {
-                f.validate(&lp.field("filter"), errors);
-            }
-        }
-    }
 }
 
 impl FilterConfig {
@@ -325,31 +139,6 @@ impl Listener {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn flag_and_grpc_filters_read_what_envoy_reads() {
-        let flags = AccessLogFilter::ResponseFlag(vec!["UT".into(), "UH".into()]);
-        assert!(flags.passes(0, 1, "UH", None));
-        assert!(flags.passes(504, 1, "URX,UT", None));
-        assert!(!flags.passes(503, 1, "UF", None));
-        let any_flag = AccessLogFilter::ResponseFlag(Vec::new());
-        assert!(any_flag.passes(503, 1, "UF", None) && !any_flag.passes(200, 1, "-", None));
-        let not_ok = AccessLogFilter::GrpcStatus {
-            statuses: vec![0],
-            exclude: true,
-        };
-        assert!(!not_ok.passes(200, 1, "-", Some(0)));
-        assert!(not_ok.passes(200, 1, "-", Some(14)));
-        // No gRPC status: inferred from the HTTP code (503: UNAVAILABLE; 200: UNKNOWN).
-        let unavailable = AccessLogFilter::GrpcStatus {
-            statuses: vec![14],
-            exclude: false,
-        };
-        assert!(unavailable.passes(503, 1, "-", None));
-        assert!(!unavailable.passes(200, 1, "-", None));
-    }
-
     #[test]
     fn empty_and_or_lists_and_bad_codes_are_refused_with_their_paths() {
         let yaml = |filter: &str| {

@@ -4,6 +4,7 @@
 //! lists of named resources (Envoy's shapes). The same document is the embedded default (a YAML
 //! file), the format of the config dump, and what the xDS client assembles resource by resource.
 
+mod access_log;
 pub mod cluster;
 pub mod endpoint;
 pub mod filter_chain;

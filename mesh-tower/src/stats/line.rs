@@ -4,8 +4,11 @@
 //! happens only for requests that are logged.
 
 use super::Outcome;
+use super::filter::{Ended, LogFilter, kept};
 use super::format::Values;
 use super::log::AccessLog;
+use mesh_core::cel::{Attribute, Attributes, Value};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -45,16 +48,28 @@ pub(crate) struct LogLine {
     /// The caller's and our address (servers).
     pub(crate) remote: Option<SocketAddr>,
     pub(crate) local: Option<SocketAddr>,
-    /// The values of the headers the format names (request ones now, response ones at the
-    /// answer).
-    request_headers: Headers,
-    response_headers: Headers,
+    /// `http`/`https`, when the request's URI says.
+    pub(crate) scheme: Option<&'static str>,
+    /// What the first log keeps of the request for its format and filter.
+    first: Kept,
     /// The same for each further log of the sink's chain (empty: one log, no allocation).
-    more: Vec<(Headers, Headers)>,
+    more: Vec<Kept>,
 }
 
-/// The values of the headers a format names, in its order.
+/// The values of the headers a format or filter names, in its order.
 type Headers = Vec<Option<String>>;
+
+/// What one log keeps of a request: the values of the headers its format names (request ones
+/// now, response ones at the answer), those its filter's CEL reads, and its filter's
+/// request-time results.
+#[derive(Debug, Default)]
+struct Kept {
+    request: Headers,
+    response: Headers,
+    filter_request: Headers,
+    filter_response: Headers,
+    early: u64,
+}
 
 impl LogLine {
     /// A line for `req`, starting now.
@@ -71,28 +86,35 @@ impl LogLine {
                 .filter(|h| h.to_str().is_ok())
                 .map(|h| Authority::Host(h.clone())),
         };
-        let wanted = |log: &AccessLog| match &log.format {
-            None => Vec::new(),
-            Some(f) => (f.request_headers.iter())
-                .map(|h| match h.as_str() {
-                    ":method" => Some(req.method().as_str().to_owned()),
-                    ":path" => req.uri().path_and_query().map(|p| p.as_str().to_owned()),
-                    ":authority" => authority.as_ref().map(|a| a.as_str().to_owned()),
-                    ":scheme" => req.uri().scheme_str().map(str::to_owned),
-                    h => header(req.headers(), h),
-                })
-                .collect(),
+        let keep = |log: &AccessLog| {
+            let value = |h: &str| match h {
+                ":method" => Some(req.method().as_str().to_owned()),
+                ":path" => req.uri().path_and_query().map(|p| p.as_str().to_owned()),
+                ":authority" => authority.as_ref().map(|a| a.as_str().to_owned()),
+                ":scheme" => req.uri().scheme_str().map(str::to_owned),
+                h => header(req.headers(), h),
+            };
+            let mut kept = Kept::default();
+            if let Some(f) = &log.format {
+                kept.request = f.request_headers.iter().map(|h| value(h)).collect();
+            }
+            if let Some(f) = &log.filter {
+                kept.filter_request = f.request_headers.iter().map(|h| value(h)).collect();
+                kept.early = f.at_start(req.headers());
+            }
+            kept
         };
-        let request_headers = wanted(sink);
-        let more = sink
-            .chain()
-            .skip(1)
-            .map(|l| (wanted(l), Vec::new()))
-            .collect();
+        let first = keep(sink);
+        let more = sink.chain().skip(1).map(keep).collect();
+        let scheme = match req.uri().scheme() {
+            Some(s) if *s == http::uri::Scheme::HTTPS => Some("https"),
+            Some(s) if *s == http::uri::Scheme::HTTP => Some("http"),
+            _ => None,
+        };
         Box::new(LogLine {
-            request_headers,
-            response_headers: Vec::new(),
+            first,
             more,
+            scheme,
             remote: None,
             local: None,
             sink: sink.clone(),
@@ -108,53 +130,64 @@ impl LogLine {
         })
     }
 
-    /// Keeps the response headers the formats name.
+    /// Keeps the response headers the formats and filters name.
     pub(crate) fn response(&mut self, headers: &http::HeaderMap) {
-        let wanted = |log: &AccessLog| match &log.format {
-            None => Vec::new(),
-            Some(f) => (f.response_headers.iter())
-                .map(|h| header(headers, h))
-                .collect(),
+        let keep = |log: &AccessLog, kept: &mut Kept| {
+            if let Some(f) = &log.format {
+                kept.response = f
+                    .response_headers
+                    .iter()
+                    .map(|h| header(headers, h))
+                    .collect();
+            }
+            if let Some(f) = &log.filter {
+                kept.filter_response = (f.response_headers.iter())
+                    .map(|h| header(headers, h))
+                    .collect();
+            }
         };
-        self.response_headers = wanted(&self.sink);
-        for (log, (_, response)) in self.sink.chain().skip(1).zip(&mut self.more) {
-            *response = wanted(log);
+        keep(&self.sink, &mut self.first);
+        for (log, kept) in self.sink.chain().skip(1).zip(&mut self.more) {
+            keep(log, kept);
         }
     }
 
-    /// Writes the request's line to each log of the chain, with its outcome.
-    pub(crate) fn write(&self, outcome: Outcome, millis: f64, bytes: u64) {
-        self.write_to(
-            &self.sink,
-            (&self.request_headers, &self.response_headers),
-            outcome,
-            millis,
-            bytes,
-        );
-        for (log, (request, response)) in self.sink.chain().skip(1).zip(&self.more) {
-            self.write_to(log, (request, response), outcome, millis, bytes);
+    /// Writes the request's line to each log of the chain, with its outcome (`traced`: its
+    /// span was sampled).
+    pub(crate) fn write(&self, outcome: Outcome, millis: f64, bytes: u64, traced: bool) {
+        let end = (outcome, millis, bytes, traced);
+        self.write_to(&self.sink, &self.first, end);
+        for (log, kept) in self.sink.chain().skip(1).zip(&self.more) {
+            self.write_to(log, kept, end);
         }
     }
 
-    /// Writes the line to `sink`, with the headers its format named.
+    /// Writes the line to `sink`, with what it kept.
     fn write_to(
         &self,
         sink: &AccessLog,
-        (request_headers, response_headers): (&[Option<String>], &[Option<String>]),
-        outcome: Outcome,
-        millis: f64,
-        bytes: u64,
+        kept: &Kept,
+        (outcome, millis, bytes, traced): (Outcome, f64, u64, bool),
     ) {
-        if let Some(filter) = &sink.filter
-            && !filter.passes(
-                outcome.code,
-                millis as u64,
-                &outcome.flags.as_str(),
-                outcome.grpc,
-            )
-        {
-            return;
+        if let Some(filter) = &sink.filter {
+            let facts = LineFacts {
+                line: self,
+                kept,
+                filter,
+            };
+            let end = Ended {
+                outcome,
+                millis,
+                bytes,
+                traced,
+                early: kept.early,
+                attrs: &facts,
+            };
+            if !filter.passes(&end) {
+                return;
+            }
         }
+        let (request_headers, response_headers) = (&kept.request[..], &kept.response[..]);
         if let Some(format) = &sink.format {
             let protocol = match self.protocol {
                 http::Version::HTTP_10 => "HTTP/1.0",
@@ -234,6 +267,49 @@ impl LogLine {
         }
         line.push_str("}\n");
         sink.write(&line);
+    }
+}
+
+/// What a CEL filter reads of a line (the end's numbers come from [`Ended`]).
+struct LineFacts<'a> {
+    line: &'a LogLine,
+    kept: &'a Kept,
+    filter: &'a LogFilter,
+}
+
+impl Attributes for LineFacts<'_> {
+    fn get(&self, a: &Attribute) -> Option<Value<'_>> {
+        let (l, k, f) = (self.line, self.kept, self.filter);
+        fn text(s: &str) -> Option<Value<'_>> {
+            Some(Value::Str(Cow::Borrowed(s)))
+        }
+        let request = |h: &str| kept(&f.request_headers, &k.filter_request, h);
+        let addr = |a: Option<SocketAddr>| a.map(|a| Value::Str(Cow::Owned(a.to_string())));
+        let port = |a: Option<SocketAddr>| a.map(|a| Value::Int(i64::from(a.port())));
+        match a {
+            Attribute::RequestPath => l.path.as_ref().and_then(|p| text(p.as_str())),
+            Attribute::RequestUrlPath => l.path.as_ref().and_then(|p| text(p.path())),
+            Attribute::RequestQuery => text(l.path.as_ref().and_then(|p| p.query()).unwrap_or("")),
+            Attribute::RequestHost => l.authority.as_ref().and_then(|a| text(a.as_str())),
+            Attribute::RequestScheme => l.scheme.and_then(text),
+            Attribute::RequestMethod => text(l.method.as_str()),
+            Attribute::RequestProtocol => text(protocol_name(l.protocol)),
+            Attribute::RequestId => request("x-request-id"),
+            Attribute::RequestReferer => request("referer"),
+            Attribute::RequestUserAgent => request("user-agent"),
+            Attribute::RequestHeader(h) => request(h),
+            Attribute::ResponseHeader(h) => kept(&f.response_headers, &k.filter_response, h),
+            Attribute::SourceAddress => addr(l.remote),
+            Attribute::SourcePort => port(l.remote),
+            Attribute::DestinationAddress => addr(l.local),
+            Attribute::DestinationPort => port(l.local),
+            Attribute::ConnectionMtls => Some(Value::Bool(l.peer.is_some())),
+            Attribute::ConnectionUriSanPeer => l.peer.as_deref().and_then(text),
+            Attribute::UpstreamAddress => addr(l.upstream_host),
+            Attribute::UpstreamPort => port(l.upstream_host),
+            Attribute::XdsClusterName => l.upstream_cluster.as_deref().and_then(text),
+            _ => None,
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! starts (time, method, authority, path, protocol) and when its answer's head comes (cluster,
 //! endpoint, the peer's identity); allocation happens only for requests that are logged.
 
+use super::filter::LogFilter;
 use super::format::LogFormat;
 use mesh_core::config::listener::{AccessLogConfig, AccessLogFilter};
 use std::io::Write;
@@ -40,7 +41,7 @@ pub struct AccessLog {
     /// Envoy's format (none: the JSON line).
     pub(super) format: Option<Arc<LogFormat>>,
     /// Which requests are written (none: all).
-    pub(super) filter: Option<Arc<AccessLogFilter>>,
+    pub(super) filter: Option<Arc<LogFilter>>,
     /// The next log every request is also written to (a listener with several loggers, as
     /// Envoy writes each of an HttpConnectionManager's `access_log`).
     also: Option<Arc<AccessLog>>,
@@ -118,7 +119,14 @@ impl AccessLog {
         Ok(Self {
             out,
             format: format.map(Arc::new),
-            filter: config.filter.clone().map(Arc::new),
+            filter: match &config.filter {
+                Some(f) => {
+                    Some(Arc::new(LogFilter::new(f).map_err(|e| {
+                        format!("access log {:?}: filter: {e}", config.path)
+                    })?))
+                }
+                None => None,
+            },
             also: None,
         })
     }
@@ -220,18 +228,23 @@ impl AccessLog {
         self
     }
 
-    /// This log writing only the requests `filter` passes (Envoy's access log filters).
+    /// This log writing only the requests `filter` passes (Envoy's access log filters, CEL
+    /// among them), or why the filter cannot be evaluated (a CEL expression that does not
+    /// parse; a validated config's filters always can).
     ///
     /// ```
     /// use mesh_core::config::listener::{AccessLogFilter, CompareOp, Comparison};
     /// use mesh_tower::telemetry::AccessLog;
     /// let errors_only = AccessLogFilter::StatusCode(Comparison { op: CompareOp::Ge, value: 400 });
-    /// let log = AccessLog::stdout().with_filter(errors_only);
-    /// # let _ = log;
+    /// let log = AccessLog::stdout().with_filter(&errors_only).unwrap();
+    /// let slow = AccessLogFilter::Cel("request.duration > duration('2s')".into());
+    /// let slow_only = AccessLog::stdout().with_filter(&slow).unwrap();
+    /// assert!(AccessLog::stdout().with_filter(&AccessLogFilter::Cel("1 +".into())).is_err());
+    /// # let _ = (log, slow_only);
     /// ```
-    pub fn with_filter(mut self, filter: AccessLogFilter) -> Self {
-        self.filter = Some(Arc::new(filter));
-        self
+    pub fn with_filter(mut self, filter: &AccessLogFilter) -> Result<Self, String> {
+        self.filter = Some(Arc::new(LogFilter::new(filter)?));
+        Ok(self)
     }
 
     /// Writes out what is buffered (tests read the file at once instead of waiting for the

@@ -7,6 +7,9 @@
 //! `telemetry`, which hands this module finished labels.
 
 mod attempt;
+mod filter;
+#[cfg(test)]
+mod filter_tests;
 mod format;
 mod grpc;
 mod line;

@@ -48,7 +48,7 @@ impl Recording {
         let millis = self.start.elapsed().as_secs_f64() * 1000.0;
         self.edge.record(self.outcome, millis, self.bytes);
         if let Some(line) = self.log.take() {
-            line.write(self.outcome, millis, self.bytes);
+            line.write(self.outcome, millis, self.bytes, self.span.is_some());
         }
         if let Some(mut span) = self.span.take() {
             let flags = self.outcome.flags.as_str();

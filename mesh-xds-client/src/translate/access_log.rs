@@ -3,23 +3,27 @@
 //! The file, stdout and stderr loggers are what go-control-plane users and Istio's Telemetry
 //! API configure; their format strings are parsed here, so a format the mesh cannot write is
 //! NACKed with its field path (as Envoy rejects an unknown command) instead of failing later.
-//! Filters on status code, duration, response flags and gRPC status, and their and/or, are
-//! kept; a logger the mesh does not implement (gRPC, OpenTelemetry, …) or with a filter it
-//! cannot evaluate (runtime keys, CEL, headers, …) is skipped with a warning rather than
-//! NACKed: a listener's traffic must not stop because of how it would be logged, and a
+//! Every filter kind but `metadata_filter` is kept (CEL through the extension filter
+//! Istio's Telemetry API writes); a logger the mesh does not implement (gRPC,
+//! OpenTelemetry, …) or with a filter it cannot evaluate (dynamic metadata, a CEL function
+//! or attribute the mesh lacks) is skipped with a warning rather than NACKed: a listener's traffic must not stop because of how it would be logged, and a
 //! filtered log written unfiltered would be a different log.
 
 use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
 use envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format;
 use envoy_types::pb::envoy::config::core::v3::{SubstitutionFormatString, data_source};
+use envoy_types::pb::envoy::data::accesslog::v3::AccessLogType;
 use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
     FileAccessLog, file_access_log,
 };
+use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
 use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
     StderrAccessLog, StdoutAccessLog, stderr_access_log, stdout_access_log,
 };
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
-use mesh_core::config::listener::{AccessLogConfig, AccessLogFilter, CompareOp, Comparison};
+use mesh_core::config::listener::{
+    AccessLogConfig, AccessLogFilter, CompareOp, Comparison, RuntimeFraction,
+};
 use mesh_core::error::{Errors, FieldPath};
 use mesh_tower::telemetry::LogFormat;
 use prost::Message;
@@ -29,6 +33,8 @@ pub(crate) const FILE_TYPE: &str =
     "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
 pub(crate) const STDOUT_TYPE: &str =
     "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+const CEL_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter";
 pub(crate) const STDERR_TYPE: &str =
     "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
 
@@ -45,11 +51,12 @@ pub(crate) fn access_logs(
             errors.push(&lp.field("typed_config"), "field not present");
             continue;
         };
-        let filter = match log.filter.as_ref().map(filter) {
+        let fp = lp.field("filter");
+        let filter = match log.filter.as_ref().map(|f| filter(f, &fp, errors)) {
             None => None,
             Some(Ok(f)) => Some(f),
             Some(Err(kind)) => {
-                tracing::warn!(logger = %log.name, field = %lp.field("filter"), %kind, "access log filter not supported; this log is not written");
+                tracing::warn!(logger = %log.name, field = %fp, %kind, "access log filter not supported; this log is not written");
                 continue;
             }
         };
@@ -171,15 +178,19 @@ fn json_format(s: &Struct, path: &FieldPath, errors: &mut Errors) -> Formats {
     (None, Some(map))
 }
 
-/// `f` as the mesh evaluates it, or the kind it cannot.
-fn filter(f: &accesslog::AccessLogFilter) -> Result<AccessLogFilter, String> {
+/// `f` as the mesh evaluates it, or the kind it cannot; a malformed header matcher goes to
+/// `errors` (a NACK, as Envoy rejects it).
+fn filter(
+    f: &accesslog::AccessLogFilter,
+    path: &FieldPath,
+    errors: &mut Errors,
+) -> Result<AccessLogFilter, String> {
     use accesslog::access_log_filter::FilterSpecifier as F;
     let comparison = |c: Option<&accesslog::ComparisonFilter>| -> Result<Comparison, String> {
         let c = c.ok_or("a comparison without its fields")?;
         let v = c.value.as_ref().ok_or("a comparison without a value")?;
-        if !v.runtime_key.is_empty() {
-            return Err("a comparison with a runtime key".into());
-        }
+        // A runtime key names an override of the default; the mesh has no runtime, so the
+        // default applies (as in an Envoy whose runtime does not set the key).
         use accesslog::comparison_filter::Op;
         let op = match Op::try_from(c.op) {
             Ok(Op::Eq) => CompareOp::Eq,
@@ -193,8 +204,12 @@ fn filter(f: &accesslog::AccessLogFilter) -> Result<AccessLogFilter, String> {
             value: u64::from(v.default_value),
         })
     };
-    let all =
-        |fs: &[accesslog::AccessLogFilter]| fs.iter().map(filter).collect::<Result<Vec<_>, _>>();
+    let mut all = |fs: &[accesslog::AccessLogFilter], field: &str| {
+        let p = path.field(field).field("filters");
+        (fs.iter().enumerate())
+            .map(|(i, f)| filter(f, &p.index(i), errors))
+            .collect::<Result<Vec<_>, _>>()
+    };
     match f.filter_specifier.as_ref().ok_or("an empty filter")? {
         F::StatusCodeFilter(s) => Ok(AccessLogFilter::StatusCode(comparison(
             s.comparison.as_ref(),
@@ -209,14 +224,51 @@ fn filter(f: &accesslog::AccessLogFilter) -> Result<AccessLogFilter, String> {
                 .collect::<Result<_, _>>()?,
             exclude: g.exclude,
         }),
-        F::AndFilter(a) => Ok(AccessLogFilter::And(all(&a.filters)?)),
-        F::OrFilter(o) => Ok(AccessLogFilter::Or(all(&o.filters)?)),
-        F::NotHealthCheckFilter(_) => Err("not_health_check_filter".into()),
-        F::TraceableFilter(_) => Err("traceable_filter".into()),
-        F::RuntimeFilter(_) => Err("runtime_filter".into()),
-        F::HeaderFilter(_) => Err("header_filter".into()),
-        F::ExtensionFilter(_) => Err("extension_filter (e.g. CEL)".into()),
+        F::AndFilter(a) => Ok(AccessLogFilter::And(all(&a.filters, "and_filter")?)),
+        F::OrFilter(o) => Ok(AccessLogFilter::Or(all(&o.filters, "or_filter")?)),
+        F::NotHealthCheckFilter(_) => Ok(AccessLogFilter::NotHealthCheck),
+        F::TraceableFilter(_) => Ok(AccessLogFilter::Traceable),
+        F::RuntimeFilter(r) => Ok(AccessLogFilter::Runtime(RuntimeFraction {
+            runtime_key: r.runtime_key.clone(),
+            percent_sampled: (r.percent_sampled.as_ref())
+                .map(super::policy::fractional)
+                .unwrap_or_default(),
+            use_independent_randomness: r.use_independent_randomness,
+        })),
+        F::HeaderFilter(h) => {
+            let hp = path.field("header_filter").field("header");
+            let h = h
+                .header
+                .as_ref()
+                .ok_or("a header_filter without its header")?;
+            Ok(AccessLogFilter::Header(Box::new(super::route::header(
+                h, &hp, errors,
+            ))))
+        }
+        F::LogTypeFilter(t) => Ok(AccessLogFilter::LogType {
+            types: (t.types.iter())
+                .map(|i| {
+                    AccessLogType::try_from(*i)
+                        .map(|t| t.as_str_name().to_owned())
+                        .map_err(|_| format!("access log type {i}"))
+                })
+                .collect::<Result<_, _>>()?,
+            exclude: t.exclude,
+        }),
+        F::ExtensionFilter(e) => match e.config_type.as_ref() {
+            Some(accesslog::extension_filter::ConfigType::TypedConfig(any))
+                if any.type_url == CEL_TYPE =>
+            {
+                let cel = ExpressionFilter::decode(&*any.value)
+                    .map_err(|e| format!("CEL filter: {e}"))?;
+                // Envoy accepts any expression its CEL library parses; what the mesh cannot
+                // evaluate (a function or attribute it lacks) leaves this log out.
+                mesh_core::cel::Program::parse(&cel.expression)
+                    .map_err(|e| format!("CEL filter {:?}: {e}", cel.expression))?;
+                Ok(AccessLogFilter::Cel(cel.expression))
+            }
+            _ => Err(format!("extension_filter {:?}", e.name)),
+        },
         F::MetadataFilter(_) => Err("metadata_filter".into()),
-        F::LogTypeFilter(_) => Err("log_type_filter".into()),
     }
 }

@@ -195,11 +195,22 @@ fn status_duration_flag_and_grpc_filters_are_kept() {
 
 #[test]
 fn filtered_and_unknown_loggers_are_skipped_not_nacked() {
-    // A filter the mesh cannot evaluate (runtime sampling): not written rather than unfiltered.
+    // Filters the mesh cannot evaluate (dynamic metadata; a CEL function it lacks): not
+    // written rather than unfiltered.
     let mut filtered = logger("f", file_log("/tmp/f.log", None));
     filtered.filter = Some(accesslog::AccessLogFilter {
         filter_specifier: Some(
-            accesslog::access_log_filter::FilterSpecifier::RuntimeFilter(Default::default()),
+            accesslog::access_log_filter::FilterSpecifier::MetadataFilter(Default::default()),
+        ),
+    });
+    let mut cel = logger("c", file_log("/tmp/c.log", None));
+    cel.filter = Some(cel_filter("[1].exists(x, x > 0)"));
+    let l = translated(&with_logs(vec![filtered, cel])).unwrap();
+    assert!(l.access_log.is_empty(), "{:?}", l.access_log);
+    let mut filtered = logger("f", file_log("/tmp/f.log", None));
+    filtered.filter = Some(accesslog::AccessLogFilter {
+        filter_specifier: Some(
+            accesslog::access_log_filter::FilterSpecifier::MetadataFilter(Default::default()),
         ),
     });
     let grpc = Any {
@@ -243,4 +254,139 @@ fn a_server_listeners_logger_becomes_the_servers_log() {
         ),
         "{e}"
     );
+}
+
+/// Envoy's CEL extension filter, as Istio's Telemetry API writes it.
+fn cel_filter(expression: &str) -> accesslog::AccessLogFilter {
+    use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
+    let config = ExpressionFilter {
+        expression: expression.into(),
+        ..Default::default()
+    };
+    accesslog::AccessLogFilter {
+        filter_specifier: Some(
+            accesslog::access_log_filter::FilterSpecifier::ExtensionFilter(
+                accesslog::ExtensionFilter {
+                    name: "envoy.access_loggers.extension_filters.cel".into(),
+                    config_type: Some(accesslog::extension_filter::ConfigType::TypedConfig(any(
+                        &config,
+                    ))),
+                },
+            ),
+        ),
+    }
+}
+
+#[test]
+fn header_runtime_type_trace_health_and_cel_filters_are_kept() {
+    use accesslog::access_log_filter::FilterSpecifier as F;
+    use envoy_types::pb::envoy::config::route::v3 as route;
+    use envoy_types::pb::envoy::r#type::v3 as types;
+    use mesh_core::config::listener::{AccessLogFilter, RuntimeFraction};
+    let spec = |f: F| accesslog::AccessLogFilter {
+        filter_specifier: Some(f),
+    };
+    let mut l = logger("f", file_log("/tmp/f.log", None));
+    l.filter = Some(spec(F::AndFilter(accesslog::AndFilter {
+        filters: vec![
+            spec(F::HeaderFilter(accesslog::HeaderFilter {
+                header: Some(route::HeaderMatcher {
+                    name: "X-Tenant".into(),
+                    header_match_specifier: Some(
+                        route::header_matcher::HeaderMatchSpecifier::PresentMatch(true),
+                    ),
+                    ..Default::default()
+                }),
+            })),
+            spec(F::RuntimeFilter(accesslog::RuntimeFilter {
+                runtime_key: "log.sample".into(),
+                percent_sampled: Some(types::FractionalPercent {
+                    numerator: 25,
+                    denominator: types::fractional_percent::DenominatorType::TenThousand as i32,
+                }),
+                use_independent_randomness: true,
+            })),
+            spec(F::LogTypeFilter(accesslog::LogTypeFilter {
+                types: vec![6, 9],
+                exclude: false,
+            })),
+            spec(F::TraceableFilter(accesslog::TraceableFilter {})),
+            spec(F::NotHealthCheckFilter(accesslog::NotHealthCheckFilter {})),
+            cel_filter("response.code >= 400 && request.headers['x-b3-sampled'] == '1'"),
+        ],
+    })));
+    let got = translated(&with_logs(vec![l])).unwrap().access_log;
+    let Some(AccessLogFilter::And(fs)) = &got[0].filter else {
+        panic!("{:?}", got[0].filter);
+    };
+    assert!(
+        matches!(&fs[0], AccessLogFilter::Header(h) if h.name == "x-tenant" && h.present_match == Some(true))
+    );
+    assert_eq!(
+        fs[1],
+        AccessLogFilter::Runtime(RuntimeFraction {
+            runtime_key: "log.sample".into(),
+            percent_sampled: mesh_core::policy::FractionalPercent {
+                numerator: 25,
+                denominator: mesh_core::policy::DenominatorType::TenThousand,
+            },
+            use_independent_randomness: true,
+        })
+    );
+    assert_eq!(
+        fs[2],
+        AccessLogFilter::LogType {
+            types: vec!["DownstreamEnd".into(), "UpstreamEnd".into()],
+            exclude: false
+        }
+    );
+    assert_eq!(
+        fs[3..5],
+        [AccessLogFilter::Traceable, AccessLogFilter::NotHealthCheck]
+    );
+    assert_eq!(
+        fs[5],
+        AccessLogFilter::Cel(
+            "response.code >= 400 && request.headers['x-b3-sampled'] == '1'".into()
+        )
+    );
+}
+
+#[test]
+fn a_malformed_header_filter_is_nacked_with_its_path() {
+    use accesslog::access_log_filter::FilterSpecifier as F;
+    use envoy_types::pb::envoy::config::route::v3 as route;
+    use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
+    let mut l = logger("f", file_log("/tmp/f.log", None));
+    l.filter = Some(accesslog::AccessLogFilter {
+        filter_specifier: Some(F::OrFilter(accesslog::OrFilter {
+            filters: vec![accesslog::AccessLogFilter {
+                filter_specifier: Some(F::HeaderFilter(accesslog::HeaderFilter {
+                    header: Some(route::HeaderMatcher {
+                        name: "x-a".into(),
+                        header_match_specifier: Some(
+                            route::header_matcher::HeaderMatchSpecifier::StringMatch(
+                                matcher::StringMatcher {
+                                    match_pattern: Some(
+                                        matcher::string_matcher::MatchPattern::SafeRegex(
+                                            matcher::RegexMatcher {
+                                                regex: "(".into(),
+                                                ..Default::default()
+                                            },
+                                        ),
+                                    ),
+                                    ..Default::default()
+                                },
+                            ),
+                        ),
+                        ..Default::default()
+                    }),
+                })),
+            }],
+        })),
+    });
+    // Refused when the listener is validated, under the filter's path.
+    let e = translated(&with_logs(vec![l])).unwrap_err();
+    assert!(e.contains("access_log[0].filter.or[0].header"), "{e}");
+    assert!(e.contains("invalid regex \"(\""), "{e}");
 }
