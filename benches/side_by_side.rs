@@ -14,7 +14,8 @@
 //! cost is the user's cost). Without `--bench` (as `cargo test --all-targets` runs it) it is a
 //! seconds-long smoke run that checks every contender ran and produced numbers.
 //!
-//! `SBS_CONTENDERS=a,b,…` picks the contenders (their baselines are added). `h2-direct` is
+//! `SBS_CONTENDERS=a,b,…` picks the contenders (their baselines are added); `SBS_CELLS=32x64`
+//! narrows a full run to the listed concurrency × body cells. `h2-direct` is
 //! not in the default set: it drives the `h2` crate by hand (no hyper), as the floor under
 //! bare hyper for profiling; the smoke run includes it so it cannot rot.
 //!
@@ -370,6 +371,16 @@ fn main() {
     } else {
         (1, 0.3, &[4], &[64])
     };
+    // `SBS_CELLS=32x64,256x4096` narrows a full run to those concurrency × body cells (to
+    // profile one of them).
+    let cells: Option<Vec<(usize, usize)>> = std::env::var("SBS_CELLS").ok().map(|v| {
+        (v.split(',').filter_map(|c| {
+            let (c, s) = c.trim().split_once('x')?;
+            Some((c.parse().ok()?, s.parse().ok()?))
+        }))
+        .collect()
+    });
+    let wanted = |c: usize, size: usize| cells.as_ref().is_none_or(|l| l.contains(&(c, size)));
 
     // The echo server, in its own process.
     let mut cmd = pinned(SERVER_CPU, std::env::current_exe().unwrap());
@@ -422,7 +433,8 @@ fn main() {
     let jaeger = run
         .contains(&ALL_TELEMETRY)
         .then(|| rt.block_on(mesh_interop::jaeger::Jaeger::start()));
-    // `SBS_TELEMETRY=log` or `=trace` keeps one part only, to see what each costs.
+    // `SBS_TELEMETRY=log` or `=trace` keeps one part only, to see what each costs;
+    // `SBS_TRACE_RATIO` changes the sampled share (default 0.01).
     let parts = std::env::var("SBS_TELEMETRY").unwrap_or_else(|_| "log,trace".into());
     let mut telemetry_env: Vec<(&str, String)> = Vec::new();
     if let Some(j) = &jaeger {
@@ -433,7 +445,10 @@ fn main() {
             telemetry_env.extend([
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", j.otlp)),
                 ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
-                ("OTEL_TRACES_SAMPLER_ARG", "0.01".to_owned()),
+                (
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    std::env::var("SBS_TRACE_RATIO").unwrap_or_else(|_| "0.01".into()),
+                ),
             ]);
         }
     }
@@ -446,6 +461,9 @@ fn main() {
     for round in 0..rounds {
         for &c in concurrencies {
             for &size in sizes {
+                if !wanted(c, size) {
+                    continue;
+                }
                 // Alternate the order every round so no contender always runs first.
                 let mut order = run.clone();
                 order.rotate_left(round % run.len());
@@ -479,6 +497,9 @@ fn main() {
     );
     for &c in concurrencies {
         for &size in sizes {
+            if !wanted(c, size) {
+                continue;
+            }
             let med = |contender: &str, key: &str| -> f64 {
                 let rows = &results[&(contender.to_owned(), c, size)];
                 let mut xs: Vec<f64> = rows

@@ -219,54 +219,69 @@ impl LogLine {
         // Written out by hand, keys sorted as before: building a `serde_json` map per line
         // cost more than the rest of the log.
         use std::fmt::Write as _;
-        let mut line = String::with_capacity(384);
-        line.push('{');
-        field(
-            &mut line,
-            "authority",
-            self.authority.as_ref().map(Authority::as_str),
-        );
-        let _ = write!(
-            line,
-            ",\"duration_ms\":{:?}",
-            (millis * 1000.0).round() / 1000.0
-        );
-        let _ = match outcome.grpc {
-            Some(g) => write!(line, ",\"grpc_status\":{g}"),
-            None => write!(line, ",\"grpc_status\":null"),
-        };
-        line.push(',');
-        field(&mut line, "method", Some(self.method.as_str()));
-        line.push(',');
-        field(&mut line, "path", self.path.as_ref().map(|p| p.as_str()));
-        line.push(',');
-        field(&mut line, "peer_identity", self.peer.as_deref());
-        line.push(',');
-        field(&mut line, "protocol", Some(protocol_name(self.protocol)));
-        line.push(',');
-        field(&mut line, "reporter", Some(self.reporter));
-        let _ = write!(
-            line,
-            ",\"response_bytes\":{bytes},\"response_code\":{},",
-            outcome.code
-        );
-        field(&mut line, "response_flags", Some(&outcome.flags.as_str()));
-        line.push_str(",\"start_time\":\"");
-        rfc3339_into(&mut line, self.start_time);
-        line.push_str("\",");
-        field(
-            &mut line,
-            "upstream_cluster",
-            self.upstream_cluster.as_deref(),
-        );
-        match self.upstream_host {
-            Some(h) => {
-                let _ = write!(line, ",\"upstream_host\":\"{h}\"");
+        // One buffer per thread, reused: a line costs no allocation.
+        thread_local!(static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512)));
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            line.push('{');
+            field(
+                line,
+                "authority",
+                self.authority.as_ref().map(Authority::as_str),
+            );
+            line.push_str(",\"duration_ms\":");
+            millis_into(line, millis);
+            let _ = match outcome.grpc {
+                Some(g) => write!(line, ",\"grpc_status\":{g}"),
+                None => write!(line, ",\"grpc_status\":null"),
+            };
+            line.push(',');
+            field(line, "method", Some(self.method.as_str()));
+            line.push(',');
+            field(line, "path", self.path.as_ref().map(|p| p.as_str()));
+            line.push(',');
+            field(line, "peer_identity", self.peer.as_deref());
+            line.push(',');
+            field(line, "protocol", Some(protocol_name(self.protocol)));
+            line.push(',');
+            field(line, "reporter", Some(self.reporter));
+            let _ = write!(
+                line,
+                ",\"response_bytes\":{bytes},\"response_code\":{},",
+                outcome.code
+            );
+            field(line, "response_flags", Some(&outcome.flags.as_str()));
+            line.push_str(",\"start_time\":\"");
+            rfc3339_into(line, self.start_time);
+            line.push_str("\",");
+            field(line, "upstream_cluster", self.upstream_cluster.as_deref());
+            match self.upstream_host {
+                Some(h) => {
+                    let _ = write!(line, ",\"upstream_host\":\"{h}\"");
+                }
+                None => line.push_str(",\"upstream_host\":null"),
             }
-            None => line.push_str(",\"upstream_host\":null"),
+            line.push_str("}\n");
+            sink.write(line);
+        });
+    }
+}
+
+/// `millis` rounded to the microsecond, as the shortest decimal (`12.0`, `0.25`, `3.125`):
+/// what formatting the rounded float printed, without the float formatter.
+fn millis_into(line: &mut String, millis: f64) {
+    use std::fmt::Write as _;
+    let micros = (millis * 1000.0).round().max(0.0) as u64;
+    let _ = write!(line, "{}.", micros / 1000);
+    let frac = micros % 1000;
+    match (frac % 10 == 0, frac % 100 == 0) {
+        (_, true) => line.push(char::from(b'0' + (frac / 100) as u8)),
+        (true, false) => {
+            let _ = write!(line, "{:02}", frac / 10);
         }
-        line.push_str("}\n");
-        sink.write(&line);
+        (false, _) => {
+            let _ = write!(line, "{frac:03}");
+        }
     }
 }
 
@@ -323,17 +338,25 @@ fn field(line: &mut String, key: &str, value: Option<&str>) {
         return;
     };
     line.push('"');
-    for c in v.chars() {
+    // Runs that need no escaping are copied whole.
+    let mut rest = v;
+    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || (c as u32) < 0x20) {
+        line.push_str(&rest[..at]);
+        let c = rest[at..].chars().next().unwrap_or_default();
         match c {
             '"' => line.push_str("\\\""),
             '\\' => line.push_str("\\\\"),
             '\n' => line.push_str("\\n"),
             '\r' => line.push_str("\\r"),
             '\t' => line.push_str("\\t"),
-            c if (c as u32) < 0x20 => line.push_str(&format!("\\u{:04x}", c as u32)),
-            c => line.push(c),
+            c => {
+                use std::fmt::Write as _;
+                let _ = write!(line, "\\u{:04x}", c as u32);
+            }
         }
+        rest = &rest[at + c.len_utf8()..];
     }
+    line.push_str(rest);
     line.push('"');
 }
 
@@ -420,5 +443,28 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["a"], "say \"hi\"\\\n\u{1}é");
         assert!(v["b"].is_null());
+    }
+
+    #[test]
+    fn durations_print_as_the_rounded_float_did() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut values = vec![
+            0.0, 0.0004, 0.0005, 0.001, 0.01, 0.1, 1.0, 12.0, 0.25, 3.125, 99.999_5,
+        ];
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            values.push((seed % 100_000_000) as f64 / 1e5);
+        }
+        for ms in values {
+            let mut ours = String::new();
+            super::millis_into(&mut ours, ms);
+            assert_eq!(
+                ours,
+                format!("{:?}", (ms * 1000.0).round() / 1000.0),
+                "{ms}"
+            );
+        }
     }
 }

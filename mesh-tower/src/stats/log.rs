@@ -16,7 +16,14 @@ use std::sync::{Arc, Mutex, Weak};
 
 /// A log's writer, shared by its clones (and by logs of one path, see
 /// [`AccessLog::from_config`]).
-type Out = Mutex<Box<dyn Write + Send>>;
+type Out = Mutex<Sink>;
+
+/// A writer, and whether each line is flushed at once (a caller's writer) or left to the
+/// buffer and its flusher thread (files and stdout).
+struct Sink {
+    w: Box<dyn Write + Send>,
+    flush_each: bool,
+}
 
 /// Where access log lines go: stdout, a file (appended), or any writer. Cheap to clone; lines
 /// from concurrent requests never interleave.
@@ -185,7 +192,7 @@ impl AccessLog {
     /// Lines to `out` through a 64 KiB buffer, flushed when full and every second by a thread
     /// that ends with the last clone of the log.
     fn buffered(out: impl Write + Send + 'static) -> Self {
-        let log = Self::writer(std::io::BufWriter::with_capacity(64 * 1024, out));
+        let log = Self::new(std::io::BufWriter::with_capacity(64 * 1024, out), false);
         let weak = Arc::downgrade(&log.out);
         let flusher = std::thread::Builder::new()
             .name("mesh-access-log".into())
@@ -194,7 +201,7 @@ impl AccessLog {
                     std::thread::sleep(std::time::Duration::from_secs(1));
                     weak.upgrade()
                 } {
-                    let _ = out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+                    let _ = out.lock().unwrap_or_else(|e| e.into_inner()).w.flush();
                 }
             });
         if let Err(e) = flusher {
@@ -206,8 +213,15 @@ impl AccessLog {
     /// Lines to `out`, one `write_all` and `flush` per line (buffer in `out` if that is too
     /// many writes).
     pub fn writer(out: impl Write + Send + 'static) -> Self {
+        Self::new(out, true)
+    }
+
+    fn new(out: impl Write + Send + 'static, flush_each: bool) -> Self {
         Self {
-            out: Arc::new(Mutex::new(Box::new(out))),
+            out: Arc::new(Mutex::new(Sink {
+                w: Box::new(out),
+                flush_each,
+            })),
             format: None,
             filter: None,
             also: None,
@@ -251,12 +265,17 @@ impl AccessLog {
     /// flusher).
     #[cfg(test)]
     pub(crate) fn flush(&self) {
-        let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+        let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).w.flush();
     }
 
     pub(super) fn write(&self, line: &str) {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        // A log that cannot be written must not fail the request it describes.
-        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+        // A log that cannot be written must not fail the request it describes. A buffered
+        // log's flusher writes the buffer out; flushing here would be a system call per line.
+        let flush = out.flush_each;
+        let _ = out.w.write_all(line.as_bytes());
+        if flush {
+            let _ = out.w.flush();
+        }
     }
 }

@@ -5,7 +5,7 @@ use super::labels;
 use crate::stats::{
     AccessLog, Edge, EdgeRef, Flags, LogLine, Outcome, Recording, UNKNOWN, grpc_status,
 };
-use crate::trace::{CallTrace, OpenSpan, TraceContext};
+use crate::trace::{OpenSpan, TraceContext};
 use metrics::Label;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -126,11 +126,13 @@ impl ClientCall {
         listener_log: Option<&AccessLog>,
     ) -> Self {
         let grpc = crate::grpc::is_grpc(req.headers());
-        let span = telemetry.tracer().and_then(|t| t.client_call(req));
-        let context = req
-            .extensions()
-            .get::<CallTrace>()
-            .map(|c| c.context().clone());
+        let (span, context) = match telemetry.tracer() {
+            Some(t) => {
+                let (span, ctx) = t.client_call(req);
+                (span, Some(ctx))
+            }
+            None => (None, None),
+        };
         // Each attempt finds the method's handles in the request (A66).
         let attempts = grpc.then(|| {
             let h = telemetry

@@ -70,12 +70,12 @@ impl std::fmt::Debug for OpenSpan {
 }
 
 impl OpenSpan {
-    /// A span of `ctx` (sampled only: an unsampled one is never made).
+    /// A span of `ctx` (sampled only: an unsampled one is never made, nor its name).
     fn start(
         tracer: &Tracer,
         ctx: &TraceContext,
         parent: Option<SpanId>,
-        name: String,
+        name: impl FnOnce() -> String,
         kind: SpanKind,
     ) -> Option<Box<Self>> {
         ctx.sampled.then(|| {
@@ -83,7 +83,7 @@ impl OpenSpan {
                 tracer: tracer.clone(),
                 ctx: ctx.clone(),
                 parent,
-                name,
+                name: name(),
                 kind,
                 start: SystemTime::now(),
                 attributes: Vec::with_capacity(6),
@@ -156,19 +156,32 @@ pub(crate) struct CallTrace {
 
 impl Tracer {
     /// Starts the span of a client call: a child of the [`TraceContext`] the application put
-    /// in `req` (or of the `traceparent`/B3 headers it set), else a new trace. Records the
-    /// call's trace in `req` for its attempts.
-    pub(crate) fn client_call<B>(&self, req: &mut http::Request<B>) -> Option<Box<OpenSpan>> {
+    /// in `req` (or of the `traceparent`/B3 headers it set), else a new trace. Returns the
+    /// call's context, and its span when sampled.
+    ///
+    /// A sampled call records its trace in `req` for its attempts, each a span of its own
+    /// whose context goes out in that attempt's headers. An unsampled one is propagated
+    /// here, once, for all its attempts: nobody records the span its `traceparent` names,
+    /// so a span id per attempt would tell nobody anything, and the request path keeps the
+    /// cost of an extension and a context per attempt (most calls are unsampled).
+    pub(crate) fn client_call<B>(
+        &self,
+        req: &mut http::Request<B>,
+    ) -> (Option<Box<OpenSpan>>, TraceContext) {
         let parent = match req.extensions().get::<TraceContext>() {
             Some(p) => Some(p.clone()),
             None => propagation::extract(req.headers()),
         };
         let (ctx, parent) = self.child_of(parent.as_ref());
+        if !ctx.sampled {
+            propagation::inject(self.inner.propagation, &ctx, parent, req.headers_mut());
+            return (None, ctx);
+        }
         let span = OpenSpan::start(
             self,
             &ctx,
             parent,
-            name("Sent", req, authority(req)),
+            || name("Sent", req, authority(req)),
             SpanKind::Client,
         )
         .map(|mut s| {
@@ -179,10 +192,10 @@ impl Tracer {
             s
         });
         req.extensions_mut().insert(CallTrace {
-            ctx,
+            ctx: ctx.clone(),
             tracer: self.clone(),
         });
-        span
+        (span, ctx)
     }
 
     /// Starts the span of a served request: a child of the caller's context in its headers,
@@ -194,7 +207,7 @@ impl Tracer {
             self,
             &ctx,
             parent,
-            name("Recv", req, req.uri().path()),
+            || name("Recv", req, req.uri().path()),
             SpanKind::Server,
         )
         .map(|mut s| {
@@ -211,11 +224,6 @@ impl Tracer {
 }
 
 impl CallTrace {
-    /// The call's context (what the application's response carries).
-    pub(crate) fn context(&self) -> &TraceContext {
-        &self.ctx
-    }
-
     /// Starts an attempt of the call to `endpoint` of `cluster`: its context goes out in
     /// `req`'s headers (the next hop's parent is the attempt), its span (if sampled) comes
     /// back.
@@ -236,7 +244,7 @@ impl CallTrace {
             &self.tracer,
             &ctx,
             parent,
-            name("Attempt", req, authority(req)),
+            || name("Attempt", req, authority(req)),
             SpanKind::Client,
         )?;
         let attempt = req
