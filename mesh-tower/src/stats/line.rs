@@ -218,7 +218,6 @@ impl LogLine {
         }
         // Written out by hand, keys sorted as before: building a `serde_json` map per line
         // cost more than the rest of the log.
-        use std::fmt::Write as _;
         // One buffer per thread, reused: a line costs no allocation.
         thread_local!(static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512)));
         LINE.with_borrow_mut(|line| {
@@ -231,10 +230,13 @@ impl LogLine {
             );
             line.push_str(",\"duration_ms\":");
             millis_into(line, millis);
-            let _ = match outcome.grpc {
-                Some(g) => write!(line, ",\"grpc_status\":{g}"),
-                None => write!(line, ",\"grpc_status\":null"),
-            };
+            match outcome.grpc {
+                Some(g) => {
+                    line.push_str(",\"grpc_status\":");
+                    push_u64(line, u64::from(g));
+                }
+                None => line.push_str(",\"grpc_status\":null"),
+            }
             line.push(',');
             field(line, "method", Some(self.method.as_str()));
             line.push(',');
@@ -245,11 +247,11 @@ impl LogLine {
             field(line, "protocol", Some(protocol_name(self.protocol)));
             line.push(',');
             field(line, "reporter", Some(self.reporter));
-            let _ = write!(
-                line,
-                ",\"response_bytes\":{bytes},\"response_code\":{},",
-                outcome.code
-            );
+            line.push_str(",\"response_bytes\":");
+            push_u64(line, bytes);
+            line.push_str(",\"response_code\":");
+            push_u64(line, u64::from(outcome.code));
+            line.push(',');
             field(line, "response_flags", Some(&outcome.flags.as_str()));
             line.push_str(",\"start_time\":\"");
             rfc3339_into(line, self.start_time);
@@ -257,7 +259,9 @@ impl LogLine {
             field(line, "upstream_cluster", self.upstream_cluster.as_deref());
             match self.upstream_host {
                 Some(h) => {
-                    let _ = write!(line, ",\"upstream_host\":\"{h}\"");
+                    line.push_str(",\"upstream_host\":\"");
+                    push_addr(line, h);
+                    line.push('"');
                 }
                 None => line.push_str(",\"upstream_host\":null"),
             }
@@ -272,9 +276,10 @@ impl LogLine {
 fn millis_into(line: &mut String, millis: f64) {
     use std::fmt::Write as _;
     let micros = (millis * 1000.0).round().max(0.0) as u64;
-    let _ = write!(line, "{}.", micros / 1000);
+    push_u64(line, micros / 1000);
+    line.push('.');
     let frac = micros % 1000;
-    match (frac % 10 == 0, frac % 100 == 0) {
+    match (frac.is_multiple_of(10), frac.is_multiple_of(100)) {
         (_, true) => line.push(char::from(b'0' + (frac / 100) as u8)),
         (true, false) => {
             let _ = write!(line, "{:02}", frac / 10);
@@ -338,23 +343,25 @@ fn field(line: &mut String, key: &str, value: Option<&str>) {
         return;
     };
     line.push('"');
-    // Runs that need no escaping are copied whole.
+    // Runs that need no escaping are copied whole; what needs it is ASCII, so bytes are
+    // searched (a multi-byte character's bytes are all >= 0x80).
     let mut rest = v;
-    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || (c as u32) < 0x20) {
+    while let Some(at) = (rest.bytes()).position(|b| b == b'"' || b == b'\\' || b < 0x20) {
         line.push_str(&rest[..at]);
-        let c = rest[at..].chars().next().unwrap_or_default();
-        match c {
-            '"' => line.push_str("\\\""),
-            '\\' => line.push_str("\\\\"),
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            '\t' => line.push_str("\\t"),
+        match rest.as_bytes()[at] {
+            b'"' => line.push_str("\\\""),
+            b'\\' => line.push_str("\\\\"),
+            b'\n' => line.push_str("\\n"),
+            b'\r' => line.push_str("\\r"),
+            b'\t' => line.push_str("\\t"),
             c => {
-                use std::fmt::Write as _;
-                let _ = write!(line, "\\u{:04x}", c as u32);
+                line.push_str("\\u00");
+                for nibble in [c >> 4, c & 0xf] {
+                    line.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
+                }
             }
         }
-        rest = &rest[at + c.len_utf8()..];
+        rest = &rest[at + 1..];
     }
     line.push_str(rest);
     line.push('"');
@@ -379,7 +386,6 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 /// second (per thread) and reused: a busy log asks for the same second thousands of times.
 pub(crate) fn rfc3339_into(out: &mut String, t: SystemTime) {
     use std::cell::RefCell;
-    use std::fmt::Write as _;
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -393,7 +399,47 @@ pub(crate) fn rfc3339_into(out: &mut String, t: SystemTime) {
         }
         out.push_str(text);
     });
-    let _ = write!(out, ".{:03}Z", since.subsec_millis());
+    let ms = since.subsec_millis();
+    out.push('.');
+    for d in [ms / 100, ms / 10 % 10, ms % 10] {
+        out.push(char::from(b'0' + d as u8));
+    }
+    out.push('Z');
+}
+
+/// `n` in decimal, without `core::fmt` (the line is on every request's path).
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+}
+
+/// `addr` as `Display` writes it; IPv4 without `core::fmt`.
+fn push_addr(out: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+            out.push(':');
+            push_u64(out, u64::from(v4.port()));
+        }
+        v6 => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of `secs` since the epoch (UTC), without a date crate: days since
@@ -466,5 +512,30 @@ mod tests {
                 "{ms}"
             );
         }
+    }
+
+    #[test]
+    fn numbers_and_addresses_print_as_display_does() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..10_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = seed >> (seed % 64);
+            let mut out = String::new();
+            super::push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+            let addr =
+                std::net::SocketAddr::from(((seed as u32).to_be_bytes(), (seed >> 32) as u16));
+            let mut out = String::new();
+            super::push_addr(&mut out, addr);
+            assert_eq!(out, addr.to_string());
+        }
+        let mut out = String::new();
+        super::push_u64(&mut out, 0);
+        assert_eq!(out, "0");
+        let v6: std::net::SocketAddr = "[::1]:80".parse().unwrap();
+        super::push_addr(&mut out, v6);
+        assert_eq!(out, "0[::1]:80");
     }
 }

@@ -274,7 +274,10 @@ fn grpc_spans_take_a72_names_and_continue_the_applications_context() {
     let mut req = grpc();
     let (span, ctx) = tracer.client_call(&mut req);
     assert!(span.is_none() && !ctx.sampled);
-    assert!(req.extensions().get::<CallTrace>().is_none(), "no attempt spans to make");
+    assert!(
+        req.extensions().get::<CallTrace>().is_none(),
+        "no attempt spans to make"
+    );
     assert_eq!(
         req.headers()["traceparent"].to_str().unwrap(),
         ctx.traceparent()
@@ -287,7 +290,10 @@ fn grpc_spans_take_a72_names_and_continue_the_applications_context() {
             .unwrap();
     let mut req = grpc();
     req.extensions_mut().insert(parent.clone());
-    let span = tracer.client_call(&mut req).0.expect("sampled by its parent");
+    let span = tracer
+        .client_call(&mut req)
+        .0
+        .expect("sampled by its parent");
     span.end(200, Some(0), None);
     let call = req.extensions().get::<CallTrace>().unwrap().clone();
     call.attempt(&mut req, "greeter", endpoint)
