@@ -51,6 +51,7 @@ pub mod fault;
 mod grpc;
 pub mod jwt;
 pub mod local;
+mod matcher;
 mod mesh;
 pub mod mirror;
 pub mod outlier;

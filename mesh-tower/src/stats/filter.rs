@@ -7,7 +7,7 @@
 //! copied then; everything else is decided at the end from the record.
 
 use super::Outcome;
-use crate::policy::headers::{HeaderRule, compile_header};
+use crate::matcher::headers::{HeaderRule, compile_header};
 use mesh_core::cel::{Attribute, Attributes, Program, Value};
 use mesh_core::config::listener::{AccessLogFilter, Comparison, RuntimeFraction, http_to_grpc};
 use mesh_core::policy::FractionalPercent;

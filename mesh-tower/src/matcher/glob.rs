@@ -114,7 +114,7 @@ fn shape(mut p: &[u8]) -> Option<(bool, bool, Vec<Option<u8>>)> {
 #[cfg(test)]
 mod tests {
     use super::Glob;
-    use crate::policy::headers::full_regex;
+    use crate::matcher::headers::full_regex;
 
     #[test]
     fn shapes_are_recognised_and_others_left_to_the_regex() {
