@@ -170,12 +170,14 @@ async fn serve(kind: &str, dir: &Path) {
             let mesh = Mesh::from_config(mesh_core::MeshConfig::from_yaml(&yaml).unwrap())
                 .await
                 .unwrap();
-            let svc = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                let body = req.into_body().collect().await.map(|b| b.to_bytes());
-                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                    body.unwrap_or_default(),
-                )))
-            });
+            let svc = tower::service_fn(
+                |req: http::Request<mesh_tower::server::Incoming>| async move {
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        body.unwrap_or_default(),
+                    )))
+                },
+            );
             let _ = mesh.server("echo").unwrap().serve(listener, svc).await;
         }
         "bare" => {

@@ -24,13 +24,13 @@ fn request() -> http::Request<Empty<Bytes>> {
         .unwrap()
 }
 
-fn handler() -> impl Service<
-    http::Request<Empty<Bytes>>,
+fn handler<B>() -> impl Service<
+    http::Request<B>,
     Response = http::Response<Full<Bytes>>,
     Error = Infallible,
     Future: Send,
 > + Clone {
-    tower::service_fn(|_req: http::Request<Empty<Bytes>>| {
+    tower::service_fn(|_req: http::Request<B>| {
         std::future::ready(Ok::<_, Infallible>(http::Response::new(Full::new(
             Bytes::from_static(&[7; 64]),
         ))))

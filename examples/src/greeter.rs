@@ -96,8 +96,9 @@ impl Greeter for IdentityGreeter {
     }
 }
 
-/// The identity greeter behind a mesh server: its TLS, and its RBAC layer on every call (the
-/// tonic way: `Server::builder().layer(..)` and `serve_with_incoming`). Needs a TLS server.
+/// The identity greeter behind a mesh server: its TLS, its metrics (when the mesh records
+/// them) and its RBAC layer on every call (the tonic way: `Server::builder().layer(..)` and
+/// `serve_with_incoming`). Needs a TLS server.
 pub async fn spawn_mesh_server(
     server: &mesh_tower::server::MeshServer,
     me: &str,
@@ -108,10 +109,13 @@ pub async fn spawn_mesh_server(
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let svc = GreeterServer::new(IdentityGreeter { me: me.to_owned() });
-    let rbac = server.rbac_layer();
+    // Metrics outside RBAC (a refused call is counted too); none when the mesh records none.
+    let layers = tower::ServiceBuilder::new()
+        .layer(server.metrics_layer())
+        .layer(server.rbac_layer());
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .layer(rbac)
+            .layer(layers)
             .add_service(svc)
             .serve_with_incoming(tls.incoming(listener))
             .await;

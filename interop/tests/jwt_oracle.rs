@@ -314,7 +314,7 @@ async fn our_jwt_authn_decides_as_envoy_does() {
     for (name, _) in &configs {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         ours.push(listener.local_addr().unwrap());
-        let ok = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+        let ok = tower::service_fn(|_req: http::Request<mesh_tower::server::Incoming>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
                 Bytes::from_static(b"ok"),
             )))

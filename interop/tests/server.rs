@@ -437,7 +437,7 @@ fn gated() -> (
     Gate,
     Gate,
     impl tower::Service<
-        http::Request<hyper::body::Incoming>,
+        http::Request<mesh_tower::server::Incoming>,
         Response = http::Response<http_body_util::Full<Bytes>>,
         Error = std::convert::Infallible,
         Future = impl Send,
@@ -447,7 +447,7 @@ fn gated() -> (
 ) {
     let (entered, release) = (Gate::default(), Gate::default());
     let (e, r) = (entered.clone(), release.clone());
-    let handler = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    let handler = tower::service_fn(move |req: http::Request<mesh_tower::server::Incoming>| {
         let (e, r) = (e.clone(), r.clone());
         async move {
             if req.uri().path() == "/slow" {

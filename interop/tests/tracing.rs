@@ -80,7 +80,7 @@ async fn jaeger_assembles_one_trace_across_both_meshes() {
     let addr = listener.local_addr().unwrap();
     let served = Arc::new(AtomicU32::new(0));
     let count = served.clone();
-    let handler = tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+    let handler = tower::service_fn(move |_req: http::Request<mesh_tower::server::Incoming>| {
         let first = count.fetch_add(1, Ordering::SeqCst) == 0;
         async move {
             let mut res = http::Response::new(http_body_util::Full::new(Bytes::from("ok")));
@@ -251,7 +251,7 @@ async fn a_handlers_log_lines_carry_the_trace_id() {
     let addr = listener.local_addr().unwrap();
     let yaml = support::web_config(&[addr], "HTTP2") + "servers: [{ name: s }]\n";
     let mesh = traced_mesh(&yaml, Arc::new(Nowhere)).await;
-    let handler = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+    let handler = tower::service_fn(|_req: http::Request<mesh_tower::server::Incoming>| async {
         tracing::info!("looking up the items");
         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
             Bytes::from("ok"),

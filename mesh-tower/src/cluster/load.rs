@@ -121,7 +121,7 @@ mod tests {
     async fn reporting_server() -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let handler = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+        let handler = tower::service_fn(|req: http::Request<crate::server::Incoming>| async move {
             let res = http::Response::builder();
             let body = match req.uri().path() {
                 "/grpc" => {

@@ -59,7 +59,7 @@ async fn serve(server: super::MeshServer) -> u16 {
     // The wildcard address, so that callers can reach it at 127.0.0.3 too.
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let ok = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+    let ok = tower::service_fn(|_req: http::Request<crate::server::Incoming>| async {
         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
             Bytes::from_static(b"ok"),
         )))

@@ -31,7 +31,7 @@ impl Gate {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (entered, release) = (self.entered.clone(), self.release.clone());
-        let svc = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let svc = tower::service_fn(move |req: http::Request<crate::server::Incoming>| {
             let (entered, release) = (entered.clone(), release.clone());
             async move {
                 match req.uri().path() {

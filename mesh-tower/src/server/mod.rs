@@ -34,6 +34,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use crate::route::inbound::PerRoute;
 pub use crate::tls::PeerInfo;
 
+/// A request's body as [`MeshServer::serve`] hands it to the application: hyper's body as it
+/// arrived ([`into_inner`](crate::telemetry::InboundRequestBody::into_inner)), its gRPC
+/// messages counted on the way for gRPC's server metrics (gRFC A66).
+pub type Incoming = crate::telemetry::InboundRequestBody<hyper::body::Incoming>;
+
 /// A server's inbound policy: TLS and authorization. Cheap to clone.
 ///
 /// ```
@@ -49,7 +54,7 @@ pub use crate::tls::PeerInfo;
 /// let server = mesh.server("echo").unwrap();
 /// assert!(server.tls().is_none(), "plaintext: no transport_socket");
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-/// let echo = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+/// let echo = tower::service_fn(|_req: http::Request<mesh_tower::server::Incoming>| async {
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from("hi"))))
 /// });
 /// tokio::spawn(server.serve(listener, echo));
@@ -232,12 +237,15 @@ impl MeshServer {
     }
 
     /// The metrics layer [`serve`](Self::serve) puts outside the RBAC check, for tonic or a
-    /// tower stack (`None`: this server records no metrics). Put it before
-    /// [`rbac_layer`](Self::rbac_layer) so denied requests are counted too.
-    pub fn metrics_layer(&self) -> Option<crate::telemetry::InboundMetricsLayer> {
+    /// tower stack (it records nothing when this server records no metrics, and has the
+    /// same type either way). Put it before [`rbac_layer`](Self::rbac_layer) so denied
+    /// requests are counted too.
+    pub fn metrics_layer(&self) -> crate::telemetry::InboundMetricsLayer {
         let log = self.checks.access_log.clone();
-        (self.telemetry.clone())
-            .map(|t| crate::telemetry::InboundMetricsLayer::new(t).with_listener_log(Some(log)))
+        match self.telemetry.clone() {
+            Some(t) => crate::telemetry::InboundMetricsLayer::new(t).with_listener_log(Some(log)),
+            None => crate::telemetry::InboundMetricsLayer::none(),
+        }
     }
 
     /// Whether the server serves now, and changes to it (gRFC A36's serving mode: the

@@ -41,7 +41,7 @@ async fn a_server_takes_its_routes_from_the_route_config_it_names() {
     let server = mesh.server("s").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let ok = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+    let ok = tower::service_fn(|_req: http::Request<crate::server::Incoming>| async {
         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
             Bytes::from_static(b"ok"),
         )))

@@ -32,7 +32,7 @@ impl MeshServer {
     /// (see [`with_drain_grace`](Self::with_drain_grace)).
     pub async fn serve<S, B>(self, listener: TcpListener, service: S) -> std::io::Result<()>
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S: Service<Request<super::Incoming>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: http_body::Body<Data = Bytes> + Send + 'static,

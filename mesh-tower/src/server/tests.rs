@@ -26,7 +26,7 @@ async fn serve_counting(server: MeshServer) -> (SocketAddr, Arc<AtomicU64>) {
     let addr = listener.local_addr().unwrap();
     let handled = Arc::new(AtomicU64::new(0));
     let h = handled.clone();
-    let svc = tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+    let svc = tower::service_fn(move |_req: http::Request<crate::server::Incoming>| {
         h.fetch_add(1, Ordering::SeqCst);
         async {
             Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(

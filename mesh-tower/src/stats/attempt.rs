@@ -235,6 +235,16 @@ impl MessageSizes {
         }
     }
 
+    /// Reads the bytes of a data frame (a frame of more than 8 chunks is read by its first 8;
+    /// bodies' frames are one chunk).
+    pub(crate) fn feed_buf(&mut self, data: &impl bytes::Buf) {
+        let mut chunks = [std::io::IoSlice::new(&[]); 8];
+        let n = data.chunks_vectored(&mut chunks);
+        for c in &chunks[..n] {
+            self.feed(c);
+        }
+    }
+
     /// The message bytes announced so far.
     pub(crate) fn total(&self) -> u64 {
         self.total

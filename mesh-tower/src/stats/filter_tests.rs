@@ -32,7 +32,7 @@ async fn logged(logs: &[&str], calls: &[Call<'_>]) -> Vec<Vec<String>> {
         .replace("clusters:", &format!("    access_log:\n{entries}clusters:"));
     let mesh = crate::test_util::mesh_of(&yaml, Telemetry::new(Default::default())).await;
     // Answers with the status the request's `x-status` asks, and `x-shard: 2` on `/shard`.
-    let handler = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+    let handler = tower::service_fn(|req: http::Request<crate::server::Incoming>| async move {
         let status = (req.headers().get("x-status"))
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(200);

@@ -11,6 +11,11 @@ pub const CLIENT_CALL_DURATION: &str = "grpc.client.call.duration";
 pub const SERVER_CALL_DURATION: &str = "grpc.server.call.duration";
 /// `grpc.server.call.started`: calls a server received (counted as they arrive).
 pub const SERVER_CALL_STARTED: &str = "grpc.server.call.started";
+/// `grpc.server.call.sent_total_compressed_message_size`: response message bytes per call.
+pub const SERVER_CALL_SENT: &str = "grpc.server.call.sent_total_compressed_message_size";
+/// `grpc.server.call.rcvd_total_compressed_message_size`: request message bytes per call
+/// (what had arrived when the call ended).
+pub const SERVER_CALL_RCVD: &str = "grpc.server.call.rcvd_total_compressed_message_size";
 
 /// A66's latency buckets, seconds.
 pub const LATENCY_BUCKETS: [f64; 41] = [

@@ -25,7 +25,10 @@ pub use attempt::{
     CLIENT_CALL_HEDGES, CLIENT_CALL_RETRIES, CLIENT_CALL_RETRY_DELAY, COUNT_BUCKETS, SIZE_BUCKETS,
 };
 pub use format::LogFormat;
-pub use grpc::{CLIENT_CALL_DURATION, LATENCY_BUCKETS, SERVER_CALL_DURATION, SERVER_CALL_STARTED};
+pub use grpc::{
+    CLIENT_CALL_DURATION, LATENCY_BUCKETS, SERVER_CALL_DURATION, SERVER_CALL_RCVD,
+    SERVER_CALL_SENT, SERVER_CALL_STARTED,
+};
 pub(crate) use line::{LogLine, rfc3339};
 pub use log::AccessLog;
 pub(crate) use record::Recording;
@@ -77,14 +80,22 @@ struct Handles {
     bytes: Histogram,
     /// gRPC's call duration (A66), on gRPC edges.
     call: Option<Histogram>,
+    /// gRPC's sent and received message sizes per call (A66), on a server's gRPC edges.
+    sizes: Option<(Histogram, Histogram)>,
 }
 
 impl Handles {
     fn new(edge: &Edge, o: Outcome) -> Handles {
+        let mut sizes = None;
         let call = edge.call.as_ref().map(|c| {
             let mut labels = c.labels.clone();
             labels.push(Label::new("grpc.status", grpc::status_name(o.grpc)));
             metrics::with_recorder(|r| {
+                if c.name == SERVER_CALL_DURATION {
+                    let h =
+                        |name| r.register_histogram(&Key::from_parts(name, labels.clone()), &META);
+                    sizes = Some((h(SERVER_CALL_SENT), h(SERVER_CALL_RCVD)));
+                }
                 r.register_histogram(&Key::from_parts(c.name, labels), &META)
             })
         });
@@ -101,15 +112,20 @@ impl Handles {
             duration: r.register_histogram(&key(REQUEST_DURATION), &META),
             bytes: r.register_histogram(&key(RESPONSE_BYTES), &META),
             call,
+            sizes,
         })
     }
 
-    fn record(&self, millis: f64, bytes: u64) {
+    fn record(&self, millis: f64, bytes: u64, messages: Option<(u64, u64)>) {
         self.requests.increment(1);
         self.duration.record(millis);
         self.bytes.record(bytes as f64);
         if let Some(call) = &self.call {
             call.record(millis / 1000.0);
+        }
+        if let (Some((sent, rcvd)), Some((s, r))) = (&self.sizes, messages) {
+            sent.record(s as f64);
+            rcvd.record(r as f64);
         }
     }
 }
@@ -143,16 +159,18 @@ impl Edge {
         }
     }
 
-    fn record(&self, o: Outcome, millis: f64, bytes: u64) {
+    /// Records a request that ended in `o` after `millis` with `bytes` of response body
+    /// (`messages`: a gRPC server call's sent and received message bytes).
+    fn record(&self, o: Outcome, millis: f64, bytes: u64, messages: Option<(u64, u64)>) {
         {
             let outcomes = self.outcomes.read().unwrap_or_else(|e| e.into_inner());
             if let Some((_, h)) = outcomes.iter().find(|(k, _)| *k == o) {
-                h.record(millis, bytes);
+                h.record(millis, bytes, messages);
                 return;
             }
         }
         let handles = Handles::new(self, o);
-        handles.record(millis, bytes);
+        handles.record(millis, bytes, messages);
         let mut outcomes = self.outcomes.write().unwrap_or_else(|e| e.into_inner());
         if outcomes.len() < MAX_OUTCOMES && !outcomes.iter().any(|(k, _)| *k == o) {
             outcomes.push((o, handles));

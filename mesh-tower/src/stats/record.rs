@@ -1,8 +1,9 @@
 //! [`Recording`]: a request's record in progress, carried to the end of its stream.
 
-use super::{Edge, Flags, LogLine, Outcome, grpc_status};
+use super::{Edge, Flags, LogLine, MessageSizes, Outcome, grpc_status};
 use http_body::Frame;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
 /// A request's record in progress: carried by its response body and written when the
@@ -17,6 +18,9 @@ pub(crate) struct Recording {
     log: Option<Box<LogLine>>,
     /// The request's span (sampled requests of a tracing mesh).
     span: Option<Box<crate::trace::OpenSpan>>,
+    /// A gRPC server call's messages: those of the answer, read here, and the count of the
+    /// request's, kept by its body (A66's sizes).
+    messages: Option<(MessageSizes, Arc<AtomicU64>)>,
 }
 
 impl std::fmt::Debug for Recording {
@@ -33,6 +37,9 @@ impl Recording {
     pub(crate) fn frame<D: bytes::Buf>(&mut self, frame: &Frame<D>) {
         if let Some(d) = frame.data_ref() {
             self.bytes += d.remaining() as u64;
+            if let Some((sent, _)) = &mut self.messages {
+                sent.feed_buf(d);
+            }
         } else if let Some(s) = frame.trailers_ref().and_then(grpc_status) {
             self.outcome.grpc = Some(s);
         }
@@ -46,7 +53,9 @@ impl Recording {
         self.done = true;
         self.outcome.flags = self.outcome.flags.with(flags);
         let millis = self.start.elapsed().as_secs_f64() * 1000.0;
-        self.edge.record(self.outcome, millis, self.bytes);
+        let messages = (self.messages.as_ref())
+            .map(|(sent, rcvd)| (sent.total(), rcvd.load(Ordering::Relaxed)));
+        self.edge.record(self.outcome, millis, self.bytes, messages);
         if let Some(line) = self.log.take() {
             line.write(self.outcome, millis, self.bytes, self.span.is_some());
         }
@@ -80,7 +89,15 @@ impl Recording {
             done: false,
             log: None,
             span: None,
+            messages: None,
         }
+    }
+
+    /// The same, counting the answer's gRPC messages, with the request's counted into
+    /// `rcvd` (a gRPC server call).
+    pub(crate) fn counting(mut self, rcvd: Option<Arc<AtomicU64>>) -> Self {
+        self.messages = rcvd.map(|r| (MessageSizes::default(), r));
+        self
     }
 
     /// The same, writing `log` as its access log line when it ends.

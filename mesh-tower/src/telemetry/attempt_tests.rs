@@ -29,9 +29,11 @@ async fn calls(calls: usize) -> Vec<Option<String>> {
     let mesh = crate::test_util::mesh_of(&yaml, Telemetry::new(Workload::default())).await;
     // Every other request fails, the first included: each call's first attempt fails.
     let served = Arc::new(AtomicU32::new(0));
-    let handler = tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+    let handler = tower::service_fn(move |req: http::Request<crate::server::Incoming>| {
         let fail = served.fetch_add(1, Ordering::SeqCst).is_multiple_of(2);
         async move {
+            // Read as a handler does: the server counts the message bytes it reads.
+            req.into_body().collect().await.unwrap();
             let res = http::Response::builder().header("content-type", "application/grpc");
             let body = if fail {
                 let res = res.header("grpc-status", "14");
@@ -117,4 +119,18 @@ fn each_attempt_is_recorded_with_its_status_and_message_sizes() {
     assert!(series.values(CLIENT_CALL_HEDGES, &call).is_empty());
     // The calls themselves succeeded.
     assert_eq!(series.values(CLIENT_CALL_DURATION, &with("OK")).len(), 2);
+    // The server's side of the same calls (A66): each call it answered read 7 message bytes
+    // and sent 3 (OK) or none (UNAVAILABLE, trailers-only).
+    let served = |status: &'static str| [("grpc.method", "echo.Echo/Say"), ("grpc.status", status)];
+    assert_eq!(series.values(SERVER_CALL_RCVD, &served("OK")), [7.0, 7.0]);
+    assert_eq!(
+        series.values(SERVER_CALL_RCVD, &served("UNAVAILABLE")),
+        [7.0, 7.0]
+    );
+    assert_eq!(series.values(SERVER_CALL_SENT, &served("OK")), [3.0, 3.0]);
+    assert_eq!(
+        series.values(SERVER_CALL_SENT, &served("UNAVAILABLE")),
+        [0.0, 0.0]
+    );
+    assert_eq!(series.values(SERVER_CALL_DURATION, &served("OK")).len(), 2);
 }

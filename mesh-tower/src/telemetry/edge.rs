@@ -277,6 +277,8 @@ pub(crate) struct InboundCall {
     /// A `tracing` span naming the trace, entered while the handler runs, so that the
     /// application's own log lines carry the trace id (traced requests only).
     log_span: Option<tracing::Span>,
+    /// The request's gRPC message bytes so far, counted by its body (gRPC calls only).
+    rcvd: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl InboundCall {
@@ -336,7 +338,13 @@ impl InboundCall {
             log,
             span,
             log_span,
+            rcvd: grpc.then(Default::default),
         }
+    }
+
+    /// Where the request's body counts its gRPC message bytes (gRPC calls only).
+    pub(crate) fn rcvd(&self) -> Option<&Arc<std::sync::atomic::AtomicU64>> {
+        self.rcvd.as_ref()
     }
 
     /// The `tracing` span to enter while the handler runs (traced requests).
@@ -357,5 +365,6 @@ impl InboundCall {
         Recording::new(self.edge, self.start, outcome)
             .logging(self.log)
             .tracing(self.span)
+            .counting(self.rcvd)
     }
 }

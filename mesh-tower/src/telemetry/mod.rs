@@ -37,7 +37,7 @@ pub mod prometheus;
 
 pub use crate::stats::{AccessLog, LogFormat};
 pub(crate) use edge::{ClientCall, InboundCall};
-pub use inbound::{InboundBody, InboundMetrics, InboundMetricsLayer};
+pub use inbound::{InboundBody, InboundMetrics, InboundMetricsLayer, InboundRequestBody};
 pub use labels::Workload;
 
 use crate::stats::Edges;
@@ -48,7 +48,7 @@ pub use crate::stats::{
     CLIENT_ATTEMPT_DURATION, CLIENT_ATTEMPT_RCVD, CLIENT_ATTEMPT_SENT, CLIENT_ATTEMPT_STARTED,
     CLIENT_CALL_DURATION, CLIENT_CALL_HEDGES, CLIENT_CALL_RETRIES, CLIENT_CALL_RETRY_DELAY,
     COUNT_BUCKETS, LATENCY_BUCKETS, REQUEST_DURATION, REQUESTS_TOTAL, RESPONSE_BYTES, Retried,
-    SERVER_CALL_DURATION, SERVER_CALL_STARTED, SIZE_BUCKETS,
+    SERVER_CALL_DURATION, SERVER_CALL_RCVD, SERVER_CALL_SENT, SERVER_CALL_STARTED, SIZE_BUCKETS,
 };
 
 /// Envoy's default histogram buckets (milliseconds for durations), which Istio's dashboards

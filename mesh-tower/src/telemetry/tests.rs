@@ -75,7 +75,7 @@ fn services_come_from_istio_cluster_names_and_hosts() {
 /// A gRPC handler answering 200, five bytes, then `grpc-status: 7` in the trailers, 30 ms
 /// after the request.
 async fn grpc_answer(
-    _req: http::Request<http_body_util::Empty<Bytes>>,
+    _req: http::Request<crate::telemetry::InboundRequestBody<http_body_util::Empty<Bytes>>>,
 ) -> Result<
     http::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>>,
     std::convert::Infallible,

@@ -168,7 +168,7 @@ async fn a_retried_call_and_the_requests_it_reached_make_one_trace() {
     let served = Arc::new(AtomicU32::new(0));
     let (count, seen) = (served.clone(), Arc::new(std::sync::Mutex::new(Vec::new())));
     let seen_in = seen.clone();
-    let handler = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    let handler = tower::service_fn(move |req: http::Request<crate::server::Incoming>| {
         // The handler finds its span's context, to pass on.
         seen_in
             .lock()

@@ -42,7 +42,7 @@ async fn server(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    let handler = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    let handler = tower::service_fn(move |req: http::Request<crate::server::Incoming>| {
         let (tx, answer) = (tx.clone(), answer.clone());
         async move {
             let path = req.uri().path().to_owned();
@@ -58,7 +58,7 @@ async fn server(
 /// Serves `handler` on `listener` through a mesh server.
 async fn serve<S>(listener: tokio::net::TcpListener, handler: S)
 where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = Reply, Error = Infallible>
+    S: tower::Service<http::Request<crate::server::Incoming>, Response = Reply, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -250,7 +250,7 @@ async fn reporting_endpoint(
     let addr = listener.local_addr().unwrap();
     let (opened_tx, opened) = mpsc::unbounded_channel();
     let (closed_tx, closed) = mpsc::unbounded_channel();
-    let handler = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    let handler = tower::service_fn(move |req: http::Request<crate::server::Incoming>| {
         let (opened, closed) = (opened_tx.clone(), closed_tx.clone());
         async move {
             if req.uri().path() != METHOD {

@@ -5,7 +5,9 @@ use tower_layer::Layer;
 /// Adds [`InboundMetrics`] for a workload's [`Telemetry`].
 #[derive(Clone, Debug)]
 pub struct InboundMetricsLayer {
-    telemetry: Telemetry,
+    /// None: records nothing, only passes the request body on wrapped (so that a stack has
+    /// one type whether the mesh records or not).
+    telemetry: Option<Telemetry>,
     listener_log: Option<super::ListenerLog>,
 }
 
@@ -13,7 +15,16 @@ impl InboundMetricsLayer {
     /// Records as `telemetry`'s workload.
     pub fn new(telemetry: Telemetry) -> Self {
         Self {
-            telemetry,
+            telemetry: Some(telemetry),
+            listener_log: None,
+        }
+    }
+
+    /// Records nothing (a mesh without telemetry); the stack's types stay those of one
+    /// that records.
+    pub(crate) fn none() -> Self {
+        Self {
+            telemetry: None,
             listener_log: None,
         }
     }
@@ -29,7 +40,7 @@ impl<S> Layer<S> for InboundMetricsLayer {
     type Service = InboundMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        InboundMetrics::new(inner, self.telemetry.clone())
+        InboundMetrics::maybe(inner, self.telemetry.clone())
             .with_listener_log(self.listener_log.clone())
     }
 }

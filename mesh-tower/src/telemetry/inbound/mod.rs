@@ -12,7 +12,7 @@ mod body;
 mod future;
 mod layer;
 
-pub use body::InboundBody;
+pub use body::{InboundBody, InboundRequestBody};
 pub use future::ResponseFuture;
 pub use layer::InboundMetricsLayer;
 
@@ -29,7 +29,7 @@ use tower_service::Service;
 /// use mesh_tower::telemetry::{InboundMetricsLayer, Telemetry, Workload};
 /// use tower_layer::Layer;
 /// let telemetry = Telemetry::new(Workload { name: "echo".into(), namespace: "default".into(), ..Workload::default() });
-/// let handler = tower::service_fn(|_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+/// let handler = tower::service_fn(|_req: http::Request<mesh_tower::telemetry::InboundRequestBody<http_body_util::Empty<bytes::Bytes>>>| async {
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from("hi"))))
 /// });
 /// let _svc = InboundMetricsLayer::new(telemetry).layer(handler);
@@ -70,7 +70,7 @@ impl<S> InboundMetrics<S> {
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for InboundMetrics<S>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Request<InboundRequestBody<ReqB>>, Response = Response<ResB>>,
     ResB: http_body::Body,
 {
     type Response = Response<InboundBody<ResB>>;
@@ -100,6 +100,8 @@ where
             let log = log.as_ref().and_then(|g| g.as_deref());
             InboundCall::start(t, &mut req, metadata.as_ref(), log)
         });
+        let rcvd = call.as_ref().and_then(|c| c.rcvd()).cloned();
+        let req = req.map(|b| InboundRequestBody::new(b, rcvd));
         ResponseFuture::new(self.inner.call(req), call)
     }
 }
