@@ -72,6 +72,9 @@ struct Outcome {
     /// Spawn → the last ACK of the full snapshot; `None`: not within [`PATIENCE`].
     ready: Option<Duration>,
     peak_rss_mib: f64,
+    /// The process's CPU time (user + system, all threads) when it was ready: its own work,
+    /// apart from the control plane's and the machine's.
+    cpu_ms: f64,
 }
 
 /// A contender's process, killed on drop.
@@ -184,6 +187,9 @@ async fn run(cp: &GoControlPlane, contender: Contender, clusters: usize, delta: 
     let want = [("lds", 1), ("rds", 1), ("cds", clusters), ("eds", clusters)];
     let at = cp.acked(&node, &want, PATIENCE).await;
     let peak_rss_mib = peak_rss_mib(process.pid());
+    let cpu_ms = (mesh_benches::harness::cpu_ticks(&process.pid().to_string())
+        * mesh_benches::harness::TICK_US) as f64
+        / 1000.0;
     if std::env::var_os("XDS_SCALE_DEBUG").is_some() {
         for e in cp.events().await.iter().filter(|e| e.node == node) {
             eprintln!(
@@ -204,6 +210,7 @@ async fn run(cp: &GoControlPlane, contender: Contender, clusters: usize, delta: 
         delta,
         ready: at.map(|at| Duration::from_micros(at.saturating_sub(t0))),
         peak_rss_mib,
+        cpu_ms,
     }
 }
 
@@ -231,7 +238,7 @@ fn mesh_client(spec: &str) {
 
 fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
-        "| clusters | protocol | contender | start → ready | per cluster | peak RSS | per cluster |\n|---|---|---|---|---|---|---|\n",
+        "| clusters | protocol | contender | start → ready | per cluster | CPU to ready | peak RSS | per cluster |\n|---|---|---|---|---|---|---|---|\n",
     );
     for o in outcomes {
         let (ready, per) = match o.ready {
@@ -243,10 +250,11 @@ fn table(outcomes: &[Outcome]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {ready} | {per} | {:.0} MiB | {:.1} KiB |",
+            "| {} | {} | {} | {ready} | {per} | {:.0} ms | {:.0} MiB | {:.1} KiB |",
             o.clusters,
             if o.delta { "Delta" } else { "SotW" },
             o.contender.name(),
+            o.cpu_ms,
             o.peak_rss_mib,
             o.peak_rss_mib * 1024.0 / o.clusters as f64,
         );
