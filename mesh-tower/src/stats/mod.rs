@@ -15,6 +15,7 @@ mod grpc;
 mod line;
 mod log;
 mod record;
+mod write;
 
 pub use crate::error::Retried;
 pub(crate) use attempt::{
@@ -29,9 +30,10 @@ pub use grpc::{
     CLIENT_CALL_DURATION, LATENCY_BUCKETS, SERVER_CALL_DURATION, SERVER_CALL_RCVD,
     SERVER_CALL_SENT, SERVER_CALL_STARTED,
 };
-pub(crate) use line::{LogLine, rfc3339};
+pub(crate) use line::LogLine;
 pub use log::AccessLog;
 pub(crate) use record::Recording;
+pub(crate) use write::rfc3339;
 
 use metrics::{Counter, Histogram, Key, Label, Level, Metadata};
 use std::collections::HashMap;
