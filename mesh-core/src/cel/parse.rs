@@ -9,6 +9,13 @@ use crate::config::route::REGEX_SIZE_LIMIT;
 /// untrusted input must stay bounded.
 const MAX_DEPTH: usize = 48;
 
+/// Longest chain of one operator level (`a + b + …`) or of member accesses (`a.b[c]…`):
+/// each link nests the tree one level deeper, which resolving and evaluating recurse into.
+const MAX_CHAIN: usize = 128;
+
+/// Most tokens in one expression (a filter is a line, not a program).
+const MAX_TOKENS: usize = 1024;
+
 /// The parse tree before names are resolved.
 enum Node {
     Lit(Value<'static>),
@@ -30,8 +37,12 @@ struct Parser {
 }
 
 pub(super) fn parse(src: &str) -> Result<Expr, String> {
+    let toks = tokens(src)?;
+    if toks.len() > MAX_TOKENS {
+        return Err(format!("longer than {MAX_TOKENS} tokens"));
+    }
     let mut p = Parser {
-        toks: tokens(src)?,
+        toks,
         at: 0,
         depth: 0,
         len: src.len(),
@@ -110,7 +121,7 @@ impl Parser {
             return self.unary();
         };
         let mut left = self.binary(level + 1)?;
-        loop {
+        for _ in 0..MAX_CHAIN {
             let op = match self.peek() {
                 Some(Tok::Punct(p)) if ops.contains(p) => *p,
                 _ => return Ok(left),
@@ -119,6 +130,10 @@ impl Parser {
             let right = self.binary(level + 1)?;
             left = Node::Binary(op, Box::new(left), Box::new(right));
         }
+        Err(format!(
+            "at {}: a chain longer than {MAX_CHAIN}",
+            self.pos()
+        ))
     }
 
     fn unary(&mut self) -> Result<Node, String> {
@@ -146,7 +161,7 @@ impl Parser {
 
     fn member(&mut self) -> Result<Node, String> {
         let mut node = self.primary()?;
-        loop {
+        for _ in 0..MAX_CHAIN {
             if self.eat(".") {
                 let name = self.ident()?;
                 node = match self.eat("(") {
@@ -161,6 +176,10 @@ impl Parser {
                 return Ok(node);
             }
         }
+        Err(format!(
+            "at {}: a chain longer than {MAX_CHAIN}",
+            self.pos()
+        ))
     }
 
     fn ident(&mut self) -> Result<String, String> {

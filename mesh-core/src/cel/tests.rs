@@ -137,6 +137,15 @@ fn what_cannot_be_evaluated_is_refused_when_parsed() {
             .unwrap_err()
             .contains("nested deeper")
     );
+    // Long flat chains nest the tree as deeply: bounded too, not a stack overflow.
+    let sum = vec!["1"; 300].join(" + ");
+    assert!(Program::parse(&sum).unwrap_err().contains("chain longer"));
+    let path = format!("request{}", ".a".repeat(300));
+    assert!(Program::parse(&path).unwrap_err().contains("chain longer"));
+    let huge = vec!["(1 + 1)"; 2000].join(" * ");
+    assert!(Program::parse(&huge).unwrap_err().contains("tokens"));
+    let fine = vec!["1"; 100].join(" + ");
+    assert_eq!(eval(&format!("{fine} == 100")).unwrap(), Value::Bool(true));
 }
 
 #[test]
