@@ -6,17 +6,15 @@
 
 mod support;
 
-use bytes::Bytes;
 use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::route::v3 as route;
 use envoy_types::pb::envoy::extensions::access_loggers::file::v3 as file;
 use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use mesh_examples::backend::Backend;
-use mesh_tower::Mesh;
 use mesh_xds_client::build::any;
-use support::envoy::{Envoy, free_port};
+use support::log_pair::{self, request};
 use tower::ServiceExt;
 
 use accesslog::access_log_filter::FilterSpecifier as F;
@@ -132,18 +130,6 @@ fn logger(path: &std::path::Path, filter: accesslog::AccessLogFilter) -> accessl
     }
 }
 
-fn request(method: &str, uri: String, headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
-    let mut req = http::Request::builder().method(method).uri(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    // Envoy makes up an x-request-id when there is none: always send one.
-    req.header("host", "web")
-        .header("x-request-id", format!("r-{method}"))
-        .body(Full::new(Bytes::from_static(b"hello")))
-        .unwrap()
-}
-
 fn read(p: &std::path::Path) -> Vec<String> {
     (std::fs::read_to_string(p).unwrap_or_default().lines())
         // Envoy's readiness probes are `GET /`; no request here has that path.
@@ -154,7 +140,6 @@ fn read(p: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_logs_from_go_control_plane_write_what_envoys_write() {
-    use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
     let backend = Backend::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let n = filters().len();
@@ -164,81 +149,34 @@ async fn filtered_logs_from_go_control_plane_write_what_envoys_write() {
     let ours: Vec<_> = (0..n)
         .map(|i| dir.path().join(format!("mesh-{i}.log")))
         .collect();
-    let cp = support::gocp::GoControlPlane::start();
-    let envoy_addr = free_port();
-    let mut socket = build::socket_listener("ingress", envoy_addr, "routes");
-    build::edit_manager(&mut socket, |m| {
-        m.access_log = theirs
-            .iter()
-            .zip(filters())
+    let loggers = |paths: &[std::path::PathBuf]| -> Vec<_> {
+        (paths.iter().zip(filters()))
             .map(|(p, f)| logger(p, f))
             .collect()
-    });
-    let mut api = build::api_listener_rds("web", "routes");
-    build::edit_manager(&mut api, |m| {
-        m.access_log = ours
-            .iter()
-            .zip(filters())
-            .map(|(p, f)| logger(p, f))
-            .collect()
-    });
-    for (node, listener) in [("envoy", socket), ("mesh-client", api)] {
-        let resources = [
-            any(&listener),
-            any(&build::route_config(
-                "routes",
-                &["*"],
-                vec![build::route("/", "web")],
-            )),
-            any(&build::eds_cluster("web")),
-            any(&build::assignment("web", &[backend.addr()])),
-        ];
-        cp.set(node, "1", &resources).await;
-    }
-    let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
-    let mesh = Mesh::from_xds(XdsClientBuilder::new(cp.ads.to_string(), "mesh-client"))
-        .await
-        .unwrap();
-    let web = mesh.channel::<Full<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", support::PATIENCE)
-        .await
-        .unwrap();
-    let nack = (cp.events().await.into_iter()).find_map(|e| e.nack.map(|n| (e.node, n)));
-    assert_eq!(nack, None, "nobody NACKed");
-    let plain = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    // Envoy listens once it has its config from the control plane.
-    tokio::time::timeout(support::PATIENCE, async {
-        loop {
-            let probe = request("GET", format!("http://{}/", envoy.listener), &[]);
-            if let Ok(res) = plain.request(probe).await {
-                let ok = res.status().is_success();
-                res.into_body().collect().await.unwrap();
-                if ok {
-                    return;
-                }
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("Envoy serves its listener");
+    };
+    let pair = log_pair::start(backend.addr(), loggers(&theirs), loggers(&ours)).await;
     for (method, path, headers) in REQUESTS {
-        let res = (plain.request(request(
-            method,
-            format!("http://{}{path}", envoy.listener),
-            headers,
-        )))
-        .await
-        .unwrap();
+        let uri = format!("http://{}{path}", pair.envoy.listener);
+        let res = pair
+            .plain
+            .request(request(method, uri, headers))
+            .await
+            .unwrap();
         res.into_body().collect().await.unwrap();
-        let res = (web.clone())
+        let res = (pair.web.clone())
             .oneshot(request(method, format!("http://web{path}"), headers))
             .await
             .unwrap();
         res.into_body().collect().await.unwrap();
     }
     // The mesh's file logs are flushed when its last user (the mesh) goes.
+    let log_pair::Pair {
+        mesh,
+        web,
+        cp,
+        envoy,
+        ..
+    } = pair;
     drop((web, mesh));
     let ours: Vec<Vec<String>> = ours.iter().map(|p| read(p)).collect();
     // What the filters must select, so that agreeing on nothing cannot pass.
@@ -259,17 +197,10 @@ async fn filtered_logs_from_go_control_plane_write_what_envoys_write() {
     );
     // Envoy flushes each file every second: wait until it has as many lines as ours.
     for (i, (theirs, ours)) in theirs.iter().zip(&ours).enumerate() {
-        let got = tokio::time::timeout(support::PATIENCE, async {
-            loop {
-                let lines = read(theirs);
-                if lines.len() >= ours.len() {
-                    return lines;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("Envoy writes log {i}: {:?}", read(theirs)));
+        let got = log_pair::at_least(ours.len(), || read(theirs))
+            .await
+            .unwrap_or_else(|| panic!("Envoy writes log {i}: {:?}", read(theirs)));
         assert_eq!(&got, ours, "logger {i}");
     }
+    drop((envoy, cp));
 }

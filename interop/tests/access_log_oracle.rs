@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use support::envoy::{Envoy, free_port};
 use support::envoy_tls::hcm_listener_head;
+use support::log_pair::{self, request};
 use tower::ServiceExt;
 
 const FORMAT: &str = r#"%REQ(:METHOD)% %REQ(X-ORIGINAL?:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER% %REQ(X-USER):5% %RESP(X-BACKEND)% %RESP(X-NONE?X-PATH)% %GRPC_STATUS%"#;
@@ -104,16 +105,6 @@ fn requests() -> Vec<Req> {
     ]
 }
 
-fn request(method: &str, uri: String, headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
-    let mut req = http::Request::builder().method(method).uri(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.header("host", "web")
-        .body(Full::new(Bytes::from_static(b"hello")))
-        .unwrap()
-}
-
 /// Lines written to memory.
 #[derive(Clone, Default)]
 struct Lines(Arc<Mutex<Vec<u8>>>);
@@ -191,17 +182,14 @@ async fn both(backend: &Backend, json: bool) -> (Vec<String>, Vec<String>) {
     }
     // Envoy flushes its file every second: wait for all the lines.
     let n = requests().len();
-    let theirs = tokio::time::timeout(support::PATIENCE, async {
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.lines().count() >= n {
-                return text.lines().map(str::to_owned).collect::<Vec<_>>();
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("Envoy writes its access log");
+    let read = || -> Vec<String> {
+        (std::fs::read_to_string(&log).unwrap_or_default().lines())
+            .map(str::to_owned)
+            .collect()
+    };
+    let theirs = log_pair::at_least(n, read)
+        .await
+        .expect("Envoy writes its access log");
     let ours = tokio::time::timeout(support::PATIENCE, async {
         loop {
             let l = lines.lines();
@@ -280,7 +268,6 @@ fn file_logger(path: &std::path::Path) -> envoy_types::pb::envoy::config::access
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_log_from_go_control_plane_matches_envoys() {
-    use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
     let backend = Backend::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (theirs_log, ours_log) = (dir.path().join("envoy.log"), dir.path().join("mesh.log"));
@@ -289,77 +276,35 @@ async fn a_listener_log_from_go_control_plane_matches_envoys() {
         dir.path().join("envoy-2.log"),
         dir.path().join("mesh-2.log"),
     );
-    let cp = support::gocp::GoControlPlane::start();
-    let envoy_addr = free_port();
-    let mut socket = build::socket_listener("ingress", envoy_addr, "routes");
-    build::edit_manager(&mut socket, |m| {
-        m.access_log = vec![file_logger(&theirs_log), file_logger(&theirs_2)]
-    });
-    let mut api = build::api_listener_rds("web", "routes");
-    build::edit_manager(&mut api, |m| {
-        m.access_log = vec![file_logger(&ours_log), file_logger(&ours_2)]
-    });
-    for (node, listener) in [("envoy", socket), ("mesh-client", api)] {
-        let resources = [
-            build::any(&listener),
-            build::any(&build::route_config(
-                "routes",
-                &["*"],
-                vec![build::route("/", "web")],
-            )),
-            build::any(&build::eds_cluster("web")),
-            build::any(&build::assignment("web", &[backend.addr()])),
-        ];
-        cp.set(node, "1", &resources).await;
-    }
-    let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
-    let mesh = Mesh::from_xds(XdsClientBuilder::new(cp.ads.to_string(), "mesh-client"))
-        .await
-        .unwrap();
-    let web = mesh.channel::<Full<Bytes>>("xds:///web");
-    mesh.wait_ready("xds:///web", support::PATIENCE)
-        .await
-        .unwrap();
-    let nack = (cp.events().await.into_iter()).find_map(|e| e.nack.map(|n| (e.node, n)));
-    assert_eq!(nack, None, "nobody NACKed");
-    let plain = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    // Envoy listens once it has its config from the control plane; each answered probe is
-    // a line of its log, before the requests' lines.
-    let ready = tokio::time::timeout(support::PATIENCE, async {
-        let mut answered = 0;
-        loop {
-            let probe = request("GET", format!("http://{}/", envoy.listener), &[]);
-            if let Ok(res) = plain.request(probe).await {
-                answered += 1;
-                let ok = res.status().is_success();
-                drain(res.into_body()).await;
-                if ok {
-                    return answered;
-                }
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    });
-    let skip = ready.await.expect("Envoy serves its listener");
+    let pair = log_pair::start(
+        backend.addr(),
+        vec![file_logger(&theirs_log), file_logger(&theirs_2)],
+        vec![file_logger(&ours_log), file_logger(&ours_2)],
+    )
+    .await;
     for (method, path, headers) in requests() {
-        let via_envoy = plain
-            .request(request(
-                method,
-                format!("http://{}{path}", envoy.listener),
-                &headers,
-            ))
+        let uri = format!("http://{}{path}", pair.envoy.listener);
+        let via_envoy = pair
+            .plain
+            .request(request(method, uri, &headers))
             .await
             .unwrap();
         drain(via_envoy.into_body()).await;
-        let via_mesh = web
-            .clone()
+        let via_mesh = (pair.web.clone())
             .oneshot(request(method, format!("http://web{path}"), &headers))
             .await
             .unwrap();
         drain(via_mesh.into_body()).await;
     }
     // The mesh's file log is flushed when its last user (the mesh) goes.
+    let log_pair::Pair {
+        mesh,
+        web,
+        probes,
+        envoy,
+        cp,
+        ..
+    } = pair;
     drop((web, mesh));
     let read = |p: &std::path::Path| -> Vec<String> {
         (std::fs::read_to_string(p).unwrap_or_default().lines())
@@ -368,37 +313,22 @@ async fn a_listener_log_from_go_control_plane_matches_envoys() {
     };
     let ours = read(&ours_log);
     assert_eq!(read(&ours_2), ours, "the second logger has every line too");
-    // Envoy flushes its file every second: wait for all the lines (after the probes').
-    let n = skip + requests().len();
-    let theirs = tokio::time::timeout(support::PATIENCE, async {
-        loop {
-            let text = std::fs::read_to_string(&theirs_log).unwrap_or_default();
-            if text.lines().count() >= n {
-                return text
-                    .lines()
-                    .skip(skip)
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>();
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("Envoy writes its access log");
+    // Envoy flushes its files every second: wait for all the lines (after the probes').
+    let n = probes + requests().len();
+    let theirs: Vec<String> = (log_pair::at_least(n, || read(&theirs_log)).await)
+        .expect("Envoy writes its access log")
+        .into_iter()
+        .skip(probes)
+        .collect();
     eprintln!("Envoy:\n{}\nmesh:\n{}", theirs.join("\n"), ours.join("\n"));
     assert_eq!(ours.len(), requests().len());
     assert_eq!(ours, theirs);
     // Envoy's second logger too (flushed on its own timer).
-    let theirs_second = tokio::time::timeout(support::PATIENCE, async {
-        loop {
-            let lines = read(&theirs_2);
-            if lines.len() >= n {
-                return lines.into_iter().skip(skip).collect::<Vec<_>>();
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("Envoy writes its second log");
+    let theirs_second: Vec<String> = (log_pair::at_least(n, || read(&theirs_2)).await)
+        .expect("Envoy writes its second log")
+        .into_iter()
+        .skip(probes)
+        .collect();
     assert_eq!(theirs_second, theirs);
+    drop((envoy, cp));
 }

@@ -11,6 +11,7 @@ pub mod go_oracle;
 pub mod grpc_server;
 pub mod istio;
 pub mod load;
+pub mod log_pair;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};

@@ -162,8 +162,8 @@ impl Tracer {
     /// A sampled call records its trace in `req` for its attempts, each a span of its own
     /// whose context goes out in that attempt's headers. An unsampled one is propagated
     /// here, once, for all its attempts: nobody records the span its `traceparent` names,
-    /// so a span id per attempt would tell nobody anything, and the request path keeps the
-    /// cost of an extension and a context per attempt (most calls are unsampled).
+    /// so a span id per attempt would tell nobody anything, and the request path is spared
+    /// an extension and a context per attempt (most calls are unsampled).
     pub(crate) fn client_call<B>(
         &self,
         req: &mut http::Request<B>,
