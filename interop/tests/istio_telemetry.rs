@@ -269,19 +269,28 @@ async fn prometheus_reads_the_split_the_denials_and_mtls_as_kiali_and_grafana_do
         "{source:?}"
     );
 
-    // Each server's access log has a line per request it answered (all counted by now: the
-    // metrics and the line are written together), each naming the caller's identity.
+    // Each server's access log has a line per request it answered, each naming the caller's
+    // identity. The server buffers its file and flushes it every second from another process,
+    // so the file is read until it holds what Prometheus counted (or the deadline passes).
     for (name, log) in &logs {
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(log)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
         let counted: f64 = counts
             .iter()
             .filter(|(k, _)| k.starts_with(&format!("{name}|")))
             .map(|(_, v)| v)
             .sum();
+        let read = || -> Vec<serde_json::Value> {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut lines = read();
+        while (lines.len() as f64) < counted && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            lines = read();
+        }
         assert_eq!(lines.len() as f64, counted, "{name}: {lines:?}");
         for line in &lines {
             assert_eq!(line["reporter"], "destination", "{line}");
