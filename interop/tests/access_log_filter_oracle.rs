@@ -1,7 +1,7 @@
 //! Envoy as the oracle for access log filters: one go-control-plane snapshot gives Envoy's
-//! socket listener and the mesh's API listener the same six loggers, each with its own
+//! socket listener and the mesh's API listener the same eight loggers, each with its own
 //! filter (CEL as Istio's Telemetry API writes it, a header filter, health check, log type,
-//! traceable, and/or); the same requests through both must leave the same lines in each
+//! traceable, dynamic metadata, and/or); the same requests through both must leave the same lines in each
 //! logger's file.
 
 mod support;
@@ -84,7 +84,44 @@ fn filters() -> Vec<accesslog::AccessLogFilter> {
         // An error (the header is absent, or not a number) is false in both.
         cel("int(request.headers['x-n']) > 3 || request.method == 'DELETE'"),
         cel("response.code == 404 && !('x-user' in request.headers)"),
+        // Dynamic metadata: neither side has a JWT filter on this listener, so the payload is
+        // never there and `match_if_key_not_found` decides (false, then Envoy's default true).
+        spec(F::OrFilter(accesslog::OrFilter {
+            filters: vec![jwt_sub(Some(false)), status_ge(500)],
+        })),
+        spec(F::AndFilter(accesslog::AndFilter {
+            filters: vec![jwt_sub(None), cel("request.method == 'DELETE'")],
+        })),
     ]
+}
+
+/// Envoy's `metadata_filter` on the JWT filter's payload `sub` being `alice`.
+fn jwt_sub(if_not_found: Option<bool>) -> accesslog::AccessLogFilter {
+    use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
+    let key = |k: &str| matcher::metadata_matcher::PathSegment {
+        segment: Some(matcher::metadata_matcher::path_segment::Segment::Key(
+            k.into(),
+        )),
+    };
+    spec(F::MetadataFilter(accesslog::MetadataFilter {
+        matcher: Some(matcher::MetadataMatcher {
+            filter: "envoy.filters.http.jwt_authn".into(),
+            path: vec![key("payload"), key("sub")],
+            value: Some(matcher::ValueMatcher {
+                match_pattern: Some(matcher::value_matcher::MatchPattern::StringMatch(
+                    matcher::StringMatcher {
+                        match_pattern: Some(matcher::string_matcher::MatchPattern::Exact(
+                            "alice".into(),
+                        )),
+                        ..Default::default()
+                    },
+                )),
+            }),
+            invert: false,
+        }),
+        match_if_key_not_found: if_not_found
+            .map(|value| envoy_types::pb::google::protobuf::BoolValue { value }),
+    }))
 }
 
 /// Method, path, headers.
@@ -193,6 +230,8 @@ async fn filtered_logs_from_go_control_plane_write_what_envoys_write() {
             vec!["POST /status/503 503"],
             vec!["GET /items?id=1 200", "DELETE /items/7 200"],
             vec!["GET /status/404 404"],
+            vec!["POST /status/503 503"],
+            vec!["DELETE /items/7 200"],
         ]
     );
     // Envoy flushes each file every second: wait until it has as many lines as ours.

@@ -5,6 +5,7 @@
 //! free of boxing.
 
 use crate::body::MeshBody;
+use crate::matcher::metadata::DynamicMetadata;
 use bytes::Bytes;
 use futures_util::ready;
 use http::Response;
@@ -94,7 +95,7 @@ pin_project! {
     #[project = FutureKindProj]
     #[derive(Debug)]
     enum FutureKind<F> {
-        Inner { #[pin] future: F },
+        Inner { #[pin] future: F, attach: Option<DynamicMetadata> },
         Denied { response: Option<Response<MeshBody>> },
     }
 }
@@ -102,8 +103,19 @@ pin_project! {
 impl<F> RefusalFuture<F> {
     pub(crate) fn inner(future: F) -> Self {
         Self {
-            kind: FutureKind::Inner { future },
+            kind: FutureKind::Inner {
+                future,
+                attach: None,
+            },
         }
+    }
+
+    /// Puts `stored` (what a check stored as dynamic metadata) on the handler's answer.
+    pub(crate) fn attaching(mut self, stored: Option<DynamicMetadata>) -> Self {
+        if let FutureKind::Inner { attach, .. } = &mut self.kind {
+            *attach = stored;
+        }
+        self
     }
 
     pub(crate) fn denied(response: Response<MeshBody>) -> Self {
@@ -123,8 +135,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            FutureKindProj::Inner { future } => {
-                let res = ready!(future.poll(cx))?;
+            FutureKindProj::Inner { future, attach } => {
+                let mut res = ready!(future.poll(cx))?;
+                if let Some(stored) = attach.take() {
+                    res.extensions_mut().insert(stored);
+                }
                 Poll::Ready(Ok(res.map(RefusalBody::inner)))
             }
             FutureKindProj::Denied { response } => {

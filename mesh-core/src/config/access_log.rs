@@ -6,6 +6,7 @@
 //! paths (a CEL expression is parsed here and refused with its position); evaluating it needs
 //! the request, which only the data plane has.
 
+use super::metadata::MetadataMatcher;
 use super::route::HeaderMatcher;
 use crate::error::{Errors, FieldPath};
 use crate::policy::FractionalPercent;
@@ -91,6 +92,9 @@ pub enum AccessLogFilter {
         #[serde(default)]
         exclude: bool,
     },
+    /// The request's dynamic metadata (Envoy's `metadata_filter`): in-process, the payloads
+    /// the JWT filter stored (`payload_in_metadata`) on a server.
+    Metadata(Box<MetadataLogFilter>),
     /// A CEL expression over Envoy's attribute names (`response.code >= 400`); see
     /// [`crate::cel`]. An evaluation error counts as false, as in Envoy.
     Cel(String),
@@ -98,6 +102,48 @@ pub enum AccessLogFilter {
     And(Vec<AccessLogFilter>),
     /// Any filter passes.
     Or(Vec<AccessLogFilter>),
+}
+
+/// Envoy's `MetadataFilter`: a value found at the matcher's path must match it; when there
+/// is none, `match_if_key_not_found` decides. As in Envoy, the matcher's `invert` is not
+/// consulted. Only the JWT filter (`envoy.filters.http.jwt_authn`) stores metadata in the
+/// mesh; a matcher naming another filter never finds a value.
+///
+/// ```
+/// use mesh_core::config::listener::AccessLogFilter;
+/// // Requests whose verified token's subject is alice (and those without a token).
+/// let f: AccessLogFilter = serde_saphyr::from_str(r#"
+/// metadata:
+///   matcher:
+///     filter: envoy.filters.http.jwt_authn
+///     path: [{ key: payload }, { key: sub }]
+///     value: { string_match: { exact: alice } }
+/// "#).unwrap();
+/// let AccessLogFilter::Metadata(m) = f else { panic!() };
+/// assert!(m.match_if_key_not_found);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataLogFilter {
+    /// Where to look and what the value must be (none: nothing is ever found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<MetadataMatcher>,
+    /// Whether a request without a value there is written (default true, as in Envoy).
+    #[serde(default = "yes")]
+    pub match_if_key_not_found: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for MetadataLogFilter {
+    fn default() -> Self {
+        Self {
+            matcher: None,
+            match_if_key_not_found: true,
+        }
+    }
 }
 
 /// Envoy's `RuntimeFilter`: `percent_sampled` of the requests.
@@ -202,6 +248,11 @@ impl AccessLogFilter {
                         &path.field("types").index(i),
                         "not an access log type",
                     );
+                }
+            }
+            Self::Metadata(m) => {
+                if let Some(matcher) = &m.matcher {
+                    matcher.validate(&path.field("metadata").field("matcher"), errors);
                 }
             }
             Self::Cel(expr) => {

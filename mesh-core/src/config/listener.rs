@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 pub use super::access_log::{
-    AccessLogConfig, AccessLogFilter, CompareOp, Comparison, LOG_TYPES, RuntimeFraction,
-    http_to_grpc,
+    AccessLogConfig, AccessLogFilter, CompareOp, Comparison, LOG_TYPES, MetadataLogFilter,
+    RuntimeFraction, http_to_grpc,
 };
 
 /// An API listener: the routes for one target.
@@ -157,5 +157,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("access_log[0].filter.statuses[1]"), "{e}");
+        // A metadata matcher must name a key and set one value kind.
+        let e = crate::MeshConfig::from_yaml(&yaml(
+            "{ metadata: { matcher: { filter: envoy.filters.http.jwt_authn, path: [], value: {} } } }",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("access_log[0].filter.metadata.matcher.path: must name at least one key"),
+            "{e}"
+        );
+        assert!(
+            e.contains("filter.metadata.matcher.value: exactly one"),
+            "{e}"
+        );
+        let ok = crate::MeshConfig::from_yaml(
+            &yaml("{ metadata: { match_if_key_not_found: false } }")
+                .replace("rds: r", "route_config: { name: r, virtual_hosts: [] }"),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.listeners[0].access_log[0].filter,
+            Some(super::AccessLogFilter::Metadata(Box::new(
+                super::MetadataLogFilter {
+                    matcher: None,
+                    match_if_key_not_found: false
+                }
+            )))
+        );
     }
 }

@@ -32,6 +32,7 @@ pub use error::JwtError;
 pub use future::ResponseFuture;
 pub use layer::JwtLayer;
 
+use crate::matcher::metadata::{DynamicMetadata, Payloads};
 use crate::refusal::{RefusalBody, RefusalFuture};
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response};
@@ -117,9 +118,20 @@ impl VerifiedJwt {
         self.claim("sub").and_then(Value::as_str)
     }
 
-    /// What RBAC `metadata` principals of the JWT filter see under `key` (the last token
-    /// whose provider stores its payload there).
-    pub(crate) fn metadata(&self, key: &str) -> Option<&Value> {
+    /// The payloads stored as dynamic metadata, for what sits outside the filter (access
+    /// logs); `None` when no provider stores one.
+    fn dynamic_metadata(&self) -> Option<DynamicMetadata> {
+        let stored: Arc<[_]> = (self.tokens.iter())
+            .filter_map(|t| t.metadata.clone())
+            .collect();
+        (!stored.is_empty()).then_some(DynamicMetadata(stored))
+    }
+}
+
+/// What RBAC `metadata` principals of the JWT filter see under `key` (the last token whose
+/// provider stores its payload there).
+impl Payloads for VerifiedJwt {
+    fn payload(&self, key: &str) -> Option<&Value> {
         self.tokens
             .iter()
             .rev()
@@ -161,7 +173,12 @@ where
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         match engine.check(&mut req, now) {
-            Ok(()) => RefusalFuture::inner(self.inner.call(req)),
+            Ok(()) => {
+                // What the filter stored rides on the answer for the access log outside.
+                let stored =
+                    (req.extensions().get::<VerifiedJwt>()).and_then(VerifiedJwt::dynamic_metadata);
+                RefusalFuture::inner(self.inner.call(req)).attaching(stored)
+            }
             Err(e) => {
                 tracing::debug!(path = req.uri().path(), error = %e, "token refused");
                 RefusalFuture::denied(refusal(&req, e))

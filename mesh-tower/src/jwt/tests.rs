@@ -620,3 +620,6 @@ fn remembered_tokens_are_still_checked_for_time_and_audience() {
     }
     assert_eq!(e.cached_tokens(), 2);
 }
+
+#[path = "log_tests.rs"]
+mod log_tests;

@@ -6,3 +6,4 @@
 
 pub(crate) mod glob;
 pub(crate) mod headers;
+pub(crate) mod metadata;

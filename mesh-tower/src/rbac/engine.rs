@@ -4,8 +4,8 @@
 
 use super::audit::{AuditEvent, AuditSink, emit, principal};
 use super::error::{Denied, Refused};
-use super::metadata::MetaMatch;
 use crate::jwt::VerifiedJwt;
+use crate::matcher::metadata::MetaMatch;
 use crate::policy::headers::{HeaderKind, HeaderRule, compile_header, compile_kind};
 use crate::route::inbound::{InboundTable, authority, overrides};
 use crate::tls::PeerInfo;
@@ -456,7 +456,7 @@ fn prin(p: &Principal) -> Result<Prin, String> {
     } else if let Some(u) = &p.url_path {
         Prin::Path(string(&u.path)?)
     } else if let Some(m) = &p.metadata {
-        Prin::Metadata(MetaMatch::compile(m, string)?)
+        Prin::Metadata(MetaMatch::compile(m)?)
     } else {
         return Err("a principal with no field set".into());
     })

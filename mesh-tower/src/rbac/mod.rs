@@ -23,7 +23,6 @@ mod engine;
 mod error;
 mod future;
 mod layer;
-mod metadata;
 
 pub use audit::{AuditEvent, AuditSink};
 pub use body::RbacBody;

@@ -4,10 +4,13 @@
 //! by `x-request-id`), the rest about how it ended (code, duration, flags, a CEL expression
 //! over both). The request is gone when the stream ends, so the request-time leaves are
 //! decided when the request starts and kept as bits, and a CEL expression's headers are
-//! copied then; everything else is decided at the end from the record.
+//! copied then; everything else is decided at the end from the record. Dynamic metadata (the
+//! JWT filter's payloads) is known only inside the server's checks, so its leaves are decided
+//! again when the answer brings it out.
 
 use super::Outcome;
 use crate::matcher::headers::{HeaderRule, compile_header};
+use crate::matcher::metadata::{DynamicMetadata, LogMetadata};
 use mesh_core::cel::{Attribute, Attributes, Program, Value};
 use mesh_core::config::listener::{AccessLogFilter, Comparison, RuntimeFraction, http_to_grpc};
 use mesh_core::policy::FractionalPercent;
@@ -46,6 +49,8 @@ enum Node {
 enum Early {
     Header(HeaderRule),
     Sample(RuntimeFraction),
+    /// Decided as "not there" at the start, again when an answer carries dynamic metadata.
+    Metadata(LogMetadata),
 }
 
 /// How a request ended, and what was kept of it, for the end-time leaves.
@@ -88,6 +93,9 @@ impl LogFilter {
             }
             AccessLogFilter::Header(h) => self.early(Early::Header(compile_header(h)?))?,
             AccessLogFilter::Runtime(r) => self.early(Early::Sample(r.clone()))?,
+            AccessLogFilter::Metadata(m) => {
+                self.early(Early::Metadata(LogMetadata::compile(m)?))?
+            }
             AccessLogFilter::Cel(src) => {
                 let program = Program::parse(src)?;
                 for a in program.attributes() {
@@ -131,8 +139,23 @@ impl LogFilter {
             let hit = match leaf {
                 Early::Header(rule) => rule.matches(headers),
                 Early::Sample(r) => sampled(r, headers),
+                Early::Metadata(m) => m.matches(None::<&DynamicMetadata>),
             };
             bits |= u64::from(hit) << i;
+        }
+        bits
+    }
+
+    /// `bits` with the metadata leaves decided again for the dynamic metadata an answer
+    /// carries (the JWT filter's payloads, on a server).
+    pub(crate) fn at_answer(&self, extensions: &http::Extensions, mut bits: u64) -> u64 {
+        let Some(stored) = extensions.get::<DynamicMetadata>() else {
+            return bits;
+        };
+        for (i, leaf) in self.early.iter().enumerate() {
+            if let Early::Metadata(m) = leaf {
+                bits = (bits & !(1 << i)) | (u64::from(m.matches(Some(stored))) << i);
+            }
         }
         bits
     }

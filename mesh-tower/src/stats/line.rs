@@ -131,8 +131,9 @@ impl LogLine {
         })
     }
 
-    /// Keeps the response headers the formats and filters name.
-    pub(crate) fn response(&mut self, headers: &http::HeaderMap) {
+    /// Keeps the response headers the formats and filters name, and decides the filters'
+    /// metadata leaves on what the answer carries.
+    pub(crate) fn response(&mut self, headers: &http::HeaderMap, extensions: &http::Extensions) {
         let keep = |log: &AccessLog, kept: &mut Kept| {
             if let Some(f) = &log.format {
                 kept.response = f
@@ -145,6 +146,7 @@ impl LogLine {
                 kept.filter_response = (f.response_headers.iter())
                     .map(|h| header(headers, h))
                     .collect();
+                kept.early = f.at_answer(extensions, kept.early);
             }
         };
         keep(&self.sink, &mut self.first);

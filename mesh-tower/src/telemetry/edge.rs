@@ -228,7 +228,7 @@ impl ClientCall {
             h.retried(r);
         }
         if let Some(line) = &mut self.log {
-            line.response(res.headers());
+            line.response(res.headers(), res.extensions());
             // The cluster's own name (a reference count, not a copy).
             line.upstream_cluster = served.map(|s| s.cluster.clone());
         }
@@ -353,9 +353,10 @@ impl InboundCall {
     }
 
     /// The record of the answer: `code` 0 when the handler failed and there is none.
-    pub(crate) fn answered(mut self, code: u16, headers: Option<&http::HeaderMap>) -> Recording {
-        if let (Some(line), Some(h)) = (&mut self.log, headers) {
-            line.response(h);
+    pub(crate) fn answered<B>(mut self, code: u16, res: Option<&http::Response<B>>) -> Recording {
+        let headers = res.map(http::Response::headers);
+        if let (Some(line), Some(res)) = (&mut self.log, res) {
+            line.response(res.headers(), res.extensions());
         }
         let outcome = Outcome {
             code,

@@ -178,7 +178,7 @@ fn hostile_authorities_cannot_grow_the_label_sets_without_bound() {
     with_series(&series, async {
         for i in 0..5000 {
             let call = InboundCall::start(&t, &mut grpc_request(&format!("host-{i}")), None, None);
-            call.answered(200, None).finish(Flags::NONE);
+            call.answered::<()>(200, None).finish(Flags::NONE);
         }
     });
     assert_eq!(t.server().len(), crate::stats::MAX_EDGES);

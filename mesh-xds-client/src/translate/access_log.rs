@@ -3,10 +3,11 @@
 //! The file, stdout and stderr loggers are what go-control-plane users and Istio's Telemetry
 //! API configure; their format strings are parsed here, so a format the mesh cannot write is
 //! NACKed with its field path (as Envoy rejects an unknown command) instead of failing later.
-//! Every filter kind but `metadata_filter` is kept (CEL through the extension filter
-//! Istio's Telemetry API writes); a logger the mesh does not implement (gRPC,
-//! OpenTelemetry, …) or with a filter it cannot evaluate (dynamic metadata, a CEL function
-//! or attribute the mesh lacks) is skipped with a warning rather than NACKed: a listener's traffic must not stop because of how it would be logged, and a
+//! Every filter kind is kept (CEL through the extension filter Istio's Telemetry API writes;
+//! `metadata_filter` over the JWT filter's payloads, the only dynamic metadata in-process); a
+//! logger the mesh does not implement (gRPC, OpenTelemetry, …) or with a filter it cannot
+//! evaluate (a CEL function or attribute the mesh lacks) is skipped with a warning rather
+//! than NACKed: a listener's traffic must not stop because of how it would be logged, and a
 //! filtered log written unfiltered would be a different log.
 
 use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
@@ -22,7 +23,7 @@ use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
 };
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
 use mesh_core::config::listener::{
-    AccessLogConfig, AccessLogFilter, CompareOp, Comparison, RuntimeFraction,
+    AccessLogConfig, AccessLogFilter, CompareOp, Comparison, MetadataLogFilter, RuntimeFraction,
 };
 use mesh_core::error::{Errors, FieldPath};
 use mesh_tower::telemetry::LogFormat;
@@ -269,6 +270,12 @@ fn filter(
             }
             _ => Err(format!("extension_filter {:?}", e.name)),
         },
-        F::MetadataFilter(_) => Err("metadata_filter".into()),
+        F::MetadataFilter(m) => {
+            let mp = path.field("metadata_filter").field("matcher");
+            Ok(AccessLogFilter::Metadata(Box::new(MetadataLogFilter {
+                matcher: (m.matcher.as_ref()).map(|x| super::rbac::metadata(x, &mp, errors)),
+                match_if_key_not_found: m.match_if_key_not_found.is_none_or(|b| b.value),
+            })))
+        }
     }
 }

@@ -195,24 +195,16 @@ fn status_duration_flag_and_grpc_filters_are_kept() {
 
 #[test]
 fn filtered_and_unknown_loggers_are_skipped_not_nacked() {
-    // Filters the mesh cannot evaluate (dynamic metadata; a CEL function it lacks): not
-    // written rather than unfiltered.
+    // Filters the mesh cannot evaluate (an extension filter it lacks; a CEL function it
+    // lacks): not written rather than unfiltered.
     let mut filtered = logger("f", file_log("/tmp/f.log", None));
-    filtered.filter = Some(accesslog::AccessLogFilter {
-        filter_specifier: Some(
-            accesslog::access_log_filter::FilterSpecifier::MetadataFilter(Default::default()),
-        ),
-    });
+    filtered.filter = Some(unknown_extension_filter());
     let mut cel = logger("c", file_log("/tmp/c.log", None));
     cel.filter = Some(cel_filter("[1].exists(x, x > 0)"));
     let l = translated(&with_logs(vec![filtered, cel])).unwrap();
     assert!(l.access_log.is_empty(), "{:?}", l.access_log);
     let mut filtered = logger("f", file_log("/tmp/f.log", None));
-    filtered.filter = Some(accesslog::AccessLogFilter {
-        filter_specifier: Some(
-            accesslog::access_log_filter::FilterSpecifier::MetadataFilter(Default::default()),
-        ),
-    });
+    filtered.filter = Some(unknown_extension_filter());
     let grpc = Any {
         type_url:
             "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"
@@ -389,4 +381,93 @@ fn a_malformed_header_filter_is_nacked_with_its_path() {
     let e = translated(&with_logs(vec![l])).unwrap_err();
     assert!(e.contains("access_log[0].filter.or[0].header"), "{e}");
     assert!(e.contains("invalid regex \"(\""), "{e}");
+}
+
+/// An extension filter of a type the mesh does not know.
+fn unknown_extension_filter() -> accesslog::AccessLogFilter {
+    accesslog::AccessLogFilter {
+        filter_specifier: Some(
+            accesslog::access_log_filter::FilterSpecifier::ExtensionFilter(
+                accesslog::ExtensionFilter {
+                    name: "x".into(),
+                    config_type: Some(accesslog::extension_filter::ConfigType::TypedConfig(Any {
+                        type_url: "type.googleapis.com/example.Filter".into(),
+                        value: Vec::new(),
+                    })),
+                },
+            ),
+        ),
+    }
+}
+
+/// A `metadata_filter` on the JWT payload's `sub` (no value matcher when `exact` is `None`).
+fn metadata_filter(exact: Option<&str>, if_not_found: Option<bool>) -> accesslog::AccessLogFilter {
+    use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
+    let key = |k: &str| matcher::metadata_matcher::PathSegment {
+        segment: Some(matcher::metadata_matcher::path_segment::Segment::Key(
+            k.into(),
+        )),
+    };
+    accesslog::AccessLogFilter {
+        filter_specifier: Some(
+            accesslog::access_log_filter::FilterSpecifier::MetadataFilter(
+                accesslog::MetadataFilter {
+                    matcher: Some(matcher::MetadataMatcher {
+                        filter: "envoy.filters.http.jwt_authn".into(),
+                        path: vec![key("payload"), key("sub")],
+                        value: exact.map(|e| matcher::ValueMatcher {
+                            match_pattern: Some(matcher::value_matcher::MatchPattern::StringMatch(
+                                matcher::StringMatcher {
+                                    match_pattern: Some(
+                                        matcher::string_matcher::MatchPattern::Exact(e.into()),
+                                    ),
+                                    ..Default::default()
+                                },
+                            )),
+                        }),
+                        invert: false,
+                    }),
+                    match_if_key_not_found: if_not_found
+                        .map(|value| envoy_types::pb::google::protobuf::BoolValue { value }),
+                },
+            ),
+        ),
+    }
+}
+
+#[test]
+fn metadata_filters_are_kept_and_a_malformed_matcher_is_nacked() {
+    use mesh_core::config::listener::{AccessLogFilter, MetadataLogFilter};
+    let mut l = logger("f", file_log("/tmp/f.log", None));
+    l.filter = Some(metadata_filter(Some("alice"), Some(false)));
+    let mut unset = logger("g", file_log("/tmp/g.log", None));
+    unset.filter = Some(metadata_filter(Some("bob"), None));
+    let out = translated(&with_logs(vec![l, unset])).unwrap();
+    let m = |i: usize| match &out.access_log[i].filter {
+        Some(AccessLogFilter::Metadata(m)) => (**m).clone(),
+        f => panic!("{f:?}"),
+    };
+    let first: MetadataLogFilter = m(0);
+    let matcher = first.matcher.unwrap();
+    assert_eq!(matcher.filter, "envoy.filters.http.jwt_authn");
+    assert_eq!(
+        matcher
+            .path
+            .iter()
+            .map(|p| p.key.as_str())
+            .collect::<Vec<_>>(),
+        ["payload", "sub"]
+    );
+    assert!(matcher.value.string_match.is_some());
+    assert!(!first.match_if_key_not_found);
+    // Unset, `match_if_key_not_found` is true (Envoy's default).
+    assert!(m(1).match_if_key_not_found);
+    // A matcher without its value is refused, under the filter's path.
+    let mut bad = logger("f", file_log("/tmp/f.log", None));
+    bad.filter = Some(metadata_filter(None, None));
+    let e = translated(&with_logs(vec![bad])).unwrap_err();
+    assert!(
+        e.contains("metadata_filter.matcher.value: is required"),
+        "{e}"
+    );
 }

@@ -287,7 +287,7 @@ fn principal(p: &pb::Principal, path: &FieldPath, errors: &mut Errors) -> Princi
 
 /// A metadata matcher. Only the JWT filter's payloads exist in-process; a matcher naming
 /// another filter translates and never matches (A41).
-fn metadata(m: &PbMetadata, path: &FieldPath, errors: &mut Errors) -> MetadataMatcher {
+pub(super) fn metadata(m: &PbMetadata, path: &FieldPath, errors: &mut Errors) -> MetadataMatcher {
     use envoy_types::pb::envoy::r#type::matcher::v3::metadata_matcher::path_segment::Segment;
     let value = match &m.value {
         Some(v) => value_matcher(v, &path.field("value"), errors, 0),

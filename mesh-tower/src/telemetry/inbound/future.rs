@@ -43,13 +43,13 @@ where
         let call = this.call.take();
         Poll::Ready(match out {
             Ok(res) => {
-                let rec = call.map(|c| c.answered(res.status().as_u16(), Some(res.headers())));
+                let rec = call.map(|c| c.answered(res.status().as_u16(), Some(&res)));
                 Ok(res.map(|body| InboundBody::new(body, rec)))
             }
             Err(e) => {
                 // No answer: hyper resets the stream. Recorded as response code 0.
                 if let Some(call) = call {
-                    call.answered(0, None).finish(Flags::NONE);
+                    call.answered::<()>(0, None).finish(Flags::NONE);
                 }
                 Err(e)
             }
