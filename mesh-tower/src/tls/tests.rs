@@ -168,6 +168,91 @@ async fn mutual_tls_shows_each_side_the_others_spiffe_id() {
     );
 }
 
+#[tokio::test]
+async fn tls13_aes_128_gcm_is_negotiated_as_envoy_and_go_would() {
+    let ca = TestCa::new("mesh");
+    let id = |name: &str| {
+        provider(
+            name,
+            Some(ca.identity(&[&format!("uri:spiffe://cluster.local/ns/a/sa/{name}")], 3)),
+            ca.roots(),
+        )
+    };
+    let p = pair(MTLS_CLIENT, id("client"), id("server"));
+    // Mesh to mesh: the server follows the client's order.
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (c, s) = tokio::join!(p.client.handshake(a, ENDPOINT, true), p.server.accept(b));
+    s.unwrap();
+    let (stream, _) = c.unwrap();
+    let suite = |s: &tokio_rustls::client::TlsStream<_>| {
+        s.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
+    };
+    assert_eq!(
+        suite(&stream),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+    // A stock rustls client (AES-256-GCM first) still gets its own choice from our server.
+    let stock = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyServer))
+    .with_no_client_auth();
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let name = rustls::pki_types::ServerName::try_from("backend").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(stock));
+    let server = ServerTls::new(&downstream(false), |_| Some(id("server"))).unwrap();
+    let (c, s) = tokio::join!(connector.connect(name, a), server.accept(b));
+    s.unwrap();
+    assert_eq!(
+        suite(&c.unwrap()),
+        Some(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384)
+    );
+}
+
+/// A verifier that takes any server (the test looks at the cipher suite only).
+#[derive(Debug)]
+struct AnyServer;
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        super::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// The client's error text for a handshake that must fail.
 async fn client_refusal(p: &Pair, protocol: Protocol) -> String {
     let (c, s) = handshake(&p.client, &p.server, protocol).await;
