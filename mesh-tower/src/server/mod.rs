@@ -16,6 +16,7 @@
 
 mod connections;
 mod frames;
+mod inputs;
 mod live;
 mod serve;
 
@@ -26,6 +27,7 @@ use crate::rbac::{RbacEngine, RbacLayer};
 use crate::tls::ServerTls;
 use arc_swap::ArcSwap;
 use connections::{Chain, Connections, DEFAULT_GRACE};
+use inputs::{Inputs, inbound, resolved};
 use mesh_core::ResourceKind;
 use mesh_core::config::server::Limits;
 use std::sync::Arc;
@@ -469,54 +471,6 @@ impl Mesh {
 
 #[cfg(test)]
 mod chains_tests;
-/// What a server's resolved config is made of, by identity: the store keeps a resource's
-/// `Arc` while it does not change, so equal pointers mean nothing to do.
-#[derive(Clone)]
-struct Inputs {
-    server: Arc<mesh_core::config::server::Server>,
-    routes: Vec<Option<Arc<mesh_core::RouteConfig>>>,
-}
-
-impl Inputs {
-    fn of(snap: &mesh_core::Snapshot, server: &Arc<mesh_core::config::server::Server>) -> Self {
-        Self {
-            server: server.clone(),
-            routes: server
-                .rds_names()
-                .map(|n| snap.route_config(n).cloned())
-                .collect(),
-        }
-    }
-}
-
-impl PartialEq for Inputs {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.server, &other.server)
-            && self.routes.len() == other.routes.len()
-            && (self.routes.iter().zip(&other.routes)).all(|(a, b)| match (a, b) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            })
-    }
-}
-
-/// `server` with the routes its `rds` names in place (none yet: it serves no request).
-fn resolved(
-    snap: &mesh_core::Snapshot,
-    server: &mesh_core::config::server::Server,
-) -> mesh_core::config::server::Server {
-    server.resolved(|n| inbound(snap, n))
-}
-
-/// The server routes of route config `name`.
-fn inbound<'a>(
-    snap: &'a mesh_core::Snapshot,
-    name: &str,
-) -> Option<&'a mesh_core::config::inbound::InboundRoutes> {
-    snap.route_config(name).and_then(|rc| rc.inbound.as_ref())
-}
-
 #[cfg(test)]
 mod drain_tests;
 #[cfg(test)]
