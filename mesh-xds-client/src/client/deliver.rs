@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 /// Applies server `index`'s output: changes to the store (one atomic edit), requests to its
 /// stream.
-pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
+/// Returns whether what the cascade reads changed: the store (changes applied, a staged
+/// route config promoted) or the staged route configs.
+pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) -> bool {
     super::metrics::updates(&shared.streams[index].settings().uri, &out.updates);
     let nack = out.requests.iter().find_map(|r| match r {
         Request::Sotw(r) => r.error_detail.as_ref().map(|e| e.message.clone()),
@@ -39,6 +41,7 @@ pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
         };
         (targets, servers, st.tx[index].clone())
     };
+    let mut changed = !out.changes.is_empty();
     let changes = stage_routes(shared, out.changes);
     if !changes.is_empty() {
         shared.store.apply(|edit| {
@@ -71,9 +74,9 @@ pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
             }
         });
     }
-    promote(shared);
+    changed |= promote(shared);
     let Some(tx) = tx.filter(|_| !out.requests.is_empty()) else {
-        return;
+        return changed;
     };
     match out.delay {
         None => {
@@ -90,6 +93,7 @@ pub(super) fn deliver(shared: &Arc<Shared>, index: usize, out: Output) {
             });
         }
     }
+    changed
 }
 
 /// Whether `out` changes nothing or only updates endpoint sets the store already holds, with
@@ -139,11 +143,12 @@ fn stage_routes(shared: &Arc<Shared>, changes: Vec<Change>) -> Vec<Change> {
 }
 
 /// Applies the staged route configs whose clusters are all resolved (one edit).
-fn promote(shared: &Arc<Shared>) {
+/// Returns whether one was.
+fn promote(shared: &Arc<Shared>) -> bool {
     let ready: Vec<mesh_core::config::route::RouteConfig> = {
         let mut st = shared.lock();
         if st.staged_routes.is_empty() {
-            return;
+            return false;
         }
         let snap = shared.store.load();
         let names: Vec<String> = st
@@ -157,13 +162,15 @@ fn promote(shared: &Arc<Shared>) {
             .filter_map(|n| st.staged_routes.remove(n))
             .collect()
     };
-    if !ready.is_empty() {
-        shared.store.apply(|edit| {
-            for rc in ready {
-                edit.upsert_route_config(rc);
-            }
-        });
+    if ready.is_empty() {
+        return false;
     }
+    shared.store.apply(|edit| {
+        for rc in ready {
+            edit.upsert_route_config(rc);
+        }
+    });
+    true
 }
 
 pub(crate) fn route_clusters(
