@@ -8,7 +8,7 @@ use super::*;
 
 impl Ads {
     /// Handles a SotW response.
-    pub fn on_sotw(&mut self, resp: DiscoveryResponse, now: Instant) -> Output {
+    pub fn on_sotw(&mut self, mut resp: DiscoveryResponse, _now: Instant) -> Output {
         let Some(ty) = ResourceType::from_type_url(&resp.type_url) else {
             tracing::debug!(type_url = %resp.type_url, "ignoring response of an unknown type");
             return Output::default();
@@ -19,16 +19,18 @@ impl Ads {
         // The names present, for SotW's deletion rule (listeners and clusters only).
         let track = matches!(ty, ResourceType::Listener | ResourceType::Cluster);
         let mut seen = BTreeSet::new();
-        for (i, any) in resp.resources.iter().enumerate() {
-            let h = content_hash(any);
+        let arrived = SystemTime::now();
+        // Taken, not copied: each accepted copy is kept as it came (CSDS).
+        for (i, any) in std::mem::take(&mut resp.resources).into_iter().enumerate() {
+            let h = content_hash(&any);
             if let Some(name) = self.unchanged(ty, h, &resp.version_info) {
                 if track {
                     seen.insert(crate::federation::canonical(name).into_owned());
                 }
                 continue;
             }
-            match translate::decode_in(ty, any, &self.config.context) {
-                Ok(d) => decoded.push((d, h, Arc::new(any.clone()))),
+            match translate::decode_in(ty, &any, &self.config.context) {
+                Ok(d) => decoded.push((d, h, Arc::new(any))),
                 Err(e) => errors.push(format!("resources[{i}]: {e}")),
             }
         }
@@ -46,7 +48,7 @@ impl Ads {
                 d.name,
                 (d.result, h, raw),
                 &resp.version_info,
-                now,
+                arrived,
                 &mut errors,
                 &mut out,
             );
@@ -75,7 +77,7 @@ impl Ads {
     }
 
     /// Handles a Delta response.
-    pub fn on_delta(&mut self, resp: DeltaDiscoveryResponse, now: Instant) -> Output {
+    pub fn on_delta(&mut self, mut resp: DeltaDiscoveryResponse, _now: Instant) -> Output {
         let Some(ty) = ResourceType::from_type_url(&resp.type_url) else {
             tracing::debug!(type_url = %resp.type_url, "ignoring response of an unknown type");
             return Output::default();
@@ -83,21 +85,22 @@ impl Ads {
         let mut out = Output::default();
         let mut errors = Vec::new();
         let mut decoded = Vec::with_capacity(resp.resources.len());
-        for (i, r) in resp.resources.iter().enumerate() {
-            let Some(any) = &r.resource else {
+        let arrived = SystemTime::now();
+        for (i, r) in std::mem::take(&mut resp.resources).into_iter().enumerate() {
+            let Some(any) = r.resource else {
                 errors.push(format!("resources[{i}] ({:?}): no resource body", r.name));
                 continue;
             };
-            let h = content_hash(any);
+            let h = content_hash(&any);
             if self.unchanged(ty, h, &r.version).is_some() {
                 continue;
             }
-            match translate::decode_in(ty, any, &self.config.context) {
+            match translate::decode_in(ty, &any, &self.config.context) {
                 Ok(d) if !r.name.is_empty() && d.name != r.name => errors.push(format!(
                     "resources[{i}]: named {:?} but contains {:?}",
                     r.name, d.name
                 )),
-                Ok(d) => decoded.push((d, h, Arc::new(any.clone()), r.version.clone())),
+                Ok(d) => decoded.push((d, h, Arc::new(any), r.version)),
                 Err(e) => errors.push(format!("resources[{i}]: {e}")),
             }
         }
@@ -111,7 +114,7 @@ impl Ads {
                 d.name,
                 (d.result, h, raw),
                 &version,
-                now,
+                arrived,
                 &mut errors,
                 &mut out,
             );
@@ -147,11 +150,10 @@ impl Ads {
         name: String,
         (result, content, raw): (Result<Translated, String>, u64, Arc<Any>),
         version: &str,
-        now: Instant,
+        arrived: SystemTime,
         errors: &mut Vec<String>,
         out: &mut Output,
     ) {
-        let _ = now;
         let st = &mut self.types[ty.index()];
         let (name, result) = match st.wanted.contains(&name) {
             true => (name, result),
@@ -182,7 +184,7 @@ impl Ads {
                 meta.requested_at = None;
                 meta.status = ResourceStatus {
                     version: version.to_owned(),
-                    last_updated: Some(SystemTime::now()),
+                    last_updated: Some(arrived),
                     state: "acked",
                     last_error: None,
                     resource: Some(raw),
