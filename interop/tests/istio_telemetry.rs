@@ -278,19 +278,17 @@ async fn prometheus_reads_the_split_the_denials_and_mtls_as_kiali_and_grafana_do
             .filter(|(k, _)| k.starts_with(&format!("{name}|")))
             .map(|(_, v)| v)
             .sum();
-        let read = || -> Vec<serde_json::Value> {
-            std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
+        let read = || {
+            (std::fs::read_to_string(log).unwrap_or_default().lines())
+                .map(str::to_owned)
                 .collect()
         };
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let mut lines = read();
-        while (lines.len() as f64) < counted && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            lines = read();
-        }
+        let lines: Vec<serde_json::Value> = support::log_pair::at_least(counted as usize, read)
+            .await
+            .unwrap_or_else(read)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len() as f64, counted, "{name}: {lines:?}");
         for line in &lines {
             assert_eq!(line["reporter"], "destination", "{line}");

@@ -99,8 +99,8 @@ pub async fn start(backend: SocketAddr, theirs: Vec<AccessLog>, ours: Vec<Access
     }
 }
 
-/// The lines `read` returns once there are at least `n` (Envoy flushes its files every
-/// second, with no event to wait for).
+/// The lines `read` returns once there are at least `n` (Envoy and the mesh's file logs flush
+/// every second, from another process, with no event to wait for); `None` after PATIENCE.
 pub async fn at_least(n: usize, read: impl Fn() -> Vec<String>) -> Option<Vec<String>> {
     tokio::time::timeout(PATIENCE, async {
         loop {
