@@ -143,12 +143,18 @@ impl mesh_tower::trace::SpanSink for NoSpans {
 async fn with_telemetry(yaml: &str, n: u64) -> f64 {
     use mesh_tower::telemetry::{AccessLog, Telemetry};
     use mesh_tower::trace::{Sampler, Tracer};
-    let telemetry = Telemetry::new(Default::default())
-        .with_access_log(AccessLog::writer(std::io::sink()))
-        .with_tracer(Tracer::new(
+    // `ALLOCS_TELEMETRY=log` (or `trace`, or `metrics`): the metrics and that part only.
+    let parts = std::env::var("ALLOCS_TELEMETRY").unwrap_or_else(|_| "log,trace".into());
+    let mut telemetry = Telemetry::new(Default::default());
+    if parts.contains("log") {
+        telemetry = telemetry.with_access_log(AccessLog::writer(std::io::sink()));
+    }
+    if parts.contains("trace") {
+        telemetry = telemetry.with_tracer(Tracer::new(
             Sampler::AlwaysOff,
             std::sync::Arc::new(NoSpans),
         ));
+    }
     let store = mesh_core::Store::new();
     store
         .replace(mesh_core::MeshConfig::from_yaml(yaml).expect("valid config"))

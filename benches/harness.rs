@@ -44,6 +44,16 @@ pub fn cpu_ticks(pid: &str) -> u64 {
     get(11) + get(12)
 }
 
+/// The user-space part of [`cpu_ticks`] (utime alone): what the process's own code spent,
+/// without the kernel's network stack and wakeups.
+pub fn user_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |x| x.1);
+    (rest.split_whitespace().nth(11))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// This process's resident memory.
 pub fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -76,7 +86,7 @@ where
     for _ in 0..20 {
         send(body.clone()).await.unwrap();
     }
-    let cpu0 = cpu_ticks("self");
+    let (cpu0, user0) = (cpu_ticks("self"), user_ticks("self"));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = tokio::task::JoinSet::new();
@@ -101,6 +111,7 @@ where
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_us = (cpu_ticks("self") - cpu0) * TICK_US;
+    let user_us = (user_ticks("self") - user0) * TICK_US;
     lat.sort_unstable();
     let q = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -108,7 +119,7 @@ where
             .unwrap_or(0)
     };
     println!(
-        "RESULT requests={} errors={errors} secs={elapsed:.3} p50={} p90={} p99={} max={} cpu_us={cpu_us} rss_kb={}",
+        "RESULT requests={} errors={errors} secs={elapsed:.3} p50={} p90={} p99={} max={} cpu_us={cpu_us} user_us={user_us} rss_kb={}",
         lat.len(),
         q(0.5),
         q(0.9),

@@ -15,7 +15,7 @@ pub(crate) fn render(
     wanted: impl Fn(usize, usize) -> bool,
 ) -> String {
     let mut table = String::from(
-        "| contender | c | body | req/s | vs bare | vs bare, range | p50 µs | p90 µs | p99 µs | max µs | CPU µs/req | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| contender | c | body | req/s | vs bare | vs bare, range | p50 µs | p90 µs | p99 µs | max µs | CPU µs/req | client user µs/req | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for &c in concurrencies {
         for &size in sizes {
@@ -32,6 +32,7 @@ pub(crate) fn render(
                             (r["cpu_us"] + r.get("sidecar_cpu_us").copied().unwrap_or(0.0))
                                 / r["requests"].max(1.0)
                         }
+                        "user" => r.get("user_us").copied().unwrap_or(0.0) / r["requests"].max(1.0),
                         k => r[k],
                     })
                     .collect();
@@ -64,13 +65,14 @@ pub(crate) fn render(
                 let mut ratios = paired(contender);
                 let (lo, hi) = (ratios[0], ratios[ratios.len() - 1]);
                 table.push_str(&format!(
-                    "| {contender} | {c} | {size} B | {rps:.0} | {:.2}× | {lo:.2}–{hi:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
+                    "| {contender} | {c} | {size} B | {rps:.0} | {:.2}× | {lo:.2}–{hi:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |\n",
                     median(&mut ratios),
                     med(contender, "p50"),
                     med(contender, "p90"),
                     med(contender, "p99"),
                     med(contender, "max"),
                     med(contender, "cpu"),
+                    med(contender, "user"),
                     med(contender, "rss_kb") / 1024.0,
                 ));
             }

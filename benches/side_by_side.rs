@@ -11,13 +11,17 @@
 //! 64 B and 4 KiB bodies, 3 rounds of 3 s each, prints a markdown table and writes it to
 //! `target/side_by_side.md`. Client CPU per request comes from the client process's
 //! `/proc/self/stat` (user + system), and for the Envoy path Envoy's own CPU is added (a sidecar's
-//! cost is the user's cost). Without `--bench` (as `cargo test --all-targets` runs it) it is a
+//! cost is the user's cost); `client user µs/req` is the client process's user time alone
+//! (its own code, without the kernel's network stack and wakeups; Envoy's not added). Without `--bench` (as `cargo test --all-targets` runs it) it is a
 //! seconds-long smoke run that checks every contender ran and produced numbers.
 //!
 //! `SBS_CONTENDERS=a,b,…` picks the contenders (their baselines are added); `SBS_CELLS=32x64`
 //! narrows a full run to the listed concurrency × body cells. `h2-direct` is
 //! not in the default set: it drives the `h2` crate by hand (no hyper), as the floor under
-//! bare hyper for profiling; the smoke run includes it so it cannot rot.
+//! bare hyper for profiling; the smoke run includes it so it cannot rot. Likewise
+//! `mesh-ads-all` (the mesh with metrics, access log and 1% tracing) and `envoy-sidecar-all`
+//! (the sidecar with an access log and 1% tracing, `sbs_envoy.rs`), which compare what the
+//! same telemetry costs in each.
 //!
 //! Every Rust client process runs a one-thread tokio runtime and grpc-go runs with
 //! `GOMAXPROCS=1`. Processes are pinned with `taskset`: the echo server to CPU 0, every client
@@ -29,17 +33,16 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use mesh_benches::harness::{
-    self, CLIENT_CPU, Row, SERVER_CPU, TICK_US, closed_loop, cpu_ticks, pin_pid, pinned,
-    run_result, spawn_server,
+    self, CLIENT_CPU, Row, SERVER_CPU, TICK_US, closed_loop, cpu_ticks, pinned, run_result,
+    spawn_server,
 };
-use mesh_interop::envoy::{Envoy, free_port};
-use mesh_interop::gocp::GoControlPlane;
 use mesh_tower::Mesh;
-use mesh_xds_client::{XdsClientBuilder, XdsMesh, build};
+use mesh_xds_client::{XdsClientBuilder, XdsMesh};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod sbs_envoy;
 mod sbs_grpc;
 mod sbs_table;
 
@@ -71,7 +74,7 @@ fn contenders(smoke: bool) -> Vec<&'static str> {
     let all: Vec<&'static str> = CONTENDERS
         .iter()
         .copied()
-        .chain([FLOOR, ALL_TELEMETRY])
+        .chain([FLOOR, ALL_TELEMETRY, sbs_envoy::ENVOY_ALL])
         .collect();
     match std::env::var("SBS_CONTENDERS") {
         Ok(list) => {
@@ -235,7 +238,7 @@ async fn h2(addr: SocketAddr) -> Client {
 
 async fn client(contender: &str, target: SocketAddr, concurrency: usize, secs: f64, size: usize) {
     let (client, _mesh) = match contender {
-        "bare-hyper" | "envoy-sidecar" => (h2(target).await, None),
+        "bare-hyper" | "envoy-sidecar" | "envoy-sidecar-all" => (h2(target).await, None),
         "bare-hyper-h1" | "envoy-sidecar-h1" => {
             let pool = H1Pool {
                 target,
@@ -393,47 +396,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (cp, envoy) = rt.block_on(async {
-        let cp = GoControlPlane::start();
-        let envoy_addr = free_port();
-        let rc = build::route_config("routes", &["*"], vec![build::route("/", "echo")]);
-        let common = vec![
-            build::any(&rc),
-            build::any(&build::eds_cluster("echo")),
-            build::any(&build::assignment("echo", &[echo])),
-        ];
-        let mut mesh = vec![build::any(&build::api_listener_rds("web", "routes"))];
-        mesh.extend(common.clone());
-        cp.set("bench-mesh", "1", &mesh).await;
-        let mut sidecar = vec![build::any(&build::socket_listener(
-            "ingress", envoy_addr, "routes",
-        ))];
-        sidecar.extend(common);
-        cp.set("envoy", "1", &sidecar).await;
-        let envoy = Envoy::start("envoy", cp.ads, envoy_addr, false);
-        pin_pid(CLIENT_CPU, envoy.pid());
-        // Envoy has no readiness signal: wait (bounded) until it proxies.
-        tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                if let Ok(s) = tokio::net::TcpStream::connect(envoy_addr).await {
-                    drop(s);
-                    let c = h2(envoy_addr).await;
-                    if c.send(Bytes::from_static(b"x")).await.is_ok() {
-                        break;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await
-        .expect("Envoy proxies to the echo server");
-        (cp, envoy)
-    });
-
-    // The all-telemetry contender's trace receiver, and what its environment says.
-    let jaeger = run
-        .contains(&ALL_TELEMETRY)
+    // The all-telemetry contenders' trace receiver.
+    let jaeger = (run.contains(&ALL_TELEMETRY) || run.contains(&sbs_envoy::ENVOY_ALL))
         .then(|| rt.block_on(mesh_interop::jaeger::Jaeger::start()));
+    let (cp, envoy, envoy_all) = rt.block_on(sbs_envoy::start(echo, jaeger.as_ref()));
+
+    // What the all-telemetry mesh's environment says.
     // `SBS_TELEMETRY=log` or `=trace` keeps one part only, to see what each costs;
     // `SBS_TRACE_RATIO` changes the sampled share (default 0.01).
     let parts = std::env::var("SBS_TELEMETRY").unwrap_or_else(|_| "log,trace".into());
@@ -473,6 +441,10 @@ fn main() {
                         "mesh-ads" | "mesh-ads-metrics" | "mesh-ads-all" | "tonic-mesh-ads"
                         | "grpc-go-xds" => (cp.ads, None),
                         "envoy-sidecar" | "envoy-sidecar-h1" => (envoy.listener, Some(envoy.pid())),
+                        "envoy-sidecar-all" => (
+                            envoy_all.expect("the telemetry listener"),
+                            Some(envoy.pid()),
+                        ),
                         _ => (echo, None),
                     };
                     let env = if contender == ALL_TELEMETRY {

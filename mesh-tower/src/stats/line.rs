@@ -7,12 +7,12 @@ use super::Outcome;
 use super::filter::{Ended, LogFilter, kept};
 use super::format::Values;
 use super::log::AccessLog;
-use super::write::{field, millis_into, push_addr, push_u64, rfc3339, rfc3339_into};
+use super::write::{field, millis_into, push_addr, push_u64, rfc3339, rfc3339_into, wall_clock};
 use mesh_core::cel::{Attribute, Attributes, Value};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use tokio::time::Instant;
 
 /// A request's authority, kept by reference count (the URI's, else the `Host` header's,
 /// which is checked to be text when kept).
@@ -35,7 +35,9 @@ impl Authority {
 #[derive(Debug)]
 pub(crate) struct LogLine {
     pub(crate) sink: AccessLog,
-    pub(crate) start_time: SystemTime,
+    /// When the request started (the call's own clock reading; the wall-clock time is worked
+    /// out when the line is written, see [`wall_clock`]).
+    pub(crate) started: Instant,
     /// `source` (a client's call) or `destination` (a server's request).
     pub(crate) reporter: &'static str,
     pub(crate) method: http::Method,
@@ -73,11 +75,12 @@ struct Kept {
 }
 
 impl LogLine {
-    /// A line for `req`, starting now.
+    /// A line for `req`, which started at `started`.
     pub(crate) fn start<B>(
         sink: &AccessLog,
         reporter: &'static str,
         req: &http::Request<B>,
+        started: Instant,
     ) -> Box<Self> {
         let authority = match req.uri().authority() {
             Some(a) => Some(Authority::Uri(a.clone())),
@@ -119,7 +122,7 @@ impl LogLine {
             remote: None,
             local: None,
             sink: sink.clone(),
-            start_time: SystemTime::now(),
+            started,
             reporter,
             method: req.method().clone(),
             authority,
@@ -200,7 +203,7 @@ impl LogLine {
                 _ => "-",
             };
             let line = format.render(&Values {
-                start_time: &rfc3339(self.start_time),
+                start_time: &rfc3339(wall_clock(self.started)),
                 duration_ms: millis as u64,
                 request_headers,
                 response_headers,
@@ -257,7 +260,7 @@ impl LogLine {
             line.push(',');
             field(line, "response_flags", Some(&outcome.flags.as_str()));
             line.push_str(",\"start_time\":\"");
-            rfc3339_into(line, self.start_time);
+            rfc3339_into(line, wall_clock(self.started));
             line.push_str("\",");
             field(line, "upstream_cluster", self.upstream_cluster.as_deref());
             match self.upstream_host {

@@ -3,7 +3,32 @@
 //! through `serde_json` or `format!` cost more than the rest of the log).
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// The wall-clock time of `at`, from a pair of readings (monotonic and wall clock) taken at
+/// most a second before, per thread: a line's start time costs no clock read of its own.
+/// (Tokio's clock, as the calls' own, so that tests with paused time see the durations they
+/// advanced.) Within that second the wall clock is assumed to advance as the monotonic one does (a step
+/// of the system clock shows in lines from the next second on).
+pub(crate) fn wall_clock(at: Instant) -> SystemTime {
+    use std::cell::Cell;
+    thread_local!(static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) });
+    ANCHOR.with(|anchor| {
+        let (mono, wall) = match anchor.get() {
+            Some((mono, wall)) if at >= mono && at - mono < Duration::from_secs(1) => (mono, wall),
+            _ => {
+                let now = (Instant::now(), SystemTime::now());
+                anchor.set(Some(now));
+                now
+            }
+        };
+        match at.checked_duration_since(mono) {
+            Some(after) => wall + after,
+            None => wall - mono.duration_since(at),
+        }
+    })
+}
 
 /// `millis` rounded to the microsecond, as the shortest decimal (`12.0`, `0.25`, `3.125`):
 /// what formatting the rounded float printed, without the float formatter.
@@ -151,6 +176,30 @@ fn civil(out: &mut String, secs: u64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wall_clock_of_a_reading_is_the_system_time_then() {
+        use std::time::{Duration, SystemTime};
+        use tokio::time::Instant;
+        let close = |a: SystemTime, b: SystemTime| {
+            let d = a.duration_since(b).unwrap_or_else(|e| e.duration());
+            d < Duration::from_millis(50)
+        };
+        let (mono, wall) = (Instant::now(), SystemTime::now());
+        assert!(close(super::wall_clock(mono), wall));
+        // A reading before the anchor, and one past its second (a fresh anchor).
+        let earlier = mono.checked_sub(Duration::from_secs(5)).unwrap();
+        assert!(close(
+            super::wall_clock(earlier),
+            wall - Duration::from_secs(5)
+        ));
+        let later = mono + Duration::from_secs(3);
+        assert!(close(
+            super::wall_clock(later),
+            wall + Duration::from_secs(3)
+        ));
+        assert!(close(super::wall_clock(mono), wall));
+    }
+
     #[test]
     fn json_fields_are_escaped_as_json_requires() {
         let mut line = String::from("{");

@@ -142,14 +142,15 @@ impl ClientCall {
                 .insert(crate::stats::CallAttempts(h.clone()));
             h
         });
+        let start = Instant::now();
         Self {
             span,
             context,
             attempts,
             telemetry: telemetry.clone(),
-            start: Instant::now(),
+            start,
             log: (listener_log.or(telemetry.access_log()))
-                .map(|sink| LogLine::start(sink, "source", req)),
+                .map(|sink| LogLine::start(sink, "source", req, start)),
             grpc,
             method: req.uri().path_and_query().filter(|_| grpc).cloned(),
             target: target.cloned(),
@@ -323,8 +324,9 @@ impl InboundCall {
             method: grpc.then(|| req.uri().path()),
             target: None,
         };
+        let start = Instant::now();
         let log = (listener_log.or(telemetry.access_log())).map(|sink| {
-            let mut line = LogLine::start(sink, "destination", req);
+            let mut line = LogLine::start(sink, "destination", req, start);
             line.peer = peer.map(str::to_owned);
             line.remote = info.and_then(|p| p.remote_addr);
             line.local = info.and_then(|p| p.local_addr);
@@ -334,7 +336,7 @@ impl InboundCall {
         edge.call_started();
         Self {
             edge,
-            start: Instant::now(),
+            start,
             log,
             span,
             log_span,

@@ -134,6 +134,23 @@ pub(crate) fn extract(headers: &HeaderMap) -> Option<TraceContext> {
     })
 }
 
+/// `s` in a shared buffer: the ids of many requests are cut from one 4 KiB block per thread
+/// (each piece holds the block by reference count until its header is sent), so a header value
+/// costs no allocation of its own. The block is replaced when used up; a piece kept long (a
+/// request held by the application) keeps at most its block alive.
+fn slab_copy(s: &[u8]) -> bytes::Bytes {
+    use std::cell::RefCell;
+    const BLOCK: usize = 4096;
+    thread_local!(static SLAB: RefCell<bytes::BytesMut> = RefCell::new(bytes::BytesMut::new()));
+    SLAB.with_borrow_mut(|slab| {
+        if slab.capacity() - slab.len() < s.len() {
+            *slab = bytes::BytesMut::with_capacity(BLOCK.max(s.len()));
+        }
+        slab.extend_from_slice(s);
+        slab.split().freeze()
+    })
+}
+
 /// Writes `ctx` (the span the next hop continues; `parent` is its own parent, for B3).
 pub(crate) fn inject(
     p: Propagation,
@@ -144,7 +161,7 @@ pub(crate) fn inject(
     // Never indexed in HPACK: a fresh id per request would only churn both ends' dynamic
     // tables (HTTP/2 encodes a sensitive value as a literal that is never added).
     let value = |s: &[u8]| {
-        let mut v = HeaderValue::from_bytes(s).expect("hex is a header value");
+        let mut v = HeaderValue::from_maybe_shared(slab_copy(s)).expect("hex is a header value");
         v.set_sensitive(true);
         v
     };
