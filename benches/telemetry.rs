@@ -71,6 +71,17 @@ fn telemetry(c: &mut Criterion) {
         "telemetry/inbound_no_recorder",
         InboundMetricsLayer::new(telemetry.clone()).layer(handler()),
     );
+    // The same with the default JSON access log line into a sink, as a server writes it.
+    run(
+        c,
+        "telemetry/inbound_access_log",
+        InboundMetricsLayer::new(
+            telemetry
+                .clone()
+                .with_access_log(mesh_tower::telemetry::AccessLog::writer(std::io::sink())),
+        )
+        .layer(handler()),
+    );
     let recorder = mesh_tower::telemetry::prometheus::builder()
         .unwrap()
         .build_recorder();

@@ -66,6 +66,12 @@ fn translate(c: &mut Criterion) {
             })
         });
     }
+    // The route config of the 10k snapshot alone (one virtual host, 10 000 routes).
+    let big = snapshot(10_000);
+    let (ty, any) = &big[1];
+    group.bench_function("route_config_10000_routes", |b| {
+        b.iter(|| black_box(decode(*ty, black_box(any))))
+    });
     let one = snapshot(1);
     for (label, idx) in [("cluster", 2usize), ("assignment_10_endpoints", 3)] {
         let (ty, any) = &one[idx];

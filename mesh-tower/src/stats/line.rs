@@ -53,10 +53,9 @@ pub(crate) struct LogLine {
     pub(crate) local: Option<SocketAddr>,
     /// `http`/`https`, when the request's URI says.
     pub(crate) scheme: Option<&'static str>,
-    /// What the first log keeps of the request for its format and filter.
-    first: Kept,
-    /// The same for each further log of the sink's chain (empty: one log, no allocation).
-    more: Vec<Kept>,
+    /// What each log of the sink's chain keeps of the request for its format and filter, in
+    /// chain order; empty (no allocation, a smaller line) when no log has either.
+    kept: Vec<Kept>,
 }
 
 /// The values of the headers a format or filter names, in its order.
@@ -65,6 +64,15 @@ type Headers = Vec<Option<String>>;
 /// What one log keeps of a request: the values of the headers its format names (request ones
 /// now, response ones at the answer), those its filter's CEL reads, and its filter's
 /// request-time results.
+/// What a log without format or filter keeps.
+static NOTHING_KEPT: Kept = Kept {
+    request: Vec::new(),
+    response: Vec::new(),
+    filter_request: Vec::new(),
+    filter_response: Vec::new(),
+    early: 0,
+};
+
 #[derive(Debug, Default)]
 struct Kept {
     request: Headers,
@@ -108,16 +116,20 @@ impl LogLine {
             }
             kept
         };
-        let first = keep(sink);
-        let more = sink.chain().skip(1).map(keep).collect();
+        let kept = match sink
+            .chain()
+            .any(|l| l.format.is_some() || l.filter.is_some())
+        {
+            true => sink.chain().map(keep).collect(),
+            false => Vec::new(),
+        };
         let scheme = match req.uri().scheme() {
             Some(s) if *s == http::uri::Scheme::HTTPS => Some("https"),
             Some(s) if *s == http::uri::Scheme::HTTP => Some("http"),
             _ => None,
         };
         Box::new(LogLine {
-            first,
-            more,
+            kept,
             scheme,
             remote: None,
             local: None,
@@ -152,8 +164,7 @@ impl LogLine {
                 kept.early = f.at_answer(extensions, kept.early);
             }
         };
-        keep(&self.sink, &mut self.first);
-        for (log, kept) in self.sink.chain().skip(1).zip(&mut self.more) {
+        for (log, kept) in self.sink.chain().zip(&mut self.kept) {
             keep(log, kept);
         }
     }
@@ -162,8 +173,13 @@ impl LogLine {
     /// span was sampled).
     pub(crate) fn write(&self, outcome: Outcome, millis: f64, bytes: u64, traced: bool) {
         let end = (outcome, millis, bytes, traced);
-        self.write_to(&self.sink, &self.first, end);
-        for (log, kept) in self.sink.chain().skip(1).zip(&self.more) {
+        if self.kept.is_empty() {
+            for log in self.sink.chain() {
+                self.write_to(log, &NOTHING_KEPT, end);
+            }
+            return;
+        }
+        for (log, kept) in self.sink.chain().zip(&self.kept) {
             self.write_to(log, kept, end);
         }
     }

@@ -49,6 +49,19 @@ pub(super) fn millis_into(line: &mut String, millis: f64) {
     }
 }
 
+/// The bytes a JSON string escapes: `"`, `\` and control characters.
+static ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 /// `"key":value` with `value` a JSON string (escaped) or `null`.
 pub(super) fn field(line: &mut String, key: &str, value: Option<&str>) {
     line.push('"');
@@ -62,7 +75,7 @@ pub(super) fn field(line: &mut String, key: &str, value: Option<&str>) {
     // Runs that need no escaping are copied whole; what needs it is ASCII, so bytes are
     // searched (a multi-byte character's bytes are all >= 0x80).
     let mut rest = v;
-    while let Some(at) = (rest.bytes()).position(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    while let Some(at) = (rest.bytes()).position(|b| ESCAPED[usize::from(b)]) {
         line.push_str(&rest[..at]);
         match rest.as_bytes()[at] {
             b'"' => line.push_str("\\\""),
