@@ -43,7 +43,7 @@ pub struct Edit {
 }
 
 fn remove<T: Clone>(table: &mut Table<T>, name: &str) -> bool {
-    table.contains_key(name) && Arc::make_mut(table).remove(name).is_some()
+    table.remove(name).is_some()
 }
 
 impl Edit {
@@ -104,7 +104,7 @@ impl Edit {
         if table.get(name.as_str()).is_some_and(|old| **old == value) {
             return;
         }
-        Arc::make_mut(table).insert(Arc::from(name.as_str()), Arc::new(value));
+        table.insert(Arc::from(name.as_str()), Arc::new(value));
         self.changed.push((kind, name));
     }
     /// Replaces the certificate provider instances (the xDS client sets the bootstrap's).
@@ -299,10 +299,12 @@ mod tests {
         let before = store.load_full_for_test();
         store.apply(|edit| edit.upsert_endpoints(assignment("c1", 150)));
         let after = store.load_full_for_test();
-        assert!(Arc::ptr_eq(&before.clusters, &after.clusters));
-        assert!(Arc::ptr_eq(&before.listeners, &after.listeners));
+        assert!(Table::ptr_eq(&before.clusters, &after.clusters));
+        assert!(Table::ptr_eq(&before.listeners, &after.listeners));
         assert!(Arc::ptr_eq(&before.absent, &after.absent));
-        assert!(!Arc::ptr_eq(&before.endpoints, &after.endpoints));
+        assert!(!Table::ptr_eq(&before.endpoints, &after.endpoints));
+        // Of the endpoints table, only the shard holding `c1` was copied.
+        assert_eq!(Table::shared_shards(&before.endpoints, &after.endpoints), 63);
         // The other assignments are the same allocations in the copied table.
         assert!(Arc::ptr_eq(
             before.endpoints("c2").unwrap(),

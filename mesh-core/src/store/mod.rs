@@ -4,10 +4,11 @@
 //! - **Readers never block.** The request path reads [`Store::version`] (one atomic load) and,
 //!   only when it changed, the snapshot through an `ArcSwap`. Writers (a file watcher, the xDS
 //!   client) build a whole new [`Snapshot`] and swap it in; nobody sees a half-applied update.
-//! - **An edit costs what it changes.** Each kind's table is shared between snapshots until an
-//!   edit touches it, its names are `Arc<str>` (copying a table copies pointers), and the edit
-//!   records what it changed instead of diffing tables afterwards: one endpoint update in a
-//!   mesh of 10,000 clusters copies one table of pointers and notifies one name.
+//! - **An edit costs what it changes.** Each kind's table is split in 64 shards by name, each
+//!   shared between snapshots until an edit touches it, its names are `Arc<str>` (copying a
+//!   shard copies pointers), and the edit records what it changed instead of diffing tables
+//!   afterwards: one endpoint update in a mesh of 10,000 clusters copies one shard of ~160
+//!   pointers and notifies one name.
 //! - **Unchanged resources keep their `Arc`.** An edit that re-sends an equal resource keeps the
 //!   old allocation, so consumers detect change with `Arc::ptr_eq` and a cluster's balancer and
 //!   connections survive an unrelated route change.
@@ -56,8 +57,8 @@ pub enum ResourceKind {
     Secret,
 }
 
-/// One kind's resources by name, shared by snapshots until an edit changes it.
-type Table<T> = Arc<HashMap<Arc<str>, Arc<T>>>;
+mod table;
+use table::Table;
 
 /// Why resources are not here, by kind then name (shared like a [`Table`]).
 type Absent = Arc<HashMap<ResourceKind, HashMap<String, Absence>>>;
