@@ -304,7 +304,10 @@ mod tests {
         assert!(Arc::ptr_eq(&before.absent, &after.absent));
         assert!(!Table::ptr_eq(&before.endpoints, &after.endpoints));
         // Of the endpoints table, only the shard holding `c1` was copied.
-        assert_eq!(Table::shared_shards(&before.endpoints, &after.endpoints), 63);
+        assert_eq!(
+            Table::shared_shards(&before.endpoints, &after.endpoints),
+            63
+        );
         // The other assignments are the same allocations in the copied table.
         assert!(Arc::ptr_eq(
             before.endpoints("c2").unwrap(),
