@@ -64,15 +64,6 @@ type Headers = Vec<Option<String>>;
 /// What one log keeps of a request: the values of the headers its format names (request ones
 /// now, response ones at the answer), those its filter's CEL reads, and its filter's
 /// request-time results.
-/// What a log without format or filter keeps.
-static NOTHING_KEPT: Kept = Kept {
-    request: Vec::new(),
-    response: Vec::new(),
-    filter_request: Vec::new(),
-    filter_response: Vec::new(),
-    early: 0,
-};
-
 #[derive(Debug, Default)]
 struct Kept {
     request: Headers,
@@ -81,6 +72,15 @@ struct Kept {
     filter_response: Headers,
     early: u64,
 }
+
+/// What a log without format or filter keeps.
+static NOTHING_KEPT: Kept = Kept {
+    request: Vec::new(),
+    response: Vec::new(),
+    filter_request: Vec::new(),
+    filter_response: Vec::new(),
+    early: 0,
+};
 
 impl LogLine {
     /// A line for `req`, which started at `started`.

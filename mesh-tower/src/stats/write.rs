@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 /// The wall-clock time of `at`, from a pair of readings (monotonic and wall clock) taken at
-/// most a second before, per thread: a line's start time costs no clock read of its own.
-/// (Tokio's clock, as the calls' own, so that tests with paused time see the durations they
-/// advanced.) Within that second the wall clock is assumed to advance as the monotonic one does (a step
-/// of the system clock shows in lines from the next second on).
+/// most a second before `at`, per thread: a line's start time costs no clock read of its own.
+/// The monotonic clock is Tokio's, as the calls' own, so tests with paused time see the
+/// durations they advanced. Within that second the wall clock is taken to advance as the
+/// monotonic one does: a step of the system clock shows in lines from the next second on.
 pub(crate) fn wall_clock(at: Instant) -> SystemTime {
     use std::cell::Cell;
     thread_local!(static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) });

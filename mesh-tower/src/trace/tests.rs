@@ -106,6 +106,38 @@ fn injected_headers_say_the_next_hop_s_parent() {
 }
 
 #[test]
+fn header_values_cut_from_one_block_stay_each_its_own() {
+    // Values share a per-thread block and outlive it (a new block is taken every ~70 ids):
+    // each must keep the bytes it was written with, across block boundaries.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let sent: Vec<(TraceContext, HeaderMap)> = (0..500)
+        .map(|_| {
+            let ctx = TraceContext {
+                trace_id: TraceId((u128::from(next()) << 64 | u128::from(next())).to_be_bytes()),
+                span_id: SpanId(next().to_be_bytes()),
+                sampled: next() % 2 == 0,
+                tracestate: None,
+            };
+            let mut h = HeaderMap::new();
+            inject(Propagation::W3C_AND_B3, &ctx, None, &mut h);
+            (ctx, h)
+        })
+        .collect();
+    for (ctx, h) in &sent {
+        assert_eq!(h["traceparent"], ctx.traceparent());
+        assert!(h["traceparent"].is_sensitive());
+        assert_eq!(h["x-b3-traceid"], ctx.trace_id.to_string());
+        assert_eq!(h["x-b3-spanid"], ctx.span_id.to_string());
+    }
+}
+
+#[test]
 fn propagators_are_named_as_opentelemetry_names_them() {
     assert_eq!(
         Propagation::from_otel("tracecontext,baggage").unwrap(),
