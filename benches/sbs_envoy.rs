@@ -3,7 +3,8 @@
 //! (`mesh-ads-all`). Envoy's stats are always on; this listener adds, on the same routes as the
 //! plain sidecar's, a file access log to /dev/null in a JSON format with the keys of the mesh's
 //! default line, and the OpenTelemetry tracer sampling 1% of requests and exporting over
-//! OTLP/gRPC to the Jaeger the harness starts for `mesh-ads-all`.
+//! OTLP/gRPC to the Jaeger the harness starts for `mesh-ads-all`. `SBS_TRACE_RATIO` applies to
+//! both; `SBS_TELEMETRY` (one part only) to the mesh alone.
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;

@@ -12,8 +12,9 @@
 //! `target/side_by_side.md`. Client CPU per request comes from the client process's
 //! `/proc/self/stat` (user + system), and for the Envoy path Envoy's own CPU is added (a sidecar's
 //! cost is the user's cost); `client user µs/req` is the client process's user time alone
-//! (its own code, without the kernel's network stack and wakeups; Envoy's not added). Without `--bench` (as `cargo test --all-targets` runs it) it is a
-//! seconds-long smoke run that checks every contender ran and produced numbers.
+//! (its own code, without the kernel's network stack and wakeups; Envoy's not added). Without
+//! `--bench` (as `cargo test --all-targets` runs it) it is a seconds-long smoke run that checks
+//! every contender ran and produced numbers.
 //!
 //! `SBS_CONTENDERS=a,b,…` picks the contenders (their baselines are added); `SBS_CELLS=32x64`
 //! narrows a full run to the listed concurrency × body cells. `h2-direct` is
