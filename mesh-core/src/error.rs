@@ -30,17 +30,26 @@ impl FieldPath {
     }
 
     /// This path extended by a field name.
+    // Paths are built for every field a translation or validation visits (tens of thousands
+    // for a large route config), so each is one allocation sized up front, not `format!`.
     pub fn field(&self, name: &str) -> Self {
         if self.0.is_empty() {
-            Self(name.to_owned())
-        } else {
-            Self(format!("{}.{name}", self.0))
+            return Self(name.to_owned());
         }
+        let mut out = String::with_capacity(self.0.len() + 1 + name.len());
+        out.push_str(&self.0);
+        out.push('.');
+        out.push_str(name);
+        Self(out)
     }
 
     /// This path extended by a list index.
     pub fn index(&self, i: usize) -> Self {
-        Self(format!("{}[{i}]", self.0))
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(self.0.len() + 8);
+        out.push_str(&self.0);
+        let _ = write!(out, "[{i}]");
+        Self(out)
     }
 
     /// The path as text.
@@ -146,5 +155,21 @@ impl Errors {
         } else {
             Err(ConfigError::Invalid(self.0))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FieldPath;
+
+    #[test]
+    fn paths_read_as_the_formatter_wrote_them() {
+        for i in [0usize, 7, 10, 99, 1234, usize::MAX] {
+            let p = FieldPath::root().field("routes").index(i).field("match");
+            assert_eq!(p.as_str(), format!("routes[{i}].match"));
+            assert_eq!(FieldPath::root().index(i).as_str(), format!("[{i}]"));
+        }
+        assert_eq!(FieldPath::new("a").field("b").as_str(), "a.b");
+        assert_eq!(FieldPath::root().field("a").as_str(), "a");
     }
 }
