@@ -14,7 +14,6 @@ use envoy_types::pb::envoy::config::trace::v3 as trace;
 use envoy_types::pb::envoy::extensions::access_loggers::file::v3 as file;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::r#type::v3::Percent;
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use mesh_benches::harness::{CLIENT_CPU, pin_pid};
 use mesh_interop::envoy::{Envoy, free_port};
 use mesh_interop::gocp::GoControlPlane;
@@ -111,21 +110,7 @@ fn access_log() -> accesslog::AccessLog {
         ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
         ("upstream_host", "%UPSTREAM_HOST%"),
     ];
-    let json = Struct {
-        fields: fields
-            .into_iter()
-            .map(|(k, v)| {
-                let v = Value {
-                    kind: Some(Kind::StringValue(v.into())),
-                };
-                (k.to_owned(), v)
-            })
-            .collect(),
-    };
-    let format = core::SubstitutionFormatString {
-        format: Some(core::substitution_format_string::Format::JsonFormat(json)),
-        ..Default::default()
-    };
+    let format = build::json_log_format(&fields);
     let config = file::FileAccessLog {
         path: "/dev/null".into(),
         access_log_format: Some(file::file_access_log::AccessLogFormat::LogFormat(format)),

@@ -36,6 +36,32 @@ pub fn any<M: prost::Message + prost::Name>(m: &M) -> Any {
     }
 }
 
+/// An access log format writing a JSON object of `fields` (key, Envoy command operator or
+/// literal), as Envoy's `json_format`.
+///
+/// ```
+/// use mesh_xds_client::build;
+/// let f = build::json_log_format(&[("code", "%RESPONSE_CODE%"), ("path", "%REQ(:PATH)%")]);
+/// assert!(f.format.is_some());
+/// ```
+pub fn json_log_format(fields: &[(&str, &str)]) -> core::SubstitutionFormatString {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let json = Struct {
+        fields: (fields.iter())
+            .map(|(k, v)| {
+                let v = Value {
+                    kind: Some(Kind::StringValue((*v).to_owned())),
+                };
+                ((*k).to_owned(), v)
+            })
+            .collect(),
+    };
+    core::SubstitutionFormatString {
+        format: Some(core::substitution_format_string::Format::JsonFormat(json)),
+        ..Default::default()
+    }
+}
+
 /// The router filter, last in every client filter chain.
 pub fn router_filter() -> hcm::HttpFilter {
     hcm::HttpFilter {

@@ -7,7 +7,6 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::extensions::access_loggers::file::v3 as file;
 use envoy_types::pb::envoy::extensions::access_loggers::stream::v3 as stream;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use mesh_core::config::listener::AccessLogConfig;
 
 /// Listener `web` (RDS `routes`) whose manager logs to `logs`.
@@ -63,23 +62,9 @@ fn translated(a: &Any) -> Result<mesh_core::Listener, String> {
 
 #[test]
 fn file_and_stdout_loggers_become_the_listeners_logs() {
-    let json = Struct {
-        fields: [("code", "%RESPONSE_CODE%"), ("path", "%REQ(:PATH)%")]
-            .into_iter()
-            .map(|(k, v)| {
-                let v = Value {
-                    kind: Some(Kind::StringValue(v.into())),
-                };
-                (k.to_owned(), v)
-            })
-            .collect(),
-    };
     let stdout = stream::StdoutAccessLog {
         access_log_format: Some(stream::stdout_access_log::AccessLogFormat::LogFormat(
-            core::SubstitutionFormatString {
-                format: Some(core::substitution_format_string::Format::JsonFormat(json)),
-                ..Default::default()
-            },
+            build::json_log_format(&[("code", "%RESPONSE_CODE%"), ("path", "%REQ(:PATH)%")]),
         )),
     };
     let l = translated(&with_logs(vec![
